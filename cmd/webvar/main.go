@@ -1,0 +1,67 @@
+// Command webvar runs VAR (visual autoregressive, next-scale prediction) image generators.
+//
+//	webvar generate -var var.pth -vae vae.pth -class 207 -out image.png
+//
+// Run `webvar help` for the subcommands and `webvar <subcommand> -h` for their flags.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+type command struct {
+	name, summary string
+	run           func(args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"generate", "generate images with a VAR checkpoint and write a PNG (and tokens, per-scale previews)", runGenerate},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "webvar: run VAR (next-scale prediction) image generators")
+	fmt.Fprintln(w, "\nusage: webvar <command> [flags]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "  help       show this help")
+	fmt.Fprintln(w, "\nRun 'webvar <command> -h' for a command's flags.")
+	fmt.Fprintln(w, "Not built yet: convert, serve, preview, bench (see the project's open issues).")
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit status (0 ok, 1 failure, 2 bad usage).
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			if err := c.run(args[1:], stdout, stderr); err != nil {
+				if _, ok := err.(usageError); ok {
+					fmt.Fprintf(stderr, "webvar %s: %v\n", c.name, err)
+					return 2
+				}
+				fmt.Fprintf(stderr, "webvar %s: %v\n", c.name, err)
+				return 1
+			}
+			return 0
+		}
+	}
+	fmt.Fprintf(stderr, "webvar: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+// usageError marks bad flags or arguments (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }

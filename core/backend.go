@@ -1,0 +1,100 @@
+package core
+
+import "errors"
+
+// Backend is the set of ops the models need. Every op takes backend-owned tensors, returns a new one and
+// never modifies its inputs. Shapes follow PyTorch: activations of the transformer are [B, L, C] (batch,
+// tokens, channels), images and feature maps are [B, C, H, W].
+//
+// The CPU backend (core/cpu) is the reference: each op there is written to be read as the spec. Other
+// backends must agree with it within the per-op tolerances of the cross-backend test.
+//
+// A backend that cannot run an op (or a shape of it) returns an error wrapping ErrUnsupported instead of
+// panicking.
+type Backend interface {
+	// Name is a short identifier: "cpu", "webgpu".
+	Name() string
+
+	// Upload copies a host tensor into backend memory.
+	Upload(h HostTensor) (*Tensor, error)
+	// Download copies a tensor back to host memory.
+	Download(t *Tensor) (HostTensor, error)
+	// Free releases t's memory early. Using t afterwards is an error. Freeing nil is a no-op.
+	Free(t *Tensor)
+
+	// Linear is y = x @ w^T + b over the last dimension (PyTorch F.linear): x [..., K], w [M, K], b [M] or nil;
+	// y [..., M].
+	Linear(x, w, b *Tensor) (*Tensor, error)
+	// Attention is softmax(q_h @ k_h^T * scale + mask) @ v_h per batch and head, heads stored side by side in
+	// the channel dimension (head h owns channels [h*d, (h+1)*d)): q [B, L, C], k and v [B, S, C], mask
+	// [L, S] additive or nil; out [B, L, C].
+	Attention(q, k, v *Tensor, heads int, scale float32, mask *Tensor) (*Tensor, error)
+
+	// LayerNorm normalizes over the last dimension without affine parameters (biased variance).
+	LayerNorm(x *Tensor, eps float32) (*Tensor, error)
+	// Modulate is x * (1 + scale[b]) + shift[b] for x [B, L, C], scale and shift [B, C] (AdaLN).
+	Modulate(x, scale, shift *Tensor) (*Tensor, error)
+	// GroupNorm normalizes x [B, C, H, W] over groups of C/groups channels, applies the affine w, b [C], and
+	// then SiLU when silu is true.
+	GroupNorm(x *Tensor, groups int, w, b *Tensor, eps float32, silu bool) (*Tensor, error)
+	// NormalizeHeads L2-normalizes each head's d-vector of x [B, L, C] (x / max(|x|, 1e-12), F.normalize)
+	// and multiplies head h by scale[h] when scale [heads] is not nil.
+	NormalizeHeads(x *Tensor, heads int, scale *Tensor) (*Tensor, error)
+
+	// GELUTanh is GELU with the tanh approximation.
+	GELUTanh(x *Tensor) (*Tensor, error)
+	// SiLU is x * sigmoid(x).
+	SiLU(x *Tensor) (*Tensor, error)
+	// Add is a + b where b's shape is a suffix of a's (b is broadcast over a's leading dimensions).
+	Add(a, b *Tensor) (*Tensor, error)
+	// AddMulRows is x + y * g[b] for x, y [B, L, C] and g [B, C] (the gated residual of AdaLN blocks).
+	AddMulRows(x, y, g *Tensor) (*Tensor, error)
+	// Axpby is alpha*x + beta*y for tensors of equal shape.
+	Axpby(alpha float32, x *Tensor, beta float32, y *Tensor) (*Tensor, error)
+	// Clamp limits every element to [lo, hi].
+	Clamp(x *Tensor, lo, hi float32) (*Tensor, error)
+
+	// SliceLast returns x[..., off:off+n].
+	SliceLast(x *Tensor, off, n int) (*Tensor, error)
+	// Concat joins tensors along axis; all other dimensions must match.
+	Concat(axis int, ts ...*Tensor) (*Tensor, error)
+	// Transpose12 swaps the last two dimensions of a 3-D tensor: [A, M, N] -> [A, N, M].
+	Transpose12(x *Tensor) (*Tensor, error)
+
+	// Conv2d is a 2-D convolution (PyTorch Conv2d, dilation 1, groups 1): x [B, Ci, H, W], w [Co, Ci, kh, kw],
+	// b [Co] or nil, zero padding pad = {top, left, bottom, right}; out [B, Co, H', W'].
+	Conv2d(x, w, b *Tensor, stride int, pad [4]int) (*Tensor, error)
+	// Upsample2x is nearest-neighbour 2x upsampling of [B, C, H, W].
+	Upsample2x(x *Tensor) (*Tensor, error)
+	// ResizeBicubic is F.interpolate(mode='bicubic', align_corners=False) with A = -0.75.
+	ResizeBicubic(x *Tensor, outH, outW int) (*Tensor, error)
+	// ResizeArea is F.interpolate(mode='area'), i.e. adaptive average pooling.
+	ResizeArea(x *Tensor, outH, outW int) (*Tensor, error)
+
+	// Embedding gathers rows of table [V, C]: out [len(ids), C]. Every id must be in [0, V).
+	Embedding(table *Tensor, ids []int) (*Tensor, error)
+	// NearestCode returns, for each row z of z [N, C], argmin_v |z|^2 + |e_v|^2 - 2 z.e_v over codebook
+	// [V, C] (first index on ties).
+	NearestCode(z, codebook *Tensor) ([]int, error)
+}
+
+// ErrUnsupported is wrapped by errors of ops a backend cannot run.
+var ErrUnsupported = errors.New("unsupported by backend")
+
+// Reshape returns a view of t with a new shape of the same element count. Backends store tensors densely
+// in row-major order, so a reshape never moves data.
+func Reshape(t *Tensor, shape ...int) (*Tensor, error) {
+	s := Shape(shape)
+	if s.Numel() != t.shape.Numel() {
+		return nil, &ShapeError{Op: "reshape", Msg: "cannot reshape " + t.shape.String() + " to " + s.String()}
+	}
+	return &Tensor{shape: s.Clone(), storage: t.storage}, nil
+}
+
+// ShapeError reports an op called with shapes it does not accept.
+type ShapeError struct {
+	Op  string
+	Msg string
+}
+
+func (e *ShapeError) Error() string { return e.Op + ": " + e.Msg }

@@ -1,0 +1,116 @@
+package cpu
+
+import (
+	"math"
+
+	"github.com/webvar/webvar/core"
+)
+
+// Attention is softmax(q_h @ k_h^T * scale + mask) @ v_h for every batch element and head, heads side by side
+// in the channel dimension (head h owns channels [h*d, (h+1)*d), d = C/heads): q [B, L, C], k and v
+// [B, S, C], mask [L, S] additive or nil; out [B, L, C].
+//
+// Spec, for each b, h and query l:
+//
+//	score[s] = float32(dot(q[b, l, head h], k[b, s, head h]) * scale) + mask[l, s]   (dot in float32)
+//	p[s]     = exp(score[s] - max_s score) / sum_s exp(score[s] - max_s score)     (exp and sum in float64)
+//	out[b, l, head h] = sum_s p[s] * v[b, s, head h]                              (float32, s increasing)
+//
+// The mask may hold -Inf (masked pairs get p = 0). A query row whose scores are all -Inf has no defined
+// softmax (PyTorch returns NaN); this backend returns zeros for that row instead, so that one fully masked
+// row cannot poison later layers with NaN. The models never mask a row fully.
+func (be *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mask *core.Tensor) (*core.Tensor, error) {
+	const op = "attention"
+	q_BLC, err := floats(op, "q", q)
+	if err != nil {
+		return nil, err
+	}
+	k_BSC, err := floats(op, "k", k)
+	if err != nil {
+		return nil, err
+	}
+	v_BSC, err := floats(op, "v", v)
+	if err != nil {
+		return nil, err
+	}
+	qs, ks := q.Shape(), k.Shape()
+	if len(qs) != 3 || len(ks) != 3 || !ks.Equal(v.Shape()) || ks[0] != qs[0] || ks[2] != qs[2] {
+		return nil, shapeError(op, "want q [B, L, C] and k, v [B, S, C], got q %v, k %v, v %v", qs, ks, v.Shape())
+	}
+	B, L, S, C := qs[0], qs[1], ks[1], qs[2]
+	if heads <= 0 || C%heads != 0 {
+		return nil, shapeError(op, "%d heads do not divide %d channels", heads, C)
+	}
+	d := C / heads
+	var mask_LS []float32
+	if mask != nil {
+		if mask_LS, err = floats(op, "mask", mask); err != nil {
+			return nil, err
+		}
+		if !mask.Shape().Equal(core.Shape{L, S}) {
+			return nil, shapeError(op, "mask %v, want [%d, %d] for q %v and k %v", mask.Shape(), L, S, qs, ks)
+		}
+	}
+
+	out, out_BLC := newTensor(B, L, C)
+	// One work item is one query row of one head; all cost the same.
+	be.parallelFor(B*heads*L, func(i0, i1 int) {
+		score := make([]float32, S)
+		prob := make([]float64, S)
+		for i := i0; i < i1; i++ {
+			b, h, l := i/(heads*L), i/L%heads, i%L
+			qRow := q_BLC[(b*L+l)*C+h*d:][:d]
+			// kv(s) is head h's d-vector of key or value s of batch element b.
+			kv := func(t []float32, s int) []float32 { return t[(b*S+s)*C+h*d:][:d] }
+
+			// Three keys at a time only for speed (independent accumulators); each score is still one
+			// float32 dot product accumulated in increasing channel order.
+			s := 0
+			for ; s+3 <= S; s += 3 {
+				score[s], score[s+1], score[s+2] = dot1x3(qRow, kv(k_BSC, s), kv(k_BSC, s+1), kv(k_BSC, s+2))
+			}
+			for ; s < S; s++ {
+				score[s] = dot(qRow, kv(k_BSC, s))
+			}
+			for s := range score {
+				score[s] = float32(score[s] * scale)
+				if mask_LS != nil {
+					score[s] += mask_LS[l*S+s]
+				}
+			}
+			if !softmax(score, prob) {
+				continue // fully masked row: output stays zero (see the doc comment)
+			}
+			o := out_BLC[(b*L+l)*C+h*d:][:d]
+			for s := range S {
+				p := float32(prob[s])
+				vRow := kv(v_BSC, s)
+				for j := range o {
+					o[j] += p * vRow[j]
+				}
+			}
+		}
+	})
+	return out, nil
+}
+
+// softmax writes softmax(score) into prob, subtracting the maximum before exponentiating so that no exp
+// overflows. It reports false, leaving prob unspecified, when every score is -Inf.
+func softmax(score []float32, prob []float64) bool {
+	maxScore := math.Inf(-1)
+	for _, x := range score {
+		maxScore = max(maxScore, float64(x))
+	}
+	if math.IsInf(maxScore, -1) {
+		return false
+	}
+	var sum float64
+	for s, x := range score {
+		prob[s] = math.Exp(float64(x) - maxScore)
+		sum += prob[s]
+	}
+	for s := range prob {
+		prob[s] /= sum
+	}
+	return true
+}

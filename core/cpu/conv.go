@@ -1,0 +1,130 @@
+package cpu
+
+import "github.com/webvar/webvar/core"
+
+// convChunkFloats bounds the im2col scratch buffer of Conv2d (4 MiB): the patch matrix of a whole 256x256
+// feature map would take hundreds of MiB, so Conv2d builds it a chunk of output pixels at a time.
+const convChunkFloats = 1 << 20
+
+// Conv2d is a 2-D cross-correlation (PyTorch nn.Conv2d with dilation 1 and groups 1): x [B, Ci, H, W],
+// w [Co, Ci, kh, kw], b [Co] or nil, stride s >= 1 and zero padding pad = {top, left, bottom, right};
+// out [B, Co, Ho, Wo] with Ho = (H + top + bottom - kh)/s + 1 and Wo = (W + left + right - kw)/s + 1:
+//
+//	out[b, o, i, j] = (sum over c, u, v of w[o, c, u, v] * x[b, c, i*s - top + u, j*s - left + v]) + b[o]
+//
+// where x is zero outside [0, H) x [0, W). The sum is one float32 accumulator over (c, u, v) in row-major
+// order of w; the bias is added last.
+//
+// Implementation: im2col. For a chunk of output pixels, row p of the patch matrix holds the Ci*kh*kw input
+// values that pixel p sees, in the same order as a row of w; the outputs are then the dot products of w's
+// rows with the patch rows, which gemmNT computes straight into the [Co, Ho*Wo] layout of the output.
+func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.Tensor, error) {
+	const op = "conv2d"
+	x_BCHW, err := floats(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	w_OCUV, err := floats(op, "w", w)
+	if err != nil {
+		return nil, err
+	}
+	xs, ws := x.Shape(), w.Shape()
+	if len(xs) != 4 || len(ws) != 4 || ws[1] != xs[1] {
+		return nil, shapeError(op, "want x [B, Ci, H, W] and w [Co, Ci, kh, kw], got x %v and w %v", xs, ws)
+	}
+	B, Ci, H, W := xs[0], xs[1], xs[2], xs[3]
+	Co, kh, kw := ws[0], ws[2], ws[3]
+	top, left, bottom, right := pad[0], pad[1], pad[2], pad[3]
+	if stride < 1 || top < 0 || left < 0 || bottom < 0 || right < 0 {
+		return nil, shapeError(op, "stride %d must be >= 1 and padding %v >= 0", stride, pad)
+	}
+	if Ci == 0 || Co == 0 || kh == 0 || kw == 0 || H+top+bottom < kh || W+left+right < kw {
+		return nil, shapeError(op, "kernel %v does not fit x %v padded by %v", ws, xs, pad)
+	}
+	var b_O []float32
+	if b != nil {
+		if b_O, err = floats(op, "b", b); err != nil {
+			return nil, err
+		}
+		if !b.Shape().Equal(core.Shape{Co}) {
+			return nil, shapeError(op, "b %v, want [%d] for w %v", b.Shape(), Co, ws)
+		}
+	}
+	Ho := (H+top+bottom-kh)/stride + 1
+	Wo := (W+left+right-kw)/stride + 1
+	P, Kc := Ho*Wo, Ci*kh*kw // output pixels per image, values per patch
+
+	out, out_BOP := newTensor(B, Co, Ho, Wo)
+	chunk := min(P, max(1, convChunkFloats/Kc)) // output pixels per im2col chunk
+	cols := make([]float32, chunk*Kc)
+	for bi := range B {
+		x_CHW := x_BCHW[bi*Ci*H*W : (bi+1)*Ci*H*W]
+		out_OP := out_BOP[bi*Co*P : (bi+1)*Co*P]
+		for p0 := 0; p0 < P; p0 += chunk {
+			pc := min(chunk, P-p0)
+			patches := cols[:pc*Kc]
+			be.parallelFor(pc, func(q0, q1 int) {
+				for q := q0; q < q1; q++ {
+					oy, ox := (p0+q)/Wo, (p0+q)%Wo
+					row := patches[q*Kc : (q+1)*Kc]
+					k := 0
+					for c := range Ci {
+						for u := range kh {
+							iy := oy*stride - top + u
+							for v := range kw {
+								ix := ox*stride - left + v
+								if iy >= 0 && iy < H && ix >= 0 && ix < W {
+									row[k] = x_CHW[(c*H+iy)*W+ix]
+								} else {
+									row[k] = 0
+								}
+								k++
+							}
+						}
+					}
+				}
+			})
+			be.gemmNT(w_OCUV, Co, patches, pc, Kc, out_OP[p0:], P)
+		}
+	}
+	if b_O != nil {
+		be.parallelFor(B*Co, func(r0, r1 int) {
+			for r := r0; r < r1; r++ {
+				bias := b_O[r%Co]
+				plane := out_BOP[r*P : (r+1)*P]
+				for p := range plane {
+					plane[p] += bias
+				}
+			}
+		})
+	}
+	return out, nil
+}
+
+// Upsample2x is nearest-neighbour 2x upsampling (F.interpolate(scale_factor=2, mode='nearest')):
+// x [B, C, H, W] -> y [B, C, 2H, 2W], y[b, c, i, j] = x[b, c, i/2, j/2].
+func (be *Backend) Upsample2x(x *core.Tensor) (*core.Tensor, error) {
+	const op = "upsample2x"
+	x_BCHW, err := floats(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	xs := x.Shape()
+	if len(xs) != 4 {
+		return nil, shapeError(op, "want x [B, C, H, W], got %v", xs)
+	}
+	H, W := xs[2], xs[3]
+	y, y_BCHW := newTensor(xs[0], xs[1], 2*H, 2*W)
+	// One work item is one output row (plane, i).
+	be.parallelFor(xs[0]*xs[1]*2*H, func(r0, r1 int) {
+		for r := r0; r < r1; r++ {
+			plane, i := r/(2*H), r%(2*H)
+			src := x_BCHW[(plane*H+i/2)*W:][:W]
+			dst := y_BCHW[r*2*W : (r+1)*2*W]
+			for j := range dst {
+				dst[j] = src[j/2]
+			}
+		}
+	})
+	return y, nil
+}

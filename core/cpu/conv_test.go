@@ -1,0 +1,102 @@
+package cpu
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/internal/testutil"
+)
+
+// refConv2d is the naive 7-loop convolution in float64, reading zero outside the input.
+func refConv2d(x, w, b []float32, B, Ci, H, W, Co, kh, kw, stride int, pad [4]int) ([]float64, int, int) {
+	Ho := (H+pad[0]+pad[2]-kh)/stride + 1
+	Wo := (W+pad[1]+pad[3]-kw)/stride + 1
+	out := make([]float64, B*Co*Ho*Wo)
+	for n := range B {
+		for o := range Co {
+			for i := range Ho {
+				for j := range Wo {
+					var s float64
+					if b != nil {
+						s = float64(b[o])
+					}
+					for c := range Ci {
+						for u := range kh {
+							for v := range kw {
+								y, x0 := i*stride-pad[0]+u, j*stride-pad[1]+v
+								if y < 0 || y >= H || x0 < 0 || x0 >= W {
+									continue
+								}
+								s += float64(w[((o*Ci+c)*kh+u)*kw+v]) * float64(x[((n*Ci+c)*H+y)*W+x0])
+							}
+						}
+					}
+					out[((n*Co+o)*Ho+i)*Wo+j] = s
+				}
+			}
+		}
+	}
+	return out, Ho, Wo
+}
+
+func TestConv2dProperty(t *testing.T) {
+	be := testBackend()
+	r := newRand(6)
+	type conv struct {
+		B, Ci, H, W, Co, k, stride int
+		pad                        [4]int
+		bias                       bool
+	}
+	cases := []conv{
+		{1, 3, 7, 9, 5, 1, 1, [4]int{}, true},
+		{2, 4, 7, 9, 5, 3, 1, [4]int{1, 1, 1, 1}, true},
+		{1, 4, 7, 9, 6, 3, 2, [4]int{0, 0, 1, 1}, false}, // VAE Downsample2x: pad right/bottom, stride 2
+		{2, 3, 8, 5, 7, 3, 2, [4]int{1, 1, 1, 1}, true},
+		{1, 5, 6, 6, 3, 1, 2, [4]int{}, true},
+		{1, 2, 5, 4, 3, 3, 1, [4]int{2, 0, 0, 1}, true}, // asymmetric, more padding than the kernel needs
+		{1, 33, 11, 13, 50, 3, 1, [4]int{1, 1, 1, 1}, true},
+	}
+	for _, c := range cases {
+		name := fmt.Sprintf("B%d_Ci%d_%dx%d_Co%d_k%d_s%d_pad%v", c.B, c.Ci, c.H, c.W, c.Co, c.k, c.stride, c.pad)
+		t.Run(name, func(t *testing.T) {
+			x, xv := randTensor(t, be, r, c.B, c.Ci, c.H, c.W)
+			w, wv := randTensor(t, be, r, c.Co, c.Ci, c.k, c.k)
+			var b *core.Tensor
+			var bv []float32
+			if c.bias {
+				b, bv = randTensor(t, be, r, c.Co)
+			}
+			want, Ho, Wo := refConv2d(xv, wv, bv, c.B, c.Ci, c.H, c.W, c.Co, c.k, c.k, c.stride, c.pad)
+			got := download(t, be, must(t)(be.Conv2d(x, w, b, c.stride, c.pad)), core.Shape{c.B, c.Co, Ho, Wo})
+			testutil.AbsClose(t, "conv2d "+name, got, to32(want), 1e-4)
+		})
+	}
+	t.Run("chunked im2col", func(t *testing.T) {
+		// Ci*kh*kw = 2304 and 48x48 pixels: the patch matrix spans two chunks of convChunkFloats.
+		x, xv := randTensor(t, be, r, 1, 256, 48, 48)
+		w, wv := randTensor(t, be, r, 2, 256, 3, 3)
+		want, Ho, Wo := refConv2d(xv, wv, nil, 1, 256, 48, 48, 2, 3, 3, 1, [4]int{1, 1, 1, 1})
+		if 48*48*256*9 <= convChunkFloats {
+			t.Fatal("case no longer spans several chunks")
+		}
+		got := download(t, be, must(t)(be.Conv2d(x, w, nil, 1, [4]int{1, 1, 1, 1})), core.Shape{1, 2, Ho, Wo})
+		testutil.AbsClose(t, "conv2d chunked", got, to32(want), 2e-4)
+	})
+}
+
+// BenchmarkConv3x3 is a 128 -> 128 channel 3x3 convolution on a 64x64 map, as in the VAE decoder.
+func BenchmarkConv3x3(b *testing.B) {
+	const C, H, W = 128, 64, 64
+	be := New(0)
+	r := newRand(7)
+	x, _ := randTensor(b, be, r, 1, C, H, W)
+	w, _ := randTensor(b, be, r, C, C, 3, 3)
+	bias, _ := randTensor(b, be, r, C)
+	for b.Loop() {
+		if _, err := be.Conv2d(x, w, bias, 1, [4]int{1, 1, 1, 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(2*C*C*9*H*W*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}

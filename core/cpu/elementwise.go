@@ -1,0 +1,153 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/webvar/webvar/core"
+)
+
+// GELUTanh is GELU with the tanh approximation (nn.GELU(approximate='tanh')), evaluated in float64:
+//
+//	y = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
+func (be *Backend) GELUTanh(x *core.Tensor) (*core.Tensor, error) {
+	return be.unary("gelu", x, func(v float32) float32 {
+		const (
+			sqrt2OverPi = 0.7978845608028654 // sqrt(2/pi)
+			kappa       = 0.044715
+		)
+		x := float64(v)
+		return float32(0.5 * x * (1 + math.Tanh(sqrt2OverPi*(x+kappa*x*x*x))))
+	})
+}
+
+// SiLU is x * sigmoid(x) (F.silu, the VAE's "nonlinearity").
+func (be *Backend) SiLU(x *core.Tensor) (*core.Tensor, error) {
+	return be.unary("silu", x, siLU)
+}
+
+// siLU is x * sigmoid(x) in float64. The sigmoid is written so that exp only ever sees a non-positive
+// argument: it cannot overflow, and large |x| give exactly x (x >> 0) or a tiny negative number (x << 0)
+// instead of Inf/Inf = NaN.
+func siLU(v float32) float32 {
+	x := float64(v)
+	var sigmoid float64
+	if x >= 0 {
+		sigmoid = 1 / (1 + math.Exp(-x))
+	} else {
+		e := math.Exp(x)
+		sigmoid = e / (1 + e)
+	}
+	return float32(x * sigmoid)
+}
+
+// Clamp limits every element to [lo, hi] (torch.clamp); NaN stays NaN as in PyTorch.
+func (be *Backend) Clamp(x *core.Tensor, lo, hi float32) (*core.Tensor, error) {
+	if !(lo <= hi) {
+		return nil, fmt.Errorf("clamp: empty range [%v, %v]", lo, hi)
+	}
+	return be.unary("clamp", x, func(v float32) float32 {
+		switch {
+		case v < lo:
+			return lo
+		case v > hi:
+			return hi
+		}
+		return v
+	})
+}
+
+// unary applies f to every element of x.
+func (be *Backend) unary(op string, x *core.Tensor, f func(float32) float32) (*core.Tensor, error) {
+	in, err := floats(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	y, out := newTensor(x.Shape()...)
+	be.parallelElems(len(in), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out[i] = f(in[i])
+		}
+	})
+	return y, nil
+}
+
+// Add is a + b where b's shape is a suffix of a's (b is broadcast over a's leading dimensions, e.g. a bias
+// [C] or a position embedding [L, C] added to [B, L, C]).
+func (be *Backend) Add(a, b *core.Tensor) (*core.Tensor, error) {
+	const op = "add"
+	a_data, err := floats(op, "a", a)
+	if err != nil {
+		return nil, err
+	}
+	b_data, err := floats(op, "b", b)
+	if err != nil {
+		return nil, err
+	}
+	as, bs := a.Shape(), b.Shape()
+	if len(bs) > len(as) || !as[len(as)-len(bs):].Equal(bs) {
+		return nil, shapeError(op, "b %v is not a suffix of a %v", bs, as)
+	}
+	y, out := newTensor(as...)
+	n := len(b_data) // a is len(a)/n copies of b's shape
+	be.parallelElems(len(a_data), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out[i] = a_data[i] + b_data[i%n]
+		}
+	})
+	return y, nil
+}
+
+// AddMulRows is the gated residual of the AdaLN blocks: x + y * g[b] for x, y [B, L, C] and g [B, C]. The
+// product is rounded to float32 before the sum, as in PyTorch (x + y.mul_(g)).
+func (be *Backend) AddMulRows(x, y, g *core.Tensor) (*core.Tensor, error) {
+	const op = "addmulrows"
+	x_BLC, err := floats(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	y_BLC, err := floats(op, "y", y)
+	if err != nil {
+		return nil, err
+	}
+	g_BC, err := floats(op, "g", g)
+	if err != nil {
+		return nil, err
+	}
+	xs := x.Shape()
+	if len(xs) != 3 || !y.Shape().Equal(xs) || !g.Shape().Equal(core.Shape{xs[0], xs[2]}) {
+		return nil, shapeError(op, "want x, y [B, L, C] and g [B, C], got x %v, y %v, g %v", xs, y.Shape(), g.Shape())
+	}
+	L, C := xs[1], xs[2]
+	out, out_BLC := newTensor(xs...)
+	be.parallelElems(len(x_BLC), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			b, c := i/(L*C), i%C
+			out_BLC[i] = x_BLC[i] + float32(y_BLC[i]*g_BC[b*C+c])
+		}
+	})
+	return out, nil
+}
+
+// Axpby is alpha*x + beta*y for x and y of equal shape, each product rounded to float32 before the sum.
+func (be *Backend) Axpby(alpha float32, x *core.Tensor, beta float32, y *core.Tensor) (*core.Tensor, error) {
+	const op = "axpby"
+	x_data, err := floats(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	y_data, err := floats(op, "y", y)
+	if err != nil {
+		return nil, err
+	}
+	if !x.Shape().Equal(y.Shape()) {
+		return nil, shapeError(op, "x %v and y %v differ", x.Shape(), y.Shape())
+	}
+	out, out_data := newTensor(x.Shape()...)
+	be.parallelElems(len(x_data), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			out_data[i] = float32(alpha*x_data[i]) + float32(beta*y_data[i])
+		}
+	})
+	return out, nil
+}

@@ -1,0 +1,248 @@
+package varmodel
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/vqvae"
+)
+
+// Pipeline is a VAR transformer with its VQVAE: class labels in, images out (official
+// autoregressive_infer_cfg).
+type Pipeline struct {
+	VAR *Model
+	VAE *vqvae.Model
+}
+
+// NewPipeline checks that the two models fit together.
+func NewPipeline(v *Model, vae *vqvae.Model) (*Pipeline, error) {
+	vc, ac := v.Config(), vae.Config()
+	if vc.Cvae != ac.Cvae {
+		return nil, fmt.Errorf("VAR expects %d latent channels (word_embed), the VQVAE has %d", vc.Cvae, ac.Cvae)
+	}
+	if vc.V != ac.V {
+		return nil, fmt.Errorf("VAR predicts %d codes (head), the VQVAE codebook has %d", vc.V, ac.V)
+	}
+	if fmt.Sprint(vc.PatchNums) != fmt.Sprint(ac.PatchNums) {
+		return nil, fmt.Errorf("VAR patch_nums %v differ from the VQVAE's %v", vc.PatchNums, ac.PatchNums)
+	}
+	return &Pipeline{VAR: v, VAE: vae}, nil
+}
+
+// Request is one generation: a batch of class labels and the sampling settings.
+type Request struct {
+	Labels     []int   // class per image, in [0, Classes)
+	CFG        float64 // guidance strength; the effective t grows linearly from 0 at the first scale to CFG
+	TopK       int     // 0: off; 1: greedy
+	TopP       float64 // 0: off
+	MoreSmooth bool    // Gumbel-softmax soft embeddings (official more_smooth)
+	Seed       uint64
+	// Prefix optionally fixes the tokens of the first len(Prefix) scales (each B*pn^2 ids, image-major)
+	// instead of sampling them: "reroll from scale k" and teacher forcing.
+	Prefix [][]int
+	// Previews decodes the accumulated f_hat after every scale into ScaleEvent.Preview.
+	Previews bool
+}
+
+// ScaleEvent reports a finished scale.
+type ScaleEvent struct {
+	Scale, Scales int
+	PN            int
+	Tokens        []int            // B*pn^2 ids, image-major, row-major within an image
+	Preview       *core.HostTensor // [B, 3, H, W] in [0, 1] when Request.Previews
+	Elapsed       time.Duration    // since the start of the generation
+}
+
+// Result is a finished generation.
+type Result struct {
+	Tokens [][]int         // per scale: B*pn^2 ids
+	Images core.HostTensor // [B, 3, H, W] in [0, 1]
+}
+
+// TokensOf returns image b's token maps, one row-major slice per scale.
+func (r *Result) TokensOf(b int, patchNums []int) [][]int {
+	out := make([][]int, len(r.Tokens))
+	for si, t := range r.Tokens {
+		n := patchNums[si] * patchNums[si]
+		out[si] = append([]int(nil), t[b*n:(b+1)*n]...)
+	}
+	return out
+}
+
+// Generate runs a request on a fresh op sequence. onScale (may be nil) is called after every scale; an
+// error from it stops the generation and is returned.
+func (p *Pipeline) Generate(ctx context.Context, b core.Backend, req Request, onScale func(ScaleEvent) error) (*Result, error) {
+	return p.Run(ctx, core.NewOps(b), req, onScale)
+}
+
+func (p *Pipeline) validate(req Request) error {
+	c := p.VAR.Config()
+	if len(req.Labels) == 0 {
+		return fmt.Errorf("no labels: nothing to generate")
+	}
+	for _, l := range req.Labels {
+		if l < 0 || l >= c.Classes {
+			return fmt.Errorf("class %d outside [0, %d)", l, c.Classes)
+		}
+	}
+	if req.TopK < 0 || req.TopP < 0 || req.TopP > 1 {
+		return fmt.Errorf("top-k %d / top-p %g: want top-k >= 0 and 0 <= top-p <= 1", req.TopK, req.TopP)
+	}
+	if len(req.Prefix) > len(c.PatchNums) {
+		return fmt.Errorf("prefix has %d scales, the model has %d", len(req.Prefix), len(c.PatchNums))
+	}
+	for si, ids := range req.Prefix {
+		if want := len(req.Labels) * c.PatchNums[si] * c.PatchNums[si]; len(ids) != want {
+			return fmt.Errorf("prefix scale %d has %d tokens, want %d", si, len(ids), want)
+		}
+		for _, id := range ids {
+			if id < 0 || id >= c.V {
+				return fmt.Errorf("prefix scale %d: token %d outside [0, %d)", si, id, c.V)
+			}
+		}
+	}
+	return nil
+}
+
+// Run is Generate on a caller's op sequence (tests set o.OnTap to see the intermediate tensors:
+// ar.s{k}.block{i}.out, ar.s{k}.logits_raw, ar.s{k}.logits_cfg, ar.s{k}.f_hat, ar.s{k}.next_in).
+func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale func(ScaleEvent) error) (*Result, error) {
+	if err := p.validate(req); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	m, c := p.VAR, p.VAR.Config()
+	bsz := len(req.Labels)
+	k := len(c.PatchNums)
+	rng := core.NewRNG(req.Seed)
+
+	// Batch 2B: conditional rows first, then the null class for CFG.
+	labels := make([]int, 2*bsz)
+	copy(labels, req.Labels)
+	for i := bsz; i < 2*bsz; i++ {
+		labels[i] = c.Classes
+	}
+	cond, ada, hs, hsh := m.condition(o, labels)
+	defer freeAda(o, ada)
+	defer o.Free(cond, hs, hsh)
+	kv := &kvCache{k: make([]*core.Tensor, len(m.blocks)), v: make([]*core.Tensor, len(m.blocks))}
+	defer kv.free(o)
+
+	x := m.firstInput(o, cond, 2*bsz)
+	fhat := p.VAE.ZeroFHat(o, bsz)
+	res := &Result{}
+	for si, pn := range c.PatchNums {
+		if err := ctx.Err(); err != nil {
+			o.Free(x, fhat)
+			return nil, err
+		}
+		pfx := fmt.Sprintf("ar.s%d.", si)
+		for i := range m.blocks {
+			prev := o.SetScope(fmt.Sprintf("scale %d: blocks.%d", si, i))
+			x2 := m.blockForward(o, i, x, ada[i], kv, nil, fmt.Sprintf("%sblock%d.", pfx, i))
+			o.SetScope(prev)
+			o.Free(x)
+			x = x2
+			o.Tap(fmt.Sprintf("%sblock%d.out", pfx, i), x)
+		}
+		logitsT := m.head(o, x, hs, hsh, pfx)
+		o.Free(x)
+		x = nil
+		o.Tap(pfx+"logits_raw", logitsT)
+		raw := o.Download(logitsT)
+		o.Free(logitsT)
+		if err := o.Err(); err != nil {
+			o.Free(fhat)
+			return nil, err
+		}
+
+		ratio := 0.0
+		if k > 1 {
+			ratio = float64(si) / float64(k-1)
+		}
+		mixed := cfgMix(raw.Data, req.CFG, ratio) // [B*l*V]
+		if o.OnTap != nil {
+			t := o.Upload(core.HostTensor{Shape: core.Shape{bsz, pn * pn, c.V}, Data: mixed})
+			o.Tap(pfx+"logits_cfg", t)
+			o.Free(t)
+		}
+		var ids []int
+		var h *core.Tensor
+		if si < len(req.Prefix) {
+			ids = append([]int(nil), req.Prefix[si]...)
+			h = p.VAE.Embed(o, ids, bsz, pn)
+		} else {
+			var soft []float32
+			ids, soft = sampleScale(mixed, c.V, req.TopK, req.TopP, req.MoreSmooth, ratio, rng)
+			if soft != nil {
+				st := o.Upload(core.HostTensor{Shape: core.Shape{bsz * pn * pn, c.V}, Data: soft})
+				h = p.VAE.SoftEmbed(o, st, bsz, pn)
+				o.Free(st)
+			} else {
+				h = p.VAE.Embed(o, ids, bsz, pn)
+			}
+		}
+		res.Tokens = append(res.Tokens, ids)
+
+		nf, next := p.VAE.AddScale(o, si, fhat, h)
+		o.Free(h, fhat)
+		fhat = nf
+		o.Tap(pfx+"f_hat", fhat)
+		if next != nil {
+			o.Tap(pfx+"next_in", next)
+			// word_embed(next.view(B, Cvae, -1).transpose(1, 2)) + lvl_pos, repeated for the CFG half.
+			npn := c.PatchNums[si+1]
+			seq := o.Transpose12(o.Reshape(next, bsz, c.Cvae, npn*npn))
+			we := o.Linear(seq, m.wordW, m.wordB)
+			xi := o.Add(we, m.lvlPos[si+1])
+			x = o.Concat(0, xi, xi)
+			o.Free(next, seq, we, xi)
+		}
+		if err := o.Err(); err != nil {
+			o.Free(fhat)
+			return nil, err
+		}
+
+		ev := ScaleEvent{Scale: si, Scales: k, PN: pn, Tokens: ids}
+		if req.Previews && si < k-1 {
+			img := p.decode(o, fhat)
+			if err := o.Err(); err != nil {
+				o.Free(fhat)
+				return nil, err
+			}
+			ev.Preview = &img
+		}
+		if si == k-1 {
+			res.Images = p.decode(o, fhat)
+			if req.Previews {
+				ev.Preview = &res.Images
+			}
+		}
+		if err := o.Err(); err != nil {
+			o.Free(fhat)
+			return nil, err
+		}
+		ev.Elapsed = time.Since(start)
+		if onScale != nil {
+			if err := onScale(ev); err != nil {
+				o.Free(fhat)
+				return nil, err
+			}
+		}
+	}
+	o.Free(fhat)
+	return res, o.Err()
+}
+
+// decode is the VQVAE decoder on f_hat, mapped from [-1, 1] to [0, 1] on the host.
+func (p *Pipeline) decode(o *core.Ops, fhat *core.Tensor) core.HostTensor {
+	img := p.VAE.Decode(o, fhat)
+	h := o.Download(img)
+	o.Free(img)
+	for i, v := range h.Data {
+		h.Data[i] = (v + 1) * 0.5
+	}
+	return h
+}

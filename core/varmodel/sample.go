@@ -1,0 +1,141 @@
+package varmodel
+
+import (
+	"math"
+	"sort"
+
+	"github.com/webvar/webvar/core"
+)
+
+// Sampling runs on the host over downloaded logits: per scale it touches B*pn^2*V values, which is small
+// next to the transformer, and keeps the sampler identical on every backend.
+
+// cfgMix is classifier-free guidance at ratio = si/(K-1): logits = (1+t)*cond - t*uncond with t = cfg*ratio,
+// for raw [2B, l, V] whose rows [:B] are conditional and [B:] unconditional. Computed in float32 like the
+// official code. Returns [B*l*V].
+func cfgMix(raw []float32, cfg, ratio float64) []float32 {
+	t := cfg * ratio
+	a, b := float32(1+t), float32(t)
+	half := len(raw) / 2
+	out := make([]float32, half)
+	for i := range out {
+		out[i] = a*raw[i] - b*raw[half+i]
+	}
+	return out
+}
+
+// maskTopKTopP applies top-k then top-p filtering to one row of logits in place, setting dropped entries
+// to -Inf (official sample_with_top_k_top_p_):
+//   - top-k (k > 0): drop logits below the k-th largest (ties with it are kept);
+//   - top-p (p > 0): sort ascending, drop the entries whose cumulative softmax probability is <= 1-p,
+//     always keeping the largest.
+func maskTopKTopP(row []float32, topK int, topP float64) {
+	v := len(row)
+	ninf := float32(math.Inf(-1))
+	if topK > 0 && topK < v {
+		s := append([]float32(nil), row...)
+		sort.Slice(s, func(i, j int) bool { return s[i] > s[j] })
+		kth := s[topK-1]
+		for i, x := range row {
+			if x < kth {
+				row[i] = ninf
+			}
+		}
+	}
+	if topP > 0 {
+		idx := make([]int, v)
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return row[idx[a]] < row[idx[b]] })
+		probs := softmax64(row)
+		cum := 0.0
+		for r, i := range idx {
+			cum += probs[i]
+			if r < v-1 && cum <= 1-topP {
+				row[i] = ninf
+			}
+		}
+	}
+}
+
+// softmax64 is the softmax of a row (with -Inf entries) in float64.
+func softmax64(row []float32) []float64 {
+	mx := math.Inf(-1)
+	for _, x := range row {
+		mx = math.Max(mx, float64(x))
+	}
+	p := make([]float64, len(row))
+	sum := 0.0
+	for i, x := range row {
+		e := math.Exp(float64(x) - mx)
+		p[i] = e
+		sum += e
+	}
+	for i := range p {
+		p[i] /= sum
+	}
+	return p
+}
+
+// multinomial draws an index with probability p[i] from one uniform variate.
+func multinomial(p []float64, rng *core.RNG) int {
+	u := rng.Float64()
+	cum, last := 0.0, 0
+	for i, x := range p {
+		if x <= 0 {
+			continue
+		}
+		cum += x
+		last = i
+		if u < cum {
+			return i
+		}
+	}
+	// Rounding left the cumulative sum just under 1 and u above it: the last possible index.
+	return last
+}
+
+// gumbelSoftmax is the soft one-hot of more_smooth: softmax((logits*scale + g) / tau) with fresh Gumbel
+// noise g per entry (-Inf logits stay at probability 0).
+func gumbelSoftmax(row []float32, scale, tau float64, rng *core.RNG) []float32 {
+	y := make([]float64, len(row))
+	mx := math.Inf(-1)
+	for i, x := range row {
+		y[i] = (float64(x)*scale + rng.Gumbel()) / tau
+		mx = math.Max(mx, y[i])
+	}
+	sum := 0.0
+	for i := range y {
+		y[i] = math.Exp(y[i] - mx)
+		sum += y[i]
+	}
+	out := make([]float32, len(row))
+	for i := range y {
+		out[i] = float32(y[i] / sum)
+	}
+	return out
+}
+
+// sampleScale samples the tokens of one scale from CFG-mixed logits [N, V] (N = B*pn^2, rows in image then
+// position order). With moreSmooth it also returns the Gumbel-softmax weights [N, V] of the official
+// more_smooth path (computed on the top-k/top-p masked logits times 1+ratio, tau = max(0.27*(1-0.95*ratio),
+// 0.005)). RNG order: first one uniform per row for the tokens, then the Gumbel noise row by row.
+func sampleScale(logits []float32, v, topK int, topP float64, moreSmooth bool, ratio float64, rng *core.RNG) ([]int, []float32) {
+	n := len(logits) / v
+	ids := make([]int, n)
+	for r := 0; r < n; r++ {
+		row := logits[r*v : (r+1)*v]
+		maskTopKTopP(row, topK, topP)
+		ids[r] = multinomial(softmax64(row), rng)
+	}
+	if !moreSmooth {
+		return ids, nil
+	}
+	tau := math.Max(0.27*(1-ratio*0.95), 0.005)
+	soft := make([]float32, 0, len(logits))
+	for r := 0; r < n; r++ {
+		soft = append(soft, gumbelSoftmax(logits[r*v:(r+1)*v], 1+ratio, tau, rng)...)
+	}
+	return ids, soft
+}

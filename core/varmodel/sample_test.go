@@ -1,0 +1,147 @@
+package varmodel
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/webvar/webvar/core"
+)
+
+func TestTopKKeepsTiesWithKth(t *testing.T) {
+	row := []float32{1, 5, 3, 5, 2, 3}
+	maskTopKTopP(row, 3, 0)
+	// The 3rd largest is 3 (5, 5, 3): both 3s survive (logits < kth are dropped).
+	want := []bool{false, true, true, true, false, true}
+	for i, keep := range want {
+		if keep == math.IsInf(float64(row[i]), -1) {
+			t.Fatalf("top-k mask %v", row)
+		}
+	}
+}
+
+func TestTopPDropsTailButKeepsTop(t *testing.T) {
+	// Probabilities 0.5, 0.25, 0.125, 0.125 (logits are logs).
+	mk := func() []float32 {
+		return []float32{float32(math.Log(0.5)), float32(math.Log(0.25)), float32(math.Log(0.125)), float32(math.Log(0.125))}
+	}
+	kept := func(row []float32) (n int) {
+		for _, v := range row {
+			if !math.IsInf(float64(v), -1) {
+				n++
+			}
+		}
+		return
+	}
+	// top-p 0.7: ascending cumsum 0.125, 0.25, 0.5, 1: drop those <= 0.3 -> the two 0.125s.
+	r := mk()
+	maskTopKTopP(r, 0, 0.7)
+	if kept(r) != 2 || math.IsInf(float64(r[0]), -1) || math.IsInf(float64(r[1]), -1) {
+		t.Fatalf("top-p 0.7 mask %v", r)
+	}
+	// A tiny top-p keeps only the most likely token, never nothing.
+	r = mk()
+	maskTopKTopP(r, 0, 1e-9)
+	if kept(r) != 1 || math.IsInf(float64(r[0]), -1) {
+		t.Fatalf("top-p 1e-9 mask %v", r)
+	}
+	// top-p 1 keeps everything with nonzero mass.
+	r = mk()
+	maskTopKTopP(r, 0, 1)
+	if kept(r) != 4 {
+		t.Fatalf("top-p 1 mask %v", r)
+	}
+}
+
+func TestMultinomialFollowsProbabilities(t *testing.T) {
+	rng := core.NewRNG(42)
+	p := []float64{0.1, 0, 0.6, 0.3}
+	counts := make([]int, len(p))
+	const n = 200000
+	for i := 0; i < n; i++ {
+		counts[multinomial(p, rng)]++
+	}
+	for i, want := range p {
+		got := float64(counts[i]) / n
+		if math.Abs(got-want) > 0.005 {
+			t.Errorf("index %d drawn with frequency %.4f, want %.2f", i, got, want)
+		}
+	}
+	if counts[1] != 0 {
+		t.Error("zero-probability index drawn")
+	}
+}
+
+func TestCFGMix(t *testing.T) {
+	// raw rows: cond then uncond; t = cfg*ratio = 1.5*2/3 = 1.
+	raw := []float32{1, 2, 3, 4, 0.5, 0.5, 1, 1}
+	got := cfgMix(raw, 1.5, 2.0/3)
+	want := []float32{1.5, 3.5, 5, 7}
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > 1e-6 {
+			t.Fatalf("cfg mix %v, want %v", got, want)
+		}
+	}
+}
+
+func TestRNGDeterministicAndUniform(t *testing.T) {
+	a, b := core.NewRNG(1), core.NewRNG(1)
+	for i := 0; i < 100; i++ {
+		if a.Uint64() != b.Uint64() {
+			t.Fatal("same seed, different streams")
+		}
+	}
+	r := core.NewRNG(2)
+	sum := 0.0
+	for i := 0; i < 100000; i++ {
+		f := r.Float64()
+		if f < 0 || f >= 1 {
+			t.Fatalf("Float64 %v outside [0,1)", f)
+		}
+		sum += f
+	}
+	if m := sum / 100000; math.Abs(m-0.5) > 0.01 {
+		t.Fatalf("mean %v", m)
+	}
+	// Gumbel mean is the Euler-Mascheroni constant.
+	g := 0.0
+	for i := 0; i < 100000; i++ {
+		g += r.Gumbel()
+	}
+	if m := g / 100000; math.Abs(m-0.5772) > 0.02 {
+		t.Fatalf("Gumbel mean %v", m)
+	}
+}
+
+func TestResolvePatchNums(t *testing.T) {
+	cases := []struct {
+		l, scales, firstL int
+		explicit          []int
+		want              string // "" = error
+	}{
+		{680, 10, 1, nil, "[1 2 3 4 5 6 8 10 13 16]"},
+		{2240, 10, 1, nil, "[1 2 3 4 6 9 13 18 24 32]"},
+		{30, 4, 1, nil, "[1 2 3 4]"},
+		{30, 3, 1, nil, "[1 2 5]"},
+		{30, 4, 1, []int{1, 2, 3, 4}, "[1 2 3 4]"},
+		{30, 4, 1, []int{1, 2, 3, 5}, ""}, // wrong L
+		{30, 4, 1, []int{1, 3, 2, 4}, ""}, // not increasing
+		{91, 6, 1, nil, "[1 2 3 4 5 6]"},
+		{1 + 4 + 9 + 16 + 36, 5, 1, nil, ""}, // 1,2,3,4,6 vs other lists: ambiguous or not, must be explicit if so
+	}
+	for _, c := range cases {
+		got, err := resolvePatchNums(c.l, c.scales, c.firstL, c.explicit)
+		switch {
+		case c.want == "" && err == nil:
+			if c.explicit != nil {
+				t.Errorf("L=%d %v: accepted %v", c.l, c.explicit, got)
+			} else if len(findPatchNums(c.l, c.scales, c.firstL, 2)) != 1 {
+				t.Errorf("L=%d: inferred %v from an ambiguous L", c.l, got)
+			}
+		case c.want != "" && err != nil:
+			t.Errorf("L=%d scales=%d: %v", c.l, c.scales, err)
+		case c.want != "" && fmt.Sprint(got) != c.want:
+			t.Errorf("L=%d scales=%d: %v, want %s", c.l, c.scales, got, c.want)
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package core
+
+import (
+	"fmt"
+	"math"
+	"sort"
+)
+
+// WeightSource gives models the named tensors of a checkpoint: the official PyTorch key names
+// ("blocks.0.attn.mat_qkv.weight"). loader.Checkpoint provides one for .pth and .safetensors files;
+// MapSource serves tensors held in memory.
+type WeightSource interface {
+	// Names lists every tensor name.
+	Names() []string
+	// Shape returns a tensor's shape without reading its data.
+	Shape(name string) (Shape, bool)
+	// Load reads a tensor as f32.
+	Load(name string) (HostTensor, error)
+}
+
+// MapSource is a WeightSource over tensors in memory.
+type MapSource map[string]HostTensor
+
+func (m MapSource) Names() []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (m MapSource) Shape(name string) (Shape, bool) {
+	t, ok := m[name]
+	return t.Shape, ok
+}
+
+func (m MapSource) Load(name string) (HostTensor, error) {
+	t, ok := m[name]
+	if !ok {
+		return HostTensor{}, fmt.Errorf("missing tensor %q", name)
+	}
+	return t, nil
+}
+
+// WeightError names the tensor that is missing, malformed or non-finite.
+type WeightError struct {
+	Tensor string
+	Msg    string
+}
+
+func (e *WeightError) Error() string { return "weight " + e.Tensor + ": " + e.Msg }
+
+// Weights reads tensors for a model build: it checks shapes and finiteness, uploads them, and records
+// which names were used so that unknown keys can be reported afterwards.
+type Weights struct {
+	Src  WeightSource
+	B    Backend
+	used map[string]bool
+}
+
+// NewWeights starts a model build from src onto b.
+func NewWeights(src WeightSource, b Backend) *Weights {
+	return &Weights{Src: src, B: b, used: map[string]bool{}}
+}
+
+// Has reports whether the checkpoint has name.
+func (w *Weights) Has(name string) bool {
+	_, ok := w.Src.Shape(name)
+	return ok
+}
+
+// Shape returns name's shape or nil.
+func (w *Weights) Shape(name string) Shape {
+	s, _ := w.Src.Shape(name)
+	return s
+}
+
+// Host reads name, checks it has the expected shape (nil: any) and only finite values.
+func (w *Weights) Host(name string, want ...int) (HostTensor, error) {
+	s, ok := w.Src.Shape(name)
+	if !ok {
+		return HostTensor{}, &WeightError{name, "missing from checkpoint"}
+	}
+	if want != nil && !s.Equal(Shape(want)) {
+		return HostTensor{}, &WeightError{name, fmt.Sprintf("shape %v, want %v", s, Shape(want))}
+	}
+	h, err := w.Src.Load(name)
+	if err != nil {
+		return HostTensor{}, &WeightError{name, err.Error()}
+	}
+	if len(h.Data) != s.Numel() {
+		return HostTensor{}, &WeightError{name, fmt.Sprintf("%d values for shape %v", len(h.Data), s)}
+	}
+	for i, v := range h.Data {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return HostTensor{}, &WeightError{name, fmt.Sprintf("non-finite value %v at element %d", v, i)}
+		}
+	}
+	w.used[name] = true
+	return h, nil
+}
+
+// Tensor reads name (see Host) and uploads it to the backend.
+func (w *Weights) Tensor(name string, want ...int) (*Tensor, error) {
+	h, err := w.Host(name, want...)
+	if err != nil {
+		return nil, err
+	}
+	t, err := w.B.Upload(h)
+	if err != nil {
+		return nil, &WeightError{name, "upload: " + err.Error()}
+	}
+	return t, nil
+}
+
+// MarkUsed records names a model reads by other means or deliberately ignores (derivable buffers).
+func (w *Weights) MarkUsed(names ...string) {
+	for _, n := range names {
+		w.used[n] = true
+	}
+}
+
+// Unused lists the checkpoint's tensors that the build did not use, sorted.
+func (w *Weights) Unused() []string {
+	var out []string
+	for _, n := range w.Src.Names() {
+		if !w.used[n] {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

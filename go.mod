@@ -1,0 +1,3 @@
+module github.com/webvar/webvar
+
+go 1.26.8

@@ -1,0 +1,93 @@
+package testutil
+
+import (
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/loader"
+)
+
+// Root returns the repository root (for testdata paths independent of the package under test).
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// VarTiny returns the path of a file of the var-tiny fixture (testdata/var-tiny).
+func VarTiny(name string) string { return filepath.Join(Root(), "testdata", "var-tiny", name) }
+
+// Golden gives typed access to a golden.safetensors file.
+type Golden struct {
+	t testing.TB
+	c *loader.Checkpoint
+}
+
+// OpenGolden opens a golden tensor file; the test fails if it cannot.
+func OpenGolden(t testing.TB, path string) *Golden {
+	t.Helper()
+	c, err := loader.Open(path)
+	if err != nil {
+		t.Fatalf("open golden %s: %v", path, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &Golden{t: t, c: c}
+}
+
+// F32 returns a float tensor.
+func (g *Golden) F32(name string) core.HostTensor {
+	g.t.Helper()
+	h, err := g.c.Host(name)
+	if err != nil {
+		g.t.Fatalf("golden %s: %v", name, err)
+	}
+	return h
+}
+
+// Ints returns an integer tensor as ints.
+func (g *Golden) Ints(name string) []int {
+	g.t.Helper()
+	v, err := g.c.Int64(name)
+	if err != nil {
+		g.t.Fatalf("golden %s: %v", name, err)
+	}
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x)
+	}
+	return out
+}
+
+// Has reports whether the golden file has name.
+func (g *Golden) Has(name string) bool {
+	_, ok := g.c.Info(name)
+	return ok
+}
+
+// Source opens a checkpoint as a WeightSource for the test.
+func Source(t testing.TB, path string) core.WeightSource {
+	t.Helper()
+	c, err := loader.Open(path)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.WeightSource()
+}
+
+// IntsEqual fails t with the first differing position unless got == want.
+func IntsEqual(t testing.TB, name string, got, want []int) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("TOKENS %s: %d ids, want %d", name, len(got), len(want))
+		return
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("TOKENS %s: id %d at %d, want %d\n got  %v\n want %v", name, got[i], i, want[i], got, want)
+			return
+		}
+	}
+	t.Logf("TOKENS %s: %d ids OK", name, len(want))
+}
