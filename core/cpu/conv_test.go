@@ -81,7 +81,7 @@ func TestConv2dProperty(t *testing.T) {
 			t.Fatal("case no longer spans several chunks")
 		}
 		got := download(t, be, must(t)(be.Conv2d(x, w, nil, 1, [4]int{1, 1, 1, 1})), core.Shape{1, 2, Ho, Wo})
-		testutil.AbsClose(t, "conv2d chunked", got, to32(want), 2e-4)
+		testutil.RelClose(t, "conv2d chunked", got, to32(want), 1e-5)
 	})
 }
 

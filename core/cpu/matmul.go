@@ -57,7 +57,7 @@ func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 // of K = 1024 floats is 192 KiB) stays in L2 while the tile's a rows stream past it. gemmTileB is a multiple
 // of 3 and gemmTileA of 2, the micro-kernel's block.
 const (
-	gemmTileA = 64
+	gemmTileA = 16
 	gemmTileB = 48
 )
 

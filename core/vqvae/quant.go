@@ -77,6 +77,10 @@ type quantizer struct {
 func (bd *builder) loadQuantizer(patchNums []int, ratio float32) *quantizer {
 	q := &quantizer{ratio: ratio, patchNums: patchNums}
 	es := bd.w.Shape("quantize.embedding.weight")
+	if es == nil {
+		bd.fail(&core.WeightError{Tensor: "quantize.embedding.weight", Msg: "missing from checkpoint (is this a VAR VQVAE checkpoint?)"})
+		return q
+	}
 	if len(es) != 2 {
 		bd.fail(&core.WeightError{Tensor: "quantize.embedding.weight", Msg: fmt.Sprintf("shape %v, want [V, Cvae]", es)})
 		return q

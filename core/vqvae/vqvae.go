@@ -50,10 +50,11 @@ func Load(w *core.Weights, patchNums []int) (*Model, error) {
 	m.postQuantConv = bd.conv("post_quant_conv", cv, 3, 1, pad1)
 	m.dec = bd.loadCoder("decoder", cv)
 	if w.Has("encoder.conv_in.weight") {
-		ws := w.Shape("encoder.conv_in.weight")
-		if len(ws) == 4 {
-			m.enc = bd.loadCoder("encoder", ws[1])
+		cin := 3 // RGB; a malformed conv_in is reported by the layer check
+		if ws := w.Shape("encoder.conv_in.weight"); len(ws) == 4 {
+			cin = ws[1]
 		}
+		m.enc = bd.loadCoder("encoder", cin)
 		qc := bd.conv("quant_conv", cv, 3, 1, pad1)
 		m.quantConv = &qc
 	}

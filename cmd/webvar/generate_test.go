@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/webvar/webvar/internal/testutil"
+)
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	rc := run(args, &out, &errb)
+	return rc, out.String(), errb.String()
+}
+
+// The golden ar1 run (labels [1, 8], cfg 1.5, greedy) through the command line: image 0 is class 1.
+func TestGenerateReproducesGoldenGreedyRun(t *testing.T) {
+	dir := t.TempDir()
+	img, tok, scales := filepath.Join(dir, "img.png"), filepath.Join(dir, "tokens.json"), filepath.Join(dir, "scales")
+	rc, _, stderr := runCLI(t, "generate", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-patch-nums", "1,2,3,4", "-class", "1", "-cfg", "1.5", "-top-k", "1", "-top-p", "0", "-seed", "0",
+		"-out", img, "-tokens", tok, "-scales", scales)
+	if rc != 0 {
+		t.Fatalf("exit %d: %s", rc, stderr)
+	}
+	g := testutil.OpenGolden(t, testutil.VarTiny("golden.safetensors"))
+
+	var tj struct{ Tokens [][]int }
+	raw, err := os.ReadFile(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &tj); err != nil {
+		t.Fatal(err)
+	}
+	if len(tj.Tokens) != 4 {
+		t.Fatalf("%d scales in tokens.json", len(tj.Tokens))
+	}
+	for si, pn := range []int{1, 2, 3, 4} {
+		want := g.Ints(fmt.Sprintf("ar1.idx.s%d", si))[:pn*pn] // image 0
+		testutil.IntsEqual(t, fmt.Sprintf("tokens.json scale %d", si), tj.Tokens[si], want)
+	}
+
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pic, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := g.F32("ar1.img") // [2, 3, 64, 64] in [0, 1]
+	if b := pic.Bounds(); b.Dx() != 64 || b.Dy() != 64 {
+		t.Fatalf("image %v, want 64x64", b)
+	}
+	maxDiff := 0.0
+	for y := 0; y < 64; y++ {
+		for x := 0; x < 64; x++ {
+			r, gg, b, _ := pic.At(x, y).RGBA()
+			for c, v := range []uint32{r, gg, b} {
+				want := float64(ref.Data[c*64*64+y*64+x]) * 255
+				if d := abs(float64(v>>8) - want); d > maxDiff {
+					maxDiff = d
+				}
+			}
+		}
+	}
+	if maxDiff > 0.51 { // rounding to 8 bits, plus the 1e-4 tolerance of the float image
+		t.Fatalf("PNG differs from ar1.img by %.2f levels", maxDiff)
+	}
+	for _, name := range []string{"scale_00_1x1.png", "scale_01_2x2.png", "scale_02_3x3.png", "scale_03_4x4.png"} {
+		if _, err := os.Stat(filepath.Join(scales, name)); err != nil {
+			t.Errorf("preview missing: %v", err)
+		}
+	}
+}
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+func TestGenerateBadInput(t *testing.T) {
+	dir := t.TempDir()
+	varp, vaep := testutil.VarTiny("var.pth"), testutil.VarTiny("vae.pth")
+	truncated := filepath.Join(dir, "truncated.pth")
+	data, err := os.ReadFile(varp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(truncated, data[:len(data)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "x.png")
+	cases := []struct {
+		name string
+		args []string
+		rc   int
+		msg  string
+	}{
+		{"no var", []string{"-vae", vaep, "-out", out}, 2, "-var is required"},
+		{"no out", []string{"-var", varp, "-vae", vaep}, 2, "-out is required"},
+		{"bad flag", []string{"-nope"}, 2, "flag provided but not defined"},
+		{"bad patch nums", []string{"-var", varp, "-vae", vaep, "-out", out, "-patch-nums", "1,x"}, 2, "-patch-nums"},
+		{"wrong patch nums", []string{"-var", varp, "-vae", vaep, "-out", out, "-patch-nums", "1,2,3,5"}, 1, "pos_1LC has L = 30"},
+		{"class out of range", []string{"-var", varp, "-vae", vaep, "-out", out, "-class", "10"}, 2, "classes 0..9"},
+		{"bad top-p", []string{"-var", varp, "-vae", vaep, "-out", out, "-top-p", "2"}, 2, "-top-p"},
+		{"bad backend", []string{"-var", varp, "-vae", vaep, "-out", out, "-backend", "tpu"}, 2, "cpu or webgpu"},
+		{"missing file", []string{"-var", filepath.Join(dir, "nope.pth"), "-vae", vaep, "-out", out}, 1, "nope.pth"},
+		{"truncated checkpoint", []string{"-var", truncated, "-vae", vaep, "-out", out}, 1, "truncated.pth"},
+		{"swapped checkpoints", []string{"-var", vaep, "-vae", varp, "-out", out}, 1, "word_embed.weight"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rc, _, stderr := runCLI(t, append([]string{"generate"}, c.args...)...)
+			if rc != c.rc || !strings.Contains(stderr, c.msg) {
+				t.Fatalf("exit %d (want %d), stderr %q (want it to mention %q)", rc, c.rc, stderr, c.msg)
+			}
+		})
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("a failed run wrote an image")
+	}
+}
+
+func TestHelpAndUnknownCommand(t *testing.T) {
+	if rc, out, _ := runCLI(t, "help"); rc != 0 || !strings.Contains(out, "generate") {
+		t.Fatalf("help: %d %q", rc, out)
+	}
+	if rc, _, stderr := runCLI(t, "frobnicate"); rc != 2 || !strings.Contains(stderr, "unknown command") {
+		t.Fatalf("unknown command: %d %q", rc, stderr)
+	}
+}
