@@ -19,7 +19,9 @@ type Backend interface {
 	Upload(h HostTensor) (*Tensor, error)
 	// Download copies a tensor back to host memory.
 	Download(t *Tensor) (HostTensor, error)
-	// Free releases t's memory early. Using t afterwards is an error. Freeing nil is a no-op.
+	// Free releases t's memory early (GPU buffers); t and views of it (Reshape) must not be used
+	// afterwards. Backends are not required to detect such use (the CPU backend leaves memory to the
+	// garbage collector). Freeing nil is a no-op.
 	Free(t *Tensor)
 
 	// Linear is y = x @ w^T + b over the last dimension (PyTorch F.linear): x [..., K], w [M, K], b [M] or nil;
@@ -27,7 +29,8 @@ type Backend interface {
 	Linear(x, w, b *Tensor) (*Tensor, error)
 	// Attention is softmax(q_h @ k_h^T * scale + mask) @ v_h per batch and head, heads stored side by side in
 	// the channel dimension (head h owns channels [h*d, (h+1)*d)): q [B, L, C], k and v [B, S, C], mask
-	// [L, S] additive or nil; out [B, L, C].
+	// [L, S] additive or nil; out [B, L, C]. A row whose scores are all -Inf yields zeros (PyTorch would
+	// give NaN); VAR's masks never fully mask a row.
 	Attention(q, k, v *Tensor, heads int, scale float32, mask *Tensor) (*Tensor, error)
 
 	// LayerNorm normalizes over the last dimension without affine parameters (biased variance).

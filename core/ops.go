@@ -1,6 +1,9 @@
 package core
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Ops wraps a Backend for model code: each call returns only the result and the first error is kept
 // (sticky), so a model's forward pass reads like the math and checks Err once at the end. After an error
@@ -34,9 +37,18 @@ func (o *Ops) Fail(op string, err error) {
 	if o.err != nil || err == nil {
 		return
 	}
-	if o.scope != "" {
+	var se *ShapeError
+	if errors.As(err, &se) {
+		op = "" // the shape error names its op already
+	}
+	switch {
+	case op == "" && o.scope != "":
+		o.err = fmt.Errorf("%s: %w", o.scope, err)
+	case op == "":
+		o.err = err
+	case o.scope != "":
 		o.err = fmt.Errorf("%s: %s: %w", o.scope, op, err)
-	} else {
+	default:
 		o.err = fmt.Errorf("%s: %w", op, err)
 	}
 }

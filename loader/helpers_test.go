@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"hash/crc32"
+	"io"
 	"maps"
 	"math"
 	"os"
@@ -139,7 +141,15 @@ func buildZip(t testing.TB, entries ...zent) []byte {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	for _, e := range entries {
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: e.name, Method: e.method})
+		var w io.Writer
+		var err error
+		if e.method == zip.Store || e.method == zip.Deflate {
+			w, err = zw.CreateHeader(&zip.FileHeader{Name: e.name, Method: e.method})
+		} else {
+			// No compressor is registered for other methods: write the bytes as if they were compressed.
+			w, err = zw.CreateRaw(&zip.FileHeader{Name: e.name, Method: e.method, CRC32: crc32.ChecksumIEEE(e.data),
+				CompressedSize64: uint64(len(e.data)), UncompressedSize64: uint64(len(e.data))})
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

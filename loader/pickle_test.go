@@ -341,7 +341,7 @@ func TestRebuildTensorArgs(t *testing.T) {
 // A crafted pickle that rebuilds one big OrderedDict over and over from a shared list must be cut off by
 // the work budget instead of taking quadratic time and memory.
 func TestPickleWorkBudget(t *testing.T) {
-	const pairs = 50000
+	const pairs = 20000
 	p := (&pk{}).proto(2).global("collections", "OrderedDict").op(opBinPut, 0, opPop, opEmptyList, opBinPut, 1, opMark)
 	for i := range pairs {
 		p.op(opBinInt).b = binary.LittleEndian.AppendUint32(p.b, uint32(i))

@@ -81,10 +81,19 @@ func (be *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mas
 			if !softmax(score, prob) {
 				continue // fully masked row: output stays zero (see the doc comment)
 			}
+			// o = sum over s of p[s]*v[s], accumulated in increasing s. Three values per pass over o only
+			// save loads and stores: Go evaluates o + a + b + c as ((o + a) + b) + c, the same order.
 			o := out_BLC[(b*L+l)*C+h*d:][:d]
-			for s := range S {
-				p := float32(prob[s])
-				vRow := kv(v_BSC, s)
+			s = 0
+			for ; s+3 <= S; s += 3 {
+				p0, p1, p2 := float32(prob[s]), float32(prob[s+1]), float32(prob[s+2])
+				v0, v1, v2 := kv(v_BSC, s)[:len(o)], kv(v_BSC, s+1)[:len(o)], kv(v_BSC, s+2)[:len(o)]
+				for j := range o {
+					o[j] = o[j] + p0*v0[j] + p1*v1[j] + p2*v2[j]
+				}
+			}
+			for ; s < S; s++ {
+				p, vRow := float32(prob[s]), kv(v_BSC, s)[:len(o)]
 				for j := range o {
 					o[j] += p * vRow[j]
 				}

@@ -9,9 +9,9 @@
 // Numerics: values are float32 like the PyTorch model. Sums that feed a normalisation (mean, variance, L2
 // norm, softmax denominator) are accumulated in float64, which is at least as accurate as PyTorch's own
 // float32 reductions; dot products (Linear, Conv2d, attention scores) are accumulated in float32, as PyTorch's
-// CPU kernels do. Where PyTorch rounds an intermediate to float32 the code converts explicitly with
-// float32(...), which also stops the Go compiler from fusing the expression into an FMA on platforms where
-// it would.
+// CPU kernels do. An explicit float32(...) around a product marks where PyTorch rounds it before the next
+// addition; the conversion also keeps the Go compiler from fusing that multiply-add into an FMA on
+// platforms where it would.
 //
 // Errors: every op validates its arguments and returns a *core.ShapeError for shapes it does not accept (or
 // a plain error for other bad arguments such as a tensor of another backend); no op panics on bad input.

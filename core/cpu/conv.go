@@ -35,8 +35,11 @@ func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.T
 	B, Ci, H, W := xs[0], xs[1], xs[2], xs[3]
 	Co, kh, kw := ws[0], ws[2], ws[3]
 	top, left, bottom, right := pad[0], pad[1], pad[2], pad[3]
-	if stride < 1 || top < 0 || left < 0 || bottom < 0 || right < 0 {
-		return nil, shapeError(op, "stride %d must be >= 1 and padding %v >= 0", stride, pad)
+	if stride < 1 {
+		return nil, shapeError(op, "stride %d, want >= 1", stride)
+	}
+	if top < 0 || left < 0 || bottom < 0 || right < 0 {
+		return nil, shapeError(op, "padding %v has a negative entry", pad)
 	}
 	if Ci == 0 || Co == 0 || kh == 0 || kw == 0 || H+top+bottom < kh || W+left+right < kw {
 		return nil, shapeError(op, "kernel %v does not fit x %v padded by %v", ws, xs, pad)

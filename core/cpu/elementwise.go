@@ -26,9 +26,10 @@ func (be *Backend) SiLU(x *core.Tensor) (*core.Tensor, error) {
 	return be.unary("silu", x, siLU)
 }
 
-// siLU is x * sigmoid(x) in float64. The sigmoid is written so that exp only ever sees a non-positive
-// argument: it cannot overflow, and large |x| give exactly x (x >> 0) or a tiny negative number (x << 0)
-// instead of Inf/Inf = NaN.
+// siLU is x * sigmoid(x) in float64, with the sigmoid evaluated as 1/(1+exp(-x)) for x >= 0 and as
+// exp(x)/(1+exp(x)) for x < 0, so that exp never overflows (exp(x)/(1+exp(x)) alone is Inf/Inf = NaN for
+// large x). Large finite |x| thus give exactly x (x >> 0) or a tiny non-positive number (x << 0). Infinite
+// inputs follow IEEE arithmetic like PyTorch: silu(+Inf) = +Inf, silu(-Inf) = -Inf * 0 = NaN.
 func siLU(v float32) float32 {
 	x := float64(v)
 	var sigmoid float64

@@ -24,7 +24,7 @@ func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 	}
 	K, M := ws[1], ws[0]
 	if xs[len(xs)-1] != K || K == 0 || M == 0 {
-		return nil, shapeError(op, "x %v and w %v: last dimensions must match and be non-zero", xs, ws)
+		return nil, shapeError(op, "x %v and w %v: want x [..., K] and w [M, K] with K, M >= 1", xs, ws)
 	}
 	var b_M []float32
 	if b != nil {
@@ -37,7 +37,7 @@ func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 	}
 	N := len(x_NK) / K
 
-	outShape := append(xs[:len(xs)-1:len(xs)-1], M)
+	outShape := append(xs[:len(xs)-1:len(xs)-1], M) // full slice expression: append copies, xs is untouched
 	y, y_NM := newTensor(outShape...)
 	be.gemmNT(x_NK, N, w_MK, M, K, y_NM, M)
 	if b_M != nil {
@@ -57,7 +57,7 @@ func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 // of K = 1024 floats is 192 KiB) stays in L2 while the tile's a rows stream past it. gemmTileB is a multiple
 // of 3 and gemmTileA of 2, the micro-kernel's block.
 const (
-	gemmTileA = 16
+	gemmTileA = 64
 	gemmTileB = 48
 )
 

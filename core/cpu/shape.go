@@ -47,11 +47,11 @@ func (be *Backend) Concat(axis int, ts ...*core.Tensor) (*core.Tensor, error) {
 	}
 	first := ts[0].Shape()
 	rank := len(first)
+	if axis < -rank || axis >= rank {
+		return nil, shapeError(op, "axis %d out of range for rank-%d tensors", axis, rank)
+	}
 	if axis < 0 {
 		axis += rank
-	}
-	if axis < 0 || axis >= rank {
-		return nil, shapeError(op, "axis out of range for rank-%d tensors", rank)
 	}
 	outShape := first.Clone()
 	outShape[axis] = 0
