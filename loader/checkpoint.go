@@ -397,18 +397,41 @@ func (c *Checkpoint) elements(t *tensor, fn func(first int, b []byte)) error {
 		}
 		return nil
 	}
-	span := mem
-	base := int64(0)
-	if span == nil {
-		// Only the elements between the first and last touched one are read; the view was checked to lie
-		// inside the storage, which was checked to lie inside the file, so this is bounded by the file size.
-		span = make([]byte, (t.last-t.offset+1)*is)
+	out := make([]byte, t.numel*is)
+	spanBytes := (t.last - t.offset + 1) * is
+	var err error
+	switch {
+	case mem != nil:
+		err = forEachRun(t, func(pos, first, n int64) error {
+			copy(out[first*is:(first+n)*is], mem[pos*is:(pos+n)*is])
+			return nil
+		})
+	case spanBytes <= max(4*int64(len(out)), chunkBytes):
+		// One read of everything between the first and the last element touched: the usual case (transposes,
+		// column slices), and bounded by the storage, hence by the file size.
+		span := make([]byte, spanBytes)
 		if err := readFull(c.r, span, st.off+t.offset*is); err != nil {
 			return c.readError(t, err)
 		}
-		base = t.offset
+		err = forEachRun(t, func(pos, first, n int64) error {
+			pos -= t.offset
+			copy(out[first*is:(first+n)*is], span[pos*is:(pos+n)*is])
+			return nil
+		})
+	default:
+		// A sparse view (a few elements spread over a large storage): read each run where it is rather than
+		// the whole span.
+		err = forEachRun(t, func(pos, first, n int64) error {
+			if err := readFull(c.r, out[first*is:(first+n)*is], st.off+pos*is); err != nil {
+				return c.readError(t, err)
+			}
+			return nil
+		})
 	}
-	fn(0, gather(t, span, base))
+	if err != nil {
+		return err
+	}
+	fn(0, out)
 	return nil
 }
 
@@ -446,18 +469,25 @@ func (c *Checkpoint) inflate(t *tensor) ([]byte, error) {
 	return mem, nil
 }
 
-// gather copies a strided view into a dense row-major byte slice; span holds the storage from element base.
-func gather(t *tensor, span []byte, base int64) []byte {
-	is := int64(t.info.DType.itemSize())
+// forEachRun walks a non-empty view in row-major order and calls fn(pos, first, n) for each run of n
+// elements that are consecutive both in the storage (from element pos) and in the output (from element first).
+// A run is the innermost dimension when it is dense, otherwise a single element.
+func forEachRun(t *tensor, fn func(pos, first, n int64) error) error {
 	shape := t.info.Shape
-	nd := len(shape)
-	out := make([]byte, t.numel*is)
-	idx := make([]int, nd)
-	pos := t.offset - base
-	for k := int64(0); k < t.numel; k++ {
-		copy(out[k*is:(k+1)*is], span[pos*is:(pos+1)*is])
-		// Odometer step: advance the innermost index, carrying outwards.
-		for d := nd - 1; d >= 0; d-- {
+	outer := len(shape)
+	run := int64(1)
+	if outer > 0 && t.stride[outer-1] == 1 {
+		outer--
+		run = int64(shape[outer])
+	}
+	idx := make([]int, outer)
+	pos := t.offset
+	for first := int64(0); first < t.numel; first += run {
+		if err := fn(pos, first, run); err != nil {
+			return err
+		}
+		// Odometer step over the outer dimensions, carrying outwards.
+		for d := outer - 1; d >= 0; d-- {
 			idx[d]++
 			pos += t.stride[d]
 			if idx[d] < shape[d] {
@@ -467,7 +497,7 @@ func gather(t *tensor, span []byte, base int64) []byte {
 			idx[d] = 0
 		}
 	}
-	return out
+	return nil
 }
 
 // checkView validates a strided view of a storage of storageNumel elements: every element index

@@ -577,20 +577,19 @@ func (u *unpickler) step(op byte) error {
 		}
 		u.push(v)
 	case opBuild:
-		state, err := u.pop()
-		if err != nil {
+		// BUILD calls __setstate__ or updates __dict__; the only legitimate target in a state_dict is the
+		// OrderedDict whose _metadata (module versions, not needed to read tensors) torch sets this way. The
+		// state is dropped.
+		if _, err := u.pop(); err != nil {
 			return err
 		}
 		obj, err := u.top()
 		if err != nil {
 			return err
 		}
-		// BUILD calls __setstate__ or updates __dict__; the only legitimate target in a state_dict is the
-		// OrderedDict's _metadata, which describes module versions and is not needed to read tensors.
 		if d, ok := obj.(*pyDict); !ok || !d.ordered {
 			return u.fail(ErrUnsafe, "BUILD on %s is not allowed", typeName(obj))
 		}
-		_ = state
 	case opBinPersID:
 		pid, err := u.pop()
 		if err != nil {
@@ -726,6 +725,11 @@ func (u *unpickler) global(module, name string) error {
 		_, ok = storageTypes[name]
 	}
 	if !ok {
+		// Other torch storage classes (complex, float8, untyped, ...) are harmless but name dtypes this
+		// package cannot convert: report them as such rather than as an attack.
+		if module == "torch" && strings.HasSuffix(name, "Storage") && isIdent(name) {
+			return u.fail(ErrUnsupported, "storage type torch.%s", name)
+		}
 		return u.fail(ErrUnsafe, "global %s is not allowed", printable(module+"."+name))
 	}
 	u.push(pyGlobal{module, name})
@@ -878,6 +882,15 @@ func (u *unpickler) intTuple(v any, what string) ([]int64, error) {
 		out[i] = n
 	}
 	return out, nil
+}
+
+func isIdent(s string) bool {
+	for _, r := range s {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func typeName(v any) string {

@@ -123,7 +123,7 @@ func TestUnsafeGlobals(t *testing.T) {
 		{"os", "system"}, {"posix", "system"}, {"nt", "system"}, {"builtins", "eval"}, {"builtins", "exec"},
 		{"__builtin__", "eval"}, {"subprocess", "Popen"}, {"builtins", "getattr"}, {"torch", "load"},
 		{"torch._utils", "_rebuild_parameter"}, {"torch.storage", "_load_from_bytes"}, {"collections", "OrderedDict.fromkeys"},
-		{"collections", "defaultdict"}, {"torch", "UntypedStorage"},
+		{"collections", "defaultdict"}, {"torch", "Storage.__init__"},
 	} {
 		_, err := unpickle(payload(g[0], g[1]))
 		wantKind(t, err, ErrUnsafe)
@@ -142,6 +142,18 @@ func TestUnsafeGlobals(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("the payload ran")
+	}
+}
+
+// Storage classes of dtypes this package does not convert are unsupported, not unsafe.
+func TestUnknownStorageTypes(t *testing.T) {
+	for _, name := range []string{"ComplexFloatStorage", "UntypedStorage", "Float8_e4m3fnStorage"} {
+		spec := tspec{name: "w", class: name, key: "0", numel: 1, shape: []int64{}, stride: []int64{}}
+		_, err := unpickle(statePickle(spec))
+		wantKind(t, err, ErrUnsupported)
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("%q does not name %s", err, name)
+		}
 	}
 }
 

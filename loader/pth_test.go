@@ -121,6 +121,35 @@ func TestStorageDTypes(t *testing.T) {
 	}
 }
 
+// Views that touch a few elements of a large storage are read element by element, not as one huge span.
+func TestSparseViews(t *testing.T) {
+	const n = 3 << 20 // 12 MB of float32, more than chunkBytes
+	specs := []tspec{
+		{name: "every_millionth", shape: []int64{3}, stride: []int64{1 << 20}, offset: 5},
+		{name: "rows", shape: []int64{2, 4}, stride: []int64{1 << 21, 1}, offset: 7},
+		{name: "corner", shape: []int64{2, 2}, stride: []int64{1, n - 2}},
+	}
+	want := map[string][]float32{
+		"every_millionth": {5, 5 + 1<<20, 5 + 2<<20},
+		"rows":            {7, 8, 9, 10, 7 + 1<<21, 8 + 1<<21, 9 + 1<<21, 10 + 1<<21},
+		"corner":          {0, n - 2, 1, n - 1},
+	}
+	for i := range specs {
+		specs[i].class, specs[i].key, specs[i].numel = "FloatStorage", "0", n
+	}
+	for _, method := range []uint16{zip.Store, zip.Deflate} {
+		c, err := openBytes(buildPTH(t, "archive", statePickle(specs...), map[string][]byte{"0": f32Bytes(iota32(n)...)}, method))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, w := range want {
+			if got, err := c.Float32(name); err != nil || !slices.Equal(got, w) {
+				t.Errorf("method %d, %s = %v %v, want %v", method, name, got, err, w)
+			}
+		}
+	}
+}
+
 // A deflated archive (torch never writes one, but it is a valid zip) reads the same, strided views included.
 func TestDeflatedArchive(t *testing.T) {
 	specs := []tspec{

@@ -143,3 +143,23 @@ func TestSafetensorsCorruption(t *testing.T) {
 		}
 	}
 }
+
+// The fuzz seed cut from golden.safetensors is itself a valid file with the original values.
+func TestGoldenExcerpt(t *testing.T) {
+	c, err := openBytes(goldenExcerpt(t, "op.silu.in", "vae.idx.s0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := Open(goldenST)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	a, _ := c.Float32("op.silu.in")
+	b, _ := full.Float32("op.silu.in")
+	x, _ := c.Int64("vae.idx.s0")
+	y, _ := full.Int64("vae.idx.s0")
+	if len(a) != 101 || !slices.Equal(a, b) || !slices.Equal(x, y) || c.Metadata()["fixture"] != "var-tiny" {
+		t.Fatalf("excerpt differs: %v %v", x, y)
+	}
+}

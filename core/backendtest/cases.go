@@ -1,0 +1,42 @@
+package backendtest
+
+import (
+	"math/rand"
+
+	"github.com/webvar/webvar/core"
+)
+
+// Cases is the op table. Each op family adds its rows here.
+func Cases() []Case {
+	var cs []Case
+	cs = append(cs, elementwiseCases()...)
+	return cs
+}
+
+func one(f func(o *core.Ops, x *core.Tensor) *core.Tensor) func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+	return func(o *core.Ops, in []*core.Tensor) *core.Tensor { return f(o, in[0]) }
+}
+
+func elementwiseCases() []Case {
+	wide := func(r *rand.Rand) []core.HostTensor { return []core.HostTensor{Randn(r, 0, 4, 3, 77, 131)} }
+	return []Case{
+		{Name: "gelu", Inputs: wide, Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.GELUTanh(x) }), Tol: 1e-5},
+		{Name: "gelu-extreme", Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{{Shape: core.Shape{6}, Data: []float32{-1e4, -30, -0.5, 0, 30, 1e4}}}
+		}, Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.GELUTanh(x) }), Tol: 1e-5},
+		{Name: "silu", Inputs: wide, Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.SiLU(x) }), Tol: 1e-5},
+		{Name: "clamp", Inputs: wide, Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.Clamp(x, -1, 1) }), Tol: 0},
+		{Name: "axpby", Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{Randn(r, 0, 1, 5, 333), Randn(r, 0, 1, 5, 333)}
+		}, Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.Axpby(0.5, in[0], -0.25, in[1]) }, Tol: 1e-6},
+		{Name: "add-broadcast", Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{Randn(r, 0, 1, 3, 17, 65), Randn(r, 0, 1, 17, 65)}
+		}, Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.Add(in[0], in[1]) }, Tol: 0},
+		{Name: "addmulrows", Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{Randn(r, 0, 1, 3, 19, 97), Randn(r, 0, 1, 3, 19, 97), Randn(r, 0, 1, 3, 97)}
+		}, Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.AddMulRows(in[0], in[1], in[2]) }, Tol: 1e-6},
+		{Name: "modulate", Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{Randn(r, 0, 1, 4, 9, 130), Randn(r, 0, 1, 4, 130), Randn(r, 0, 1, 4, 130)}
+		}, Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.Modulate(in[0], in[1], in[2]) }, Tol: 1e-6},
+	}
+}

@@ -1,0 +1,535 @@
+package webgpu
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cogentcore/webgpu/wgpu"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/shaders"
+)
+
+// ErrNoAdapter: no usable WebGPU adapter or device (no driver, no browser support).
+var ErrNoAdapter = errors.New("webgpu: no usable adapter")
+
+// ErrDeviceLost: the GPU device was lost (driver reset, out of memory, tab in the background too long).
+// Tensors of the backend are gone; build a new backend to continue.
+var ErrDeviceLost = errors.New("webgpu: device lost")
+
+// AdapterInfo names the GPU a backend runs on.
+type AdapterInfo struct {
+	Name, Backend, Driver, Vendor string
+}
+
+func (a AdapterInfo) String() string {
+	s := a.Name + " (" + a.Backend
+	if a.Driver != "" {
+		s += ", " + a.Driver
+	}
+	return s + ")"
+}
+
+// Backend implements core.Backend with WGSL compute kernels. Its methods must be called from one goroutine
+// at a time (the mutex guards against accidental concurrent use, it does not make the ops concurrent).
+type Backend struct {
+	mu     sync.Mutex
+	dev    *wgpu.Device
+	queue  *wgpu.Queue
+	info   AdapterInfo
+	limits wgpu.Limits
+
+	pipelines map[pipeKey]*pipeline
+	pool      map[uint64][]*wgpu.Buffer // free buffers by rounded size
+	pooled    uint64                    // bytes held in the pool
+	live      uint64                    // bytes in live tensors
+	peak      uint64                    // peak of live + pooled
+
+	enc      *wgpu.CommandEncoder // pending work, nil when idle
+	pass     *wgpu.ComputePassEncoder
+	arena    *wgpu.Buffer // uniform slots of the pending dispatches
+	arenaCPU []byte
+	pending  []string // op names of pending dispatches, for error messages
+	release  []func() // objects to release once the pending work is submitted
+	lostMsg  string   // set by the device-lost callback
+	sync     bool     // WEBVAR_WGPU_SYNC
+	dumpDir  string   // WEBVAR_DUMP_WGSL
+	closed   bool
+}
+
+const (
+	slotSize   = 256 // minUniformBufferOffsetAlignment
+	arenaSlots = 256
+)
+
+// gpuBuf is a tensor's storage: a storage buffer and the byte size the tensor uses. Reshaped views share
+// the same gpuBuf, so freeing any of them marks all of them freed.
+type gpuBuf struct {
+	buf      *wgpu.Buffer
+	bytes    uint64
+	poolSize uint64 // the pool bucket it came from; 0 for exactly sized uploads
+	freed    bool
+}
+
+// New opens the default adapter (see the package doc for WEBVAR_WGPU_BACKEND).
+func New() (*Backend, error) {
+	b := &Backend{pipelines: map[pipeKey]*pipeline{}, pool: map[uint64][]*wgpu.Buffer{},
+		sync: os.Getenv("WEBVAR_WGPU_SYNC") == "1", dumpDir: os.Getenv("WEBVAR_DUMP_WGSL")}
+	dev, info, limits, err := openDevice(func(msg string) { b.lostMsg = msg })
+	if err != nil {
+		return nil, err
+	}
+	b.dev, b.info, b.limits = dev, info, limits
+	b.queue = dev.GetQueue()
+	b.arena, err = dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "uniform arena", Size: slotSize * arenaSlots,
+		Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst})
+	if err != nil {
+		dev.Release()
+		return nil, fmt.Errorf("webgpu: uniform arena: %w", err)
+	}
+	return b, nil
+}
+
+// Name is "webgpu".
+func (b *Backend) Name() string { return "webgpu" }
+
+// Adapter describes the GPU.
+func (b *Backend) Adapter() AdapterInfo { return b.info }
+
+// MaxBindingBytes is the largest storage buffer a kernel can bind on this device.
+func (b *Backend) MaxBindingBytes() uint64 { return b.limits.MaxStorageBufferBindingSize }
+
+// PeakBytes is the largest amount of GPU buffer memory (live tensors plus the reuse pool) held so far.
+func (b *Backend) PeakBytes() uint64 { return b.peak }
+
+// Close releases the device and everything on it.
+func (b *Backend) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.closed = true
+	_ = b.flushLocked()
+	for _, p := range b.pipelines {
+		p.release()
+	}
+	for _, bufs := range b.pool {
+		for _, buf := range bufs {
+			buf.Release()
+		}
+	}
+	b.arena.Release()
+	b.queue.Release()
+	b.dev.Release()
+}
+
+func (b *Backend) usable() error {
+	if b.closed {
+		return errors.New("webgpu: backend closed")
+	}
+	if b.lostMsg != "" {
+		return fmt.Errorf("%w: %s", ErrDeviceLost, b.lostMsg)
+	}
+	return nil
+}
+
+func roundSize(n uint64) uint64 {
+	if n <= 4096 {
+		return 4096
+	}
+	// Round up to a quarter-power of two: at most 25% waste, few distinct buckets.
+	p := uint64(1)
+	for p*2 <= n {
+		p *= 2
+	}
+	q := p / 4
+	return (n + q - 1) / q * q
+}
+
+// alloc returns a storage buffer of at least n bytes for an op output.
+func (b *Backend) alloc(n uint64, what string) (*gpuBuf, error) {
+	if n > b.limits.MaxStorageBufferBindingSize {
+		return nil, fmt.Errorf("%s: %d bytes exceed this device's storage binding limit of %d bytes", what, n, b.limits.MaxStorageBufferBindingSize)
+	}
+	size := roundSize(n)
+	if l := b.pool[size]; len(l) > 0 {
+		buf := l[len(l)-1]
+		b.pool[size] = l[:len(l)-1]
+		b.pooled -= size
+		b.live += size
+		return &gpuBuf{buf: buf, bytes: n, poolSize: size}, nil
+	}
+	buf, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: what, Size: size,
+		Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst})
+	if err != nil {
+		return nil, fmt.Errorf("%s: allocating %d bytes: %w", what, size, err)
+	}
+	b.live += size
+	b.peak = max(b.peak, b.live+b.pooled)
+	return &gpuBuf{buf: buf, bytes: n, poolSize: size}, nil
+}
+
+func (b *Backend) storage(t *core.Tensor, what string) (*gpuBuf, error) {
+	if t == nil {
+		return nil, fmt.Errorf("%s: nil tensor", what)
+	}
+	g, ok := t.Storage().(*gpuBuf)
+	if !ok {
+		return nil, fmt.Errorf("%s: tensor %v is not a webgpu tensor", what, t.Shape())
+	}
+	if g.freed {
+		return nil, fmt.Errorf("%s: tensor %v used after Free", what, t.Shape())
+	}
+	return g, nil
+}
+
+// Upload copies h into a new buffer (never a pooled one: a pooled buffer may still be read by pending
+// dispatches, and a queue write would land before them).
+func (b *Backend) Upload(h core.HostTensor) (*core.Tensor, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.usable(); err != nil {
+		return nil, err
+	}
+	n := h.Shape.Numel()
+	if len(h.Data) != n {
+		return nil, &core.ShapeError{Op: "upload", Msg: fmt.Sprintf("%d values for shape %v", len(h.Data), h.Shape)}
+	}
+	bytes := uint64(max(n, 1)) * 4
+	if bytes > b.limits.MaxStorageBufferBindingSize {
+		return nil, fmt.Errorf("upload: tensor %v has %d bytes, over this device's storage binding limit of %d", h.Shape, bytes, b.limits.MaxStorageBufferBindingSize)
+	}
+	data := wgpu.ToBytes(h.Data)
+	if n == 0 {
+		data = make([]byte, 4)
+	}
+	buf, err := b.dev.CreateBufferInit(&wgpu.BufferInitDescriptor{Label: "tensor", Contents: data,
+		Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst})
+	if err != nil {
+		return nil, fmt.Errorf("upload %v: %w", h.Shape, err)
+	}
+	b.live += bytes
+	b.peak = max(b.peak, b.live+b.pooled)
+	return core.NewTensor(h.Shape, &gpuBuf{buf: buf, bytes: bytes}), nil
+}
+
+// Download flushes pending work and reads t back.
+func (b *Backend) Download(t *core.Tensor) (core.HostTensor, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.usable(); err != nil {
+		return core.HostTensor{}, err
+	}
+	g, err := b.storage(t, "download")
+	if err != nil {
+		return core.HostTensor{}, err
+	}
+	n := t.Shape().Numel()
+	raw, err := b.readLocked(g.buf, uint64(max(n, 1))*4)
+	if err != nil {
+		return core.HostTensor{}, err
+	}
+	out := make([]float32, n)
+	copy(out, wgpu.FromBytes[float32](raw)[:n])
+	return core.HostTensor{Shape: t.Shape().Clone(), Data: out}, nil
+}
+
+// readLocked copies size bytes of buf to the host after all pending work.
+func (b *Backend) readLocked(buf *wgpu.Buffer, size uint64) ([]byte, error) {
+	staging, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "readback", Size: size,
+		Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst})
+	if err != nil {
+		return nil, fmt.Errorf("download: staging buffer of %d bytes: %w", size, err)
+	}
+	defer staging.Release()
+	if err := b.encoderLocked(); err != nil {
+		return nil, err
+	}
+	b.endPassLocked()
+	if err := b.enc.CopyBufferToBuffer(buf, 0, staging, 0, size); err != nil {
+		return nil, fmt.Errorf("download: copy: %w", err)
+	}
+	b.pending = append(b.pending, "download")
+	if err := b.flushLocked(); err != nil {
+		return nil, err
+	}
+	var status wgpu.BufferMapAsyncStatus
+	done := false
+	if err := staging.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) {
+		status, done = s, true
+	}); err != nil {
+		return nil, fmt.Errorf("download: map: %w", err)
+	}
+	b.dev.Poll(true, nil)
+	if err := b.usable(); err != nil {
+		return nil, err
+	}
+	if !done || status != wgpu.BufferMapAsyncStatusSuccess {
+		return nil, fmt.Errorf("download: mapping the readback buffer failed (%v)", status)
+	}
+	out := append([]byte(nil), staging.GetMappedRange(0, uint(size))...)
+	staging.Unmap()
+	return out, nil
+}
+
+// Free returns t's buffer to the pool. Pending dispatches that read it still see its contents: a pooled
+// buffer is only handed out again as the output of a later dispatch, which WebGPU orders after them.
+func (b *Backend) Free(t *core.Tensor) {
+	if t == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	g, ok := t.Storage().(*gpuBuf)
+	if !ok || g.freed || b.closed {
+		return
+	}
+	g.freed = true
+	if g.poolSize == 0 {
+		// Uploads are exactly sized: release them (after pending work reads them) instead of pooling.
+		b.live -= g.bytes
+		if b.enc != nil {
+			b.release = append(b.release, g.buf.Release)
+		} else {
+			g.buf.Release()
+		}
+		return
+	}
+	size := g.poolSize
+	b.live -= size
+	b.pool[size] = append(b.pool[size], g.buf)
+	b.pooled += size
+}
+
+// encoderLocked makes sure a command encoder is open.
+func (b *Backend) encoderLocked() error {
+	if b.enc != nil {
+		return nil
+	}
+	enc, err := b.dev.CreateCommandEncoder(nil)
+	if err != nil {
+		return fmt.Errorf("webgpu: command encoder: %w", err)
+	}
+	b.enc = enc
+	return nil
+}
+
+func (b *Backend) endPassLocked() {
+	if b.pass != nil {
+		b.pass.End()
+		b.pass.Release()
+		b.pass = nil
+	}
+}
+
+// flushLocked submits the pending work (with its uniforms) and releases what it no longer needs.
+func (b *Backend) flushLocked() error {
+	if b.enc == nil {
+		return nil
+	}
+	b.endPassLocked()
+	ops := b.pending
+	b.pending = nil
+	defer func() {
+		for _, r := range b.release {
+			r()
+		}
+		b.release = nil
+	}()
+	if len(b.arenaCPU) > 0 {
+		if err := b.queue.WriteBuffer(b.arena, 0, b.arenaCPU); err != nil {
+			b.enc.Release()
+			b.enc = nil
+			b.arenaCPU = b.arenaCPU[:0]
+			return fmt.Errorf("webgpu: writing uniforms: %w", err)
+		}
+		b.arenaCPU = b.arenaCPU[:0]
+	}
+	cmd, err := b.enc.Finish(nil)
+	b.enc.Release()
+	b.enc = nil
+	if err != nil {
+		return fmt.Errorf("webgpu: recording %s: %w", summarize(ops), err)
+	}
+	b.queue.Submit(cmd)
+	cmd.Release()
+	if err := b.usable(); err != nil {
+		return fmt.Errorf("running %s: %w", summarize(ops), err)
+	}
+	return nil
+}
+
+func summarize(ops []string) string {
+	if len(ops) == 0 {
+		return "no ops"
+	}
+	if len(ops) <= 6 {
+		return fmt.Sprint(ops)
+	}
+	return fmt.Sprintf("%v ... %v (%d ops)", ops[:3], ops[len(ops)-3:], len(ops))
+}
+
+// pipeKey identifies a compiled kernel variant.
+type pipeKey struct {
+	file    string // shaders/<file>
+	variant string // the template parameters, formatted
+}
+
+type pipeline struct {
+	pipe    *wgpu.ComputePipeline
+	layout  *wgpu.BindGroupLayout
+	playout *wgpu.PipelineLayout
+	module  *wgpu.ShaderModule
+	inputs  int
+	outputs int
+}
+
+func (p *pipeline) release() {
+	p.pipe.Release()
+	p.playout.Release()
+	p.layout.Release()
+	p.module.Release()
+}
+
+// kernel describes a kernel variant: its file, template parameters and buffer counts.
+type kernel struct {
+	file    string
+	params  any // template parameters (comparable, printed into the cache key)
+	inputs  int
+	outputs int
+}
+
+// pipelineLocked returns the cached pipeline of k, building it on first use with an explicit bind group
+// layout (the browser binding cannot derive one from the shader).
+func (b *Backend) pipelineLocked(k kernel) (*pipeline, error) {
+	key := pipeKey{k.file, fmt.Sprintf("%+v", k.params)}
+	if p, ok := b.pipelines[key]; ok {
+		return p, nil
+	}
+	src, err := shaders.Expand(k.file, k.params)
+	if err != nil {
+		return nil, err
+	}
+	if b.dumpDir != "" {
+		name := fmt.Sprintf("%s.%x.wgsl", k.file, len(b.pipelines))
+		_ = os.WriteFile(filepath.Join(b.dumpDir, name), []byte("// "+key.variant+"\n"+src), 0o644)
+	}
+	mod, err := b.dev.CreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: k.file,
+		WGSLDescriptor: &wgpu.ShaderModuleWGSLDescriptor{Code: src}})
+	if err != nil {
+		return nil, fmt.Errorf("compiling %s %s: %w", k.file, key.variant, err)
+	}
+	entries := []wgpu.BindGroupLayoutEntry{{Binding: 0, Visibility: wgpu.ShaderStageCompute,
+		Buffer: wgpu.BufferBindingLayout{Type: wgpu.BufferBindingTypeUniform}}}
+	for i := 0; i < k.inputs+k.outputs; i++ {
+		typ := wgpu.BufferBindingTypeReadOnlyStorage
+		if i >= k.inputs {
+			typ = wgpu.BufferBindingTypeStorage
+		}
+		entries = append(entries, wgpu.BindGroupLayoutEntry{Binding: uint32(i + 1), Visibility: wgpu.ShaderStageCompute,
+			Buffer: wgpu.BufferBindingLayout{Type: typ}})
+	}
+	bgl, err := b.dev.CreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: k.file, Entries: entries})
+	if err != nil {
+		mod.Release()
+		return nil, fmt.Errorf("%s: bind group layout: %w", k.file, err)
+	}
+	pl, err := b.dev.CreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: k.file, BindGroupLayouts: []*wgpu.BindGroupLayout{bgl}})
+	if err != nil {
+		bgl.Release()
+		mod.Release()
+		return nil, fmt.Errorf("%s: pipeline layout: %w", k.file, err)
+	}
+	cp, err := b.dev.CreateComputePipeline(&wgpu.ComputePipelineDescriptor{Label: k.file, Layout: pl,
+		Compute: wgpu.ProgrammableStageDescriptor{Module: mod, EntryPoint: "main"}})
+	if err != nil {
+		pl.Release()
+		bgl.Release()
+		mod.Release()
+		return nil, fmt.Errorf("compiling %s %s: %w", k.file, key.variant, err)
+	}
+	p := &pipeline{pipe: cp, layout: bgl, playout: pl, module: mod, inputs: k.inputs, outputs: k.outputs}
+	b.pipelines[key] = p
+	return p, nil
+}
+
+// dispatch records one kernel run: uniforms (4-byte words), input and output buffers, and the workgroup
+// grid. op names the operation in errors.
+func (b *Backend) dispatch(op string, k kernel, uniforms []uint32, bufs []*gpuBuf, grid [3]uint32) error {
+	if err := b.usable(); err != nil {
+		return err
+	}
+	if len(bufs) != k.inputs+k.outputs {
+		return fmt.Errorf("%s: %d buffers for a kernel with %d", op, len(bufs), k.inputs+k.outputs)
+	}
+	if len(uniforms)*4 > slotSize {
+		return fmt.Errorf("%s: %d uniform words exceed a %d-byte slot", op, len(uniforms), slotSize)
+	}
+	maxWG := b.limits.MaxComputeWorkgroupsPerDimension
+	for _, g := range grid {
+		if g > maxWG {
+			return fmt.Errorf("%s: %v workgroups exceed this device's limit of %d per dimension", op, grid, maxWG)
+		}
+	}
+	p, err := b.pipelineLocked(k)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if len(b.arenaCPU)/slotSize >= arenaSlots {
+		if err := b.flushLocked(); err != nil {
+			return err
+		}
+	}
+	if err := b.encoderLocked(); err != nil {
+		return err
+	}
+	off := uint64(len(b.arenaCPU))
+	slot := make([]byte, slotSize)
+	copy(slot, wgpu.ToBytes(uniforms))
+	b.arenaCPU = append(b.arenaCPU, slot...)
+
+	entries := []wgpu.BindGroupEntry{{Binding: 0, Buffer: b.arena, Offset: off, Size: slotSize}}
+	for i, g := range bufs {
+		entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(i + 1), Buffer: g.buf, Offset: 0, Size: g.bytes})
+	}
+	bg, err := b.dev.CreateBindGroup(&wgpu.BindGroupDescriptor{Label: op, Layout: p.layout, Entries: entries})
+	if err != nil {
+		return fmt.Errorf("%s: bind group: %w", op, err)
+	}
+	b.release = append(b.release, bg.Release)
+	if b.pass == nil {
+		b.pass = b.enc.BeginComputePass(nil)
+	}
+	b.pass.SetPipeline(p.pipe)
+	b.pass.SetBindGroup(0, bg, nil)
+	b.pass.DispatchWorkgroups(grid[0], grid[1], grid[2])
+	b.pending = append(b.pending, op)
+	if b.sync {
+		if err := b.flushLocked(); err != nil {
+			return err
+		}
+		b.dev.Poll(true, nil)
+		return b.usable()
+	}
+	return nil
+}
+
+// grid1D spreads n invocations of workgroups of wg over x and y (x <= 65535); kernels recover the flat
+// index as gid.x + gid.y * num_workgroups.x * wg.
+func grid1D(n, wg int) [3]uint32 {
+	groups := (n + wg - 1) / wg
+	if groups == 0 {
+		groups = 1
+	}
+	x := min(groups, 65535)
+	y := (groups + x - 1) / x
+	return [3]uint32{uint32(x), uint32(y), 1}
+}
+
+// f32bits stores a float uniform in a u32 word (WGSL reads it through an f32 field).
+func f32bits(f float32) uint32 { return math.Float32bits(f) }

@@ -1,0 +1,16 @@
+// Package webgpu is the WebGPU backend of the engine: every core.Backend op as a WGSL compute kernel
+// (shaders/), dispatched through github.com/cogentcore/webgpu. The same Go source runs natively on
+// wgpu-native (Vulkan, Metal; lavapipe without a GPU) and, compiled with GOOS=js, on the browser's WebGPU.
+//
+// Execution model: ops record compute dispatches into one pending command encoder; nothing is submitted
+// until a Download (or a full uniform arena) needs it, so a whole transformer scale becomes a handful of
+// submissions. Each dispatch's parameters live in a 256-byte slot of a uniform arena written just before
+// submission. Freed tensors return their buffers to a size-bucketed pool; buffers of the pool are only
+// reused as op outputs, which WebGPU orders after every earlier read in the same queue.
+//
+// Debug switches (environment variables, read by New):
+//
+//	WEBVAR_WGPU_BACKEND   native API: vulkan (default on Linux/Windows), metal (default on macOS), gl, dx12, any
+//	WEBVAR_DUMP_WGSL=DIR  write every expanded kernel to DIR/<kernel>.wgsl when its pipeline is built
+//	WEBVAR_WGPU_SYNC=1    submit and wait after every op, so an error names the op that caused it
+package webgpu

@@ -1,0 +1,125 @@
+package webgpu
+
+import (
+	"fmt"
+
+	"github.com/webvar/webvar/core"
+)
+
+// elemKernel is a variant of shaders/elementwise.wgsl: an expression over x = a[i], b[bi], c[ci].
+type elemKernel struct {
+	WG     int
+	Inputs int
+	Expr   string
+}
+
+const elemWG = 256
+
+var (
+	// tanh is clamped: some drivers compute it as a ratio of exponentials that overflows to NaN.
+	geluExpr  = "0.5 * x * (1.0 + tanh(clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0)))"
+	siluExpr  = "x / (1.0 + exp(-x))"
+	clampExpr = "clamp(x, p.lo, p.hi)"
+	axpbyExpr = "p.alpha * x + p.beta * b[bi]"
+	addExpr   = "x + b[bi]"
+	gateExpr  = "x + b[bi] * c[ci]"         // AddMulRows: x + y * g[b]
+	modExpr   = "x * (1.0 + b[ci]) + c[ci]" // Modulate: x * (1 + scale[b]) + shift[b]
+)
+
+// elementwise runs one elementwise variant; the output has a's shape.
+func (b *Backend) elementwise(op, expr string, ins []*core.Tensor, u [8]uint32) (*core.Tensor, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bufs := make([]*gpuBuf, 0, len(ins)+1)
+	for _, t := range ins {
+		g, err := b.storage(t, op)
+		if err != nil {
+			return nil, err
+		}
+		bufs = append(bufs, g)
+	}
+	n := ins[0].Shape().Numel()
+	out, err := b.alloc(uint64(max(n, 1))*4, op)
+	if err != nil {
+		return nil, err
+	}
+	bufs = append(bufs, out)
+	u[0] = uint32(n)
+	k := kernel{file: "elementwise.wgsl", params: elemKernel{WG: elemWG, Inputs: len(ins), Expr: expr}, inputs: len(ins), outputs: 1}
+	if n > 0 {
+		if err := b.dispatch(op, k, u[:], bufs, grid1D(n, elemWG)); err != nil {
+			return nil, err
+		}
+	}
+	return core.NewTensor(ins[0].Shape(), out), nil
+}
+
+func (b *Backend) GELUTanh(x *core.Tensor) (*core.Tensor, error) {
+	return b.elementwise("gelu", geluExpr, []*core.Tensor{x}, [8]uint32{})
+}
+
+func (b *Backend) SiLU(x *core.Tensor) (*core.Tensor, error) {
+	return b.elementwise("silu", siluExpr, []*core.Tensor{x}, [8]uint32{})
+}
+
+func (b *Backend) Clamp(x *core.Tensor, lo, hi float32) (*core.Tensor, error) {
+	if !(lo <= hi) {
+		return nil, &core.ShapeError{Op: "clamp", Msg: fmt.Sprintf("lo %v > hi %v", lo, hi)}
+	}
+	return b.elementwise("clamp", clampExpr, []*core.Tensor{x}, [8]uint32{6: f32bits(lo), 7: f32bits(hi)})
+}
+
+func (b *Backend) Axpby(alpha float32, x *core.Tensor, beta float32, y *core.Tensor) (*core.Tensor, error) {
+	if x == nil || y == nil || !x.Shape().Equal(y.Shape()) {
+		return nil, &core.ShapeError{Op: "axpby", Msg: "x and y must have equal shapes"}
+	}
+	n := uint32(x.Shape().Numel())
+	return b.elementwise("axpby", axpbyExpr, []*core.Tensor{x, y}, [8]uint32{1: max(n, 1), 4: f32bits(alpha), 5: f32bits(beta)})
+}
+
+func (b *Backend) Add(a, c *core.Tensor) (*core.Tensor, error) {
+	if a == nil || c == nil {
+		return nil, &core.ShapeError{Op: "add", Msg: "nil tensor"}
+	}
+	as, cs := a.Shape(), c.Shape()
+	if len(cs) > len(as) || !as[len(as)-len(cs):].Equal(cs) {
+		return nil, &core.ShapeError{Op: "add", Msg: fmt.Sprintf("%v is not a suffix of %v", cs, as)}
+	}
+	return b.elementwise("add", addExpr, []*core.Tensor{a, c}, [8]uint32{1: uint32(max(cs.Numel(), 1))})
+}
+
+// rowsCheck validates x, y [B, L, C] (y may be nil) against rows [B, C].
+func rowsCheck(op string, x, y *core.Tensor, rows ...*core.Tensor) (bsz, l, c int, err error) {
+	if x == nil || len(x.Shape()) != 3 {
+		return 0, 0, 0, &core.ShapeError{Op: op, Msg: "x must be [B, L, C]"}
+	}
+	s := x.Shape()
+	bsz, l, c = s[0], s[1], s[2]
+	if y != nil && !y.Shape().Equal(s) {
+		return 0, 0, 0, &core.ShapeError{Op: op, Msg: fmt.Sprintf("y %v differs from x %v", y.Shape(), s)}
+	}
+	for _, r := range rows {
+		if r == nil || !r.Shape().Equal(core.Shape{bsz, c}) {
+			return 0, 0, 0, &core.ShapeError{Op: op, Msg: fmt.Sprintf("rows must be [%d, %d]", bsz, c)}
+		}
+	}
+	return bsz, l, c, nil
+}
+
+func (b *Backend) AddMulRows(x, y, g *core.Tensor) (*core.Tensor, error) {
+	_, l, c, err := rowsCheck("addmulrows", x, y, g)
+	if err != nil {
+		return nil, err
+	}
+	n := uint32(x.Shape().Numel())
+	return b.elementwise("addmulrows", gateExpr, []*core.Tensor{x, y, g}, [8]uint32{1: max(n, 1), 2: uint32(max(l*c, 1)), 3: uint32(max(c, 1))})
+}
+
+func (b *Backend) Modulate(x, scale, shift *core.Tensor) (*core.Tensor, error) {
+	_, l, c, err := rowsCheck("modulate", x, nil, scale, shift)
+	if err != nil {
+		return nil, err
+	}
+	return b.elementwise("modulate", modExpr, []*core.Tensor{x, scale, shift}, [8]uint32{1: 1, 2: uint32(max(l*c, 1)), 3: uint32(max(c, 1))})
+}
+var _ core.Backend = (*Backend)(nil)
