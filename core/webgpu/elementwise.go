@@ -122,4 +122,5 @@ func (b *Backend) Modulate(x, scale, shift *core.Tensor) (*core.Tensor, error) {
 	}
 	return b.elementwise("modulate", modExpr, []*core.Tensor{x, scale, shift}, [8]uint32{1: 1, 2: uint32(max(l*c, 1)), 3: uint32(max(c, 1))})
 }
+
 var _ core.Backend = (*Backend)(nil)
