@@ -10,6 +10,8 @@ import (
 func Cases() []Case {
 	var cs []Case
 	cs = append(cs, elementwiseCases()...)
+	cs = append(cs, matmulNormAttentionCases()...)
+	cs = append(cs, convResizeCopyCases()...)
 	return cs
 }
 
