@@ -17,6 +17,7 @@ import (
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/loader"
 )
 
@@ -98,14 +99,20 @@ func parseInts(s string) ([]int, error) {
 	return out, nil
 }
 
-func newBackend(name string, threads int) (core.Backend, error) {
+// newBackend opens a compute backend; the returned func releases it.
+func newBackend(name string, threads int, stderr io.Writer) (core.Backend, func(), error) {
 	switch name {
 	case "cpu":
-		return cpu.New(threads), nil
+		return cpu.New(threads), func() {}, nil
 	case "webgpu":
-		return nil, errors.New("the webgpu backend is not available in this build yet; use -backend cpu")
+		b, err := webgpu.New()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w (use -backend cpu to run without a GPU)", err)
+		}
+		fmt.Fprintf(stderr, "GPU: %v\n", b.Adapter())
+		return b, b.Close, nil
 	}
-	return nil, usageError{fmt.Sprintf("-backend %q: want cpu or webgpu", name)}
+	return nil, nil, usageError{fmt.Sprintf("-backend %q: want cpu or webgpu", name)}
 }
 
 // openPipeline opens both checkpoints and builds the models on b.
@@ -155,10 +162,11 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{"-patch-nums: " + err.Error()}
 	}
-	b, err := newBackend(f.backend, f.threads)
+	b, closeBackend, err := newBackend(f.backend, f.threads, stderr)
 	if err != nil {
 		return err
 	}
+	defer closeBackend()
 	p, err := openPipeline(f.varPath, f.vaePath, b, varmodel.Options{PatchNums: pn, Heads: f.heads})
 	if err != nil {
 		return err

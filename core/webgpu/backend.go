@@ -59,7 +59,13 @@ type Backend struct {
 	sync     bool     // WEBVAR_WGPU_SYNC
 	dumpDir  string   // WEBVAR_DUMP_WGSL
 	closed   bool
+	// guard, when > 0 (tests), pads every op output with guard bytes of a sentinel pattern that the
+	// kernels can reach (the binding covers it) and Download verifies, catching out-of-bounds writes.
+	guard uint64
 }
+
+// guardWord is the sentinel of guard regions: a NaN payload no kernel produces by accident.
+const guardWord = 0x7fc0bad0
 
 const (
 	slotSize   = 256 // minUniformBufferOffsetAlignment
@@ -70,7 +76,8 @@ const (
 // the same gpuBuf, so freeing any of them marks all of them freed.
 type gpuBuf struct {
 	buf      *wgpu.Buffer
-	bytes    uint64
+	bytes    uint64 // the tensor's bytes
+	guard    uint64 // guard bytes after them (bound too), 0 outside tests
 	poolSize uint64 // the pool bucket it came from; 0 for exactly sized uploads
 	freed    bool
 }
@@ -156,13 +163,13 @@ func (b *Backend) alloc(n uint64, what string) (*gpuBuf, error) {
 	if n > b.limits.MaxStorageBufferBindingSize {
 		return nil, fmt.Errorf("%s: %d bytes exceed this device's storage binding limit of %d bytes", what, n, b.limits.MaxStorageBufferBindingSize)
 	}
-	size := roundSize(n)
+	size := roundSize(n + b.guard)
 	if l := b.pool[size]; len(l) > 0 {
 		buf := l[len(l)-1]
 		b.pool[size] = l[:len(l)-1]
 		b.pooled -= size
 		b.live += size
-		return &gpuBuf{buf: buf, bytes: n, poolSize: size}, nil
+		return b.guarded(&gpuBuf{buf: buf, bytes: n, poolSize: size})
 	}
 	buf, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: what, Size: size,
 		Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst})
@@ -171,7 +178,27 @@ func (b *Backend) alloc(n uint64, what string) (*gpuBuf, error) {
 	}
 	b.live += size
 	b.peak = max(b.peak, b.live+b.pooled)
-	return &gpuBuf{buf: buf, bytes: n, poolSize: size}, nil
+	return b.guarded(&gpuBuf{buf: buf, bytes: n, poolSize: size})
+}
+
+// guarded fills g's guard region with the sentinel. Pending dispatches may still write the reused
+// buffer (as an earlier, larger tensor), and a queue write lands before them, so flush first.
+func (b *Backend) guarded(g *gpuBuf) (*gpuBuf, error) {
+	if b.guard == 0 {
+		return g, nil
+	}
+	if err := b.flushLocked(); err != nil {
+		return nil, err
+	}
+	g.guard = b.guard
+	words := make([]uint32, b.guard/4)
+	for i := range words {
+		words[i] = guardWord
+	}
+	if err := b.queue.WriteBuffer(g.buf, g.bytes, wgpu.ToBytes(words)); err != nil {
+		return nil, fmt.Errorf("guard region: %w", err)
+	}
+	return g, nil
 }
 
 func (b *Backend) storage(t *core.Tensor, what string) (*gpuBuf, error) {
@@ -230,9 +257,14 @@ func (b *Backend) Download(t *core.Tensor) (core.HostTensor, error) {
 		return core.HostTensor{}, err
 	}
 	n := t.Shape().Numel()
-	raw, err := b.readLocked(g.buf, uint64(max(n, 1))*4)
+	raw, err := b.readLocked(g.buf, g.bytes+g.guard)
 	if err != nil {
 		return core.HostTensor{}, err
+	}
+	for i, w := range wgpu.FromBytes[uint32](raw[g.bytes:]) {
+		if w != guardWord {
+			return core.HostTensor{}, fmt.Errorf("download %v: a kernel wrote past the end of its output (guard word %d is %#x)", t.Shape(), i, w)
+		}
 	}
 	out := make([]float32, n)
 	copy(out, wgpu.FromBytes[float32](raw)[:n])
@@ -495,7 +527,7 @@ func (b *Backend) dispatch(op string, k kernel, uniforms []uint32, bufs []*gpuBu
 
 	entries := []wgpu.BindGroupEntry{{Binding: 0, Buffer: b.arena, Offset: off, Size: slotSize}}
 	for i, g := range bufs {
-		entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(i + 1), Buffer: g.buf, Offset: 0, Size: g.bytes})
+		entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(i + 1), Buffer: g.buf, Offset: 0, Size: g.bytes + g.guard})
 	}
 	bg, err := b.dev.CreateBindGroup(&wgpu.BindGroupDescriptor{Label: op, Layout: p.layout, Entries: entries})
 	if err != nil {

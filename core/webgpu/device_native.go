@@ -7,9 +7,30 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
+
+// instances holds one wgpu instance per native API for the life of the process. This is a deliberate
+// exception to "no global state": the v0.23.0 binding's CreateInstance hands wgpu-native a malloc'd,
+// uninitialised extras struct, so a second CreateInstance in one process can read a garbage GLES version
+// and abort ("Unknown gles3 minor version"). Creating each instance once avoids it.
+var instances = struct {
+	sync.Mutex
+	m map[wgpu.InstanceBackend]*wgpu.Instance
+}{m: map[wgpu.InstanceBackend]*wgpu.Instance{}}
+
+func instanceFor(be wgpu.InstanceBackend) *wgpu.Instance {
+	instances.Lock()
+	defer instances.Unlock()
+	if inst, ok := instances.m[be]; ok {
+		return inst
+	}
+	inst := wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: be})
+	instances.m[be] = inst
+	return inst
+}
 
 // openDevice finds an adapter for the requested native API and opens a device with the adapter's
 // storage-buffer limits (the defaults, 128 MiB per binding, are too small for large models).
@@ -29,11 +50,7 @@ func openDevice(lost func(string)) (*wgpu.Device, AdapterInfo, wgpu.Limits, erro
 	if !ok {
 		return nil, AdapterInfo{}, wgpu.Limits{}, fmt.Errorf("WEBVAR_WGPU_BACKEND=%q: want vulkan, metal, gl, dx12 or any", name)
 	}
-	inst := wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: be})
-	if inst == nil {
-		return nil, AdapterInfo{}, wgpu.Limits{}, fmt.Errorf("%w: cannot create a WebGPU instance", ErrNoAdapter)
-	}
-	defer inst.Release()
+	inst := instanceFor(be)
 	ad, err := inst.RequestAdapter(&wgpu.RequestAdapterOptions{PowerPreference: wgpu.PowerPreferenceHighPerformance})
 	if err != nil || ad == nil {
 		return nil, AdapterInfo{}, wgpu.Limits{}, fmt.Errorf("%w: no %s adapter (%v); install a driver (on Linux without a GPU: mesa-vulkan-drivers for lavapipe)", ErrNoAdapter, name, err)

@@ -18,6 +18,7 @@ func newTestBackend(t *testing.T) *Backend {
 		t.Fatalf("%v (CI installs mesa-vulkan-drivers for lavapipe)", err)
 	}
 	t.Cleanup(b.Close)
+	b.guard = 64 // every op output gets a checked guard region
 	t.Logf("adapter: %v", b.Adapter())
 	if want := os.Getenv("WEBVAR_WGPU_BACKEND"); (want == "" || want == "vulkan") && runtime.GOOS != "darwin" &&
 		!strings.EqualFold(b.Adapter().Backend, "vulkan") {
