@@ -88,6 +88,11 @@ var ErrUnsupported = errors.New("unsupported by backend")
 // in row-major order, so a reshape never moves data.
 func Reshape(t *Tensor, shape ...int) (*Tensor, error) {
 	s := Shape(shape)
+	for _, d := range s {
+		if d < 0 {
+			return nil, &ShapeError{Op: "reshape", Msg: "negative dimension in " + s.String()}
+		}
+	}
 	if s.Numel() != t.shape.Numel() {
 		return nil, &ShapeError{Op: "reshape", Msg: "cannot reshape " + t.shape.String() + " to " + s.String()}
 	}

@@ -6,7 +6,12 @@
 //   - @group(0) @binding(0) is a uniform struct `P` of 4-byte scalars (u32 counts are in elements);
 //   - bindings 1..n are storage buffers: read-only inputs first, then the read_write outputs;
 //   - 1-D kernels derive their index as gid.x + gid.y * num_workgroups.x * WG, because one dispatch
-//     dimension is limited to 65535 workgroups.
+//     dimension is limited to 65535 workgroups;
+//   - workgroups stay within WebGPU's default limits (256 invocations, 16 KiB of workgroup memory), the
+//     limits every browser grants;
+//   - the bundled Naga (wgpu-native) accepts only a constant name or literal as an array size
+//     (array<f32, TK * LD> is a parse error): declare a named const;
+//   - f32 only: Naga rejects `enable f16;`.
 package shaders
 
 import (

@@ -20,13 +20,20 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 	return rc, out.String(), errb.String()
 }
 
-// The golden ar1 run (labels [1, 8], cfg 1.5, greedy) through the command line: image 0 is class 1.
+// The golden ar1 run (labels [1, 8], cfg 1.5, greedy) through the command line, on each backend: image 0
+// is class 1.
 func TestGenerateReproducesGoldenGreedyRun(t *testing.T) {
+	for _, backend := range []string{"cpu", "webgpu"} {
+		t.Run(backend, func(t *testing.T) { testGenerateGolden(t, backend) })
+	}
+}
+
+func testGenerateGolden(t *testing.T, backend string) {
 	dir := t.TempDir()
 	img, tok, scales := filepath.Join(dir, "img.png"), filepath.Join(dir, "tokens.json"), filepath.Join(dir, "scales")
 	rc, _, stderr := runCLI(t, "generate", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
 		"-patch-nums", "1,2,3,4", "-class", "1", "-cfg", "1.5", "-top-k", "1", "-top-p", "0", "-seed", "0",
-		"-out", img, "-tokens", tok, "-scales", scales)
+		"-out", img, "-tokens", tok, "-scales", scales, "-backend", backend)
 	if rc != 0 {
 		t.Fatalf("exit %d: %s", rc, stderr)
 	}

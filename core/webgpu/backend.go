@@ -82,23 +82,52 @@ type gpuBuf struct {
 	freed    bool
 }
 
-// New opens the default adapter (see the package doc for WEBVAR_WGPU_BACKEND).
+// New opens the default native adapter (see the package doc for WEBVAR_WGPU_BACKEND). In the browser use
+// NewFromDevice with a device from wasm/jsgpu.
 func New() (*Backend, error) {
-	b := &Backend{pipelines: map[pipeKey]*pipeline{}, pool: map[uint64][]*wgpu.Buffer{},
-		sync: os.Getenv("WEBVAR_WGPU_SYNC") == "1", dumpDir: os.Getenv("WEBVAR_DUMP_WGSL")}
-	dev, info, limits, err := openDevice(func(msg string) { b.lostMsg = msg })
+	b := newBackend()
+	dev, info, limits, err := openDevice(b.DeviceLost)
 	if err != nil {
 		return nil, err
 	}
+	if err := b.init(dev, info, limits); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// NewFromDevice builds the backend on an already opened device (the browser's, from wasm/jsgpu). limits
+// must be the device's limits. Report a lost device with DeviceLost.
+func NewFromDevice(dev *wgpu.Device, info AdapterInfo, limits wgpu.Limits) (*Backend, error) {
+	b := newBackend()
+	if err := b.init(dev, info, limits); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func newBackend() *Backend {
+	return &Backend{pipelines: map[pipeKey]*pipeline{}, pool: map[uint64][]*wgpu.Buffer{},
+		sync: os.Getenv("WEBVAR_WGPU_SYNC") == "1", dumpDir: os.Getenv("WEBVAR_DUMP_WGSL")}
+}
+
+// DeviceLost marks the device lost (called from the platform's device-lost notification): every later op
+// fails with ErrDeviceLost and msg.
+func (b *Backend) DeviceLost(msg string) {
+	b.lostMsg = msg
+}
+
+func (b *Backend) init(dev *wgpu.Device, info AdapterInfo, limits wgpu.Limits) error {
 	b.dev, b.info, b.limits = dev, info, limits
 	b.queue = dev.GetQueue()
+	var err error
 	b.arena, err = dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "uniform arena", Size: slotSize * arenaSlots,
 		Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst})
 	if err != nil {
 		dev.Release()
-		return nil, fmt.Errorf("webgpu: uniform arena: %w", err)
+		return fmt.Errorf("webgpu: uniform arena: %w", err)
 	}
-	return b, nil
+	return nil
 }
 
 // Name is "webgpu".
@@ -127,10 +156,10 @@ func (b *Backend) Close() {
 	}
 	for _, bufs := range b.pool {
 		for _, buf := range bufs {
-			buf.Release()
+			releaseBuffer(buf)
 		}
 	}
-	b.arena.Release()
+	releaseBuffer(b.arena)
 	b.queue.Release()
 	b.dev.Release()
 }
@@ -223,6 +252,11 @@ func (b *Backend) Upload(h core.HostTensor) (*core.Tensor, error) {
 	if err := b.usable(); err != nil {
 		return nil, err
 	}
+	for _, d := range h.Shape {
+		if d < 0 {
+			return nil, &core.ShapeError{Op: "upload", Msg: fmt.Sprintf("negative dimension in %v", h.Shape)}
+		}
+	}
 	n := h.Shape.Numel()
 	if len(h.Data) != n {
 		return nil, &core.ShapeError{Op: "upload", Msg: fmt.Sprintf("%d values for shape %v", len(h.Data), h.Shape)}
@@ -278,7 +312,7 @@ func (b *Backend) readLocked(buf *wgpu.Buffer, size uint64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("download: staging buffer of %d bytes: %w", size, err)
 	}
-	defer staging.Release()
+	defer releaseBuffer(staging)
 	if err := b.encoderLocked(); err != nil {
 		return nil, err
 	}
@@ -317,18 +351,26 @@ func (b *Backend) Free(t *core.Tensor) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	g, ok := t.Storage().(*gpuBuf)
-	if !ok || g.freed || b.closed {
+	if g, ok := t.Storage().(*gpuBuf); ok {
+		b.freeLocked(g)
+	}
+}
+
+// freeLocked is Free for code that holds b.mu (ops releasing scratch buffers or an output after a failed
+// dispatch).
+func (b *Backend) freeLocked(g *gpuBuf) {
+	if g == nil || g.freed || b.closed {
 		return
 	}
 	g.freed = true
 	if g.poolSize == 0 {
 		// Uploads are exactly sized: release them (after pending work reads them) instead of pooling.
 		b.live -= g.bytes
+		buf := g.buf
 		if b.enc != nil {
-			b.release = append(b.release, g.buf.Release)
+			b.release = append(b.release, func() { releaseBuffer(buf) })
 		} else {
-			g.buf.Release()
+			releaseBuffer(buf)
 		}
 		return
 	}
@@ -477,7 +519,7 @@ func (b *Backend) pipelineLocked(k kernel) (*pipeline, error) {
 		mod.Release()
 		return nil, fmt.Errorf("%s: pipeline layout: %w", k.file, err)
 	}
-	cp, err := b.dev.CreateComputePipeline(&wgpu.ComputePipelineDescriptor{Label: k.file, Layout: pl,
+	cp, err := b.dev.CreateComputePipeline(&wgpu.ComputePipelineDescriptor{Layout: pl,
 		Compute: wgpu.ProgrammableStageDescriptor{Module: mod, EntryPoint: "main"}})
 	if err != nil {
 		pl.Release()
@@ -491,8 +533,19 @@ func (b *Backend) pipelineLocked(k kernel) (*pipeline, error) {
 }
 
 // dispatch records one kernel run: uniforms (4-byte words), input and output buffers, and the workgroup
-// grid. op names the operation in errors.
+// grid. op names the operation in errors. When it fails, the output buffers are returned to the pool (ops
+// return no tensor then, and freeing is idempotent), so a failing op leaks nothing.
 func (b *Backend) dispatch(op string, k kernel, uniforms []uint32, bufs []*gpuBuf, grid [3]uint32) error {
+	err := b.record(op, k, uniforms, bufs, grid)
+	if err != nil && len(bufs) == k.inputs+k.outputs {
+		for _, g := range bufs[k.inputs:] {
+			b.freeLocked(g)
+		}
+	}
+	return err
+}
+
+func (b *Backend) record(op string, k kernel, uniforms []uint32, bufs []*gpuBuf, grid [3]uint32) error {
 	if err := b.usable(); err != nil {
 		return err
 	}

@@ -66,10 +66,8 @@ func openDevice(lost func(string)) (*wgpu.Device, AdapterInfo, wgpu.Limits, erro
 	req.MaxStorageBufferBindingSize = sup.MaxStorageBufferBindingSize
 	req.MaxBufferSize = sup.MaxBufferSize
 	req.MaxStorageBuffersPerShaderStage = min(sup.MaxStorageBuffersPerShaderStage, 10)
-	req.MaxComputeWorkgroupStorageSize = sup.MaxComputeWorkgroupStorageSize
-	req.MaxComputeInvocationsPerWorkgroup = sup.MaxComputeInvocationsPerWorkgroup
-	req.MaxComputeWorkgroupSizeX = sup.MaxComputeWorkgroupSizeX
-	req.MaxComputeWorkgroupSizeY = sup.MaxComputeWorkgroupSizeY
+	// Workgroup limits stay at WebGPU's defaults (16 KiB shared memory, 256 invocations): kernels must run
+	// in every browser, and lavapipe would otherwise accept tiles a browser rejects.
 	// No DeviceLostCallback: the v0.23.0 binding passes a Go pointer to C for it, which the cgo pointer
 	// check rejects with a panic. Natively a lost device shows up as failing submissions and mappings,
 	// which the backend reports as errors.

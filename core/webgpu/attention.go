@@ -1,0 +1,80 @@
+package webgpu
+
+import (
+	"fmt"
+
+	"github.com/webvar/webvar/core"
+)
+
+// attentionKernel is a variant of shaders/attention.wgsl: one workgroup of WG invocations per query row
+// and head, each invocation owning DPT of the head's output dimensions.
+type attentionKernel struct {
+	WG   int
+	DPT  int
+	Mask bool
+}
+
+const (
+	attentionWG = 64
+	// attentionMaxDPT bounds the private accumulators per invocation, hence head_dim <= 64*16 = 1024 (VAR
+	// uses 64, the VQVAE's single-head attention 512..640). The query row also lives in workgroup memory:
+	// 4 KiB at the maximum.
+	attentionMaxDPT = 16
+)
+
+// Attention is softmax(q_h @ k_h^T * scale + mask) @ v_h per batch element and head: q [B, L, C], k and
+// v [B, S, C], mask [L, S] or nil; out [B, L, C]. A fully masked row yields zeros.
+func (b *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mask *core.Tensor) (*core.Tensor, error) {
+	const op = "attention"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bufs := make([]*gpuBuf, 0, 5)
+	for _, in := range []struct {
+		name string
+		t    *core.Tensor
+	}{{"q", q}, {"k", k}, {"v", v}} {
+		g, err := b.linalgInput(op, in.name, in.t)
+		if err != nil {
+			return nil, err
+		}
+		bufs = append(bufs, g)
+	}
+	qs, ks := q.Shape(), k.Shape()
+	if len(qs) != 3 || len(ks) != 3 || !ks.Equal(v.Shape()) || ks[0] != qs[0] || ks[2] != qs[2] {
+		return nil, linalgShapeError(op, "want q [B, L, C] and k, v [B, S, C], got q %v, k %v, v %v", qs, ks, v.Shape())
+	}
+	B, L, S, C := qs[0], qs[1], ks[1], qs[2]
+	if heads <= 0 || C%heads != 0 {
+		return nil, linalgShapeError(op, "%d heads do not divide %d channels", heads, C)
+	}
+	d := C / heads
+	if mask != nil {
+		g, err := b.linalgInput(op, "mask", mask)
+		if err != nil {
+			return nil, err
+		}
+		if !mask.Shape().Equal(core.Shape{L, S}) {
+			return nil, linalgShapeError(op, "mask %v, want [%d, %d] for q %v and k %v", mask.Shape(), L, S, qs, ks)
+		}
+		bufs = append(bufs, g)
+	}
+	dpt := max((d+attentionWG-1)/attentionWG, 1)
+	if dpt > attentionMaxDPT {
+		return nil, fmt.Errorf("%s: head dimension %d exceeds the kernel's %d: %w", op, d, attentionWG*attentionMaxDPT, core.ErrUnsupported)
+	}
+	rows := B * heads * L
+	out, err := b.alloc(uint64(max(B*L*C, 1))*4, op)
+	if err != nil {
+		return nil, err
+	}
+	if rows > 0 && d > 0 {
+		bufs = append(bufs, out)
+		kern := kernel{file: "attention.wgsl", params: attentionKernel{WG: attentionWG, DPT: dpt, Mask: mask != nil},
+			inputs: len(bufs) - 1, outputs: 1}
+		u := []uint32{uint32(rows), uint32(L), uint32(S), uint32(C), uint32(heads), uint32(d), f32bits(scale), 0}
+		if err := b.dispatch(op, kern, u, bufs, grid1D(rows, 1)); err != nil {
+			return nil, err
+		}
+	}
+	return core.NewTensor(core.Shape{B, L, C}, out), nil
+}

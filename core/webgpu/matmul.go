@@ -1,0 +1,95 @@
+package webgpu
+
+import (
+	"fmt"
+
+	"github.com/webvar/webvar/core"
+)
+
+// matmulKernel is a variant of shaders/matmul.wgsl (64x64 output tiles, 16x16 invocations of 4x4 outputs).
+type matmulKernel struct {
+	Bias bool // y += b[m]: a third input binding
+	TK   int  // K slice staged in workgroup memory per step
+}
+
+const (
+	matmulTile = 64 // output rows and columns per workgroup (fixed in the kernel)
+	// matmulTK = 16 stages 2 x 64 x 17 floats (8.5 KiB) per slice, about half the 16 KiB of workgroup
+	// memory WebGPU guarantees; 32 would just exceed it because of the padded row stride. (24 measured
+	// the same on lavapipe and leaves a ragged last slice for K = 1024.)
+	matmulTK = 16
+)
+
+// Linear is y = x @ w^T + b: x [..., K], w [M, K], b [M] or nil; y [..., M].
+func (b *Backend) Linear(x, w, bias *core.Tensor) (*core.Tensor, error) {
+	const op = "linear"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	xb, err := b.linalgInput(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	wb, err := b.linalgInput(op, "w", w)
+	if err != nil {
+		return nil, err
+	}
+	xs, ws := x.Shape(), w.Shape()
+	if len(xs) < 1 || len(ws) != 2 {
+		return nil, linalgShapeError(op, "want x [..., K] and w [M, K], got x %v and w %v", xs, ws)
+	}
+	M, K := ws[0], ws[1]
+	if xs[len(xs)-1] != K || K == 0 || M == 0 {
+		return nil, linalgShapeError(op, "x %v and w %v: want x [..., K] and w [M, K] with K, M >= 1", xs, ws)
+	}
+	bufs := []*gpuBuf{xb, wb}
+	if bias != nil {
+		bb, err := b.linalgInput(op, "b", bias)
+		if err != nil {
+			return nil, err
+		}
+		if !bias.Shape().Equal(core.Shape{M}) {
+			return nil, linalgShapeError(op, "b %v, want [%d] for w %v", bias.Shape(), M, ws)
+		}
+		bufs = append(bufs, bb)
+	}
+	N := xs.Numel() / K
+	outShape := append(xs[:len(xs)-1:len(xs)-1], M) // full slice expression: append copies, xs is untouched
+
+	gridX, gridY := (M+matmulTile-1)/matmulTile, (N+matmulTile-1)/matmulTile
+	if limit := int(b.limits.MaxComputeWorkgroupsPerDimension); gridX > limit || gridY > limit {
+		return nil, fmt.Errorf("%s: x %v and w %v need %dx%d tiles, over this device's %d workgroups per dimension: %w",
+			op, xs, ws, gridX, gridY, limit, core.ErrUnsupported)
+	}
+	out, err := b.alloc(uint64(max(N*M, 1))*4, op)
+	if err != nil {
+		return nil, err
+	}
+	if N > 0 {
+		bufs = append(bufs, out)
+		k := kernel{file: "matmul.wgsl", params: matmulKernel{Bias: bias != nil, TK: matmulTK}, inputs: len(bufs) - 1, outputs: 1}
+		u := []uint32{uint32(N), uint32(M), uint32(K), 0}
+		if err := b.dispatch(op, k, u, bufs, [3]uint32{uint32(gridX), uint32(gridY), 1}); err != nil {
+			return nil, err
+		}
+	}
+	return core.NewTensor(outShape, out), nil
+}
+
+// linalgInput returns the buffer of input name of op, rejecting what the CPU reference rejects: nil
+// tensors and tensors of another backend (plain errors), and negative dimensions (a *core.ShapeError; a
+// Reshape to such a shape can keep the element count).
+func (b *Backend) linalgInput(op, name string, t *core.Tensor) (*gpuBuf, error) {
+	if t == nil {
+		return nil, fmt.Errorf("%s: %s is nil", op, name)
+	}
+	for _, d := range t.Shape() {
+		if d < 0 {
+			return nil, linalgShapeError(op, "%s has a negative dimension: %v", name, t.Shape())
+		}
+	}
+	return b.storage(t, op+": "+name)
+}
+
+func linalgShapeError(op, format string, args ...any) error {
+	return &core.ShapeError{Op: op, Msg: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,144 @@
+package webgpu
+
+import (
+	"github.com/webvar/webvar/core"
+)
+
+// normKernel is a variant of shaders/norm.wgsl: one workgroup normalises one contiguous row (a LayerNorm
+// row, or a GroupNorm (batch element, group) block), optionally with the GroupNorm affine and SiLU.
+type normKernel struct {
+	WG     int
+	Affine bool
+	SiLU   bool
+}
+
+// normalizeKernel is a variant of shaders/normalize.wgsl: one workgroup L2-normalises one head chunk.
+type normalizeKernel struct {
+	WG    int
+	Scale bool
+}
+
+const (
+	// normWG: rows of the models are 1024+ values (LayerNorm) up to millions (GroupNorm), so a full
+	// workgroup per row.
+	normWG = 256
+	// normalizeWG matches VAR's head_dim of 64: one value per invocation.
+	normalizeWG = 64
+)
+
+// LayerNorm normalizes x [..., C] over its last dimension (no affine, biased variance).
+func (b *Backend) LayerNorm(x *core.Tensor, eps float32) (*core.Tensor, error) {
+	const op = "layernorm"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	xb, err := b.linalgInput(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	xs := x.Shape()
+	if len(xs) < 1 || xs[len(xs)-1] == 0 {
+		return nil, linalgShapeError(op, "x %v needs a non-empty last dimension", xs)
+	}
+	C := xs[len(xs)-1]
+	rows := xs.Numel() / C
+	return b.rowNorm(op, normKernel{WG: normWG}, xs, rows, C, C, 1, eps, []*gpuBuf{xb})
+}
+
+// GroupNorm normalizes x [B, C, H, W] over groups of C/groups channels, applies w, b [C], then SiLU when
+// silu is true.
+func (b *Backend) GroupNorm(x *core.Tensor, groups int, w, bias *core.Tensor, eps float32, silu bool) (*core.Tensor, error) {
+	const op = "groupnorm"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	xb, err := b.linalgInput(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	wb, err := b.linalgInput(op, "w", w)
+	if err != nil {
+		return nil, err
+	}
+	bb, err := b.linalgInput(op, "b", bias)
+	if err != nil {
+		return nil, err
+	}
+	xs := x.Shape()
+	if len(xs) != 4 {
+		return nil, linalgShapeError(op, "want x [B, C, H, W], got %v", xs)
+	}
+	B, C, HW := xs[0], xs[1], xs[2]*xs[3]
+	if groups <= 0 || C%groups != 0 {
+		return nil, linalgShapeError(op, "%d groups do not divide the %d channels of x %v", groups, C, xs)
+	}
+	if !w.Shape().Equal(core.Shape{C}) || !bias.Shape().Equal(core.Shape{C}) {
+		return nil, linalgShapeError(op, "w %v and b %v, want [%d] for x %v", w.Shape(), bias.Shape(), C, xs)
+	}
+	if HW == 0 {
+		return nil, linalgShapeError(op, "x %v has no pixels", xs)
+	}
+	k := normKernel{WG: normWG, Affine: true, SiLU: silu}
+	return b.rowNorm(op, k, xs, B*groups, C/groups*HW, HW, groups, eps, []*gpuBuf{xb, wb, bb})
+}
+
+// rowNorm runs norm.wgsl over rows of n contiguous values of a tensor of shape s (hw and groups matter to
+// the affine variant only).
+func (b *Backend) rowNorm(op string, k normKernel, s core.Shape, rows, n, hw, groups int, eps float32, ins []*gpuBuf) (*core.Tensor, error) {
+	out, err := b.alloc(uint64(max(rows*n, 1))*4, op)
+	if err != nil {
+		return nil, err
+	}
+	if rows > 0 && n > 0 {
+		kern := kernel{file: "norm.wgsl", params: k, inputs: len(ins), outputs: 1}
+		u := []uint32{uint32(rows), uint32(n), uint32(hw), uint32(groups), f32bits(eps), 0, 0, 0}
+		if err := b.dispatch(op, kern, u, append(ins, out), grid1D(rows, 1)); err != nil {
+			return nil, err
+		}
+	}
+	return core.NewTensor(s, out), nil
+}
+
+// NormalizeHeads L2-normalizes each head's d-vector of x [B, L, C] and multiplies head h by scale[h] when
+// scale [heads] is not nil.
+func (b *Backend) NormalizeHeads(x *core.Tensor, heads int, scale *core.Tensor) (*core.Tensor, error) {
+	const op = "normalize"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	xb, err := b.linalgInput(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	xs := x.Shape()
+	if len(xs) != 3 {
+		return nil, linalgShapeError(op, "want x [B, L, C], got %v", xs)
+	}
+	C := xs[2]
+	if heads <= 0 || C%heads != 0 {
+		return nil, linalgShapeError(op, "%d heads do not divide the %d channels of x %v", heads, C, xs)
+	}
+	bufs := []*gpuBuf{xb}
+	if scale != nil {
+		sb, err := b.linalgInput(op, "scale", scale)
+		if err != nil {
+			return nil, err
+		}
+		if !scale.Shape().Equal(core.Shape{heads}) {
+			return nil, linalgShapeError(op, "scale %v, want [%d]", scale.Shape(), heads)
+		}
+		bufs = append(bufs, sb)
+	}
+	d := C / heads
+	chunks := xs[0] * xs[1] * heads
+	out, err := b.alloc(uint64(max(chunks*d, 1))*4, op)
+	if err != nil {
+		return nil, err
+	}
+	if chunks > 0 && d > 0 {
+		kern := kernel{file: "normalize.wgsl", params: normalizeKernel{WG: normalizeWG, Scale: scale != nil},
+			inputs: len(bufs), outputs: 1}
+		u := []uint32{uint32(chunks), uint32(d), uint32(heads), 0}
+		if err := b.dispatch(op, kern, u, append(bufs, out), grid1D(chunks, 1)); err != nil {
+			return nil, err
+		}
+	}
+	return core.NewTensor(xs, out), nil
+}

@@ -1,0 +1,191 @@
+package webgpu
+
+import (
+	"fmt"
+
+	"github.com/webvar/webvar/core"
+)
+
+// Copy ops: SliceLast, Concat and Transpose12 (shaders/copy.wgsl, shaders/transpose.wgsl), plus the
+// argument checks that every op of this package's spatial families shares.
+
+const copyWG = 256
+
+// copyKernel is the variant of shaders/copy.wgsl.
+type copyKernel struct{ WG int }
+
+// transposeKernel is the variant of shaders/transpose.wgsl: T x T tiles (T*T invocations).
+type transposeKernel struct{ T int }
+
+const transposeTile = 16
+
+// operand returns t's buffer after the checks the CPU reference makes on every input: t is a live tensor
+// of this backend and has no negative dimension (core.Reshape only checks the element count).
+func (b *Backend) operand(op, name string, t *core.Tensor) (*gpuBuf, error) {
+	g, err := b.storage(t, op+" "+name)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDims(op, name, t.Shape()); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// checkDims rejects negative dimensions (their product could still look like a valid element count).
+func checkDims(op, name string, s core.Shape) error {
+	for _, d := range s {
+		if d < 0 {
+			return &core.ShapeError{Op: op, Msg: fmt.Sprintf("%s has a negative dimension: %v", name, s)}
+		}
+	}
+	return nil
+}
+
+// outBuf allocates the output of n elements (at least one word: WebGPU has no empty bindings).
+func (b *Backend) outBuf(op string, n int) (*gpuBuf, error) {
+	return b.alloc(uint64(max(n, 1))*4, op)
+}
+
+// copyBlockLocked records dst[r*dstStride + dstOff + c] = src[r*srcStride + srcOff + c] for r < rows,
+// c < width (elements).
+func (b *Backend) copyBlockLocked(op string, src, dst *gpuBuf, rows, width, srcStride, srcOff, dstStride, dstOff int) error {
+	n := rows * width
+	if n == 0 {
+		return nil
+	}
+	if uint64(rows)*uint64(max(srcStride, dstStride)) >= 1<<32 {
+		return fmt.Errorf("%s: %d rows of %d elements exceed 32-bit indexing: %w", op, rows, max(srcStride, dstStride), core.ErrUnsupported)
+	}
+	u := []uint32{uint32(n), uint32(width), uint32(srcStride), uint32(srcOff), uint32(dstStride), uint32(dstOff)}
+	k := kernel{file: "copy.wgsl", params: copyKernel{WG: copyWG}, inputs: 1, outputs: 1}
+	return b.dispatch(op, k, u, []*gpuBuf{src, dst}, grid1D(n, copyWG))
+}
+
+// SliceLast returns a copy of x[..., off:off+n]: x viewed as [rows, C], a column block of every row.
+func (b *Backend) SliceLast(x *core.Tensor, off, n int) (*core.Tensor, error) {
+	const op = "slice"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	xg, err := b.operand(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	xs := x.Shape()
+	if len(xs) < 1 {
+		return nil, &core.ShapeError{Op: op, Msg: "cannot slice a scalar"}
+	}
+	C := xs[len(xs)-1]
+	if off < 0 || n < 0 || off+n > C {
+		return nil, &core.ShapeError{Op: op, Msg: fmt.Sprintf("range [%d, %d) is outside the last dimension of x %v", off, off+n, xs)}
+	}
+	outShape := append(xs[:len(xs)-1:len(xs)-1], n)
+	rows := 0
+	if C > 0 {
+		rows = xs.Numel() / C
+	}
+	out, err := b.outBuf(op, rows*n)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.copyBlockLocked(op, xg, out, rows, n, C, off, n, 0); err != nil {
+		return nil, err
+	}
+	return core.NewTensor(outShape, out), nil
+}
+
+// Concat joins ts along axis (negative counts from the end). With outer = the product of the dimensions
+// before axis, every tensor is a [outer, width] matrix and the output's rows are the inputs' rows side by
+// side, so the op is one block copy per input into its column range.
+func (b *Backend) Concat(axis int, ts ...*core.Tensor) (*core.Tensor, error) {
+	const op = "concat"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(ts) == 0 {
+		return nil, &core.ShapeError{Op: op, Msg: "no tensors"}
+	}
+	bufs := make([]*gpuBuf, len(ts))
+	for i, t := range ts {
+		g, err := b.operand(op, "input", t)
+		if err != nil {
+			return nil, err
+		}
+		bufs[i] = g
+	}
+	first := ts[0].Shape()
+	rank := len(first)
+	if axis < -rank || axis >= rank {
+		return nil, &core.ShapeError{Op: op, Msg: fmt.Sprintf("axis %d out of range for rank-%d tensors", axis, rank)}
+	}
+	if axis < 0 {
+		axis += rank
+	}
+	outShape := first.Clone()
+	outShape[axis] = 0
+	for _, t := range ts {
+		s := t.Shape()
+		if len(s) != rank {
+			return nil, &core.ShapeError{Op: op, Msg: fmt.Sprintf("ranks differ: %v and %v", first, s)}
+		}
+		for d := range rank {
+			if d != axis && s[d] != first[d] {
+				return nil, &core.ShapeError{Op: op, Msg: fmt.Sprintf("shapes %v and %v differ outside axis %d", first, s, axis)}
+			}
+		}
+		outShape[axis] += s[axis]
+	}
+	total := outShape.Numel()
+	out, err := b.outBuf(op, total)
+	if err != nil {
+		return nil, err
+	}
+	if total > 0 {
+		outer := first[:axis].Numel()
+		rowLen := total / outer
+		off := 0
+		for i, t := range ts {
+			width := t.Shape().Numel() / outer
+			if err := b.copyBlockLocked(op, bufs[i], out, outer, width, width, 0, rowLen, off); err != nil {
+				return nil, err
+			}
+			off += width
+		}
+	}
+	return core.NewTensor(outShape, out), nil
+}
+
+// Transpose12 swaps the last two dimensions of x [A, M, N]: y [A, N, M], through 16x16 tiles in workgroup
+// memory (shaders/transpose.wgsl).
+func (b *Backend) Transpose12(x *core.Tensor) (*core.Tensor, error) {
+	const op = "transpose"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	xg, err := b.operand(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	xs := x.Shape()
+	if len(xs) != 3 {
+		return nil, &core.ShapeError{Op: op, Msg: fmt.Sprintf("want a 3-D tensor, got %v", xs)}
+	}
+	A, M, N := xs[0], xs[1], xs[2]
+	out, err := b.outBuf(op, A*M*N)
+	if err != nil {
+		return nil, err
+	}
+	outShape := core.Shape{A, N, M}
+	if A*M*N == 0 {
+		return core.NewTensor(outShape, out), nil
+	}
+	T := transposeTile
+	k := kernel{file: "transpose.wgsl", params: transposeKernel{T: T}, inputs: 1, outputs: 1}
+	// The grid's z dimension holds at most 65535 matrices: split larger batches over several dispatches.
+	maxZ := int(b.limits.MaxComputeWorkgroupsPerDimension)
+	for a0 := 0; a0 < A; a0 += maxZ {
+		grid := [3]uint32{uint32((N + T - 1) / T), uint32((M + T - 1) / T), uint32(min(maxZ, A-a0))}
+		if err := b.dispatch(op, k, []uint32{uint32(M), uint32(N), uint32(a0)}, []*gpuBuf{xg, out}, grid); err != nil {
+			return nil, err
+		}
+	}
+	return core.NewTensor(outShape, out), nil
+}

@@ -1,0 +1,125 @@
+// Package browsertest runs Go packages' tests inside headless Chromium: it compiles a package's tests with
+// GOOS=js GOARCH=wasm, serves them with a small harness page on 127.0.0.1 and drives Chromium (WebGPU on
+// SwiftShader: --enable-unsafe-webgpu) through the DevTools protocol until the tests exit.
+package browsertest
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+//go:embed harness.html
+var harness []byte
+
+// Chromium returns the path of a Chromium binary, or "" if none is installed.
+func Chromium() string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// Build compiles pkg's tests for the browser into dir/test.wasm and copies the matching wasm_exec.js.
+func Build(ctx context.Context, pkg, dir string) error {
+	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", filepath.Join(dir, "test.wasm"), pkg)
+	cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building %s for js/wasm: %v\n%s", pkg, err, out)
+	}
+	root, err := exec.CommandContext(ctx, "go", "env", "GOROOT").Output()
+	if err != nil {
+		return err
+	}
+	js, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(root)), "lib", "wasm", "wasm_exec.js"))
+	if err != nil {
+		return fmt.Errorf("wasm_exec.js: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "wasm_exec.js"), js, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "index.html"), harness, 0o644)
+}
+
+// Result is what a browser test run printed and how it exited.
+type Result struct {
+	Exit   int
+	Output string
+}
+
+// Run serves dir and runs its test.wasm in headless Chromium with the given test flags.
+func Run(ctx context.Context, chrome, dir string, args []string, timeout time.Duration) (Result, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return Result{}, err
+	}
+	mux := http.NewServeMux()
+	fs := http.FileServer(http.Dir(dir))
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, ".wasm") {
+			w.Header().Set("Content-Type", "application/wasm")
+		}
+		fs.ServeHTTP(w, r)
+	}))
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	profile, err := os.MkdirTemp("", "webvar-chromium-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(profile)
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chrome),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("enable-unsafe-webgpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(profile),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(ctx, opts...)
+	defer cancelA()
+	cctx, cancelC := chromedp.NewContext(actx)
+	defer cancelC()
+	tctx, cancelT := context.WithTimeout(cctx, timeout)
+	defer cancelT()
+
+	q := url.Values{}
+	for _, a := range args {
+		q.Add("arg", a)
+	}
+	page := fmt.Sprintf("http://%s/index.html?%s", ln.Addr(), q.Encode())
+	var res Result
+	if _, err := chromedp.Run(tctx, chromedp.Navigate(page)); err != nil {
+		return res, fmt.Errorf("chromium: open %s: %w", page, err)
+	}
+	if _, err := chromedp.Run(tctx, chromedp.Poll[bool]("window.testDone === true", chromedp.WithPollingInterval(200*time.Millisecond))); err != nil {
+		// Still collect what the tests printed so far.
+		res.Output, _ = chromedp.Run(cctx, chromedp.Evaluate[string]("(window.testOutput ?? '') + ''"))
+		return res, fmt.Errorf("chromium: waiting for the tests: %w", err)
+	}
+	if res.Exit, err = chromedp.Run(tctx, chromedp.Evaluate[int]("window.testExit ?? 0")); err != nil {
+		return res, fmt.Errorf("chromium: %w", err)
+	}
+	if res.Output, err = chromedp.Run(tctx, chromedp.Evaluate[string]("window.testOutput")); err != nil {
+		return res, fmt.Errorf("chromium: %w", err)
+	}
+	return res, nil
+}

@@ -1,0 +1,44 @@
+package browsertest
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The WebGPU kernel tests (the cross-backend table, guard and lifetime tests of core/webgpu), compiled
+// with GOOS=js and run in headless Chromium on its WebGPU implementation (SwiftShader without a GPU).
+// CI installs Chromium and sets WEBVAR_REQUIRE_BROWSER=1, so there the test cannot skip.
+func TestWebGPUKernelsInChromium(t *testing.T) {
+	chrome := Chromium()
+	if chrome == "" {
+		if os.Getenv("WEBVAR_REQUIRE_BROWSER") == "1" {
+			t.Fatal("no Chromium found and WEBVAR_REQUIRE_BROWSER=1")
+		}
+		t.Skip("no Chromium installed (apt-get install chromium); CI runs this test")
+	}
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := Build(ctx, "github.com/webvar/webvar/core/webgpu", dir); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(ctx, chrome, dir, []string{"-test.v", "-test.run=TestCrossBackend|TestGuard|TestUseAfterFree"}, 8*time.Minute)
+	if err != nil {
+		t.Fatalf("%v\noutput so far:\n%s", err, res.Output)
+	}
+	t.Logf("browser test output:\n%s", res.Output)
+	if res.Exit != 0 || !strings.Contains(res.Output, "\nPASS") {
+		t.Fatalf("browser tests failed (exit %d)", res.Exit)
+	}
+	if !strings.Contains(res.Output, "OP ") {
+		t.Fatal("no kernel comparisons ran in the browser")
+	}
+	if !strings.Contains(res.Output, "adapter:") {
+		t.Fatal("no WebGPU adapter line in the browser output")
+	}
+}

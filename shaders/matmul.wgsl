@@ -1,0 +1,108 @@
+// Linear: out[n, m] = sum_k x[n, k] * w[m, k] (+ bias[m]) for x [N, K], w [M, K] (both row-major, so the
+// reduction runs along contiguous memory of both operands), out [N, M].
+//
+// Tiling: one workgroup computes a TILE x TILE (64 x 64) block of out (rows n0.., columns m0..) with 16 x 16
+// invocations; invocation (tx, ty) owns the 4 x 4 micro-tile rows n0 + ty + 16*i, columns m0 + tx + 16*j.
+// Strided rather than contiguous, so that for every (i, j) the 16 invocations of a row write 16 adjacent
+// outputs. The K dimension is walked in slices of TK: each slice of x and w (TILE rows x TK values) is
+// staged in workgroup memory row-major like the source, with consecutive invocations loading consecutive
+// k of a row (coalesced global reads). The staged rows are padded to TK + 1 words so that the reads of the
+// inner loop hit distinct banks: ws[(tx + 16j) * (TK+1) + k] over tx = 0..15 are 16 different banks, and
+// xs[(ty + 16i) * (TK+1) + k] is the same word for all tx (a broadcast). Every load and store is
+// bounds-checked, so N, M and K need not be tile multiples; out-of-range elements read as 0.
+//
+// Each output is one f32 accumulator over k in increasing order, then + bias, like the CPU reference.
+//
+// Variant parameters: .Bias (a bias binding exists), .TK (K slice; TILE*TK must be a multiple of 256 and
+// 2*TILE*(TK+1)*4 bytes must fit the 16 KiB of workgroup memory, so 16 or 24).
+struct P {
+  N: u32,
+  M: u32,
+  K: u32,
+  _pad: u32,
+}
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+{{- if .Bias}}
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+{{- else}}
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+{{- end}}
+
+const TILE = 64u;      // output rows and columns per workgroup
+const TK = {{.TK}}u;   // K slice staged per step
+const LD = TK + 1u;              // row stride of the staged tiles (padded, see above)
+const LOADS = TILE * TK / 256u;  // elements each invocation stages per operand and slice
+const STAGED = TILE * LD;        // (this Naga takes only a constant name or literal as an array size)
+
+var<workgroup> xs: array<f32, STAGED>; // xs[r * LD + k] = x[n0 + r, k0 + k]
+var<workgroup> ws: array<f32, STAGED>; // ws[c * LD + k] = w[m0 + c, k0 + k]
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32,
+        @builtin(workgroup_id) wid: vec3<u32>) {
+  let n0 = wid.y * TILE;
+  let m0 = wid.x * TILE;
+  // accI holds row n0 + ty + 16*I, columns m0 + tx + 16*j in component j: four vec4 accumulators rather
+  // than an indexed array, so that every driver keeps them in registers.
+  var acc0 = vec4<f32>();
+  var acc1 = vec4<f32>();
+  var acc2 = vec4<f32>();
+  var acc3 = vec4<f32>();
+
+  for (var k0 = 0u; k0 < p.K; k0 += TK) {
+    for (var e = 0u; e < LOADS; e++) {
+      let idx = li + e * 256u;
+      let r = idx / TK;
+      let k = idx % TK;
+      let gk = k0 + k;
+      var xv = 0.0;
+      if (n0 + r < p.N && gk < p.K) {
+        xv = x[(n0 + r) * p.K + gk];
+      }
+      xs[r * LD + k] = xv;
+      var wv = 0.0;
+      if (m0 + r < p.M && gk < p.K) {
+        wv = w[(m0 + r) * p.K + gk];
+      }
+      ws[r * LD + k] = wv;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < TK; k++) {
+      let xr = lid.y * LD + k;
+      let wr = lid.x * LD + k;
+      let a = vec4(xs[xr], xs[xr + 16u * LD], xs[xr + 32u * LD], xs[xr + 48u * LD]);
+      let b = vec4(ws[wr], ws[wr + 16u * LD], ws[wr + 32u * LD], ws[wr + 48u * LD]);
+      acc0 += a.x * b;
+      acc1 += a.y * b;
+      acc2 += a.z * b;
+      acc3 += a.w * b;
+    }
+    workgroupBarrier();
+  }
+
+  store(n0 + lid.y, m0 + lid.x, acc0);
+  store(n0 + lid.y + 16u, m0 + lid.x, acc1);
+  store(n0 + lid.y + 32u, m0 + lid.x, acc2);
+  store(n0 + lid.y + 48u, m0 + lid.x, acc3);
+}
+
+// store writes row n, columns m, m + 16, m + 32, m + 48 of out from acc (components in that order),
+// skipping what lies outside [N, M].
+fn store(n: u32, m: u32, acc: vec4<f32>) {
+  if (n >= p.N) {
+    return;
+  }
+  for (var j = 0u; j < 4u; j++) {
+    let c = m + 16u * j;
+    if (c < p.M) {
+{{- if .Bias}}
+      out[n * p.M + c] = acc[j] + bias[c];
+{{- else}}
+      out[n * p.M + c] = acc[j];
+{{- end}}
+    }
+  }
+}
