@@ -52,3 +52,21 @@ func TestUseAfterFreeIsAnError(t *testing.T) {
 		t.Fatal("a view of a freed tensor was usable")
 	}
 }
+
+// An output larger than the device allows must fail with an error naming the op, not crash or hang.
+func TestOversizedOutputNamesTheOp(t *testing.T) {
+	b := newTestBackend(t)
+	x, err := b.Upload(core.HostTensor{Shape: core.Shape{1}, Data: []float32{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A shape-only stand-in (validation and allocation happen before any read): upsampling [1, 1, 2, W]
+	// gives 32*W output bytes, just over the binding limit.
+	w := int(b.MaxBindingBytes()/32) + 1
+	big := core.NewTensor(core.Shape{1, 1, 2, w}, x.Storage())
+	_, err = b.Upsample2x(big)
+	if err == nil || !strings.Contains(err.Error(), "upsample2x") || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("oversized output: %v", err)
+	}
+	t.Log(err)
+}
