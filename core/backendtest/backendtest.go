@@ -25,6 +25,9 @@ type Case struct {
 	// host ints (NearestCode), ints through Ints.
 	Op   func(o *core.Ops, in []*core.Tensor) *core.Tensor
 	Ints func(b core.Backend, in []*core.Tensor) ([]int, error)
+	// Upload, when set, makes the backend tensors from the inputs instead of b.Upload of each (for tensors
+	// Upload cannot make, such as quantized weights). Both backends get the same host inputs.
+	Upload func(b core.Backend, ins []core.HostTensor) ([]*core.Tensor, error)
 	// Tol is the allowed normalised error.
 	Tol float64
 }
@@ -61,11 +64,11 @@ func RunCases(t *testing.T, b core.Backend, cases []Case) []Result {
 			r := rand.New(rand.NewSource(int64(1000 + i)))
 			ins := c.Inputs(r)
 			if c.Ints != nil {
-				want, err := c.Ints(ref, upload(t, ref, ins))
+				want, err := c.Ints(ref, upload(t, ref, c, ins))
 				if err != nil {
 					t.Fatalf("cpu: %v", err)
 				}
-				got, err := c.Ints(b, upload(t, b, ins))
+				got, err := c.Ints(b, upload(t, b, c, ins))
 				if err != nil {
 					t.Fatalf("%s: %v", b.Name(), err)
 				}
@@ -107,8 +110,15 @@ func RunCases(t *testing.T, b core.Backend, cases []Case) []Result {
 	return out
 }
 
-func upload(t *testing.T, b core.Backend, ins []core.HostTensor) []*core.Tensor {
+func upload(t *testing.T, b core.Backend, c Case, ins []core.HostTensor) []*core.Tensor {
 	t.Helper()
+	if c.Upload != nil {
+		ts, err := c.Upload(b, ins)
+		if err != nil {
+			t.Fatalf("%s upload: %v", b.Name(), err)
+		}
+		return ts
+	}
 	var ts []*core.Tensor
 	for _, h := range ins {
 		x, err := b.Upload(h)
@@ -123,7 +133,7 @@ func upload(t *testing.T, b core.Backend, ins []core.HostTensor) []*core.Tensor 
 func runOp(t *testing.T, b core.Backend, c Case, ins []core.HostTensor) core.HostTensor {
 	t.Helper()
 	o := core.NewOps(b)
-	y := c.Op(o, upload(t, b, ins))
+	y := c.Op(o, upload(t, b, c, ins))
 	h := o.Download(y)
 	if err := o.Err(); err != nil {
 		t.Fatalf("%s: %v", b.Name(), err)

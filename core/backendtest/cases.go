@@ -12,6 +12,7 @@ func Cases() []Case {
 	cs = append(cs, elementwiseCases()...)
 	cs = append(cs, matmulNormAttentionCases()...)
 	cs = append(cs, convResizeCopyCases()...)
+	cs = append(cs, quantCases()...)
 	return cs
 }
 

@@ -10,6 +10,9 @@ import "github.com/webvar/webvar/core"
 // BLAS, so the two agree to float32 rounding (not bit for bit).
 func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 	const op = "linear"
+	if q, ok := quantWeight(w); ok { // w from UploadQuant (quant.go)
+		return be.linearQuant(x, w, q, b)
+	}
 	x_NK, err := floats(op, "x", x)
 	if err != nil {
 		return nil, err

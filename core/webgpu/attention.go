@@ -33,7 +33,7 @@ func (b *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mask
 		name string
 		t    *core.Tensor
 	}{{"q", q}, {"k", k}, {"v", v}} {
-		g, err := b.linalgInput(op, in.name, in.t)
+		g, err := b.operand(op, in.name, in.t)
 		if err != nil {
 			return nil, err
 		}
@@ -49,7 +49,7 @@ func (b *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mask
 	}
 	d := C / heads
 	if mask != nil {
-		g, err := b.linalgInput(op, "mask", mask)
+		g, err := b.operand(op, "mask", mask)
 		if err != nil {
 			return nil, err
 		}

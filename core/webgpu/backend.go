@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/cogentcore/webgpu/wgpu"
 
@@ -224,7 +225,7 @@ func (b *Backend) guarded(g *gpuBuf) (*gpuBuf, error) {
 	for i := range words {
 		words[i] = guardWord
 	}
-	if err := b.queue.WriteBuffer(g.buf, g.bytes, wgpu.ToBytes(words)); err != nil {
+	if err := b.writeBufferLocked(g.buf, g.bytes, wgpu.ToBytes(words)); err != nil {
 		return nil, fmt.Errorf("guard region: %w", err)
 	}
 	return g, nil
@@ -235,6 +236,9 @@ func (b *Backend) storage(t *core.Tensor, what string) (*gpuBuf, error) {
 		return nil, fmt.Errorf("%s: nil tensor", what)
 	}
 	g, ok := t.Storage().(*gpuBuf)
+	if _, quant := t.Storage().(*quantBuf); quant {
+		return nil, fmt.Errorf("%s: tensor %v is a quantized weight, which only Linear accepts", what, t.Shape())
+	}
 	if !ok {
 		return nil, fmt.Errorf("%s: tensor %v is not a webgpu tensor", what, t.Shape())
 	}
@@ -242,6 +246,29 @@ func (b *Backend) storage(t *core.Tensor, what string) (*gpuBuf, error) {
 		return nil, fmt.Errorf("%s: tensor %v used after Free", what, t.Shape())
 	}
 	return g, nil
+}
+
+// operand returns t's buffer after the checks the CPU reference makes on every input: t is a live tensor
+// of this backend and has no negative dimension (a tensor built from raw storage could carry one).
+func (b *Backend) operand(op, name string, t *core.Tensor) (*gpuBuf, error) {
+	g, err := b.storage(t, op+" "+name)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDims(op, name, t.Shape()); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// checkDims rejects negative dimensions (their product could still look like a valid element count).
+func checkDims(op, name string, s core.Shape) error {
+	for _, d := range s {
+		if d < 0 {
+			return &core.ShapeError{Op: op, Msg: fmt.Sprintf("%s has a negative dimension: %v", name, s)}
+		}
+	}
+	return nil
 }
 
 // Upload copies h into a new buffer (never a pooled one: a pooled buffer may still be read by pending
@@ -331,8 +358,7 @@ func (b *Backend) readLocked(buf *wgpu.Buffer, size uint64) ([]byte, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("download: map: %w", err)
 	}
-	b.dev.Poll(true, nil)
-	if err := b.usable(); err != nil {
+	if err := b.waitLocked(&done, "download"); err != nil {
 		return nil, err
 	}
 	if !done || status != wgpu.BufferMapAsyncStatusSuccess {
@@ -353,6 +379,9 @@ func (b *Backend) Free(t *core.Tensor) {
 	defer b.mu.Unlock()
 	if g, ok := t.Storage().(*gpuBuf); ok {
 		b.freeLocked(g)
+	}
+	if q, ok := t.Storage().(*quantBuf); ok { // quantized weights (quant.go)
+		b.freeQuantLocked(q)
 	}
 }
 
@@ -416,7 +445,7 @@ func (b *Backend) flushLocked() error {
 		b.release = nil
 	}()
 	if len(b.arenaCPU) > 0 {
-		if err := b.queue.WriteBuffer(b.arena, 0, b.arenaCPU); err != nil {
+		if err := b.writeBufferLocked(b.arena, 0, b.arenaCPU); err != nil {
 			b.enc.Release()
 			b.enc = nil
 			b.arenaCPU = b.arenaCPU[:0]
@@ -598,10 +627,54 @@ func (b *Backend) record(op string, k kernel, uniforms []uint32, bufs []*gpuBuf,
 		if err := b.flushLocked(); err != nil {
 			return err
 		}
-		b.dev.Poll(true, nil)
-		return b.usable()
+		return b.finishLocked(op)
 	}
 	return nil
+}
+
+// Finish submits the pending work and waits until the device has completed everything submitted.
+func (b *Backend) Finish() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.usable(); err != nil {
+		return err
+	}
+	if err := b.flushLocked(); err != nil {
+		return err
+	}
+	return b.finishLocked("finish")
+}
+
+func (b *Backend) finishLocked(what string) error {
+	done := false
+	b.queue.OnSubmittedWorkDone(func(wgpu.QueueWorkDoneStatus) { done = true })
+	return b.waitLocked(&done, what)
+}
+
+// gpuWaitLimit bounds how long a readback waits for the GPU before declaring it hung.
+const gpuWaitLimit = 10 * time.Minute
+
+// waitLocked polls the device until *done is set by a callback. It never uses a blocking Poll(true):
+// wgpu-native gives up on that after 5 s, reports the work finished and frees buffers the GPU is still
+// using (long kernels on lavapipe take that long). In the browser the callback has already run when
+// MapAsync returned, so this returns at once.
+func (b *Backend) waitLocked(done *bool, what string) error {
+	start := time.Now()
+	pause := 20 * time.Microsecond
+	for {
+		b.dev.Poll(false, nil)
+		if *done {
+			return nil
+		}
+		if err := b.usable(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if time.Since(start) > gpuWaitLimit {
+			return fmt.Errorf("%s: the GPU did not finish within %v (device hung or lost)", what, gpuWaitLimit)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 2*time.Millisecond)
+	}
 }
 
 // grid1D spreads n invocations of workgroups of wg over x and y (x <= 65535); kernels recover the flat

@@ -62,15 +62,7 @@ func TestConvVariants(t *testing.T) {
 }
 
 // waitIdle submits the pending work and blocks until the device has finished it.
-func waitIdle(b *Backend) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.flushLocked(); err != nil {
-		return err
-	}
-	b.dev.Poll(true, nil)
-	return b.usable()
-}
+func waitIdle(b *Backend) error { return b.Finish() }
 
 // BenchmarkConv3x3WebGPU times a 3x3, stride 1, pad 1 conv of [1, 64, 64, 64] to 64 channels (a decoder
 // layer shape at reduced size, so that lavapipe finishes it quickly) and reports GFLOP/s (2 flops per

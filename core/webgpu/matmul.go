@@ -23,13 +23,16 @@ const (
 // Linear is y = x @ w^T + b: x [..., K], w [M, K], b [M] or nil; y [..., M].
 func (b *Backend) Linear(x, w, bias *core.Tensor) (*core.Tensor, error) {
 	const op = "linear"
+	if q, ok := quantStorage(w); ok { // w from UploadQuant (quant.go)
+		return b.linearQuant(x, w, q, bias)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	xb, err := b.linalgInput(op, "x", x)
+	xb, err := b.operand(op, "x", x)
 	if err != nil {
 		return nil, err
 	}
-	wb, err := b.linalgInput(op, "w", w)
+	wb, err := b.operand(op, "w", w)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +46,7 @@ func (b *Backend) Linear(x, w, bias *core.Tensor) (*core.Tensor, error) {
 	}
 	bufs := []*gpuBuf{xb, wb}
 	if bias != nil {
-		bb, err := b.linalgInput(op, "b", bias)
+		bb, err := b.operand(op, "b", bias)
 		if err != nil {
 			return nil, err
 		}
@@ -73,21 +76,6 @@ func (b *Backend) Linear(x, w, bias *core.Tensor) (*core.Tensor, error) {
 		}
 	}
 	return core.NewTensor(outShape, out), nil
-}
-
-// linalgInput returns the buffer of input name of op, rejecting what the CPU reference rejects: nil
-// tensors and tensors of another backend (plain errors), and negative dimensions (a *core.ShapeError; a
-// Reshape to such a shape can keep the element count).
-func (b *Backend) linalgInput(op, name string, t *core.Tensor) (*gpuBuf, error) {
-	if t == nil {
-		return nil, fmt.Errorf("%s: %s is nil", op, name)
-	}
-	for _, d := range t.Shape() {
-		if d < 0 {
-			return nil, linalgShapeError(op, "%s has a negative dimension: %v", name, t.Shape())
-		}
-	}
-	return b.storage(t, op+": "+name)
 }
 
 func linalgShapeError(op, format string, args ...any) error {

@@ -31,7 +31,7 @@ func (b *Backend) LayerNorm(x *core.Tensor, eps float32) (*core.Tensor, error) {
 	const op = "layernorm"
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	xb, err := b.linalgInput(op, "x", x)
+	xb, err := b.operand(op, "x", x)
 	if err != nil {
 		return nil, err
 	}
@@ -50,15 +50,15 @@ func (b *Backend) GroupNorm(x *core.Tensor, groups int, w, bias *core.Tensor, ep
 	const op = "groupnorm"
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	xb, err := b.linalgInput(op, "x", x)
+	xb, err := b.operand(op, "x", x)
 	if err != nil {
 		return nil, err
 	}
-	wb, err := b.linalgInput(op, "w", w)
+	wb, err := b.operand(op, "w", w)
 	if err != nil {
 		return nil, err
 	}
-	bb, err := b.linalgInput(op, "b", bias)
+	bb, err := b.operand(op, "b", bias)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func (b *Backend) NormalizeHeads(x *core.Tensor, heads int, scale *core.Tensor) 
 	const op = "normalize"
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	xb, err := b.linalgInput(op, "x", x)
+	xb, err := b.operand(op, "x", x)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +117,7 @@ func (b *Backend) NormalizeHeads(x *core.Tensor, heads int, scale *core.Tensor) 
 	}
 	bufs := []*gpuBuf{xb}
 	if scale != nil {
-		sb, err := b.linalgInput(op, "scale", scale)
+		sb, err := b.operand(op, "scale", scale)
 		if err != nil {
 			return nil, err
 		}

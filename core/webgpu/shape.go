@@ -19,29 +19,6 @@ type transposeKernel struct{ T int }
 
 const transposeTile = 16
 
-// operand returns t's buffer after the checks the CPU reference makes on every input: t is a live tensor
-// of this backend and has no negative dimension (core.Reshape only checks the element count).
-func (b *Backend) operand(op, name string, t *core.Tensor) (*gpuBuf, error) {
-	g, err := b.storage(t, op+" "+name)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkDims(op, name, t.Shape()); err != nil {
-		return nil, err
-	}
-	return g, nil
-}
-
-// checkDims rejects negative dimensions (their product could still look like a valid element count).
-func checkDims(op, name string, s core.Shape) error {
-	for _, d := range s {
-		if d < 0 {
-			return &core.ShapeError{Op: op, Msg: fmt.Sprintf("%s has a negative dimension: %v", name, s)}
-		}
-	}
-	return nil
-}
-
 // outBuf allocates the output of n elements (at least one word: WebGPU has no empty bindings).
 func (b *Backend) outBuf(op string, n int) (*gpuBuf, error) {
 	return b.alloc(uint64(max(n, 1))*4, op)

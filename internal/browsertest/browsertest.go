@@ -110,7 +110,9 @@ func Run(ctx context.Context, chrome, dir string, args []string, timeout time.Du
 	if _, err := chromedp.Run(tctx, chromedp.Navigate(page)); err != nil {
 		return res, fmt.Errorf("chromium: open %s: %w", page, err)
 	}
-	if _, err := chromedp.Run(tctx, chromedp.Poll[bool]("window.testDone === true", chromedp.WithPollingInterval(200*time.Millisecond))); err != nil {
+	if _, err := chromedp.Run(tctx, chromedp.Poll[bool]("window.testDone === true",
+		// No poll timeout of its own (the default is 30 s): tctx bounds the wait.
+		chromedp.WithPollingInterval(200*time.Millisecond), chromedp.WithPollingTimeout(0))); err != nil {
 		// Still collect what the tests printed so far.
 		res.Output, _ = chromedp.Run(cctx, chromedp.Evaluate[string]("(window.testOutput ?? '') + ''"))
 		return res, fmt.Errorf("chromium: waiting for the tests: %w", err)

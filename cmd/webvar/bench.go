@@ -1,0 +1,179 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/bench"
+	"github.com/webvar/webvar/core/webgpu"
+)
+
+type benchFlags struct {
+	kernels bool
+	backend string
+	size    string
+	filter  string
+	reps    int
+	threads int
+	json    bool
+}
+
+func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
+	f := &benchFlags{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&f.kernels, "kernels", false, "time each engine op at VAR-d16 shapes (required: the end-to-end model benchmark is not built yet)")
+	fs.StringVar(&f.backend, "backend", "all", "cpu, webgpu, or all (cpu, then webgpu if an adapter opens)")
+	fs.StringVar(&f.size, "size", bench.SizeD16, "kernel shapes: d16 (VAR-d16) or small (quick)")
+	fs.StringVar(&f.filter, "filter", "", "only kernels whose names contain this (comma-separated: any of them)")
+	fs.IntVar(&f.reps, "reps", 0, "timed runs per kernel (0: as many as fill about 0.5 s, at least 1)")
+	fs.IntVar(&f.threads, "threads", 0, "CPU backend threads (0: all cores)")
+	fs.BoolVar(&f.json, "json", false, "print one JSON object per kernel and backend instead of a table")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: webvar bench -kernels [flags]")
+		fmt.Fprintln(stderr, "\nTimes each engine op on each backend and prints its size (GFLOP: nominal arithmetic; MB: f32")
+		fmt.Fprintln(stderr, "data read and written once, 1 MB = 1e6 bytes) and the achieved GFLOP/s and GB/s. Times include")
+		fmt.Fprintln(stderr, "waiting for the device to finish; pipeline compilation is excluded by a warm-up run.")
+		fmt.Fprintln(stderr, "\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err.Error()}
+	}
+	switch {
+	case fs.NArg() > 0:
+		return nil, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	case !f.kernels:
+		return nil, usageError{"the end-to-end model benchmark is not built yet; " +
+			"run 'webvar bench -kernels' for the speed of each engine op"}
+	case f.reps < 0:
+		return nil, usageError{"-reps must be >= 0"}
+	case f.threads < 0:
+		return nil, usageError{"-threads must be >= 0"}
+	}
+	return f, nil
+}
+
+func runBench(args []string, stdout, stderr io.Writer) error {
+	f, err := parseBench(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var backends []string
+	switch f.backend {
+	case "cpu", "webgpu":
+		backends = []string{f.backend}
+	case "all":
+		backends = []string{"cpu", "webgpu"}
+	default:
+		return usageError{fmt.Sprintf("-backend %q: want cpu, webgpu or all", f.backend)}
+	}
+	// Check size and filter before opening any device, so a typo costs no GPU start-up.
+	ks, err := bench.Select(f.size, f.filter)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	t := newBenchTable(stdout, ks)
+	if !f.json {
+		fmt.Fprintln(stdout, "# GFLOP: nominal operation count; MB: f32 bytes read + written once (1e6 bytes);")
+		fmt.Fprintln(stdout, "# ms/run: mean of the timed runs, each batch ended by a readback (device work included).")
+	}
+	var errs []error
+	for _, name := range backends {
+		b, closeBackend, err := newBackend(name, f.threads, stderr)
+		if err != nil {
+			if f.backend == "all" && name == "webgpu" {
+				fmt.Fprintf(stderr, "webvar bench: skipping webgpu: %v\n", err)
+				continue
+			}
+			return err
+		}
+		device := deviceName(b, f.threads)
+		if !f.json {
+			t.header(name, device, f.size)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetEscapeHTML(false) // shapes contain "->"
+		_, err = bench.RunKernels(b, bench.KernelOptions{
+			Size: f.size, Filter: f.filter, Reps: f.reps, Device: device, Log: stderr,
+			OnResult: func(r bench.KernelResult) {
+				if f.json {
+					// Encode cannot fail for this struct; a broken stdout shows up in the final error.
+					_ = enc.Encode(r)
+				} else {
+					t.row(r)
+				}
+			},
+		})
+		closeBackend()
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deviceName describes what a backend runs on. A software rasterizer (lavapipe reports itself as
+// llvmpipe) is labelled as such, so its numbers are not mistaken for a GPU's.
+func deviceName(b core.Backend, threads int) string {
+	g, ok := b.(*webgpu.Backend)
+	if !ok {
+		return bench.CPUDevice(threads)
+	}
+	s := g.Adapter().String()
+	lower := strings.ToLower(s)
+	for _, soft := range []string{"llvmpipe", "lavapipe", "swiftshader", "softpipe", "microsoft basic render"} {
+		if strings.Contains(lower, soft) {
+			return s + " [software rasterizer: CPU emulation, not a GPU]"
+		}
+	}
+	return s
+}
+
+// benchTable prints aligned rows; the widths come from the selected kernels, so rows can be printed as
+// each kernel finishes.
+type benchTable struct {
+	w           io.Writer
+	name, shape int
+}
+
+func newBenchTable(w io.Writer, ks []bench.Kernel) *benchTable {
+	t := &benchTable{w: w, name: len("kernel"), shape: len("shape")}
+	for _, k := range ks {
+		t.name = max(t.name, len(k.Name))
+		t.shape = max(t.shape, len(k.Shape))
+	}
+	return t
+}
+
+func (t *benchTable) header(backend, device, size string) {
+	fmt.Fprintf(t.w, "\nbackend %s, size %s: %s\n", backend, size, device)
+	fmt.Fprintf(t.w, "%-*s  %-*s %9s %9s %10s %9s %8s\n", t.name, "kernel", t.shape, "shape",
+		"GFLOP", "MB", "ms/run", "GFLOP/s", "GB/s")
+}
+
+func (t *benchTable) row(r bench.KernelResult) {
+	if r.Error != "" {
+		fmt.Fprintf(t.w, "%-*s  %-*s error: %s\n", t.name, r.Kernel, t.shape, r.Shape, r.Error)
+		return
+	}
+	// Data-movement kernels do no arithmetic: a dash, not "0.000 GFLOP/s", says the column does not apply.
+	gflop, gflops := "-", "-"
+	if r.FLOPs > 0 {
+		gflop, gflops = fmt.Sprintf("%.4g", float64(r.FLOPs)/1e9), fmt.Sprintf("%.2f", r.GFLOPS)
+	}
+	// %g keeps the small size's kilobyte operands readable (0.000262, not 0.000) in the same columns.
+	fmt.Fprintf(t.w, "%-*s  %-*s %9s %9.4g %10.3f %9s %8.2f\n", t.name, r.Kernel, t.shape, r.Shape,
+		gflop, float64(r.Bytes)/1e6, r.Seconds*1e3, gflops, r.GBPS)
+}

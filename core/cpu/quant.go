@@ -1,0 +1,104 @@
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/webvar/webvar/core"
+)
+
+// Quantized weights: the storage of a quantized tensor is a core.QuantHost (the packed codes and scales,
+// copied at upload). Only Linear accepts such a tensor, as w; every other op rejects it like a tensor of
+// another backend.
+
+var _ core.QuantUploader = (*Backend)(nil)
+
+// UploadQuant validates q and keeps a copy of it as the storage of a tensor of shape q.Shape (the caller
+// may reuse q's slices afterwards).
+func (be *Backend) UploadQuant(q core.QuantHost) (*core.Tensor, error) {
+	if err := q.Validate(); err != nil {
+		return nil, fmt.Errorf("upload quantized: %w", err)
+	}
+	q.Shape = q.Shape.Clone()
+	q.Codes = append([]uint32(nil), q.Codes...)
+	q.Scales = append([]float32(nil), q.Scales...)
+	return core.NewTensor(q.Shape, q), nil
+}
+
+// quantWeight returns w's quantized storage, if it has one (Linear's dispatch).
+func quantWeight(w *core.Tensor) (core.QuantHost, bool) {
+	if w == nil {
+		return core.QuantHost{}, false
+	}
+	q, ok := w.Storage().(core.QuantHost)
+	return q, ok
+}
+
+// linearQuant is Linear for a quantized w [M, K]: y = x @ dequant(w)^T + b.
+//
+// Spec: y[n, m] = dot(x[n, :], dequant(w)[m, :]) + b[m], where dequant(w)[m, k] = float32(code[m, k]) *
+// scale[m, k/32] rounded to float32 (core.QuantHost.DequantizeRow), and the dot product is Linear's: one
+// float32 accumulator in increasing k, bias added last. So the result is exactly Linear on
+// q.Dequantize().
+//
+// The rows of w are dequantized one tile of gemmTileB rows at a time (per goroutine) into a scratch
+// buffer that gemmTile then uses as its b operand, with the same tile boundaries as gemmNT: every output
+// goes through the same dot routine as in float Linear (bit-identical even where the compiler fuses
+// multiply-adds), and the full float weight is never materialized.
+func (be *Backend) linearQuant(x, w *core.Tensor, q core.QuantHost, b *core.Tensor) (*core.Tensor, error) {
+	const op = "linear"
+	x_NK, err := floats(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	// The tensor's shape must be the one the codes were packed for: a core.Reshape view of a quantized
+	// weight keeps the element count but not the layout.
+	xs, ws := x.Shape(), w.Shape()
+	if !ws.Equal(q.Shape) {
+		return nil, shapeError(op, "quantized w viewed as %v, but it was quantized as %v", ws, q.Shape)
+	}
+	if len(xs) < 1 {
+		return nil, shapeError(op, "want x [..., K] and w [M, K], got x %v and w %v", xs, ws)
+	}
+	M, K := ws[0], ws[1]
+	if xs[len(xs)-1] != K || K == 0 || M == 0 {
+		return nil, shapeError(op, "x %v and w %v: want x [..., K] and w [M, K] with K, M >= 1", xs, ws)
+	}
+	var b_M []float32
+	if b != nil {
+		if b_M, err = floats(op, "b", b); err != nil {
+			return nil, err
+		}
+		if !b.Shape().Equal(core.Shape{M}) {
+			return nil, shapeError(op, "b %v, want [%d] for w %v", b.Shape(), M, ws)
+		}
+	}
+	N := len(x_NK) / K
+
+	outShape := append(xs[:len(xs)-1:len(xs)-1], M) // full slice expression: append copies, xs is untouched
+	y, y_NM := newTensor(outShape...)
+	tilesW := (M + gemmTileB - 1) / gemmTileB
+	be.parallelFor(tilesW, func(t0, t1 int) {
+		wTile := make([]float32, gemmTileB*K) // dequantized rows m0..m1-1 of w, row-major
+		for t := t0; t < t1; t++ {
+			m0, m1 := t*gemmTileB, min((t+1)*gemmTileB, M)
+			for m := m0; m < m1; m++ {
+				q.DequantizeRow(m, wTile[(m-m0)*K:(m-m0+1)*K])
+			}
+			// Output columns m0..m1-1 are columns 0..m1-m0 of y_NM[m0:] with row stride M.
+			for n0 := 0; n0 < N; n0 += gemmTileA {
+				gemmTile(x_NK, wTile, y_NM[m0:], K, M, n0, min(n0+gemmTileA, N), 0, m1-m0)
+			}
+		}
+	})
+	if b_M != nil {
+		be.parallelFor(N, func(n0, n1 int) {
+			for n := n0; n < n1; n++ {
+				row := y_NM[n*M : (n+1)*M]
+				for m, bias := range b_M {
+					row[m] += bias
+				}
+			}
+		})
+	}
+	return y, nil
+}
