@@ -47,6 +47,9 @@ type Kernel struct {
 	// tensor, or nil for an op that returns host data (NearestCode): such an op has completed when it
 	// returns.
 	Run func(o *core.Ops, in []*core.Tensor) *core.Tensor
+	// Upload, when set, puts the inputs on the backend instead of a plain Upload of each (quantized
+	// weights go through core.UploadQuant). It is not timed.
+	Upload func(b core.Backend, hosts []core.HostTensor) ([]*core.Tensor, error)
 }
 
 // dims are the shapes of one size. Names follow the model: the transformer's width, MLP hidden width and
@@ -107,6 +110,8 @@ func Kernels(size string) ([]Kernel, error) {
 		linear("linear.fc1", d.tokens, C, d.hidden),
 		linear("linear.fc2", d.tokens, d.hidden, C),
 		linear("linear.head", d.headRows, C, d.vocab),
+		quantLinear("linear.fc1.int8", core.QuantInt8, d.tokens, C, d.hidden),
+		quantLinear("linear.fc1.int4", core.QuantInt4, d.tokens, C, d.hidden),
 		attention(d.attnB, d.heads, d.headDim, d.attnL, d.attnS),
 		layerNorm(d.lnB, d.lnL, C),
 		modulate(d.lnB, d.lnL, C),
@@ -196,6 +201,40 @@ func linear(name string, n, k, m int) Kernel {
 		},
 		Run: func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.Linear(in[0], in[1], in[2]) },
 	}
+}
+
+// quantLinear is linear with the weight quantized blockwise (core.QuantBlock values per f32 scale): the
+// bytes count the packed codes and scales instead of f32 weights.
+func quantLinear(name string, scheme core.QuantScheme, n, k, m int) Kernel {
+	kn := linear(name, n, k, m)
+	N, K, M := int64(n), int64(k), int64(m)
+	blocks := (K + core.QuantBlock - 1) / core.QuantBlock
+	weightBytes := M*blocks*core.QuantBlock*int64(scheme.Bits())/8 + M*blocks*f32
+	kn.Shape = fmt.Sprintf("x[%d,%d] w[%d,%d] %v +b", n, k, m, k, scheme)
+	kn.Bytes = f32*(N*K+M+N*M) + weightBytes
+	kn.Upload = func(b core.Backend, h []core.HostTensor) ([]*core.Tensor, error) {
+		q, err := core.Quantize(h[1], scheme)
+		if err != nil {
+			return nil, err
+		}
+		x, err := b.Upload(h[0])
+		if err != nil {
+			return nil, err
+		}
+		w, err := core.UploadQuant(b, q)
+		if err != nil {
+			b.Free(x)
+			return nil, err
+		}
+		bias, err := b.Upload(h[2])
+		if err != nil {
+			b.Free(x)
+			b.Free(w)
+			return nil, err
+		}
+		return []*core.Tensor{x, w, bias}, nil
+	}
+	return kn
 }
 
 // attention is VAR's cached attention at the last scale: L queries see all S keys, no mask.
@@ -585,8 +624,15 @@ func timeKernel(b core.Backend, k Kernel, opt KernelOptions) (float64, int, erro
 	o := core.NewOps(b)
 	hosts := k.Inputs(core.NewRNG(opt.Seed))
 	in := make([]*core.Tensor, len(hosts))
-	for i, h := range hosts {
-		in[i] = o.Upload(h)
+	if k.Upload != nil {
+		var err error
+		if in, err = k.Upload(b, hosts); err != nil {
+			return 0, 0, err
+		}
+	} else {
+		for i, h := range hosts {
+			in[i] = o.Upload(h)
+		}
 	}
 	defer o.Free(in...)
 	if err := o.Err(); err != nil {

@@ -109,8 +109,8 @@ func TestAreaFLOPs(t *testing.T) {
 
 func TestSelect(t *testing.T) {
 	ks, err := Select(SizeSmall, "linear")
-	if err != nil || len(ks) != 4 {
-		t.Fatalf("filter linear: %d kernels, %v; want the 4 linears", len(ks), err)
+	if err != nil || len(ks) != 6 {
+		t.Fatalf("filter linear: %d kernels, %v; want the 4 float and 2 quantized linears", len(ks), err)
 	}
 	ks, err = Select(SizeSmall, "attention,conv3x3.hi")
 	if err != nil || len(ks) != 2 || ks[0].Name != "attention" || ks[1].Name != "conv3x3.hi" {
