@@ -81,6 +81,13 @@ type Backend interface {
 	NearestCode(z, codebook *Tensor) ([]int, error)
 }
 
+// FusedLinearGELU is an optional ability: GELUTanh(Linear(x, w, b)) in one kernel (the MLP's first layer),
+// saving a pass over the [N, 4C] activation. Ops.LinearGELU uses it when present and composes the two ops
+// otherwise, which is the reference.
+type FusedLinearGELU interface {
+	LinearGELU(x, w, b *Tensor) (*Tensor, error)
+}
+
 // ErrUnsupported is wrapped by errors of ops a backend cannot run.
 var ErrUnsupported = errors.New("unsupported by backend")
 

@@ -124,6 +124,20 @@ func (o *Ops) Linear(x, w, b *Tensor) *Tensor {
 	return o.do("linear", func() (*Tensor, error) { return o.B.Linear(x, w, b) })
 }
 
+// LinearGELU is GELUTanh(Linear(x, w, b)), fused when the backend can (FusedLinearGELU).
+func (o *Ops) LinearGELU(x, w, b *Tensor) *Tensor {
+	if !o.ok("linear+gelu", x, w) {
+		return nil
+	}
+	if f, ok := o.B.(FusedLinearGELU); ok {
+		return o.do("linear+gelu", func() (*Tensor, error) { return f.LinearGELU(x, w, b) })
+	}
+	y := o.Linear(x, w, b)
+	g := o.GELUTanh(y)
+	o.Free(y)
+	return g
+}
+
 // Attention: mask may be nil.
 func (o *Ops) Attention(q, k, v *Tensor, heads int, scale float32, mask *Tensor) *Tensor {
 	if !o.ok("attention", q, k, v) {

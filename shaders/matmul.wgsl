@@ -13,7 +13,7 @@
 //
 // Each output is one f32 accumulator over k in increasing order, then + bias, like the CPU reference.
 //
-// Variant parameters: .Bias (a bias binding exists), .TK (K slice; TILE*TK must be a multiple of 256 and
+// Variant parameters: .Bias (a bias binding exists), .GELU (GELU applied at the store), .TK (K slice; TILE*TK must be a multiple of 256 and
 // 2*TILE*(TK+1)*4 bytes must fit the 16 KiB of workgroup memory, so 16 or 24).
 struct P {
   N: u32,
@@ -99,9 +99,15 @@ fn store(n: u32, m: u32, acc: vec4<f32>) {
     let c = m + 16u * j;
     if (c < p.M) {
 {{- if .Bias}}
-      out[n * p.M + c] = acc[j] + bias[c];
+      let v = acc[j] + bias[c];
 {{- else}}
-      out[n * p.M + c] = acc[j];
+      let v = acc[j];
+{{- end}}
+{{- if .GELU}}
+      // GELU, tanh approximation, as shaders/elementwise.wgsl computes it (tanh argument clamped).
+      out[n * p.M + c] = 0.5 * v * (1.0 + tanh(clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0)));
+{{- else}}
+      out[n * p.M + c] = v;
 {{- end}}
     }
   }

@@ -13,6 +13,7 @@ import (
 func matmulNormAttentionCases() []Case {
 	var cs []Case
 	cs = append(cs, linearCases()...)
+	cs = append(cs, linearGELUCases()...)
 	cs = append(cs, attentionCases()...)
 	cs = append(cs, normCases()...)
 	return cs
@@ -217,4 +218,25 @@ func normCases() []Case {
 		// Norms around F.normalize's 1e-12 clamp, on both sides.
 		normalize("normalize-H16-d64-near-eps", 16, true, 1e-13, 2, 5, 1024),
 	}
+}
+
+// linearGELUCases compare the fused matmul+GELU (when the backend has it) with the CPU's composition of
+// Linear and GELUTanh.
+func linearGELUCases() []Case {
+	mk := func(n, k, m int, bias bool) Case {
+		return Case{
+			Name: fmt.Sprintf("linear-gelu-%dx%dx%d-bias%v", n, m, k, bias),
+			Inputs: func(r *rand.Rand) []core.HostTensor {
+				return []core.HostTensor{Randn(r, 0, 1, n, k), Randn(r, 0, 1/math.Sqrt(float64(k)), m, k), Randn(r, 0, 0.5, m)}
+			},
+			Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+				if bias {
+					return o.LinearGELU(in[0], in[1], in[2])
+				}
+				return o.LinearGELU(in[0], in[1], nil)
+			},
+			Tol: tolMatmul,
+		}
+	}
+	return []Case{mk(7, 17, 13, true), mk(65, 33, 129, false), mk(70, 128, 512, true)}
 }

@@ -9,6 +9,7 @@ import (
 // matmulKernel is a variant of shaders/matmul.wgsl (64x64 output tiles, 16x16 invocations of 4x4 outputs).
 type matmulKernel struct {
 	Bias bool // y += b[m]: a third input binding
+	GELU bool // y = gelu(y) at the store (the MLP's fc1)
 	TK   int  // K slice staged in workgroup memory per step
 }
 
@@ -22,10 +23,27 @@ const (
 
 // Linear is y = x @ w^T + b: x [..., K], w [M, K], b [M] or nil; y [..., M].
 func (b *Backend) Linear(x, w, bias *core.Tensor) (*core.Tensor, error) {
-	const op = "linear"
 	if q, ok := quantStorage(w); ok { // w from UploadQuant (quant.go)
 		return b.linearQuant(x, w, q, bias)
 	}
+	return b.linear("linear", x, w, bias, false)
+}
+
+// LinearGELU is GELUTanh(Linear(x, w, b)) with the GELU applied as the matmul stores its tile
+// (core.FusedLinearGELU). Quantized weights take the unfused path.
+func (b *Backend) LinearGELU(x, w, bias *core.Tensor) (*core.Tensor, error) {
+	if _, ok := quantStorage(w); ok {
+		y, err := b.Linear(x, w, bias)
+		if err != nil {
+			return nil, err
+		}
+		defer b.Free(y)
+		return b.GELUTanh(y)
+	}
+	return b.linear("linear+gelu", x, w, bias, true)
+}
+
+func (b *Backend) linear(op string, x, w, bias *core.Tensor, gelu bool) (*core.Tensor, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	xb, err := b.operand(op, "x", x)
@@ -69,7 +87,7 @@ func (b *Backend) Linear(x, w, bias *core.Tensor) (*core.Tensor, error) {
 	}
 	if N > 0 {
 		bufs = append(bufs, out)
-		k := kernel{file: "matmul.wgsl", params: matmulKernel{Bias: bias != nil, TK: matmulTK}, inputs: len(bufs) - 1, outputs: 1}
+		k := kernel{file: "matmul.wgsl", params: matmulKernel{Bias: bias != nil, GELU: gelu, TK: matmulTK}, inputs: len(bufs) - 1, outputs: 1}
 		u := []uint32{uint32(N), uint32(M), uint32(K), 0}
 		if err := b.dispatch(op, k, u, bufs, [3]uint32{uint32(gridX), uint32(gridY), 1}); err != nil {
 			return nil, err
