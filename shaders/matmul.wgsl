@@ -13,38 +13,64 @@
 //
 // Each output is one f32 accumulator over k in increasing order, then + bias, like the CPU reference.
 //
-// Variant parameters: .Bias (a bias binding exists), .GELU (GELU applied at the store), .TK (K slice; TILE*TK must be a multiple of 256 and
-// 2*TILE*(TK+1)*4 bytes must fit the 16 KiB of workgroup memory, so 16 or 24).
+// Quantized weights (.Quant): w is core.QuantHost's packed codes plus one f32 scale per 32 weights:
+// dq[m, k] = f32(code[m, k]) * scales[m * nb + k / 32]. Codes are p.bits wide (8 or 4), packed cpw = 32 / bits
+// to a u32 (int8: byte j of word w is element 4w+j; int4: nibble j, low nibble first, is element 8w+j; two's
+// complement), each row padded to whole 32-element blocks: nb = ceil(K / 32) scales and wpr = nb * 32 / cpw
+// words per row. Only the staging of w differs: a row slice is wps = TK / cpw whole words (slices are
+// 16-aligned, so they never straddle a word or a scale block) and invocation li < 64 * wps reads one word and
+// its row's scale and writes the cpw dequantized floats, so w costs 1 byte (int8) or half a byte (int4) per
+// weight in global memory instead of 4, and the inner loop is unchanged. Rows beyond M stage zeros; the
+// padding codes are zero and x columns beyond K stage as zero, so padding adds nothing. The code width is a
+// uniform rather than a variant: one pipeline per bias variant for both widths (compiles are slow in
+// browsers).
+//
+// Variant parameters: .Bias (a bias binding exists), .GELU (GELU applied at the store), .Quant (quantized
+// w: codes and scales bindings; needs TK = 16, half a scale block), .TK (K slice; TILE*TK must be a
+// multiple of 256 and 2*TILE*(TK+1)*4 bytes must fit the 16 KiB of workgroup memory, so 16 or 24).
 struct P {
   N: u32,
   M: u32,
   K: u32,
-  _pad: u32,
+  bits: u32, // code width of a quantized w (8 or 4); unused for f32 w
 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-{{- if .Bias}}
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+{{- if .Quant}}
+@group(0) @binding(2) var<storage, read> codes: array<u32>;
+@group(0) @binding(3) var<storage, read> scales: array<f32>;
 {{- else}}
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
 {{- end}}
+{{- if .Bias}}
+@group(0) @binding({{if .Quant}}4{{else}}3{{end}}) var<storage, read> bias: array<f32>;
+{{- end}}
+@group(0) @binding({{if .Quant}}{{if .Bias}}5{{else}}4{{end}}{{else}}{{if .Bias}}4{{else}}3{{end}}{{end}}) var<storage, read_write> out: array<f32>;
 
 const TILE = 64u;      // output rows and columns per workgroup
 const TK = {{.TK}}u;   // K slice staged per step
 const LD = TK + 1u;              // row stride of the staged tiles (padded, see above)
 const LOADS = TILE * TK / 256u;  // elements each invocation stages per operand and slice
 const STAGED = TILE * LD;        // (this Naga takes only a constant name or literal as an array size)
+{{- if .Quant}}
+const BLOCK = 32u;               // weights per scale (core.QuantBlock)
+{{- end}}
 
 var<workgroup> xs: array<f32, STAGED>; // xs[r * LD + k] = x[n0 + r, k0 + k]
-var<workgroup> ws: array<f32, STAGED>; // ws[c * LD + k] = w[m0 + c, k0 + k]
+var<workgroup> ws: array<f32, STAGED>; // ws[c * LD + k] = w[m0 + c, k0 + k] (dequantized)
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32,
         @builtin(workgroup_id) wid: vec3<u32>) {
   let n0 = wid.y * TILE;
   let m0 = wid.x * TILE;
+{{- if .Quant}}
+  let cpw = 32u / p.bits;  // codes per u32 word
+  let wps = TK / cpw;      // words of one staged row slice
+  let wloads = TILE * wps; // words staged per slice: 256 (int8) or 128 (int4), at most one per invocation
+  let nb = (p.K + BLOCK - 1u) / BLOCK;
+  let wpr = nb * (BLOCK / cpw);
+{{- end}}
   // accI holds row n0 + ty + 16*I, columns m0 + tx + 16*j in component j: four vec4 accumulators rather
   // than an indexed array, so that every driver keeps them in registers.
   var acc0 = vec4<f32>();
@@ -63,12 +89,31 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
         xv = x[(n0 + r) * p.K + gk];
       }
       xs[r * LD + k] = xv;
+{{- if not .Quant}}
       var wv = 0.0;
       if (m0 + r < p.M && gk < p.K) {
         wv = w[(m0 + r) * p.K + gk];
       }
       ws[r * LD + k] = wv;
+{{- end}}
     }
+{{- if .Quant}}
+    if (li < wloads) {
+      let r = li / wps;
+      let wi = li % wps;
+      var word = 0u;
+      var scale = 0.0;
+      if (m0 + r < p.M) {
+        word = codes[(m0 + r) * wpr + k0 / cpw + wi];
+        scale = scales[(m0 + r) * nb + k0 / BLOCK];
+      }
+      for (var j = 0u; j < cpw; j++) {
+        // Move code j to the top of the word, then shift it down arithmetically: sign extension.
+        let c = bitcast<i32>(word << (32u - p.bits * (j + 1u))) >> (32u - p.bits);
+        ws[r * LD + wi * cpw + j] = f32(c) * scale;
+      }
+    }
+{{- end}}
     workgroupBarrier();
     for (var k = 0u; k < TK; k++) {
       let xr = lid.y * LD + k;

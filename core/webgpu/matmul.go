@@ -8,9 +8,10 @@ import (
 
 // matmulKernel is a variant of shaders/matmul.wgsl (64x64 output tiles, 16x16 invocations of 4x4 outputs).
 type matmulKernel struct {
-	Bias bool // y += b[m]: a third input binding
-	GELU bool // y = gelu(y) at the store (the MLP's fc1)
-	TK   int  // K slice staged in workgroup memory per step
+	Bias  bool // y += b[m]: a third input binding
+	GELU  bool // y = gelu(y) at the store (the MLP's fc1)
+	Quant bool // w is quantized: codes and scales bindings instead of an f32 w (needs TK = 16)
+	TK    int  // K slice staged in workgroup memory per step
 }
 
 const (
@@ -23,26 +24,17 @@ const (
 
 // Linear is y = x @ w^T + b: x [..., K], w [M, K], b [M] or nil; y [..., M].
 func (b *Backend) Linear(x, w, bias *core.Tensor) (*core.Tensor, error) {
-	if q, ok := quantStorage(w); ok { // w from UploadQuant (quant.go)
-		return b.linearQuant(x, w, q, bias)
-	}
 	return b.linear("linear", x, w, bias, false)
 }
 
 // LinearGELU is GELUTanh(Linear(x, w, b)) with the GELU applied as the matmul stores its tile
-// (core.FusedLinearGELU). Quantized weights take the unfused path.
+// (core.FusedLinearGELU).
 func (b *Backend) LinearGELU(x, w, bias *core.Tensor) (*core.Tensor, error) {
-	if _, ok := quantStorage(w); ok {
-		y, err := b.Linear(x, w, bias)
-		if err != nil {
-			return nil, err
-		}
-		defer b.Free(y)
-		return b.GELUTanh(y)
-	}
 	return b.linear("linear+gelu", x, w, bias, true)
 }
 
+// linear runs shaders/matmul.wgsl for an f32 w or a quantized one (from UploadQuant, quant.go): only the
+// weight's bindings and the kernel variant differ.
 func (b *Backend) linear(op string, x, w, bias *core.Tensor, gelu bool) (*core.Tensor, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -50,9 +42,22 @@ func (b *Backend) linear(op string, x, w, bias *core.Tensor, gelu bool) (*core.T
 	if err != nil {
 		return nil, err
 	}
-	wb, err := b.operand(op, "w", w)
-	if err != nil {
-		return nil, err
+	var wbufs []*gpuBuf
+	bits := 0 // code width of a quantized w
+	if q, ok := quantStorage(w); ok {
+		if q.codes.freed || q.scales.freed {
+			return nil, fmt.Errorf("%s: quantized w %v used after Free", op, w.Shape())
+		}
+		if !w.Shape().Equal(q.shape) {
+			return nil, linalgShapeError(op, "quantized w viewed as %v, but it was quantized as %v", w.Shape(), q.shape)
+		}
+		wbufs, bits = []*gpuBuf{q.codes, q.scales}, q.scheme.Bits()
+	} else {
+		wb, err := b.operand(op, "w", w)
+		if err != nil {
+			return nil, err
+		}
+		wbufs = []*gpuBuf{wb}
 	}
 	xs, ws := x.Shape(), w.Shape()
 	if len(xs) < 1 || len(ws) != 2 {
@@ -62,7 +67,7 @@ func (b *Backend) linear(op string, x, w, bias *core.Tensor, gelu bool) (*core.T
 	if xs[len(xs)-1] != K || K == 0 || M == 0 {
 		return nil, linalgShapeError(op, "x %v and w %v: want x [..., K] and w [M, K] with K, M >= 1", xs, ws)
 	}
-	bufs := []*gpuBuf{xb, wb}
+	bufs := append([]*gpuBuf{xb}, wbufs...)
 	if bias != nil {
 		bb, err := b.operand(op, "b", bias)
 		if err != nil {
@@ -87,8 +92,9 @@ func (b *Backend) linear(op string, x, w, bias *core.Tensor, gelu bool) (*core.T
 	}
 	if N > 0 {
 		bufs = append(bufs, out)
-		k := kernel{file: "matmul.wgsl", params: matmulKernel{Bias: bias != nil, GELU: gelu, TK: matmulTK}, inputs: len(bufs) - 1, outputs: 1}
-		u := []uint32{uint32(N), uint32(M), uint32(K), 0}
+		params := matmulKernel{Bias: bias != nil, GELU: gelu, Quant: bits != 0, TK: matmulTK}
+		k := kernel{file: "matmul.wgsl", params: params, inputs: len(bufs) - 1, outputs: 1}
+		u := []uint32{uint32(N), uint32(M), uint32(K), uint32(bits)}
 		if err := b.dispatch(op, k, u, bufs, [3]uint32{uint32(gridX), uint32(gridY), 1}); err != nil {
 			return nil, err
 		}

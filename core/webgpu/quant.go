@@ -9,9 +9,9 @@ import (
 )
 
 // Quantized weights (core.QuantHost) live in two exactly sized storage buffers, struct-of-arrays: the
-// packed u32 codes and the f32 scales, bound as two inputs of shaders/matmul_q.wgsl, which dequantizes
-// while staging w tiles. Only Linear accepts such a tensor, as w; other ops reject it as not a webgpu
-// tensor.
+// packed u32 codes and the f32 scales, bound as two inputs of the .Quant variant of shaders/matmul.wgsl,
+// which dequantizes while staging w tiles. Only Linear and LinearGELU accept such a tensor, as w; other
+// ops reject it.
 
 var _ core.QuantUploader = (*Backend)(nil)
 
@@ -22,12 +22,6 @@ type quantBuf struct {
 	shape  core.Shape // [M, K] as quantized: a view with another shape is rejected by Linear
 	codes  *gpuBuf    // [M, WordsPerRow(K)] u32
 	scales *gpuBuf    // [M, QuantBlocks(K)] f32
-}
-
-// matmulQKernel is a variant of shaders/matmul_q.wgsl (tiles as matmulKernel, K slices of 16). The code
-// width is a uniform, not a variant: fewer pipelines to compile.
-type matmulQKernel struct {
-	Bias bool // y += b[m]: a bias binding after the scales
 }
 
 // UploadQuant validates q and copies its codes and scales into two new buffers.
@@ -87,61 +81,4 @@ func quantStorage(w *core.Tensor) (*quantBuf, bool) {
 	}
 	q, ok := w.Storage().(*quantBuf)
 	return q, ok
-}
-
-// linearQuant is Linear for a quantized w [M, K]: y = x @ dequant(w)^T + b, checked like Linear.
-func (b *Backend) linearQuant(x, w *core.Tensor, q *quantBuf, bias *core.Tensor) (*core.Tensor, error) {
-	const op = "linear"
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	xb, err := b.operand(op, "x", x)
-	if err != nil {
-		return nil, err
-	}
-	if q.codes.freed || q.scales.freed {
-		return nil, fmt.Errorf("%s: quantized w %v used after Free", op, w.Shape())
-	}
-	xs, ws := x.Shape(), w.Shape()
-	if !ws.Equal(q.shape) {
-		return nil, linalgShapeError(op, "quantized w viewed as %v, but it was quantized as %v", ws, q.shape)
-	}
-	if len(xs) < 1 {
-		return nil, linalgShapeError(op, "want x [..., K] and w [M, K], got x %v and w %v", xs, ws)
-	}
-	M, K := ws[0], ws[1]
-	if xs[len(xs)-1] != K || K == 0 || M == 0 {
-		return nil, linalgShapeError(op, "x %v and w %v: want x [..., K] and w [M, K] with K, M >= 1", xs, ws)
-	}
-	bufs := []*gpuBuf{xb, q.codes, q.scales}
-	if bias != nil {
-		bb, err := b.operand(op, "b", bias)
-		if err != nil {
-			return nil, err
-		}
-		if !bias.Shape().Equal(core.Shape{M}) {
-			return nil, linalgShapeError(op, "b %v, want [%d] for w %v", bias.Shape(), M, ws)
-		}
-		bufs = append(bufs, bb)
-	}
-	N := xs.Numel() / K
-	outShape := append(xs[:len(xs)-1:len(xs)-1], M) // full slice expression: append copies, xs is untouched
-
-	gridX, gridY := (M+matmulTile-1)/matmulTile, (N+matmulTile-1)/matmulTile
-	if limit := int(b.limits.MaxComputeWorkgroupsPerDimension); gridX > limit || gridY > limit {
-		return nil, fmt.Errorf("%s: x %v and w %v need %dx%d tiles, over this device's %d workgroups per dimension: %w",
-			op, xs, ws, gridX, gridY, limit, core.ErrUnsupported)
-	}
-	out, err := b.alloc(uint64(max(N*M, 1))*4, op)
-	if err != nil {
-		return nil, err
-	}
-	if N > 0 {
-		bufs = append(bufs, out)
-		k := kernel{file: "matmul_q.wgsl", params: matmulQKernel{Bias: bias != nil}, inputs: len(bufs) - 1, outputs: 1}
-		u := []uint32{uint32(N), uint32(M), uint32(K), uint32(q.scheme.Bits())}
-		if err := b.dispatch(op, k, u, bufs, [3]uint32{uint32(gridX), uint32(gridY), 1}); err != nil {
-			return nil, err
-		}
-	}
-	return core.NewTensor(outShape, out), nil
 }
