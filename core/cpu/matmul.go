@@ -10,50 +10,74 @@ import "github.com/webvar/webvar/core"
 // BLAS, so the two agree to float32 rounding (not bit for bit).
 func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 	const op = "linear"
-	if q, ok := quantWeight(w); ok { // w from UploadQuant (quant.go)
-		return be.linearQuant(x, w, q, b)
-	}
-	x_NK, err := floats(op, "x", x)
-	if err != nil {
-		return nil, err
-	}
-	w_MK, err := floats(op, "w", w)
-	if err != nil {
-		return nil, err
-	}
-	xs, ws := x.Shape(), w.Shape()
-	if len(xs) < 1 || len(ws) != 2 {
-		return nil, shapeError(op, "want x [..., K] and w [M, K], got x %v and w %v", xs, ws)
-	}
-	K, M := ws[1], ws[0]
-	if xs[len(xs)-1] != K || K == 0 || M == 0 {
-		return nil, shapeError(op, "x %v and w %v: want x [..., K] and w [M, K] with K, M >= 1", xs, ws)
-	}
-	var b_M []float32
-	if b != nil {
-		if b_M, err = floats(op, "b", b); err != nil {
+	q, quant := quantWeight(w) // w from UploadQuant (quant.go)
+	var w_MK []float32
+	if !quant {
+		var err error
+		if w_MK, err = floats(op, "w", w); err != nil {
 			return nil, err
 		}
-		if !b.Shape().Equal(core.Shape{M}) {
-			return nil, shapeError(op, "b %v, want [%d] for w %v", b.Shape(), M, ws)
-		}
+	} else if !w.Shape().Equal(q.Shape) {
+		// A core.Reshape view of a quantized weight keeps the element count but not the packed layout.
+		return nil, shapeError(op, "quantized w viewed as %v, but it was quantized as %v", w.Shape(), q.Shape)
 	}
-	N := len(x_NK) / K
-
-	outShape := append(xs[:len(xs)-1:len(xs)-1], M) // full slice expression: append copies, xs is untouched
-	y, y_NM := newTensor(outShape...)
-	be.gemmNT(x_NK, N, w_MK, M, K, y_NM, M)
-	if b_M != nil {
-		be.parallelFor(N, func(n0, n1 int) {
+	a, err := linearArgs(op, x, w.Shape(), b)
+	if err != nil {
+		return nil, err
+	}
+	y, y_NM := newTensor(a.outShape...)
+	if quant {
+		be.gemmNTQuant(a.x_NK, a.N, q, y_NM)
+	} else {
+		be.gemmNT(a.x_NK, a.N, w_MK, a.M, a.K, y_NM, a.M)
+	}
+	if a.b_M != nil {
+		be.parallelFor(a.N, func(n0, n1 int) {
 			for n := n0; n < n1; n++ {
-				row := y_NM[n*M : (n+1)*M]
-				for m, bias := range b_M {
+				row := y_NM[n*a.M : (n+1)*a.M]
+				for m, bias := range a.b_M {
 					row[m] += bias
 				}
 			}
 		})
 	}
 	return y, nil
+}
+
+// linearOperands are Linear's checked operands: x [N, K] flattened, the bias or nil, and y's shape.
+type linearOperands struct {
+	x_NK     []float32
+	b_M      []float32
+	N, M, K  int
+	outShape core.Shape
+}
+
+// linearArgs checks x [..., K] and b [M] against a w of shape ws [M, K].
+func linearArgs(op string, x *core.Tensor, ws core.Shape, b *core.Tensor) (linearOperands, error) {
+	var a linearOperands
+	var err error
+	if a.x_NK, err = floats(op, "x", x); err != nil {
+		return a, err
+	}
+	xs := x.Shape()
+	if len(xs) < 1 || len(ws) != 2 {
+		return a, shapeError(op, "want x [..., K] and w [M, K], got x %v and w %v", xs, ws)
+	}
+	a.M, a.K = ws[0], ws[1]
+	if xs[len(xs)-1] != a.K || a.K == 0 || a.M == 0 {
+		return a, shapeError(op, "x %v and w %v: want x [..., K] and w [M, K] with K, M >= 1", xs, ws)
+	}
+	if b != nil {
+		if a.b_M, err = floats(op, "b", b); err != nil {
+			return a, err
+		}
+		if !b.Shape().Equal(core.Shape{a.M}) {
+			return a, shapeError(op, "b %v, want [%d] for w %v", b.Shape(), a.M, ws)
+		}
+	}
+	a.N = len(a.x_NK) / a.K
+	a.outShape = append(xs[:len(xs)-1:len(xs)-1], a.M) // full slice expression: append copies, xs is untouched
+	return a, nil
 }
 
 // Tile sizes of gemmNT. A tile pairs gemmTileA rows of a with gemmTileB rows of b; a tile of b rows (48 rows

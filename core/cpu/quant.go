@@ -33,49 +33,18 @@ func quantWeight(w *core.Tensor) (core.QuantHost, bool) {
 	return q, ok
 }
 
-// linearQuant is Linear for a quantized w [M, K]: y = x @ dequant(w)^T + b.
+// gemmNTQuant is gemmNT for a quantized w [M, K]: y_NM = x_NK @ dequant(w)^T.
 //
-// Spec: y[n, m] = dot(x[n, :], dequant(w)[m, :]) + b[m], where dequant(w)[m, k] = float32(code[m, k]) *
+// Spec: y[n, m] = dot(x[n, :], dequant(w)[m, :]), where dequant(w)[m, k] = float32(code[m, k]) *
 // scale[m, k/32] rounded to float32 (core.QuantHost.DequantizeRow), and the dot product is Linear's: one
-// float32 accumulator in increasing k, bias added last. So the result is exactly Linear on
-// q.Dequantize().
+// float32 accumulator in increasing k. So Linear on a quantized w is exactly Linear on q.Dequantize().
 //
 // The rows of w are dequantized one tile of gemmTileB rows at a time (per goroutine) into a scratch
 // buffer that gemmTile then uses as its b operand, with the same tile boundaries as gemmNT: every output
 // goes through the same dot routine as in float Linear (bit-identical even where the compiler fuses
 // multiply-adds), and the full float weight is never materialized.
-func (be *Backend) linearQuant(x, w *core.Tensor, q core.QuantHost, b *core.Tensor) (*core.Tensor, error) {
-	const op = "linear"
-	x_NK, err := floats(op, "x", x)
-	if err != nil {
-		return nil, err
-	}
-	// The tensor's shape must be the one the codes were packed for: a core.Reshape view of a quantized
-	// weight keeps the element count but not the layout.
-	xs, ws := x.Shape(), w.Shape()
-	if !ws.Equal(q.Shape) {
-		return nil, shapeError(op, "quantized w viewed as %v, but it was quantized as %v", ws, q.Shape)
-	}
-	if len(xs) < 1 {
-		return nil, shapeError(op, "want x [..., K] and w [M, K], got x %v and w %v", xs, ws)
-	}
-	M, K := ws[0], ws[1]
-	if xs[len(xs)-1] != K || K == 0 || M == 0 {
-		return nil, shapeError(op, "x %v and w %v: want x [..., K] and w [M, K] with K, M >= 1", xs, ws)
-	}
-	var b_M []float32
-	if b != nil {
-		if b_M, err = floats(op, "b", b); err != nil {
-			return nil, err
-		}
-		if !b.Shape().Equal(core.Shape{M}) {
-			return nil, shapeError(op, "b %v, want [%d] for w %v", b.Shape(), M, ws)
-		}
-	}
-	N := len(x_NK) / K
-
-	outShape := append(xs[:len(xs)-1:len(xs)-1], M) // full slice expression: append copies, xs is untouched
-	y, y_NM := newTensor(outShape...)
+func (be *Backend) gemmNTQuant(x_NK []float32, N int, q core.QuantHost, y_NM []float32) {
+	M, K := q.Shape[0], q.Shape[1]
 	tilesW := (M + gemmTileB - 1) / gemmTileB
 	be.parallelFor(tilesW, func(t0, t1 int) {
 		wTile := make([]float32, gemmTileB*K) // dequantized rows m0..m1-1 of w, row-major
@@ -90,15 +59,4 @@ func (be *Backend) linearQuant(x, w *core.Tensor, q core.QuantHost, b *core.Tens
 			}
 		}
 	})
-	if b_M != nil {
-		be.parallelFor(N, func(n0, n1 int) {
-			for n := n0; n < n1; n++ {
-				row := y_NM[n*M : (n+1)*M]
-				for m, bias := range b_M {
-					row[m] += bias
-				}
-			}
-		})
-	}
-	return y, nil
 }
