@@ -132,3 +132,36 @@ func (w *Weights) Unused() []string {
 	sort.Strings(out)
 	return out
 }
+
+// QuantSource is an optional WeightSource ability: some tensors are stored quantized (webvar's weights
+// format). Quant returns the packed form of such a tensor; Load still returns it dequantized.
+type QuantSource interface {
+	Quant(name string) (QuantHost, bool)
+}
+
+// LinearWeight reads the weight [M, K] of a Linear layer. It stays quantized on the backend when the
+// source stores it quantized and the backend can hold quantized weights (QuantUploader); otherwise it is
+// read as f32 like Tensor. Only Linear may consume the result.
+func (w *Weights) LinearWeight(name string, want ...int) (*Tensor, error) {
+	qs, ok := w.Src.(QuantSource)
+	if !ok {
+		return w.Tensor(name, want...)
+	}
+	q, ok := qs.Quant(name)
+	up, can := w.B.(QuantUploader)
+	if !ok || !can {
+		return w.Tensor(name, want...)
+	}
+	if want != nil && !q.Shape.Equal(Shape(want)) {
+		return nil, &WeightError{name, fmt.Sprintf("shape %v, want %v", q.Shape, Shape(want))}
+	}
+	if err := q.Validate(); err != nil {
+		return nil, &WeightError{name, err.Error()}
+	}
+	t, err := up.UploadQuant(q)
+	if err != nil {
+		return nil, &WeightError{name, "upload: " + err.Error()}
+	}
+	w.used[name] = true
+	return t, nil
+}

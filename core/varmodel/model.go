@@ -71,6 +71,15 @@ func (m *Model) load(w *core.Weights) error {
 		t, err = w.Tensor(name, shape...)
 		return t
 	}
+	// linear reads a Linear layer's weight, which may stay quantized (core.Weights.LinearWeight).
+	linear := func(name string, shape ...int) *core.Tensor {
+		if err != nil {
+			return nil
+		}
+		var t *core.Tensor
+		t, err = w.LinearWeight(name, shape...)
+		return t
+	}
 	host := func(name string, shape ...int) core.HostTensor {
 		if err != nil {
 			return core.HostTensor{}
@@ -102,7 +111,7 @@ func (m *Model) load(w *core.Weights) error {
 	w.MarkUsed("lvl_1L", "attn_bias_for_masking")
 
 	m.classEmb = get("class_emb.weight", c.Classes+1, C)
-	m.wordW = get("word_embed.weight", C, c.Cvae)
+	m.wordW = linear("word_embed.weight", C, c.Cvae)
 	m.wordB = get("word_embed.bias", C)
 	posStart := host("pos_start", 1, c.PatchNums[0]*c.PatchNums[0], C)
 	pos1LC := host("pos_1LC", 1, L, C)
@@ -133,7 +142,7 @@ func (m *Model) load(w *core.Weights) error {
 	var sharedW *core.Tensor
 	var sharedB core.HostTensor
 	if c.SharedAdaLN {
-		sharedW = get("shared_ada_lin.1.weight", 6*C, C)
+		sharedW = linear("shared_ada_lin.1.weight", 6*C, C)
 		sharedB = host("shared_ada_lin.1.bias", 6*C)
 	}
 	if c.L2NormAttn {
@@ -158,7 +167,7 @@ func (m *Model) load(w *core.Weights) error {
 			b.adaW = sharedW
 			b.adaB = upload(core.HostTensor{Shape: core.Shape{6 * C}, Data: bias})
 		} else {
-			b.adaW = get(p+"ada_lin.1.weight", 6*C, C)
+			b.adaW = linear(p+"ada_lin.1.weight", 6*C, C)
 			b.adaB = get(p+"ada_lin.1.bias", 6*C)
 		}
 		qb := host(p+"attn.q_bias", C)
@@ -171,7 +180,7 @@ func (m *Model) load(w *core.Weights) error {
 		copy(qkvB, qb.Data)
 		copy(qkvB[2*C:], vb.Data)
 		b.qkvB = upload(core.HostTensor{Shape: core.Shape{3 * C}, Data: qkvB})
-		b.qkvW = get(p+"attn.mat_qkv.weight", 3*C, C)
+		b.qkvW = linear(p+"attn.mat_qkv.weight", 3*C, C)
 		if c.L2NormAttn {
 			sm := host(p+"attn.scale_mul_1H11", 1, c.Heads, 1, 1)
 			if err != nil {
@@ -183,17 +192,17 @@ func (m *Model) load(w *core.Weights) error {
 			}
 			b.scaleMul = upload(core.HostTensor{Shape: core.Shape{c.Heads}, Data: s})
 		}
-		b.projW = get(p+"attn.proj.weight", C, C)
+		b.projW = linear(p+"attn.proj.weight", C, C)
 		b.projB = get(p+"attn.proj.bias", C)
-		b.fc1W = get(p+"ffn.fc1.weight", c.FFN, C)
+		b.fc1W = linear(p+"ffn.fc1.weight", c.FFN, C)
 		b.fc1B = get(p+"ffn.fc1.bias", c.FFN)
-		b.fc2W = get(p+"ffn.fc2.weight", C, c.FFN)
+		b.fc2W = linear(p+"ffn.fc2.weight", C, c.FFN)
 		b.fc2B = get(p+"ffn.fc2.bias", C)
 		m.blocks = append(m.blocks, b)
 	}
-	m.headAdaW = get("head_nm.ada_lin.1.weight", 2*C, C)
+	m.headAdaW = linear("head_nm.ada_lin.1.weight", 2*C, C)
 	m.headAdaB = get("head_nm.ada_lin.1.bias", 2*C)
-	m.headW = get("head.weight", c.V, C)
+	m.headW = linear("head.weight", c.V, C)
 	m.headB = get("head.bias", c.V)
 	return err
 }
