@@ -23,6 +23,7 @@ import (
 
 type generateFlags struct {
 	varPath, vaePath string
+	weightsDir       string
 	patchNums        string
 	heads            int
 	class            int
@@ -44,6 +45,7 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.varPath, "var", "", "VAR transformer checkpoint (.pth or .safetensors), e.g. var_d16.pth")
 	fs.StringVar(&f.vaePath, "vae", "", "VQVAE checkpoint (.pth or .safetensors), e.g. vae_ch160v4096z32.pth")
+	fs.StringVar(&f.weightsDir, "weights", "", "a converted weights directory (webvar convert) or its http(s) URL, instead of -var and -vae")
 	fs.StringVar(&f.patchNums, "patch-nums", "", "token map sides per scale, e.g. 1,2,3,4 (needed unless the checkpoint's L is an official schedule or determines them)")
 	fs.IntVar(&f.heads, "heads", 0, "attention heads, only for checkpoints without l2-norm attention (default width/64)")
 	fs.IntVar(&f.class, "class", 0, "class label (ImageNet index for official checkpoints)")
@@ -67,9 +69,11 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 		return nil, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
 	switch {
-	case f.varPath == "":
-		return nil, usageError{"-var is required (a VAR checkpoint such as var_d16.pth)"}
-	case f.vaePath == "":
+	case f.weightsDir != "" && (f.varPath != "" || f.vaePath != ""):
+		return nil, usageError{"give either -weights or -var and -vae, not both"}
+	case f.weightsDir == "" && f.varPath == "":
+		return nil, usageError{"-var is required (a VAR checkpoint such as var_d16.pth), or -weights DIR"}
+	case f.weightsDir == "" && f.vaePath == "":
 		return nil, usageError{"-vae is required (a VQVAE checkpoint such as vae_ch160v4096z32.pth)"}
 	case f.out == "":
 		return nil, usageError{"-out is required (the PNG to write)"}
@@ -167,7 +171,14 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeBackend()
-	p, err := openPipeline(f.varPath, f.vaePath, b, varmodel.Options{PatchNums: pn, Heads: f.heads})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var p *varmodel.Pipeline
+	if f.weightsDir != "" {
+		p, err = openWeights(ctx, f.weightsDir, b, varmodel.Options{PatchNums: pn, Heads: f.heads}, stderr)
+	} else {
+		p, err = openPipeline(f.varPath, f.vaePath, b, varmodel.Options{PatchNums: pn, Heads: f.heads})
+	}
 	if err != nil {
 		return err
 	}
@@ -183,8 +194,6 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "VAR depth %d, width %d, %d heads, %d classes, patch_nums %v, VQVAE V=%d Cvae=%d, %dx%d images, backend %s\n",
 		c.Depth, c.C, c.Heads, c.Classes, c.PatchNums, c.V, c.Cvae, p.VAE.ImageSize(), p.VAE.ImageSize(), b.Name())
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 	req := varmodel.Request{Labels: []int{f.class}, CFG: f.cfg, TopK: f.topK, TopP: f.topP,
 		MoreSmooth: f.moreSmooth, Seed: f.seed, Previews: f.scales != ""}
 	res, err := p.Generate(ctx, b, req, func(ev varmodel.ScaleEvent) error {

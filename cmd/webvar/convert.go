@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/cpu"
+	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/loader/convert"
+	"github.com/webvar/webvar/weights"
+)
+
+func runConvert(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	varPath := fs.String("var", "", "VAR transformer checkpoint (.pth or .safetensors)")
+	vaePath := fs.String("vae", "", "VQVAE checkpoint (.pth or .safetensors)")
+	patchNums := fs.String("patch-nums", "", "token map sides per scale (as for generate)")
+	heads := fs.Int("heads", 0, "attention heads, only for checkpoints without l2-norm attention")
+	quant := fs.String("quant", "int8", "storage of the transformer's Linear weights: f32, f16, int8 or int4 (other tensors: f16 where its measured error is small, else f32)")
+	keep := fs.String("keep-f32", "", "comma-separated name patterns (path.Match, with the var./vae. prefix) stored f32 regardless, e.g. 'var.head.weight,vae.*'")
+	chunkMiB := fs.Int("chunk-mib", 4, "chunk file size in MiB (a larger tensor gets a chunk of its own)")
+	out := fs.String("out", "", "output directory")
+	verify := fs.Int("verify", 2, "after converting, generate this many greedy images (classes 0..N-1, cfg 4) from both the checkpoints and the converted weights on the CPU and report token agreement and PSNR (0: skip)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err.Error()}
+	}
+	switch {
+	case fs.NArg() > 0:
+		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	case *varPath == "" || *vaePath == "":
+		return usageError{"-var and -vae are required (the checkpoints to convert)"}
+	case *out == "":
+		return usageError{"-out is required (the directory to write)"}
+	case *chunkMiB < 1:
+		return usageError{"-chunk-mib must be >= 1"}
+	case *verify < 0:
+		return usageError{"-verify must be >= 0"}
+	}
+	pn, err := parseInts(*patchNums)
+	if err != nil {
+		return usageError{"-patch-nums: " + err.Error()}
+	}
+	var keepF32 []string
+	for _, g := range strings.Split(*keep, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			keepF32 = append(keepF32, g)
+		}
+	}
+	var stored, raw int64
+	opt := convert.ConvertOptions{PatchNums: pn, Heads: *heads, Quant: weights.Scheme(*quant), KeepF32: keepF32,
+		ChunkBytes: int64(*chunkMiB) << 20,
+		OnTensor: func(r convert.TensorReport) {
+			stored += r.Bytes
+			raw += int64(r.Shape.Numel()) * 4
+			errs := "exact"
+			if r.Scheme != weights.F32 {
+				errs = fmt.Sprintf("max err %.3g, rel RMS %.3g", r.MaxAbs, r.RelRMS)
+			}
+			fmt.Fprintf(stderr, "[%4d/%d] %-48s %-4s %-18v %9.3f MB  %s\n", r.Index+1, r.Total, r.Name, r.Scheme,
+				r.Shape, float64(r.Bytes)/1e6, errs)
+		}}
+	man, err := convert.Convert(*varPath, *vaePath, *out, opt)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s: %d tensors in %d chunks, %.1f MB (%.1f MB as f32)\n", *out, len(man.Tensors), len(man.Chunks),
+		float64(stored)/1e6, float64(raw)/1e6)
+	if *verify == 0 {
+		return nil
+	}
+	return verifyConversion(*varPath, *vaePath, *out, pn, *heads, *verify, stdout)
+}
+
+// verifyConversion generates greedy images from the checkpoints and from the converted directory and
+// reports how many tokens agree and the images' PSNR.
+func verifyConversion(varPath, vaePath, dir string, pn []int, heads, n int, stdout io.Writer) error {
+	b := cpu.New(0)
+	ref, err := openPipeline(varPath, vaePath, b, varmodel.Options{PatchNums: pn, Heads: heads})
+	if err != nil {
+		return err
+	}
+	conv, err := openWeights(context.Background(), dir, b, varmodel.Options{Heads: heads}, io.Discard)
+	if err != nil {
+		return err
+	}
+	classes := ref.VAR.Config().Classes
+	same, total := 0, 0
+	minPSNR, sumPSNR := math.Inf(1), 0.0
+	for c := 0; c < n; c++ {
+		req := varmodel.Request{Labels: []int{c % classes}, CFG: 4, TopK: 1}
+		a, err := ref.Generate(context.Background(), b, req, nil)
+		if err != nil {
+			return err
+		}
+		q, err := conv.Generate(context.Background(), b, req, nil)
+		if err != nil {
+			return err
+		}
+		for si := range a.Tokens {
+			for i := range a.Tokens[si] {
+				total++
+				if a.Tokens[si][i] == q.Tokens[si][i] {
+					same++
+				}
+			}
+		}
+		p := psnr(a.Images.Data, q.Images.Data)
+		minPSNR = math.Min(minPSNR, p)
+		sumPSNR += p
+	}
+	fmt.Fprintf(stdout, "verify: %d greedy images (cfg 4) on cpu: %d/%d tokens (%.1f%%) equal to the checkpoints'; image PSNR mean %.1f dB, min %.1f dB\n",
+		n, same, total, 100*float64(same)/float64(total), sumPSNR/float64(n), minPSNR)
+	return nil
+}
+
+// psnr of b against a, both in [0, 1] (+Inf when identical).
+func psnr(a, b []float32) float64 {
+	var se float64
+	for i := range a {
+		d := float64(a[i]) - float64(b[i])
+		se += d * d
+	}
+	if se == 0 {
+		return math.Inf(1)
+	}
+	return 10 * math.Log10(float64(len(a))/se)
+}
+
+// openWeights loads a converted weights directory (or an http(s) URL of one), printing download progress,
+// and builds the models on b. Options.PatchNums defaults to the ones recorded at conversion.
+func openWeights(ctx context.Context, dir string, b core.Backend, opt varmodel.Options, stderr io.Writer) (*varmodel.Pipeline, error) {
+	var src weights.Source
+	if strings.HasPrefix(dir, "http://") || strings.HasPrefix(dir, "https://") {
+		src = weights.HTTPSource(dir, http.DefaultClient)
+	} else {
+		src = weights.DirSource(dir)
+	}
+	last := -1
+	m, err := weights.Load(ctx, src, weights.LoadOptions{OnProgress: func(p weights.Progress) {
+		if pct := int(100 * p.BytesDone / max(p.BytesTotal, 1)); pct/10 != last/10 || p.BytesDone == p.BytesTotal {
+			last = pct
+			fmt.Fprintf(stderr, "\rweights: %3d%% (%.1f / %.1f MB, chunk %d/%d)", pct, float64(p.BytesDone)/1e6,
+				float64(p.BytesTotal)/1e6, p.ChunksDone, p.ChunksTotal)
+		}
+	}})
+	fmt.Fprintln(stderr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	varSrc, vaeSrc, pn, err := convert.Converted(m)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	if opt.PatchNums == nil {
+		opt.PatchNums = pn
+	}
+	p, err := varmodel.LoadPipeline(varSrc, vaeSrc, b, opt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return p, nil
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/webvar/webvar/internal/testutil"
+)
+
+// Converting var-tiny at f32 and generating from the directory reproduces the official greedy run exactly.
+func TestConvertF32RoundTripReproducesGolden(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "w")
+	rc, out, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "f32", "-chunk-mib", "1", "-out", dir, "-verify", "1")
+	if rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	if !strings.Contains(out, "30/30 tokens (100.0%)") {
+		t.Fatalf("f32 conversion changed tokens: %s", out)
+	}
+	tok := filepath.Join(t.TempDir(), "tokens.json")
+	rc, _, stderr = runCLI(t, "generate", "-weights", dir, "-class", "1", "-cfg", "1.5", "-top-k", "1", "-top-p", "0",
+		"-out", filepath.Join(t.TempDir(), "x.png"), "-tokens", tok)
+	if rc != 0 {
+		t.Fatalf("generate -weights: exit %d: %s", rc, stderr)
+	}
+	var tj struct{ Tokens [][]int }
+	raw, err := os.ReadFile(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &tj); err != nil {
+		t.Fatal(err)
+	}
+	g := testutil.OpenGolden(t, testutil.VarTiny("golden.safetensors"))
+	for si, pn := range []int{1, 2, 3, 4} {
+		testutil.IntsEqual(t, fmt.Sprintf("scale %d", si), tj.Tokens[si], g.Ints(fmt.Sprintf("ar1.idx.s%d", si))[:pn*pn])
+	}
+}
+
+// Quantized conversions report per-tensor error and, with -verify, token agreement and PSNR.
+func TestConvertQuantizedReportsError(t *testing.T) {
+	for _, q := range []string{"int8", "int4", "f16"} {
+		t.Run(q, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "w")
+			rc, out, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+				"-quant", q, "-out", dir, "-verify", "2")
+			if rc != 0 {
+				t.Fatalf("exit %d: %s", rc, stderr)
+			}
+			if !strings.Contains(stderr, "var.blocks.0.ffn.fc1.weight") || !strings.Contains(stderr, "rel RMS") {
+				t.Fatalf("no per-tensor error report:\n%s", stderr)
+			}
+			if !strings.Contains(out, "verify: 2 greedy images") || !strings.Contains(out, "PSNR") {
+				t.Fatalf("no verification report: %s", out)
+			}
+			t.Log(strings.TrimSpace(out))
+		})
+	}
+}
+
+func TestConvertAndWeightsBadInput(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "w")
+	if rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "int8", "-out", dir, "-verify", "0"); rc != 0 {
+		t.Fatalf("convert: %s", stderr)
+	}
+	// Corrupt one byte of a chunk: loading must name the chunk and fail the integrity check.
+	chunk := filepath.Join(dir, "chunk-00000.bin")
+	data, err := os.ReadFile(chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(chunk, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, stderr := runCLI(t, "generate", "-weights", dir, "-out", filepath.Join(t.TempDir(), "x.png"))
+	if rc != 1 || !strings.Contains(stderr, "chunk-00000.bin") {
+		t.Fatalf("corrupted chunk: exit %d, %q", rc, stderr)
+	}
+	cases := []struct {
+		args []string
+		rc   int
+		msg  string
+	}{
+		{[]string{"convert", "-var", testutil.VarTiny("var.pth")}, 2, "-var and -vae are required"},
+		{[]string{"convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth")}, 2, "-out is required"},
+		{[]string{"convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"), "-out", t.TempDir() + "/q", "-quant", "int3"}, 1, "int3"},
+		{[]string{"generate", "-weights", dir, "-var", testutil.VarTiny("var.pth"), "-out", "x.png"}, 2, "not both"},
+		{[]string{"generate", "-weights", filepath.Join(t.TempDir(), "missing"), "-out", "x.png"}, 1, "missing"},
+	}
+	for _, c := range cases {
+		rc, _, stderr := runCLI(t, c.args...)
+		if rc != c.rc || !strings.Contains(stderr, c.msg) {
+			t.Errorf("%v: exit %d (want %d), %q (want %q)", c.args, rc, c.rc, stderr, c.msg)
+		}
+	}
+}

@@ -1,0 +1,269 @@
+// Package convert turns official checkpoints into webvar's weights directory (weights/FORMAT.md) and
+// reads such a directory back as the models' weight sources.
+package convert
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"path"
+	"strings"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/loader"
+	"github.com/webvar/webvar/weights"
+)
+
+// The converter turns the official checkpoints (VAR transformer + VQVAE) into one weights directory
+// (weights/FORMAT.md), tensor by tensor: a checkpoint tensor is read, encoded and written before the next
+// is read, so peak memory is about one tensor, not the checkpoint.
+
+// Name prefixes of the two models inside one converted directory.
+const (
+	VARPrefix = "var."
+	VAEPrefix = "vae."
+)
+
+// skipped reports the derivable or training-only tensors the converter leaves out (the models derive or
+// ignore them).
+func skipped(name string) bool {
+	switch name {
+	case VARPrefix + "lvl_1L", // levels, from patch_nums
+		VARPrefix + "attn_bias_for_masking",     // the training mask, from patch_nums (L^2 floats)
+		VAEPrefix + "quantize.ema_vocab_hit_SV": // codebook usage statistics of training
+		return true
+	}
+	return false
+}
+
+// ConvertOptions configure Convert.
+type ConvertOptions struct {
+	PatchNums []int // as for generate; recorded in the manifest
+	Heads     int   // as for generate (checkpoints without l2-norm attention)
+	// Quant is the scheme of the transformer's Linear weights (varmodel.Quantizable). With f16, int8 or
+	// int4, the other float tensors are stored f16 when that costs little precision (see F16MaxRelRMS)
+	// and f32 otherwise; with f32 everything is f32.
+	Quant weights.Scheme
+	// KeepF32 are path.Match patterns of tensor names (with the var./vae. prefix) stored f32 regardless.
+	KeepF32    []string
+	ChunkBytes int64
+	// OnTensor is called after each tensor is written (progress and the error it introduced).
+	OnTensor func(TensorReport)
+}
+
+// F16MaxRelRMS is the largest relative RMS error f16 storage may add to a tensor before the converter
+// keeps it f32 (f16 has 11 significant bits: ~3e-4 relative for well-scaled data).
+const F16MaxRelRMS = 1e-3
+
+// f32Below keeps tiny tensors (biases, norms, scales) f32: they cost nothing and feed every token.
+const f32Below = 4096
+
+// TensorReport describes one converted tensor.
+type TensorReport struct {
+	Index, Total int
+	Name         string
+	Scheme       weights.Scheme
+	Shape        core.Shape
+	Bytes        int64   // stored bytes
+	MaxAbs       float64 // largest absolute error the storage introduced
+	RelRMS       float64 // sqrt(sum err^2 / sum x^2)
+}
+
+// Convert reads varPath and vaePath (.pth or .safetensors) and writes the weights directory outDir.
+func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Manifest, error) {
+	switch opt.Quant {
+	case "":
+		opt.Quant = weights.Int8
+	case weights.F32, weights.F16, weights.Int8, weights.Int4:
+	default:
+		return nil, fmt.Errorf("quantization %q: want f32, f16, int8 or int4", opt.Quant)
+	}
+	for _, g := range opt.KeepF32 {
+		if _, err := path.Match(g, ""); err != nil {
+			return nil, fmt.Errorf("keep-f32 pattern %q: %w", g, err)
+		}
+	}
+	vc, err := loader.Open(varPath)
+	if err != nil {
+		return nil, err
+	}
+	defer vc.Close()
+	ac, err := loader.Open(vaePath)
+	if err != nil {
+		return nil, err
+	}
+	defer ac.Close()
+	cfg, err := varmodel.InferConfig(vc.WeightSource(), varmodel.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", varPath, err)
+	}
+
+	type item struct {
+		name string // with prefix
+		key  string // in its checkpoint
+		c    *loader.Checkpoint
+	}
+	var items []item
+	for _, src := range []struct {
+		c      *loader.Checkpoint
+		prefix string
+	}{{vc, VARPrefix}, {ac, VAEPrefix}} {
+		for _, t := range src.c.Tensors() {
+			if !skipped(src.prefix + t.Name) {
+				items = append(items, item{src.prefix + t.Name, t.Name, src.c})
+			}
+		}
+	}
+
+	w, err := weights.NewWriter(outDir, weights.WriterOptions{ChunkBytes: opt.ChunkBytes})
+	if err != nil {
+		return nil, err
+	}
+	for i, it := range items {
+		h, err := it.c.Host(it.key)
+		if err != nil {
+			w.Abort()
+			return nil, err
+		}
+		rep, err := convertTensor(w, it.name, h, opt)
+		if err != nil {
+			w.Abort()
+			return nil, fmt.Errorf("tensor %s: %w", it.name, err)
+		}
+		rep.Index, rep.Total = i, len(items)
+		if opt.OnTensor != nil {
+			opt.OnTensor(rep)
+		}
+	}
+	config := map[string]any{
+		"patch_nums": cfg.PatchNums, "heads": cfg.Heads, "depth": cfg.Depth, "width": cfg.C,
+		"classes": cfg.Classes, "vocab": cfg.V, "cvae": cfg.Cvae,
+	}
+	meta := map[string]string{"converted_from": path.Base(varPath) + " + " + path.Base(vaePath),
+		"quant": string(opt.Quant)}
+	return w.Close("var", config, meta)
+}
+
+// convertTensor chooses the storage of one tensor, writes it and reports the error it introduced.
+func convertTensor(w *weights.Writer, name string, h core.HostTensor, opt ConvertOptions) (TensorReport, error) {
+	rep := TensorReport{Name: name, Shape: h.Shape}
+	keep := false
+	for _, g := range opt.KeepF32 {
+		if ok, _ := path.Match(g, name); ok {
+			keep = true
+		}
+	}
+	if q, ok := weights.Scheme(opt.Quant).Quant(); ok && !keep && strings.HasPrefix(name, VARPrefix) &&
+		varmodel.Quantizable(strings.TrimPrefix(name, VARPrefix)) {
+		qh, err := core.Quantize(h, q)
+		if err != nil {
+			return rep, err
+		}
+		rep.MaxAbs, rep.RelRMS = core.QuantStats(h, qh)
+		rep.Scheme = opt.Quant
+		rep.Bytes = int64(len(qh.Codes))*4 + int64(len(qh.Scales))*4
+		return rep, w.AddQuant(name, qh)
+	}
+	rep.Scheme = weights.F32
+	if opt.Quant != weights.F32 && !keep && len(h.Data) >= f32Below {
+		if maxAbs, rel, ok := f16Error(h.Data); ok && rel <= F16MaxRelRMS {
+			rep.Scheme, rep.MaxAbs, rep.RelRMS = weights.F16, maxAbs, rel
+		}
+	}
+	rep.Bytes = int64(len(h.Data)) * 4
+	if rep.Scheme == weights.F16 {
+		rep.Bytes /= 2
+	}
+	return rep, w.AddF32(name, h, rep.Scheme)
+}
+
+// f16Error is the error f16 storage would add to x, and false if some value does not fit f16.
+func f16Error(x []float32) (maxAbs, relRMS float64, ok bool) {
+	var se, sx float64
+	for _, v := range x {
+		r, fits := weights.RoundF16(v)
+		if !fits {
+			return 0, 0, false
+		}
+		e := float64(r) - float64(v)
+		maxAbs = math.Max(maxAbs, math.Abs(e))
+		se += e * e
+		sx += float64(v) * float64(v)
+	}
+	if sx == 0 {
+		return maxAbs, 0, true
+	}
+	return maxAbs, math.Sqrt(se / sx), true
+}
+
+// Converted splits a loaded weights directory into the transformer's and the VQVAE's weight sources and
+// returns the patch_nums recorded at conversion.
+func Converted(m *weights.Model) (varSrc, vaeSrc core.WeightSource, patchNums []int, err error) {
+	man := m.Manifest()
+	if man.Family != "var" {
+		return nil, nil, nil, fmt.Errorf("weights family %q: this build runs \"var\"", man.Family)
+	}
+	raw, ok := man.Config["patch_nums"]
+	if !ok {
+		return nil, nil, nil, errors.New("weights manifest has no patch_nums in its config")
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("weights manifest: patch_nums is %T, want a list", raw)
+	}
+	for _, v := range list {
+		n, ok := toInt(v)
+		if !ok {
+			return nil, nil, nil, fmt.Errorf("weights manifest: patch_nums entry %v is not an integer", v)
+		}
+		patchNums = append(patchNums, n)
+	}
+	return prefixSource{m, VARPrefix}, prefixSource{m, VAEPrefix}, patchNums, nil
+}
+
+func toInt(v any) (int, bool) {
+	switch x := v.(type) {
+	case int8:
+		return int(x), true
+	case int16:
+		return int(x), true
+	case int32:
+		return int(x), true
+	case int64:
+		return int(x), true
+	case int:
+		return x, true
+	case uint8:
+		return int(x), true
+	case uint16:
+		return int(x), true
+	case uint32:
+		return int(x), true
+	case uint64:
+		return int(x), true
+	}
+	return 0, false
+}
+
+// prefixSource is the view of a converted model under one name prefix, with the prefix removed.
+type prefixSource struct {
+	m      *weights.Model
+	prefix string
+}
+
+func (p prefixSource) Names() []string {
+	var out []string
+	for _, n := range p.m.Names() {
+		if strings.HasPrefix(n, p.prefix) {
+			out = append(out, strings.TrimPrefix(n, p.prefix))
+		}
+	}
+	return out
+}
+
+func (p prefixSource) Shape(name string) (core.Shape, bool) { return p.m.Shape(p.prefix + name) }
+
+func (p prefixSource) Load(name string) (core.HostTensor, error) { return p.m.Load(p.prefix + name) }
+
+func (p prefixSource) Quant(name string) (core.QuantHost, bool) { return p.m.Quant(p.prefix + name) }

@@ -1,0 +1,622 @@
+// Package weights is webvar's own weights format: a directory holding a msgpack manifest and chunk files
+// of bounded size, each with a SHA-256, so that a browser can stream a checkpoint with progress, verify
+// every chunk before using it and cache (resume) verified chunks. Official checkpoints are converted once
+// with Writer; Load reads a directory through any Source (a local directory, HTTP, the browser's fetch).
+//
+// See FORMAT.md for the specification.
+package weights
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/webvar/webvar/core"
+)
+
+const (
+	// Magic identifies a manifest; a file without it is not ours, whatever else it contains.
+	Magic = "WEBVAR-WEIGHTS"
+	// Version is the manifest structure version. Bump it only for a structural change (a change that an
+	// older reader would misread); a new optional field or a new Meta/Config key keeps it.
+	Version = 1
+
+	// ManifestFile is the manifest's name inside a weights directory.
+	ManifestFile = "manifest.msgpack"
+
+	// DefaultChunkBytes is the chunk size Writer aims for when WriterOptions.ChunkBytes is 0: small enough
+	// that a browser holds a chunk in memory while hashing it and that a failed download costs little.
+	DefaultChunkBytes = 4 << 20
+)
+
+// Limits a manifest must respect. They are far above what any real checkpoint needs and exist so that a
+// corrupt or hostile manifest is rejected before it makes the reader allocate or loop without bound.
+const (
+	MaxManifestBytes = 16 << 20 // manifest file size
+	MaxChunkBytes    = 1 << 30  // one chunk (a tensor larger than this cannot be stored)
+	MaxTensors       = 1 << 16  // entries of Tensors
+	MaxChunks        = 1 << 16  // entries of Chunks
+	MaxRank          = 8        // dimensions of a tensor
+	MaxNameBytes     = 1024     // bytes of a tensor name
+
+	// Structural limits on the msgpack document, checked before decoding it (see checkMsgpack).
+	maxMsgpackDepth      = 32
+	maxMsgpackContainers = 1 << 18 // maps and arrays in the whole document
+	maxMsgpackElements   = 1 << 22 // array elements plus map keys and values in the whole document
+	maxMsgpackLen        = 1 << 17 // elements of one map or array
+)
+
+// Scheme is how a tensor's values are stored.
+type Scheme string
+
+const (
+	F32  Scheme = "f32"  // IEEE binary32, 4 bytes per element
+	F16  Scheme = "f16"  // IEEE binary16, 2 bytes per element; storage only: decoded to f32
+	Int8 Scheme = "int8" // core.QuantHost with core.QuantInt8
+	Int4 Scheme = "int4" // core.QuantHost with core.QuantInt4
+)
+
+// Valid reports whether s is a known scheme.
+func (s Scheme) Valid() bool { return s == F32 || s == F16 || s == Int8 || s == Int4 }
+
+// Quant returns the core quantization scheme of int8/int4, and false for the float schemes.
+func (s Scheme) Quant() (core.QuantScheme, bool) {
+	switch s {
+	case Int8:
+		return core.QuantInt8, true
+	case Int4:
+		return core.QuantInt4, true
+	}
+	return 0, false
+}
+
+// Manifest describes a weights directory. It is the content of ManifestFile.
+type Manifest struct {
+	Magic   string            `msgpack:"magic"`
+	Version int               `msgpack:"version"`
+	Family  string            `msgpack:"family"` // "var": transformer and VQVAE in one directory
+	Config  map[string]any    `msgpack:"config"` // architecture config, free-form (integers decode as int64/uint64, floats as float64)
+	Meta    map[string]string `msgpack:"meta"`   // class names, sampling defaults, provenance...
+	Tensors []TensorEntry     `msgpack:"tensors"`
+	Chunks  []ChunkEntry      `msgpack:"chunks"`
+}
+
+// TensorEntry locates one tensor: its bytes are Chunks[Chunk]'s bytes [Offset, Offset+Length).
+type TensorEntry struct {
+	Name   string `msgpack:"name"`
+	Scheme Scheme `msgpack:"scheme"`
+	Shape  []int  `msgpack:"shape"`
+	Chunk  int64  `msgpack:"chunk"`
+	Offset int64  `msgpack:"offset"`
+	Length int64  `msgpack:"length"`
+}
+
+// ChunkEntry is one chunk file with the size and SHA-256 (lowercase hex) of its content.
+type ChunkEntry struct {
+	File   string `msgpack:"file"`
+	Size   int64  `msgpack:"size"`
+	SHA256 string `msgpack:"sha256"`
+}
+
+// ChunkFileName is the file name of chunk i. Names are fixed by the index, so a manifest cannot point a
+// reader at an arbitrary path or URL.
+func ChunkFileName(i int) string { return fmt.Sprintf("chunk-%05d.bin", i) }
+
+// Error kinds: every error of this package wraps exactly one of them (test with errors.Is).
+var (
+	ErrFormat      = errors.New("malformed weights")           // manifest or tensor data violates the format
+	ErrUnsupported = errors.New("unsupported weights version") // valid for a newer reader
+	ErrIntegrity   = errors.New("weights integrity failure")   // a chunk's size or SHA-256 does not match
+	ErrIO          = errors.New("weights I/O error")           // the Source failed
+)
+
+// Error is the error type of this package. Chunk and Tensor name the parts at fault when known.
+type Error struct {
+	Kind   error // ErrFormat, ErrUnsupported, ErrIntegrity or ErrIO
+	Chunk  string
+	Tensor string
+	Msg    string
+	Err    error // underlying cause, may be nil
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("weights: ")
+	if e.Kind != nil {
+		b.WriteString(e.Kind.Error())
+	} else {
+		b.WriteString("error")
+	}
+	if e.Chunk != "" {
+		fmt.Fprintf(&b, ": chunk %s", e.Chunk)
+	}
+	if e.Tensor != "" {
+		fmt.Fprintf(&b, ": tensor %q", e.Tensor)
+	}
+	if e.Msg != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Msg)
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns Kind and Err, so that errors.Is matches both the kind and the cause.
+func (e *Error) Unwrap() []error {
+	errs := make([]error, 0, 2)
+	if e.Kind != nil {
+		errs = append(errs, e.Kind)
+	}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
+
+func formatErr(chunk, tensor, format string, args ...any) *Error {
+	return &Error{Kind: ErrFormat, Chunk: chunk, Tensor: tensor, Msg: fmt.Sprintf(format, args...)}
+}
+
+// EncodeManifest validates m and encodes it. Map keys are sorted so that a conversion is reproducible.
+func EncodeManifest(m *Manifest) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetSortMapKeys(true)
+	if err := enc.Encode(m); err != nil {
+		return nil, &Error{Kind: ErrFormat, Msg: "encode manifest", Err: err}
+	}
+	if buf.Len() > MaxManifestBytes {
+		return nil, formatErr("", "", "manifest is %d bytes, more than %d", buf.Len(), MaxManifestBytes)
+	}
+	return buf.Bytes(), nil
+}
+
+// DecodeManifest decodes and validates a manifest. The document's structure is checked (depth, counts,
+// lengths within the data) before the msgpack library sees it, so that no input makes it allocate more
+// than a small multiple of len(data).
+func DecodeManifest(data []byte) (*Manifest, error) {
+	if len(data) > MaxManifestBytes {
+		return nil, formatErr("", "", "manifest is %d bytes, more than %d", len(data), MaxManifestBytes)
+	}
+	if err := checkMsgpack(data); err != nil {
+		return nil, &Error{Kind: ErrFormat, Msg: "manifest", Err: err}
+	}
+	// Check the magic and version before anything else so that a newer manifest whose structure changed
+	// is reported as unsupported rather than as malformed.
+	var head struct {
+		Magic   any `msgpack:"magic"`
+		Version any `msgpack:"version"`
+	}
+	if err := msgpack.Unmarshal(data, &head); err != nil {
+		return nil, &Error{Kind: ErrFormat, Msg: "manifest is not a msgpack map", Err: err}
+	}
+	if s, ok := head.Magic.(string); !ok || s != Magic {
+		return nil, formatErr("", "", "bad magic %.40q, want %q", fmt.Sprint(head.Magic), Magic)
+	}
+	switch v := head.Version.(type) {
+	case int8, int16, int32, int64, uint8, uint16, uint32, uint64:
+		n, _ := toInt64(v)
+		if n > Version {
+			return nil, &Error{Kind: ErrUnsupported, Msg: fmt.Sprintf("manifest version %d, this reader supports up to %d", n, Version)}
+		}
+	default:
+		return nil, formatErr("", "", "version %v is not an integer", head.Version)
+	}
+
+	var m Manifest
+	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	dec.UseLooseInterfaceDecoding(true)
+	if err := dec.Decode(&m); err != nil {
+		return nil, &Error{Kind: ErrFormat, Msg: "decode manifest", Err: err}
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func toInt64(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int8:
+		return int64(n), true
+	case int16:
+		return int64(n), true
+	case int32:
+		return int64(n), true
+	case int64:
+		return n, true
+	case uint8:
+		return int64(n), true
+	case uint16:
+		return int64(n), true
+	case uint32:
+		return int64(n), true
+	case uint64:
+		if n > math.MaxInt64 {
+			return math.MaxInt64, true
+		}
+		return int64(n), true
+	}
+	return 0, false
+}
+
+// Validate checks everything a reader relies on before allocating or reading a chunk: magic, version,
+// counts, names, schemes, shapes (and that the byte length matches them exactly), chunk references,
+// offsets and lengths within their chunk, and that no two tensors overlap. It returns an *Error.
+func (m *Manifest) Validate() error {
+	if m.Magic != Magic {
+		return formatErr("", "", "bad magic %.40q, want %q", m.Magic, Magic)
+	}
+	if m.Version > Version {
+		return &Error{Kind: ErrUnsupported, Msg: fmt.Sprintf("manifest version %d, this reader supports up to %d", m.Version, Version)}
+	}
+	if m.Version < 1 {
+		return formatErr("", "", "version %d, want >= 1", m.Version)
+	}
+	if m.Family == "" {
+		return formatErr("", "", "empty family")
+	}
+	if len(m.Chunks) > MaxChunks {
+		return formatErr("", "", "%d chunks, more than %d", len(m.Chunks), MaxChunks)
+	}
+	if len(m.Tensors) > MaxTensors {
+		return formatErr("", "", "%d tensors, more than %d", len(m.Tensors), MaxTensors)
+	}
+	for i, c := range m.Chunks {
+		if want := ChunkFileName(i); c.File != want {
+			return formatErr(fmt.Sprintf("#%d", i), "", "file name %.80q, want %q", c.File, want)
+		}
+		if c.Size < 0 || c.Size > MaxChunkBytes {
+			return formatErr(c.File, "", "size %d outside [0, %d]", c.Size, MaxChunkBytes)
+		}
+		if len(c.SHA256) != 64 || !isLowerHex(c.SHA256) {
+			return formatErr(c.File, "", "sha256 %.80q is not 64 lowercase hex digits", c.SHA256)
+		}
+	}
+
+	names := make(map[string]bool, len(m.Tensors))
+	for _, t := range m.Tensors {
+		if err := validName(t.Name); err != nil {
+			return formatErr("", t.Name, "%v", err)
+		}
+		if names[t.Name] {
+			return formatErr("", t.Name, "duplicate tensor name")
+		}
+		names[t.Name] = true
+		if t.Chunk < 0 || t.Chunk >= int64(len(m.Chunks)) {
+			return formatErr("", t.Name, "chunk index %d out of range [0, %d)", t.Chunk, len(m.Chunks))
+		}
+		c := m.Chunks[t.Chunk]
+		want, err := payloadLen(t.Scheme, t.Shape)
+		if err != nil {
+			return formatErr(c.File, t.Name, "%v", err)
+		}
+		if t.Length != want {
+			return formatErr(c.File, t.Name, "length %d, want %d for %s %v", t.Length, want, t.Scheme, t.Shape)
+		}
+		// Written as two comparisons so that Offset+Length cannot overflow.
+		if t.Offset < 0 || t.Offset > c.Size || t.Length > c.Size-t.Offset {
+			return formatErr(c.File, t.Name, "bytes [%d, +%d) outside the chunk's %d bytes", t.Offset, t.Length, c.Size)
+		}
+	}
+
+	// Overlap: sort each chunk's tensors by offset and compare neighbours. Empty tensors occupy nothing.
+	byChunk := tensorsByChunk(m)
+	for ci, idx := range byChunk {
+		sorted := make([]int, 0, len(idx))
+		for _, i := range idx {
+			if m.Tensors[i].Length > 0 {
+				sorted = append(sorted, i)
+			}
+		}
+		sort.Slice(sorted, func(a, b int) bool { return m.Tensors[sorted[a]].Offset < m.Tensors[sorted[b]].Offset })
+		for k := 1; k < len(sorted); k++ {
+			prev, cur := m.Tensors[sorted[k-1]], m.Tensors[sorted[k]]
+			if prev.Offset+prev.Length > cur.Offset {
+				return formatErr(m.Chunks[ci].File, cur.Name, "overlaps tensor %q", prev.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// tensorsByChunk lists the indices of each chunk's tensors, in manifest order. m must have valid chunk
+// indices.
+func tensorsByChunk(m *Manifest) [][]int {
+	out := make([][]int, len(m.Chunks))
+	for i, t := range m.Tensors {
+		out[t.Chunk] = append(out[t.Chunk], i)
+	}
+	return out
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func validName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty tensor name")
+	case len(name) > MaxNameBytes:
+		return fmt.Errorf("tensor name of %d bytes, more than %d", len(name), MaxNameBytes)
+	case !utf8.ValidString(name):
+		return errors.New("tensor name is not valid UTF-8")
+	}
+	return nil
+}
+
+// numel returns the element count of shape, checking rank and signs, and that the count stays within
+// limit (the count of a shape with a zero dimension is 0 whatever the other dimensions).
+func numel(shape []int, limit int64) (int64, error) {
+	if len(shape) > MaxRank {
+		return 0, fmt.Errorf("rank %d, more than %d", len(shape), MaxRank)
+	}
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("negative dimension in %v", shape)
+		}
+		if d > MaxChunkBytes {
+			return 0, fmt.Errorf("dimension %d in %v too large", d, shape)
+		}
+		if d == 0 {
+			n = 0
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	for _, d := range shape {
+		if int64(d) > limit/n {
+			return 0, fmt.Errorf("shape %v has more than %d elements", shape, limit)
+		}
+		n *= int64(d)
+	}
+	return n, nil
+}
+
+// payloadLen is the exact byte length of a tensor of the given scheme and shape, or an error if the
+// scheme is unknown, the shape is invalid for it, or the length exceeds MaxChunkBytes.
+func payloadLen(s Scheme, shape []int) (int64, error) {
+	var n int64
+	switch s {
+	case F32, F16:
+		el, err := numel(shape, MaxChunkBytes)
+		if err != nil {
+			return 0, err
+		}
+		n = el * 4
+		if s == F16 {
+			n = el * 2
+		}
+	case Int8, Int4:
+		if len(shape) != 2 {
+			return 0, fmt.Errorf("%s tensor of shape %v, want [M, K]", s, shape)
+		}
+		if _, err := numel(shape, MaxChunkBytes); err != nil {
+			return 0, err
+		}
+		qs, _ := s.Quant()
+		// Dimensions are at most MaxChunkBytes (2^30), so these products fit in int64.
+		M, K := int64(shape[0]), shape[1]
+		n = M * (int64(qs.WordsPerRow(K)) + int64(core.QuantBlocks(K))) * 4
+	default:
+		return 0, fmt.Errorf("unknown scheme %.20q", string(s))
+	}
+	if n > MaxChunkBytes {
+		return 0, fmt.Errorf("%s %v needs %d bytes, more than %d", s, shape, n, MaxChunkBytes)
+	}
+	return n, nil
+}
+
+// checkMsgpack checks that data is exactly one msgpack value within the structural limits: nesting depth,
+// number of containers and elements, every length within the remaining bytes, and no extension types
+// (the format uses none). The msgpack library allocates a slice or map for a declared length before
+// reading its elements, so without this a few bytes could make it allocate gigabytes, and deep nesting
+// could exhaust the stack.
+func checkMsgpack(data []byte) error {
+	s := msgpackScan{data: data}
+	if err := s.value(0); err != nil {
+		return err
+	}
+	if s.pos != len(data) {
+		return fmt.Errorf("%d trailing bytes after the msgpack value", len(data)-s.pos)
+	}
+	return nil
+}
+
+type msgpackScan struct {
+	data                 []byte
+	pos                  int
+	containers, elements int
+}
+
+var errMsgpackShort = errors.New("msgpack value truncated")
+
+// uint reads an n-byte big-endian length or skips an n-byte number.
+func (s *msgpackScan) uint(n int) (uint64, error) {
+	if len(s.data)-s.pos < n {
+		return 0, errMsgpackShort
+	}
+	var v uint64
+	for _, b := range s.data[s.pos : s.pos+n] {
+		v = v<<8 | uint64(b)
+	}
+	s.pos += n
+	return v, nil
+}
+
+func (s *msgpackScan) skip(n uint64) error {
+	if uint64(len(s.data)-s.pos) < n {
+		return errMsgpackShort
+	}
+	s.pos += int(n)
+	return nil
+}
+
+func (s *msgpackScan) value(depth int) error {
+	if depth > maxMsgpackDepth {
+		return fmt.Errorf("msgpack nesting deeper than %d", maxMsgpackDepth)
+	}
+	if s.pos >= len(s.data) {
+		return errMsgpackShort
+	}
+	c := s.data[s.pos]
+	s.pos++
+	switch {
+	case c <= 0x7f || c >= 0xe0: // positive and negative fixint
+		return nil
+	case c <= 0x8f: // fixmap
+		return s.container(uint64(c&0x0f), true, depth)
+	case c <= 0x9f: // fixarray
+		return s.container(uint64(c&0x0f), false, depth)
+	case c <= 0xbf: // fixstr
+		return s.skip(uint64(c & 0x1f))
+	}
+	switch c {
+	case 0xc0, 0xc2, 0xc3: // nil, false, true
+		return nil
+	case 0xc4, 0xd9: // bin8, str8
+		return s.lenThenSkip(1)
+	case 0xc5, 0xda: // bin16, str16
+		return s.lenThenSkip(2)
+	case 0xc6, 0xdb: // bin32, str32
+		return s.lenThenSkip(4)
+	case 0xca: // float32
+		return s.skip(4)
+	case 0xcb: // float64
+		return s.skip(8)
+	case 0xcc, 0xd0: // uint8, int8
+		return s.skip(1)
+	case 0xcd, 0xd1:
+		return s.skip(2)
+	case 0xce, 0xd2:
+		return s.skip(4)
+	case 0xcf, 0xd3:
+		return s.skip(8)
+	case 0xdc, 0xde: // array16, map16
+		n, err := s.uint(2)
+		if err != nil {
+			return err
+		}
+		return s.container(n, c == 0xde, depth)
+	case 0xdd, 0xdf: // array32, map32
+		n, err := s.uint(4)
+		if err != nil {
+			return err
+		}
+		return s.container(n, c == 0xdf, depth)
+	}
+	// 0xc1 (never used) and the extension types 0xc7-0xc9, 0xd4-0xd8.
+	return fmt.Errorf("msgpack type byte 0x%02x not allowed", c)
+}
+
+func (s *msgpackScan) lenThenSkip(n int) error {
+	l, err := s.uint(n)
+	if err != nil {
+		return err
+	}
+	return s.skip(l)
+}
+
+func (s *msgpackScan) container(n uint64, isMap bool, depth int) error {
+	if isMap {
+		n *= 2 // n < 2^32, no overflow
+	}
+	// Every element takes at least one byte: a length beyond the remaining bytes is a lie.
+	if n > maxMsgpackLen || n > uint64(len(s.data)-s.pos) {
+		return fmt.Errorf("msgpack container of %d elements with %d bytes left", n, len(s.data)-s.pos)
+	}
+	s.containers++
+	s.elements += int(n)
+	if s.containers > maxMsgpackContainers || s.elements > maxMsgpackElements {
+		return errors.New("msgpack document has too many containers or elements")
+	}
+	for range n {
+		if err := s.value(depth + 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// f32ToF16 rounds f to the nearest IEEE binary16 value, ties to even. Values beyond the half range round
+// to ±Inf (ok is then false for a finite f, so the writer can refuse to lose a weight silently); NaN stays
+// a quiet NaN, keeping the top payload bits and the sign.
+func f32ToF16(f float32) (h uint16, ok bool) {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int(b>>23) & 0xff
+	mant := b & 0x7fffff
+	if exp == 0xff {
+		if mant == 0 {
+			return sign | 0x7c00, true
+		}
+		return sign | 0x7e00 | uint16(mant>>13), true
+	}
+	e := exp - 127 + 15 // biased half exponent
+	if e >= 0x1f {
+		return sign | 0x7c00, false
+	}
+	if e <= 0 {
+		// Subnormal half: value = m * 2^-24, and f = full * 2^(exp-150), so m = full >> (14-e) with the
+		// shifted-out bits deciding the rounding. A carry out of the top makes the smallest normal,
+		// whose encoding is exactly the next integer.
+		if exp == 0 {
+			return sign, true // f32 subnormals are far below half's range
+		}
+		full := mant | 0x800000
+		shift := uint(14 - e)
+		if shift > 24 {
+			return sign, true // below half the smallest subnormal: rounds to zero
+		}
+		m := full >> shift
+		rem := full & (1<<shift - 1)
+		half := uint32(1) << (shift - 1)
+		if rem > half || rem == half && m&1 == 1 {
+			m++
+		}
+		return sign | uint16(m), true
+	}
+	h = sign | uint16(e)<<10 | uint16(mant>>13)
+	rem := mant & 0x1fff
+	if rem > 0x1000 || rem == 0x1000 && h&1 == 1 {
+		h++ // a carry into the exponent is the correct next value, up to Inf
+	}
+	return h, h&0x7fff != 0x7c00
+}
+
+// f16ToF32 converts an IEEE binary16 value to float32 exactly.
+func f16ToF32(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h & 0x3ff)
+	switch exp {
+	case 0:
+		// Zero or subnormal: mant * 2^-24 is exact in float32.
+		v := float32(mant) * (1.0 / (1 << 24))
+		return math.Float32frombits(sign | math.Float32bits(v))
+	case 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	}
+	return math.Float32frombits(sign | (exp-15+127)<<23 | mant<<13)
+}
