@@ -28,6 +28,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	keep := fs.String("keep-f32", "", "comma-separated name patterns (path.Match, with the var./vae. prefix) stored f32 regardless, e.g. 'var.head.weight,vae.*'")
 	chunkMiB := fs.Int("chunk-mib", 4, "chunk file size in MiB (a larger tensor gets a chunk of its own)")
 	out := fs.String("out", "", "output directory")
+	noEncoder := fs.Bool("no-encoder", false, "leave out the VQVAE encoder: enough to generate, smaller to download; images cannot be tokenized (edited) with it")
 	verify := fs.Int("verify", 2, "after converting, generate this many greedy images (classes 0..N-1, cfg 4) from both the checkpoints and the converted weights on the CPU and report token agreement and PSNR (0: skip)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -59,7 +60,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	}
 	var stored, raw int64
 	opt := convert.ConvertOptions{PatchNums: pn, Heads: *heads, Quant: weights.Scheme(*quant), KeepF32: keepF32,
-		ChunkBytes: int64(*chunkMiB) << 20,
+		NoEncoder: *noEncoder, ChunkBytes: int64(*chunkMiB) << 20,
 		OnTensor: func(r convert.TensorReport) {
 			stored += r.Bytes
 			raw += int64(r.Shape.Numel()) * 4

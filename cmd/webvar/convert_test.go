@@ -101,3 +101,19 @@ func TestConvertAndWeightsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// Without the encoder the directory is smaller and still generates the same greedy image.
+func TestConvertNoEncoder(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "w")
+	rc, out, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "f32", "-no-encoder", "-out", dir, "-verify", "1")
+	if rc != 0 {
+		t.Fatalf("exit %d: %s", rc, stderr)
+	}
+	if strings.Contains(stderr, "vae.encoder.") || strings.Contains(stderr, "vae.quant_conv.") {
+		t.Fatal("encoder tensors were written")
+	}
+	if !strings.Contains(out, "30/30 tokens (100.0%)") {
+		t.Fatalf("decoder-only conversion changed the image: %s", out)
+	}
+}

@@ -48,6 +48,9 @@ type ConvertOptions struct {
 	// KeepF32 are path.Match patterns of tensor names (with the var./vae. prefix) stored f32 regardless.
 	KeepF32    []string
 	ChunkBytes int64
+	// NoEncoder leaves out the VQVAE encoder (and quant_conv): generation only decodes, so a model meant
+	// for generation downloads less; tokenizing images (editing) needs the encoder.
+	NoEncoder bool
 	// OnTensor is called after each tensor is written (progress and the error it introduced).
 	OnTensor func(TensorReport)
 }
@@ -110,6 +113,10 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 		prefix string
 	}{{vc, VARPrefix}, {ac, VAEPrefix}} {
 		for _, t := range src.c.Tensors() {
+			if opt.NoEncoder && src.prefix == VAEPrefix &&
+				(strings.HasPrefix(t.Name, "encoder.") || strings.HasPrefix(t.Name, "quant_conv.")) {
+				continue
+			}
 			if !skipped(src.prefix + t.Name) {
 				items = append(items, item{src.prefix + t.Name, t.Name, src.c})
 			}
@@ -141,7 +148,7 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 		"classes": cfg.Classes, "vocab": cfg.V, "cvae": cfg.Cvae,
 	}
 	meta := map[string]string{"converted_from": path.Base(varPath) + " + " + path.Base(vaePath),
-		"quant": string(opt.Quant)}
+		"quant": string(opt.Quant), "vae_encoder": fmt.Sprint(!opt.NoEncoder)}
 	return w.Close("var", config, meta)
 }
 
