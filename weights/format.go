@@ -227,6 +227,28 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 	return &m, nil
 }
 
+// ConfigInts returns the integer list config[key] (msgpack decodes config values as any: integers of
+// various widths inside []any).
+func (m *Manifest) ConfigInts(key string) ([]int, error) {
+	raw, ok := m.Config[key]
+	if !ok {
+		return nil, fmt.Errorf("weights manifest: no %q in config", key)
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, fmt.Errorf("weights manifest: config %q is %T, want a list", key, raw)
+	}
+	out := make([]int, len(list))
+	for i, v := range list {
+		n, ok := toInt64(v)
+		if !ok || n != int64(int(n)) {
+			return nil, fmt.Errorf("weights manifest: config %q entry %v is not an integer", key, v)
+		}
+		out[i] = int(n)
+	}
+	return out, nil
+}
+
 func toInt64(v any) (int64, bool) {
 	switch n := v.(type) {
 	case int8:

@@ -3,7 +3,6 @@
 package convert
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"path"
@@ -211,46 +210,10 @@ func Converted(m *weights.Model) (varSrc, vaeSrc core.WeightSource, patchNums []
 	if man.Family != "var" {
 		return nil, nil, nil, fmt.Errorf("weights family %q: this build runs \"var\"", man.Family)
 	}
-	raw, ok := man.Config["patch_nums"]
-	if !ok {
-		return nil, nil, nil, errors.New("weights manifest has no patch_nums in its config")
-	}
-	list, ok := raw.([]any)
-	if !ok {
-		return nil, nil, nil, fmt.Errorf("weights manifest: patch_nums is %T, want a list", raw)
-	}
-	for _, v := range list {
-		n, ok := toInt(v)
-		if !ok {
-			return nil, nil, nil, fmt.Errorf("weights manifest: patch_nums entry %v is not an integer", v)
-		}
-		patchNums = append(patchNums, n)
+	if patchNums, err = man.ConfigInts("patch_nums"); err != nil {
+		return nil, nil, nil, err
 	}
 	return prefixSource{m, VARPrefix}, prefixSource{m, VAEPrefix}, patchNums, nil
-}
-
-func toInt(v any) (int, bool) {
-	switch x := v.(type) {
-	case int8:
-		return int(x), true
-	case int16:
-		return int(x), true
-	case int32:
-		return int(x), true
-	case int64:
-		return int(x), true
-	case int:
-		return x, true
-	case uint8:
-		return int(x), true
-	case uint16:
-		return int(x), true
-	case uint32:
-		return int(x), true
-	case uint64:
-		return int(x), true
-	}
-	return 0, false
 }
 
 // prefixSource is the view of a converted model under one name prefix, with the prefix removed.
