@@ -195,36 +195,48 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 	}
 	// Check the magic and version before anything else so that a newer manifest whose structure changed
 	// is reported as unsupported rather than as malformed.
-	var head struct {
-		Magic   any `msgpack:"magic"`
-		Version any `msgpack:"version"`
-	}
-	if err := msgpack.Unmarshal(data, &head); err != nil {
+	// A map, not a struct with interface fields: msgpack v5.4.1 panics when a repeated key is decoded into
+	// an interface field that already holds a value (found by FuzzManifest).
+	var head map[string]any
+	if err := safeDecode(func() error { return msgpack.Unmarshal(data, &head) }); err != nil {
 		return nil, &Error{Kind: ErrFormat, Msg: "manifest is not a msgpack map", Err: err}
 	}
-	if s, ok := head.Magic.(string); !ok || s != Magic {
-		return nil, formatErr("", "", "bad magic %.40q, want %q", fmt.Sprint(head.Magic), Magic)
+	magic, version := head["magic"], head["version"]
+	if s, ok := magic.(string); !ok || s != Magic {
+		return nil, formatErr("", "", "bad magic %.40q, want %q", fmt.Sprint(magic), Magic)
 	}
-	switch v := head.Version.(type) {
+	switch v := version.(type) {
 	case int8, int16, int32, int64, uint8, uint16, uint32, uint64:
 		n, _ := toInt64(v)
 		if n > Version {
 			return nil, &Error{Kind: ErrUnsupported, Msg: fmt.Sprintf("manifest version %d, this reader supports up to %d", n, Version)}
 		}
 	default:
-		return nil, formatErr("", "", "version %v is not an integer", head.Version)
+		return nil, formatErr("", "", "version %v is not an integer", version)
 	}
 
 	var m Manifest
 	dec := msgpack.NewDecoder(bytes.NewReader(data))
 	dec.UseLooseInterfaceDecoding(true)
-	if err := dec.Decode(&m); err != nil {
+	if err := safeDecode(func() error { return dec.Decode(&m) }); err != nil {
 		return nil, &Error{Kind: ErrFormat, Msg: "decode manifest", Err: err}
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
 	return &m, nil
+}
+
+// safeDecode runs a msgpack decode and turns a panic inside the library into an error. Crafted input has
+// made msgpack v5.4.1 panic (see DecodeManifest); whatever else the library does wrong, a malformed
+// manifest must come back as ErrFormat, not crash the page or the command.
+func safeDecode(decode func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("msgpack decoder failed: %v", r)
+		}
+	}()
+	return decode()
 }
 
 // ConfigInts returns the integer list config[key] (msgpack decodes config values as any: integers of
