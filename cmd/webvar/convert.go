@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/webvar/webvar/core"
@@ -28,6 +29,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	keep := fs.String("keep-f32", "", "comma-separated name patterns (path.Match, with the var./vae. prefix) stored f32 regardless, e.g. 'var.head.weight,vae.*'")
 	chunkMiB := fs.Int("chunk-mib", 4, "chunk file size in MiB (a larger tensor gets a chunk of its own)")
 	out := fs.String("out", "", "output directory")
+	classNames := fs.String("class-names", "", "a text file of class names, one per line (line i = class i), stored in the weights' metadata; e.g. ImageNet's for official checkpoints")
 	noEncoder := fs.Bool("no-encoder", false, "leave out the VQVAE encoder: enough to generate, smaller to download; images cannot be tokenized (edited) with it")
 	verify := fs.Int("verify", 2, "after converting, generate this many greedy images (classes 0..N-1, cfg 4) from both the checkpoints and the converted weights on the CPU and report token agreement and PSNR (0: skip)")
 	if err := fs.Parse(args); err != nil {
@@ -58,9 +60,20 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 			keepF32 = append(keepF32, g)
 		}
 	}
+	var names []string
+	if *classNames != "" {
+		data, err := os.ReadFile(*classNames)
+		if err != nil {
+			return err
+		}
+		names = strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		for i := range names {
+			names[i] = strings.TrimSpace(names[i])
+		}
+	}
 	var stored, raw int64
 	opt := convert.ConvertOptions{PatchNums: pn, Heads: *heads, Quant: weights.Scheme(*quant), KeepF32: keepF32,
-		NoEncoder: *noEncoder, ChunkBytes: int64(*chunkMiB) << 20,
+		NoEncoder: *noEncoder, ClassNames: names, ChunkBytes: int64(*chunkMiB) << 20,
 		OnTensor: func(r convert.TensorReport) {
 			stored += r.Bytes
 			raw += int64(r.Shape.Numel()) * 4

@@ -3,6 +3,7 @@
 package convert
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"path"
@@ -50,6 +51,9 @@ type ConvertOptions struct {
 	// NoEncoder leaves out the VQVAE encoder (and quant_conv): generation only decodes, so a model meant
 	// for generation downloads less; tokenizing images (editing) needs the encoder.
 	NoEncoder bool
+	// ClassNames, when set, are stored in the manifest's meta (one per class, index = label) so that
+	// front ends can show them. Their count must match the model's classes.
+	ClassNames []string
 	// OnTensor is called after each tensor is written (progress and the error it introduced).
 	OnTensor func(TensorReport)
 }
@@ -100,6 +104,9 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", varPath, err)
 	}
+	if opt.ClassNames != nil && len(opt.ClassNames) != cfg.Classes {
+		return nil, fmt.Errorf("%d class names for a model with %d classes", len(opt.ClassNames), cfg.Classes)
+	}
 
 	type item struct {
 		name string // with prefix
@@ -148,6 +155,14 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 	}
 	meta := map[string]string{"converted_from": path.Base(varPath) + " + " + path.Base(vaePath),
 		"quant": string(opt.Quant), "vae_encoder": fmt.Sprint(!opt.NoEncoder)}
+	if opt.ClassNames != nil {
+		names, err := json.Marshal(opt.ClassNames)
+		if err != nil {
+			w.Abort()
+			return nil, err
+		}
+		meta[MetaClassNames] = string(names)
+	}
 	return w.Close("var", config, meta)
 }
 
@@ -201,6 +216,22 @@ func f16Error(x []float32) (maxAbs, relRMS float64, ok bool) {
 		return maxAbs, 0, true
 	}
 	return maxAbs, math.Sqrt(se / sx), true
+}
+
+// MetaClassNames is the manifest meta key of the class names: a JSON array of strings, index = label.
+const MetaClassNames = "class_names"
+
+// ClassNames returns the class names stored at conversion, or nil.
+func ClassNames(m *weights.Manifest) ([]string, error) {
+	raw, ok := m.Meta[MetaClassNames]
+	if !ok {
+		return nil, nil
+	}
+	var names []string
+	if err := json.Unmarshal([]byte(raw), &names); err != nil {
+		return nil, fmt.Errorf("weights manifest: meta %s: %w", MetaClassNames, err)
+	}
+	return names, nil
 }
 
 // Converted splits a loaded weights directory into the transformer's and the VQVAE's weight sources and
