@@ -65,7 +65,10 @@ func Open(lost func(msg string)) (*Device, error) {
 	opts.Set("powerPreference", "high-performance")
 	ad, err := await(gpu.Call("requestAdapter", opts))
 	if err != nil || ad.IsNull() || ad.IsUndefined() {
-		return nil, fmt.Errorf("%w: requestAdapter gave no adapter (%v)", ErrNoWebGPU, err)
+		if err != nil {
+			return nil, fmt.Errorf("%w: requestAdapter failed: %v", ErrNoWebGPU, err)
+		}
+		return nil, fmt.Errorf("%w: the browser offers no WebGPU adapter", ErrNoWebGPU)
 	}
 	d := &Device{}
 	if ai := ad.Get("info"); !ai.IsUndefined() {

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/webvar/webvar/weights"
+)
+
+// modulePath is this module's path: serve builds the app from the module's source, so it must run inside it.
+const modulePath = "github.com/webvar/webvar"
+
+func runServe(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	weightsDir := fs.String("weights", "", "a converted weights directory (webvar convert ... -out DIR)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	}
+	if *weightsDir == "" {
+		// No default model is embedded yet, so the page would have nothing to load.
+		return usageError{"-weights DIR is required (there is no built-in model yet): convert a checkpoint first,\n" +
+			"  webvar convert -var var.pth -vae vae.pth -out DIR\n" +
+			"then run\n  webvar serve -weights DIR"}
+	}
+	if _, err := os.Stat(filepath.Join(*weightsDir, weights.ManifestFile)); err != nil {
+		return fmt.Errorf("-weights %s: no %s there (make the directory with webvar convert ... -out DIR): %w",
+			*weightsDir, weights.ManifestFile, err)
+	}
+	dir, err := os.MkdirTemp("", "webvar-serve-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := buildApp(ctx, dir, stderr); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: newServeHandler(dir, *weightsDir), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(stdout, "serving http://%s/ (weights from %s); Ctrl-C stops\n", ln.Addr(), *weightsDir)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	}
+}
+
+// goEnv runs `go env` for the listed variables.
+func goEnv(ctx context.Context, vars ...string) ([]string, error) {
+	out, err := exec.CommandContext(ctx, "go", append([]string{"env"}, vars...)...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("go env (serve needs the Go toolchain to build the browser app): %w", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if len(lines) != len(vars) {
+		return nil, fmt.Errorf("go env %v: unexpected output %q", vars, out)
+	}
+	return lines, nil
+}
+
+// moduleRoot finds this module's source from the working directory: the app is compiled from it and
+// index.html lives at its root (outside cmd/webvar, so it cannot be embedded).
+func moduleRoot(ctx context.Context) (string, error) {
+	env, err := goEnv(ctx, "GOMOD")
+	if err != nil {
+		return "", err
+	}
+	gomod := env[0]
+	notHere := fmt.Errorf("webvar serve builds the browser app from source: run it inside the %s module (go run ./cmd/webvar serve)", modulePath)
+	if gomod == "" || gomod == os.DevNull {
+		return "", notHere
+	}
+	data, err := os.ReadFile(gomod)
+	if err != nil {
+		return "", err
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	if strings.TrimSpace(first) != "module "+modulePath {
+		return "", notHere
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// buildApp writes webvar.wasm (built from ./wasm for js/wasm), the matching wasm_exec.js and index.html
+// into dir.
+func buildApp(ctx context.Context, dir string, stderr io.Writer) error {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	env, err := goEnv(ctx, "GOROOT")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "building the browser app (GOOS=js GOARCH=wasm go build ./wasm)...\n")
+	start := time.Now()
+	out := filepath.Join(dir, "webvar.wasm")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./wasm")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the browser app: %v\n%s", err, msg)
+	}
+	st, err := os.Stat(out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "built webvar.wasm (%.1f MB) in %.1f s\n", float64(st.Size())/1e6, time.Since(start).Seconds())
+	// wasm_exec.js must come from the same Go that built the binary: its imports change between versions.
+	if err := copyFile(filepath.Join(env[0], "lib", "wasm", "wasm_exec.js"), filepath.Join(dir, "wasm_exec.js")); err != nil {
+		return fmt.Errorf("wasm_exec.js: %w", err)
+	}
+	return copyFile(filepath.Join(root, "index.html"), filepath.Join(dir, "index.html"))
+}
+
+func copyFile(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, data, 0o644)
+}
+
+// newServeHandler serves the app built into dir (index.html, webvar.wasm, wasm_exec.js) and the weights
+// directory under /weights/.
+func newServeHandler(dir, weightsDir string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		// The app changes with every build: let the browser revalidate rather than keep a stale page.
+		w.Header().Set("Cache-Control", "no-cache")
+		http.ServeFile(w, r, filepath.Join(dir, "index.html"))
+	})
+	mux.HandleFunc("GET /wasm_exec.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-cache")
+		http.ServeFile(w, r, filepath.Join(dir, "wasm_exec.js"))
+	})
+	wasm := &gzipped{path: filepath.Join(dir, "webvar.wasm")}
+	mux.Handle("GET /webvar.wasm", wasm)
+	wfs := http.StripPrefix("/weights/", http.FileServer(http.Dir(weightsDir)))
+	mux.HandleFunc("GET /weights/", func(w http.ResponseWriter, r *http.Request) {
+		name := path.Base(r.URL.Path)
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/"):
+			// No directory listings: the app asks for the manifest and the chunks it names, nothing else.
+			http.NotFound(w, r)
+			return
+		case name == weights.ManifestFile:
+			// The manifest changes when the directory is converted again.
+			w.Header().Set("Cache-Control", "no-cache")
+		case strings.HasPrefix(name, "chunk-") && strings.HasSuffix(name, ".bin"):
+			// A chunk is verified against the SHA-256 in the manifest, and a new conversion changes the
+			// manifest; the loader's cache keys chunks by that hash, so a long-lived copy is safe.
+			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		}
+		wfs.ServeHTTP(w, r)
+	})
+	return mux
+}
+
+// gzipped serves a file, gzip-compressed (once, on first use) for clients that accept it: the wasm
+// binary shrinks to about a quarter.
+type gzipped struct {
+	path string
+	once sync.Once
+	raw  []byte
+	gz   []byte
+	mod  time.Time
+	err  error
+}
+
+func (g *gzipped) load() {
+	st, err := os.Stat(g.path)
+	if err != nil {
+		g.err = err
+		return
+	}
+	g.mod = st.ModTime()
+	if g.raw, g.err = os.ReadFile(g.path); g.err != nil {
+		return
+	}
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	if _, err := zw.Write(g.raw); err != nil {
+		g.err = err
+		return
+	}
+	if g.err = zw.Close(); g.err == nil {
+		g.gz = buf.Bytes()
+	}
+}
+
+func (g *gzipped) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.once.Do(g.load)
+	if g.err != nil {
+		http.Error(w, "webvar.wasm: "+g.err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/wasm")
+	h.Set("Cache-Control", "no-cache")
+	h.Add("Vary", "Accept-Encoding")
+	body := g.raw
+	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		h.Set("Content-Encoding", "gzip")
+		body = g.gz
+	}
+	// ServeContent adds Last-Modified/If-Modified-Since and ranges; the content type is set above, so it
+	// does not sniff.
+	http.ServeContent(w, r, "webvar.wasm", g.mod, bytes.NewReader(body))
+}
+
+// acceptsGzip reports whether an Accept-Encoding header allows gzip (not with q=0).
+func acceptsGzip(header string) bool {
+	for _, part := range strings.Split(header, ",") {
+		enc, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.TrimSpace(enc) != "gzip" {
+			continue
+		}
+		q := strings.ReplaceAll(params, " ", "")
+		return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+	}
+	return false
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/cpu"
+	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/internal/browsertest"
+	"github.com/webvar/webvar/internal/testutil"
+)
+
+// The whole browser app: var-tiny converted at f32, served by the serve handler, generated in headless
+// Chromium (WebGPU on SwiftShader), must draw the image the CPU backend computes for the same request.
+func TestServeEndToEndInChromium(t *testing.T) {
+	chrome := browsertest.Chromium()
+	if chrome == "" {
+		if os.Getenv("WEBVAR_REQUIRE_BROWSER") == "1" {
+			t.Fatal("WEBVAR_REQUIRE_BROWSER=1 but no Chromium is installed (apt-get install chromium)")
+		}
+		t.Skip("no Chromium installed (apt-get install chromium); set WEBVAR_REQUIRE_BROWSER=1 to make this a failure")
+	}
+	if testing.Short() {
+		t.Skip("-short: builds the wasm app and runs Chromium")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	wdir := filepath.Join(t.TempDir(), "w")
+	rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "f32", "-out", wdir, "-verify", "0")
+	if rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	app := t.TempDir()
+	start := time.Now()
+	if err := buildApp(ctx, app, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wasm build %.1f s", time.Since(start).Seconds())
+	srv := httptest.NewServer(newServeHandler(app, wdir))
+	defer srv.Close()
+
+	want := cpuImage(t, 1)
+	page := srv.URL + "/?class=1&cfg=1.5&top_k=1&top_p=0&seed=0&autostart=1"
+	// Without --enable-unsafe-webgpu, Chromium on Linux has no WebGPU: the page must fall back to the CPU
+	// backend, say so, and draw the same image.
+	t.Run("webgpu", func(t *testing.T) { testPage(ctx, t, chrome, page, true, want) })
+	t.Run("cpu-fallback", func(t *testing.T) {
+		cctx := testPage(ctx, t, chrome, page, false, want)
+		if cctx == nil || t.Failed() {
+			return
+		}
+		// The inputs and the button re-run it (cheap on the CPU: var-tiny takes seconds there).
+		// The state is reset first so that the wait cannot see the previous run's "done".
+		if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`(() => {
+			document.getElementById("webvar-class").value = "8";
+			document.body.dataset.state = "clicked";
+			document.getElementById("webvar-generate").click();
+		})()`)); err != nil {
+			t.Fatal(err)
+		}
+		waitAndCompare(t, cctx, nil, cpuImage(t, 8))
+	})
+}
+
+// testPage opens page in a fresh Chromium, waits for the generation and compares the canvas with want.
+// It returns the browser's context (valid until the test ends) for further steps.
+func testPage(ctx context.Context, t *testing.T, chrome, page string, webgpu bool, want *image.NRGBA) context.Context {
+	profile := t.TempDir()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chrome),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("enable-unsafe-webgpu", webgpu),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(profile),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelA)
+	cctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(cancelC)
+
+	// Console errors and uncaught exceptions fail the test: the page must work without complaints.
+	var mu sync.Mutex
+	var consoleErrs, consoleLog []string
+	if err := chromedp.Listen(cctx, func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			d := ev.ExceptionDetails
+			msg := d.Text
+			if d.Exception != nil {
+				msg += " " + d.Exception.Description
+			}
+			consoleErrs = append(consoleErrs, "exception: "+msg)
+		case *runtime.EventConsoleAPICalled:
+			var parts []string
+			for _, a := range ev.Args {
+				if len(a.Value) > 0 {
+					parts = append(parts, string(a.Value))
+				} else {
+					parts = append(parts, a.Description)
+				}
+			}
+			line := fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(parts, " "))
+			consoleLog = append(consoleLog, line)
+			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+				consoleErrs = append(consoleErrs, line)
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(cctx, chromedp.Navigate(page)); err != nil {
+		t.Fatalf("open %s: %v", page, err)
+	}
+	dump := func() string {
+		// Not under mu: the listener takes it inside chromedp's event loop, which this Run waits on.
+		status, _ := chromedp.Run(cctx, chromedp.Evaluate[string](
+			`[...document.querySelectorAll(".line")].map(e => e.id + ": " + e.textContent).join("\n")`))
+		mu.Lock()
+		defer mu.Unlock()
+		return status + "\nconsole:\n" + strings.Join(consoleLog, "\n")
+	}
+	if !waitAndCompare(t, cctx, dump, want) {
+		return nil
+	}
+	if dir := os.Getenv("WEBVAR_ARTIFACTS"); dir != "" {
+		shot, err := chromedp.Run(cctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Errorf("screenshot: %v", err)
+		} else if err := os.WriteFile(filepath.Join(dir, "serve_e2e_"+map[bool]string{true: "webgpu", false: "cpu"}[webgpu]+".png"), shot, 0o644); err != nil {
+			t.Errorf("screenshot: %v", err)
+		}
+	}
+	backend, _ := chromedp.Run(cctx, chromedp.Evaluate[string](`document.getElementById("webvar-backend").textContent`))
+	switch {
+	case webgpu && !strings.HasPrefix(backend, "WebGPU:"):
+		// Not a failure: the fallback is part of the app, and the comparison still holds.
+		t.Logf("the page did not run on WebGPU: %s", backend)
+	case !webgpu && !strings.Contains(backend, "WebGPU unavailable") && !strings.Contains(backend, "using the CPU"):
+		t.Errorf("without WebGPU the page says %q, want it to name the CPU fallback", backend)
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(consoleErrs) > 0 {
+			t.Errorf("console errors:\n%s", strings.Join(consoleErrs, "\n"))
+		}
+	})
+	return cctx
+}
+
+// waitAndCompare waits for the page to finish a generation and compares the canvas with want; it reports
+// whether the page got to "done".
+func waitAndCompare(t *testing.T, cctx context.Context, dump func() string, want *image.NRGBA) bool {
+	t.Helper()
+	if dump == nil {
+		dump = func() string { return "" }
+	}
+	start := time.Now()
+	state, err := chromedp.Run(cctx, chromedp.Poll[string](
+		`["done", "error"].includes(document.body.dataset.state) && document.body.dataset.state`,
+		chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(120*time.Second)))
+	if err != nil {
+		t.Errorf("waiting for the page to finish: %v\n%s", err, dump())
+		return false
+	}
+	t.Logf("page done in %.1f s\n%s", time.Since(start).Seconds(), dump())
+	if state != "done" {
+		msg, _ := chromedp.Run(cctx, chromedp.Evaluate[string](`document.body.dataset.error ?? ""`))
+		t.Errorf("page state %q: %s\n%s", state, msg, dump())
+		return false
+	}
+	got, err := chromedp.Run(cctx, chromedp.Evaluate[[]int](`(() => {
+		const c = document.getElementById("webvar-canvas");
+		return Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data);
+	})()`))
+	if err != nil {
+		t.Errorf("reading the canvas: %v", err)
+		return true
+	}
+	if len(got) != len(want.Pix) {
+		t.Errorf("canvas has %d RGBA bytes, want %d (%v)", len(got), len(want.Pix), want.Rect)
+		return true
+	}
+	maxDiff := 0
+	for i, v := range got {
+		maxDiff = max(maxDiff, v-int(want.Pix[i]), int(want.Pix[i])-v)
+	}
+	if maxDiff > 2 {
+		t.Errorf("canvas differs from the CPU image by %d levels (want <= 2)", maxDiff)
+	}
+	t.Logf("canvas vs CPU image: max difference %d levels", maxDiff)
+	return true
+}
+
+// cpuImage generates the page's request (cfg 1.5, greedy, seed 0) for class on the CPU backend from the
+// original checkpoints; class 1 is image 0 of the golden ar1 run.
+func cpuImage(t *testing.T, class int) *image.NRGBA {
+	t.Helper()
+	b := cpu.New(0)
+	p, err := openPipeline(testutil.VarTiny("var.pth"), testutil.VarTiny("vae.pth"), b, varmodel.Options{PatchNums: []int{1, 2, 3, 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Generate(context.Background(), b, varmodel.Request{Labels: []int{class}, CFG: 1.5, TopK: 1, Seed: 0}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := core.ToImage(res.Images, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeApp writes stand-ins for the built app and a weights directory, so that the handler can be tested
+// without compiling anything.
+func fakeApp(t *testing.T) (dir, wdir string, wasm []byte) {
+	t.Helper()
+	dir, wdir = t.TempDir(), t.TempDir()
+	wasm = bytes.Repeat([]byte("\x00asm fake wasm body "), 1000)
+	for name, data := range map[string][]byte{
+		filepath.Join(dir, "index.html"):         []byte("<!doctype html><title>webvar</title>"),
+		filepath.Join(dir, "wasm_exec.js"):       []byte("// go"),
+		filepath.Join(dir, "webvar.wasm"):        wasm,
+		filepath.Join(wdir, "manifest.msgpack"):  []byte("manifest"),
+		filepath.Join(wdir, "chunk-00000.bin"):   []byte("chunk zero"),
+		filepath.Join(wdir, "notes", "x.txt"):    []byte("x"),
+		filepath.Join(wdir, "chunk-00001.bin.x"): []byte("?"),
+	} {
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, wdir, wasm
+}
+
+func get(t *testing.T, srv *httptest.Server, path string, hdr map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	// A bare transport: the default one asks for gzip itself and hides Content-Encoding.
+	resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+func TestServeHandler(t *testing.T) {
+	dir, wdir, wasm := fakeApp(t)
+	srv := httptest.NewServer(newServeHandler(dir, wdir))
+	defer srv.Close()
+
+	resp, body := get(t, srv, "/", nil)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "<title>webvar</title>") {
+		t.Fatalf("/: %s %q", resp.Status, body)
+	}
+	if resp, _ := get(t, srv, "/wasm_exec.js", nil); resp.StatusCode != 200 {
+		t.Fatalf("/wasm_exec.js: %s", resp.Status)
+	}
+
+	resp, body = get(t, srv, "/webvar.wasm", nil)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/wasm" ||
+		resp.Header.Get("Content-Encoding") != "" || !bytes.Equal(body, wasm) {
+		t.Fatalf("/webvar.wasm without gzip: %s %v, %d bytes", resp.Status, resp.Header, len(body))
+	}
+	resp, body = get(t, srv, "/webvar.wasm", map[string]string{"Accept-Encoding": "br, gzip"})
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/wasm" ||
+		resp.Header.Get("Content-Encoding") != "gzip" || len(body) >= len(wasm) {
+		t.Fatalf("/webvar.wasm with gzip: %s %v, %d bytes", resp.Status, resp.Header, len(body))
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw, err := io.ReadAll(zr); err != nil || !bytes.Equal(raw, wasm) {
+		t.Fatalf("gzipped wasm does not decompress to the binary: %v", err)
+	}
+	if resp, _ := get(t, srv, "/webvar.wasm", map[string]string{"Accept-Encoding": "gzip;q=0"}); resp.Header.Get("Content-Encoding") != "" {
+		t.Fatal("gzip;q=0 still got gzip")
+	}
+
+	resp, body = get(t, srv, "/weights/manifest.msgpack", nil)
+	if resp.StatusCode != 200 || string(body) != "manifest" || resp.Header.Get("Cache-Control") != "no-cache" {
+		t.Fatalf("manifest: %s %v %q", resp.Status, resp.Header, body)
+	}
+	resp, body = get(t, srv, "/weights/chunk-00000.bin", nil)
+	if resp.StatusCode != 200 || string(body) != "chunk zero" || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
+		t.Fatalf("chunk: %s %v %q", resp.Status, resp.Header, body)
+	}
+	if resp, _ := get(t, srv, "/weights/chunk-00001.bin.x", nil); strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
+		t.Fatal("a file that is not a chunk was marked immutable")
+	}
+	for _, p := range []string{"/weights/", "/weights/notes/", "/nothing", "/index.html/x", "/weights/../serve.go"} {
+		if resp, _ := get(t, srv, p, nil); resp.StatusCode != 404 && resp.StatusCode != 400 && resp.StatusCode/100 != 3 {
+			t.Errorf("%s: %s, want not found", p, resp.Status)
+		}
+	}
+}
+
+func TestServeNeedsWeights(t *testing.T) {
+	rc, _, stderr := runCLI(t, "serve")
+	if rc != 2 || !strings.Contains(stderr, "webvar convert") || !strings.Contains(stderr, "webvar serve -weights DIR") {
+		t.Fatalf("serve without -weights: exit %d: %s", rc, stderr)
+	}
+	rc, _, stderr = runCLI(t, "serve", "-weights", t.TempDir())
+	if rc != 1 || !strings.Contains(stderr, "manifest.msgpack") {
+		t.Fatalf("serve on an empty directory: exit %d: %s", rc, stderr)
+	}
+	if rc, out, _ := runCLI(t, "help"); rc != 0 || !strings.Contains(out, "serve") || strings.Contains(out, "Not built yet: serve") {
+		t.Fatalf("help does not list serve: %q", out)
+	}
+}
