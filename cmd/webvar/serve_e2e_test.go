@@ -26,16 +26,7 @@ import (
 // The whole browser app: var-tiny converted at f32, served by the serve handler, generated in headless
 // Chromium (WebGPU on SwiftShader), must draw the image the CPU backend computes for the same request.
 func TestServeEndToEndInChromium(t *testing.T) {
-	chrome := browsertest.Chromium()
-	if chrome == "" {
-		if os.Getenv("WEBVAR_REQUIRE_BROWSER") == "1" {
-			t.Fatal("WEBVAR_REQUIRE_BROWSER=1 but no Chromium is installed (apt-get install chromium)")
-		}
-		t.Skip("no Chromium installed (apt-get install chromium); set WEBVAR_REQUIRE_BROWSER=1 to make this a failure")
-	}
-	if testing.Short() {
-		t.Skip("-short: builds the wasm app and runs Chromium")
-	}
+	chrome := browsertest.RequireChromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -81,18 +72,7 @@ func TestServeEndToEndInChromium(t *testing.T) {
 // It returns the browser's context (valid until the test ends) for further steps.
 func testPage(ctx context.Context, t *testing.T, chrome, page string, webgpu bool, want *image.NRGBA) context.Context {
 	profile := t.TempDir()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chrome),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("enable-unsafe-webgpu", webgpu),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(profile),
-	}
+	opts := browsertest.AllocatorOptions(chrome, profile, webgpu)
 	actx, cancelA := chromedp.NewExecAllocator(ctx, opts...)
 	t.Cleanup(cancelA)
 	cctx, cancelC := chromedp.NewContext(actx)

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
@@ -30,6 +31,41 @@ func Chromium() string {
 		}
 	}
 	return ""
+}
+
+// AllocatorOptions are the flags webvar's browser tests start Chromium with: headless, a fresh profile,
+// none of the background traffic a closed network refuses, and WebGPU (SwiftShader without a GPU) when
+// webgpu is set.
+func AllocatorOptions(chrome, profile string, webgpu bool) []chromedp.ExecAllocatorOption {
+	return []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chrome),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("enable-unsafe-webgpu", webgpu),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(profile),
+	}
+}
+
+// RequireChromium returns the Chromium binary, or skips t when none is installed, unless
+// WEBVAR_REQUIRE_BROWSER=1 (CI), where a missing browser fails the test instead.
+func RequireChromium(t testing.TB) string {
+	t.Helper()
+	chrome := Chromium()
+	if chrome == "" {
+		if os.Getenv("WEBVAR_REQUIRE_BROWSER") == "1" {
+			t.Fatal("WEBVAR_REQUIRE_BROWSER=1 but no Chromium is installed (apt-get install chromium)")
+		}
+		t.Skip("no Chromium installed (apt-get install chromium); CI runs this test")
+	}
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	return chrome
 }
 
 // Build compiles pkg's tests for the browser into dir/test.wasm and copies the matching wasm_exec.js.
@@ -82,18 +118,7 @@ func Run(ctx context.Context, chrome, dir string, args []string, timeout time.Du
 		return Result{}, err
 	}
 	defer os.RemoveAll(profile)
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chrome),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("enable-unsafe-webgpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(profile),
-	}
+	opts := AllocatorOptions(chrome, profile, true)
 	actx, cancelA := chromedp.NewExecAllocator(ctx, opts...)
 	defer cancelA()
 	cctx, cancelC := chromedp.NewContext(actx)

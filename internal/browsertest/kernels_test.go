@@ -2,7 +2,6 @@ package browsertest
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,16 +12,7 @@ import (
 // with GOOS=js and run in headless Chromium on its WebGPU implementation (SwiftShader without a GPU).
 // CI installs Chromium and sets WEBVAR_REQUIRE_BROWSER=1, so there the test cannot skip.
 func TestWebGPUKernelsInChromium(t *testing.T) {
-	chrome := Chromium()
-	if chrome == "" {
-		if os.Getenv("WEBVAR_REQUIRE_BROWSER") == "1" {
-			t.Fatal("no Chromium found and WEBVAR_REQUIRE_BROWSER=1")
-		}
-		t.Skip("no Chromium installed (apt-get install chromium); CI runs this test")
-	}
-	if testing.Short() {
-		t.Skip("browser test skipped in -short mode")
-	}
+	chrome := RequireChromium(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	if err := Build(ctx, "github.com/webvar/webvar/core/webgpu", dir); err != nil {
