@@ -22,6 +22,7 @@ import (
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/loader/convert"
+	"github.com/webvar/webvar/wasm/jscache"
 	"github.com/webvar/webvar/wasm/jsgpu"
 	"github.com/webvar/webvar/weights"
 )
@@ -102,6 +103,33 @@ type app struct {
 	b       core.Backend
 	classes int
 	names   []string
+	// cacheNote says where the weights came from: how many MB from the browser cache and how many from
+	// the network, or why there was no cache.
+	cacheNote string
+}
+
+// cacheName is the CacheStorage cache holding verified weight chunks, keyed by their SHA-256.
+const cacheName = "webvar-weights-v1"
+
+// countingCache counts what a load took from the cache and what it stored there. The loader stores
+// every chunk it had to download (after verifying it), so the bytes put are the bytes from the network;
+// a cached entry that failed verification is counted there too, as it is fetched again.
+type countingCache struct {
+	c         weights.Cache
+	hit, miss int64 // bytes returned by Get; bytes stored by Put
+}
+
+func (c *countingCache) Get(name, sha256 string) ([]byte, bool) {
+	data, ok := c.c.Get(name, sha256)
+	if ok {
+		c.hit += int64(len(data))
+	}
+	return data, ok
+}
+
+func (c *countingCache) Put(name, sha256 string, data []byte) {
+	c.miss += int64(len(data))
+	c.c.Put(name, sha256, data)
 }
 
 func main() {
@@ -164,7 +192,7 @@ func worker(p params, runs chan params) {
 		default:
 		}
 	} else {
-		setText("webvar-status", "ready: press Generate")
+		setText("webvar-status", "ready ("+a.cacheNote+"): press Generate")
 	}
 	for q := range runs {
 		setButton(false)
@@ -187,22 +215,40 @@ func load(url string) (*app, error) {
 	ctx := context.Background()
 	start := time.Now()
 	lastDraw := time.Time{}
-	m, err := weights.Load(ctx, weights.HTTPSource(url, http.DefaultClient), weights.LoadOptions{
-		OnProgress: func(pr weights.Progress) {
-			// Touching the DOM on every 256 KiB step costs more than it shows.
-			if time.Since(lastDraw) < 100*time.Millisecond && pr.BytesDone != pr.BytesTotal {
-				return
-			}
-			lastDraw = time.Now()
-			secs := max(time.Since(start).Seconds(), 1e-3)
-			setText("webvar-status", fmt.Sprintf("loading weights: %.1f / %.1f MB (%.1f MB/s), chunk %d/%d",
-				float64(pr.BytesDone)/1e6, float64(pr.BytesTotal)/1e6, float64(pr.BytesDone)/1e6/secs,
-				pr.ChunksDone, pr.ChunksTotal))
-		}})
+	opt := weights.LoadOptions{}
+	var cc *countingCache
+	cacheErr := error(nil)
+	if jc, err := jscache.Open(cacheName); err != nil {
+		cacheErr = err
+		js.Global().Get("console").Call("log", "webvar: no weights cache: "+err.Error())
+	} else {
+		cc = &countingCache{c: jc}
+		opt.Cache = cc
+	}
+	opt.OnProgress = func(pr weights.Progress) {
+		// Touching the DOM on every 256 KiB step costs more than it shows.
+		if time.Since(lastDraw) < 100*time.Millisecond && pr.BytesDone != pr.BytesTotal {
+			return
+		}
+		lastDraw = time.Now()
+		secs := max(time.Since(start).Seconds(), 1e-3)
+		setText("webvar-status", fmt.Sprintf("loading weights: %.1f / %.1f MB (%.1f MB/s), chunk %d/%d",
+			float64(pr.BytesDone)/1e6, float64(pr.BytesTotal)/1e6, float64(pr.BytesDone)/1e6/secs,
+			pr.ChunksDone, pr.ChunksTotal))
+	}
+	m, err := weights.Load(ctx, weights.HTTPSource(url, http.DefaultClient), opt)
 	if err != nil {
 		return nil, fmt.Errorf("loading weights from %s: %w", url, err)
 	}
 	a := &app{}
+	total := totalBytes(m)
+	if cc != nil {
+		net := min(cc.miss, total)
+		a.cacheNote = fmt.Sprintf("%.1f MB from cache, %.1f MB from the network", float64(total-net)/1e6, float64(net)/1e6)
+	} else {
+		a.cacheNote = fmt.Sprintf("no browser cache (%v): %.1f MB from the network", cacheErr, float64(total)/1e6)
+	}
+	setText("webvar-status", "weights loaded: "+a.cacheNote)
 	a.b = openBackend()
 	varSrc, vaeSrc, pn, err := convert.Converted(m)
 	if err != nil {
@@ -220,9 +266,9 @@ func load(url string) (*app, error) {
 		el.Set("max", a.classes-1)
 	}
 	c := a.p.VAR.Config()
-	setText("webvar-model", fmt.Sprintf("VAR depth %d, width %d, %d classes, %d scales, %dx%d images; weights %.1f MB in %.1f s",
+	setText("webvar-model", fmt.Sprintf("VAR depth %d, width %d, %d classes, %d scales, %dx%d images; weights %.1f MB in %.1f s (%s)",
 		c.Depth, c.C, c.Classes, len(c.PatchNums), a.p.VAE.ImageSize(), a.p.VAE.ImageSize(),
-		float64(totalBytes(m))/1e6, time.Since(start).Seconds()))
+		float64(total)/1e6, time.Since(start).Seconds(), a.cacheNote))
 	return a, nil
 }
 

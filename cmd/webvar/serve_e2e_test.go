@@ -5,14 +5,19 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -42,7 +47,15 @@ func TestServeEndToEndInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("wasm build %.1f s", time.Since(start).Seconds())
-	srv := httptest.NewServer(newServeHandler(app, wdir))
+	// Count the chunk downloads: a reload must take every chunk from the browser's Cache API.
+	var chunkReqs atomic.Int64
+	h := newServeHandler(app, wdir)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/weights/") && strings.HasPrefix(path.Base(r.URL.Path), "chunk-") {
+			chunkReqs.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
 	defer srv.Close()
 
 	want := cpuImage(t, 1)
@@ -51,10 +64,43 @@ func TestServeEndToEndInChromium(t *testing.T) {
 	// backend, say so, and draw the same image.
 	t.Run("webgpu", func(t *testing.T) { testPage(ctx, t, chrome, page, true, want) })
 	t.Run("cpu-fallback", func(t *testing.T) {
-		cctx := testPage(ctx, t, chrome, page, false, want)
+		before := chunkReqs.Load()
+		cctx := testPage(ctx, t, chrome, page, false, want) // a fresh profile: every chunk is downloaded
 		if cctx == nil || t.Failed() {
 			return
 		}
+		first := chunkReqs.Load() - before
+		if first <= 0 {
+			t.Fatalf("the first load made %d chunk requests, want > 0", first)
+		}
+		note := func() string {
+			s, _ := chromedp.Run(cctx, chromedp.Evaluate[string](`document.getElementById("webvar-model").textContent`))
+			return s
+		}
+		if s := note(); !strings.Contains(s, "0.0 MB from cache") {
+			t.Errorf("first load in a fresh profile says %q, want nothing from the cache", s)
+		}
+		// Reload in the same profile. The HTTP cache is cleared first (chunks are served immutable, so it
+		// would hide them from the server too): only the app's Cache API store may supply them.
+		clearHTTPCache := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, network.ClearBrowserCache, cdp.Empty{})
+			return err
+		})
+		if err := chromedp.Do(cctx, clearHTTPCache, chromedp.Reload()); err != nil {
+			t.Fatal(err)
+		}
+		if !waitAndCompare(t, cctx, nil, want) {
+			return
+		}
+		if n := chunkReqs.Load() - before - first; n != 0 {
+			t.Errorf("the reload made %d chunk requests (the first load %d), want 0", n, first)
+		}
+		if s := note(); !strings.Contains(s, "MB from cache, 0.0 MB from the network") || strings.Contains(s, "0.0 MB from cache") {
+			t.Errorf("after the reload the page says %q, want every byte from the cache", s)
+		} else {
+			t.Logf("first load: %d chunk requests; reload: none (%s)", first, s)
+		}
+
 		// The inputs and the button re-run it (cheap on the CPU: var-tiny takes seconds there).
 		// The state is reset first so that the wait cannot see the previous run's "done".
 		if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`(() => {
