@@ -155,20 +155,7 @@ func benchLinearQuant(bm *testing.B, s core.QuantScheme) {
 				bm.Fatal(err)
 			}
 			defer func() { o.Free(x); o.Free(bias); b.Free(w) }()
-			o.Download(o.Linear(x, w, bias)) // compile the pipeline and warm up
-			if err := o.Err(); err != nil {
-				bm.Fatal(err)
-			}
-			bm.ResetTimer()
-			var y *core.Tensor
-			for i := 0; i < bm.N; i++ {
-				o.Free(y)
-				y = o.Linear(x, w, bias)
-			}
-			o.Download(y) // waits for every queued dispatch
-			if err := o.Err(); err != nil {
-				bm.Fatal(err)
-			}
+			timeLinear(bm, o, x, w, bias)
 			perSec := float64(bm.N) / bm.Elapsed().Seconds()
 			bm.ReportMetric(2*float64(N*M*K)*perSec/1e9, "GFLOP/s")
 			bm.ReportMetric(float64(4*len(q.Codes)+4*len(q.Scales))*perSec/1e9, "weightGB/s")
