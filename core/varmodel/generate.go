@@ -42,6 +42,12 @@ type Request struct {
 	// Prefix optionally fixes the tokens of the first len(Prefix) scales (each B*pn^2 ids, image-major)
 	// instead of sampling them: "reroll from scale k" and teacher forcing.
 	Prefix [][]int
+	// RandomAfter, when > 0, replaces the tokens of every scale from index RandomAfter on (the scales after
+	// the first RandomAfter) with ids drawn uniformly from [0, V) by the request's RNG, one Intn(V) per
+	// token in image-major order after all the draws of the sampled scales: "randomize after scale k" shows
+	// how much of the image the coarse scales decide. Prefix scales win over it. The transformer is not run
+	// for randomized scales (no later scale samples from it). 0: off; >= the scale count: nothing changes.
+	RandomAfter int
 	// Previews decodes the accumulated f_hat after every scale into ScaleEvent.Preview.
 	Previews bool
 }
@@ -89,6 +95,9 @@ func (p *Pipeline) validate(req Request) error {
 	}
 	if req.TopK < 0 || req.TopP < 0 || req.TopP > 1 {
 		return fmt.Errorf("top-k %d / top-p %g: want top-k >= 0 and 0 <= top-p <= 1", req.TopK, req.TopP)
+	}
+	if req.RandomAfter < 0 {
+		return fmt.Errorf("random-after %d: want >= 0 (0: off)", req.RandomAfter)
 	}
 	if len(req.Prefix) > len(c.PatchNums) {
 		return fmt.Errorf("prefix has %d scales, the model has %d", len(req.Prefix), len(c.PatchNums))
@@ -139,41 +148,50 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 			return nil, err
 		}
 		pfx := fmt.Sprintf("ar.s%d.", si)
-		for i := range m.blocks {
-			prev := o.SetScope(fmt.Sprintf("scale %d: blocks.%d", si, i))
-			x2 := m.blockForward(o, i, x, ada[i], kv, nil, fmt.Sprintf("%sblock%d.", pfx, i))
-			o.SetScope(prev)
-			o.Free(x)
-			x = x2
-			o.Tap(fmt.Sprintf("%sblock%d.out", pfx, i), x)
-		}
-		logitsT := m.head(o, x, hs, hsh, pfx)
-		o.Free(x)
-		x = nil
-		o.Tap(pfx+"logits_raw", logitsT)
-		raw := o.Download(logitsT)
-		o.Free(logitsT)
-		if err := o.Err(); err != nil {
-			o.Free(fhat)
-			return nil, err
-		}
-
+		// From RandomAfter on no scale samples from the transformer: skip it (x is nil there).
+		random := req.RandomAfter > 0 && si >= req.RandomAfter
 		ratio := 0.0
 		if k > 1 {
 			ratio = float64(si) / float64(k-1)
 		}
-		mixed := cfgMix(raw.Data, req.CFG, ratio) // [B*l*V]
-		if o.OnTap != nil {
-			t := o.Upload(core.HostTensor{Shape: core.Shape{bsz, pn * pn, c.V}, Data: mixed})
-			o.Tap(pfx+"logits_cfg", t)
-			o.Free(t)
+		var mixed []float32 // [B*l*V]
+		if !random {
+			for i := range m.blocks {
+				prev := o.SetScope(fmt.Sprintf("scale %d: blocks.%d", si, i))
+				x2 := m.blockForward(o, i, x, ada[i], kv, nil, fmt.Sprintf("%sblock%d.", pfx, i))
+				o.SetScope(prev)
+				o.Free(x)
+				x = x2
+				o.Tap(fmt.Sprintf("%sblock%d.out", pfx, i), x)
+			}
+			logitsT := m.head(o, x, hs, hsh, pfx)
+			o.Free(x)
+			x = nil
+			o.Tap(pfx+"logits_raw", logitsT)
+			raw := o.Download(logitsT)
+			o.Free(logitsT)
+			if err := o.Err(); err != nil {
+				o.Free(fhat)
+				return nil, err
+			}
+
+			mixed = cfgMix(raw.Data, req.CFG, ratio)
+			if o.OnTap != nil {
+				t := o.Upload(core.HostTensor{Shape: core.Shape{bsz, pn * pn, c.V}, Data: mixed})
+				o.Tap(pfx+"logits_cfg", t)
+				o.Free(t)
+			}
 		}
 		var ids []int
 		var h *core.Tensor
-		if si < len(req.Prefix) {
+		switch {
+		case si < len(req.Prefix):
 			ids = append([]int(nil), req.Prefix[si]...)
 			h = p.VAE.Embed(o, ids, bsz, pn)
-		} else {
+		case random:
+			ids = uniformIDs(bsz*pn*pn, c.V, rng)
+			h = p.VAE.Embed(o, ids, bsz, pn)
+		default:
 			var soft []float32
 			ids, soft = sampleScale(mixed, c.V, req.TopK, req.TopP, req.MoreSmooth, ratio, rng)
 			if soft != nil {
@@ -192,13 +210,17 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 		o.Tap(pfx+"f_hat", fhat)
 		if next != nil {
 			o.Tap(pfx+"next_in", next)
-			// word_embed(next.view(B, Cvae, -1).transpose(1, 2)) + lvl_pos, repeated for the CFG half.
-			npn := c.PatchNums[si+1]
-			seq := o.Transpose12(o.Reshape(next, bsz, c.Cvae, npn*npn))
-			we := o.Linear(seq, m.wordW, m.wordB)
-			xi := o.Add(we, m.lvlPos[si+1])
-			x = o.Concat(0, xi, xi)
-			o.Free(next, seq, we, xi)
+			// A randomized next scale needs no transformer input.
+			if nextRandom := req.RandomAfter > 0 && si+1 >= req.RandomAfter; !nextRandom {
+				// word_embed(next.view(B, Cvae, -1).transpose(1, 2)) + lvl_pos, repeated for the CFG half.
+				npn := c.PatchNums[si+1]
+				seq := o.Transpose12(o.Reshape(next, bsz, c.Cvae, npn*npn))
+				we := o.Linear(seq, m.wordW, m.wordB)
+				xi := o.Add(we, m.lvlPos[si+1])
+				x = o.Concat(0, xi, xi)
+				o.Free(seq, we, xi)
+			}
+			o.Free(next)
 		}
 		if err := o.Err(); err != nil {
 			o.Free(fhat)
@@ -234,6 +256,15 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 	}
 	o.Free(fhat)
 	return res, o.Err()
+}
+
+// uniformIDs draws n token ids uniformly from [0, v): the tokens of a RandomAfter scale.
+func uniformIDs(n, v int, rng *core.RNG) []int {
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = rng.Intn(v)
+	}
+	return ids
 }
 
 // decode is the VQVAE decoder on f_hat, mapped from [-1, 1] to [0, 1] on the host.

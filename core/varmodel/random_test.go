@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"strings"
 	"testing"
 
 	"github.com/webvar/webvar/core"
@@ -353,5 +354,61 @@ func TestPrefixTokensAreKept(t *testing.T) {
 	}
 	if _, err := p.Generate(context.Background(), b, Request{Labels: []int{1}, Prefix: [][]int{{99}}}, nil); err == nil {
 		t.Fatal("out-of-range prefix token accepted")
+	}
+}
+
+func TestRandomAfterKeepsEarlyScalesAndRandomizesTheRest(t *testing.T) {
+	p, b := loadRandom(t, randomSpecs["no-phi"], Options{}) // patch_nums 1, 3, 5; V = 32
+	v := p.VAR.Config().V
+	base := Request{Labels: []int{1, 2}, CFG: 1.5, TopK: 1, Seed: 4}
+	ref, err := p.Generate(context.Background(), b, base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := base
+	req.RandomAfter = 1
+	o := core.NewOps(b)
+	var taps []string
+	o.OnTap = func(name string, _ *core.Tensor) { taps = append(taps, name) }
+	r, err := p.Run(context.Background(), o, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(r.Tokens[0]) != fmt.Sprint(ref.Tokens[0]) {
+		t.Fatalf("scale 0 changed: %v, normal run %v", r.Tokens[0], ref.Tokens[0])
+	}
+	for si := 1; si < len(r.Tokens); si++ {
+		if fmt.Sprint(r.Tokens[si]) == fmt.Sprint(ref.Tokens[si]) {
+			t.Errorf("scale %d equals the greedy run's: not randomized", si)
+		}
+		for _, id := range r.Tokens[si] {
+			if id < 0 || id >= v {
+				t.Fatalf("scale %d: token %d outside [0, %d)", si, id, v)
+			}
+		}
+	}
+	// The randomized scales never read logits, so the transformer must not run for them.
+	for _, name := range taps {
+		if strings.HasPrefix(name, "ar.s1.block") || strings.HasPrefix(name, "ar.s2.logits") {
+			t.Fatalf("tap %s: the transformer ran for a randomized scale", name)
+		}
+	}
+	r2, err := p.Generate(context.Background(), b, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(r2.Tokens) != fmt.Sprint(r.Tokens) {
+		t.Fatal("same seed gave different random tokens")
+	}
+	// RandomAfter at or past the last scale changes nothing.
+	req.RandomAfter = 3
+	same, err := p.Generate(context.Background(), b, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.AbsClose(t, "random-after 3 of 3 scales", same.Images.Data, ref.Images.Data, 0)
+	req.RandomAfter = -1
+	if _, err := p.Generate(context.Background(), b, req, nil); err == nil {
+		t.Fatal("negative RandomAfter accepted")
 	}
 }
