@@ -1,0 +1,220 @@
+package uistate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"testing"
+	"time"
+
+	"github.com/webvar/webvar/core/varmodel"
+)
+
+var tiny = ModelInfo{Classes: 3, ClassNames: []string{"cat", "dog", "fox"}, PatchNums: []int{1, 2, 3, 4}, ImageSize: 64}
+
+func loaded(t *testing.T) *State {
+	t.Helper()
+	s := New(Defaults())
+	seeds := []uint64{1234567, 42, 7}
+	s.Rand = func() uint64 { v := seeds[0]; seeds = seeds[1:]; return v }
+	s.OnLoaded(tiny, nil)
+	if s.Phase != Idle {
+		t.Fatalf("phase %v after load", s.Phase)
+	}
+	return s
+}
+
+// click presses the button with action a through its drawn rectangle, as a mouse click does.
+func click(t *testing.T, s *State, a Action) Command {
+	t.Helper()
+	for _, w := range s.Widgets() {
+		if w.Action == a {
+			c := w.Rect.Min.Add(w.Rect.Size().Div(2))
+			if got := s.Hit(c); got != a {
+				t.Fatalf("click at %v hit %v, want %v (enabled %v)", c, got, a, w.Enabled)
+			}
+			return s.Apply(a)
+		}
+	}
+	t.Fatalf("no widget for action %v", a)
+	return Command{}
+}
+
+// finish plays a whole run of n scales through the state as the driver would.
+func finish(s *State, tokens [][]int) {
+	id := s.Run.ID
+	for si := range tokens {
+		s.OnScale(id, varmodel.ScaleEvent{Scale: si, Scales: len(tokens), PN: si + 1,
+			Elapsed: time.Duration(si+1) * 100 * time.Millisecond}, image.NewNRGBA(image.Rect(0, 0, 64, 64)))
+	}
+	s.OnDone(id, tokens, nil)
+}
+
+func TestLoadProgressText(t *testing.T) {
+	p := LoadProgress{BytesDone: 10e6, BytesTotal: 40e6, Elapsed: 2 * time.Second}
+	if p.Rate() != 5 {
+		t.Fatalf("rate %g MB/s, want 5", p.Rate())
+	}
+	if eta, ok := p.ETA(); !ok || eta != 6*time.Second {
+		t.Fatalf("eta %v %v, want 6s", eta, ok)
+	}
+	if got, want := p.Text(), "10.0 / 40.0 MB (25%), 5.0 MB/s, ETA 6s"; got != want {
+		t.Fatalf("%q, want %q", got, want)
+	}
+	if _, ok := (LoadProgress{BytesTotal: 5}).ETA(); ok {
+		t.Fatal("ETA before any byte")
+	}
+	s := New(Defaults())
+	s.OnProgress(p)
+	if s.Title() != "loading weights: "+p.Text() {
+		t.Fatalf("title %q", s.Title())
+	}
+	if s.Apply(ActGenerate).Kind != None {
+		t.Fatal("generate while loading")
+	}
+	s.OnLoaded(ModelInfo{}, errors.New("boom"))
+	if s.Phase != Failed || s.Message != "loading failed: boom" {
+		t.Fatalf("phase %v message %q", s.Phase, s.Message)
+	}
+}
+
+func TestGenerateBuildsRequestFromControls(t *testing.T) {
+	s := loaded(t)
+	click(t, s, ActClassPrev) // wraps from 0 to the last class
+	if s.ClassLabel() != "2: fox" {
+		t.Fatalf("class label %q", s.ClassLabel())
+	}
+	click(t, s, ActDice)
+	click(t, s, ActSeedUp)
+	click(t, s, ActCFGDown)
+	click(t, s, ActTopKDown) // 900 -> 600
+	click(t, s, ActTopPUp)   // 0.95 -> 1
+	click(t, s, ActMoreSmooth)
+	c := click(t, s, ActGenerate)
+	want := varmodel.Request{Labels: []int{2}, CFG: 3.5, TopK: 600, TopP: 1, MoreSmooth: true, Seed: 234568, Previews: true}
+	if c.Kind != Start || fmt.Sprint(c.Request) != fmt.Sprint(want) {
+		t.Fatalf("command %+v, want Start %+v", c, want)
+	}
+	if s.Phase != Generating || s.Enabled(ActGenerate) || !s.Enabled(ActCancel) {
+		t.Fatalf("phase %v during a run", s.Phase)
+	}
+	if s.Apply(ActGenerate).Kind != None {
+		t.Fatal("a second run started while one is in flight")
+	}
+	if click(t, s, ActCancel).Kind != Cancel {
+		t.Fatal("cancel did not ask to cancel")
+	}
+	s.OnDone(s.Run.ID, nil, context.Canceled)
+	if s.Phase != Idle || s.Enabled(ActSave) || s.Enabled(ActReroll) {
+		t.Fatalf("after cancel: phase %v, save %v reroll %v", s.Phase, s.Enabled(ActSave), s.Enabled(ActReroll))
+	}
+}
+
+func TestScalesArriveAndRerollKeepsPrefix(t *testing.T) {
+	s := loaded(t)
+	s.Apply(ActGenerate)
+	first := s.Run.ID
+	tokens := [][]int{{1}, {2, 3, 4, 5}, make([]int, 9), make([]int, 16)}
+	s.OnScale(first, varmodel.ScaleEvent{Scale: 0, Scales: 4, PN: 1, Elapsed: 300 * time.Millisecond}, nil)
+	s.OnScale(first, varmodel.ScaleEvent{Scale: 1, Scales: 4, PN: 2, Elapsed: 500 * time.Millisecond}, nil)
+	if got := s.Run.Scales[1].Took; got != 200*time.Millisecond {
+		t.Fatalf("scale 2 took %v, want 200ms", got)
+	}
+	if s.Title() != "scale 2/4, 500ms" {
+		t.Fatalf("title %q", s.Title())
+	}
+	s.Run.Scales = nil
+	s.Run.Total = 0
+	finish(s, tokens)
+	if !s.Enabled(ActSave) || s.Apply(ActSave).Name != "webvar_class0_seed0.png" {
+		t.Fatal("save after a run")
+	}
+
+	if s.K != 2 {
+		t.Fatalf("default k %d, want half of 4 scales", s.K)
+	}
+	click(t, s, ActKDown)
+	click(t, s, ActKDown) // clamps at 1
+	if s.K != 1 {
+		t.Fatalf("k %d", s.K)
+	}
+	c := click(t, s, ActReroll)
+	if c.Kind != Start || fmt.Sprint(c.Request.Prefix) != "[[1]]" || c.Request.Seed != 1234567%1_000_000 || c.Request.RandomAfter != 0 {
+		t.Fatalf("reroll request %+v", c.Request)
+	}
+	// A late event of the first run must not land in the reroll.
+	s.OnScale(first, varmodel.ScaleEvent{Scale: 3}, nil)
+	if len(s.Run.Scales) != 0 {
+		t.Fatal("an old run's scale was recorded")
+	}
+	finish(s, tokens)
+	for range 5 {
+		click(t, s, ActKUp) // clamps at scales-1
+	}
+	c = click(t, s, ActRandomize)
+	if c.Request.RandomAfter != 3 || len(c.Request.Prefix) != 3 || c.Request.Seed != 42 {
+		t.Fatalf("randomize request %+v", c.Request)
+	}
+}
+
+func TestTopKStepsAndClamps(t *testing.T) {
+	cases := []struct {
+		k        int
+		up, down int
+	}{{1, 2, 1}, {900, 0, 600}, {0, 0, 900}, {7, 10, 5}, {5000, 0, 900}}
+	for _, c := range cases {
+		if got := stepTopK(c.k, true); got != c.up {
+			t.Errorf("top-k %d up: %d, want %d", c.k, got, c.up)
+		}
+		if got := stepTopK(c.k, false); got != c.down {
+			t.Errorf("top-k %d down: %d, want %d", c.k, got, c.down)
+		}
+	}
+	s := loaded(t)
+	s.Settings.TopP = 0.05
+	s.Apply(ActTopPDown)
+	s.Apply(ActTopPDown)
+	if s.Settings.TopP != 0 || s.TopPLabel() != "off" {
+		t.Fatalf("top-p %g %q", s.Settings.TopP, s.TopPLabel())
+	}
+	s.Settings.CFG = 0.2
+	s.Apply(ActCFGDown)
+	if s.Settings.CFG != 0 {
+		t.Fatalf("cfg %g", s.Settings.CFG)
+	}
+}
+
+func TestLoadClampsSettingsAndDropsMismatchedNames(t *testing.T) {
+	s := New(Settings{Class: 99})
+	s.OnLoaded(ModelInfo{Classes: 10, ClassNames: []string{"only one"}, PatchNums: []int{1, 2}, ImageSize: 32}, nil)
+	if s.Settings.Class != 9 || s.ClassLabel() != "class 9" || s.K != 1 {
+		t.Fatalf("class %d label %q k %d", s.Settings.Class, s.ClassLabel(), s.K)
+	}
+}
+
+func TestImageRectIsIntegerScaledInsideTheArea(t *testing.T) {
+	for _, c := range []struct{ size, scale int }{{64, 8}, {256, 2}, {512, 1}, {100, 5}} {
+		r, sc := ImageRect(c.size)
+		area := image.Rect(ImageAreaX, ImageAreaY, ImageAreaX+ImageAreaSize, ImageAreaY+ImageAreaSize)
+		if sc != c.scale || r.Dx() != c.size*sc || !r.In(area) {
+			t.Errorf("size %d: rect %v scale %d, want scale %d inside %v", c.size, r, sc, c.scale, area)
+		}
+	}
+	// Widgets stay on the canvas and left of the image; buttons do not overlap.
+	s := loaded(t)
+	ws := s.Widgets()
+	for i, w := range ws {
+		if w.Rect.Max.X > ImageAreaX || w.Rect.Max.Y > ProgressRect().Min.Y {
+			t.Errorf("widget %q at %v overlaps the image or status", w.Text, w.Rect)
+		}
+		for _, o := range ws[i+1:] {
+			if w.Rect.Overlaps(o.Rect) {
+				t.Errorf("widgets %q and %q overlap", w.Text, o.Text)
+			}
+		}
+	}
+	if ThumbRect(9).Max.X > Width || ThumbLabelPos(0).Y+14 > ProgressRect().Min.Y {
+		t.Errorf("ten thumbnails do not fit: %v, label at %v", ThumbRect(9), ThumbLabelPos(0))
+	}
+}
