@@ -154,34 +154,41 @@ func psnr(a, b []float32) float64 {
 // openWeights loads a converted weights directory (or an http(s) URL of one), printing download progress,
 // and builds the models on b. Options.PatchNums defaults to the ones recorded at conversion.
 func openWeights(ctx context.Context, dir string, b core.Backend, opt varmodel.Options, stderr io.Writer) (*varmodel.Pipeline, error) {
+	last := -1
+	p, _, err := loadWeights(ctx, dir, b, opt, func(p weights.Progress) {
+		if pct := int(100 * p.BytesDone / max(p.BytesTotal, 1)); pct/10 != last/10 || p.BytesDone == p.BytesTotal {
+			last = pct
+			fmt.Fprintf(stderr, "\rweights: %3d%% (%.1f / %.1f MB, chunk %d/%d)", pct, float64(p.BytesDone)/1e6,
+				float64(p.BytesTotal)/1e6, p.ChunksDone, p.ChunksTotal)
+		}
+	})
+	fmt.Fprintln(stderr)
+	return p, err
+}
+
+// loadWeights is openWeights with the progress reports handed to onProgress (may be nil) and the
+// manifest returned (its meta has the class names: convert.ClassNames).
+func loadWeights(ctx context.Context, dir string, b core.Backend, opt varmodel.Options, onProgress func(weights.Progress)) (*varmodel.Pipeline, *weights.Manifest, error) {
 	var src weights.Source
 	if strings.HasPrefix(dir, "http://") || strings.HasPrefix(dir, "https://") {
 		src = weights.HTTPSource(dir, http.DefaultClient)
 	} else {
 		src = weights.DirSource(dir)
 	}
-	last := -1
-	m, err := weights.Load(ctx, src, weights.LoadOptions{OnProgress: func(p weights.Progress) {
-		if pct := int(100 * p.BytesDone / max(p.BytesTotal, 1)); pct/10 != last/10 || p.BytesDone == p.BytesTotal {
-			last = pct
-			fmt.Fprintf(stderr, "\rweights: %3d%% (%.1f / %.1f MB, chunk %d/%d)", pct, float64(p.BytesDone)/1e6,
-				float64(p.BytesTotal)/1e6, p.ChunksDone, p.ChunksTotal)
-		}
-	}})
-	fmt.Fprintln(stderr)
+	m, err := weights.Load(ctx, src, weights.LoadOptions{OnProgress: onProgress})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	varSrc, vaeSrc, pn, err := convert.Converted(m)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	if opt.PatchNums == nil {
 		opt.PatchNums = pn
 	}
 	p, err := varmodel.LoadPipeline(varSrc, vaeSrc, b, opt)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	return p, nil
+	return p, m.Manifest(), nil
 }

@@ -21,6 +21,7 @@ func commands() []command {
 		{"generate", "generate images with a VAR checkpoint and write a PNG (and tokens, per-scale previews)", runGenerate},
 		{"convert", "convert official checkpoints into a chunked, quantized weights directory", runConvert},
 		{"serve", "serve the browser app (WebAssembly + WebGPU) on a converted weights directory", runServe},
+		{"preview", "open the interactive window: weights loading, then the image scale by scale (build with -tags preview)", runPreview},
 		{"bench", "time each engine op on each backend (-kernels): GFLOP/s and GB/s at VAR-d16 shapes", runBench},
 	}
 }
@@ -33,7 +34,6 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "  help       show this help")
 	fmt.Fprintln(w, "\nRun 'webvar <command> -h' for a command's flags.")
-	fmt.Fprintln(w, "Not built yet: preview (see the project's open issues).")
 }
 
 func main() {

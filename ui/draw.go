@@ -1,0 +1,185 @@
+package ui
+
+import (
+	"fmt"
+	"image"
+	"image/color"
+	"time"
+
+	"github.com/hajimehoshi/ebiten/v2"
+	"github.com/hajimehoshi/ebiten/v2/inpututil"
+	"github.com/hajimehoshi/ebiten/v2/text/v2"
+	"github.com/hajimehoshi/ebiten/v2/vector"
+
+	"github.com/webvar/webvar/ui/uistate"
+)
+
+var (
+	colBackground = color.RGBA{0x20, 0x22, 0x26, 0xff}
+	colPanel      = color.RGBA{0x2c, 0x2f, 0x35, 0xff}
+	colButton     = color.RGBA{0x3d, 0x5a, 0x80, 0xff}
+	colButtonOn   = color.RGBA{0x5b, 0x8c, 0x4a, 0xff}
+	colButtonOff  = color.RGBA{0x38, 0x3a, 0x40, 0xff}
+	colText       = color.RGBA{0xe8, 0xe8, 0xe8, 0xff}
+	colTextDim    = color.RGBA{0x80, 0x80, 0x80, 0xff}
+	colBar        = color.RGBA{0x4a, 0x90, 0xd9, 0xff}
+	colError      = color.RGBA{0xe0, 0x70, 0x60, 0xff}
+)
+
+// keys are the keyboard shortcuts (shown in the button labels).
+var keys = []struct {
+	k ebiten.Key
+	a uistate.Action
+}{
+	{ebiten.KeyArrowLeft, uistate.ActClassPrev},
+	{ebiten.KeyArrowRight, uistate.ActClassNext},
+	{ebiten.KeyArrowDown, uistate.ActSeedDown},
+	{ebiten.KeyArrowUp, uistate.ActSeedUp},
+	{ebiten.KeyD, uistate.ActDice},
+	{ebiten.KeyM, uistate.ActMoreSmooth},
+	{ebiten.KeyG, uistate.ActGenerate},
+	{ebiten.KeyEnter, uistate.ActGenerate},
+	{ebiten.KeyEscape, uistate.ActCancel},
+	{ebiten.KeyS, uistate.ActSave},
+	{ebiten.KeyBracketLeft, uistate.ActKDown},
+	{ebiten.KeyBracketRight, uistate.ActKUp},
+	{ebiten.KeyR, uistate.ActReroll},
+	{ebiten.KeyX, uistate.ActRandomize},
+}
+
+// input turns this tick's clicks, taps and key presses into actions.
+func (g *Game) input() []uistate.Action {
+	var acts []uistate.Action
+	if inpututil.IsMouseButtonJustPressed(ebiten.MouseButtonLeft) {
+		x, y := ebiten.CursorPosition()
+		acts = append(acts, g.st.Hit(image.Pt(x, y)))
+	}
+	for _, id := range inpututil.AppendJustPressedTouchIDs(nil) {
+		x, y := ebiten.TouchPosition(id)
+		acts = append(acts, g.st.Hit(image.Pt(x, y)))
+	}
+	for _, k := range keys {
+		if inpututil.IsKeyJustPressed(k.k) {
+			acts = append(acts, k.a)
+		}
+	}
+	return acts
+}
+
+func (g *Game) draw(screen *ebiten.Image) {
+	screen.Fill(colBackground)
+	vector.DrawFilledRect(screen, 0, 0, uistate.ImageAreaX-8, uistate.Height-48, colPanel, false)
+	for _, w := range g.st.Widgets() {
+		g.drawWidget(screen, w)
+	}
+	g.drawImages(screen)
+
+	if g.st.Phase == uistate.Loading {
+		r := uistate.ProgressRect()
+		fillRect(screen, r, colButtonOff)
+		done := r
+		done.Max.X = r.Min.X + int(float64(r.Dx())*g.st.Progress.Fraction())
+		fillRect(screen, done, colBar)
+	}
+	p := uistate.StatusPos()
+	g.text(screen, g.st.Title(), p.X, p.Y-2, colText)
+	msg := colTextDim
+	if g.st.Phase == uistate.Failed || (g.st.Run != nil && g.st.Run.Err != nil) {
+		msg = colError
+	}
+	g.text(screen, g.st.Message, p.X+360, p.Y-2, msg)
+}
+
+func (g *Game) drawWidget(screen *ebiten.Image, w uistate.Widget) {
+	r := w.Rect
+	if w.Action == uistate.ActNone {
+		g.text(screen, w.Text, r.Min.X+4, r.Min.Y+6, colText)
+		return
+	}
+	bg, fg := colButton, colText
+	switch {
+	case !w.Enabled:
+		bg, fg = colButtonOff, colTextDim
+	case w.On:
+		bg = colButtonOn
+	}
+	fillRect(screen, r, bg)
+	tw, _ := text.Measure(w.Text, g.face, 0)
+	g.text(screen, w.Text, r.Min.X+(r.Dx()-int(tw))/2, r.Min.Y+6, fg)
+}
+
+// drawImages draws the latest preview into the image area and every scale's preview as a thumbnail
+// with the time that scale took.
+func (g *Game) drawImages(screen *ebiten.Image) {
+	area := image.Rect(uistate.ImageAreaX, uistate.ImageAreaY, uistate.ImageAreaX+uistate.ImageAreaSize,
+		uistate.ImageAreaY+uistate.ImageAreaSize)
+	fillRect(screen, area, colPanel)
+	run := g.st.Run
+	if run == nil {
+		return
+	}
+	if g.imageOf != run.ID {
+		for _, im := range g.images {
+			im.Deallocate()
+		}
+		clear(g.images)
+		g.imageOf = run.ID
+	}
+	if latest := g.st.Latest(); latest != nil {
+		// Nearest-neighbour at an integer scale (DrawImageOptions' default filter): every generated
+		// pixel becomes an exact scale x scale block, which the screenshot test relies on.
+		r, scale := uistate.ImageRect(latest.Bounds().Dx())
+		op := &ebiten.DrawImageOptions{}
+		op.GeoM.Scale(float64(scale), float64(scale))
+		op.GeoM.Translate(float64(r.Min.X), float64(r.Min.Y))
+		screen.DrawImage(g.image(latest), op)
+	}
+	for i, s := range run.Scales {
+		tr := uistate.ThumbRect(i)
+		if s.Preview != nil {
+			op := &ebiten.DrawImageOptions{Filter: ebiten.FilterLinear}
+			f := float64(uistate.ThumbSize) / float64(s.Preview.Bounds().Dx())
+			op.GeoM.Scale(f, f)
+			op.GeoM.Translate(float64(tr.Min.X), float64(tr.Min.Y))
+			screen.DrawImage(g.image(s.Preview), op)
+		}
+		lp := uistate.ThumbLabelPos(i)
+		g.smallText(screen, fmt.Sprintf("%d: %s", i+1, fmtDur(s.Took)), lp.X, lp.Y)
+	}
+}
+
+// image uploads a preview once per run.
+func (g *Game) image(img *image.NRGBA) *ebiten.Image {
+	if im, ok := g.images[img]; ok {
+		return im
+	}
+	im := ebiten.NewImageFromImage(img)
+	g.images[img] = im
+	return im
+}
+
+func (g *Game) text(screen *ebiten.Image, s string, x, y int, c color.Color) {
+	op := &text.DrawOptions{}
+	op.GeoM.Translate(float64(x), float64(y))
+	op.ColorScale.ScaleWithColor(c)
+	text.Draw(screen, s, g.face, op)
+}
+
+func (g *Game) smallText(screen *ebiten.Image, s string, x, y int) {
+	op := &text.DrawOptions{}
+	op.GeoM.Translate(float64(x), float64(y))
+	op.ColorScale.ScaleWithColor(colTextDim)
+	text.Draw(screen, s, &text.GoTextFace{Source: g.face.Source, Size: 10}, op)
+}
+
+func fillRect(dst *ebiten.Image, r image.Rectangle, c color.Color) {
+	vector.DrawFilledRect(dst, float32(r.Min.X), float32(r.Min.Y), float32(r.Dx()), float32(r.Dy()), c, false)
+}
+
+// fmtDur is a short duration for a thumbnail label: "35ms", "1.2s".
+func fmtDur(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	}
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}

@@ -1,0 +1,268 @@
+// Package ui is the interactive preview: an ebiten game that shows the weights loading, then VAR's
+// generation scale by scale, with the controls drawn on the canvas. The logic lives in ui/uistate (plain
+// Go, tested without a display); this package only feeds it input and draws it.
+//
+// Natively ebiten opens an X11/GL window and panics at package initialisation without a display, so only
+// binaries built for the window import this package (cmd/webvar with -tags preview; the browser build).
+package ui
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hajimehoshi/ebiten/v2"
+	"github.com/hajimehoshi/ebiten/v2/text/v2"
+	"golang.org/x/image/font/gofont/goregular"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/ui/uistate"
+)
+
+// Config sets up a Game.
+type Config struct {
+	Backend  core.Backend // runs the generations (the pipeline passed to Loaded must live on it)
+	Settings uistate.Settings
+	// AutoStart generates once as soon as the model has loaded.
+	AutoStart bool
+	// Screenshot, when set, writes the canvas as a PNG here once the first run has finished and ends
+	// the game (Run returns the run's error, if any): the headless test of the whole UI.
+	Screenshot string
+	// Save stores a finished image under the suggested file name and returns where it went (shown in the
+	// status line). Nil: SaveToDir(".").
+	Save func(img image.Image, name string) (string, error)
+}
+
+// SaveToDir is a Config.Save that writes PNG files into dir.
+func SaveToDir(dir string) func(image.Image, string) (string, error) {
+	return func(img image.Image, name string) (string, error) {
+		path := filepath.Join(dir, name)
+		if err := writePNG(path, img); err != nil {
+			return "", err
+		}
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+		return path, nil
+	}
+}
+
+// Game is the ebiten game. Create it with New, feed it the loading progress and the model from the
+// loading goroutine (Progress, Loaded), and run it with Run on the main goroutine.
+type Game struct {
+	cfg  Config
+	st   *uistate.State
+	face *text.GoTextFace
+
+	// inbox carries state changes from the loading and generating goroutines; Update applies them, so
+	// the state is only ever touched on the game goroutine.
+	inbox chan func()
+	quit  chan struct{} // closed when Run returns: senders stop waiting
+	start time.Time     // of loading, for the download rate
+
+	pipe   *varmodel.Pipeline
+	cancel context.CancelFunc // of the run in flight
+
+	images  map[*image.NRGBA]*ebiten.Image // previews uploaded once, per run
+	imageOf int                            // the run ID images belong to
+
+	shotDone bool
+	exitErr  error // ends the game (Screenshot mode) after the screenshot
+}
+
+// New builds a game in the loading state.
+func New(cfg Config) (*Game, error) {
+	if cfg.Save == nil {
+		cfg.Save = SaveToDir(".")
+	}
+	src, err := text.NewGoTextFaceSource(bytes.NewReader(goregular.TTF))
+	if err != nil {
+		return nil, fmt.Errorf("ui: font: %w", err)
+	}
+	return &Game{
+		cfg:    cfg,
+		st:     uistate.New(cfg.Settings),
+		face:   &text.GoTextFace{Source: src, Size: 14},
+		inbox:  make(chan func(), 64),
+		quit:   make(chan struct{}),
+		start:  time.Now(),
+		images: map[*image.NRGBA]*ebiten.Image{},
+	}, nil
+}
+
+// post hands f to the game goroutine; it gives up (false) when the game has ended or ctx is done.
+func (g *Game) post(ctx context.Context, f func()) bool {
+	select {
+	case g.inbox <- f:
+		return true
+	case <-g.quit:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// Progress reports loading progress (bytes so far of total; total 0 when unknown). Safe from any
+// goroutine; a report is dropped rather than slowing the loader when the game is behind.
+func (g *Game) Progress(done, total int64) {
+	p := uistate.LoadProgress{BytesDone: done, BytesTotal: total, Elapsed: time.Since(g.start)}
+	select {
+	case g.inbox <- func() { g.st.OnProgress(p) }:
+	default:
+	}
+}
+
+// Loaded hands over the loaded pipeline (on Config.Backend) and the class names from the weights'
+// metadata (nil: numbers are shown), or the loading error. Safe from any goroutine.
+func (g *Game) Loaded(p *varmodel.Pipeline, classNames []string, err error) {
+	g.post(context.Background(), func() {
+		if err != nil {
+			g.st.OnLoaded(uistate.ModelInfo{}, err)
+			if g.cfg.Screenshot != "" {
+				g.exitErr = err
+				g.shotDone = true
+			}
+			return
+		}
+		g.pipe = p
+		c := p.VAR.Config()
+		g.st.OnLoaded(uistate.ModelInfo{Classes: c.Classes, ClassNames: classNames, PatchNums: c.PatchNums,
+			ImageSize: p.VAE.ImageSize()}, nil)
+		if g.cfg.AutoStart {
+			g.do(uistate.ActGenerate)
+		}
+	})
+}
+
+// Run opens the window and runs the game until it is closed (or, in screenshot mode, until the
+// screenshot is written). It must be called on the main goroutine.
+func Run(g *Game, title string) error {
+	defer close(g.quit)
+	defer func() {
+		if g.cancel != nil {
+			g.cancel()
+		}
+	}()
+	ebiten.SetWindowSize(uistate.Width, uistate.Height)
+	ebiten.SetWindowTitle(title)
+	ebiten.SetWindowResizingMode(ebiten.WindowResizingModeEnabled)
+	// The window may sit unfocused (a test under Xvfb, a user in another window) while a run streams in.
+	ebiten.SetRunnableOnUnfocused(true)
+	err := ebiten.RunGame(g)
+	if errors.Is(err, ebiten.Termination) {
+		err = nil
+	}
+	if err == nil {
+		err = g.exitErr
+	}
+	return err
+}
+
+// do applies an action and carries out the command it returns.
+func (g *Game) do(a uistate.Action) {
+	cmd := g.st.Apply(a)
+	switch cmd.Kind {
+	case uistate.Start:
+		g.startRun(g.st.Run.ID, cmd.Request)
+	case uistate.Cancel:
+		if g.cancel != nil {
+			g.cancel()
+		}
+	case uistate.Save:
+		if img := g.st.Latest(); img != nil {
+			g.st.OnSaved(g.cfg.Save(img, cmd.Name))
+		}
+	}
+}
+
+// startRun generates in a goroutine so that the window stays responsive; each scale's preview comes
+// back through the inbox as soon as it is decoded. Cancel stops the engine between scales.
+func (g *Game) startRun(id int, req varmodel.Request) {
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	p, b := g.pipe, g.cfg.Backend
+	go func() {
+		defer cancel()
+		res, err := p.Generate(ctx, b, req, func(ev varmodel.ScaleEvent) error {
+			var img *image.NRGBA
+			if ev.Preview != nil {
+				var err error
+				if img, err = core.ToImage(*ev.Preview, 0); err != nil {
+					return err
+				}
+			}
+			ev.Preview = nil // the state keeps the image, not the tensor
+			if !g.post(ctx, func() { g.st.OnScale(id, ev, img) }) {
+				return context.Canceled
+			}
+			return nil
+		})
+		var tokens [][]int
+		if res != nil {
+			tokens = res.Tokens
+		}
+		g.post(context.Background(), func() {
+			g.st.OnDone(id, tokens, err)
+			if g.cfg.Screenshot != "" && err != nil {
+				g.exitErr = err
+				g.shotDone = true
+			}
+		})
+	}()
+}
+
+// Update applies what the goroutines sent, then the user's input.
+func (g *Game) Update() error {
+	if g.shotDone {
+		return ebiten.Termination
+	}
+	for {
+		select {
+		case f := <-g.inbox:
+			f()
+			continue
+		default:
+		}
+		break
+	}
+	for _, a := range g.input() {
+		g.do(a)
+	}
+	return nil
+}
+
+// Layout keeps the canvas at its logical size; the window scales it.
+func (g *Game) Layout(int, int) (int, int) { return uistate.Width, uistate.Height }
+
+// Draw draws the state, then takes the screenshot when one is due.
+func (g *Game) Draw(screen *ebiten.Image) {
+	g.draw(screen)
+	if g.cfg.Screenshot == "" || g.shotDone || g.st.Run == nil || !g.st.Run.Finished {
+		return
+	}
+	g.shotDone = true
+	pix := make([]byte, 4*uistate.Width*uistate.Height)
+	screen.ReadPixels(pix)
+	img := &image.RGBA{Pix: pix, Stride: 4 * uistate.Width, Rect: image.Rect(0, 0, uistate.Width, uistate.Height)}
+	if err := writePNG(g.cfg.Screenshot, img); err != nil {
+		g.exitErr = err
+	}
+}
+
+func writePNG(path string, img image.Image) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return f.Close()
+}
