@@ -21,24 +21,42 @@ type benchFlags struct {
 	reps    int
 	threads int
 	json    bool
+	// The end-to-end benchmark (-model or -weights).
+	model      string
+	weightsDir string
+	quant      string
+	previews   string
 }
 
 func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	f := &benchFlags{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.BoolVar(&f.kernels, "kernels", false, "time each engine op at VAR-d16 shapes (required: the end-to-end model benchmark is not built yet)")
+	fs.BoolVar(&f.kernels, "kernels", false, "time each engine op at VAR-d16 shapes")
+	fs.StringVar(&f.model, "model", "", "time whole generations of a model: "+strings.Join(benchModelNames(), ", "))
+	fs.StringVar(&f.weightsDir, "weights", "", "time whole generations of a converted weights directory (webvar convert) instead of -model")
+	fs.StringVar(&f.quant, "quant", "", "with -model: storage of the transformer's Linear weights, f32, int8 or int4 (default f32); "+
+		"a weights directory keeps its own")
+	fs.StringVar(&f.previews, "previews", "none", "with -model: full (decode every scale's preview at full resolution, as the browser app does) or none")
 	fs.StringVar(&f.backend, "backend", "all", "cpu, webgpu, or all (cpu, then webgpu if an adapter opens)")
 	fs.StringVar(&f.size, "size", bench.SizeD16, "kernel shapes: d16 (VAR-d16) or small (quick)")
 	fs.StringVar(&f.filter, "filter", "", "only kernels whose names contain this (comma-separated: any of them)")
-	fs.IntVar(&f.reps, "reps", 0, "timed runs per kernel (0: as many as fill about 0.5 s, at least 1)")
+	fs.IntVar(&f.reps, "reps", 0, "timed runs per kernel (0: as many as fill about 0.5 s, at least 1); with -model, per backend (0: 3)")
 	fs.IntVar(&f.threads, "threads", 0, "CPU backend threads (0: all cores)")
-	fs.BoolVar(&f.json, "json", false, "print one JSON object per kernel and backend instead of a table")
+	fs.BoolVar(&f.json, "json", false, "print one JSON object per kernel (or model run) and backend instead of a table")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: webvar bench -kernels [flags]")
-		fmt.Fprintln(stderr, "\nTimes each engine op on each backend and prints its size (GFLOP: nominal arithmetic; MB: f32")
-		fmt.Fprintln(stderr, "data read and written once, 1 MB = 1e6 bytes) and the achieved GFLOP/s and GB/s. Times include")
+		fmt.Fprintln(stderr, "       webvar bench -model tiny|d16|d20 [-quant f32|int8|int4] [flags]")
+		fmt.Fprintln(stderr, "       webvar bench -weights DIR [flags]")
+		fmt.Fprintln(stderr, "\n-kernels times each engine op on each backend and prints its size (GFLOP: nominal arithmetic; MB:")
+		fmt.Fprintln(stderr, "f32 data read and written once, 1 MB = 1e6 bytes) and the achieved GFLOP/s and GB/s. Times include")
 		fmt.Fprintln(stderr, "waiting for the device to finish; pipeline compilation is excluded by a warm-up run.")
+		fmt.Fprintln(stderr, "\n-model generates one image (batch 1, the sampling defaults of webvar generate: cfg 4, top-k 900,")
+		fmt.Fprintln(stderr, "top-p 0.95) once to warm up, then -reps times, and prints the median and minimum time per scale and")
+		fmt.Fprintln(stderr, "per part (transformer, VQVAE decode, previews) next to each part's GFLOP (matrix products, counted")
+		fmt.Fprintln(stderr, "from the architecture), the peak memory and the bytes a browser downloads. Models: tiny is the test")
+		fmt.Fprintln(stderr, "fixture testdata/var-tiny (found from the working directory upwards); d16 and d20 have the shapes of")
+		fmt.Fprintln(stderr, "the released VAR-d16/d20 and random weights built in memory (speed does not depend on training).")
 		fmt.Fprintln(stderr, "\nflags:")
 		fs.PrintDefaults()
 	}
@@ -48,12 +66,23 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 		}
 		return nil, usageError{err.Error()}
 	}
+	endToEnd := f.model != "" || f.weightsDir != ""
 	switch {
 	case fs.NArg() > 0:
 		return nil, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
-	case !f.kernels:
-		return nil, usageError{"the end-to-end model benchmark is not built yet; " +
-			"run 'webvar bench -kernels' for the speed of each engine op"}
+	case !f.kernels && !endToEnd:
+		return nil, usageError{"give -kernels (the speed of each engine op) or -model tiny|d16|d20 or -weights DIR " +
+			"(the speed of whole generations)"}
+	case f.kernels && endToEnd:
+		return nil, usageError{"-kernels and -model/-weights are separate benchmarks: give one"}
+	case f.model != "" && f.weightsDir != "":
+		return nil, usageError{"give either -model or -weights, not both"}
+	case f.weightsDir != "" && f.quant != "":
+		return nil, usageError{"-quant applies to -model: a weights directory keeps the quantization it was converted with"}
+	case !endToEnd && (f.quant != "" || f.previews != "none"):
+		return nil, usageError{"-quant and -previews apply to -model and -weights, not to -kernels"}
+	case f.previews != "full" && f.previews != "none":
+		return nil, usageError{fmt.Sprintf("-previews %q: want full or none", f.previews)}
 	case f.reps < 0:
 		return nil, usageError{"-reps must be >= 0"}
 	case f.threads < 0:
@@ -70,14 +99,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var backends []string
-	switch f.backend {
-	case "cpu", "webgpu":
-		backends = []string{f.backend}
-	case "all":
-		backends = []string{"cpu", "webgpu"}
-	default:
-		return usageError{fmt.Sprintf("-backend %q: want cpu, webgpu or all", f.backend)}
+	if !f.kernels {
+		return runModelBench(f, stdout, stderr)
+	}
+	backends, err := benchBackends(f.backend)
+	if err != nil {
+		return err
 	}
 	// Check size and filter before opening any device, so a typo costs no GPU start-up.
 	ks, err := bench.Select(f.size, f.filter)
@@ -122,6 +149,17 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// benchBackends lists the backends -backend names: all is cpu, then webgpu.
+func benchBackends(flag string) ([]string, error) {
+	switch flag {
+	case "cpu", "webgpu":
+		return []string{flag}, nil
+	case "all":
+		return []string{"cpu", "webgpu"}, nil
+	}
+	return nil, usageError{fmt.Sprintf("-backend %q: want cpu, webgpu or all", flag)}
 }
 
 // deviceName describes what a backend runs on. A software rasterizer (lavapipe reports itself as

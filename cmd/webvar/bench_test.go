@@ -2,11 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/webvar/webvar/core/bench"
+	"github.com/webvar/webvar/internal/testutil"
+	"github.com/webvar/webvar/weights"
 )
 
 func smallKernels(t *testing.T) []bench.Kernel {
@@ -93,7 +97,14 @@ func TestBenchRejectsBadUsage(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"bench"}, "end-to-end model benchmark is not built yet"},
+		{[]string{"bench"}, "give -kernels"},
+		{[]string{"bench", "-kernels", "-model", "tiny"}, "separate benchmarks"},
+		{[]string{"bench", "-model", "d99"}, "-model"},
+		{[]string{"bench", "-model", "tiny", "-weights", "dir"}, "either -model or -weights"},
+		{[]string{"bench", "-weights", "dir", "-quant", "int8"}, "keeps the quantization"},
+		{[]string{"bench", "-model", "tiny", "-quant", "f16"}, "-quant"},
+		{[]string{"bench", "-model", "tiny", "-previews", "some"}, "-previews"},
+		{[]string{"bench", "-kernels", "-quant", "int8"}, "not to -kernels"},
 		{[]string{"bench", "-kernels", "-size", "huge"}, "size"},
 		{[]string{"bench", "-kernels", "-backend", "tpu"}, "-backend"},
 		{[]string{"bench", "-kernels", "-filter", "no-such-kernel"}, "matches no kernel"},
@@ -102,6 +113,125 @@ func TestBenchRejectsBadUsage(t *testing.T) {
 		rc, _, stderr := runCLI(t, c.args...)
 		if rc != 2 || !strings.Contains(stderr, c.want) {
 			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", c.args, rc, stderr, c.want)
+		}
+	}
+}
+
+// The end-to-end benchmark of var-tiny prints one JSON object whose parts are consistent, and whose
+// download size is what `webvar convert -quant int8 -no-encoder` really writes. WebGPU runs on lavapipe
+// here and in CI, as the generate tests do.
+func TestBenchModelTinyJSON(t *testing.T) {
+	download := convertedChunkBytes(t, "int8")
+	for _, backend := range []string{"cpu", "webgpu"} {
+		t.Run(backend, func(t *testing.T) {
+			rc, stdout, stderr := runCLI(t, "bench", "-model", "tiny", "-backend", backend, "-quant", "int8", "-json", "-reps", "1")
+			if rc != 0 {
+				t.Fatalf("exit %d: %s", rc, stderr)
+			}
+			lines := strings.Split(strings.TrimSpace(stdout), "\n")
+			if len(lines) != 1 {
+				t.Fatalf("%d lines, want one JSON object:\n%s", len(lines), stdout)
+			}
+			var raw map[string]any
+			if err := json.Unmarshal([]byte(lines[0]), &raw); err != nil {
+				t.Fatal(err)
+			}
+			for _, field := range []string{"model", "backend", "device", "quant", "threads", "total_seconds", "transformer_seconds",
+				"decode_seconds", "preview_seconds", "per_scale_seconds", "gflop", "gflops_per_s", "peak_rss_bytes",
+				"peak_gpu_bytes", "download_bytes"} {
+				if _, ok := raw[field]; !ok {
+					t.Errorf("no %q in %s", field, lines[0])
+				}
+			}
+			var r bench.ModelReport
+			if err := json.Unmarshal([]byte(lines[0]), &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Model != "tiny" || r.Backend != backend || r.Quant != "int8" || r.Previews != "none" || r.Reps != 1 || r.Device == "" {
+				t.Errorf("labels: %s", lines[0])
+			}
+			if len(r.PerScaleSeconds) != 4 || len(r.GFLOPPerScale) != 4 {
+				t.Fatalf("per-scale entries %d and %d, want 4 (patch_nums 1,2,3,4)", len(r.PerScaleSeconds), len(r.GFLOPPerScale))
+			}
+			var scales float64
+			for _, s := range r.PerScaleSeconds {
+				scales += s
+			}
+			// One run: the median is that run, whose parts are disjoint pieces of its total.
+			if parts := r.TransformerSeconds + r.DecodeSeconds + r.PreviewSeconds; !(r.DecodeSeconds > 0 && r.TransformerSeconds > 0 &&
+				r.TotalSeconds >= parts*(1-1e-9) && r.PreviewSeconds == 0) {
+				t.Errorf("total %g, transformer %g, decode %g, preview %g", r.TotalSeconds, r.TransformerSeconds, r.DecodeSeconds, r.PreviewSeconds)
+			}
+			if d := scales - r.TransformerSeconds; d > 1e-6 || d < -1e-6 {
+				t.Errorf("per-scale seconds sum to %g, transformer %g", scales, r.TransformerSeconds)
+			}
+			if r.GFLOP.Transformer <= 0 || r.GFLOP.Decode <= 0 || r.GFLOPS.Total <= 0 {
+				t.Errorf("gflop %+v, gflops_per_s %+v", r.GFLOP, r.GFLOPS)
+			}
+			if r.DownloadBytes != download {
+				t.Errorf("download_bytes %d, webvar convert -quant int8 -no-encoder wrote %d bytes of chunks", r.DownloadBytes, download)
+			}
+			if r.PeakRSSBytes <= 0 {
+				t.Errorf("peak_rss_bytes %d", r.PeakRSSBytes)
+			}
+			if (r.PeakGPUBytes > 0) != (backend == "webgpu") {
+				t.Errorf("peak_gpu_bytes %d on %s", r.PeakGPUBytes, backend)
+			}
+		})
+	}
+}
+
+// convertedChunkBytes converts var-tiny with -no-encoder and returns its chunk bytes, after checking that
+// the directory holds nothing else but the manifest.
+func convertedChunkBytes(t *testing.T, quant string) int64 {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "w")
+	rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-patch-nums", "1,2,3,4", "-quant", quant, "-no-encoder", "-verify", "0", "-out", dir)
+	if rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks, manifest int64
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case e.Name() == weights.ManifestFile:
+			manifest = info.Size()
+		case strings.HasPrefix(e.Name(), "chunk-"):
+			chunks += info.Size()
+		default:
+			t.Fatalf("unexpected file %s in the converted directory", e.Name())
+		}
+	}
+	if manifest == 0 || chunks == 0 {
+		t.Fatalf("manifest %d bytes, chunks %d bytes", manifest, chunks)
+	}
+	return chunks
+}
+
+// A converted directory benchmarks with its own quantization and its chunks as the download, and the
+// table names every part.
+func TestBenchWeightsDirTable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "w")
+	if rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "int4", "-no-encoder", "-verify", "0", "-out", dir); rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	rc, stdout, stderr := runCLI(t, "bench", "-weights", dir, "-backend", "cpu", "-reps", "1", "-previews", "full")
+	if rc != 0 {
+		t.Fatalf("exit %d: %s", rc, stderr)
+	}
+	for _, want := range []string{"quant int4, previews full", "scale 1 (1x1)", "scale 4 (4x4)", "transformer", "VQVAE decode",
+		"previews", "total", "download ", "peak RSS"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 // Package bench measures the engine's speed. RunKernels times each core.Backend op at the shapes VAR-d16
 // uses and reports achieved GFLOP/s and GB/s next to the operation's size; `webvar bench -kernels` prints
-// the results.
+// the results. RunModel times whole generations per scale and per part (transformer, VQVAE decode,
+// previews), and TransformerFLOPs and DecodeFLOPs count their arithmetic from the architecture;
+// `webvar bench -model` prints those.
 //
 // Speed is reported here and by Go benchmarks, never asserted by tests: machines differ too much (and
 // the WebGPU backend may run on lavapipe, a CPU emulation) for a time limit to mean anything. The tests of

@@ -59,6 +59,10 @@ type ScaleEvent struct {
 	Tokens        []int            // B*pn^2 ids, image-major, row-major within an image
 	Preview       *core.HostTensor // [B, 3, H, W] in [0, 1] when Request.Previews
 	Elapsed       time.Duration    // since the start of the generation
+	// Decode is the part of this scale's time spent turning f_hat into an image with the VQVAE decoder:
+	// the preview (Request.Previews) or, at the last scale, the final image. It lets benchmarks separate
+	// the decoder's cost from the transformer's.
+	Decode time.Duration
 }
 
 // Result is a finished generation.
@@ -228,6 +232,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 		}
 
 		ev := ScaleEvent{Scale: si, Scales: k, PN: pn, Tokens: ids}
+		decodeStart := time.Now()
 		if req.Previews && si < k-1 {
 			img := p.decode(o, fhat)
 			if err := o.Err(); err != nil {
@@ -247,6 +252,11 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 			return nil, err
 		}
 		ev.Elapsed = time.Since(start)
+		if (req.Previews && si < k-1) || si == k-1 {
+			// On a queueing backend this includes finishing the small f_hat update queued before the
+			// decoder: the decoder's readback is the first wait after it.
+			ev.Decode = time.Since(decodeStart)
+		}
 		if onScale != nil {
 			if err := onScale(ev); err != nil {
 				o.Free(fhat)

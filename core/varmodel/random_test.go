@@ -11,6 +11,7 @@ import (
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/vqvae"
+	"github.com/webvar/webvar/internal/randmodel"
 	"github.com/webvar/webvar/internal/testutil"
 )
 
@@ -97,68 +98,8 @@ func randomVAR(s randomSpec, seed int64) core.MapSource {
 // randomVAE: ch 32, ch_mult (1, 2), one res block per encoder level (two per decoder level), attention at
 // the coarse level and in mid, so images are 2x the latent.
 func randomVAE(s randomSpec, seed int64) core.MapSource {
-	g := &gen{r: rand.New(rand.NewSource(seed)), m: core.MapSource{}}
-	conv := func(name string, out, in, k int) {
-		g.put(name+".weight", 1/math.Sqrt(float64(in*k*k)), 0, out, in, k, k)
-		g.put(name+".bias", 0.05, 0, out)
-	}
-	norm := func(name string, c int) {
-		g.put(name+".weight", 0.15, 1, c)
-		g.put(name+".bias", 0.15, 0, c)
-	}
-	res := func(name string, in, out int) {
-		norm(name+".norm1", in)
-		conv(name+".conv1", out, in, 3)
-		norm(name+".norm2", out)
-		conv(name+".conv2", out, out, 3)
-		if in != out {
-			conv(name+".nin_shortcut", out, in, 1)
-		}
-	}
-	attn := func(name string, c int) {
-		norm(name+".norm", c)
-		conv(name+".qkv", 3*c, c, 1)
-		conv(name+".proj_out", c, c, 1)
-	}
-	mid := func(p string) {
-		res(p+".mid.block_1", 64, 64)
-		attn(p+".mid.attn_1", 64)
-		res(p+".mid.block_2", 64, 64)
-	}
-	conv("encoder.conv_in", 32, 3, 3)
-	res("encoder.down.0.block.0", 32, 32)
-	conv("encoder.down.0.downsample.conv", 32, 32, 3)
-	res("encoder.down.1.block.0", 32, 64)
-	attn("encoder.down.1.attn.0", 64)
-	mid("encoder")
-	norm("encoder.norm_out", 64)
-	conv("encoder.conv_out", s.cvae, 64, 3)
-	conv("decoder.conv_in", 64, s.cvae, 3)
-	mid("decoder")
-	res("decoder.up.1.block.0", 64, 64)
-	attn("decoder.up.1.attn.0", 64)
-	res("decoder.up.1.block.1", 64, 64)
-	attn("decoder.up.1.attn.1", 64)
-	conv("decoder.up.1.upsample.conv", 64, 64, 3)
-	res("decoder.up.0.block.0", 64, 32)
-	res("decoder.up.0.block.1", 32, 32)
-	norm("decoder.norm_out", 32)
-	conv("decoder.conv_out", 3, 32, 3)
-	conv("quant_conv", s.cvae, s.cvae, 3)
-	conv("post_quant_conv", s.cvae, s.cvae, 3)
-	g.put("quantize.embedding.weight", 0.5, 0, s.v, s.cvae)
-	g.put("quantize.ema_vocab_hit_SV", 0, 0, len(s.patchNums), s.v)
-	for i := 0; i < s.phiCount; i++ {
-		switch s.phi {
-		case vqvae.PhiShared:
-			conv("quantize.quant_resi.qresi", s.cvae, s.cvae, 3)
-		case vqvae.PhiPartiallyShared:
-			conv(fmt.Sprintf("quantize.quant_resi.qresi_ls.%d", i), s.cvae, s.cvae, 3)
-		case vqvae.PhiNonShared:
-			conv(fmt.Sprintf("quantize.quant_resi.%d", i), s.cvae, s.cvae, 3)
-		}
-	}
-	return g.m
+	return randmodel.Map(randmodel.VAETensors(randmodel.VAESpec{Ch: 32, Mult: []int{1, 2}, NumRes: 1, V: s.v, Cvae: s.cvae,
+		Scales: len(s.patchNums), Phi: s.phi, PhiCount: s.phiCount, Encoder: true}), uint64(seed))
 }
 
 var randomSpecs = map[string]randomSpec{

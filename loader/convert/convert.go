@@ -119,11 +119,7 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 		prefix string
 	}{{vc, VARPrefix}, {ac, VAEPrefix}} {
 		for _, t := range src.c.Tensors() {
-			if opt.NoEncoder && src.prefix == VAEPrefix &&
-				(strings.HasPrefix(t.Name, "encoder.") || strings.HasPrefix(t.Name, "quant_conv.")) {
-				continue
-			}
-			if !skipped(src.prefix + t.Name) {
+			if opt.included(src.prefix + t.Name) {
 				items = append(items, item{src.prefix + t.Name, t.Name, src.c})
 			}
 		}
@@ -166,37 +162,147 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 	return w.Close("var", config, meta)
 }
 
-// convertTensor chooses the storage of one tensor, writes it and reports the error it introduced.
-func convertTensor(w *weights.Writer, name string, h core.HostTensor, opt ConvertOptions) (TensorReport, error) {
-	rep := TensorReport{Name: name, Shape: h.Shape}
+// included reports whether Convert writes the tensor name (with its var./vae. prefix).
+func (opt ConvertOptions) included(name string) bool {
+	if opt.NoEncoder && (strings.HasPrefix(name, VAEPrefix+"encoder.") || strings.HasPrefix(name, VAEPrefix+"quant_conv.")) {
+		return false
+	}
+	return !skipped(name)
+}
+
+// storage is the scheme Convert gives a tensor as far as its name and size decide it: the quantized
+// scheme of a transformer Linear weight, f32, or, with maybeF16, f16 if the values fit f16 within
+// F16MaxRelRMS (see f16Error) and f32 otherwise.
+func (opt ConvertOptions) storage(name string, numel int) (s weights.Scheme, maybeF16 bool) {
 	keep := false
 	for _, g := range opt.KeepF32 {
 		if ok, _ := path.Match(g, name); ok {
 			keep = true
 		}
 	}
-	if q, ok := weights.Scheme(opt.Quant).Quant(); ok && !keep && strings.HasPrefix(name, VARPrefix) &&
+	if _, ok := weights.Scheme(opt.Quant).Quant(); ok && !keep && strings.HasPrefix(name, VARPrefix) &&
 		varmodel.Quantizable(strings.TrimPrefix(name, VARPrefix)) {
+		return opt.Quant, false
+	}
+	return weights.F32, opt.Quant != weights.F32 && !keep && numel >= f32Below
+}
+
+// convertTensor chooses the storage of one tensor, writes it and reports the error it introduced.
+func convertTensor(w *weights.Writer, name string, h core.HostTensor, opt ConvertOptions) (TensorReport, error) {
+	rep := TensorReport{Name: name, Shape: h.Shape}
+	scheme, maybeF16 := opt.storage(name, len(h.Data))
+	if q, ok := scheme.Quant(); ok {
 		qh, err := core.Quantize(h, q)
 		if err != nil {
 			return rep, err
 		}
 		rep.MaxAbs, rep.RelRMS = core.QuantStats(h, qh)
-		rep.Scheme = opt.Quant
+		rep.Scheme = scheme
 		rep.Bytes = int64(len(qh.Codes))*4 + int64(len(qh.Scales))*4
 		return rep, w.AddQuant(name, qh)
 	}
 	rep.Scheme = weights.F32
-	if opt.Quant != weights.F32 && !keep && len(h.Data) >= f32Below {
+	if maybeF16 {
 		if maxAbs, rel, ok := f16Error(h.Data); ok && rel <= F16MaxRelRMS {
 			rep.Scheme, rep.MaxAbs, rep.RelRMS = weights.F16, maxAbs, rel
 		}
 	}
-	rep.Bytes = int64(len(h.Data)) * 4
-	if rep.Scheme == weights.F16 {
-		rep.Bytes /= 2
-	}
+	rep.Bytes = payloadBytes(rep.Scheme, h.Shape)
 	return rep, w.AddF32(name, h, rep.Scheme)
+}
+
+// payloadBytes is the stored size of a tensor of the given shape (weights/FORMAT.md, Tensor payloads).
+func payloadBytes(s weights.Scheme, shape core.Shape) int64 {
+	n := int64(shape.Numel())
+	if q, ok := s.Quant(); ok && len(shape) == 2 {
+		m, k := int64(shape[0]), shape[1]
+		return m * (int64(q.WordsPerRow(k)) + int64(core.QuantBlocks(k))) * 4
+	}
+	if s == weights.F16 {
+		return 2 * n
+	}
+	return 4 * n
+}
+
+// DownloadBytes is the size of the chunks Convert would write for these sources (the transformer's and
+// the VQVAE's, without prefixes) with opt, computed without writing: what a browser downloads besides
+// the manifest. Tensors that may be stored f16 are read to decide, exactly as Convert does; the others
+// are sized from their shapes alone.
+func DownloadBytes(varSrc, vaeSrc core.WeightSource, opt ConvertOptions) (int64, error) {
+	if opt.Quant == "" {
+		opt.Quant = weights.Int8
+	}
+	if !weights.Scheme(opt.Quant).Valid() {
+		return 0, fmt.Errorf("quantization %q: want f32, f16, int8 or int4", opt.Quant)
+	}
+	var total int64
+	for _, src := range []struct {
+		s      core.WeightSource
+		prefix string
+	}{{varSrc, VARPrefix}, {vaeSrc, VAEPrefix}} {
+		for _, n := range src.s.Names() {
+			name := src.prefix + n
+			if !opt.included(name) {
+				continue
+			}
+			shape, _ := src.s.Shape(n)
+			scheme, maybeF16 := opt.storage(name, shape.Numel())
+			if maybeF16 {
+				h, err := src.s.Load(n)
+				if err != nil {
+					return 0, fmt.Errorf("tensor %s: %w", name, err)
+				}
+				if _, rel, ok := f16Error(h.Data); ok && rel <= F16MaxRelRMS {
+					scheme = weights.F16
+				}
+			}
+			total += payloadBytes(scheme, shape)
+		}
+	}
+	return total, nil
+}
+
+// QuantizedView serves a transformer source as Convert would store it with scheme q (int8 or int4): its
+// quantizable Linear weights (varmodel.Quantizable) become packed core.QuantHost tensors through the
+// core.QuantSource ability, so that core.Weights.LinearWeight uploads them quantized, and Load returns
+// them dequantized, as a converted directory does. Other tensors pass through unchanged (f16 storage,
+// which only rounds values, is not reproduced). It lets benchmarks and tests run the quantized path on
+// a checkpoint without writing a weights directory.
+func QuantizedView(src core.WeightSource, q weights.Scheme) (core.WeightSource, error) {
+	qs, ok := q.Quant()
+	if !ok {
+		return nil, fmt.Errorf("quantized view: %q is not a quantized scheme (want int8 or int4)", q)
+	}
+	return quantView{src, qs}, nil
+}
+
+type quantView struct {
+	core.WeightSource
+	q core.QuantScheme
+}
+
+func (v quantView) Quant(name string) (core.QuantHost, bool) {
+	if !varmodel.Quantizable(name) {
+		return core.QuantHost{}, false
+	}
+	h, err := v.WeightSource.Load(name)
+	if err != nil || len(h.Shape) != 2 {
+		// Not quantizable after all: Load reports the error, or the model rejects the shape.
+		return core.QuantHost{}, false
+	}
+	qh, err := core.Quantize(h, v.q)
+	if err != nil {
+		return core.QuantHost{}, false
+	}
+	return qh, true
+}
+
+func (v quantView) Load(name string) (core.HostTensor, error) {
+	qh, ok := v.Quant(name)
+	if !ok {
+		return v.WeightSource.Load(name)
+	}
+	return qh.Dequantize()
 }
 
 // f16Error is the error f16 storage would add to x, and false if some value does not fit f16.

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/internal/testutil"
+	"github.com/webvar/webvar/loader"
 	"github.com/webvar/webvar/weights"
 )
 
@@ -88,5 +90,74 @@ func TestConvertRejectsBadOptions(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%+v: %v (want an error mentioning %q)", c.opt, err, c.msg)
 		}
+	}
+}
+
+// DownloadBytes must predict Convert's chunks to the byte for every scheme, with and without the
+// encoder, from the unconverted checkpoints.
+func TestDownloadBytesMatchesConvert(t *testing.T) {
+	vc, err := loader.Open(testutil.VarTiny("var.pth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vc.Close()
+	ac, err := loader.Open(testutil.VarTiny("vae.pth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	for _, opt := range []ConvertOptions{
+		{Quant: weights.F32}, {Quant: weights.F16}, {Quant: weights.Int8, NoEncoder: true},
+		{Quant: weights.Int4, KeepF32: []string{"var.head.weight"}},
+	} {
+		t.Run(fmt.Sprintf("%s-noenc=%v", opt.Quant, opt.NoEncoder), func(t *testing.T) {
+			m, _ := convertTiny(t, opt)
+			var chunks int64
+			for _, c := range m.Manifest().Chunks {
+				chunks += c.Size
+			}
+			got, err := DownloadBytes(vc.WeightSource(), ac.WeightSource(), opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != chunks {
+				t.Fatalf("DownloadBytes %d, Convert wrote %d bytes of chunks", got, chunks)
+			}
+		})
+	}
+}
+
+// QuantizedView must serve what a converted directory serves: the same packed weights and the same
+// dequantized values, and unquantizable tensors untouched.
+func TestQuantizedViewMatchesConverted(t *testing.T) {
+	vc, err := loader.Open(testutil.VarTiny("var.pth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vc.Close()
+	view, err := QuantizedView(vc.WeightSource(), weights.Int4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := convertTiny(t, ConvertOptions{Quant: weights.Int4})
+	varSrc, _, _, err := Converted(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qv, qc := view.(core.QuantSource), varSrc.(core.QuantSource)
+	for _, name := range []string{"blocks.1.ffn.fc2.weight", "head.weight", "class_emb.weight"} {
+		a, okA := qv.Quant(name)
+		b, okB := qc.Quant(name)
+		if okA != okB || fmt.Sprint(a.Codes) != fmt.Sprint(b.Codes) || fmt.Sprint(a.Scales) != fmt.Sprint(b.Scales) {
+			t.Errorf("%s: view quantized=%v, converted quantized=%v, or their packing differs", name, okA, okB)
+		}
+		if okA {
+			la, _ := view.Load(name)
+			lb, _ := varSrc.Load(name)
+			testutil.AbsClose(t, name+" dequantized", la.Data, lb.Data, 0)
+		}
+	}
+	if _, err := QuantizedView(vc.WeightSource(), weights.F16); err == nil {
+		t.Error("QuantizedView accepted f16")
 	}
 }

@@ -1,0 +1,305 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/varmodel"
+)
+
+// The end-to-end benchmark: one image generated with a loaded pipeline, timed per scale and per part
+// (transformer, VQVAE decode, previews), next to the arithmetic each part must do.
+
+// ModelFLOPs is the arithmetic of one generation, counted from the architecture rather than measured:
+// 2 FLOPs per multiply-add of the matrix products, which are what the time goes to: Linear layers,
+// attention (q·k and p·v over the KV cache), the head and the decoder's convolutions and attention.
+// Norms, activations, residual adds, biases, sampling and the quantizer's small Phi convs are left out;
+// each is O(1/width) of the products (under 1% at every released size).
+type ModelFLOPs struct {
+	// Scales is the transformer's work per scale. Scale 0 includes the class conditioning (the AdaLN
+	// linears, computed once per generation) and every scale but the last includes word_embed of the next
+	// scale's input, where Pipeline.Run computes them.
+	Scales      []int64
+	Transformer int64 // sum of Scales
+	Decode      int64 // one VQVAE decode of every image of the batch
+}
+
+// TransformerFLOPs counts the transformer's work per scale for a batch of images with classifier-free
+// guidance (2 rows per image: conditional and null class), as varmodel.Pipeline.Run computes it.
+func TransformerFLOPs(c varmodel.Config, images int) []int64 {
+	B := int64(2 * images)
+	C, F, V, Cvae := int64(c.C), int64(c.FFN), int64(c.V), int64(c.Cvae)
+	depth := int64(c.Depth)
+	out := make([]int64, len(c.PatchNums))
+	var seen int64 // tokens of the KV cache before this scale
+	for si, pn := range c.PatchNums {
+		l := int64(pn * pn)
+		s := seen + l // keys each query attends to: all earlier scales and its own
+		// mat_qkv [3C, C], proj [C, C], fc1 [F, C], fc2 [C, F] on B*l rows.
+		linears := 2 * B * l * C * (3*C + C + 2*F)
+		// Per head h: q·k is l*s*headDim multiply-adds and p·v as many; summed over heads, headDim*H = C.
+		attention := 2 * 2 * B * l * s * C
+		f := depth*(linears+attention) + 2*B*l*C*V // blocks, then the head [V, C]
+		if si == 0 {
+			f += 2 * B * C * (depth*6*C + 2*C) // ada_lin [6C, C] per block and head_nm's [2C, C]
+		}
+		if si+1 < len(c.PatchNums) {
+			next := int64(c.PatchNums[si+1] * c.PatchNums[si+1])
+			f += 2 * int64(images) * next * Cvae * C // word_embed [C, Cvae], on the conditional rows only
+		}
+		out[si] = f
+		seen = s
+	}
+	return out
+}
+
+// DecodeFLOPs counts one VQVAE decode (post_quant_conv and the decoder) of a [images, Cvae, latent,
+// latent] f_hat, walking the decoder's layers as vqvae.Load finds them in the checkpoint vae: each
+// convolution is 2*Cout*Cin*k*k per output pixel, each attention block 4*HW*HW*C for its q·k and p·v
+// besides its 1x1 convs.
+func DecodeFLOPs(vae core.WeightSource, latent, images int) (int64, error) {
+	side := int64(latent)
+	var total int64
+	var err error
+	conv := func(name string) {
+		s, ok := vae.Shape(name + ".weight")
+		if err != nil {
+			return
+		}
+		if !ok || len(s) != 4 {
+			err = &core.WeightError{Tensor: name + ".weight", Msg: fmt.Sprintf("missing or not a conv (shape %v)", s)}
+			return
+		}
+		total += 2 * int64(s[0]) * int64(s[1]*s[2]*s[3]) * side * side
+	}
+	has := func(name string) bool { _, ok := vae.Shape(name + ".weight"); return ok }
+	attn := func(name string) {
+		conv(name + ".qkv")
+		conv(name + ".proj_out")
+		if s, ok := vae.Shape(name + ".proj_out.weight"); ok && len(s) == 4 {
+			hw := side * side
+			total += 4 * hw * hw * int64(s[0])
+		}
+	}
+	res := func(name string) {
+		conv(name + ".conv1")
+		conv(name + ".conv2")
+		if has(name + ".nin_shortcut") {
+			conv(name + ".nin_shortcut")
+		}
+	}
+	conv("post_quant_conv")
+	conv("decoder.conv_in")
+	res("decoder.mid.block_1")
+	if has("decoder.mid.attn_1.qkv") {
+		attn("decoder.mid.attn_1")
+	}
+	res("decoder.mid.block_2")
+	n := 0
+	for has(fmt.Sprintf("decoder.up.%d.block.0.conv1", n)) {
+		n++
+	}
+	for i := n - 1; i >= 0; i-- {
+		base := fmt.Sprintf("decoder.up.%d", i)
+		for j := 0; has(fmt.Sprintf("%s.block.%d.conv1", base, j)); j++ {
+			res(fmt.Sprintf("%s.block.%d", base, j))
+			if a := fmt.Sprintf("%s.attn.%d", base, j); has(a + ".qkv") {
+				attn(a)
+			}
+		}
+		if has(base + ".upsample.conv") {
+			side *= 2 // nearest 2x, then the conv at the new size
+			conv(base + ".upsample.conv")
+		}
+	}
+	conv("decoder.conv_out")
+	return total * int64(images), err
+}
+
+// CountFLOPs counts a pipeline's generation of images images; vae is the VQVAE checkpoint it was loaded
+// from (the loaded model keeps no shapes to walk).
+func CountFLOPs(p *varmodel.Pipeline, vae core.WeightSource, images int) (ModelFLOPs, error) {
+	c := p.VAR.Config()
+	f := ModelFLOPs{Scales: TransformerFLOPs(c, images)}
+	for _, s := range f.Scales {
+		f.Transformer += s
+	}
+	var err error
+	f.Decode, err = DecodeFLOPs(vae, c.PatchNums[len(c.PatchNums)-1], images)
+	return f, err
+}
+
+// ModelRun is the timing of one generation. On a queueing backend every part ends with a readback
+// (the logits of each scale, the decoded image), so each part's time includes finishing its device work.
+type ModelRun struct {
+	Total time.Duration // from the request to the final image on the host
+	// Scales is the transformer part of each scale: blocks, head, reading the logits back, sampling and
+	// the f_hat update; decoding is excluded.
+	Scales      []time.Duration
+	Transformer time.Duration // sum of Scales
+	Decode      time.Duration // decoding the final image
+	Preview     time.Duration // decoding the previews of the other scales (Request.Previews)
+}
+
+// ModelOptions configure RunModel.
+type ModelOptions struct {
+	// Request is generated once untimed (pipelines compile, buffer pools fill) and then Reps times.
+	Request varmodel.Request
+	Reps    int              // timed runs, at least 1
+	Log     io.Writer        // progress, when set
+	Now     func() time.Time // the clock; nil is time.Now (tests may fake it)
+}
+
+// RunModel times opt.Request on p and b: one warm-up run, then opt.Reps timed runs. Each run's final
+// image is checked to be finite, so that a benchmark of a broken backend or model fails instead of
+// reporting the speed of NaNs.
+func RunModel(ctx context.Context, b core.Backend, p *varmodel.Pipeline, opt ModelOptions) ([]ModelRun, error) {
+	if opt.Reps < 1 {
+		return nil, fmt.Errorf("bench: reps %d: want >= 1", opt.Reps)
+	}
+	var runs []ModelRun
+	for i := 0; i <= opt.Reps; i++ {
+		if opt.Log != nil {
+			what := "warm-up"
+			if i > 0 {
+				what = fmt.Sprintf("run %d/%d", i, opt.Reps)
+			}
+			fmt.Fprintf(opt.Log, "bench %s: %s\n", b.Name(), what)
+		}
+		r := ModelRun{}
+		start := time.Now()
+		last := start
+		res, err := p.Generate(ctx, b, opt.Request, func(ev varmodel.ScaleEvent) error {
+			t := time.Now()
+			scale := t.Sub(last) - ev.Decode
+			last = t
+			r.Scales = append(r.Scales, scale)
+			r.Transformer += scale
+			if ev.Scale == ev.Scales-1 {
+				r.Decode = ev.Decode
+			} else {
+				r.Preview += ev.Decode
+			}
+			return nil
+		})
+		r.Total = time.Now().Sub(start)
+		if err != nil {
+			return nil, err
+		}
+		for j, v := range res.Images.Data {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return nil, fmt.Errorf("bench: the generated image has a non-finite value at element %d", j)
+			}
+		}
+		if i > 0 {
+			runs = append(runs, r)
+		}
+	}
+	return runs, nil
+}
+
+// ModelReport is the result of `webvar bench -model`: the median over the timed runs of each time (and
+// the minimum of the main ones), the arithmetic of each part and what it achieved. The JSON field names
+// are part of the `webvar bench -json` output. The command fills in what the harness cannot know
+// (model, device, memory, download size).
+type ModelReport struct {
+	Model    string `json:"model"`
+	Backend  string `json:"backend"`
+	Device   string `json:"device"`
+	Quant    string `json:"quant"`
+	Threads  int    `json:"threads"`
+	Previews string `json:"previews"` // "full": every scale decoded at full resolution; "none"
+	Images   int    `json:"images"`   // batch size (with CFG the transformer runs twice as many rows)
+	Side     int    `json:"image_side"`
+	// PatchNums are the token map sides of the scales (per_scale_seconds has one entry per scale).
+	PatchNums []int `json:"patch_nums"`
+	Reps      int   `json:"reps"`
+
+	TotalSeconds       float64   `json:"total_seconds"`
+	TransformerSeconds float64   `json:"transformer_seconds"`
+	DecodeSeconds      float64   `json:"decode_seconds"`
+	PreviewSeconds     float64   `json:"preview_seconds"`
+	PerScaleSeconds    []float64 `json:"per_scale_seconds"`
+	TotalSecondsMin    float64   `json:"total_seconds_min"`
+	TransformerMin     float64   `json:"transformer_seconds_min"`
+	DecodeMin          float64   `json:"decode_seconds_min"`
+
+	GFLOP         PartGFLOP `json:"gflop"`
+	GFLOPPerScale []float64 `json:"gflop_per_scale"`
+	GFLOPS        PartGFLOP `json:"gflops_per_s"` // GFLOP / median seconds of the part
+
+	PeakRSSBytes  int64  `json:"peak_rss_bytes"` // process high-water mark (0: unknown on this OS)
+	PeakGPUBytes  int64  `json:"peak_gpu_bytes"` // GPU buffers, live + pooled (0: not a GPU backend)
+	DownloadBytes int64  `json:"download_bytes"` // converted weights to fetch: transformer + VQVAE decoder
+	WeightsSource string `json:"weights_source"` // where the weights came from
+}
+
+// PartGFLOP is one number per part of a generation.
+type PartGFLOP struct {
+	Transformer float64 `json:"transformer"`
+	Decode      float64 `json:"decode"`
+	Preview     float64 `json:"preview"`
+	Total       float64 `json:"total"`
+}
+
+// NewModelReport summarizes timed runs of a generation whose arithmetic is f; previews says whether the
+// runs decoded a preview at every scale but the last.
+func NewModelReport(runs []ModelRun, f ModelFLOPs, previews bool) (ModelReport, error) {
+	if len(runs) == 0 {
+		return ModelReport{}, errors.New("bench: no runs to report")
+	}
+	sec := func(pick func(ModelRun) time.Duration) (median, minimum float64) {
+		v := make([]float64, len(runs))
+		for i, r := range runs {
+			v[i] = pick(r).Seconds()
+		}
+		slices.Sort(v)
+		m := v[len(v)/2]
+		if len(v)%2 == 0 {
+			m = (v[len(v)/2-1] + v[len(v)/2]) / 2
+		}
+		return m, v[0]
+	}
+	rep := ModelReport{Reps: len(runs), Previews: "none"}
+	rep.TotalSeconds, rep.TotalSecondsMin = sec(func(r ModelRun) time.Duration { return r.Total })
+	rep.TransformerSeconds, rep.TransformerMin = sec(func(r ModelRun) time.Duration { return r.Transformer })
+	rep.DecodeSeconds, rep.DecodeMin = sec(func(r ModelRun) time.Duration { return r.Decode })
+	rep.PreviewSeconds, _ = sec(func(r ModelRun) time.Duration { return r.Preview })
+	for si := range runs[0].Scales {
+		m, _ := sec(func(r ModelRun) time.Duration {
+			if si < len(r.Scales) {
+				return r.Scales[si]
+			}
+			return 0
+		})
+		rep.PerScaleSeconds = append(rep.PerScaleSeconds, m)
+	}
+	for _, s := range f.Scales {
+		rep.GFLOPPerScale = append(rep.GFLOPPerScale, float64(s)/1e9)
+	}
+	rep.GFLOP = PartGFLOP{Transformer: float64(f.Transformer) / 1e9, Decode: float64(f.Decode) / 1e9}
+	if previews {
+		rep.Previews = "full"
+		rep.GFLOP.Preview = float64(len(f.Scales)-1) * rep.GFLOP.Decode
+	}
+	rep.GFLOP.Total = rep.GFLOP.Transformer + rep.GFLOP.Decode + rep.GFLOP.Preview
+	rate := func(gflop, s float64) float64 {
+		if s <= 0 {
+			return 0
+		}
+		return gflop / s
+	}
+	rep.GFLOPS = PartGFLOP{
+		Transformer: rate(rep.GFLOP.Transformer, rep.TransformerSeconds),
+		Decode:      rate(rep.GFLOP.Decode, rep.DecodeSeconds),
+		Preview:     rate(rep.GFLOP.Preview, rep.PreviewSeconds),
+		Total:       rate(rep.GFLOP.Total, rep.TotalSeconds),
+	}
+	return rep, nil
+}

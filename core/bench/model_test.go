@@ -1,0 +1,144 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/webvar/webvar/core/cpu"
+	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/internal/testutil"
+	"github.com/webvar/webvar/loader"
+)
+
+func openTiny(t *testing.T) (*loader.Checkpoint, *loader.Checkpoint) {
+	t.Helper()
+	vc, err := loader.Open(testutil.VarTiny("var.pth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vc.Close() })
+	ac, err := loader.Open(testutil.VarTiny("vae.pth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ac.Close() })
+	return vc, ac
+}
+
+// The transformer's count for var-tiny (depth 2, C 128, MLP 512, V 64, Cvae 8, patch_nums 1,2,3,4), by
+// hand. One image with CFG is 2 rows. Per block and row-token the Linears are 2*C*(3C + C + 2*512) =
+// 393216 FLOPs; attention is 4*S*C per row-token with S the keys so far; the head 2*C*V = 16384.
+//
+//	scale 1 (l 1, S 1):   2*(2*393216 + 2*4*1*128)     + 2*16384    = 1607680
+//	  + conditioning 2 rows * 2*C*(2 blocks*6C + 2C) = 917504, + word_embed of 4 tokens 2*4*8*128 = 8192
+//	scale 2 (l 4, S 5):   2*(8*393216 + 8*4*5*128)     + 8*16384    = 6463488 + word_embed 9 tokens 18432
+//	scale 3 (l 9, S 14):  2*(18*393216 + 18*4*14*128)  + 18*16384   = 14708736 + word_embed 16 tokens 32768
+//	scale 4 (l 16, S 30): 2*(32*393216 + 32*4*30*128)  + 32*16384   = 26673152
+func TestTransformerFLOPsByHandForTiny(t *testing.T) {
+	vc, _ := openTiny(t)
+	c, err := varmodel.InferConfig(vc.WeightSource(), varmodel.Options{PatchNums: []int{1, 2, 3, 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int64{1607680 + 917504 + 8192, 6463488 + 18432, 14708736 + 32768, 26673152}
+	if got := TransformerFLOPs(c, 1); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("TransformerFLOPs(tiny, 1 image) = %v, want %v", got, want)
+	}
+	// Two images double every term.
+	for i, f := range TransformerFLOPs(c, 2) {
+		if f != 2*want[i] {
+			t.Errorf("2 images, scale %d: %d, want %d", i, f, 2*want[i])
+		}
+	}
+}
+
+// The decoder's count for var-tiny's VQVAE (ch 32, ch_mult 1,1,2,2,4, 3 res blocks per decoder level,
+// attention at the coarsest level and in mid, Cvae 8; latent 4x4 -> image 64x64), layer by layer.
+func TestDecodeFLOPsByHandForTiny(t *testing.T) {
+	_, ac := openTiny(t)
+	conv := func(co, ci, k, side int64) int64 { return 2 * co * ci * k * k * side * side }
+	res := func(ci, co, side int64) int64 {
+		f := conv(co, ci, 3, side) + conv(co, co, 3, side)
+		if ci != co {
+			f += conv(co, ci, 1, side) // nin_shortcut
+		}
+		return f
+	}
+	attn := func(c, side int64) int64 {
+		hw := side * side
+		return conv(3*c, c, 1, side) + conv(c, c, 1, side) + 4*hw*hw*c
+	}
+	want := conv(8, 8, 3, 4) + // post_quant_conv
+		conv(128, 8, 3, 4) + // decoder.conv_in
+		res(128, 128, 4) + attn(128, 4) + res(128, 128, 4) + // mid
+		3*(res(128, 128, 4)+attn(128, 4)) + conv(128, 128, 3, 8) + // up.4, upsample to 8
+		res(128, 64, 8) + 2*res(64, 64, 8) + conv(64, 64, 3, 16) + // up.3, upsample to 16
+		3*res(64, 64, 16) + conv(64, 64, 3, 32) + // up.2, upsample to 32
+		res(64, 32, 32) + 2*res(32, 32, 32) + conv(32, 32, 3, 64) + // up.1, upsample to 64
+		3*res(32, 32, 64) + // up.0
+		conv(3, 32, 3, 64) // conv_out
+	got, err := DecodeFLOPs(ac.WeightSource(), 4, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("DecodeFLOPs(tiny) = %d, want %d", got, want)
+	}
+	// A transformer checkpoint has no decoder: an error naming the missing tensor, not a count of 0.
+	vc, _ := openTiny(t)
+	if _, err := DecodeFLOPs(vc.WeightSource(), 4, 1); err == nil {
+		t.Fatal("DecodeFLOPs of a checkpoint without a decoder succeeded")
+	}
+}
+
+// RunModel's parts must add up: the scales' transformer times, the decode and the previews are disjoint
+// parts of the total, and every scale is reported.
+func TestRunModelPartsAddUp(t *testing.T) {
+	vc, ac := openTiny(t)
+	b := cpu.New(0)
+	p, err := varmodel.LoadPipeline(vc.WeightSource(), ac.WeightSource(), b, varmodel.Options{PatchNums: []int{1, 2, 3, 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, previews := range []bool{false, true} {
+		req := varmodel.Request{Labels: []int{3}, CFG: 4, TopK: 900, TopP: 0.95, Previews: previews}
+		runs, err := RunModel(context.Background(), b, p, ModelOptions{Request: req, Reps: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(runs) != 2 {
+			t.Fatalf("%d runs, want 2", len(runs))
+		}
+		for _, r := range runs {
+			if len(r.Scales) != 4 {
+				t.Fatalf("%d scales timed, want 4", len(r.Scales))
+			}
+			var sum float64
+			for _, s := range r.Scales {
+				sum += s.Seconds()
+			}
+			if d := sum - r.Transformer.Seconds(); d > 1e-9 || d < -1e-9 {
+				t.Errorf("scales sum to %gs, transformer %gs", sum, r.Transformer.Seconds())
+			}
+			parts := r.Transformer + r.Decode + r.Preview
+			if r.Decode <= 0 || parts > r.Total || (previews != (r.Preview > 0)) {
+				t.Errorf("previews %v: total %v, transformer %v, decode %v, preview %v", previews, r.Total, r.Transformer, r.Decode, r.Preview)
+			}
+		}
+		f, err := CountFLOPs(p, ac.WeightSource(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := NewModelReport(runs, f, previews)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.PerScaleSeconds) != 4 || rep.GFLOP.Decode <= 0 || (rep.GFLOP.Preview == 3*rep.GFLOP.Decode) != previews {
+			t.Errorf("report %+v", rep)
+		}
+	}
+	if _, err := RunModel(context.Background(), b, p, ModelOptions{Reps: 0}); err == nil {
+		t.Error("RunModel accepted 0 reps")
+	}
+}

@@ -1,0 +1,304 @@
+// Package randmodel describes checkpoints in the official VAR key layout with random values: real-size
+// models for measuring speed, memory and download size without the official weights (none of these
+// depends on training), and small variants for tests that the var-tiny fixture does not cover.
+//
+// A checkpoint is a list of Tensor (name, shape, distribution). Source serves such a list as a
+// core.WeightSource that draws each tensor when it is loaded, from a seed derived from the tensor's name:
+// a multi-gigabyte model is never held twice in memory, and the values do not depend on the order in
+// which a model reads its tensors. internal/tools/mkrandom writes the same lists to safetensors files.
+package randmodel
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/vqvae"
+)
+
+// Tensor is one checkpoint tensor and the distribution of its values: normal with Std and Mean, or, when
+// LogUniform is set, log(U(Lo, Hi)) (VAR's attention scale_mul_1H11 is initialised that way in the
+// fixture's perturbation; a normal draw could make a head's temperature unrealistically small).
+type Tensor struct {
+	Name       string
+	Shape      []int
+	Std, Mean  float64
+	LogUniform bool
+	Lo, Hi     float64 // the range of the uniform, with LogUniform
+}
+
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// Values draws the tensor's values. The stream depends only on seed and the tensor's name.
+func (t Tensor) Values(seed uint64) []float32 {
+	h := fnv.New64a()
+	h.Write([]byte(t.Name))
+	r := rand.New(rand.NewPCG(seed, h.Sum64()))
+	d := make([]float32, numel(t.Shape))
+	switch {
+	case t.LogUniform:
+		for i := range d {
+			d[i] = float32(math.Log(t.Lo + (t.Hi-t.Lo)*r.Float64()))
+		}
+	case t.Std == 0:
+		for i := range d {
+			d[i] = float32(t.Mean)
+		}
+	default:
+		for i := range d {
+			d[i] = float32(t.Mean + t.Std*r.NormFloat64())
+		}
+	}
+	return d
+}
+
+// VARSpec is a VAR transformer in the official layout (models/var.py): width C, Heads heads, an MLP of
+// 4C, Classes classes plus the null class, codebook V, latent Cvae, one scale per PatchNums entry.
+type VARSpec struct {
+	Depth, C, Heads, Classes, V, Cvae int
+	PatchNums                         []int
+	// SharedAdaLN: one shared_ada_lin plus a per-block ada_gss (VAR-d36) instead of ada_lin per block.
+	SharedAdaLN bool
+	// L2NormAttn: cosine attention with a learned per-head scale (every released VAR model).
+	L2NormAttn bool
+}
+
+// Official returns VAR-d{depth} for 256x256 images as released: width 64*depth, heads = depth, l2-norm
+// attention, 1000 ImageNet classes, codebook 4096 of width 32, ten scales 1..16; and its VQVAE
+// (vae_ch160v4096z32: ch 160, ch_mult 1,1,2,2,4, two res blocks per level, 4 partially shared Phis).
+func Official(depth int) (VARSpec, VAESpec) {
+	pn := []int{1, 2, 3, 4, 5, 6, 8, 10, 13, 16}
+	return VARSpec{Depth: depth, C: 64 * depth, Heads: depth, Classes: 1000, V: 4096, Cvae: 32, PatchNums: pn, L2NormAttn: true},
+		VAESpec{Ch: 160, Mult: []int{1, 1, 2, 2, 4}, NumRes: 2, V: 4096, Cvae: 32, Scales: len(pn),
+			Phi: vqvae.PhiPartiallyShared, PhiCount: 4, Encoder: true}
+}
+
+// VARTensors lists the transformer's tensors. The scales keep activations of a deep random model finite
+// and sampling non-degenerate: Linear weights have std 1/sqrt(fan_in) (unit gain), the AdaLN linears a
+// tenth of that (modulations near their biases, as in a trained model's early layers), and embeddings
+// and biases are small. Buffers the models derive (lvl_1L, attn_bias_for_masking, zero_k_bias) are
+// zeros, as in the official checkpoints.
+func VARTensors(s VARSpec) []Tensor {
+	c := s.C
+	l := 0
+	for _, p := range s.PatchNums {
+		l += p * p
+	}
+	w := func(in int) float64 { return 1 / math.Sqrt(float64(in)) }
+	first := s.PatchNums[0] * s.PatchNums[0]
+	ts := []Tensor{
+		{Name: "pos_start", Shape: []int{1, first, c}, Std: 0.02}, {Name: "pos_1LC", Shape: []int{1, l, c}, Std: 0.02},
+		{Name: "lvl_1L", Shape: []int{1, l}}, {Name: "attn_bias_for_masking", Shape: []int{1, 1, l, l}},
+		{Name: "word_embed.weight", Shape: []int{c, s.Cvae}, Std: w(s.Cvae)}, {Name: "word_embed.bias", Shape: []int{c}, Std: 0.02},
+		{Name: "class_emb.weight", Shape: []int{s.Classes + 1, c}, Std: 0.02},
+		{Name: "lvl_embed.weight", Shape: []int{len(s.PatchNums), c}, Std: 0.02},
+	}
+	if s.SharedAdaLN {
+		ts = append(ts, Tensor{Name: "shared_ada_lin.1.weight", Shape: []int{6 * c, c}, Std: w(c) * 0.1},
+			Tensor{Name: "shared_ada_lin.1.bias", Shape: []int{6 * c}, Std: 0.02})
+	}
+	for i := 0; i < s.Depth; i++ {
+		p := fmt.Sprintf("blocks.%d.", i)
+		if s.L2NormAttn {
+			// log(U(6, 30)): per-head temperatures of the magnitude trained models learn.
+			ts = append(ts, Tensor{Name: p + "attn.scale_mul_1H11", Shape: []int{1, s.Heads, 1, 1}, LogUniform: true, Lo: 6, Hi: 30})
+		}
+		ts = append(ts,
+			Tensor{Name: p + "attn.q_bias", Shape: []int{c}, Std: 0.02}, Tensor{Name: p + "attn.v_bias", Shape: []int{c}, Std: 0.02},
+			Tensor{Name: p + "attn.zero_k_bias", Shape: []int{c}},
+			Tensor{Name: p + "attn.mat_qkv.weight", Shape: []int{3 * c, c}, Std: w(c)},
+			Tensor{Name: p + "attn.proj.weight", Shape: []int{c, c}, Std: w(c)}, Tensor{Name: p + "attn.proj.bias", Shape: []int{c}, Std: 0.02},
+			Tensor{Name: p + "ffn.fc1.weight", Shape: []int{4 * c, c}, Std: w(c)}, Tensor{Name: p + "ffn.fc1.bias", Shape: []int{4 * c}, Std: 0.02},
+			Tensor{Name: p + "ffn.fc2.weight", Shape: []int{c, 4 * c}, Std: w(4 * c)}, Tensor{Name: p + "ffn.fc2.bias", Shape: []int{c}, Std: 0.02},
+		)
+		if s.SharedAdaLN {
+			ts = append(ts, Tensor{Name: p + "ada_gss", Shape: []int{1, 1, 6, c}, Std: 0.02})
+		} else {
+			ts = append(ts, Tensor{Name: p + "ada_lin.1.weight", Shape: []int{6 * c, c}, Std: w(c) * 0.1},
+				Tensor{Name: p + "ada_lin.1.bias", Shape: []int{6 * c}, Std: 0.02})
+		}
+	}
+	return append(ts,
+		Tensor{Name: "head_nm.ada_lin.1.weight", Shape: []int{2 * c, c}, Std: w(c) * 0.1},
+		Tensor{Name: "head_nm.ada_lin.1.bias", Shape: []int{2 * c}, Std: 0.02},
+		Tensor{Name: "head.weight", Shape: []int{s.V, c}, Std: w(c)}, Tensor{Name: "head.bias", Shape: []int{s.V}, Std: 0.02})
+}
+
+// VAESpec is VAR's VQVAE (models/vqvae.py with the taming/LDM encoder and decoder of basic_vae.py): base
+// width Ch times Mult per level, NumRes res blocks per encoder level and NumRes+1 per decoder level,
+// self-attention after every block of the coarsest level and in mid, codebook V of width Cvae, PhiCount
+// residual convs in the Phi layout, and the training statistics of Scales scales.
+type VAESpec struct {
+	Ch       int
+	Mult     []int
+	NumRes   int
+	V, Cvae  int
+	Scales   int
+	Phi      vqvae.PhiLayout
+	PhiCount int // ignored for PhiIdentity and PhiShared (one conv)
+	// Encoder includes the encoder and quant_conv; generation only decodes, so a benchmark can leave
+	// them out, as `webvar convert -no-encoder` does.
+	Encoder bool
+}
+
+// VAETensors lists the VQVAE's tensors: convs with std 1/sqrt(fan_in), GroupNorm affines near identity,
+// so that every layer's output stays of unit scale whatever the depth.
+func VAETensors(s VAESpec) []Tensor {
+	var ts []Tensor
+	conv := func(name string, out, in, k int) {
+		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{out, in, k, k}, Std: 1 / math.Sqrt(float64(in*k*k))},
+			Tensor{Name: name + ".bias", Shape: []int{out}, Std: 0.02})
+	}
+	norm := func(name string, c int) {
+		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{c}, Std: 0.1, Mean: 1},
+			Tensor{Name: name + ".bias", Shape: []int{c}, Std: 0.1})
+	}
+	res := func(name string, in, out int) {
+		norm(name+".norm1", in)
+		conv(name+".conv1", out, in, 3)
+		norm(name+".norm2", out)
+		conv(name+".conv2", out, out, 3)
+		if in != out {
+			conv(name+".nin_shortcut", out, in, 1)
+		}
+	}
+	attn := func(name string, c int) {
+		norm(name+".norm", c)
+		conv(name+".qkv", 3*c, c, 1)
+		conv(name+".proj_out", c, c, 1)
+	}
+	mid := func(p string, c int) {
+		res(p+".mid.block_1", c, c)
+		attn(p+".mid.attn_1", c)
+		res(p+".mid.block_2", c, c)
+	}
+	n := len(s.Mult)
+	top := s.Ch * s.Mult[n-1]
+	if s.Encoder {
+		conv("encoder.conv_in", s.Ch, 3, 3)
+		in := s.Ch
+		for i := 0; i < n; i++ {
+			out := s.Ch * s.Mult[i]
+			for j := 0; j < s.NumRes; j++ {
+				res(fmt.Sprintf("encoder.down.%d.block.%d", i, j), in, out)
+				in = out
+				if i == n-1 {
+					attn(fmt.Sprintf("encoder.down.%d.attn.%d", i, j), in)
+				}
+			}
+			if i != n-1 {
+				conv(fmt.Sprintf("encoder.down.%d.downsample.conv", i), in, in, 3)
+			}
+		}
+		mid("encoder", in)
+		norm("encoder.norm_out", in)
+		conv("encoder.conv_out", s.Cvae, in, 3)
+		conv("quant_conv", s.Cvae, s.Cvae, 3)
+	}
+	conv("decoder.conv_in", top, s.Cvae, 3)
+	mid("decoder", top)
+	in := top
+	for i := n - 1; i >= 0; i-- {
+		out := s.Ch * s.Mult[i]
+		for j := 0; j < s.NumRes+1; j++ {
+			res(fmt.Sprintf("decoder.up.%d.block.%d", i, j), in, out)
+			in = out
+			if i == n-1 {
+				attn(fmt.Sprintf("decoder.up.%d.attn.%d", i, j), in)
+			}
+		}
+		if i != 0 {
+			conv(fmt.Sprintf("decoder.up.%d.upsample.conv", i), in, in, 3)
+		}
+	}
+	norm("decoder.norm_out", in)
+	conv("decoder.conv_out", 3, in, 3)
+	conv("post_quant_conv", s.Cvae, s.Cvae, 3)
+	ts = append(ts, Tensor{Name: "quantize.embedding.weight", Shape: []int{s.V, s.Cvae}, Std: 0.5},
+		Tensor{Name: "quantize.ema_vocab_hit_SV", Shape: []int{s.Scales, s.V}})
+	switch s.Phi {
+	case vqvae.PhiShared:
+		conv("quantize.quant_resi.qresi", s.Cvae, s.Cvae, 3)
+	case vqvae.PhiPartiallyShared:
+		for i := 0; i < s.PhiCount; i++ {
+			conv(fmt.Sprintf("quantize.quant_resi.qresi_ls.%d", i), s.Cvae, s.Cvae, 3)
+		}
+	case vqvae.PhiNonShared:
+		for i := 0; i < s.PhiCount; i++ {
+			conv(fmt.Sprintf("quantize.quant_resi.%d", i), s.Cvae, s.Cvae, 3)
+		}
+	}
+	return ts
+}
+
+// Source is a core.WeightSource over a tensor list that draws each tensor when it is loaded (see
+// Tensor.Values). It holds no tensor data, so loading a model through it peaks at the model's own
+// memory plus one tensor.
+type Source struct {
+	seed    uint64
+	byName  map[string]Tensor
+	ordered []string
+}
+
+// NewSource serves ts with values drawn from seed. Names must be unique.
+func NewSource(ts []Tensor, seed uint64) (*Source, error) {
+	s := &Source{seed: seed, byName: make(map[string]Tensor, len(ts))}
+	for _, t := range ts {
+		if _, dup := s.byName[t.Name]; dup {
+			return nil, fmt.Errorf("randmodel: tensor %q listed twice", t.Name)
+		}
+		s.byName[t.Name] = t
+		s.ordered = append(s.ordered, t.Name)
+	}
+	sort.Strings(s.ordered)
+	return s, nil
+}
+
+func (s *Source) Names() []string { return append([]string(nil), s.ordered...) }
+
+func (s *Source) Shape(name string) (core.Shape, bool) {
+	t, ok := s.byName[name]
+	return core.Shape(t.Shape).Clone(), ok
+}
+
+func (s *Source) Load(name string) (core.HostTensor, error) {
+	t, ok := s.byName[name]
+	if !ok {
+		return core.HostTensor{}, fmt.Errorf("missing tensor %q", name)
+	}
+	return core.HostTensor{Shape: core.Shape(t.Shape).Clone(), Data: t.Values(s.seed)}, nil
+}
+
+// Map draws every tensor at once into a core.MapSource, for tests that read or modify the values.
+func Map(ts []Tensor, seed uint64) core.MapSource {
+	m := core.MapSource{}
+	for _, t := range ts {
+		m[t.Name] = core.HostTensor{Shape: core.Shape(t.Shape).Clone(), Data: t.Values(seed)}
+	}
+	return m
+}
+
+// Bytes is the f32 size of the tensors' data.
+func Bytes(ts []Tensor) int64 {
+	var n int64
+	for _, t := range ts {
+		n += 4 * int64(numel(t.Shape))
+	}
+	return n
+}
+
+// Seeds of the official-shaped random models, shared by `webvar bench -model d16` and mkrandom so that a
+// written checkpoint holds the values the benchmark ran on.
+const (
+	SeedVAR uint64 = 1
+	SeedVAE uint64 = 2
+)
