@@ -1,0 +1,67 @@
+"""Reads a converted webvar weights directory (weights/FORMAT.md, version 1) back into PyTorch state dicts.
+
+Used to check, in PyTorch, exactly the weights that ship (int8 Linear weights dequantized as FORMAT.md
+defines), so the tokens the Go engine is tested against come from the shipped model, not the f32 training
+checkpoint.
+"""
+
+import hashlib
+import os
+
+import msgpack
+import numpy as np
+import torch
+
+BLOCK = 32
+
+
+def _dequant(buf, shape, bits):
+    m, k = shape
+    nb = -(-k // BLOCK)
+    words = m * nb * (BLOCK * bits // 32)
+    codes_u32 = np.frombuffer(buf, dtype="<u4", count=words)
+    scales = np.frombuffer(buf, dtype="<f4", count=m * nb, offset=4 * words).reshape(m, nb)
+    if bits == 8:
+        codes = codes_u32.view(np.int8).reshape(m, nb * BLOCK).astype(np.float32)
+    else:
+        b = codes_u32.view(np.uint8)
+        lo, hi = (b & 0xF).astype(np.int16), (b >> 4).astype(np.int16)
+        nib = np.stack([lo, hi], axis=-1).reshape(-1)
+        nib = np.where(nib >= 8, nib - 16, nib).astype(np.float32)
+        codes = nib.reshape(m, nb * BLOCK)
+    w = codes.reshape(m, nb, BLOCK) * scales[:, :, None]
+    return w.reshape(m, nb * BLOCK)[:, :k]
+
+
+def load(directory):
+    """Returns (manifest, {name: float32 tensor}) with the names as stored ("var.…", "vae.…")."""
+    with open(os.path.join(directory, "manifest.msgpack"), "rb") as f:
+        man = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+    if man.get("magic") != "WEBVAR-WEIGHTS" or man.get("version") != 1:
+        raise ValueError(f"{directory}: not a webvar weights v1 directory")
+    chunks = []
+    for i, c in enumerate(man["chunks"]):
+        with open(os.path.join(directory, c["file"]), "rb") as f:
+            data = f.read()
+        if hashlib.sha256(data).hexdigest() != c["sha256"]:
+            raise ValueError(f"{c['file']}: SHA-256 mismatch")
+        chunks.append(data)
+    out = {}
+    for t in man["tensors"]:
+        buf = chunks[t["chunk"]][t["offset"]: t["offset"] + t["length"]]
+        shape = list(t["shape"])
+        s = t["scheme"]
+        if s == "f32":
+            a = np.frombuffer(buf, dtype="<f4").reshape(shape)
+        elif s == "f16":
+            a = np.frombuffer(buf, dtype="<f2").astype(np.float32).reshape(shape)
+        elif s in ("int8", "int4"):
+            a = _dequant(buf, shape, 8 if s == "int8" else 4)
+        else:
+            raise ValueError(f"tensor {t['name']}: unknown scheme {s}")
+        out[t["name"]] = torch.from_numpy(np.array(a, dtype=np.float32))
+    return man, out
+
+
+def split(state, prefix):
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
