@@ -387,3 +387,38 @@ func (md *Model) Quant(name string) (core.QuantHost, bool) {
 	}
 	return *l.quant, true
 }
+
+// FSSource reads a weights directory from a file system rooted at the directory, such as an embedded one
+// (//go:embed of the manifest and chunks).
+func FSSource(fsys fs.FS) Source { return fsSource{fsys} }
+
+type fsSource struct{ fsys fs.FS }
+
+func (s fsSource) Open(ctx context.Context, name string) (io.ReadCloser, int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, -1, err
+	}
+	if !fs.ValidPath(name) || strings.Contains(name, "/") {
+		return nil, -1, fmt.Errorf("open %q: %w", name, fs.ErrInvalid)
+	}
+	f, err := s.fsys.Open(name)
+	if err != nil {
+		return nil, -1, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, -1, err
+	}
+	return f, st.Size(), nil
+}
+
+// LoadManifest reads and validates only the manifest of src (a few kilobytes): enough to learn a model's
+// configuration and metadata before streaming its chunks.
+func LoadManifest(ctx context.Context, src Source) (*Manifest, error) {
+	data, err := readManifest(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeManifest(data)
+}

@@ -54,6 +54,9 @@ type ConvertOptions struct {
 	// ClassNames, when set, are stored in the manifest's meta (one per class, index = label) so that
 	// front ends can show them. Their count must match the model's classes.
 	ClassNames []string
+	// Sampling, when set, is stored in the manifest's meta as the model's default sampling settings, which
+	// generate, serve and preview use unless told otherwise (Sampling.Meta).
+	Sampling *Sampling
 	// OnTensor is called after each tensor is written (progress and the error it introduced).
 	OnTensor func(TensorReport)
 }
@@ -158,6 +161,15 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 			return nil, err
 		}
 		meta[MetaClassNames] = string(names)
+	}
+	if opt.Sampling != nil {
+		if err := opt.Sampling.Validate(); err != nil {
+			w.Abort()
+			return nil, err
+		}
+		for k, v := range opt.Sampling.Meta() {
+			meta[k] = v
+		}
 	}
 	return w.Close("var", config, meta)
 }
