@@ -60,6 +60,29 @@ type params struct {
 	topP       float64
 	moreSmooth bool
 	autostart  bool
+	// set names the sampling parameters the URL gave; the others take the model's own defaults
+	// (its manifest meta) once it has loaded, else the values above.
+	set map[string]bool
+}
+
+// withModelDefaults fills the sampling settings the URL left unset from the model's defaults.
+func (p params) withModelDefaults(d *convert.Sampling) params {
+	if d == nil {
+		return p
+	}
+	if !p.set["cfg"] {
+		p.cfg = d.CFG
+	}
+	if !p.set["top_k"] {
+		p.topK = d.TopK
+	}
+	if !p.set["top_p"] {
+		p.topP = d.TopP
+	}
+	if !p.set["more_smooth"] {
+		p.moreSmooth = d.MoreSmooth
+	}
+	return p
 }
 
 func readURL() (params, error) {
@@ -72,7 +95,7 @@ func readURL() (params, error) {
 		}
 		return q.Call("get", k).String(), true
 	}
-	p := params{class: 0, cfg: 4, topK: 900, topP: 0.95}
+	p := params{class: 0, cfg: 4, topK: 900, topP: 0.95, set: map[string]bool{}}
 	w, ok := get("weights")
 	if !ok || w == "" {
 		w = "weights/"
@@ -82,6 +105,7 @@ func readURL() (params, error) {
 	var err error
 	num := func(k string, f func(s string) error) {
 		if s, ok := get(k); ok && err == nil {
+			p.set[k] = true
 			if e := f(s); e != nil {
 				err = fmt.Errorf("URL parameter %s=%q: %v", k, s, e)
 			}
@@ -103,6 +127,8 @@ type app struct {
 	b       core.Backend
 	classes int
 	names   []string
+	// sampling is the model's default sampling settings (nil: the page's defaults).
+	sampling *convert.Sampling
 	// cacheNote says where the weights came from: how many MB from the browser cache and how many from
 	// the network, or why there was no cache.
 	cacheNote string
@@ -262,6 +288,9 @@ func load(url string) (*app, error) {
 	if names, err := convert.ClassNames(m.Manifest()); err == nil {
 		a.names = names
 	}
+	if a.sampling, err = convert.SamplingOf(m.Manifest()); err != nil {
+		return nil, fmt.Errorf("%s: %w", url, err)
+	}
 	if el := byID("webvar-class"); el.Truthy() {
 		el.Set("max", a.classes-1)
 	}
@@ -307,6 +336,7 @@ func openBackend() core.Backend {
 }
 
 func (a *app) generate(q params) error {
+	q = q.withModelDefaults(a.sampling)
 	if q.class < 0 || q.class >= a.classes {
 		return fmt.Errorf("class %d: this model has classes 0..%d", q.class, a.classes-1)
 	}

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/webvar/webvar/core"
@@ -31,6 +31,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "output directory")
 	classNames := fs.String("class-names", "", "a text file of class names, one per line (line i = class i), stored in the weights' metadata; e.g. ImageNet's for official checkpoints")
 	noEncoder := fs.Bool("no-encoder", false, "leave out the VQVAE encoder: enough to generate, smaller to download; images cannot be tokenized (edited) with it")
+	sampling := fs.String("sampling", "", "the model's default sampling settings, stored in its metadata and used by generate/serve/preview unless flags override them: cfg=F,top_k=N,top_p=F[,more_smooth=true]")
 	verify := fs.Int("verify", 2, "after converting, generate this many greedy images (classes 0..N-1, cfg 4) from both the checkpoints and the converted weights on the CPU and report token agreement and PSNR (0: skip)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -71,8 +72,12 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 			names[i] = strings.TrimSpace(names[i])
 		}
 	}
+	samp, err := parseSampling(*sampling)
+	if err != nil {
+		return usageError{"-sampling: " + err.Error()}
+	}
 	var stored, raw int64
-	opt := convert.ConvertOptions{PatchNums: pn, Heads: *heads, Quant: weights.Scheme(*quant), KeepF32: keepF32,
+	opt := convert.ConvertOptions{Sampling: samp, PatchNums: pn, Heads: *heads, Quant: weights.Scheme(*quant), KeepF32: keepF32,
 		NoEncoder: *noEncoder, ClassNames: names, ChunkBytes: int64(*chunkMiB) << 20,
 		OnTensor: func(r convert.TensorReport) {
 			stored += r.Bytes
@@ -152,43 +157,54 @@ func psnr(a, b []float32) float64 {
 }
 
 // openWeights loads a converted weights directory (or an http(s) URL of one), printing download progress,
-// and builds the models on b. Options.PatchNums defaults to the ones recorded at conversion.
+// and builds the models on b.
 func openWeights(ctx context.Context, dir string, b core.Backend, opt varmodel.Options, stderr io.Writer) (*varmodel.Pipeline, error) {
+	m := modelFlags{weightsDir: dir}
+	src, name := m.source()
 	last := -1
-	p, _, err := loadWeights(ctx, dir, b, opt, func(p weights.Progress) {
-		if pct := int(100 * p.BytesDone / max(p.BytesTotal, 1)); pct/10 != last/10 || p.BytesDone == p.BytesTotal {
-			last = pct
-			fmt.Fprintf(stderr, "\rweights: %3d%% (%.1f / %.1f MB, chunk %d/%d)", pct, float64(p.BytesDone)/1e6,
-				float64(p.BytesTotal)/1e6, p.ChunksDone, p.ChunksTotal)
-		}
-	})
+	p, _, err := loadFrom(ctx, name, src, b, opt, progressPrinter(stderr, &last))
 	fmt.Fprintln(stderr)
 	return p, err
 }
 
-// loadWeights is openWeights with the progress reports handed to onProgress (may be nil) and the
-// manifest returned (its meta has the class names: convert.ClassNames).
-func loadWeights(ctx context.Context, dir string, b core.Backend, opt varmodel.Options, onProgress func(weights.Progress)) (*varmodel.Pipeline, *weights.Manifest, error) {
-	var src weights.Source
-	if strings.HasPrefix(dir, "http://") || strings.HasPrefix(dir, "https://") {
-		src = weights.HTTPSource(dir, http.DefaultClient)
-	} else {
-		src = weights.DirSource(dir)
+// parseSampling parses "cfg=3,top_k=100,top_p=0.9[,more_smooth=true]" (every key but more_smooth required);
+// "" means none.
+func parseSampling(s string) (*convert.Sampling, error) {
+	if s == "" {
+		return nil, nil
 	}
-	m, err := weights.Load(ctx, src, weights.LoadOptions{OnProgress: onProgress})
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", dir, err)
+	var out convert.Sampling
+	seen := map[string]bool{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return nil, fmt.Errorf("%q: want key=value", kv)
+		}
+		var err error
+		switch k {
+		case "cfg":
+			out.CFG, err = strconv.ParseFloat(v, 64)
+		case "top_k":
+			out.TopK, err = strconv.Atoi(v)
+		case "top_p":
+			out.TopP, err = strconv.ParseFloat(v, 64)
+		case "more_smooth":
+			out.MoreSmooth, err = strconv.ParseBool(v)
+		default:
+			return nil, fmt.Errorf("unknown key %q (want cfg, top_k, top_p, more_smooth)", k)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s=%q: %v", k, v, err)
+		}
+		seen[k] = true
 	}
-	varSrc, vaeSrc, pn, err := convert.Converted(m)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", dir, err)
+	for _, k := range []string{"cfg", "top_k", "top_p"} {
+		if !seen[k] {
+			return nil, fmt.Errorf("%s is missing (cfg, top_k and top_p go together)", k)
+		}
 	}
-	if opt.PatchNums == nil {
-		opt.PatchNums = pn
+	if err := out.Validate(); err != nil {
+		return nil, err
 	}
-	p, err := varmodel.LoadPipeline(varSrc, vaeSrc, b, opt)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	return p, m.Manifest(), nil
+	return &out, nil
 }

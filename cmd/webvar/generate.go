@@ -6,6 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"image"
+	"image/color"
+	"image/draw"
 	"image/png"
 	"io"
 	"os"
@@ -13,52 +16,47 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/loader"
+	"github.com/webvar/webvar/weights/fashionvar"
 )
 
 type generateFlags struct {
-	varPath, vaePath string
-	weightsDir       string
-	patchNums        string
-	heads            int
-	class            int
-	cfg              float64
-	topK             int
-	topP             float64
-	seed             uint64
-	moreSmooth       bool
-	backend          string
-	threads          int
-	out              string
-	tokens           string
-	scales           string
+	model    modelFlags
+	sampling samplingFlags
+	class    int
+	seed     uint64
+	backend  string
+	threads  int
+	out      string
+	tokens   string
+	scales   string
+	// Grid mode: one image per (class, seed), one row per class.
+	classes, seeds string
+	samples        string
 }
 
 func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 	f := &generateFlags{}
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.varPath, "var", "", "VAR transformer checkpoint (.pth or .safetensors), e.g. var_d16.pth")
-	fs.StringVar(&f.vaePath, "vae", "", "VQVAE checkpoint (.pth or .safetensors), e.g. vae_ch160v4096z32.pth")
-	fs.StringVar(&f.weightsDir, "weights", "", "a converted weights directory (webvar convert) or its http(s) URL, instead of -var and -vae")
-	fs.StringVar(&f.patchNums, "patch-nums", "", "token map sides per scale, e.g. 1,2,3,4 (needed unless the checkpoint's L is an official schedule or determines them)")
-	fs.IntVar(&f.heads, "heads", 0, "attention heads, only for checkpoints without l2-norm attention (default width/64)")
+	f.model.register(fs)
+	f.sampling.register(fs)
 	fs.IntVar(&f.class, "class", 0, "class label (ImageNet index for official checkpoints)")
-	fs.Float64Var(&f.cfg, "cfg", 4, "classifier-free guidance strength (0: off)")
-	fs.IntVar(&f.topK, "top-k", 900, "keep the k most likely tokens (0: off, 1: greedy)")
-	fs.Float64Var(&f.topP, "top-p", 0.95, "nucleus sampling mass (0: off)")
 	fs.Uint64Var(&f.seed, "seed", 0, "random seed: the same seed gives the same image on the same backend")
-	fs.BoolVar(&f.moreSmooth, "more-smooth", false, "Gumbel-softmax soft token embeddings (smoother, less detailed)")
 	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu or webgpu")
 	fs.IntVar(&f.threads, "threads", 0, "CPU backend threads (0: all cores)")
-	fs.StringVar(&f.out, "out", "", "output PNG path")
+	fs.StringVar(&f.out, "out", "", "output PNG path (the grid with -classes/-seeds)")
 	fs.StringVar(&f.tokens, "tokens", "", "also write the sampled tokens as JSON {\"tokens\": [[scale 0 ids], ...]}")
 	fs.StringVar(&f.scales, "scales", "", "also write one preview PNG per scale into this directory")
+	fs.StringVar(&f.classes, "classes", "", "grid mode: classes, one row each: 'all', a range '0-9' or a list '1,4,7'")
+	fs.StringVar(&f.seeds, "seeds", "", "grid mode: seeds, one column each: a range '0-7' or a list (default 0-7)")
+	fs.StringVar(&f.samples, "samples", "", "grid mode: also write each image as DIR/class<C>_seed<S>.png (the same image -class C -seed S gives)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -68,23 +66,58 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
+	if err := f.model.check(); err != nil {
+		return nil, err
+	}
+	if err := f.sampling.parsed(fs); err != nil {
+		return nil, err
+	}
+	grid := f.classes != "" || f.seeds != ""
 	switch {
-	case f.weightsDir != "" && (f.varPath != "" || f.vaePath != ""):
-		return nil, usageError{"give either -weights or -var and -vae, not both"}
-	case f.weightsDir == "" && f.varPath == "":
-		return nil, usageError{"-var is required (a VAR checkpoint such as var_d16.pth), or -weights DIR"}
-	case f.weightsDir == "" && f.vaePath == "":
-		return nil, usageError{"-vae is required (a VQVAE checkpoint such as vae_ch160v4096z32.pth)"}
 	case f.out == "":
 		return nil, usageError{"-out is required (the PNG to write)"}
-	case f.topK < 0:
-		return nil, usageError{"-top-k must be >= 0"}
-	case f.topP < 0 || f.topP > 1:
-		return nil, usageError{"-top-p must be in [0, 1]"}
-	case f.cfg < 0:
-		return nil, usageError{"-cfg must be >= 0"}
+	case grid && (f.tokens != "" || f.scales != ""):
+		return nil, usageError{"-tokens and -scales are for one image, not with -classes/-seeds"}
+	case !grid && f.samples != "":
+		return nil, usageError{"-samples needs grid mode (-classes and/or -seeds)"}
 	}
 	return f, nil
+}
+
+// parseRange parses "all" (0..n-1 when n > 0), "a-b" or "a,b,c" into non-negative integers.
+func parseRange(s string, n int) ([]int, error) {
+	if s == "all" {
+		if n <= 0 {
+			return nil, fmt.Errorf("'all' is not known here")
+		}
+		out := make([]int, n)
+		for i := range out {
+			out[i] = i
+		}
+		return out, nil
+	}
+	if lo, hi, ok := strings.Cut(s, "-"); ok {
+		a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		b, err2 := strconv.Atoi(strings.TrimSpace(hi))
+		if err1 != nil || err2 != nil || a < 0 || b < a || b-a >= 1<<16 {
+			return nil, fmt.Errorf("%q is not a range a-b with 0 <= a <= b", s)
+		}
+		var out []int
+		for v := a; v <= b; v++ {
+			out = append(out, v)
+		}
+		return out, nil
+	}
+	out, err := parseInts(s)
+	for _, v := range out {
+		if v < 0 {
+			return nil, fmt.Errorf("%q: values must be >= 0", s)
+		}
+	}
+	if err == nil && len(out) == 0 {
+		err = fmt.Errorf("empty list")
+	}
+	return out, err
 }
 
 // parseInts parses "1,2,3".
@@ -162,10 +195,6 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pn, err := parseInts(f.patchNums)
-	if err != nil {
-		return usageError{"-patch-nums: " + err.Error()}
-	}
 	b, closeBackend, err := newBackend(f.backend, f.threads, stderr)
 	if err != nil {
 		return err
@@ -173,16 +202,21 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	defer closeBackend()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	var p *varmodel.Pipeline
-	if f.weightsDir != "" {
-		p, err = openWeights(ctx, f.weightsDir, b, varmodel.Options{PatchNums: pn, Heads: f.heads}, stderr)
-	} else {
-		p, err = openPipeline(f.varPath, f.vaePath, b, varmodel.Options{PatchNums: pn, Heads: f.heads})
+	if f.model.isDefault() {
+		fmt.Fprintf(stderr, "no -weights or -var/-vae: using the %s\n", "embedded default model "+fashionvar.Name+" (Fashion-MNIST, 32x32)")
 	}
+	p, info, err := f.model.openPrinting(ctx, b, stderr)
 	if err != nil {
 		return err
 	}
+	f.sampling.apply(info.Sampling)
 	c := p.VAR.Config()
+	fmt.Fprintf(stderr, "VAR depth %d, width %d, %d heads, %d classes, patch_nums %v, VQVAE V=%d Cvae=%d, %dx%d images, backend %s\n",
+		c.Depth, c.C, c.Heads, c.Classes, c.PatchNums, c.V, c.Cvae, p.VAE.ImageSize(), p.VAE.ImageSize(), b.Name())
+	fmt.Fprintf(stderr, "sampling: cfg %g, top-k %d, top-p %g, more-smooth %v\n", f.sampling.cfg, f.sampling.topK, f.sampling.topP, f.sampling.moreSmooth)
+	if f.classes != "" || f.seeds != "" {
+		return generateGrid(ctx, p, b, f, info, stdout, stderr)
+	}
 	if f.class < 0 || f.class >= c.Classes {
 		return usageError{fmt.Sprintf("-class %d: this model has classes 0..%d", f.class, c.Classes-1)}
 	}
@@ -191,11 +225,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(stderr, "VAR depth %d, width %d, %d heads, %d classes, patch_nums %v, VQVAE V=%d Cvae=%d, %dx%d images, backend %s\n",
-		c.Depth, c.C, c.Heads, c.Classes, c.PatchNums, c.V, c.Cvae, p.VAE.ImageSize(), p.VAE.ImageSize(), b.Name())
-
-	req := varmodel.Request{Labels: []int{f.class}, CFG: f.cfg, TopK: f.topK, TopP: f.topP,
-		MoreSmooth: f.moreSmooth, Seed: f.seed, Previews: f.scales != ""}
+	req := f.request(f.class, f.seed)
+	req.Previews = f.scales != ""
 	res, err := p.Generate(ctx, b, req, func(ev varmodel.ScaleEvent) error {
 		fmt.Fprintf(stderr, "scale %d/%d (%dx%d) %.2fs\n", ev.Scale+1, ev.Scales, ev.PN, ev.PN, ev.Elapsed.Seconds())
 		if ev.Preview != nil {
@@ -222,4 +253,107 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "wrote %s\n", f.tokens)
 	}
 	return nil
+}
+
+// request is the generation of one image: the same for -class/-seed and for a grid cell, so that every
+// cell of a grid can be reproduced alone.
+func (f *generateFlags) request(class int, seed uint64) varmodel.Request {
+	s := f.sampling
+	return varmodel.Request{Labels: []int{class}, CFG: s.cfg, TopK: s.topK, TopP: s.topP, MoreSmooth: s.moreSmooth, Seed: seed}
+}
+
+// generateGrid writes one image per (class, seed): a PNG grid with a row per class and a column per seed,
+// and with -samples each image on its own.
+func generateGrid(ctx context.Context, p *varmodel.Pipeline, b core.Backend, f *generateFlags, info modelInfo, stdout, stderr io.Writer) error {
+	c := p.VAR.Config()
+	spec := f.classes
+	if spec == "" {
+		spec = "all"
+	}
+	classes, err := parseRange(spec, c.Classes)
+	if err != nil {
+		return usageError{"-classes: " + err.Error()}
+	}
+	for _, cl := range classes {
+		if cl >= c.Classes {
+			return usageError{fmt.Sprintf("-classes: class %d: this model has classes 0..%d", cl, c.Classes-1)}
+		}
+	}
+	spec = f.seeds
+	if spec == "" {
+		spec = "0-7"
+	}
+	seedInts, err := parseRange(spec, 0)
+	if err != nil {
+		return usageError{"-seeds: " + err.Error()}
+	}
+	if f.samples != "" {
+		if err := os.MkdirAll(f.samples, 0o755); err != nil {
+			return err
+		}
+	}
+	cells := make([][]image.Image, len(classes))
+	start := time.Now()
+	for i, cl := range classes {
+		for _, seed := range seedInts {
+			res, err := p.Generate(ctx, b, f.request(cl, uint64(seed)), nil)
+			if err != nil {
+				return fmt.Errorf("class %d seed %d: %w", cl, seed, err)
+			}
+			img, err := core.ToImage(res.Images, 0)
+			if err != nil {
+				return err
+			}
+			cells[i] = append(cells[i], img)
+			if f.samples != "" {
+				if err := savePNG(filepath.Join(f.samples, fmt.Sprintf("class%d_seed%d.png", cl, seed)), img); err != nil {
+					return err
+				}
+			}
+		}
+		name := ""
+		if cl < len(info.ClassNames) {
+			name = " (" + info.ClassNames[cl] + ")"
+		}
+		fmt.Fprintf(stderr, "class %d%s: %d images, %.1fs so far\n", cl, name, len(seedInts), time.Since(start).Seconds())
+	}
+	if err := savePNG(f.out, gridImage(cells)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s (%d classes x %d seeds)\n", f.out, len(classes), len(seedInts))
+	return nil
+}
+
+// gridImage lays cells out in rows with a 2-pixel gap, each cell enlarged by an integer factor (nearest)
+// so that small images stay visible: at least 64 pixels a side.
+func gridImage(cells [][]image.Image) image.Image {
+	side := cells[0][0].Bounds().Dx()
+	zoom := max(1, 64/side)
+	const gap = 2
+	cell := side*zoom + gap
+	out := image.NewRGBA(image.Rect(0, 0, len(cells[0])*cell+gap, len(cells)*cell+gap))
+	draw.Draw(out, out.Bounds(), image.NewUniform(color.RGBA{40, 40, 40, 255}), image.Point{}, draw.Src)
+	for r, row := range cells {
+		for k, img := range row {
+			b := img.Bounds()
+			for y := 0; y < side*zoom; y++ {
+				for x := 0; x < side*zoom; x++ {
+					out.Set(gap+k*cell+x, gap+r*cell+y, img.At(b.Min.X+x/zoom, b.Min.Y+y/zoom))
+				}
+			}
+		}
+	}
+	return out
+}
+
+func savePNG(path string, img image.Image) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return f.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"image/color"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -146,5 +147,54 @@ func TestHelpAndUnknownCommand(t *testing.T) {
 	}
 	if rc, _, stderr := runCLI(t, "frobnicate"); rc != 2 || !strings.Contains(stderr, "unknown command") {
 		t.Fatalf("unknown command: %d %q", rc, stderr)
+	}
+}
+
+// With no model named, generate runs the embedded default model with its own sampling settings; a grid
+// cell is the very image that -class/-seed gives alone.
+func TestGenerateDefaultModelAndGrid(t *testing.T) {
+	dir := t.TempDir()
+	one := filepath.Join(dir, "one.png")
+	rc, _, stderr := runCLI(t, "generate", "-class", "7", "-seed", "3", "-out", one)
+	if rc != 0 {
+		t.Fatalf("exit %d: %s", rc, stderr)
+	}
+	if !strings.Contains(stderr, "embedded default model fashionvar") || !strings.Contains(stderr, "sampling: cfg 3, top-k 100, top-p 0.9") {
+		t.Fatalf("stderr does not name the default model and its sampling settings: %s", stderr)
+	}
+	grid, samples := filepath.Join(dir, "grid.png"), filepath.Join(dir, "samples")
+	rc, _, stderr = runCLI(t, "generate", "-classes", "6-7", "-seeds", "2,3", "-samples", samples, "-out", grid)
+	if rc != 0 {
+		t.Fatalf("grid: exit %d: %s", rc, stderr)
+	}
+	g := readPNG(t, grid)
+	// 2 rows x 2 columns of 32x32 images shown at 2x (64 px) with 2-pixel gaps.
+	if b := g.Bounds(); b.Dx() != 2*66+2 || b.Dy() != 2*66+2 {
+		t.Fatalf("grid is %v, want 134x134", b)
+	}
+	a, b := readPNG(t, one), readPNG(t, filepath.Join(samples, "class7_seed3.png"))
+	if a.Bounds() != b.Bounds() || a.Bounds().Dx() != 32 {
+		t.Fatalf("sizes %v and %v", a.Bounds(), b.Bounds())
+	}
+	for y := 0; y < 32; y++ {
+		for x := 0; x < 32; x++ {
+			if a.At(x, y) != b.At(x, y) {
+				t.Fatalf("grid cell class 7 seed 3 differs from -class 7 -seed 3 at (%d,%d)", x, y)
+			}
+			// The cell sits in row 1 (class 7), column 1 (seed 3) of the grid, at 2x.
+			if g.At(2+66+2*x, 2+66+2*y) != color.RGBAModel.Convert(a.At(x, y)) {
+				t.Fatalf("grid pixel for (%d,%d) differs from the sample", x, y)
+			}
+		}
+	}
+	for _, c := range []struct{ args []string }{
+		{[]string{"-classes", "9-12", "-out", grid}},
+		{[]string{"-seeds", "3-1", "-out", grid}},
+		{[]string{"-classes", "all", "-tokens", "t.json", "-out", grid}},
+		{[]string{"-samples", samples, "-out", grid}},
+	} {
+		if rc, _, stderr := runCLI(t, append([]string{"generate"}, c.args...)...); rc != 2 {
+			t.Errorf("%v: exit %d, want 2: %s", c.args, rc, stderr)
+		}
 	}
 }

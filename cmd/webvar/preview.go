@@ -35,10 +35,19 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeBackend()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	// The model's own sampling defaults (its manifest, read before the download) fill the unset flags.
+	info, err := f.model.peek(ctx)
+	if err != nil {
+		return err
+	}
+	f.sampling.apply(info.Sampling)
+	s := f.sampling
 	g, err := ui.New(ui.Config{
 		Backend: b,
-		Settings: uistate.Settings{Class: f.class, Seed: f.seed, CFG: f.cfg, TopK: f.topK, TopP: f.topP,
-			MoreSmooth: f.moreSmooth},
+		Settings: uistate.Settings{Class: f.class, Seed: f.seed, CFG: s.cfg, TopK: s.topK, TopP: s.topP,
+			MoreSmooth: s.moreSmooth},
 		AutoStart:  f.autostart,
 		Screenshot: f.screenshot,
 		Save:       ui.SaveToDir(f.saveDir),
@@ -46,15 +55,13 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 	// Loading runs beside the window so that the download progress is drawn while it happens.
 	go func() {
-		p, names, err := f.model.open(ctx, b, func(p weights.Progress) { g.Progress(p.BytesDone, p.BytesTotal) })
+		p, info, err := f.model.open(ctx, b, func(p weights.Progress) { g.Progress(p.BytesDone, p.BytesTotal) })
 		if err == nil {
 			err = checkClass(p, f.class)
 		}
-		g.Loaded(p, names, err)
+		g.Loaded(p, info.ClassNames, err)
 	}()
 	if err := ui.Run(g, "webvar preview ("+b.Name()+")"); err != nil {
 		return err

@@ -26,9 +26,8 @@ func TestPreviewFlags(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{"no model", nil, "no model"},
 		{"both", append([]string{"-var", "a.pth", "-vae", "b.pth"}, w...), "not both"},
-		{"var without vae", []string{"-var", "a.pth"}, "go together"},
+		{"var without vae", []string{"-var", "a.pth"}, "-vae is required"},
 		{"bad patch nums", append([]string{"-patch-nums", "1,x"}, w...), "-patch-nums"},
 		{"bad backend", append([]string{"-backend", "tpu"}, w...), "webgpu or cpu"},
 		{"screenshot alone", append([]string{"-screenshot", "s.png"}, w...), "needs -autostart"},
@@ -48,7 +47,7 @@ func TestPreviewFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.backend != "cpu" || f.class != 3 || f.topK != 1 || f.cfg != 4 || f.topP != 0.95 {
+	if f.backend != "cpu" || f.class != 3 || f.sampling.topK != 1 || f.sampling.cfg != 4 || f.sampling.topP != 0.95 || !f.sampling.set["top-k"] || f.sampling.set["cfg"] {
 		t.Fatalf("parsed %+v", f)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/webvar/webvar/weights"
+	"github.com/webvar/webvar/weights/fashionvar"
 )
 
 // modulePath is this module's path: serve builds the app from the module's source, so it must run inside it.
@@ -29,7 +31,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
-	weightsDir := fs.String("weights", "", "a converted weights directory (webvar convert ... -out DIR)")
+	weightsDir := fs.String("weights", "", "a converted weights directory (webvar convert ... -out DIR); default: the embedded "+fashionvar.Name+" model")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -39,15 +41,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
-	if *weightsDir == "" {
-		// No default model is embedded yet, so the page would have nothing to load.
-		return usageError{"-weights DIR is required (there is no built-in model yet): convert a checkpoint first,\n" +
-			"  webvar convert -var var.pth -vae vae.pth -out DIR\n" +
-			"then run\n  webvar serve -weights DIR"}
-	}
-	if _, err := os.Stat(filepath.Join(*weightsDir, weights.ManifestFile)); err != nil {
-		return fmt.Errorf("-weights %s: no %s there (make the directory with webvar convert ... -out DIR): %w",
-			*weightsDir, weights.ManifestFile, err)
+	weightsFS, weightsName := fashionvar.FS(), "the embedded "+fashionvar.Name+" model (Fashion-MNIST, 32x32)"
+	if *weightsDir != "" {
+		if _, err := os.Stat(filepath.Join(*weightsDir, weights.ManifestFile)); err != nil {
+			return fmt.Errorf("-weights %s: no %s there (make the directory with webvar convert ... -out DIR): %w",
+				*weightsDir, weights.ManifestFile, err)
+		}
+		weightsFS, weightsName = os.DirFS(*weightsDir), *weightsDir
 	}
 	dir, err := os.MkdirTemp("", "webvar-serve-")
 	if err != nil {
@@ -63,8 +63,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: newServeHandler(dir, *weightsDir), ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(stdout, "serving http://%s/ (weights from %s); Ctrl-C stops\n", ln.Addr(), *weightsDir)
+	srv := &http.Server{Handler: newServeHandler(dir, weightsFS), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(stdout, "serving http://%s/ (weights: %s); Ctrl-C stops\n", ln.Addr(), weightsName)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {
@@ -154,8 +154,8 @@ func copyFile(from, to string) error {
 }
 
 // newServeHandler serves the app built into dir (index.html, webvar.wasm, wasm_exec.js) and the weights
-// directory under /weights/.
-func newServeHandler(dir, weightsDir string) http.Handler {
+// weights directory (a file system rooted at it) under /weights/.
+func newServeHandler(dir string, weightsFS fs.FS) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		// The app changes with every build: let the browser revalidate rather than keep a stale page.
@@ -168,7 +168,7 @@ func newServeHandler(dir, weightsDir string) http.Handler {
 	})
 	wasm := &gzipped{path: filepath.Join(dir, "webvar.wasm")}
 	mux.Handle("GET /webvar.wasm", wasm)
-	wfs := http.StripPrefix("/weights/", http.FileServer(http.Dir(weightsDir)))
+	wfs := http.StripPrefix("/weights/", http.FileServer(http.FS(weightsFS)))
 	mux.HandleFunc("GET /weights/", func(w http.ResponseWriter, r *http.Request) {
 		name := path.Base(r.URL.Path)
 		switch {

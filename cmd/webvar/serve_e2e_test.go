@@ -49,7 +49,7 @@ func TestServeEndToEndInChromium(t *testing.T) {
 	t.Logf("wasm build %.1f s", time.Since(start).Seconds())
 	// Count the chunk downloads: a reload must take every chunk from the browser's Cache API.
 	var chunkReqs atomic.Int64
-	h := newServeHandler(app, wdir)
+	h := newServeHandler(app, os.DirFS(wdir))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/weights/") && strings.HasPrefix(path.Base(r.URL.Path), "chunk-") {
 			chunkReqs.Add(1)

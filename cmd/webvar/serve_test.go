@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/webvar/webvar/weights/fashionvar"
 )
 
 // fakeApp writes stand-ins for the built app and a weights directory, so that the handler can be tested
@@ -61,7 +64,7 @@ func get(t *testing.T, srv *httptest.Server, path string, hdr map[string]string)
 
 func TestServeHandler(t *testing.T) {
 	dir, wdir, wasm := fakeApp(t)
-	srv := httptest.NewServer(newServeHandler(dir, wdir))
+	srv := httptest.NewServer(newServeHandler(dir, os.DirFS(wdir)))
 	defer srv.Close()
 
 	resp, body := get(t, srv, "/", nil)
@@ -111,12 +114,24 @@ func TestServeHandler(t *testing.T) {
 	}
 }
 
-func TestServeNeedsWeights(t *testing.T) {
-	rc, _, stderr := runCLI(t, "serve")
-	if rc != 2 || !strings.Contains(stderr, "webvar convert") || !strings.Contains(stderr, "webvar serve -weights DIR") {
-		t.Fatalf("serve without -weights: exit %d: %s", rc, stderr)
+// Without -weights, serve hands out the embedded default model under /weights/, byte for byte.
+func TestServeDefaultModel(t *testing.T) {
+	srv := httptest.NewServer(newServeHandler(t.TempDir(), fashionvar.FS()))
+	defer srv.Close()
+	for _, name := range []string{"manifest.msgpack", "chunk-00000.bin"} {
+		want, err := fs.ReadFile(fashionvar.FS(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, body := get(t, srv, "/weights/"+name, nil)
+		if resp.StatusCode != 200 || !bytes.Equal(body, want) {
+			t.Fatalf("/weights/%s: %s, %d bytes (want %d)", name, resp.Status, len(body), len(want))
+		}
 	}
-	rc, _, stderr = runCLI(t, "serve", "-weights", t.TempDir())
+}
+
+func TestServeBadWeightsDir(t *testing.T) {
+	rc, _, stderr := runCLI(t, "serve", "-weights", t.TempDir())
 	if rc != 1 || !strings.Contains(stderr, "manifest.msgpack") {
 		t.Fatalf("serve on an empty directory: exit %d: %s", rc, stderr)
 	}
