@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/webvar/webvar/core"
@@ -14,13 +16,14 @@ import (
 )
 
 type benchFlags struct {
-	kernels bool
-	backend string
-	size    string
-	filter  string
-	reps    int
-	threads int
-	json    bool
+	kernels    bool
+	cpuProfile string
+	backend    string
+	size       string
+	filter     string
+	reps       int
+	threads    int
+	json       bool
 	// The end-to-end benchmark (-model or -weights).
 	model      string
 	weightsDir string
@@ -33,6 +36,7 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.BoolVar(&f.kernels, "kernels", false, "time each engine op at VAR-d16 shapes")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file (go tool pprof): where the host's time goes, e.g. dispatch overhead or sampling on a GPU run")
 	fs.StringVar(&f.model, "model", "", "time whole generations of a model: "+strings.Join(benchModelNames(), ", "))
 	fs.StringVar(&f.weightsDir, "weights", "", "time whole generations of a converted weights directory (webvar convert) instead of -model")
 	fs.StringVar(&f.quant, "quant", "", "with -model: storage of the transformer's Linear weights, f32, int8 or int4 (default f32); "+
@@ -98,6 +102,17 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if !f.kernels {
 		return runModelBench(f, stdout, stderr)

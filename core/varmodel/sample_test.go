@@ -3,6 +3,7 @@ package varmodel
 import (
 	"fmt"
 	"math"
+	"sort"
 	"testing"
 
 	"github.com/webvar/webvar/core"
@@ -142,6 +143,61 @@ func TestResolvePatchNums(t *testing.T) {
 			t.Errorf("L=%d scales=%d: %v", c.l, c.scales, err)
 		case c.want != "" && fmt.Sprint(got) != c.want:
 			t.Errorf("L=%d scales=%d: %v, want %s", c.l, c.scales, got, c.want)
+		}
+	}
+}
+
+// maskTopKTopPBySorting is the straightforward statement of the filter (sort the whole row for the k-th
+// largest, stable-sort every index for top-p): maskTopKTopP must give exactly its result.
+func maskTopKTopPBySorting(row []float32, topK int, topP float64) {
+	v := len(row)
+	ninf := float32(math.Inf(-1))
+	if topK > 0 && topK < v {
+		s := append([]float32(nil), row...)
+		sort.Slice(s, func(i, j int) bool { return s[i] > s[j] })
+		for i, x := range row {
+			if x < s[topK-1] {
+				row[i] = ninf
+			}
+		}
+	}
+	if topP > 0 {
+		idx := make([]int, v)
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return row[idx[a]] < row[idx[b]] })
+		probs := softmax64(row)
+		cum := 0.0
+		for r, i := range idx {
+			cum += probs[i]
+			if r < v-1 && cum <= 1-topP {
+				row[i] = ninf
+			}
+		}
+	}
+}
+
+func TestMaskTopKTopPEqualsSorting(t *testing.T) {
+	rng := core.NewRNG(7)
+	for trial := 0; trial < 300; trial++ {
+		v := 1 + int(rng.Float64()*600)
+		row := make([]float32, v)
+		for i := range row {
+			row[i] = float32(rng.Float64()*8 - 4)
+			if trial%3 == 0 { // many ties, including with the k-th largest
+				row[i] = float32(int(row[i] * 2))
+			}
+		}
+		topK := int(rng.Float64() * float64(v+2))
+		topP := []float64{0, 0.5, 0.9, 0.95, 1}[trial%5]
+		got, want := append([]float32(nil), row...), append([]float32(nil), row...)
+		maskTopKTopP(got, topK, topP)
+		maskTopKTopPBySorting(want, topK, topP)
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("trial %d (V %d, k %d, p %g): entry %d is %v, sorting gives %v", trial, v, topK, topP, i, got[i], want[i])
+			}
 		}
 	}
 }
