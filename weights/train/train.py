@@ -262,7 +262,7 @@ def main():
 
     if "classifier" in stages:
         clf = train_classifier(args, device, x_train, y_train, x_test, y_test, rec)
-        torch.save(clf.state_dict(), os.path.join(args.out, "classifier.pth"))
+        torch.save({k: v.cpu() for k, v in clf.state_dict().items()}, os.path.join(args.out, "classifier.pth"))
         save_log()
     if "vqvae" in stages:
         vae = train_vqvae(args, device, x_train, x_test, rec)
