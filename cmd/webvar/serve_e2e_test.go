@@ -26,13 +26,14 @@ import (
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/internal/browsertest"
 	"github.com/webvar/webvar/internal/testutil"
+	"github.com/webvar/webvar/weights/fashionvar"
 )
 
 // The whole browser app: var-tiny converted at f32, served by the serve handler, generated in headless
 // Chromium (WebGPU on SwiftShader), must draw the image the CPU backend computes for the same request.
 func TestServeEndToEndInChromium(t *testing.T) {
 	chrome := browsertest.RequireChromium(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
 	wdir := filepath.Join(t.TempDir(), "w")
@@ -62,10 +63,10 @@ func TestServeEndToEndInChromium(t *testing.T) {
 	page := srv.URL + "/?class=1&cfg=1.5&top_k=1&top_p=0&seed=0&autostart=1"
 	// Without --enable-unsafe-webgpu, Chromium on Linux has no WebGPU: the page must fall back to the CPU
 	// backend, say so, and draw the same image.
-	t.Run("webgpu", func(t *testing.T) { testPage(ctx, t, chrome, page, true, want) })
+	t.Run("webgpu", func(t *testing.T) { testPage(ctx, t, chrome, page, true, want, "serve_e2e_webgpu.png") })
 	t.Run("cpu-fallback", func(t *testing.T) {
 		before := chunkReqs.Load()
-		cctx := testPage(ctx, t, chrome, page, false, want) // a fresh profile: every chunk is downloaded
+		cctx := testPage(ctx, t, chrome, page, false, want, "serve_e2e_cpu.png") // a fresh profile: every chunk is downloaded
 		if cctx == nil || t.Failed() {
 			return
 		}
@@ -112,11 +113,33 @@ func TestServeEndToEndInChromium(t *testing.T) {
 		}
 		waitAndCompare(t, cctx, nil, cpuImage(t, 8))
 	})
+
+	// What `go run ./cmd/webvar serve` shows: the embedded default model with its own sampling settings
+	// (cfg 3, top-k 100, top-p 0.9 from its metadata; the URL gives only class and seed), sampled with the
+	// seeded generator, so the page must draw what the CPU backend draws for the same seed.
+	t.Run("default-model", func(t *testing.T) {
+		dsrv := httptest.NewServer(newServeHandler(app, fashionvar.FS()))
+		defer dsrv.Close()
+		b := cpu.New(0)
+		p, _, err := (&modelFlags{}).open(ctx, b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := p.Generate(ctx, b, varmodel.Request{Labels: []int{7}, CFG: 3, TopK: 100, TopP: 0.9, Seed: 3}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := core.ToImage(res.Images, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testPage(ctx, t, chrome, dsrv.URL+"/?class=7&seed=3&autostart=1", true, want, "serve_e2e_default_model.png")
+	})
 }
 
 // testPage opens page in a fresh Chromium, waits for the generation and compares the canvas with want.
 // It returns the browser's context (valid until the test ends) for further steps.
-func testPage(ctx context.Context, t *testing.T, chrome, page string, webgpu bool, want *image.NRGBA) context.Context {
+func testPage(ctx context.Context, t *testing.T, chrome, page string, webgpu bool, want *image.NRGBA, shot string) context.Context {
 	profile := t.TempDir()
 	opts := browsertest.AllocatorOptions(chrome, profile, webgpu)
 	actx, cancelA := chromedp.NewExecAllocator(ctx, opts...)
@@ -171,10 +194,10 @@ func testPage(ctx context.Context, t *testing.T, chrome, page string, webgpu boo
 		return nil
 	}
 	if dir := os.Getenv("WEBVAR_ARTIFACTS"); dir != "" {
-		shot, err := chromedp.Run(cctx, chromedp.FullScreenshot(100))
+		png, err := chromedp.Run(cctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Errorf("screenshot: %v", err)
-		} else if err := os.WriteFile(filepath.Join(dir, "serve_e2e_"+map[bool]string{true: "webgpu", false: "cpu"}[webgpu]+".png"), shot, 0o644); err != nil {
+		} else if err := os.WriteFile(filepath.Join(dir, shot), png, 0o644); err != nil {
 			t.Errorf("screenshot: %v", err)
 		}
 	}
