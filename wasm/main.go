@@ -4,18 +4,28 @@
 // to the CPU), and generates an image scale by scale, drawing each scale's preview as soon as it lands.
 //
 // URL parameters: weights (directory URL, default "weights/", relative to the page), class, seed, cfg,
-// top_k, top_p, more_smooth, autostart=1. document.body.dataset.state goes "loading" -> "ready" ->
-// "generating" -> "done" (or "error", with dataset.error) so that tests and embedding pages can wait on it.
+// top_k, top_p, more_smooth, autostart=1, embed=1 (index.html hides the page chrome; webvar-widget.js
+// uses it). They prefill the inputs (sampling settings not given come from the model's metadata); every
+// run reads the inputs. document.body.dataset.state goes "loading" -> "ready" -> "generating" -> "done"
+// (or "error", with dataset.error; a cancelled run goes back to "ready") so that tests and embedding
+// pages can wait on it; inside an iframe every state is also posted to the parent window as
+// {type: "webvar-state", state, error}. dataset.tokens holds the last finished image's tokens as JSON
+// (one row-major array per scale), a debug hook for tests.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall/js"
 	"time"
+	"unicode"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
@@ -38,8 +48,20 @@ func setText(id, s string) {
 	}
 }
 
+// setState publishes the page's state on document.body.dataset.state and, inside an iframe (the
+// webvar-widget.js embedding), to the parent window as {type: "webvar-state", state, error}.
 func setState(state string) {
-	doc.Get("body").Get("dataset").Set("state", state)
+	ds := doc.Get("body").Get("dataset")
+	ds.Set("state", state)
+	win := js.Global().Get("window")
+	if parent := win.Get("parent"); parent.Truthy() && !parent.Equal(win) {
+		msg := map[string]any{"type": "webvar-state", "state": state}
+		if e := ds.Get("error"); state == "error" && e.Truthy() {
+			msg["error"] = e.String()
+		}
+		// "*": the state is no secret, and the embedding page's origin is not known here.
+		parent.Call("postMessage", js.ValueOf(msg), "*")
+	}
 }
 
 func fail(err error) {
@@ -127,6 +149,7 @@ type app struct {
 	b       core.Backend
 	classes int
 	names   []string
+	pn      []int // patch sizes per scale
 	// sampling is the model's default sampling settings (nil: the page's defaults).
 	sampling *convert.Sampling
 	// cacheNote says where the weights came from: how many MB from the browser cache and how many from
@@ -165,76 +188,321 @@ func main() {
 		fail(err)
 		select {}
 	}
-	if el := byID("webvar-class"); el.Truthy() {
-		el.Set("value", strconv.Itoa(p.class))
-	}
-	if el := byID("webvar-seed"); el.Truthy() {
-		el.Set("value", strconv.FormatUint(p.seed, 10))
-	}
-	runs := make(chan params, 1)
-	// The click handler only reads the inputs and queues a run: blocking inside a js.FuncOf callback
-	// deadlocks the event loop, so the work happens on the worker goroutine below.
-	click := js.FuncOf(func(js.Value, []js.Value) any {
-		q := p
-		if el := byID("webvar-class"); el.Truthy() {
-			if v, err := strconv.Atoi(el.Get("value").String()); err == nil {
-				q.class = v
-			}
-		}
-		if el := byID("webvar-seed"); el.Truthy() {
-			if v, err := strconv.ParseUint(el.Get("value").String(), 10, 64); err == nil {
-				q.seed = v
-			}
-		}
-		select {
-		case runs <- q:
-		default: // a run is already queued
-		}
-		return nil
+	u := &ui{base: p, jobs: make(chan job, 1)}
+	u.setInputs(p)
+	// Every handler only reads the DOM, touches u under its mutex and queues a job: blocking inside a
+	// js.FuncOf callback deadlocks the event loop, so the work happens on the worker goroutine.
+	u.on("webvar-generate", func() { u.enqueue(job{kind: jobGenerate, q: u.readInputs()}) })
+	u.on("webvar-reroll", func() {
+		q := u.readInputs()
+		q.seed = uint64(rand.Uint32()) // keep the coarse scales, draw the rest anew
+		setValue("webvar-seed", strconv.FormatUint(q.seed, 10))
+		u.enqueue(job{kind: jobReroll, q: q, k: readK()})
 	})
-	go worker(p, runs)
-	if btn := byID("webvar-generate"); btn.Truthy() {
-		btn.Call("addEventListener", "click", click)
-	}
+	u.on("webvar-randomize", func() { u.enqueue(job{kind: jobRandomize, q: u.readInputs(), k: readK()}) })
+	u.on("webvar-dice", func() { setValue("webvar-seed", strconv.FormatUint(uint64(rand.Uint32()), 10)) })
+	u.on("webvar-cancel", u.cancelRun)
+	u.on("webvar-save", u.save)
+	go u.worker()
 	select {} // keep the Go runtime alive for the callbacks
 }
 
-func worker(p params, runs chan params) {
+// jobKind says how a queued run uses the previous one.
+type jobKind int
+
+const (
+	jobGenerate  jobKind = iota
+	jobReroll            // keep the first k scales' tokens of the last image (Request.Prefix)
+	jobRandomize         // uniform random tokens after the first k scales (Request.RandomAfter)
+)
+
+type job struct {
+	kind jobKind
+	q    params
+	k    int
+}
+
+// ui is the page's state shared between the event handlers (on the JS event loop) and the worker
+// goroutine; mu guards the fields the handlers read, held only for a few statements and never across
+// anything that yields to the event loop (a handler waiting on it would deadlock the page).
+type ui struct {
+	jobs chan job // one slot: a second click while a run is queued is dropped
+
+	mu     sync.Mutex
+	base   params             // the URL's settings, then with the model's defaults filled in
+	cancel context.CancelFunc // of the running generation; nil when idle
+	// saveName is the Save PNG file name for what the canvas shows (class-seed.png); "" before the
+	// first finished image.
+	saveName string
+}
+
+// on calls f for every click on the element id, if the page has it.
+func (u *ui) on(id string, f func()) {
+	if el := byID(id); el.Truthy() {
+		el.Call("addEventListener", "click", js.FuncOf(func(js.Value, []js.Value) any {
+			f()
+			return nil
+		}))
+	}
+}
+
+func (u *ui) enqueue(j job) {
+	select {
+	case u.jobs <- j:
+	default: // a run is already queued
+	}
+}
+
+// cancelRun stops the running generation (at the next scale boundary) and drops a queued one.
+func (u *ui) cancelRun() {
+	u.mu.Lock()
+	if u.cancel != nil {
+		u.cancel()
+	}
+	u.mu.Unlock()
+	select {
+	case <-u.jobs:
+	default:
+	}
+}
+
+// save downloads the canvas as a PNG through a temporary <a download>: no server round trip, and
+// toDataURL does not block the event loop for a canvas this small.
+func (u *ui) save() {
+	u.mu.Lock()
+	name := u.saveName
+	u.mu.Unlock()
+	cv := byID("webvar-canvas")
+	if name == "" || !cv.Truthy() {
+		return
+	}
+	a := doc.Call("createElement", "a")
+	a.Set("download", name)
+	a.Set("href", cv.Call("toDataURL", "image/png"))
+	a.Call("click")
+}
+
+func setValue(id, v string) {
+	if el := byID(id); el.Truthy() {
+		el.Set("value", v)
+	}
+}
+
+func setEnabled(id string, on bool) {
+	if el := byID(id); el.Truthy() {
+		el.Set("disabled", !on)
+	}
+}
+
+func formatFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+// setInputs writes q into the inputs the page has.
+func (u *ui) setInputs(q params) {
+	setValue("webvar-class", strconv.Itoa(q.class))
+	setValue("webvar-seed", strconv.FormatUint(q.seed, 10))
+	setValue("webvar-cfg", formatFloat(q.cfg))
+	setValue("webvar-topk", strconv.Itoa(q.topK))
+	setValue("webvar-topp", formatFloat(q.topP))
+	if el := byID("webvar-smooth"); el.Truthy() {
+		el.Set("checked", q.moreSmooth)
+	}
+}
+
+// readInputs returns the settings the inputs show; an input the page lacks or that does not parse
+// keeps the URL's (or the model's default) value, and the generation validates the ranges.
+func (u *ui) readInputs() params {
+	u.mu.Lock()
+	q := u.base
+	u.mu.Unlock()
+	str := func(id string, f func(string) error) {
+		if el := byID(id); el.Truthy() {
+			_ = f(el.Get("value").String()) // on a parse error the field keeps its value
+		}
+	}
+	str("webvar-class", func(s string) error {
+		v, err := strconv.Atoi(s)
+		if err == nil {
+			q.class = v
+		}
+		return err
+	})
+	str("webvar-seed", func(s string) error {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err == nil {
+			q.seed = v
+		}
+		return err
+	})
+	str("webvar-cfg", func(s string) error {
+		v, err := strconv.ParseFloat(s, 64)
+		if err == nil {
+			q.cfg = v
+		}
+		return err
+	})
+	str("webvar-topk", func(s string) error {
+		v, err := strconv.Atoi(s)
+		if err == nil {
+			q.topK = v
+		}
+		return err
+	})
+	str("webvar-topp", func(s string) error {
+		v, err := strconv.ParseFloat(s, 64)
+		if err == nil {
+			q.topP = v
+		}
+		return err
+	})
+	if el := byID("webvar-smooth"); el.Truthy() {
+		q.moreSmooth = el.Get("checked").Bool()
+	}
+	return q
+}
+
+// readK is the scale count the reroll and randomize buttons keep (0 without the selector).
+func readK() int {
+	if el := byID("webvar-k"); el.Truthy() {
+		if k, err := strconv.Atoi(el.Get("value").String()); err == nil {
+			return k
+		}
+	}
+	return 0
+}
+
+// setIdle enables the controls for the page's idle state: a reroll needs the tokens of a finished image,
+// Save a finished image on the canvas (not a cancelled run's preview).
+func setIdle(canReroll, canSave bool) {
+	setEnabled("webvar-generate", true)
+	setEnabled("webvar-cancel", false)
+	setEnabled("webvar-reroll", canReroll)
+	setEnabled("webvar-randomize", true)
+	setEnabled("webvar-save", canSave)
+}
+
+func setBusy() {
+	for _, id := range []string{"webvar-generate", "webvar-reroll", "webvar-randomize", "webvar-save"} {
+		setEnabled(id, false)
+	}
+	setEnabled("webvar-cancel", true)
+}
+
+func (u *ui) worker() {
 	defer func() {
 		if r := recover(); r != nil {
 			fail(fmt.Errorf("internal error: %v", r))
 		}
 	}()
-	a, err := load(p.weightsURL)
+	a, err := load(u.base.weightsURL)
 	if err != nil {
 		fail(err)
 		return
 	}
-	setButton(true)
+	q := u.base.withModelDefaults(a.sampling)
+	u.mu.Lock()
+	u.base = q
+	u.mu.Unlock()
+	a.fillSelectors()
+	u.setInputs(q)
+	setIdle(false, false)
 	setState("ready")
-	if p.autostart {
-		select {
-		case runs <- p:
-		default:
-		}
-	} else {
+	switch {
+	case q.class < 0 || q.class >= a.classes:
+		fail(fmt.Errorf("URL parameter class=%d: this model has classes 0..%d", q.class, a.classes-1))
+	case q.autostart:
+		u.enqueue(job{kind: jobGenerate, q: u.readInputs()})
+	default:
 		setText("webvar-status", "ready ("+a.cacheNote+"): press Generate")
 	}
-	for q := range runs {
-		setButton(false)
-		if err := a.generate(q); err != nil {
-			fail(err)
-		} else {
-			setState("done")
+	var last [][]int // the last finished image's tokens per scale: what a reroll keeps
+	for j := range u.jobs {
+		req := varmodel.Request{Labels: []int{j.q.class}, CFG: j.q.cfg, TopK: j.q.topK, TopP: j.q.topP,
+			MoreSmooth: j.q.moreSmooth, Seed: j.q.seed, Previews: true}
+		what := ""
+		switch j.kind {
+		case jobReroll:
+			if last == nil || j.k < 1 || j.k >= len(last) {
+				setText("webvar-status", fmt.Sprintf("reroll from scale %d: generate an image first (k in 1..%d)", j.k, len(a.pn)-1))
+				continue
+			}
+			req.Prefix = last[:j.k]
+			what = fmt.Sprintf(", scales 1-%d kept", j.k)
+		case jobRandomize:
+			if j.k < 1 || j.k >= len(a.pn) {
+				setText("webvar-status", fmt.Sprintf("randomize after scale %d: k must be in 1..%d", j.k, len(a.pn)-1))
+				continue
+			}
+			req.RandomAfter = j.k
+			what = fmt.Sprintf(", random after scale %d", j.k)
 		}
-		setButton(true)
+		ctx, cancel := context.WithCancel(context.Background())
+		u.mu.Lock()
+		u.cancel = cancel
+		u.mu.Unlock()
+		setBusy()
+		doc.Get("body").Get("dataset").Delete("error")
+		u.mu.Lock()
+		u.saveName = "" // the canvas is about to show something else
+		u.mu.Unlock()
+		res, done, err := a.generate(ctx, j.q, req, what)
+		u.mu.Lock()
+		u.cancel = nil
+		u.mu.Unlock()
+		cancel()
+		switch {
+		case err == nil:
+			last = res.TokensOf(0, a.pn)
+			if b, err := json.Marshal(last); err == nil {
+				// A debug hook: tests (and curious users) read the tokens of the image on the canvas.
+				doc.Get("body").Get("dataset").Set("tokens", string(b))
+			}
+			u.mu.Lock()
+			u.saveName = fmt.Sprintf("%s-%d.png", a.fileLabel(j.q.class), j.q.seed)
+			u.mu.Unlock()
+			setState("done")
+		case errors.Is(err, context.Canceled):
+			setText("webvar-status", fmt.Sprintf("cancelled after scale %d/%d", done, len(a.pn)))
+			setState("ready")
+		default:
+			fail(err)
+		}
+		setIdle(last != nil, err == nil)
 	}
 }
 
-func setButton(enabled bool) {
-	if btn := byID("webvar-generate"); btn.Truthy() {
-		btn.Set("disabled", !enabled)
+// fillSelectors lists the model's classes (by name where its metadata has them) and the scales a
+// reroll or randomize can keep.
+func (a *app) fillSelectors() {
+	if sel := byID("webvar-class"); sel.Truthy() {
+		sel.Set("innerHTML", "")
+		for i := range a.classes {
+			label := strconv.Itoa(i)
+			if i < len(a.names) {
+				label += ": " + a.names[i]
+			}
+			sel.Call("add", js.Global().Get("Option").New(label, strconv.Itoa(i)))
+		}
 	}
+	if sel := byID("webvar-k"); sel.Truthy() {
+		sel.Set("innerHTML", "")
+		for k := 1; k < len(a.pn); k++ {
+			sel.Call("add", js.Global().Get("Option").New(fmt.Sprintf("%d (up to %dx%d)", k, a.pn[k-1], a.pn[k-1]), strconv.Itoa(k)))
+		}
+		sel.Set("value", strconv.Itoa(max(1, len(a.pn)/2)))
+	}
+}
+
+// fileLabel names a class in a file name: its name in lower case with dashes, else its number.
+func (a *app) fileLabel(class int) string {
+	if class < len(a.names) {
+		s := strings.ToLower(strings.Join(strings.FieldsFunc(a.names[class], func(r rune) bool {
+			return !unicode.IsLetter(r) && !unicode.IsDigit(r)
+		}), "-"))
+		if s != "" {
+			return s
+		}
+	}
+	return strconv.Itoa(class)
 }
 
 func load(url string) (*app, error) {
@@ -258,9 +526,13 @@ func load(url string) (*app, error) {
 		}
 		lastDraw = time.Now()
 		secs := max(time.Since(start).Seconds(), 1e-3)
-		setText("webvar-status", fmt.Sprintf("loading weights: %.1f / %.1f MB (%.1f MB/s), chunk %d/%d",
-			float64(pr.BytesDone)/1e6, float64(pr.BytesTotal)/1e6, float64(pr.BytesDone)/1e6/secs,
-			pr.ChunksDone, pr.ChunksTotal))
+		rate := float64(pr.BytesDone) / secs // bytes/s so far, cache hits included
+		eta := "?"
+		if rate > 0 {
+			eta = fmt.Sprintf("%.0f s", float64(pr.BytesTotal-pr.BytesDone)/rate)
+		}
+		setText("webvar-status", fmt.Sprintf("loading weights: %.1f / %.1f MB (%.1f MB/s, ETA %s), chunk %d/%d",
+			float64(pr.BytesDone)/1e6, float64(pr.BytesTotal)/1e6, rate/1e6, eta, pr.ChunksDone, pr.ChunksTotal))
 	}
 	m, err := weights.Load(ctx, weights.HTTPSource(url, http.DefaultClient), opt)
 	if err != nil {
@@ -291,10 +563,8 @@ func load(url string) (*app, error) {
 	if a.sampling, err = convert.SamplingOf(m.Manifest()); err != nil {
 		return nil, fmt.Errorf("%s: %w", url, err)
 	}
-	if el := byID("webvar-class"); el.Truthy() {
-		el.Set("max", a.classes-1)
-	}
 	c := a.p.VAR.Config()
+	a.pn = c.PatchNums
 	setText("webvar-model", fmt.Sprintf("VAR depth %d, width %d, %d classes, %d scales, %dx%d images; weights %.1f MB in %.1f s (%s)",
 		c.Depth, c.C, c.Classes, len(c.PatchNums), a.p.VAE.ImageSize(), a.p.VAE.ImageSize(),
 		float64(total)/1e6, time.Since(start).Seconds(), a.cacheNote))
@@ -335,34 +605,36 @@ func openBackend() core.Backend {
 	return cpu.New(1)
 }
 
-func (a *app) generate(q params) error {
-	q = q.withModelDefaults(a.sampling)
+// generate runs req, drawing every scale's preview; it returns the result, the number of scales
+// finished (what a cancelled run got to) and the error. what describes the prefix/randomize mode.
+func (a *app) generate(ctx context.Context, q params, req varmodel.Request, what string) (*varmodel.Result, int, error) {
 	if q.class < 0 || q.class >= a.classes {
-		return fmt.Errorf("class %d: this model has classes 0..%d", q.class, a.classes-1)
+		return nil, 0, fmt.Errorf("class %d: this model has classes 0..%d", q.class, a.classes-1)
 	}
 	setState("generating")
 	label := strconv.Itoa(q.class)
 	if q.class < len(a.names) {
 		label += " (" + a.names[q.class] + ")"
 	}
+	label += fmt.Sprintf(", seed %d%s", q.seed, what)
 	setText("webvar-status", "generating class "+label+" ...")
-	req := varmodel.Request{Labels: []int{q.class}, CFG: q.cfg, TopK: q.topK, TopP: q.topP,
-		MoreSmooth: q.moreSmooth, Seed: q.seed, Previews: true}
-	_, err := a.p.Generate(context.Background(), a.b, req, func(ev varmodel.ScaleEvent) error {
+	done := 0
+	res, err := a.p.Generate(ctx, a.b, req, func(ev varmodel.ScaleEvent) error {
 		if ev.Preview == nil {
 			return errors.New("no preview for a scale")
 		}
 		if err := draw(*ev.Preview); err != nil {
 			return err
 		}
+		done = ev.Scale + 1
 		setText("webvar-status", fmt.Sprintf("class %s: scale %d/%d (%d x %d), %.1f s", label, ev.Scale+1,
 			ev.Scales, ev.PN, ev.PN, ev.Elapsed.Seconds()))
 		// The CPU backend computes without yielding; a short sleep hands the event loop a frame to paint
-		// the preview before the next scale starts.
+		// the preview and to run the handlers (Cancel) before the next scale starts.
 		time.Sleep(10 * time.Millisecond)
 		return nil
 	})
-	return err
+	return res, done, err
 }
 
 // draw puts image 0 of x ([B, 3, H, W] in [0, 1]) on the canvas; CSS scales it up.

@@ -113,8 +113,16 @@ func moduleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// buildApp writes webvar.wasm (built from ./wasm for js/wasm), the matching wasm_exec.js and index.html
-// into dir.
+// pageFiles are the app's hand-written files, copied from the module (source path) to the served
+// directory (flat name): the demo page, the embedding example and the widget script it loads.
+var pageFiles = [][2]string{
+	{"index.html", "index.html"},
+	{"embed.html", "embed.html"},
+	{"wasm/webvar-widget.js", "webvar-widget.js"},
+}
+
+// buildApp writes webvar.wasm (built from ./wasm for js/wasm), the matching wasm_exec.js and the
+// pageFiles into dir.
 func buildApp(ctx context.Context, dir string, stderr io.Writer) error {
 	root, err := moduleRoot(ctx)
 	if err != nil {
@@ -142,7 +150,12 @@ func buildApp(ctx context.Context, dir string, stderr io.Writer) error {
 	if err := copyFile(filepath.Join(env[0], "lib", "wasm", "wasm_exec.js"), filepath.Join(dir, "wasm_exec.js")); err != nil {
 		return fmt.Errorf("wasm_exec.js: %w", err)
 	}
-	return copyFile(filepath.Join(root, "index.html"), filepath.Join(dir, "index.html"))
+	for _, f := range pageFiles {
+		if err := copyFile(filepath.Join(root, filepath.FromSlash(f[0])), filepath.Join(dir, f[1])); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func copyFile(from, to string) error {
@@ -153,7 +166,8 @@ func copyFile(from, to string) error {
 	return os.WriteFile(to, data, 0o644)
 }
 
-// newServeHandler serves the app built into dir (index.html, webvar.wasm, wasm_exec.js) and the weights
+// newServeHandler serves the app built into dir (index.html, embed.html, webvar-widget.js, webvar.wasm,
+// wasm_exec.js) and the weights
 // weights directory (a file system rooted at it) under /weights/.
 func newServeHandler(dir string, weightsFS fs.FS) http.Handler {
 	mux := http.NewServeMux()
@@ -162,10 +176,13 @@ func newServeHandler(dir string, weightsFS fs.FS) http.Handler {
 		w.Header().Set("Cache-Control", "no-cache")
 		http.ServeFile(w, r, filepath.Join(dir, "index.html"))
 	})
-	mux.HandleFunc("GET /wasm_exec.js", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-cache")
-		http.ServeFile(w, r, filepath.Join(dir, "wasm_exec.js"))
-	})
+	// These change with every build (or edit) too.
+	for _, name := range []string{"wasm_exec.js", "webvar-widget.js", "embed.html"} {
+		mux.HandleFunc("GET /"+name, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "no-cache")
+			http.ServeFile(w, r, filepath.Join(dir, name))
+		})
+	}
 	wasm := &gzipped{path: filepath.Join(dir, "webvar.wasm")}
 	mux.Handle("GET /webvar.wasm", wasm)
 	wfs := http.StripPrefix("/weights/", http.FileServer(http.FS(weightsFS)))

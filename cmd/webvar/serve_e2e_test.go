@@ -114,6 +114,11 @@ func TestServeEndToEndInChromium(t *testing.T) {
 		waitAndCompare(t, cctx, nil, cpuImage(t, 8))
 	})
 
+	// The page's controls and the embedding widget, on the CPU fallback (seconds for var-tiny, where
+	// SwiftShader takes over a minute per image).
+	t.Run("controls", func(t *testing.T) { testControls(ctx, t, chrome, srv.URL) })
+	t.Run("embed", func(t *testing.T) { testEmbed(ctx, t, chrome, srv.URL) })
+
 	// What `go run ./cmd/webvar serve` shows: the embedded default model with its own sampling settings
 	// (cfg 3, top-k 100, top-p 0.9 from its metadata; the URL gives only class and seed), sampled with the
 	// seeded generator, so the page must draw what the CPU backend draws for the same seed.
@@ -140,6 +145,41 @@ func TestServeEndToEndInChromium(t *testing.T) {
 // testPage opens page in a fresh Chromium, waits for the generation and compares the canvas with want.
 // It returns the browser's context (valid until the test ends) for further steps.
 func testPage(ctx context.Context, t *testing.T, chrome, page string, webgpu bool, want *image.NRGBA, shot string) context.Context {
+	cctx, dump := openPage(ctx, t, chrome, page, webgpu)
+	if !waitAndCompare(t, cctx, dump, want) {
+		return nil
+	}
+	screenshot(t, cctx, shot)
+	backend, _ := chromedp.Run(cctx, chromedp.Evaluate[string](`document.getElementById("webvar-backend").textContent`))
+	switch {
+	case webgpu && !strings.HasPrefix(backend, "WebGPU:"):
+		// Not a failure: the fallback is part of the app, and the comparison still holds.
+		t.Logf("the page did not run on WebGPU: %s", backend)
+	case !webgpu && !strings.Contains(backend, "WebGPU unavailable") && !strings.Contains(backend, "using the CPU"):
+		t.Errorf("without WebGPU the page says %q, want it to name the CPU fallback", backend)
+	}
+	return cctx
+}
+
+// screenshot saves the page as name under $WEBVAR_ARTIFACTS, if set.
+func screenshot(t *testing.T, cctx context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("WEBVAR_ARTIFACTS")
+	if dir == "" {
+		return
+	}
+	png, err := chromedp.Run(cctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Errorf("screenshot: %v", err)
+	} else if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		t.Errorf("screenshot: %v", err)
+	}
+}
+
+// openPage opens page in a fresh Chromium profile and returns the browser's context (valid until the
+// test ends) and a function describing the page (its status lines and console) for failure messages.
+// Console errors and uncaught exceptions, in the page or its same-origin frames, fail the test.
+func openPage(ctx context.Context, t *testing.T, chrome, page string, webgpu bool) (context.Context, func() string) {
 	profile := t.TempDir()
 	opts := browsertest.AllocatorOptions(chrome, profile, webgpu)
 	actx, cancelA := chromedp.NewExecAllocator(ctx, opts...)
@@ -190,25 +230,6 @@ func testPage(ctx context.Context, t *testing.T, chrome, page string, webgpu boo
 		defer mu.Unlock()
 		return status + "\nconsole:\n" + strings.Join(consoleLog, "\n")
 	}
-	if !waitAndCompare(t, cctx, dump, want) {
-		return nil
-	}
-	if dir := os.Getenv("WEBVAR_ARTIFACTS"); dir != "" {
-		png, err := chromedp.Run(cctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Errorf("screenshot: %v", err)
-		} else if err := os.WriteFile(filepath.Join(dir, shot), png, 0o644); err != nil {
-			t.Errorf("screenshot: %v", err)
-		}
-	}
-	backend, _ := chromedp.Run(cctx, chromedp.Evaluate[string](`document.getElementById("webvar-backend").textContent`))
-	switch {
-	case webgpu && !strings.HasPrefix(backend, "WebGPU:"):
-		// Not a failure: the fallback is part of the app, and the comparison still holds.
-		t.Logf("the page did not run on WebGPU: %s", backend)
-	case !webgpu && !strings.Contains(backend, "WebGPU unavailable") && !strings.Contains(backend, "using the CPU"):
-		t.Errorf("without WebGPU the page says %q, want it to name the CPU fallback", backend)
-	}
 	t.Cleanup(func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -216,7 +237,7 @@ func testPage(ctx context.Context, t *testing.T, chrome, page string, webgpu boo
 			t.Errorf("console errors:\n%s", strings.Join(consoleErrs, "\n"))
 		}
 	})
-	return cctx
+	return cctx, dump
 }
 
 // waitAndCompare waits for the page to finish a generation and compares the canvas with want; it reports

@@ -24,6 +24,8 @@ func fakeApp(t *testing.T) (dir, wdir string, wasm []byte) {
 	for name, data := range map[string][]byte{
 		filepath.Join(dir, "index.html"):         []byte("<!doctype html><title>webvar</title>"),
 		filepath.Join(dir, "wasm_exec.js"):       []byte("// go"),
+		filepath.Join(dir, "webvar-widget.js"):   []byte("// widget"),
+		filepath.Join(dir, "embed.html"):         []byte("<!doctype html><title>embed</title>"),
 		filepath.Join(dir, "webvar.wasm"):        wasm,
 		filepath.Join(wdir, "manifest.msgpack"):  []byte("manifest"),
 		filepath.Join(wdir, "chunk-00000.bin"):   []byte("chunk zero"),
@@ -71,8 +73,11 @@ func TestServeHandler(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "<title>webvar</title>") {
 		t.Fatalf("/: %s %q", resp.Status, body)
 	}
-	if resp, _ := get(t, srv, "/wasm_exec.js", nil); resp.StatusCode != 200 {
-		t.Fatalf("/wasm_exec.js: %s", resp.Status)
+	// The scripts and pages change with every build: the browser must revalidate them.
+	for _, p := range []string{"/wasm_exec.js", "/webvar-widget.js", "/embed.html"} {
+		if resp, _ := get(t, srv, p, nil); resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "no-cache" {
+			t.Fatalf("%s: %s, Cache-Control %q", p, resp.Status, resp.Header.Get("Cache-Control"))
+		}
 	}
 
 	resp, body = get(t, srv, "/webvar.wasm", nil)

@@ -1,0 +1,64 @@
+// webvar-widget.js: embed the webvar demo in any page with one script tag and one element per image.
+//
+//   <script src="https://host/webvar-widget.js" defer></script>
+//   <div data-webvar data-weights="weights/" data-class="7" data-seed="3" data-autostart></div>
+//
+// Every [data-webvar] element gets an <iframe> of the demo page in embed mode (index.html?embed=1&...),
+// sized to the element: each widget has its own wasm instance and page state, and nothing of the app
+// leaks into the host page. Attributes (all optional): data-weights (a converted weights directory,
+// resolved against the host page; default: the server's weights/), data-class, data-seed, data-cfg,
+// data-top-k, data-top-p, data-more-smooth, data-autostart (present: generate once loaded),
+// data-width / data-height (CSS sizes; default: the element's own size, else 320px x 400px).
+// The app posts {type: "webvar-state", state, error} to this page; the widget mirrors it on the host
+// element (dataset.state: loading, ready, generating, done, error; dataset.error) and dispatches a
+// "webvar-state" CustomEvent on it with that object as detail.
+// Hand-written, no build step: it must stay small and readable.
+(function () {
+  "use strict";
+  // The app is served next to this script: resolve the page against the script's own URL, so that a
+  // host page on another origin still finds it.
+  var script = document.currentScript;
+  var base = script && script.src ? script.src : document.baseURI;
+  var appURL = new URL("./", base);
+  var params = [["class", "class"], ["seed", "seed"], ["cfg", "cfg"], ["topK", "top_k"], ["topP", "top_p"],
+    ["moreSmooth", "more_smooth"]];
+
+  function mount(el) {
+    if (el.dataset.webvarMounted) return;
+    el.dataset.webvarMounted = "1";
+    var d = el.dataset;
+    var u = new URL(appURL);
+    u.searchParams.set("embed", "1");
+    for (var i = 0; i < params.length; i++) {
+      if (d[params[i][0]] !== undefined && d[params[i][0]] !== "") u.searchParams.set(params[i][1], d[params[i][0]]);
+    }
+    if (d.weights) u.searchParams.set("weights", new URL(d.weights, document.baseURI).href);
+    if (d.autostart !== undefined && d.autostart !== "false") u.searchParams.set("autostart", "1");
+    var f = document.createElement("iframe");
+    f.src = u.href;
+    f.title = "webvar image generator";
+    f.style.border = "0";
+    f.style.display = "block";
+    f.style.width = d.width || (el.clientWidth ? "100%" : "320px");
+    f.style.height = d.height || (el.clientHeight ? "100%" : "400px");
+    el.dataset.state = "loading";
+    el.appendChild(f);
+    window.addEventListener("message", function (ev) {
+      // Only this widget's own frame: every widget listens on the same window.
+      if (ev.source !== f.contentWindow || !ev.data || ev.data.type !== "webvar-state") return;
+      el.dataset.state = ev.data.state;
+      if (ev.data.error) el.dataset.error = ev.data.error;
+      else delete el.dataset.error;
+      el.dispatchEvent(new CustomEvent("webvar-state", {detail: ev.data}));
+    });
+  }
+
+  function mountAll() {
+    var els = document.querySelectorAll("[data-webvar]");
+    for (var i = 0; i < els.length; i++) mount(els[i]);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", mountAll);
+  else mountAll();
+  // Pages that add elements later can call webvarWidget.mount(el) or webvarWidget.mountAll().
+  window.webvarWidget = {mount: mount, mountAll: mountAll};
+})();
