@@ -347,7 +347,7 @@ func (a *app) generate(q params) error {
 	}
 	setText("webvar-status", "generating class "+label+" ...")
 	req := varmodel.Request{Labels: []int{q.class}, CFG: q.cfg, TopK: q.topK, TopP: q.topP,
-		MoreSmooth: q.moreSmooth, Seed: q.seed, Previews: true}
+		MoreSmooth: q.moreSmooth, Seed: q.seed, Previews: varmodel.PreviewFast}
 	_, err := a.p.Generate(context.Background(), a.b, req, func(ev varmodel.ScaleEvent) error {
 		if ev.Preview == nil {
 			return errors.New("no preview for a scale")

@@ -219,18 +219,17 @@ func benchModelOn(ctx context.Context, b core.Backend, src *benchSource, varSrc 
 	if err != nil {
 		return bench.ModelReport{}, err
 	}
-	flops, err := bench.CountFLOPs(p, src.vaeSrc, 1)
+	flops, err := bench.CountFLOPs(p, src.vaeSrc, 1, f.previews)
 	if err != nil {
 		return bench.ModelReport{}, err
 	}
-	previews := f.previews == "full"
 	// The sampling defaults of `webvar generate`; class 0 and seed 0 (speed depends on neither).
-	req := varmodel.Request{Labels: []int{0}, CFG: 4, TopK: 900, TopP: 0.95, Previews: previews}
+	req := varmodel.Request{Labels: []int{0}, CFG: 4, TopK: 900, TopP: 0.95, Previews: f.previews}
 	runs, err := bench.RunModel(ctx, b, p, bench.ModelOptions{Request: req, Reps: reps, Log: log})
 	if err != nil {
 		return bench.ModelReport{}, err
 	}
-	rep, err := bench.NewModelReport(runs, flops, previews)
+	rep, err := bench.NewModelReport(runs, flops)
 	rep.Images, rep.Side, rep.PatchNums = 1, p.VAE.ImageSize(), p.VAR.Config().PatchNums
 	return rep, err
 }
