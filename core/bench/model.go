@@ -276,15 +276,15 @@ type ModelReport struct {
 	GFLOPPerScale []float64 `json:"gflop_per_scale"`
 	GFLOPS        PartGFLOP `json:"gflops_per_s"` // GFLOP / median seconds of the part
 
-	PeakRSSBytes  int64  `json:"peak_rss_bytes"` // process high-water mark (0: unknown on this OS)
-	PeakGPUBytes  int64  `json:"peak_gpu_bytes"` // GPU buffers, live + pooled (0: not a GPU backend)
+	PeakRSSBytes int64 `json:"peak_rss_bytes"` // process high-water mark (0: unknown on this OS)
+	PeakGPUBytes int64 `json:"peak_gpu_bytes"` // GPU buffers, live + pooled (0: not a GPU backend)
 	// GPUMemoryLoaded and GPUMemory are the backend's own breakdown of its buffers (webgpu.MemoryStats)
 	// after loading the model and after the runs, when it offers one: a debugging aid whose fields are
 	// the backend's.
-	GPUMemoryLoaded any `json:"gpu_memory_loaded,omitempty"`
-	GPUMemory       any `json:"gpu_memory,omitempty"`
-	DownloadBytes int64  `json:"download_bytes"` // converted weights to fetch: transformer + VQVAE decoder
-	WeightsSource string `json:"weights_source"` // where the weights came from
+	GPUMemoryLoaded any    `json:"gpu_memory_loaded,omitempty"`
+	GPUMemory       any    `json:"gpu_memory,omitempty"`
+	DownloadBytes   int64  `json:"download_bytes"` // converted weights to fetch: transformer + VQVAE decoder
+	WeightsSource   string `json:"weights_source"` // where the weights came from
 }
 
 // PartGFLOP is one number per part of a generation.
