@@ -90,7 +90,7 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	case !endToEnd && (f.quant != "" || *previews != "none"):
 		return nil, usageError{"-quant and -previews apply to -model and -weights, not to -kernels"}
 	case previewsErr != nil:
-		return nil, usageError{"-" + previewsErr.Error()}
+		return nil, usageError{fmt.Sprintf("-previews %q: want none, fast or full", *previews)}
 	case f.reps < 0:
 		return nil, usageError{"-reps must be >= 0"}
 	case f.threads < 0:
