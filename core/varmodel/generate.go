@@ -72,21 +72,23 @@ const (
 	PreviewFull
 )
 
-// previewModeNames are the names String returns and ParsePreviewMode accepts, indexed by mode.
-var previewModeNames = [...]string{PreviewNone: "none", PreviewFast: "fast", PreviewFull: "full"}
-
 func (m PreviewMode) String() string {
-	if m >= 0 && int(m) < len(previewModeNames) {
-		return previewModeNames[m]
+	switch m {
+	case PreviewNone:
+		return "none"
+	case PreviewFast:
+		return "fast"
+	case PreviewFull:
+		return "full"
 	}
 	return fmt.Sprintf("PreviewMode(%d)", int(m))
 }
 
-// ParsePreviewMode maps "none", "fast" or "full" to its mode (for flags and query strings).
+// ParsePreviewMode maps "none", "fast" or "full" (String's names) to its mode, for flags and query strings.
 func ParsePreviewMode(s string) (PreviewMode, error) {
-	for m, n := range previewModeNames {
-		if s == n {
-			return PreviewMode(m), nil
+	for _, m := range []PreviewMode{PreviewNone, PreviewFast, PreviewFull} {
+		if s == m.String() {
+			return m, nil
 		}
 	}
 	return PreviewNone, fmt.Errorf("preview mode %q: want none, fast or full", s)
