@@ -12,6 +12,7 @@ import (
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/bench"
+	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/core/webgpu"
 )
 
@@ -28,7 +29,7 @@ type benchFlags struct {
 	model      string
 	weightsDir string
 	quant      string
-	previews   string
+	previews   varmodel.PreviewMode
 }
 
 func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
@@ -41,7 +42,8 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs.StringVar(&f.weightsDir, "weights", "", "time whole generations of a converted weights directory (webvar convert) instead of -model")
 	fs.StringVar(&f.quant, "quant", "", "with -model: storage of the transformer's Linear weights, f32, int8 or int4 (default f32); "+
 		"a weights directory keeps its own")
-	fs.StringVar(&f.previews, "previews", "none", "with -model: full (decode every scale's preview at full resolution, as the browser app does) or none")
+	previews := fs.String("previews", "none", "with -model: none, fast (decode every scale's preview at that scale's resolution "+
+		"and upsample it, as the browser app and the preview window do) or full (decode every scale's preview at full resolution)")
 	fs.StringVar(&f.backend, "backend", "all", "cpu, webgpu, or all (cpu, then webgpu if an adapter opens)")
 	fs.StringVar(&f.size, "size", bench.SizeD16, "kernel shapes: d16 (VAR-d16) or small (quick)")
 	fs.StringVar(&f.filter, "filter", "", "only kernels whose names contain this (comma-separated: any of them)")
@@ -71,6 +73,8 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 		return nil, usageError{err.Error()}
 	}
 	endToEnd := f.model != "" || f.weightsDir != ""
+	mode, previewsErr := varmodel.ParsePreviewMode(*previews)
+	f.previews = mode
 	switch {
 	case fs.NArg() > 0:
 		return nil, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
@@ -83,10 +87,10 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 		return nil, usageError{"give either -model or -weights, not both"}
 	case f.weightsDir != "" && f.quant != "":
 		return nil, usageError{"-quant applies to -model: a weights directory keeps the quantization it was converted with"}
-	case !endToEnd && (f.quant != "" || f.previews != "none"):
+	case !endToEnd && (f.quant != "" || *previews != "none"):
 		return nil, usageError{"-quant and -previews apply to -model and -weights, not to -kernels"}
-	case f.previews != "full" && f.previews != "none":
-		return nil, usageError{fmt.Sprintf("-previews %q: want full or none", f.previews)}
+	case previewsErr != nil:
+		return nil, usageError{fmt.Sprintf("-previews %q: want none, fast or full", *previews)}
 	case f.reps < 0:
 		return nil, usageError{"-reps must be >= 0"}
 	case f.threads < 0:

@@ -224,14 +224,16 @@ func TestBenchWeightsDirTable(t *testing.T) {
 		"-quant", "int4", "-no-encoder", "-verify", "0", "-out", dir); rc != 0 {
 		t.Fatalf("convert: exit %d: %s", rc, stderr)
 	}
-	rc, stdout, stderr := runCLI(t, "bench", "-weights", dir, "-backend", "cpu", "-reps", "1", "-previews", "full")
-	if rc != 0 {
-		t.Fatalf("exit %d: %s", rc, stderr)
-	}
-	for _, want := range []string{"quant int4, previews full", "scale 1 (1x1)", "scale 4 (4x4)", "transformer", "VQVAE decode",
-		"previews", "total", "download ", "peak RSS"} {
-		if !strings.Contains(stdout, want) {
-			t.Errorf("table lacks %q:\n%s", want, stdout)
+	for _, mode := range []string{"full", "fast"} {
+		rc, stdout, stderr := runCLI(t, "bench", "-weights", dir, "-backend", "cpu", "-reps", "1", "-previews", mode)
+		if rc != 0 {
+			t.Fatalf("exit %d: %s", rc, stderr)
+		}
+		for _, want := range []string{"quant int4, previews " + mode, "scale 1 (1x1)", "scale 4 (4x4)", "transformer", "VQVAE decode",
+			"previews", "total", "download ", "peak RSS", "previews (" + mode + ") add"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("table lacks %q:\n%s", want, stdout)
+			}
 		}
 	}
 }

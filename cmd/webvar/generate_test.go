@@ -192,6 +192,7 @@ func TestGenerateDefaultModelAndGrid(t *testing.T) {
 		{[]string{"-seeds", "3-1", "-out", grid}},
 		{[]string{"-classes", "all", "-tokens", "t.json", "-out", grid}},
 		{[]string{"-samples", samples, "-out", grid}},
+		{[]string{"-scales-preview", "none", "-out", grid}},
 	} {
 		if rc, _, stderr := runCLI(t, append([]string{"generate"}, c.args...)...); rc != 2 {
 			t.Errorf("%v: exit %d, want 2: %s", c.args, rc, stderr)

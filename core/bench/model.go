@@ -28,6 +28,11 @@ type ModelFLOPs struct {
 	Scales      []int64
 	Transformer int64 // sum of Scales
 	Decode      int64 // one VQVAE decode of every image of the batch
+	// Preview is the decoding of the previews of every scale but the last (the last scale's preview is
+	// the final image, counted in Decode): none, (scales-1) full decodes, or for fast previews one decode
+	// per scale at its own latent side.
+	Preview int64
+	Mode    varmodel.PreviewMode
 }
 
 // TransformerFLOPs counts the transformer's work per scale for a batch of images with classifier-free
@@ -122,17 +127,52 @@ func DecodeFLOPs(vae core.WeightSource, latent, images int) (int64, error) {
 	return total * int64(images), err
 }
 
-// CountFLOPs counts a pipeline's generation of images images; vae is the VQVAE checkpoint it was loaded
-// from (the loaded model keeps no shapes to walk).
-func CountFLOPs(p *varmodel.Pipeline, vae core.WeightSource, images int) (ModelFLOPs, error) {
+// CountFLOPs counts a pipeline's generation of images images with previews decoded as mode says; vae is
+// the VQVAE checkpoint it was loaded from (the loaded model keeps no shapes to walk).
+func CountFLOPs(p *varmodel.Pipeline, vae core.WeightSource, images int, mode varmodel.PreviewMode) (ModelFLOPs, error) {
 	c := p.VAR.Config()
-	f := ModelFLOPs{Scales: TransformerFLOPs(c, images)}
+	f := ModelFLOPs{Scales: TransformerFLOPs(c, images), Mode: mode}
 	for _, s := range f.Scales {
 		f.Transformer += s
 	}
 	var err error
 	f.Decode, err = DecodeFLOPs(vae, c.PatchNums[len(c.PatchNums)-1], images)
+	if err != nil {
+		return f, err
+	}
+	f.Preview, err = PreviewFLOPs(vae, c.PatchNums, images, mode)
 	return f, err
+}
+
+// PreviewFLOPs counts the preview decodes of one generation: nothing for PreviewNone, a full decode per
+// scale but the last for PreviewFull, and for PreviewFast a decode at each such scale's own side (the
+// area downsampling before it and the bicubic upsampling after it are not matrix products). The
+// decoder's work grows with the latent's area (its attention with the square of it), so fast previews
+// cost about sum(pn^2)/P^2 full decodes.
+func PreviewFLOPs(vae core.WeightSource, patchNums []int, images int, mode varmodel.PreviewMode) (int64, error) {
+	if len(patchNums) == 0 {
+		return 0, errors.New("bench: no scales")
+	}
+	switch mode {
+	case varmodel.PreviewNone:
+		return 0, nil
+	case varmodel.PreviewFast, varmodel.PreviewFull:
+	default:
+		return 0, fmt.Errorf("bench: preview mode %v", mode)
+	}
+	var total int64
+	for _, pn := range patchNums[:len(patchNums)-1] {
+		side := pn
+		if mode == varmodel.PreviewFull {
+			side = patchNums[len(patchNums)-1]
+		}
+		f, err := DecodeFLOPs(vae, side, images)
+		if err != nil {
+			return 0, err
+		}
+		total += f
+	}
+	return total, nil
 }
 
 // ModelRun is the timing of one generation. On a queueing backend every part ends with a readback
@@ -209,13 +249,15 @@ func RunModel(ctx context.Context, b core.Backend, p *varmodel.Pipeline, opt Mod
 // are part of the `webvar bench -json` output. The command fills in what the harness cannot know
 // (model, device, memory, download size).
 type ModelReport struct {
-	Model    string `json:"model"`
-	Backend  string `json:"backend"`
-	Device   string `json:"device"`
-	Quant    string `json:"quant"`
-	Threads  int    `json:"threads"`
-	Previews string `json:"previews"` // "full": every scale decoded at full resolution; "none"
-	Images   int    `json:"images"`   // batch size (with CFG the transformer runs twice as many rows)
+	Model   string `json:"model"`
+	Backend string `json:"backend"`
+	Device  string `json:"device"`
+	Quant   string `json:"quant"`
+	Threads int    `json:"threads"`
+	// Previews is "none"; "full": every scale decoded at full resolution; "fast": every scale decoded at
+	// its own resolution and upsampled (varmodel.PreviewFast).
+	Previews string `json:"previews"`
+	Images   int    `json:"images"` // batch size (with CFG the transformer runs twice as many rows)
 	Side     int    `json:"image_side"`
 	// PatchNums are the token map sides of the scales (per_scale_seconds has one entry per scale).
 	PatchNums []int `json:"patch_nums"`
@@ -234,10 +276,15 @@ type ModelReport struct {
 	GFLOPPerScale []float64 `json:"gflop_per_scale"`
 	GFLOPS        PartGFLOP `json:"gflops_per_s"` // GFLOP / median seconds of the part
 
-	PeakRSSBytes  int64  `json:"peak_rss_bytes"` // process high-water mark (0: unknown on this OS)
-	PeakGPUBytes  int64  `json:"peak_gpu_bytes"` // GPU buffers, live + pooled (0: not a GPU backend)
-	DownloadBytes int64  `json:"download_bytes"` // converted weights to fetch: transformer + VQVAE decoder
-	WeightsSource string `json:"weights_source"` // where the weights came from
+	PeakRSSBytes int64 `json:"peak_rss_bytes"` // process high-water mark (0: unknown on this OS)
+	PeakGPUBytes int64 `json:"peak_gpu_bytes"` // GPU buffers, live + pooled (0: not a GPU backend)
+	// GPUMemoryLoaded and GPUMemory are the backend's own breakdown of its buffers (webgpu.MemoryStats)
+	// after loading the model and after the runs, when it offers one: a debugging aid whose fields are
+	// the backend's.
+	GPUMemoryLoaded any    `json:"gpu_memory_loaded,omitempty"`
+	GPUMemory       any    `json:"gpu_memory,omitempty"`
+	DownloadBytes   int64  `json:"download_bytes"` // converted weights to fetch: transformer + VQVAE decoder
+	WeightsSource   string `json:"weights_source"` // where the weights came from
 }
 
 // PartGFLOP is one number per part of a generation.
@@ -248,9 +295,9 @@ type PartGFLOP struct {
 	Total       float64 `json:"total"`
 }
 
-// NewModelReport summarizes timed runs of a generation whose arithmetic is f; previews says whether the
-// runs decoded a preview at every scale but the last.
-func NewModelReport(runs []ModelRun, f ModelFLOPs, previews bool) (ModelReport, error) {
+// NewModelReport summarizes timed runs of a generation whose arithmetic is f (f.Mode says how the runs
+// decoded their previews).
+func NewModelReport(runs []ModelRun, f ModelFLOPs) (ModelReport, error) {
 	if len(runs) == 0 {
 		return ModelReport{}, errors.New("bench: no runs to report")
 	}
@@ -266,7 +313,7 @@ func NewModelReport(runs []ModelRun, f ModelFLOPs, previews bool) (ModelReport, 
 		}
 		return m, v[0]
 	}
-	rep := ModelReport{Reps: len(runs), Previews: "none"}
+	rep := ModelReport{Reps: len(runs), Previews: f.Mode.String()}
 	rep.TotalSeconds, rep.TotalSecondsMin = sec(func(r ModelRun) time.Duration { return r.Total })
 	rep.TransformerSeconds, rep.TransformerMin = sec(func(r ModelRun) time.Duration { return r.Transformer })
 	rep.DecodeSeconds, rep.DecodeMin = sec(func(r ModelRun) time.Duration { return r.Decode })
@@ -283,11 +330,8 @@ func NewModelReport(runs []ModelRun, f ModelFLOPs, previews bool) (ModelReport, 
 	for _, s := range f.Scales {
 		rep.GFLOPPerScale = append(rep.GFLOPPerScale, float64(s)/1e9)
 	}
-	rep.GFLOP = PartGFLOP{Transformer: float64(f.Transformer) / 1e9, Decode: float64(f.Decode) / 1e9}
-	if previews {
-		rep.Previews = "full"
-		rep.GFLOP.Preview = float64(len(f.Scales)-1) * rep.GFLOP.Decode
-	}
+	rep.GFLOP = PartGFLOP{Transformer: float64(f.Transformer) / 1e9, Decode: float64(f.Decode) / 1e9,
+		Preview: float64(f.Preview) / 1e9}
 	rep.GFLOP.Total = rep.GFLOP.Transformer + rep.GFLOP.Decode + rep.GFLOP.Preview
 	rate := func(gflop, s float64) float64 {
 		if s <= 0 {

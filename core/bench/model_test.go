@@ -101,8 +101,9 @@ func TestRunModelPartsAddUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, previews := range []bool{false, true} {
-		req := varmodel.Request{Labels: []int{3}, CFG: 4, TopK: 900, TopP: 0.95, Previews: previews}
+	for _, mode := range []varmodel.PreviewMode{varmodel.PreviewNone, varmodel.PreviewFast, varmodel.PreviewFull} {
+		previews := mode != varmodel.PreviewNone
+		req := varmodel.Request{Labels: []int{3}, CFG: 4, TopK: 900, TopP: 0.95, Previews: mode}
 		runs, err := RunModel(context.Background(), b, p, ModelOptions{Request: req, Reps: 2})
 		if err != nil {
 			t.Fatal(err)
@@ -126,16 +127,33 @@ func TestRunModelPartsAddUp(t *testing.T) {
 				t.Errorf("previews %v: total %v, transformer %v, decode %v, preview %v", previews, r.Total, r.Transformer, r.Decode, r.Preview)
 			}
 		}
-		f, err := CountFLOPs(p, ac.WeightSource(), 1)
+		f, err := CountFLOPs(p, ac.WeightSource(), 1, mode)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep, err := NewModelReport(runs, f, previews)
+		rep, err := NewModelReport(runs, f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(rep.PerScaleSeconds) != 4 || rep.GFLOP.Decode <= 0 || (rep.GFLOP.Preview == 3*rep.GFLOP.Decode) != previews {
-			t.Errorf("report %+v", rep)
+		// Fast previews decode latents of side 1, 2 and 3 of the tiny model's 4.
+		var wantPreview int64
+		for _, side := range []int{1, 2, 3} {
+			if mode == varmodel.PreviewFull {
+				side = 4
+			}
+			if mode != varmodel.PreviewNone {
+				d, err := DecodeFLOPs(ac.WeightSource(), side, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantPreview += d
+			}
+		}
+		if len(rep.PerScaleSeconds) != 4 || rep.GFLOP.Decode <= 0 || f.Preview != wantPreview || rep.Previews != mode.String() {
+			t.Errorf("%v: preview FLOPs %d, want %d; report %+v", mode, f.Preview, wantPreview, rep)
+		}
+		if mode == varmodel.PreviewFast && f.Preview >= f.Decode*3/2 {
+			t.Errorf("fast previews count %d FLOPs, more than 1.5 full decodes (%d each)", f.Preview, f.Decode)
 		}
 	}
 	if _, err := RunModel(context.Background(), b, p, ModelOptions{Reps: 0}); err == nil {

@@ -48,8 +48,50 @@ type Request struct {
 	// how much of the image the coarse scales decide. Prefix scales win over it. The transformer is not run
 	// for randomized scales (no later scale samples from it). 0: off; >= the scale count: nothing changes.
 	RandomAfter int
-	// Previews decodes the accumulated f_hat after every scale into ScaleEvent.Preview.
-	Previews bool
+	// Previews decodes the accumulated f_hat after every scale into ScaleEvent.Preview, at full quality
+	// (PreviewFull) or at the scale's own resolution (PreviewFast). The zero value is PreviewNone.
+	Previews PreviewMode
+}
+
+// PreviewMode says how the per-scale previews of a generation are decoded.
+type PreviewMode int
+
+const (
+	// PreviewNone decodes only the final image.
+	PreviewNone PreviewMode = iota
+	// PreviewFast decodes scale si's f_hat area-downsampled to that scale's own side pn: the VQVAE decoder
+	// is fully convolutional, so a pn x pn latent decodes to a (pn*f) x (pn*f) image (f = image side /
+	// latent side), which is bicubic-upsampled to the full side. A decode's arithmetic grows with the
+	// latent's area, so all the previews together cost sum(pn^2)/P^2 full decodes instead of one per
+	// scale (VAR-d16: 424/256 = 1.7 instead of 9). The area-downsampled f_hat is what the transformer
+	// itself is shown of the image at the next scale; the preview shows no more detail than scale si has
+	// decided. The last scale is always the full decode: the final image does not depend on the mode.
+	PreviewFast
+	// PreviewFull decodes the full-resolution f_hat of every scale, as the official demo does: each
+	// preview costs as much as the final image.
+	PreviewFull
+)
+
+func (m PreviewMode) String() string {
+	switch m {
+	case PreviewNone:
+		return "none"
+	case PreviewFast:
+		return "fast"
+	case PreviewFull:
+		return "full"
+	}
+	return fmt.Sprintf("PreviewMode(%d)", int(m))
+}
+
+// ParsePreviewMode maps "none", "fast" or "full" (String's names) to its mode, for flags and query strings.
+func ParsePreviewMode(s string) (PreviewMode, error) {
+	for _, m := range []PreviewMode{PreviewNone, PreviewFast, PreviewFull} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return PreviewNone, fmt.Errorf("preview mode %q: want none, fast or full", s)
 }
 
 // ScaleEvent reports a finished scale.
@@ -57,7 +99,7 @@ type ScaleEvent struct {
 	Scale, Scales int
 	PN            int
 	Tokens        []int            // B*pn^2 ids, image-major, row-major within an image
-	Preview       *core.HostTensor // [B, 3, H, W] in [0, 1] when Request.Previews
+	Preview       *core.HostTensor // [B, 3, H, W] in [0, 1] unless Request.Previews is PreviewNone
 	Elapsed       time.Duration    // since the start of the generation
 	// Decode is the part of this scale's time spent turning f_hat into an image with the VQVAE decoder:
 	// the preview (Request.Previews) or, at the last scale, the final image. It lets benchmarks separate
@@ -99,6 +141,9 @@ func (p *Pipeline) validate(req Request) error {
 	}
 	if req.TopK < 0 || req.TopP < 0 || req.TopP > 1 {
 		return fmt.Errorf("top-k %d / top-p %g: want top-k >= 0 and 0 <= top-p <= 1", req.TopK, req.TopP)
+	}
+	if req.Previews < PreviewNone || req.Previews > PreviewFull {
+		return fmt.Errorf("previews %v: want PreviewNone, PreviewFast or PreviewFull", req.Previews)
 	}
 	if req.RandomAfter < 0 {
 		return fmt.Errorf("random-after %d: want >= 0 (0: off)", req.RandomAfter)
@@ -233,8 +278,14 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 
 		ev := ScaleEvent{Scale: si, Scales: k, PN: pn, Tokens: ids}
 		decodeStart := time.Now()
-		if req.Previews && si < k-1 {
-			img := p.decode(o, fhat)
+		previews := req.Previews != PreviewNone
+		if previews && si < k-1 {
+			var img core.HostTensor
+			if req.Previews == PreviewFast {
+				img = p.decodeAt(o, fhat, pn)
+			} else {
+				img = p.decode(o, fhat)
+			}
 			if err := o.Err(); err != nil {
 				o.Free(fhat)
 				return nil, err
@@ -243,7 +294,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 		}
 		if si == k-1 {
 			res.Images = p.decode(o, fhat)
-			if req.Previews {
+			if previews {
 				ev.Preview = &res.Images
 			}
 		}
@@ -252,7 +303,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 			return nil, err
 		}
 		ev.Elapsed = time.Since(start)
-		if (req.Previews && si < k-1) || si == k-1 {
+		if previews || si == k-1 {
 			// On a queueing backend this includes finishing the small f_hat update queued before the
 			// decoder: the decoder's readback is the first wait after it.
 			ev.Decode = time.Since(decodeStart)
@@ -279,7 +330,16 @@ func uniformIDs(n, v int, rng *core.RNG) []int {
 
 // decode is the VQVAE decoder on f_hat, mapped from [-1, 1] to [0, 1] on the host.
 func (p *Pipeline) decode(o *core.Ops, fhat *core.Tensor) core.HostTensor {
-	img := p.VAE.Decode(o, fhat)
+	return p.download(o, p.VAE.Decode(o, fhat))
+}
+
+// decodeAt is a PreviewFast preview: f_hat decoded at latent side pn, at full image size.
+func (p *Pipeline) decodeAt(o *core.Ops, fhat *core.Tensor, pn int) core.HostTensor {
+	return p.download(o, p.VAE.DecodePreview(o, fhat, pn))
+}
+
+// download reads a decoded image back, mapped from [-1, 1] to [0, 1] on the host.
+func (p *Pipeline) download(o *core.Ops, img *core.Tensor) core.HostTensor {
 	h := o.Download(img)
 	o.Free(img)
 	for i, v := range h.Data {

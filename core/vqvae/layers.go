@@ -41,9 +41,15 @@ type resBlock struct {
 }
 
 func (r *resBlock) apply(o *core.Ops, x *core.Tensor) *core.Tensor {
-	h := r.conv1.apply(o, r.norm1.apply(o, x, true))
-	h2 := r.conv2.apply(o, r.norm2.apply(o, h, true))
+	// Every intermediate is freed as soon as it is read: on a GPU backend an unfreed tensor keeps its
+	// buffer for good (the norms here once leaked two full-resolution activations per block per decode).
+	n1 := r.norm1.apply(o, x, true)
+	h := r.conv1.apply(o, n1)
+	o.Free(n1)
+	n2 := r.norm2.apply(o, h, true)
 	o.Free(h)
+	h2 := r.conv2.apply(o, n2)
+	o.Free(n2)
 	if r.shortcut != nil {
 		s := r.shortcut.apply(o, x)
 		out := o.Add(s, h2)
@@ -69,7 +75,9 @@ func (a *attnBlock) apply(o *core.Ops, x *core.Tensor) *core.Tensor {
 	}
 	s := x.Shape()
 	b, c, h, w := s[0], s[1], s[2], s[3]
-	qkv := a.qkv.apply(o, a.norm.apply(o, x, false))   // [B, 3C, H, W]
+	n := a.norm.apply(o, x, false)
+	qkv := a.qkv.apply(o, n) // [B, 3C, H, W]
+	o.Free(n)
 	qkvT := o.Transpose12(o.Reshape(qkv, b, 3*c, h*w)) // [B, HW, 3C]
 	q, k, v := o.SliceLast(qkvT, 0, c), o.SliceLast(qkvT, c, c), o.SliceLast(qkvT, 2*c, c)
 	att := o.Attention(q, k, v, 1, float32(1/math.Sqrt(float64(c))), nil) // [B, HW, C]

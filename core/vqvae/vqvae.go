@@ -237,6 +237,30 @@ func (m *Model) Decode(o *core.Ops, fhat *core.Tensor) *core.Tensor {
 	return img
 }
 
+// DecodePreview is a cheap preview of f_hat [B, Cvae, P, P]: f_hat area-downsampled to side x side, decoded
+// (the decoder is fully convolutional, so the image is side * ImageSize()/P on a side) and
+// bicubic-upsampled to [B, 3, ImageSize(), ImageSize()], clamped to [-1, 1] again because bicubic
+// overshoots. It costs about (side/P)^2 of Decode. side >= P is Decode itself.
+func (m *Model) DecodePreview(o *core.Ops, fhat *core.Tensor, side int) *core.Tensor {
+	p := m.cfg.PatchNums[len(m.cfg.PatchNums)-1]
+	if side >= p {
+		return m.Decode(o, fhat)
+	}
+	if side < 1 {
+		o.Fail("vqvae preview", fmt.Errorf("latent side %d: want >= 1", side))
+		return nil
+	}
+	small := o.ResizeArea(fhat, side, side)
+	img := m.Decode(o, small)
+	o.Free(small)
+	n := m.ImageSize()
+	up := o.ResizeBicubic(img, n, n)
+	o.Free(img)
+	out := o.Clamp(up, -1, 1)
+	o.Free(up)
+	return out
+}
+
 // VarInput is the transformer's teacher-forcing input from the token maps of all scales (official
 // idxBl_to_var_input): for each scale but the last, f_hat is accumulated as in generation and the next
 // scale's area-downsampled f_hat is flattened to tokens. Returns [B, L-first_l, Cvae].

@@ -49,6 +49,9 @@ type Backend struct {
 	pooled    uint64                    // bytes held in the pool
 	live      uint64                    // bytes in live tensors
 	peak      uint64                    // peak of live + pooled
+	uploaded  uint64                    // of live: exactly sized uploads (weights, host inputs)
+	atPeak    MemoryStats               // the breakdown when peak was last raised
+	largest   uint64                    // largest single buffer allocated
 
 	enc      *wgpu.CommandEncoder // pending work, nil when idle
 	pass     *wgpu.ComputePassEncoder
@@ -207,7 +210,7 @@ func (b *Backend) alloc(n uint64, what string) (*gpuBuf, error) {
 		return nil, fmt.Errorf("%s: allocating %d bytes: %w", what, size, err)
 	}
 	b.live += size
-	b.peak = max(b.peak, b.live+b.pooled)
+	b.notePeakLocked(size)
 	return b.guarded(&gpuBuf{buf: buf, bytes: n, poolSize: size})
 }
 
@@ -302,7 +305,8 @@ func (b *Backend) Upload(h core.HostTensor) (*core.Tensor, error) {
 		return nil, fmt.Errorf("upload %v: %w", h.Shape, err)
 	}
 	b.live += bytes
-	b.peak = max(b.peak, b.live+b.pooled)
+	b.uploaded += bytes
+	b.notePeakLocked(bytes)
 	return core.NewTensor(h.Shape, &gpuBuf{buf: buf, bytes: bytes}), nil
 }
 
@@ -395,6 +399,7 @@ func (b *Backend) freeLocked(g *gpuBuf) {
 	if g.poolSize == 0 {
 		// Uploads are exactly sized: release them (after pending work reads them) instead of pooling.
 		b.live -= g.bytes
+		b.uploaded -= g.bytes
 		buf := g.buf
 		if b.enc != nil {
 			b.release = append(b.release, func() { releaseBuffer(buf) })

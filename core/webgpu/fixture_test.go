@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/internal/testutil"
 )
@@ -47,5 +48,46 @@ func TestVarTinyGreedyOnWebGPU(t *testing.T) {
 			}
 			testutil.RelClose(t, run+".img", res.Images.Data, g.F32(run+".img").Data, 1e-4)
 		})
+	}
+}
+
+// Fast previews decode latents smaller than the model's (1x1 up to 3x3 for var-tiny) and upsample the
+// images bicubically: the same previews as the CPU's, within golden.md's tolerance, and the same tokens.
+func TestFastPreviewsMatchCPU(t *testing.T) {
+	b := newTestBackend(t)
+	cb := cpu.New(0)
+	load := func(b core.Backend) *varmodel.Pipeline {
+		p, err := varmodel.LoadPipeline(testutil.Source(t, testutil.VarTiny("var.pth")), testutil.Source(t, testutil.VarTiny("vae.pth")), b, varmodel.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Greedy: sampling cannot diverge on a last-bit difference in the logits.
+	req := varmodel.Request{Labels: []int{1, 6}, CFG: 3, TopK: 1, Previews: varmodel.PreviewFast}
+	run := func(p *varmodel.Pipeline, b core.Backend) (*varmodel.Result, []core.HostTensor) {
+		var previews []core.HostTensor
+		res, err := p.Generate(context.Background(), b, req, func(ev varmodel.ScaleEvent) error {
+			if ev.Preview == nil {
+				return fmt.Errorf("scale %d: no preview", ev.Scale)
+			}
+			previews = append(previews, *ev.Preview)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, previews
+	}
+	gres, gprev := run(load(b), b)
+	cres, cprev := run(load(cb), cb)
+	for si := range cres.Tokens {
+		testutil.IntsEqual(t, fmt.Sprintf("idx.s%d", si), gres.Tokens[si], cres.Tokens[si])
+	}
+	for si := range cprev {
+		if !gprev[si].Shape.Equal(cprev[si].Shape) {
+			t.Fatalf("scale %d: preview shape %v on WebGPU, %v on the CPU", si, gprev[si].Shape, cprev[si].Shape)
+		}
+		testutil.RelClose(t, fmt.Sprintf("preview.s%d", si), gprev[si].Data, cprev[si].Data, 1e-4)
 	}
 }

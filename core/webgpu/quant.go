@@ -64,7 +64,8 @@ func (b *Backend) uploadBytesLocked(data []byte, what string) (*gpuBuf, error) {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	b.live += n
-	b.peak = max(b.peak, b.live+b.pooled)
+	b.uploaded += n
+	b.notePeakLocked(n)
 	return &gpuBuf{buf: buf, bytes: n}, nil
 }
 

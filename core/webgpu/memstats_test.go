@@ -1,0 +1,35 @@
+package webgpu
+
+import (
+	"context"
+	"testing"
+
+	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/internal/testutil"
+)
+
+// A generation must free every tensor it makes: on this backend a tensor that is never freed keeps its
+// buffer (neither pooled nor released) until the backend closes, so a leak grows with every image the
+// browser app draws. Whatever the request, the live bytes after it are those after loading the model.
+func TestGenerationFreesItsTensors(t *testing.T) {
+	b := newTestBackend(t)
+	b.guard = 0
+	p, err := varmodel.LoadPipeline(testutil.Source(t, testutil.VarTiny("var.pth")), testutil.Source(t, testutil.VarTiny("vae.pth")), b, varmodel.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := b.MemoryStats()
+	for _, req := range []varmodel.Request{
+		{Labels: []int{1}, CFG: 4, TopK: 900, TopP: 0.95},
+		{Labels: []int{1, 2}, CFG: 4, TopK: 900, TopP: 0.95, MoreSmooth: true, Previews: varmodel.PreviewFast},
+		{Labels: []int{3}, CFG: 2, Previews: varmodel.PreviewFull, RandomAfter: 2},
+	} {
+		if _, err := p.Generate(context.Background(), b, req, nil); err != nil {
+			t.Fatal(err)
+		}
+		if s := b.MemoryStats(); s.Live != loaded.Live || s.Uploaded != loaded.Uploaded {
+			t.Errorf("previews %v, more-smooth %v: %d bytes live after the generation (%d uploaded), %d after loading (%d uploaded)",
+				req.Previews, req.MoreSmooth, s.Live, s.Uploaded, loaded.Live, loaded.Uploaded)
+		}
+	}
+}
