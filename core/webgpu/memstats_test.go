@@ -1,3 +1,7 @@
+//go:build !js
+
+// The fixture files are read from testdata, which a browser test binary cannot reach.
+
 package webgpu
 
 import (
