@@ -417,7 +417,7 @@ func (u *ui) worker() {
 	var last [][]int // the last finished image's tokens per scale: what a reroll keeps
 	for j := range u.jobs {
 		req := varmodel.Request{Labels: []int{j.q.class}, CFG: j.q.cfg, TopK: j.q.topK, TopP: j.q.topP,
-			MoreSmooth: j.q.moreSmooth, Seed: j.q.seed, Previews: varmodel.PreviewFast}
+			MoreSmooth: j.q.moreSmooth, Seed: j.q.seed, Previews: varmodel.InteractivePreviews(a.p.VAE.ImageSize())}
 		what := ""
 		switch j.kind {
 		case jobReroll:

@@ -72,6 +72,18 @@ const (
 	PreviewFull
 )
 
+// InteractivePreviews is the preview mode for a front end that shows every scale of images imageSide
+// pixels wide: full decodes while they are cheap (up to 64 pixels, e.g. the 32x32 default model, where a
+// decode costs milliseconds), fast ones above. Fast previews of the first scales decode a 1x1 or 2x2 latent,
+// smaller than anything the decoder was trained on, and show colour blobs; full previews show a blurred
+// image there, which is worth their cost when that cost is small.
+func InteractivePreviews(imageSide int) PreviewMode {
+	if imageSide <= 64 {
+		return PreviewFull
+	}
+	return PreviewFast
+}
+
 func (m PreviewMode) String() string {
 	switch m {
 	case PreviewNone:

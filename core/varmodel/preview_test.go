@@ -93,3 +93,11 @@ func TestParsePreviewMode(t *testing.T) {
 		t.Error(`ParsePreviewMode("half") succeeded`)
 	}
 }
+
+func TestInteractivePreviews(t *testing.T) {
+	for side, want := range map[int]PreviewMode{32: PreviewFull, 64: PreviewFull, 256: PreviewFast, 512: PreviewFast} {
+		if got := InteractivePreviews(side); got != want {
+			t.Errorf("InteractivePreviews(%d) = %v, want %v", side, got, want)
+		}
+	}
+}

@@ -206,12 +206,13 @@ func (s *State) TopPLabel() string {
 	return fmt.Sprintf("%.2f", s.Settings.TopP)
 }
 
-// Request is the varmodel request of the current settings: one image, fast previews (the window shows
-// every scale as it finishes, and full-resolution previews would cost more than the transformer).
+// Request is the varmodel request of the current settings: one image, with the previews the window
+// shows as each scale finishes (varmodel.InteractivePreviews: fast ones for large images, where
+// full-resolution previews would cost more than the transformer).
 func (s *State) Request() varmodel.Request {
 	st := s.Settings
 	return varmodel.Request{Labels: []int{st.Class}, CFG: st.CFG, TopK: st.TopK, TopP: st.TopP,
-		MoreSmooth: st.MoreSmooth, Seed: st.Seed, Previews: varmodel.PreviewFast}
+		MoreSmooth: st.MoreSmooth, Seed: st.Seed, Previews: varmodel.InteractivePreviews(s.Model.ImageSize)}
 }
 
 // Enabled says whether an action does anything now (disabled buttons are drawn dimmed).

@@ -92,7 +92,7 @@ func TestGenerateBuildsRequestFromControls(t *testing.T) {
 	click(t, s, ActTopPUp)   // 0.95 -> 1
 	click(t, s, ActMoreSmooth)
 	c := click(t, s, ActGenerate)
-	want := varmodel.Request{Labels: []int{2}, CFG: 3.5, TopK: 600, TopP: 1, MoreSmooth: true, Seed: 234568, Previews: varmodel.PreviewFast}
+	want := varmodel.Request{Labels: []int{2}, CFG: 3.5, TopK: 600, TopP: 1, MoreSmooth: true, Seed: 234568, Previews: varmodel.PreviewFull} // a 64-pixel model: full previews are cheap
 	if c.Kind != Start || fmt.Sprint(c.Request) != fmt.Sprint(want) {
 		t.Fatalf("command %+v, want Start %+v", c, want)
 	}
