@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/loader/convert"
@@ -109,7 +108,7 @@ func verifyConversion(varPath, vaePath, dir string, pn []int, heads, n int, stdo
 	if err != nil {
 		return err
 	}
-	conv, err := openWeights(context.Background(), dir, b, varmodel.Options{Heads: heads}, io.Discard)
+	conv, _, err := (&modelFlags{weightsDir: dir, heads: heads}).open(context.Background(), b, nil)
 	if err != nil {
 		return err
 	}
@@ -154,17 +153,6 @@ func psnr(a, b []float32) float64 {
 		return math.Inf(1)
 	}
 	return 10 * math.Log10(float64(len(a))/se)
-}
-
-// openWeights loads a converted weights directory (or an http(s) URL of one), printing download progress,
-// and builds the models on b.
-func openWeights(ctx context.Context, dir string, b core.Backend, opt varmodel.Options, stderr io.Writer) (*varmodel.Pipeline, error) {
-	m := modelFlags{weightsDir: dir}
-	src, name := m.source()
-	last := -1
-	p, _, err := loadFrom(ctx, name, src, b, opt, progressPrinter(stderr, &last))
-	fmt.Fprintln(stderr)
-	return p, err
 }
 
 // parseSampling parses "cfg=3,top_k=100,top_p=0.9[,more_smooth=true]" (every key but more_smooth required);

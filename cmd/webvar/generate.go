@@ -184,15 +184,7 @@ func writePNG(path string, x core.HostTensor, b int) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := png.Encode(f, img); err != nil {
-		f.Close()
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return f.Close()
+	return savePNG(path, img)
 }
 
 func runGenerate(args []string, stdout, stderr io.Writer) error {
