@@ -548,11 +548,7 @@ func load(url string) (*app, error) {
 	}
 	setText("webvar-status", "weights loaded: "+a.cacheNote)
 	a.b = openBackend()
-	varSrc, vaeSrc, pn, err := convert.Converted(m)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", url, err)
-	}
-	a.p, err = varmodel.LoadPipeline(varSrc, vaeSrc, a.b, varmodel.Options{PatchNums: pn})
+	a.p, err = convert.LoadPipeline(m, a.b, varmodel.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", url, err)
 	}

@@ -120,11 +120,7 @@ func Load(ctx context.Context, src Source, opt LoadOptions) (*Model, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	data, err := readManifest(ctx, src)
-	if err != nil {
-		return nil, err
-	}
-	m, err := DecodeManifest(data)
+	m, err := LoadManifest(ctx, src)
 	if err != nil {
 		return nil, err
 	}

@@ -145,14 +145,7 @@ func loadFrom(ctx context.Context, name string, src weights.Source, b core.Backe
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
-	varSrc, vaeSrc, pn, err := convert.Converted(m)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if opt.PatchNums == nil {
-		opt.PatchNums = pn
-	}
-	p, err := varmodel.LoadPipeline(varSrc, vaeSrc, b, opt)
+	p, err := convert.LoadPipeline(m, b, opt)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}

@@ -365,6 +365,19 @@ func Converted(m *weights.Model) (varSrc, vaeSrc core.WeightSource, patchNums []
 	return prefixSource{m, VARPrefix}, prefixSource{m, VAEPrefix}, patchNums, nil
 }
 
+// LoadPipeline builds the models of a loaded weights directory on b; opt.PatchNums defaults to the ones
+// recorded at conversion.
+func LoadPipeline(m *weights.Model, b core.Backend, opt varmodel.Options) (*varmodel.Pipeline, error) {
+	varSrc, vaeSrc, pn, err := Converted(m)
+	if err != nil {
+		return nil, err
+	}
+	if opt.PatchNums == nil {
+		opt.PatchNums = pn
+	}
+	return varmodel.LoadPipeline(varSrc, vaeSrc, b, opt)
+}
+
 // prefixSource is the view of a converted model under one name prefix, with the prefix removed.
 type prefixSource struct {
 	m      *weights.Model

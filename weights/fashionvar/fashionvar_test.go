@@ -50,11 +50,7 @@ func load(t *testing.T, b core.Backend) (*varmodel.Pipeline, *weights.Manifest) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	varSrc, vaeSrc, pn, err := convert.Converted(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := varmodel.LoadPipeline(varSrc, vaeSrc, b, varmodel.Options{PatchNums: pn})
+	p, err := convert.LoadPipeline(m, b, varmodel.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
