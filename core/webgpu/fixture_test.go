@@ -22,10 +22,7 @@ func TestVarTinyGreedyOnWebGPU(t *testing.T) {
 	// No guard regions here: they flush at every allocation, and this test must exercise the batched
 	// recording of a whole scale into one submission.
 	b.guard = 0
-	p, err := varmodel.LoadPipeline(testutil.Source(t, testutil.VarTiny("var.pth")), testutil.Source(t, testutil.VarTiny("vae.pth")), b, varmodel.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := varTinyPipeline(t, b)
 	g := testutil.OpenGolden(t, testutil.VarTiny("golden.safetensors"))
 	for _, run := range []string{"ar0", "ar1", "ar2"} {
 		t.Run(run, func(t *testing.T) {
@@ -90,4 +87,14 @@ func TestFastPreviewsMatchCPU(t *testing.T) {
 		}
 		testutil.RelClose(t, fmt.Sprintf("preview.s%d", si), gprev[si].Data, cprev[si].Data, 1e-4)
 	}
+}
+
+// varTinyPipeline loads the var-tiny checkpoints onto b.
+func varTinyPipeline(t *testing.T, b *Backend) *varmodel.Pipeline {
+	t.Helper()
+	p, err := varmodel.LoadPipeline(testutil.Source(t, testutil.VarTiny("var.pth")), testutil.Source(t, testutil.VarTiny("vae.pth")), b, varmodel.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/webvar/webvar/core/varmodel"
-	"github.com/webvar/webvar/internal/testutil"
 )
 
 // A generation must free every tensor it makes: on this backend a tensor that is never freed keeps its
@@ -18,10 +17,7 @@ import (
 func TestGenerationFreesItsTensors(t *testing.T) {
 	b := newTestBackend(t)
 	b.guard = 0
-	p, err := varmodel.LoadPipeline(testutil.Source(t, testutil.VarTiny("var.pth")), testutil.Source(t, testutil.VarTiny("vae.pth")), b, varmodel.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := varTinyPipeline(t, b)
 	loaded := b.MemoryStats()
 	for _, req := range []varmodel.Request{
 		{Labels: []int{1}, CFG: 4, TopK: 900, TopP: 0.95},
