@@ -1,10 +1,13 @@
 """Measures the default model's quality (the numbers in weights/README.md).
 
     python3 weights/train/evaluate.py psnr --weights weights/fashion-var
+    python3 weights/train/evaluate.py judge --classifier weights/train/classifier.pth
     python3 weights/train/evaluate.py samples --classifier run/classifier.pth --dir samples/
 
 `psnr`: VQVAE reconstruction PSNR on the 10k Fashion-MNIST test images through the shipped (converted)
 weights: image -> multi-scale tokens -> image, PSNR in dB on [0, 1] pixels, mean over images.
+
+`judge`: the classifier's accuracy on the real test images (overall and per class).
 
 `samples`: judges images made by `webvar generate -grid ... -samples DIR` (files class<C>_seed<S>.png): the
 fraction the independent classifier assigns to the requested class (per class and overall), how different
@@ -45,6 +48,21 @@ def cmd_psnr(args):
     p = torch.cat(psnrs)
     out = dict(images=int(p.numel()), psnr_mean_db=float(p.mean()), psnr_median_db=float(p.median()))
     print(json.dumps(out))
+
+
+def cmd_judge(args):
+    """The judge's accuracy on the 10k real test images, overall and per class."""
+    x, y = fmnist.load_split("test", args.data)
+    x, y = fmnist.to_grey01(fmnist.to_model_space(x)), torch.from_numpy(y)
+    clf = Classifier()
+    clf.load_state_dict(torch.load(args.classifier, map_location="cpu"))
+    clf.eval()
+    with torch.no_grad():
+        pred = torch.cat([clf(x[i:i + 1000]).argmax(1) for i in range(0, x.shape[0], 1000)])
+    ok = pred == y
+    out = dict(images=int(y.numel()), accuracy=float(ok.float().mean()),
+               per_class={fmnist.CLASS_NAMES[c]: float(ok[y == c].float().mean()) for c in range(10)})
+    print(json.dumps(out, indent=1))
 
 
 def load_png_grey(path):
@@ -104,13 +122,16 @@ def main():
     p.add_argument("--weights", required=True)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--data")
+    j = sub.add_parser("judge")
+    j.add_argument("--classifier", required=True)
+    j.add_argument("--data")
     s = sub.add_parser("samples")
     s.add_argument("--classifier", required=True)
     s.add_argument("--dir", required=True)
     s.add_argument("--data")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    {"psnr": cmd_psnr, "samples": cmd_samples}[args.cmd](args)
+    {"psnr": cmd_psnr, "judge": cmd_judge, "samples": cmd_samples}[args.cmd](args)
 
 
 if __name__ == "__main__":
