@@ -1,5 +1,6 @@
 // Command webvar runs VAR (visual autoregressive, next-scale prediction) image generators.
 //
+//	webvar generate -class 7 -out image.png                          (the embedded default model)
 //	webvar generate -var var.pth -vae vae.pth -class 207 -out image.png
 //
 // Run `webvar help` for the subcommands and `webvar <subcommand> -h` for their flags.
@@ -18,11 +19,11 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"generate", "generate images with a VAR checkpoint and write a PNG (and tokens, per-scale previews)", runGenerate},
+		{"generate", "generate an image (or a class x seed grid) and write a PNG; default model: the embedded fashionvar", runGenerate},
 		{"convert", "convert official checkpoints into a chunked, quantized weights directory", runConvert},
-		{"serve", "serve the browser app (WebAssembly + WebGPU) on a converted weights directory", runServe},
+		{"serve", "serve the browser app (WebAssembly + WebGPU) on the embedded model or a converted weights directory", runServe},
 		{"preview", "open the interactive window: weights loading, then the image scale by scale (build with -tags preview)", runPreview},
-		{"bench", "time each engine op on each backend (-kernels): GFLOP/s and GB/s at VAR-d16 shapes", runBench},
+		{"bench", "time whole generations (-model tiny|d16|d20, -weights DIR) or each engine op (-kernels)", runBench},
 	}
 }
 
