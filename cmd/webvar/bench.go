@@ -44,7 +44,7 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 		"a weights directory keeps its own")
 	previews := fs.String("previews", "none", "with -model: none, fast (decode every scale's preview at that scale's resolution "+
 		"and upsample it, as the browser app and the preview window do) or full (decode every scale's preview at full resolution)")
-	fs.StringVar(&f.backend, "backend", "all", "cpu, webgpu, or all (cpu, then webgpu if an adapter opens)")
+	fs.StringVar(&f.backend, "backend", "all", "cpu, cpu-ref (the plain-Go reference code, without SIMD), webgpu, or all (cpu, then webgpu if an adapter opens)")
 	fs.StringVar(&f.size, "size", bench.SizeD16, "kernel shapes: d16 (VAR-d16) or small (quick)")
 	fs.StringVar(&f.filter, "filter", "", "only kernels whose names contain this (comma-separated: any of them)")
 	fs.IntVar(&f.reps, "reps", 0, "timed runs per kernel (0: as many as fill about 0.5 s, at least 1); with -model, per backend (0: 3)")
@@ -173,12 +173,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 // benchBackends lists the backends -backend names: all is cpu, then webgpu.
 func benchBackends(flag string) ([]string, error) {
 	switch flag {
-	case "cpu", "webgpu":
+	case "cpu", "cpu-ref", "webgpu":
 		return []string{flag}, nil
 	case "all":
 		return []string{"cpu", "webgpu"}, nil
 	}
-	return nil, usageError{fmt.Sprintf("-backend %q: want cpu, webgpu or all", flag)}
+	return nil, usageError{fmt.Sprintf("-backend %q: want cpu, cpu-ref, webgpu or all", flag)}
 }
 
 // deviceName describes what a backend runs on. A software rasterizer (lavapipe reports itself as

@@ -185,7 +185,7 @@ func runModelBench(f *benchFlags, stdout, stderr io.Writer) error {
 		if err == nil {
 			rep.Model, rep.Quant, rep.DownloadBytes = name, string(quant), download
 			rep.Backend, rep.Device = bname, deviceName(b, f.threads)
-			if bname == "cpu" {
+			if strings.HasPrefix(bname, "cpu") {
 				rep.Threads = f.threads
 				if rep.Threads <= 0 {
 					rep.Threads = runtime.NumCPU()

@@ -50,7 +50,7 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 	f.sampling.register(fs)
 	fs.IntVar(&f.class, "class", 0, "class label (ImageNet index for official checkpoints)")
 	fs.Uint64Var(&f.seed, "seed", 0, "random seed: the same seed gives the same image on the same backend")
-	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu or webgpu")
+	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu, webgpu, or cpu-ref (the plain-Go reference code, without SIMD)")
 	fs.IntVar(&f.threads, "threads", 0, "CPU backend threads (0: all cores)")
 	fs.StringVar(&f.out, "out", "", "output PNG path (the grid with -classes/-seeds)")
 	fs.StringVar(&f.tokens, "tokens", "", "also write the sampled tokens as JSON {\"tokens\": [[scale 0 ids], ...]}")
@@ -149,6 +149,8 @@ func newBackend(name string, threads int, stderr io.Writer) (core.Backend, func(
 	switch name {
 	case "cpu":
 		return cpu.New(threads), func() {}, nil
+	case "cpu-ref":
+		return cpu.NewReference(threads), func() {}, nil
 	case "webgpu":
 		b, err := webgpu.New()
 		if err != nil {
@@ -157,7 +159,7 @@ func newBackend(name string, threads int, stderr io.Writer) (core.Backend, func(
 		fmt.Fprintf(stderr, "GPU: %v\n", b.Adapter())
 		return b, b.Close, nil
 	}
-	return nil, nil, usageError{fmt.Sprintf("-backend %q: want cpu or webgpu", name)}
+	return nil, nil, usageError{fmt.Sprintf("-backend %q: want cpu, cpu-ref or webgpu", name)}
 }
 
 // openPipeline opens both checkpoints and builds the models on b.

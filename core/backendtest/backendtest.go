@@ -56,7 +56,7 @@ func Run(t *testing.T, b core.Backend) []Result {
 
 // RunCases runs the given cases.
 func RunCases(t *testing.T, b core.Backend, cases []Case) []Result {
-	ref := cpu.New(0)
+	ref := cpu.NewReference(0) // the plain-Go specification of every op
 	var out []Result
 	for i, c := range cases {
 		c := c

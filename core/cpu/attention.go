@@ -53,6 +53,10 @@ func (be *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mas
 	}
 
 	out, out_BLC := newTensor(B, L, C)
+	if be.kernel != nil {
+		be.attentionPacked(q_BLC, k_BSC, v_BSC, mask_LS, out_BLC, B, L, S, C, heads, scale)
+		return out, nil
+	}
 	// One work item is one query row of one head; all cost the same.
 	be.parallelFor(B*heads*L, func(i0, i1 int) {
 		score := make([]float32, S)
@@ -122,4 +126,95 @@ func softmax(score []float32, prob []float64) bool {
 		prob[s] /= sum
 	}
 	return true
+}
+
+// attnRows is the number of query rows per work item of attentionPacked.
+const attnRows = 64
+
+// attentionPacked is Attention through two packed products per work item (gemm.go): the scores of up to
+// attnRows queries of one batch element and head against all keys, softmax per row as in the spec, then
+// P @ V straight into the output. Sums are reordered as in gemm.go, and the softmax exponentiates in
+// float32 (softmaxFast) like PyTorch's CPU kernels.
+func (be *Backend) attentionPacked(q_BLC, k_BSC, v_BSC, mask_LS, out_BLC []float32, B, L, S, C, heads int, scale float32) {
+	d := C / heads
+	chunks := (L + attnRows - 1) / attnRows
+	be.parallelFor(B*heads*chunks, func(i0, i1 int) {
+		score := make([]float32, attnRows*S)
+		for i := i0; i < i1; i++ {
+			b, h, l0 := i/(heads*chunks), i/chunks%heads, i%chunks*attnRows
+			rows := min(attnRows, L-l0)
+			// score[l, s] = q[b, l0+l, head h] . k[b, s, head h]
+			q := q_BLC[(b*L+l0)*C+h*d:]
+			keys := bRows{f: k_BSC[b*S*C+h*d:], ld: C}
+			be.gemmPacked(be.kernel, false, q, C, rows, keys, S, d, score, S)
+			for l := range rows {
+				row := score[l*S : (l+1)*S]
+				for s := range row {
+					row[s] = float32(row[s] * scale)
+					if mask_LS != nil {
+						row[s] += mask_LS[(l0+l)*S+s]
+					}
+				}
+				if !softmaxFast(row) {
+					clear(row) // fully masked row: output zero (see Attention)
+				}
+			}
+			// out[b, l0+l, head h] = sum over s of p[l, s] * v[b, s, head h]
+			values := bCols{f: v_BSC[b*S*C+h*d:], ld: C}
+			be.gemmPacked(be.kernel, false, score, S, rows, values, d, S, out_BLC[(b*L+l0)*C+h*d:], C)
+		}
+	})
+}
+
+// softmaxFast is softmax in place, with expf instead of the float64 exp (the sum is still float64). It
+// reports false, leaving row unspecified, when every score is -Inf.
+func softmaxFast(row []float32) bool {
+	maxScore := float32(math.Inf(-1))
+	for _, x := range row {
+		if x > maxScore { // not the max builtin, whose NaN and signed-zero rules cost a branch per element
+			maxScore = x
+		}
+	}
+	if math.IsInf(float64(maxScore), -1) {
+		return false
+	}
+	var sum float64
+	for s, x := range row {
+		e := expf(x - maxScore)
+		row[s] = e
+		sum += float64(e)
+	}
+	inv := float32(1 / sum)
+	for s := range row {
+		row[s] *= inv
+	}
+	return true
+}
+
+// expf is e^x in float32 for x <= 0 (softmax's arguments), within 2 ulp of the exact value for normal
+// results (TestExpf): x = n*ln2 + r with |r| <= ln2/2, e^r from its degree-7 Taylor polynomial (truncation
+// error below 1e-8 relative), times 2^n put into the exponent bits. -Inf and anything below the smallest
+// subnormal give 0; NaN gives NaN.
+func expf(x float32) float32 {
+	const (
+		log2e = 1.44269504088896341
+		ln2hi = 0.693145751953125         // ln 2 rounded to 16 significant bits: n*ln2hi is exact
+		ln2lo = 1.42860682030941723212e-6 // ln 2 - ln2hi
+	)
+	if x != x {
+		return x
+	}
+	if x < -104 {
+		return 0
+	}
+	// n = round(x*log2e): adding and subtracting 1.5*2^23 rounds to an integer (to even on ties) for
+	// |x*log2e| < 2^22; here x >= -104.
+	const round = 1 << 23 * 1.5
+	n := (x*log2e + round) - round
+	r := (x - n*ln2hi) - n*ln2lo
+	p := 1 + r*(1+r*(1./2+r*(1./6+r*(1./24+r*(1./120+r*(1./720+r*(1./5040)))))))
+	if n < -125 { // subnormal result: scale in two steps
+		return p * math.Float32frombits(uint32(n+64+127)<<23) * (1.0 / (1 << 64))
+	}
+	return p * math.Float32frombits(uint32(int32(n)+127)<<23)
 }

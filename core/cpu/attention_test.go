@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -47,9 +48,19 @@ func refAttention(q, k, v, mask []float32, B, L, S, H, d int, scale float64) []f
 }
 
 func TestAttentionProperty(t *testing.T) {
-	be := testBackend()
+	// The second shape has more query rows than one work item of the packed path and more keys than one
+	// of its k blocks.
+	for _, sh := range []struct{ B, L, S, H, d int }{{2, 7, 11, 3, 5}, {1, 70, 300, 2, 20}} {
+		for name, be := range gemmVariants() {
+			t.Run(fmt.Sprintf("%s/B%d_L%d_S%d_H%d_d%d", name, sh.B, sh.L, sh.S, sh.H, sh.d), func(t *testing.T) {
+				testAttentionProperty(t, be, sh.B, sh.L, sh.S, sh.H, sh.d)
+			})
+		}
+	}
+}
+
+func testAttentionProperty(t *testing.T, be *Backend, B, L, S, H, d int) {
 	r := newRand(8)
-	const B, L, S, H, d = 2, 7, 11, 3, 5
 	const scale = 0.37
 	q, qv := randTensor(t, be, r, B, L, H*d)
 	k, kv := randTensor(t, be, r, B, S, H*d)
@@ -99,10 +110,14 @@ func TestAttentionProperty(t *testing.T) {
 }
 
 // BenchmarkAttention is full-sequence attention of VAR-d16 (16 heads of 64 channels, L = S = 680), the
-// teacher-forcing shape, for one batch element.
+// teacher-forcing shape, for one batch element, on the fast path and the reference code.
 func BenchmarkAttention(b *testing.B) {
+	b.Run("fast", func(b *testing.B) { benchmarkAttention(b, New(0)) })
+	b.Run("reference", func(b *testing.B) { benchmarkAttention(b, NewReference(0)) })
+}
+
+func benchmarkAttention(b *testing.B, be *Backend) {
 	const L, H, d = 680, 16, 64
-	be := New(0)
 	r := newRand(23)
 	q, _ := randTensor(b, be, r, 1, L, H*d)
 	k, _ := randTensor(b, be, r, 1, L, H*d)
@@ -114,4 +129,33 @@ func BenchmarkAttention(b *testing.B) {
 	}
 	// q.k and p.v: 2 multiply-adds per (l, s, channel).
 	b.ReportMetric(4*L*L*H*d*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+// TestExpf: expf against math.Exp on a dense grid of [-104, 0] and at the special values.
+func TestExpf(t *testing.T) {
+	worst := 0.0
+	for x := float32(-104); x <= 0; x += 1.0 / 1024 {
+		got, want := float64(expf(x)), math.Exp(float64(x))
+		if want < 0x1p-126 { // subnormal: absolute error of one subnormal step
+			if math.Abs(got-want) > 0x1p-149 {
+				t.Fatalf("expf(%v) = %g, want %g", x, got, want)
+			}
+			continue
+		}
+		ulp := math.Abs(got-want) / (float64(math.Nextafter32(float32(want), float32(math.Inf(1)))) - float64(float32(want)))
+		worst = max(worst, ulp)
+		if !(ulp <= 2) { // NaN fails too
+			t.Fatalf("expf(%v) = %g, want %g (%.2f ulp)", x, got, want, ulp)
+		}
+	}
+	t.Logf("worst error %.2f ulp", worst)
+	if got := expf(float32(math.Inf(-1))); got != 0 {
+		t.Errorf("expf(-Inf) = %v, want 0", got)
+	}
+	if got := expf(0); got != 1 {
+		t.Errorf("expf(0) = %v, want 1", got)
+	}
+	if got := expf(float32(math.NaN())); got == got {
+		t.Errorf("expf(NaN) = %v, want NaN", got)
+	}
 }

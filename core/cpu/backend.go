@@ -2,6 +2,12 @@
 // the specification of that op for the whole project: the WebGPU backend is tested against this one, and
 // this one is tested against PyTorch (testdata/var-tiny/golden.safetensors).
 //
+// Fast paths: the matrix products (Linear, Conv2d, Attention) also have a packed, SIMD path (gemm.go, with
+// an AVX2+FMA assembly micro-kernel on amd64) that New uses where the CPU has it; NewReference, the
+// `purego` build tag and other architectures (wasm included) run the plain-Go code only. The fast path
+// computes the same sums in another order (see gemm.go) and is tested against the reference op by op and
+// against the golden tensors end to end.
+//
 // Storage: a tensor's storage is a dense, row-major []float32 holding exactly Numel() elements. core.Reshape
 // makes views that share that slice, so no op ever writes into an input's storage: every op allocates a
 // fresh output.
@@ -28,21 +34,37 @@ import (
 // Backend is the CPU reference backend. It holds no mutable state, so one Backend may be used by several
 // goroutines at once.
 type Backend struct {
-	threads int // goroutines an op may use at most
+	threads int         // goroutines an op may use at most
+	kernel  microKernel // the matrix products' SIMD micro-kernel (gemm.go), or nil for the reference code
 }
 
 var _ core.Backend = (*Backend)(nil)
 
 // New returns a CPU backend whose ops use up to threads goroutines; threads <= 0 means runtime.NumCPU().
+// Its matrix products (Linear, Conv2d) use the SIMD micro-kernel of this CPU where there is one (AVX2+FMA
+// on amd64), which changes their float32 rounding but not what they compute; NewReference does not.
 func New(threads int) *Backend {
+	be := NewReference(threads)
+	be.kernel = fastKernel
+	return be
+}
+
+// NewReference is New with every op running the plain-Go reference code, the specification the other
+// backends (and New's fast paths) are tested against.
+func NewReference(threads int) *Backend {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
 	return &Backend{threads: threads}
 }
 
-// Name implements core.Backend.
-func (be *Backend) Name() string { return "cpu" }
+// Name implements core.Backend: "cpu", or "cpu-ref" for NewReference's backend.
+func (be *Backend) Name() string {
+	if be.kernel == nil && fastKernel != nil {
+		return "cpu-ref"
+	}
+	return "cpu"
+}
 
 // Upload copies h into a new tensor (the caller may reuse h.Data afterwards).
 func (be *Backend) Upload(h core.HostTensor) (*core.Tensor, error) {

@@ -58,6 +58,33 @@ func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.T
 	P, Kc := Ho*Wo, Ci*kh*kw // output pixels per image, values per patch
 
 	out, out_BOP := newTensor(B, Co, Ho, Wo)
+	if be.kernel != nil {
+		// Packed path (gemm.go): B is the patch matrix, packed straight from x (bIm2col).
+		for bi := range B {
+			patches := bIm2col{x_CHW: x_BCHW[bi*Ci*H*W : (bi+1)*Ci*H*W], H: H, W: W, kh: kh, kw: kw,
+				stride: stride, top: top, left: left, Wo: Wo}
+			be.gemmPacked(be.kernel, true, w_OCUV, Kc, Co, patches, P, Kc, out_BOP[bi*Co*P:(bi+1)*Co*P], P)
+		}
+	} else {
+		be.conv2dRef(x_BCHW, w_OCUV, out_BOP, B, Ci, H, W, Co, kh, kw, stride, top, left, Ho, Wo)
+	}
+	if b_O != nil {
+		be.parallelFor(B*Co, func(r0, r1 int) {
+			for r := r0; r < r1; r++ {
+				bias := b_O[r%Co]
+				plane := out_BOP[r*P : (r+1)*P]
+				for p := range plane {
+					plane[p] += bias
+				}
+			}
+		})
+	}
+	return out, nil
+}
+
+// conv2dRef is Conv2d's reference product through an explicit im2col buffer and gemmNTRef.
+func (be *Backend) conv2dRef(x_BCHW, w_OCUV, out_BOP []float32, B, Ci, H, W, Co, kh, kw, stride, top, left, Ho, Wo int) {
+	P, Kc := Ho*Wo, Ci*kh*kw
 	chunk := min(P, max(1, convChunkFloats/Kc)) // output pixels per im2col chunk
 	cols := make([]float32, chunk*Kc)
 	for bi := range B {
@@ -87,21 +114,57 @@ func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.T
 					}
 				}
 			})
-			be.gemmNT(w_OCUV, Co, patches, pc, Kc, out_OP[p0:], P)
+			be.gemmNTRef(w_OCUV, Co, patches, pc, Kc, out_OP[p0:], P)
 		}
 	}
-	if b_O != nil {
-		be.parallelFor(B*Co, func(r0, r1 int) {
-			for r := r0; r < r1; r++ {
-				bias := b_O[r%Co]
-				plane := out_BOP[r*P : (r+1)*P]
-				for p := range plane {
-					plane[p] += bias
+}
+
+// bIm2col is the patch matrix of one image x [Ci, H, W] as the B operand of a packed product (implicit
+// im2col): B[p, k] is the input value output pixel p = oy*Wo + ox sees at k = (c*kh + u)*kw + v, that is
+// x[c, oy*stride - top + u, ox*stride - left + v], zero outside the image.
+type bIm2col struct {
+	x_CHW                 []float32
+	H, W, kh, kw          int
+	stride, top, left, Wo int
+}
+
+func (b bIm2col) packPanel(panel, _ []float32, j0, rows, k0, k1 int) {
+	var iy0, ix0 [gemmNR]int // top-left input coordinate of each pixel's window
+	for r := range rows {
+		iy0[r] = (j0+r)/b.Wo*b.stride - b.top
+		ix0[r] = (j0+r)%b.Wo*b.stride - b.left
+	}
+	// With stride 1 and all pixels on one output row, each panel row is a contiguous run of x.
+	run := b.stride == 1 && iy0[rows-1] == iy0[0]
+	c, u, v := k0/(b.kh*b.kw), k0/b.kw%b.kh, k0%b.kw
+	for k := range k1 - k0 {
+		d := panel[k*gemmNR : (k+1)*gemmNR]
+		plane := b.x_CHW[c*b.H*b.W : (c+1)*b.H*b.W]
+		if run {
+			iy, ix := iy0[0]+u, ix0[0]+v
+			clear(d)
+			if iy >= 0 && iy < b.H {
+				lo, hi := max(ix, 0), min(ix+rows, b.W) // the part of the run inside the image
+				if lo < hi {
+					copy(d[lo-ix:hi-ix], plane[iy*b.W+lo:iy*b.W+hi])
 				}
 			}
-		})
+		} else {
+			for r := range gemmNR {
+				d[r] = 0
+				if r < rows {
+					if iy, ix := iy0[r]+u, ix0[r]+v; iy >= 0 && iy < b.H && ix >= 0 && ix < b.W {
+						d[r] = plane[iy*b.W+ix]
+					}
+				}
+			}
+		}
+		if v++; v == b.kw {
+			if v, u = 0, u+1; u == b.kh {
+				u, c = 0, c+1
+			}
+		}
 	}
-	return out, nil
 }
 
 // Upsample2x is nearest-neighbour 2x upsampling (F.interpolate(scale_factor=2, mode='nearest')):

@@ -41,7 +41,12 @@ func refConv2d(x, w, b []float32, B, Ci, H, W, Co, kh, kw, stride int, pad [4]in
 }
 
 func TestConv2dProperty(t *testing.T) {
-	be := testBackend()
+	for name, be := range gemmVariants() {
+		t.Run(name, func(t *testing.T) { testConv2dProperty(t, be) })
+	}
+}
+
+func testConv2dProperty(t *testing.T, be *Backend) {
 	r := newRand(6)
 	type conv struct {
 		B, Ci, H, W, Co, k, stride int
@@ -56,6 +61,10 @@ func TestConv2dProperty(t *testing.T) {
 		{1, 5, 6, 6, 3, 1, 2, [4]int{}, true},
 		{1, 2, 5, 4, 3, 3, 1, [4]int{2, 0, 0, 1}, true}, // asymmetric, more padding than the kernel needs
 		{1, 33, 11, 13, 50, 3, 1, [4]int{1, 1, 1, 1}, true},
+		// Rows of 37 output pixels: the packed path's contiguous runs, clipped at both image edges, next
+		// to panels that straddle two rows; Ci*9 = 315 spans two k blocks, the split inside a 3x3 window.
+		{1, 35, 6, 37, 9, 3, 1, [4]int{1, 1, 1, 1}, true},
+		{2, 3, 5, 40, 7, 3, 1, [4]int{2, 0, 0, 1}, false},
 	}
 	for _, c := range cases {
 		name := fmt.Sprintf("B%d_Ci%d_%dx%d_Co%d_k%d_s%d_pad%v", c.B, c.Ci, c.H, c.W, c.Co, c.k, c.stride, c.pad)

@@ -10,6 +10,17 @@ import (
 // testBackend uses 3 goroutines even on a 2-core machine so that parallelFor's uneven splits are exercised.
 func testBackend() *Backend { return New(3) }
 
+// gemmVariants are backends that differ only in how they compute matrix products: the reference code, the
+// packed path with the plain-Go micro-kernel (runs everywhere), and the packed path with this machine's
+// SIMD kernel where there is one.
+func gemmVariants() map[string]*Backend {
+	v := map[string]*Backend{"reference": NewReference(3), "packed-go": {threads: 3, kernel: kernel6x16Go}}
+	if fastKernel != nil {
+		v["packed-simd"] = New(3)
+	}
+	return v
+}
+
 // upload makes a backend tensor of the given shape from data (copied).
 func upload(t testing.TB, be *Backend, shape core.Shape, data []float32) *core.Tensor {
 	t.Helper()

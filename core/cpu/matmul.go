@@ -89,10 +89,20 @@ const (
 )
 
 // gemmNT computes c[i*ldc + j] = dot(a row i, b row j) for a [n, K] and b [m, K] (both row-major, so both
-// operands of every dot product are contiguous: the "NT" of BLAS). Each dot product is one float32
-// accumulator over k in increasing order. c rows may be longer than m (ldc >= m), which lets Conv2d write a
-// chunk of output columns in place. Work is split over tiles of the output, in parallel.
+// operands of every dot product are contiguous: the "NT" of BLAS). c rows may be longer than m (ldc >= m),
+// which lets Conv2d write a chunk of output columns in place. It runs the packed SIMD path (gemm.go) when
+// the backend has a micro-kernel, and the reference gemmNTRef otherwise.
 func (be *Backend) gemmNT(a []float32, n int, b []float32, m, K int, c []float32, ldc int) {
+	if be.kernel != nil {
+		be.gemmPacked(be.kernel, true, a, K, n, bRows{f: b, ld: K}, m, K, c, ldc)
+		return
+	}
+	be.gemmNTRef(a, n, b, m, K, c, ldc)
+}
+
+// gemmNTRef is the reference gemmNT: each dot product is one float32 accumulator over k in increasing
+// order. Work is split over tiles of the output, in parallel.
+func (be *Backend) gemmNTRef(a []float32, n int, b []float32, m, K int, c []float32, ldc int) {
 	tilesA := (n + gemmTileA - 1) / gemmTileA
 	tilesB := (m + gemmTileB - 1) / gemmTileB
 	// Consecutive tile indices share a tile of b, so each goroutine keeps reusing the b rows in its cache.

@@ -27,10 +27,18 @@ func refLinear(x, w, b []float32, N, M, K int) []float64 {
 }
 
 func TestLinearProperty(t *testing.T) {
-	be := testBackend()
+	for name, be := range gemmVariants() {
+		t.Run(name, func(t *testing.T) { testLinearProperty(t, be) })
+	}
+}
+
+func testLinearProperty(t *testing.T, be *Backend) {
 	r := newRand(4)
-	// Odd sizes exercise every remainder path of the 2x3 micro-kernel and of the 64x48 tiles.
-	for _, c := range []struct{ N, M, K int }{{1, 1, 1}, {7, 13, 17}, {65, 129, 33}, {2, 50, 3}, {130, 97, 64}} {
+	// Odd sizes exercise every remainder path of the reference's 2x3 micro-kernel and 64x48 tiles, and of
+	// the packed path's 6x16 micro-tiles, 96x128 tasks and 256-long k blocks.
+	cases := []struct{ N, M, K int }{{1, 1, 1}, {7, 13, 17}, {65, 129, 33}, {2, 50, 3}, {130, 97, 64},
+		{97, 129, 257}, {193, 16, 600}, {6, 272, 512}}
+	for _, c := range cases {
 		for _, bias := range []bool{false, true} {
 			name := fmt.Sprintf("N%d_M%d_K%d_bias%v", c.N, c.M, c.K, bias)
 			t.Run(name, func(t *testing.T) {
@@ -54,10 +62,15 @@ func TestLinearProperty(t *testing.T) {
 	})
 }
 
-// BenchmarkLinear runs the largest Linear of VAR-d16 (C = 1024, FFN 4096) over all 680 tokens.
+// BenchmarkLinear runs the largest Linear of VAR-d16 (C = 1024, FFN 4096) over all 680 tokens, on the
+// fast path (New) and the reference code.
 func BenchmarkLinear(b *testing.B) {
+	b.Run("fast", func(b *testing.B) { benchmarkLinear(b, New(0)) })
+	b.Run("reference", func(b *testing.B) { benchmarkLinear(b, NewReference(0)) })
+}
+
+func benchmarkLinear(b *testing.B, be *Backend) {
 	const N, M, K = 680, 4096, 1024
-	be := New(0)
 	r := newRand(5)
 	x, _ := randTensor(b, be, r, N, K)
 	w, _ := randTensor(b, be, r, M, K)

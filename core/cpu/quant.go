@@ -43,8 +43,15 @@ func quantWeight(w *core.Tensor) (core.QuantHost, bool) {
 // buffer that gemmTile then uses as its b operand, with the same tile boundaries as gemmNT: every output
 // goes through the same dot routine as in float Linear (bit-identical even where the compiler fuses
 // multiply-adds), and the full float weight is never materialized.
+//
+// With a micro-kernel (gemm.go) the packed path dequantizes w while packing its panels, and its outputs
+// equal the packed path's on q.Dequantize() bit for bit, for the same reason.
 func (be *Backend) gemmNTQuant(x_NK []float32, N int, q core.QuantHost, y_NM []float32) {
 	M, K := q.Shape[0], q.Shape[1]
+	if be.kernel != nil {
+		be.gemmPacked(be.kernel, true, x_NK, K, N, bQuantRows{q: q}, M, K, y_NM, M)
+		return
+	}
 	tilesW := (M + gemmTileB - 1) / gemmTileB
 	be.parallelFor(tilesW, func(t0, t1 int) {
 		wTile := make([]float32, gemmTileB*K) // dequantized rows m0..m1-1 of w, row-major

@@ -32,7 +32,12 @@ func quantize(t *testing.T, be *Backend, s core.QuantScheme, M, K int, w []float
 // blocks and the 32-wide scale blocks. It goes through the public Linear, so it also fails if Linear does
 // not dispatch quantized weights (they are not []float32 tensors).
 func TestLinearQuantMatchesDequantized(t *testing.T) {
-	be := testBackend()
+	for name, be := range gemmVariants() {
+		t.Run(name, func(t *testing.T) { testLinearQuantMatchesDequantized(t, be) })
+	}
+}
+
+func testLinearQuantMatchesDequantized(t *testing.T, be *Backend) {
 	r := newRand(31)
 	cases := []struct {
 		x    []int // x shape, last dimension K
@@ -46,6 +51,7 @@ func TestLinearQuantMatchesDequantized(t *testing.T) {
 		{[]int{2, 37, 70}, 45, true},
 		{[]int{3, 1000}, 200, false},
 		{[]int{130, 64}, 97, true},
+		{[]int{97, 600}, 131, true}, // several packed k blocks and tasks, edge tiles both ways
 	}
 	for _, s := range []core.QuantScheme{core.QuantInt8, core.QuantInt4} {
 		for _, c := range cases {

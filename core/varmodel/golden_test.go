@@ -12,9 +12,19 @@ import (
 
 const relTol = 1e-4 // golden.md: VAE/VAR activations ~1e-4 relative to the tensor's max |value|
 
+// cpuVariants are the CPU backend as users run it (SIMD matrix products where the machine has them) and
+// its plain-Go reference; the golden tests hold for both.
+var cpuVariants = []struct {
+	name string
+	new  func(threads int) *cpu.Backend
+}{{"fast", cpu.New}, {"reference", cpu.NewReference}}
+
 func loadTinyPipeline(t *testing.T) (*Pipeline, *testutil.Golden, core.Backend) {
+	return loadTinyPipelineOn(t, cpu.New(0))
+}
+
+func loadTinyPipelineOn(t *testing.T, b core.Backend) (*Pipeline, *testutil.Golden, core.Backend) {
 	t.Helper()
-	b := cpu.New(0)
 	p, err := LoadPipeline(testutil.Source(t, testutil.VarTiny("var.pth")), testutil.Source(t, testutil.VarTiny("vae.pth")), b, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +43,13 @@ func TestTinyConfigInferred(t *testing.T) {
 }
 
 func TestTeacherForcedForwardMatchesGolden(t *testing.T) {
-	p, g, b := loadTinyPipeline(t)
+	for _, v := range cpuVariants {
+		t.Run(v.name, func(t *testing.T) { testTeacherForced(t, v.new(0)) })
+	}
+}
+
+func testTeacherForced(t *testing.T, be core.Backend) {
+	p, g, b := loadTinyPipelineOn(t, be)
 	o := core.NewOps(b)
 	taps := map[string]core.HostTensor{}
 	o.OnTap = func(name string, x *core.Tensor) { taps[name] = o.Download(x) }
@@ -63,7 +79,13 @@ func TestTeacherForcedForwardMatchesGolden(t *testing.T) {
 // The three greedy generations: tokens must match exactly, images and (for ar1) every per-scale tensor
 // within tolerance.
 func TestGreedyGenerationMatchesGolden(t *testing.T) {
-	p, g, b := loadTinyPipeline(t)
+	for _, v := range cpuVariants {
+		t.Run(v.name, func(t *testing.T) { testGreedyGeneration(t, v.new(0)) })
+	}
+}
+
+func testGreedyGeneration(t *testing.T, be core.Backend) {
+	p, g, b := loadTinyPipelineOn(t, be)
 	for _, run := range []string{"ar0", "ar1", "ar2"} {
 		t.Run(run, func(t *testing.T) {
 			o := core.NewOps(b)

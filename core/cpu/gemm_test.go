@@ -1,0 +1,60 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"testing"
+)
+
+// TestGemmNTVariants: every gemmNT variant writes exactly the outputs it owns, c[i*ldc + j] for i < n and
+// j < m with ldc > m as Conv2d uses it, leaving the gaps between rows and the guard after the last row
+// untouched, and agrees with a float64 product within float32 rounding of a K-long sum.
+func TestGemmNTVariants(t *testing.T) {
+	const guard = 37
+	sentinel := float32(math.Float32frombits(0x7fc00bad)) // a NaN no product yields
+	r := newRand(77)
+	for _, c := range []struct{ n, m, K, ldc int }{{1, 1, 1, 3}, {6, 16, 256, 16}, {7, 17, 257, 20}, {100, 300, 70, 301}, {13, 5, 513, 9}} {
+		a, b := randn(r, c.n*c.K), randn(r, c.m*c.K)
+		want := refLinear(a, b, nil, c.n, c.m, c.K)
+		for name, be := range gemmVariants() {
+			t.Run(fmt.Sprintf("%s/n%d_m%d_K%d_ldc%d", name, c.n, c.m, c.K, c.ldc), func(t *testing.T) {
+				out := make([]float32, (c.n-1)*c.ldc+c.m+guard)
+				for i := range out {
+					out[i] = sentinel
+				}
+				be.gemmNT(a, c.n, b, c.m, c.K, out, c.ldc)
+				for i := range out {
+					row, col := i/c.ldc, i%c.ldc
+					if row < c.n && col < c.m {
+						w := want[row*c.m+col]
+						if d := math.Abs(float64(out[i]) - w); !(d <= 1e-5*math.Sqrt(float64(c.K))*(1+math.Abs(w))) {
+							t.Fatalf("c[%d, %d] = %v, want %v", row, col, out[i], w)
+						}
+					} else if math.Float32bits(out[i]) != math.Float32bits(sentinel) {
+						t.Fatalf("wrote %v at offset %d (row %d, column %d), outside the %dx%d output", out[i], i, row, col, c.n, c.m)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkGemmKernel is the micro-kernel alone on one 256-long k block, in cache: the ceiling of the
+// packed path on this core (2*6*16*256 FLOP per call).
+func BenchmarkGemmKernel(b *testing.B) {
+	kernels := map[string]microKernel{"go": kernel6x16Go}
+	if fastKernel != nil {
+		kernels["simd"] = fastKernel
+	}
+	r := newRand(6)
+	a, bp := randn(r, gemmMR*gemmKC), randn(r, gemmNR*gemmKC)
+	c := make([]float32, gemmMR*gemmNR)
+	for name, k := range kernels {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				k(gemmKC, a, bp, c, gemmNR, true)
+			}
+			b.ReportMetric(2*gemmMR*gemmNR*gemmKC*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
