@@ -197,39 +197,49 @@ func (q QuantHost) DequantizeRow(m int, dst []float32) {
 // DequantizeRange writes elements k0..k1-1 of row m of the dequantized weight into dst[:k1-k0], each
 // exactly as DequantizeRow computes it. q must be valid, 0 <= k0 <= k1 <= K and dst at least k1-k0 long.
 func (q QuantHost) DequantizeRange(m, k0, k1 int, dst []float32) {
+	q.DequantizeStrided(m, k0, k1, dst, 1)
+}
+
+// DequantizeStrided is DequantizeRange writing element k to dst[(k-k0)*stride] (stride >= 1), e.g. one row
+// of a panel that interleaves several rows. dst must be at least (k1-k0-1)*stride+1 long.
+func (q QuantHost) DequantizeStrided(m, k0, k1 int, dst []float32, stride int) {
 	K := q.Shape[1]
 	wpr, nb := q.Scheme.WordsPerRow(K), QuantBlocks(K)
 	row := q.Codes[m*wpr : (m+1)*wpr]
 	scales := q.Scales[m*nb : (m+1)*nb]
-	dst = dst[:k1-k0]
+	if k1 > k0 {
+		dst = dst[:(k1-k0-1)*stride+1]
+	}
 	k := k0
 	// Whole words at a time where the range covers them (the hot path of the CPU backend's quantized
 	// Linear); a word never straddles a block, so one scale serves all of its codes.
 	switch q.Scheme {
 	case QuantInt8:
 		for ; k < k1 && k%int8PerWord != 0; k++ {
-			dst[k-k0] = float32(q.code(row, k)) * scales[k/QuantBlock]
+			dst[(k-k0)*stride] = float32(q.code(row, k)) * scales[k/QuantBlock]
 		}
 		for ; k+int8PerWord <= k1; k += int8PerWord {
-			w, s, d := row[k/int8PerWord], scales[k/QuantBlock], dst[k-k0:k-k0+int8PerWord]
+			w, s, i := row[k/int8PerWord], scales[k/QuantBlock], (k-k0)*stride
+			d := dst[i : i+3*stride+1]
 			d[0] = float32(int8(w)) * s
-			d[1] = float32(int8(w>>8)) * s
-			d[2] = float32(int8(w>>16)) * s
-			d[3] = float32(int8(w>>24)) * s
+			d[stride] = float32(int8(w>>8)) * s
+			d[2*stride] = float32(int8(w>>16)) * s
+			d[3*stride] = float32(int8(w>>24)) * s
 		}
 	case QuantInt4:
 		for ; k < k1 && k%int4PerWord != 0; k++ {
-			dst[k-k0] = float32(q.code(row, k)) * scales[k/QuantBlock]
+			dst[(k-k0)*stride] = float32(q.code(row, k)) * scales[k/QuantBlock]
 		}
 		for ; k+int4PerWord <= k1; k += int4PerWord {
-			w, s, d := row[k/int4PerWord], scales[k/QuantBlock], dst[k-k0:k-k0+int4PerWord]
-			for j := range d {
-				d[j] = float32(int32(w<<(28-4*j))>>28) * s
+			w, s, i := row[k/int4PerWord], scales[k/QuantBlock], (k-k0)*stride
+			d := dst[i : i+7*stride+1]
+			for j := range int4PerWord {
+				d[j*stride] = float32(int32(w<<(28-4*j))>>28) * s
 			}
 		}
 	}
 	for ; k < k1; k++ {
-		dst[k-k0] = float32(q.code(row, k)) * scales[k/QuantBlock]
+		dst[(k-k0)*stride] = float32(q.code(row, k)) * scales[k/QuantBlock]
 	}
 }
 

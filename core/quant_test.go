@@ -320,7 +320,7 @@ func TestUploadQuantUnsupported(t *testing.T) {
 	}
 }
 
-// TestDequantizeRange: every sub-range of a row decodes to the same values as an element-by-element decode
+// TestDequantizeRange: every sub-range of a row decodes (contiguously and strided) to the same values as an element-by-element decode
 // of the packed format (written out here independently of the package), for both schemes and a K that
 // ends mid-word, with random code words (every code value, -128 and -8 included).
 func TestDequantizeRange(t *testing.T) {
@@ -344,7 +344,7 @@ func TestDequantizeRange(t *testing.T) {
 			}
 			return float32(code) * q.Scales[m*core.QuantBlocks(K)+k/core.QuantBlock]
 		}
-		dst := make([]float32, K)
+		dst, strided := make([]float32, K), make([]float32, 3*K)
 		for m := range M {
 			for k0 := 0; k0 <= K; k0++ {
 				for k1 := k0; k1 <= K; k1++ {
@@ -352,6 +352,13 @@ func TestDequantizeRange(t *testing.T) {
 					for k := k0; k < k1; k++ {
 						if got := dst[k-k0]; got != want(m, k) {
 							t.Fatalf("%v row %d range [%d, %d): element %d = %v, want %v", s, m, k0, k1, k, got, want(m, k))
+						}
+					}
+					const stride = 3
+					q.DequantizeStrided(m, k0, k1, strided, stride)
+					for k := k0; k < k1; k++ {
+						if got := strided[(k-k0)*stride]; got != want(m, k) {
+							t.Fatalf("%v row %d range [%d, %d) stride %d: element %d = %v, want %v", s, m, k0, k1, stride, k, got, want(m, k))
 						}
 					}
 				}

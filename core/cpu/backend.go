@@ -3,10 +3,11 @@
 // this one is tested against PyTorch (testdata/var-tiny/golden.safetensors).
 //
 // Fast paths: the matrix products (Linear, Conv2d, Attention) also have a packed, SIMD path (gemm.go, with
-// an AVX2+FMA assembly micro-kernel on amd64) that New uses where the CPU has it; NewReference, the
-// `purego` build tag and other architectures (wasm included) run the plain-Go code only. The fast path
-// computes the same sums in another order (see gemm.go) and is tested against the reference op by op and
-// against the golden tensors end to end.
+// an AVX2+FMA assembly micro-kernel on amd64) that New uses where the CPU has it (not with the `purego`
+// build tag, on other architectures or in wasm), and New's GELU, SiLU and GroupNorm evaluate in float32
+// with a float32 exp (fastmath.go) instead of float64. NewReference runs the spec code only. The fast
+// paths compute the same functions with other rounding; they are tested against the reference op by op
+// and against the golden tensors end to end.
 //
 // Storage: a tensor's storage is a dense, row-major []float32 holding exactly Numel() elements. core.Reshape
 // makes views that share that slice, so no op ever writes into an input's storage: every op allocates a
@@ -34,18 +35,20 @@ import (
 // Backend is the CPU reference backend. It holds no mutable state, so one Backend may be used by several
 // goroutines at once.
 type Backend struct {
-	threads int         // goroutines an op may use at most
-	kernel  microKernel // the matrix products' SIMD micro-kernel (gemm.go), or nil for the reference code
+	threads  int         // goroutines an op may use at most
+	kernel   microKernel // the matrix products' SIMD micro-kernel (gemm.go), or nil for the reference code
+	fastMath bool        // float32 exp-based GELU, SiLU and GroupNorm (fastmath.go) instead of the float64 spec
 }
 
 var _ core.Backend = (*Backend)(nil)
 
 // New returns a CPU backend whose ops use up to threads goroutines; threads <= 0 means runtime.NumCPU().
-// Its matrix products (Linear, Conv2d) use the SIMD micro-kernel of this CPU where there is one (AVX2+FMA
-// on amd64), which changes their float32 rounding but not what they compute; NewReference does not.
+// Its matrix products (Linear, Conv2d, Attention) use the SIMD micro-kernel of this CPU where there is one
+// (AVX2+FMA on amd64), and GELU, SiLU and GroupNorm compute in float32 (fastmath.go); both change float32
+// rounding, not what is computed. NewReference does neither.
 func New(threads int) *Backend {
 	be := NewReference(threads)
-	be.kernel = fastKernel
+	be.kernel, be.fastMath = fastKernel, true
 	return be
 }
 
@@ -60,7 +63,7 @@ func NewReference(threads int) *Backend {
 
 // Name implements core.Backend: "cpu", or "cpu-ref" for NewReference's backend.
 func (be *Backend) Name() string {
-	if be.kernel == nil && fastKernel != nil {
+	if !be.fastMath {
 		return "cpu-ref"
 	}
 	return "cpu"

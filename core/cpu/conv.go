@@ -128,7 +128,7 @@ type bIm2col struct {
 	stride, top, left, Wo int
 }
 
-func (b bIm2col) packPanel(panel, _ []float32, j0, rows, k0, k1 int) {
+func (b bIm2col) packPanel(panel []float32, j0, rows, k0, k1 int) {
 	var iy0, ix0 [gemmNR]int // top-left input coordinate of each pixel's window
 	for r := range rows {
 		iy0[r] = (j0+r)/b.Wo*b.stride - b.top

@@ -11,6 +11,9 @@ import (
 //
 //	y = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
 func (be *Backend) GELUTanh(x *core.Tensor) (*core.Tensor, error) {
+	if be.fastMath {
+		return be.unary("gelu", x, geluFast)
+	}
 	return be.unary("gelu", x, func(v float32) float32 {
 		const (
 			sqrt2OverPi = 0.7978845608028654 // sqrt(2/pi)
@@ -23,6 +26,9 @@ func (be *Backend) GELUTanh(x *core.Tensor) (*core.Tensor, error) {
 
 // SiLU is x * sigmoid(x) (F.silu, the VAE's "nonlinearity").
 func (be *Backend) SiLU(x *core.Tensor) (*core.Tensor, error) {
+	if be.fastMath {
+		return be.unary("silu", x, siLUFast)
+	}
 	return be.unary("silu", x, siLU)
 }
 

@@ -41,8 +41,8 @@ type microKernel func(kc int, aPanel, bPanel, c []float32, ldc int, acc bool)
 // bPacker is the B operand of a packed product.
 type bPacker interface {
 	// packPanel writes B[j0+r, k0+k] to panel[k*gemmNR + r] for r < rows <= gemmNR and k < k1-k0, and
-	// zero for rows r >= rows. scratch (gemmNR*gemmKC floats) is the calling task's own.
-	packPanel(panel, scratch []float32, j0, rows, k0, k1 int)
+	// zero for rows r >= rows.
+	packPanel(panel []float32, j0, rows, k0, k1 int)
 }
 
 // bRows is B stored as rows: B[j, k] = f[j*ld + k] (Linear's weight, attention's keys).
@@ -51,20 +51,21 @@ type bRows struct {
 	ld int
 }
 
-func (b bRows) packPanel(panel, _ []float32, j0, rows, k0, k1 int) {
+func (b bRows) packPanel(panel []float32, j0, rows, k0, k1 int) {
 	interleave(panel, gemmNR, rows, k1-k0, func(r int) []float32 { return b.f[(j0+r)*b.ld+k0 : (j0+r)*b.ld+k1] })
 }
 
 // bQuantRows is a quantized weight as B: rows dequantized a segment at a time (never materialised).
 type bQuantRows struct{ q core.QuantHost }
 
-func (b bQuantRows) packPanel(panel, scratch []float32, j0, rows, k0, k1 int) {
+func (b bQuantRows) packPanel(panel []float32, j0, rows, k0, k1 int) {
 	kc := k1 - k0
-	interleave(panel, gemmNR, rows, kc, func(r int) []float32 {
-		seg := scratch[r*kc : (r+1)*kc]
-		b.q.DequantizeRange(j0+r, k0, k1, seg)
-		return seg
-	})
+	if rows < gemmNR {
+		clear(panel[:kc*gemmNR])
+	}
+	for r := range rows { // dequantized straight into the panel's column r
+		b.q.DequantizeStrided(j0+r, k0, k1, panel[r:], gemmNR)
+	}
 }
 
 // bCols is B stored as columns: B[j, k] = f[k*ld + j] (attention's values in P @ V). A panel's row k is
@@ -74,7 +75,7 @@ type bCols struct {
 	ld int
 }
 
-func (b bCols) packPanel(panel, _ []float32, j0, rows, k0, k1 int) {
+func (b bCols) packPanel(panel []float32, j0, rows, k0, k1 int) {
 	for k := range k1 - k0 {
 		d := panel[k*gemmNR : (k+1)*gemmNR]
 		copy(d, b.f[(k0+k)*b.ld+j0:(k0+k)*b.ld+j0+rows])
@@ -130,7 +131,6 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 	nc := min(gemmNC, (m+threads*gemmNR-1)/(threads*gemmNR)*gemmNR)
 	run((m+nc-1)/nc, func(t0, t1 int) {
 		bPack := make([]float32, nc*min(K, gemmKC))
-		scratch := make([]float32, gemmNR*gemmKC)
 		var edge [gemmMR * gemmNR]float32
 		for t := t0; t < t1; t++ {
 			j0 := t * nc
@@ -139,7 +139,7 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 				k1 := min(k0+gemmKC, K)
 				kc := k1 - k0
 				for jp := j0; jp < j1; jp += gemmNR {
-					b.packPanel(bPack[(jp-j0)*kc:(jp-j0+gemmNR)*kc], scratch, jp, min(gemmNR, j1-jp), k0, k1)
+					b.packPanel(bPack[(jp-j0)*kc:(jp-j0+gemmNR)*kc], jp, min(gemmNR, j1-jp), k0, k1)
 				}
 				aBlock := aPack[k0*nPad : k0*nPad+nPad*kc]
 				for i0 := 0; i0 < n; i0 += gemmMC {

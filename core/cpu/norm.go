@@ -134,6 +134,10 @@ func (be *Backend) GroupNorm(x *core.Tensor, groups int, w, b *core.Tensor, eps 
 				c := (i%groups)*cg + j
 				in := x_BCHW[base+j*HW : base+(j+1)*HW]
 				out := y_BCHW[base+j*HW : base+(j+1)*HW]
+				if be.fastMath {
+					groupNormFast(in, out, mean, rstd, w_C[c], b_C[c], silu)
+					continue
+				}
 				for p, v := range in {
 					out[p] = float32((float64(v)-mean)*rstd*float64(w_C[c]) + float64(b_C[c]))
 					if silu {

@@ -1,0 +1,76 @@
+package cpu
+
+import (
+	"math"
+	"testing"
+
+	"github.com/webvar/webvar/core"
+)
+
+// TestFastMath: New's float32 GELU and SiLU agree with the float64 reference within a few float32 ulps of
+// the result (plus a tiny absolute slack, see below) over a dense range of
+// inputs, and give the reference's values at the extremes (infinities, NaN, huge magnitudes).
+func TestFastMath(t *testing.T) {
+	fast, ref := New(1), NewReference(1)
+	var xs []float32
+	for x := float32(-30); x <= 30; x += 1.0 / 256 {
+		xs = append(xs, x)
+	}
+	inf := float32(math.Inf(1))
+	xs = append(xs, 1e-30, -1e-30, 0, 1e4, -1e4, 3e38, -3e38, inf, -inf, float32(math.NaN()))
+	for _, op := range []struct {
+		name string
+		f    func(b *Backend, x *core.Tensor) (*core.Tensor, error)
+	}{{"gelu", (*Backend).GELUTanh}, {"silu", (*Backend).SiLU}} {
+		x := upload(t, fast, core.Shape{len(xs)}, xs)
+		got := download(t, fast, must(t)(op.f(fast, x)), core.Shape{len(xs)})
+		want := download(t, ref, must(t)(op.f(ref, upload(t, ref, core.Shape{len(xs)}, xs))), core.Shape{len(xs)})
+		for i := range xs {
+			g, w := float64(got[i]), float64(want[i])
+			if math.IsNaN(w) || math.IsInf(w, 0) {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) && !(math.IsNaN(g) && math.IsNaN(w)) {
+					t.Fatalf("%s(%v) = %v, want %v", op.name, xs[i], g, w)
+				}
+				continue
+			}
+			// In the negative tails the result is x*exp(-arg): the float32 rounding of arg (|arg| = 2|u| for
+			// GELU, |x| for SiLU) scales the relative error by 1 + |arg|, as in any float32 evaluation. The
+			// absolute slack covers GELU's far tail, where the float64 reference itself cancels to 0 and the
+			// true value (which the fast form keeps) is below 1e-15*|x|.
+			x := float64(xs[i])
+			arg := math.Abs(x)
+			if op.name == "gelu" {
+				arg = 2 * math.Abs(0.7978845608028654*(x+0.044715*x*x*x))
+			}
+			if d := math.Abs(g - w); d > 4*0x1p-24*(1+arg)*math.Abs(w)+1e-15*max(1, math.Abs(x)) {
+				t.Fatalf("%s(%v) = %v, want %v (error %.3g relative)", op.name, xs[i], g, w, d/math.Abs(w))
+			}
+		}
+	}
+}
+
+// TestGroupNormFast: New's GroupNorm (with and without the fused SiLU) agrees with the reference on
+// activations with a mean offset, within float32 rounding of the folded scale and shift.
+func TestGroupNormFast(t *testing.T) {
+	fast, ref := New(2), NewReference(2)
+	r := newRand(12)
+	const B, C, H, W, G = 2, 8, 5, 7, 4
+	xv := randn(r, B*C*H*W)
+	for i := range xv {
+		xv[i] = 3*xv[i] + 2 // mean 2, std 3
+	}
+	wv, bv := randn(r, C), randn(r, C)
+	for _, silu := range []bool{false, true} {
+		run := func(be *Backend) []float32 {
+			x := upload(t, be, core.Shape{B, C, H, W}, xv)
+			w, b := upload(t, be, core.Shape{C}, wv), upload(t, be, core.Shape{C}, bv)
+			return download(t, be, must(t)(be.GroupNorm(x, G, w, b, 1e-6, silu)), core.Shape{B, C, H, W})
+		}
+		got, want := run(fast), run(ref)
+		for i := range want {
+			if d := math.Abs(float64(got[i] - want[i])); d > 1e-6*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("silu %v: y[%d] = %v, reference %v", silu, i, got[i], want[i])
+			}
+		}
+	}
+}
