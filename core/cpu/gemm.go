@@ -63,8 +63,15 @@ func (b bQuantRows) packPanel(panel []float32, j0, rows, k0, k1 int) {
 	if rows < gemmNR {
 		clear(panel[:kc*gemmNR])
 	}
+	done := 0 // k values written by the SIMD packer
+	if rows == gemmNR && fastDequantPanel != nil {
+		done = fastDequantPanel(b.q, j0, k0, k1, panel)
+	}
+	if done == kc {
+		return
+	}
 	for r := range rows { // dequantized straight into the panel's column r
-		b.q.DequantizeStrided(j0+r, k0, k1, panel[r:], gemmNR)
+		b.q.DequantizeStrided(j0+r, k0+done, k1, panel[done*gemmNR+r:], gemmNR)
 	}
 }
 

@@ -109,3 +109,87 @@ store:
 	VMOVUPS Y11, 32(DX)
 	VZEROUPPER
 	RET
+
+DATA iota8<>+0(SB)/4, $0
+DATA iota8<>+4(SB)/4, $1
+DATA iota8<>+8(SB)/4, $2
+DATA iota8<>+12(SB)/4, $3
+DATA iota8<>+16(SB)/4, $4
+DATA iota8<>+20(SB)/4, $5
+DATA iota8<>+24(SB)/4, $6
+DATA iota8<>+28(SB)/4, $7
+GLOBL iota8<>(SB), RODATA|NOPTR, $32
+
+// One byte position of the 8 gathered words in SRC: sign-extend byte b (shift left by 24-8b, then
+// arithmetically right by 24), convert to float, scale, store 8 floats at OFF(DI).
+#define DEQ8(SRC, SHL, SCALE, OFF) \
+	VPSLLD    $SHL, SRC, Y2 \
+	VPSRAD    $24, Y2, Y2   \
+	VCVTDQ2PS Y2, Y2        \
+	VMULPS    SCALE, Y2, Y2 \
+	VMOVUPS   Y2, OFF(DI)
+
+// func dequantPanelInt8AVX2(words int, codes *uint32, wpr int, scales *float32, nb int, panel *float32)
+//
+// Writes 16 rows x 4*words int8 codes, dequantized, as a [4*words][16] panel. codes points at word k0/4
+// of the first row (rows wpr words apart), scales at block k0/32 of the first row (rows nb apart); k0 is a
+// multiple of 32. Each gather reads one word (4 codes) of 8 rows.
+TEXT ·dequantPanelInt8AVX2(SB), NOSPLIT, $0-48
+	MOVQ words+0(FP), CX
+	MOVQ codes+8(FP), SI
+	MOVQ wpr+16(FP), R8
+	MOVQ scales+24(FP), R9
+	MOVQ nb+32(FP), R10
+	MOVQ panel+40(FP), DI
+
+	// Y15: word offsets of rows 0..7 (r*wpr); Y14: scale offsets (r*nb).
+	MOVQ         R8, X15
+	VPBROADCASTD X15, Y15
+	VPMULLD      iota8<>(SB), Y15, Y15
+	MOVQ         R10, X14
+	VPBROADCASTD X14, Y14
+	VPMULLD      iota8<>(SB), Y14, Y14
+	SHLQ         $5, R8  // bytes from row 0 to row 8 of codes: 8*wpr*4
+	SHLQ         $5, R10 // same for scales
+	XORQ         R12, R12 // words done in the current block of 8
+
+	TESTQ CX, CX
+	JZ    done
+
+loop:
+	TESTQ R12, R12
+	JNZ   codes
+	// New block: scales of rows 0..7 in Y12, rows 8..15 in Y13.
+	VPCMPEQD   Y11, Y11, Y11
+	VGATHERDPS Y11, (R9)(Y14*4), Y12
+	LEAQ       (R9)(R10*1), R11
+	VPCMPEQD   Y11, Y11, Y11
+	VGATHERDPS Y11, (R11)(Y14*4), Y13
+	ADDQ       $4, R9
+
+codes:
+	VPCMPEQD   Y11, Y11, Y11
+	VPGATHERDD Y11, (SI)(Y15*4), Y0
+	LEAQ       (SI)(R8*1), R11
+	VPCMPEQD   Y11, Y11, Y11
+	VPGATHERDD Y11, (R11)(Y15*4), Y1
+
+	DEQ8(Y0, 24, Y12, 0)
+	DEQ8(Y1, 24, Y13, 32)
+	DEQ8(Y0, 16, Y12, 64)
+	DEQ8(Y1, 16, Y13, 96)
+	DEQ8(Y0, 8, Y12, 128)
+	DEQ8(Y1, 8, Y13, 160)
+	DEQ8(Y0, 0, Y12, 192)
+	DEQ8(Y1, 0, Y13, 224)
+
+	ADDQ $4, SI
+	ADDQ $256, DI
+	INCQ R12
+	ANDQ $7, R12
+	DECQ CX
+	JNZ  loop
+
+done:
+	VZEROUPPER
+	RET

@@ -69,6 +69,34 @@ func BenchmarkLinear(b *testing.B) {
 	b.Run("reference", func(b *testing.B) { benchmarkLinear(b, NewReference(0)) })
 }
 
+// BenchmarkLinearQuant is BenchmarkLinear's fc1 with an int8 weight at 2 rows (the first scale with CFG,
+// where dequantizing the weight is most of the work) and at 512 rows (the last scale), on the fast path.
+func BenchmarkLinearQuant(b *testing.B) {
+	for _, N := range []int{2, 512} {
+		b.Run(fmt.Sprintf("N%d", N), func(b *testing.B) {
+			const M, K = 4096, 1024
+			be := New(0)
+			r := newRand(5)
+			x, _ := randTensor(b, be, r, N, K)
+			q, err := core.Quantize(core.HostTensor{Shape: core.Shape{M, K}, Data: randn(r, M*K)}, core.QuantInt8)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w, err := be.UploadQuant(q)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := be.Linear(x, w, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(2*float64(N*M*K)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			b.ReportMetric(float64(M*K)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gweights/s")
+		})
+	}
+}
+
 func benchmarkLinear(b *testing.B, be *Backend) {
 	const N, M, K = 680, 4096, 1024
 	r := newRand(5)
