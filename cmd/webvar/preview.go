@@ -12,6 +12,7 @@ import (
 	"os/signal"
 
 	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/ui"
 	"github.com/webvar/webvar/ui/uistate"
 	"github.com/webvar/webvar/weights"
@@ -30,7 +31,15 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, closeBackend, err := newBackend(f.backend, f.threads, stderr)
+	backend := f.backend
+	if backend == "auto" {
+		backend = "webgpu"
+	}
+	b, closeBackend, err := newBackend(backend, f.threads, stderr)
+	if f.backend == "auto" && errors.Is(err, webgpu.ErrNoAdapter) {
+		fmt.Fprintf(stderr, "no WebGPU adapter (%v): computing on the CPU\n", err)
+		b, closeBackend, err = newBackend("cpu", f.threads, stderr)
+	}
 	if err != nil {
 		return err
 	}

@@ -27,9 +27,7 @@ func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
 	fs := flag.NewFlagSet("preview", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f.model.register(fs)
-	// Not webgpu yet: after ebiten has opened its window, wgpu.CreateInstance (binding v0.23.0) aborts
-	// with "Unknown gles3 minor version" (preview_test.go).
-	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu or webgpu (webgpu aborts in wgpu-native once the window is open: a known binding bug)")
+	fs.StringVar(&f.backend, "backend", "auto", "compute backend: webgpu (native: Vulkan, Metal), cpu, or auto (webgpu if an adapter opens, else cpu)")
 	fs.IntVar(&f.threads, "threads", 0, "CPU backend threads (0: all cores)")
 	fs.IntVar(&f.class, "class", 0, "initial class label")
 	fs.Uint64Var(&f.seed, "seed", 0, "initial random seed")
@@ -53,8 +51,8 @@ func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
 		return nil, err
 	}
 	switch {
-	case f.backend != "cpu" && f.backend != "webgpu":
-		return nil, usageError{fmt.Sprintf("-backend %q: want webgpu or cpu", f.backend)}
+	case f.backend != "cpu" && f.backend != "webgpu" && f.backend != "auto":
+		return nil, usageError{fmt.Sprintf("-backend %q: want auto, webgpu or cpu", f.backend)}
 	case f.screenshot != "" && !f.autostart:
 		return nil, usageError{"-screenshot needs -autostart (it captures the first generated image)"}
 	case f.class < 0:

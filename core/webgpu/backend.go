@@ -357,6 +357,7 @@ func (b *Backend) readLocked(buf *wgpu.Buffer, size uint64) ([]byte, error) {
 	}
 	var status wgpu.BufferMapAsyncStatus
 	done := false
+	defer holdGC()() // until the mapping's callback has run (callback_native.go)
 	if err := staging.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) {
 		status, done = s, true
 	}); err != nil {
@@ -652,6 +653,7 @@ func (b *Backend) Finish() error {
 
 func (b *Backend) finishLocked(what string) error {
 	done := false
+	defer holdGC()() // until the callback has run (callback_native.go)
 	b.queue.OnSubmittedWorkDone(func(wgpu.QueueWorkDoneStatus) { done = true })
 	return b.waitLocked(&done, what)
 }

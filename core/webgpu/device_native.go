@@ -12,24 +12,60 @@ import (
 	"github.com/cogentcore/webgpu/wgpu"
 )
 
-// instances holds one wgpu instance per native API for the life of the process. This is a deliberate
-// exception to "no global state": the v0.23.0 binding's CreateInstance hands wgpu-native a malloc'd,
-// uninitialised extras struct, so a second CreateInstance in one process can read a garbage GLES version
-// and abort ("Unknown gles3 minor version"). Creating each instance once avoids it.
-var instances = struct {
+// instance is the process's one wgpu instance, created without a descriptor. This is a deliberate
+// exception to "no global state": with a descriptor, the v0.23.0 binding's CreateInstance hands
+// wgpu-native a malloc'd extras struct whose other fields (the GLES minor version among them) it never
+// initialises, and wgpu-native aborts ("Unknown gles3 minor version") when that memory is dirty, as it is
+// once ebiten has opened its window (webvar preview). Without a descriptor no extras are passed and every
+// native API is enabled; openDevice picks the API by enumerating that API's adapters (the binding fills
+// that options struct completely). One instance serves every device.
+var instance = struct {
 	sync.Mutex
-	m map[wgpu.InstanceBackend]*wgpu.Instance
-}{m: map[wgpu.InstanceBackend]*wgpu.Instance{}}
+	inst *wgpu.Instance
+}{}
 
-func instanceFor(be wgpu.InstanceBackend) *wgpu.Instance {
-	instances.Lock()
-	defer instances.Unlock()
-	if inst, ok := instances.m[be]; ok {
-		return inst
+func theInstance() *wgpu.Instance {
+	instance.Lock()
+	defer instance.Unlock()
+	if instance.inst == nil {
+		// wgpu-native's own log (stderr) at Error by default: with every API enabled, the APIs a machine
+		// does not use add warnings that are not actionable (EGL on a headless Linux box, for one).
+		level := map[string]wgpu.LogLevel{"error": wgpu.LogLevelError, "warn": wgpu.LogLevelWarn,
+			"info": wgpu.LogLevelInfo, "debug": wgpu.LogLevelDebug, "trace": wgpu.LogLevelTrace}
+		if l, ok := level[strings.ToLower(os.Getenv("WEBVAR_WGPU_LOG"))]; ok {
+			wgpu.SetLogLevel(l)
+		} else {
+			wgpu.SetLogLevel(wgpu.LogLevelError)
+		}
+		instance.inst = wgpu.CreateInstance(nil)
 	}
-	inst := wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: be})
-	instances.m[be] = inst
-	return inst
+	return instance.inst
+}
+
+// pickAdapter returns the most capable adapter of the given APIs (a discrete GPU before an integrated one
+// before anything else, such as a CPU emulation), releasing the others; nil if there is none.
+func pickAdapter(backends wgpu.InstanceBackend) *wgpu.Adapter {
+	rank := func(t wgpu.AdapterType) int {
+		switch t {
+		case wgpu.AdapterTypeDiscreteGPU:
+			return 0
+		case wgpu.AdapterTypeIntegratedGPU:
+			return 1
+		}
+		return 2
+	}
+	var best *wgpu.Adapter
+	for _, ad := range theInstance().EnumerateAdapters(&wgpu.InstanceEnumerateAdapterOptons{Backends: backends}) {
+		if best == nil || rank(ad.GetInfo().AdapterType) < rank(best.GetInfo().AdapterType) {
+			if best != nil {
+				best.Release()
+			}
+			best = ad
+		} else {
+			ad.Release()
+		}
+	}
+	return best
 }
 
 // openDevice finds an adapter for the requested native API and opens a device with the adapter's
@@ -50,10 +86,9 @@ func openDevice(lost func(string)) (*wgpu.Device, AdapterInfo, wgpu.Limits, erro
 	if !ok {
 		return nil, AdapterInfo{}, wgpu.Limits{}, fmt.Errorf("WEBVAR_WGPU_BACKEND=%q: want vulkan, metal, gl, dx12 or any", name)
 	}
-	inst := instanceFor(be)
-	ad, err := inst.RequestAdapter(&wgpu.RequestAdapterOptions{PowerPreference: wgpu.PowerPreferenceHighPerformance})
-	if err != nil || ad == nil {
-		return nil, AdapterInfo{}, wgpu.Limits{}, fmt.Errorf("%w: no %s adapter (%v); install a driver (on Linux without a GPU: mesa-vulkan-drivers for lavapipe)", ErrNoAdapter, name, err)
+	ad := pickAdapter(be)
+	if ad == nil {
+		return nil, AdapterInfo{}, wgpu.Limits{}, fmt.Errorf("%w: no %s adapter; install a driver (on Linux without a GPU: mesa-vulkan-drivers for lavapipe)", ErrNoAdapter, name)
 	}
 	defer ad.Release()
 	ai := ad.GetInfo()

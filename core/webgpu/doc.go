@@ -13,4 +13,5 @@
 //	WEBVAR_WGPU_BACKEND   native API: vulkan (default on Linux/Windows), metal (default on macOS), gl, dx12, any
 //	WEBVAR_DUMP_WGSL=DIR  write every expanded kernel to DIR/<kernel>.wgsl when its pipeline is built
 //	WEBVAR_WGPU_SYNC=1    submit and wait after every op, so an error names the op that caused it
+//	WEBVAR_WGPU_LOG       wgpu-native's own stderr log level: error (default), warn, info, debug, trace
 package webgpu
