@@ -38,6 +38,10 @@ type Config struct {
 	// Save stores a finished image under the suggested file name and returns where it went (shown in the
 	// status line). Nil: SaveToDir(".").
 	Save func(img image.Image, name string) (string, error)
+	// Finished, if set, is called on the game goroutine when a run ends, with its tokens per scale (nil
+	// unless it completed) and its error (context.Canceled for a cancelled run), and when loading fails
+	// (nil tokens, the error): the browser page publishes it as document.body.dataset.state.
+	Finished func(tokens [][]int, err error)
 }
 
 // SaveToDir is a Config.Save that writes PNG files into dir.
@@ -124,6 +128,9 @@ func (g *Game) Loaded(p *varmodel.Pipeline, classNames []string, err error) {
 	g.post(context.Background(), func() {
 		if err != nil {
 			g.st.OnLoaded(uistate.ModelInfo{}, err)
+			if g.cfg.Finished != nil {
+				g.cfg.Finished(nil, err)
+			}
 			if g.cfg.Screenshot != "" {
 				g.exitErr = err
 				g.shotDone = true
@@ -209,6 +216,9 @@ func (g *Game) startRun(id int, req varmodel.Request) {
 		}
 		g.post(context.Background(), func() {
 			g.st.OnDone(id, tokens, err)
+			if g.cfg.Finished != nil {
+				g.cfg.Finished(tokens, err)
+			}
 			if g.cfg.Screenshot != "" && err != nil {
 				g.exitErr = err
 				g.shotDone = true

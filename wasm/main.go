@@ -82,6 +82,7 @@ type params struct {
 	topP       float64
 	moreSmooth bool
 	autostart  bool
+	canvasUI   bool // ui=canvas: the ebiten UI (canvas.go) instead of the HTML controls
 	// set names the sampling parameters the URL gave; the others take the model's own defaults
 	// (its manifest meta) once it has loaded, else the values above.
 	set map[string]bool
@@ -140,6 +141,12 @@ func readURL() (params, error) {
 	num("top_p", func(s string) (e error) { p.topP, e = strconv.ParseFloat(s, 64); return })
 	num("more_smooth", func(s string) (e error) { p.moreSmooth, e = strconv.ParseBool(s); return })
 	p.autostart = q.Call("get", "autostart").String() == "1"
+	if s, ok := get("ui"); ok && s != "html" {
+		if s != "canvas" {
+			return p, fmt.Errorf("URL parameter ui=%q: want html or canvas", s)
+		}
+		p.canvasUI = true
+	}
 	return p, err
 }
 
@@ -186,6 +193,10 @@ func main() {
 	p, err := readURL()
 	if err != nil {
 		fail(err)
+		select {}
+	}
+	if p.canvasUI {
+		runCanvas(p)
 		select {}
 	}
 	u := &ui{base: p, jobs: make(chan job, 1)}
@@ -506,6 +517,12 @@ func (a *app) fileLabel(class int) string {
 }
 
 func load(url string) (*app, error) {
+	return loadWith(url, openBackend, nil)
+}
+
+// loadWith is load with the backend from open and, if progress is set, progress reports going there
+// too (the canvas UI's progress bar).
+func loadWith(url string, open func() core.Backend, progress func(weights.Progress)) (*app, error) {
 	ctx := context.Background()
 	start := time.Now()
 	lastDraw := time.Time{}
@@ -520,6 +537,9 @@ func load(url string) (*app, error) {
 		opt.Cache = cc
 	}
 	opt.OnProgress = func(pr weights.Progress) {
+		if progress != nil {
+			progress(pr)
+		}
 		// Touching the DOM on every 256 KiB step costs more than it shows.
 		if time.Since(lastDraw) < 100*time.Millisecond && pr.BytesDone != pr.BytesTotal {
 			return
@@ -547,7 +567,7 @@ func load(url string) (*app, error) {
 		a.cacheNote = fmt.Sprintf("no browser cache (%v): %.1f MB from the network", cacheErr, float64(total)/1e6)
 	}
 	setText("webvar-status", "weights loaded: "+a.cacheNote)
-	a.b = openBackend()
+	a.b = open()
 	a.p, err = convert.LoadPipeline(m, a.b, varmodel.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", url, err)

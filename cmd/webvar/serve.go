@@ -121,7 +121,15 @@ var pageFiles = [][2]string{
 	{"wasm/webvar-widget.js", "webvar-widget.js"},
 }
 
-// buildApp writes webvar.wasm (built from ./wasm for js/wasm), the matching wasm_exec.js and the
+// appBinaries are the browser app's two builds of ./wasm: the page with HTML controls, and the page with
+// the ebiten UI (index.html?ui=canvas), which links ebiten (about 2 MB more, gzipped) and so is a separate
+// file that only its users download.
+var appBinaries = []struct{ name, tags string }{
+	{"webvar.wasm", ""},
+	{"webvar-canvas.wasm", "canvasui"},
+}
+
+// buildApp writes the appBinaries (built from ./wasm for js/wasm), the matching wasm_exec.js and the
 // pageFiles into dir.
 func buildApp(ctx context.Context, dir string, stderr io.Writer) error {
 	root, err := moduleRoot(ctx)
@@ -132,20 +140,22 @@ func buildApp(ctx context.Context, dir string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "building the browser app (GOOS=js GOARCH=wasm go build ./wasm)...\n")
-	start := time.Now()
-	out := filepath.Join(dir, "webvar.wasm")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./wasm")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building the browser app: %v\n%s", err, msg)
+	for _, bin := range appBinaries {
+		fmt.Fprintf(stderr, "building the browser app (GOOS=js GOARCH=wasm go build -tags %q ./wasm)...\n", bin.tags)
+		start := time.Now()
+		out := filepath.Join(dir, bin.name)
+		cmd := exec.CommandContext(ctx, "go", "build", "-tags", bin.tags, "-o", out, "./wasm")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("building the browser app (%s): %v\n%s", bin.name, err, msg)
+		}
+		st, err := os.Stat(out)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "built %s (%.1f MB) in %.1f s\n", bin.name, float64(st.Size())/1e6, time.Since(start).Seconds())
 	}
-	st, err := os.Stat(out)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "built webvar.wasm (%.1f MB) in %.1f s\n", float64(st.Size())/1e6, time.Since(start).Seconds())
 	// wasm_exec.js must come from the same Go that built the binary: its imports change between versions.
 	if err := copyFile(filepath.Join(env[0], "lib", "wasm", "wasm_exec.js"), filepath.Join(dir, "wasm_exec.js")); err != nil {
 		return fmt.Errorf("wasm_exec.js: %w", err)
@@ -166,8 +176,8 @@ func copyFile(from, to string) error {
 	return os.WriteFile(to, data, 0o644)
 }
 
-// newServeHandler serves the app built into dir (index.html, embed.html, webvar-widget.js, webvar.wasm,
-// wasm_exec.js) and the weights
+// newServeHandler serves the app built into dir (index.html, embed.html, webvar-widget.js, the
+// appBinaries, wasm_exec.js) and the weights
 // weights directory (a file system rooted at it) under /weights/.
 func newServeHandler(dir string, weightsFS fs.FS) http.Handler {
 	mux := http.NewServeMux()
@@ -183,8 +193,9 @@ func newServeHandler(dir string, weightsFS fs.FS) http.Handler {
 			http.ServeFile(w, r, filepath.Join(dir, name))
 		})
 	}
-	wasm := &gzipped{path: filepath.Join(dir, "webvar.wasm")}
-	mux.Handle("GET /webvar.wasm", wasm)
+	for _, bin := range appBinaries {
+		mux.Handle("GET /"+bin.name, &gzipped{path: filepath.Join(dir, bin.name)})
+	}
 	wfs := http.StripPrefix("/weights/", http.FileServer(http.FS(weightsFS)))
 	mux.HandleFunc("GET /weights/", func(w http.ResponseWriter, r *http.Request) {
 		name := path.Base(r.URL.Path)
@@ -241,7 +252,7 @@ func (g *gzipped) load() {
 func (g *gzipped) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.once.Do(g.load)
 	if g.err != nil {
-		http.Error(w, "webvar.wasm: "+g.err.Error(), http.StatusInternalServerError)
+		http.Error(w, filepath.Base(g.path)+": "+g.err.Error(), http.StatusInternalServerError)
 		return
 	}
 	h := w.Header()
@@ -255,7 +266,7 @@ func (g *gzipped) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// ServeContent adds Last-Modified/If-Modified-Since and ranges; the content type is set above, so it
 	// does not sniff.
-	http.ServeContent(w, r, "webvar.wasm", g.mod, bytes.NewReader(body))
+	http.ServeContent(w, r, filepath.Base(g.path), g.mod, bytes.NewReader(body))
 }
 
 // acceptsGzip reports whether an Accept-Encoding header allows gzip (not with q=0).

@@ -33,7 +33,7 @@ import (
 // Chromium (WebGPU on SwiftShader), must draw the image the CPU backend computes for the same request.
 func TestServeEndToEndInChromium(t *testing.T) {
 	chrome := browsertest.RequireChromium(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 
 	wdir := filepath.Join(t.TempDir(), "w")
@@ -118,6 +118,7 @@ func TestServeEndToEndInChromium(t *testing.T) {
 	// SwiftShader takes over a minute per image).
 	t.Run("controls", func(t *testing.T) { testControls(ctx, t, chrome, srv.URL) })
 	t.Run("embed", func(t *testing.T) { testEmbed(ctx, t, chrome, srv.URL) })
+	t.Run("canvas-ui", func(t *testing.T) { testCanvasUI(ctx, t, chrome, srv.URL) })
 
 	// What `go run ./cmd/webvar serve` shows: the embedded default model with its own sampling settings
 	// (cfg 3, top-k 100, top-p 0.9 from its metadata; the URL gives only class and seed), sampled with the

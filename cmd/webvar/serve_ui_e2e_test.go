@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/color"
+	"image/png"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -181,4 +186,57 @@ func testEmbed(ctx context.Context, t *testing.T, chrome, base string) {
 		t.Errorf("widget frames: %q, want embed mode, classes 7 and 0, drawn 64x64 canvases", got)
 	}
 	screenshot(t, cctx, "serve_e2e_embed.png")
+}
+
+// testCanvasUI opens the demo with ?ui=canvas (the ebiten UI of webvar preview, built into
+// webvar-canvas.wasm) on the CPU fallback and autostarts a greedy generation: the page must reach "done"
+// without console errors, with the tokens the HTML page produces for the same URL, and ebiten's canvas
+// must show a drawn UI (many distinct colours, not a blank page).
+func testCanvasUI(ctx context.Context, t *testing.T, chrome, base string) {
+	const query = "?class=5&cfg=1.5&top_k=1&top_p=0&seed=0&autostart=1"
+	tokensOf := func(page string) (context.Context, string) {
+		cctx, dump := openPage(ctx, t, chrome, base+"/"+page, false)
+		waitState(t, cctx, dump, "done")
+		tk, err := chromedp.Run(cctx, chromedp.Evaluate[string](`document.body.dataset.tokens ?? ""`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cctx, tk
+	}
+	_, want := tokensOf(query)
+	cctx, got := tokensOf(query + "&ui=canvas")
+	if got == "" || got != want {
+		t.Errorf("canvas UI tokens %s, the HTML page's %s", got, want)
+	}
+	// The HTML page's controls and canvas are hidden; ebiten's canvas is the one shown.
+	if n, err := chromedp.Run(cctx, chromedp.Evaluate[int](`Array.from(document.querySelectorAll("canvas, form")).filter(e => e.offsetParent !== null).length`)); err != nil || n != 1 {
+		t.Errorf("the canvas page shows %d canvases and forms (%v), want only ebiten's canvas", n, err)
+	}
+	if bk, err := chromedp.Run(cctx, chromedp.Evaluate[string](`document.getElementById("webvar-backend").textContent`)); err != nil || !strings.Contains(bk, "using the CPU") {
+		t.Errorf("the canvas page's backend line %q (%v) does not name the CPU fallback", bk, err)
+	}
+	shot, err := chromedp.Run(cctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(shot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	colors := map[color.RGBA]bool{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y += 2 {
+		for x := b.Min.X; x < b.Max.X; x += 2 {
+			colors[color.RGBAModel.Convert(img.At(x, y)).(color.RGBA)] = true
+		}
+	}
+	t.Logf("canvas page screenshot %v: %d distinct colours", b.Size(), len(colors))
+	if len(colors) < 50 { // text, buttons and the image; a blank or single-colour page has a handful
+		t.Errorf("the canvas page shows %d distinct colours: the ebiten UI was not drawn", len(colors))
+	}
+	if dir := os.Getenv("WEBVAR_ARTIFACTS"); dir != "" {
+		if err := os.WriteFile(filepath.Join(dir, "serve_e2e_canvas_ui.png"), shot, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
 }

@@ -1,0 +1,108 @@
+//go:build js && canvasui
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"net/http"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/loader/convert"
+	ebitenui "github.com/webvar/webvar/ui"
+	"github.com/webvar/webvar/ui/uistate"
+	"github.com/webvar/webvar/weights"
+)
+
+// runCanvas is the page with ?ui=canvas: the ebiten UI of webvar preview (package ui: progress, the
+// scale-by-scale animation and every control drawn on one canvas) instead of the HTML controls, computing
+// with the browser's WebGPU or the CPU fallback like the HTML page. document.body.dataset.state goes
+// loading -> ready -> done/error as there, and dataset.tokens holds the last image's tokens. It returns
+// when the game ends (it does not, in a browser tab).
+func runCanvas(p params) {
+	// The model's sampling defaults fill the settings the URL left unset before the UI shows them: read
+	// the manifest first (a few KB; the chunks follow in loadWith).
+	if m, err := weights.LoadManifest(context.Background(), weights.HTTPSource(p.weightsURL, http.DefaultClient)); err == nil {
+		if s, err := convert.SamplingOf(m); err == nil {
+			p = p.withModelDefaults(s)
+		}
+	}
+	// The HTML controls and their canvas give way to ebiten's canvas; the backend line stays, so that a
+	// CPU fallback is visible here too.
+	// (ebiten adds its canvas to the body when its package initialises, before this runs.)
+	children := doc.Get("body").Get("children")
+	for i := range children.Length() {
+		el := children.Index(i)
+		id, tag := el.Get("id").String(), el.Get("tagName").String()
+		if id == "webvar-backend" || tag == "SCRIPT" || tag == "CANVAS" && id != "webvar-canvas" {
+			continue
+		}
+		el.Get("style").Set("display", "none")
+	}
+	b := openBackend()
+	g, err := ebitenui.New(ebitenui.Config{
+		Backend: b,
+		Settings: uistate.Settings{Class: p.class, Seed: p.seed, CFG: p.cfg, TopK: p.topK, TopP: p.topP,
+			MoreSmooth: p.moreSmooth},
+		AutoStart: p.autostart,
+		Save:      downloadPNG,
+		Finished: func(tokens [][]int, err error) {
+			switch {
+			case err == nil:
+				if buf, err := json.Marshal(tokens); err == nil {
+					doc.Get("body").Get("dataset").Set("tokens", string(buf))
+				}
+				setState("done")
+			case errors.Is(err, context.Canceled):
+				setState("ready")
+			default:
+				fail(err)
+			}
+		},
+	})
+	if err != nil {
+		fail(err)
+		return
+	}
+	go func() {
+		a, err := loadWith(p.weightsURL, func() core.Backend { return b }, func(pr weights.Progress) {
+			g.Progress(pr.BytesDone, pr.BytesTotal)
+		})
+		if err != nil {
+			g.Loaded(nil, nil, err)
+			return
+		}
+		if p.class < 0 || p.class >= a.classes {
+			g.Loaded(nil, nil, fmt.Errorf("URL parameter class=%d: this model has classes 0..%d", p.class, a.classes-1))
+			return
+		}
+		if !p.autostart {
+			setState("ready")
+		}
+		g.Loaded(a.p, a.names, nil)
+	}()
+	if err := ebitenui.Run(g, "webvar"); err != nil {
+		fail(err)
+	}
+}
+
+// downloadPNG is the canvas UI's Save: the browser downloads the image (an <a download> with a data URL,
+// as the HTML page's Save PNG does).
+func downloadPNG(img image.Image, name string) (string, error) {
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		return "", err
+	}
+	a := doc.Call("createElement", "a")
+	a.Set("download", name)
+	a.Set("href", "data:image/png;base64,"+base64.StdEncoding.EncodeToString(buf.Bytes()))
+	a.Call("click")
+	return name + " (downloaded)", nil
+}
+
