@@ -105,4 +105,3 @@ func downloadPNG(img image.Image, name string) (string, error) {
 	a.Call("click")
 	return name + " (downloaded)", nil
 }
-
