@@ -709,3 +709,35 @@ func TestManifestUnknownKeys(t *testing.T) {
 		t.Fatalf("oversized manifest: %v", err)
 	}
 }
+
+// UpdateMeta changes the meta entries it is given and nothing else: the tensors, chunks, config and the
+// other meta entries decode as before, and the directory still loads and verifies.
+func TestUpdateMeta(t *testing.T) {
+	dir := t.TempDir()
+	writeFixture(t, dir)
+	before := readManifestFile(t, dir)
+	m, err := UpdateMeta(dir, map[string]string{"cfg": "3", "preview.x": "[1,2]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := readManifestFile(t, dir)
+	if !reflect.DeepEqual(after, m) {
+		t.Fatalf("returned manifest %+v differs from the written one %+v", m, after)
+	}
+	if after.Meta["cfg"] != "3" || after.Meta["preview.x"] != "[1,2]" || after.Meta["class.0"] != "tench" || len(after.Meta) != 3 {
+		t.Fatalf("meta %v", after.Meta)
+	}
+	after.Meta, before.Meta = nil, nil
+	if !reflect.DeepEqual(after, before) {
+		t.Fatalf("UpdateMeta changed more than the meta:\n before %+v\n after  %+v", before, after)
+	}
+	if _, err := Load(context.Background(), DirSource(dir), LoadOptions{}); err != nil {
+		t.Fatalf("the updated directory does not load: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ManifestFile+".tmp")); !os.IsNotExist(err) {
+		t.Errorf("a temporary manifest was left behind (%v)", err)
+	}
+	if _, err := UpdateMeta(t.TempDir(), map[string]string{"a": "b"}); !errors.Is(err, ErrIO) {
+		t.Errorf("UpdateMeta of a directory without a manifest: %v, want ErrIO", err)
+	}
+}

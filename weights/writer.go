@@ -277,21 +277,59 @@ func (w *Writer) Close(family string, config map[string]any, meta map[string]str
 	if err := w.removeStale(); err != nil {
 		return nil, w.fail(err)
 	}
-	tmp := filepath.Join(w.dir, ManifestFile+".tmp")
+	if err := writeManifest(w.dir, data); err != nil {
+		return nil, w.fail(err)
+	}
+	w.closed = true
+	return m, nil
+}
+
+// writeManifest writes the encoded manifest of dir under NAME.tmp, syncs it and renames it, so that a
+// reader never sees a partial manifest.
+func writeManifest(dir string, data []byte) error {
+	tmp := filepath.Join(dir, ManifestFile+".tmp")
 	if err := writeSynced(tmp, data); err != nil {
 		os.Remove(tmp)
-		return nil, w.fail(&Error{Kind: ErrIO, Chunk: ManifestFile, Msg: "write", Err: err})
+		return &Error{Kind: ErrIO, Chunk: ManifestFile, Msg: "write", Err: err}
 	}
-	if err := os.Rename(tmp, filepath.Join(w.dir, ManifestFile)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, ManifestFile)); err != nil {
 		os.Remove(tmp)
-		return nil, w.fail(&Error{Kind: ErrIO, Chunk: ManifestFile, Msg: "rename", Err: err})
+		return &Error{Kind: ErrIO, Chunk: ManifestFile, Msg: "rename", Err: err}
 	}
 	// Best effort: make the renames durable. Not every platform can sync a directory.
-	if d, err := os.Open(w.dir); err == nil {
+	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
 	}
-	w.closed = true
+	return nil
+}
+
+// UpdateMeta adds or replaces the meta entries set in the manifest of the weights directory dir and
+// rewrites it (validated, then written as Close writes it), leaving the chunks and the tensor table
+// untouched: metadata computed from a converted model, such as its preview map, is added without
+// converting it again. It returns the new manifest.
+func UpdateMeta(dir string, set map[string]string) (*Manifest, error) {
+	path := filepath.Join(dir, ManifestFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{Kind: ErrIO, Chunk: ManifestFile, Msg: "read", Err: err}
+	}
+	m, err := DecodeManifest(data)
+	if err != nil {
+		return nil, err
+	}
+	if m.Meta == nil {
+		m.Meta = map[string]string{}
+	}
+	for k, v := range set {
+		m.Meta[k] = v
+	}
+	if data, err = EncodeManifest(m); err != nil {
+		return nil, err
+	}
+	if err := writeManifest(dir, data); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
