@@ -140,7 +140,7 @@ func (g *Game) Loaded(p *varmodel.Pipeline, classNames []string, err error) {
 		g.pipe = p
 		c := p.VAR.Config()
 		g.st.OnLoaded(uistate.ModelInfo{Classes: c.Classes, ClassNames: classNames, PatchNums: c.PatchNums,
-			ImageSize: p.VAE.ImageSize()}, nil)
+			ImageSize: p.VAE.ImageSize(), LinearPreview: p.LinearPreview != nil}, nil)
 		if g.cfg.AutoStart {
 			g.do(uistate.ActGenerate)
 		}

@@ -4,8 +4,9 @@
 // to the CPU), and generates an image scale by scale, drawing each scale's preview as soon as it lands.
 //
 // URL parameters: weights (directory URL, default "weights/", relative to the page), class, seed, cfg,
-// top_k, top_p, more_smooth, autostart=1, embed=1 (index.html hides the page chrome; webvar-widget.js
-// uses it). They prefill the inputs (sampling settings not given come from the model's metadata); every
+// top_k, top_p, more_smooth, previews (linear, fast or full; default: varmodel.Pipeline.InteractivePreviews,
+// linear for a model with a fitted map), autostart=1, embed=1 (index.html hides the page chrome;
+// webvar-widget.js uses it). They prefill the inputs (sampling settings not given come from the model's metadata); every
 // run reads the inputs. document.body.dataset.state goes "loading" -> "ready" -> "generating" -> "done"
 // (or "error", with dataset.error; a cancelled run goes back to "ready") so that tests and embedding
 // pages can wait on it; inside an iframe every state is also posted to the parent window as
@@ -81,6 +82,7 @@ type params struct {
 	topK       int
 	topP       float64
 	moreSmooth bool
+	previews   varmodel.PreviewMode // when set["previews"]; else the model's InteractivePreviews
 	autostart  bool
 	canvasUI   bool // ui=canvas: the ebiten UI (canvas.go) instead of the HTML controls
 	// set names the sampling parameters the URL gave; the others take the model's own defaults
@@ -140,6 +142,12 @@ func readURL() (params, error) {
 	num("top_k", func(s string) (e error) { p.topK, e = strconv.Atoi(s); return })
 	num("top_p", func(s string) (e error) { p.topP, e = strconv.ParseFloat(s, 64); return })
 	num("more_smooth", func(s string) (e error) { p.moreSmooth, e = strconv.ParseBool(s); return })
+	num("previews", func(s string) (e error) {
+		if p.previews, e = varmodel.ParsePreviewMode(s); e == nil && p.previews == varmodel.PreviewNone {
+			e = errors.New("the page draws every scale: want linear, fast or full")
+		}
+		return
+	})
 	p.autostart = q.Call("get", "autostart").String() == "1"
 	if s, ok := get("ui"); ok && s != "html" {
 		if s != "canvas" {
@@ -428,7 +436,10 @@ func (u *ui) worker() {
 	var last [][]int // the last finished image's tokens per scale: what a reroll keeps
 	for j := range u.jobs {
 		req := varmodel.Request{Labels: []int{j.q.class}, CFG: j.q.cfg, TopK: j.q.topK, TopP: j.q.topP,
-			MoreSmooth: j.q.moreSmooth, Seed: j.q.seed, Previews: varmodel.InteractivePreviews(a.p.VAE.ImageSize())}
+			MoreSmooth: j.q.moreSmooth, Seed: j.q.seed, Previews: a.p.InteractivePreviews()}
+		if j.q.set["previews"] {
+			req.Previews = j.q.previews
+		}
 		what := ""
 		switch j.kind {
 		case jobReroll:

@@ -29,7 +29,8 @@ type benchFlags struct {
 	model      string
 	weightsDir string
 	quant      string
-	previews   varmodel.PreviewMode
+	previews   []varmodel.PreviewMode // timed in turn on the same loaded model
+	psnr       int                    // images for the preview quality table (0: none)
 }
 
 func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
@@ -42,8 +43,13 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs.StringVar(&f.weightsDir, "weights", "", "time whole generations of a converted weights directory (webvar convert) instead of -model")
 	fs.StringVar(&f.quant, "quant", "", "with -model: storage of the transformer's Linear weights, f32, int8 or int4 (default f32); "+
 		"a weights directory keeps its own")
-	previews := fs.String("previews", "none", "with -model: none, fast (decode every scale's preview at that scale's resolution "+
-		"and upsample it, as the browser app and the preview window do) or full (decode every scale's preview at full resolution)")
+	previews := fs.String("previews", "none", "with -model: none, linear (map every scale's latent to RGB with the model's fitted "+
+		"linear map and upsample it; models without one fall back to fast), fast (decode every scale's preview at that scale's "+
+		"resolution and upsample it), full (decode every scale's preview at full resolution), or all (each of them in turn, "+
+		"then a comparison)")
+	fs.IntVar(&f.psnr, "preview-psnr", 0, "with -model/-weights: also generate this many images (class i*classes/N, seed 1000+i, the model's "+
+		"sampling settings) and print per scale the PSNR of the linear and fast previews against the full-decode preview "+
+		"(needs a model with a fitted linear map, e.g. -model fashionvar)")
 	fs.StringVar(&f.backend, "backend", "all", "cpu, cpu-ref (the plain-Go reference code, without SIMD), webgpu, or all (cpu, then webgpu if an adapter opens)")
 	fs.StringVar(&f.size, "size", bench.SizeD16, "kernel shapes: d16 (VAR-d16) or small (quick)")
 	fs.StringVar(&f.filter, "filter", "", "only kernels whose names contain this (comma-separated: any of them)")
@@ -52,7 +58,7 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per kernel (or model run) and backend instead of a table")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: webvar bench -kernels [flags]")
-		fmt.Fprintln(stderr, "       webvar bench -model tiny|d16|d20 [-quant f32|int8|int4] [flags]")
+		fmt.Fprintln(stderr, "       webvar bench -model tiny|d16|d20|fashionvar [-quant f32|int8|int4] [flags]")
 		fmt.Fprintln(stderr, "       webvar bench -weights DIR [flags]")
 		fmt.Fprintln(stderr, "\n-kernels times each engine op on each backend and prints its size (GFLOP: nominal arithmetic; MB:")
 		fmt.Fprintln(stderr, "f32 data read and written once, 1 MB = 1e6 bytes) and the achieved GFLOP/s and GB/s. Times include")
@@ -62,7 +68,10 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 		fmt.Fprintln(stderr, "per part (transformer, VQVAE decode, previews) next to each part's GFLOP (matrix products, counted")
 		fmt.Fprintln(stderr, "from the architecture), the peak memory and the bytes a browser downloads. Models: tiny is the test")
 		fmt.Fprintln(stderr, "fixture testdata/var-tiny (found from the working directory upwards); d16 and d20 have the shapes of")
-		fmt.Fprintln(stderr, "the released VAR-d16/d20 and random weights built in memory (speed does not depend on training).")
+		fmt.Fprintln(stderr, "the released VAR-d16/d20 and random weights built in memory (speed does not depend on training);")
+		fmt.Fprintln(stderr, "fashionvar is the embedded default model. Models without a fitted linear preview map time linear")
+		fmt.Fprintln(stderr, "previews with a placeholder map (its cost does not depend on its values), except a -weights directory,")
+		fmt.Fprintln(stderr, "which renders fast previews instead, as generate would.")
 		fmt.Fprintln(stderr, "\nflags:")
 		fs.PrintDefaults()
 	}
@@ -73,8 +82,14 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 		return nil, usageError{err.Error()}
 	}
 	endToEnd := f.model != "" || f.weightsDir != ""
-	mode, previewsErr := varmodel.ParsePreviewMode(*previews)
-	f.previews = mode
+	var previewsErr error
+	if *previews == "all" {
+		f.previews = varmodel.PreviewModes()
+	} else {
+		var mode varmodel.PreviewMode
+		mode, previewsErr = varmodel.ParsePreviewMode(*previews)
+		f.previews = []varmodel.PreviewMode{mode}
+	}
 	switch {
 	case fs.NArg() > 0:
 		return nil, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
@@ -87,10 +102,12 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 		return nil, usageError{"give either -model or -weights, not both"}
 	case f.weightsDir != "" && f.quant != "":
 		return nil, usageError{"-quant applies to -model: a weights directory keeps the quantization it was converted with"}
-	case !endToEnd && (f.quant != "" || *previews != "none"):
-		return nil, usageError{"-quant and -previews apply to -model and -weights, not to -kernels"}
+	case !endToEnd && (f.quant != "" || *previews != "none" || f.psnr != 0):
+		return nil, usageError{"-quant, -previews and -preview-psnr apply to -model and -weights, not to -kernels"}
 	case previewsErr != nil:
-		return nil, usageError{fmt.Sprintf("-previews %q: want none, fast or full", *previews)}
+		return nil, usageError{fmt.Sprintf("-previews %q: want none, linear, fast, full or all", *previews)}
+	case f.psnr < 0:
+		return nil, usageError{"-preview-psnr must be >= 0"}
 	case f.reps < 0:
 		return nil, usageError{"-reps must be >= 0"}
 	case f.threads < 0:

@@ -104,6 +104,10 @@ func TestBenchRejectsBadUsage(t *testing.T) {
 		{[]string{"bench", "-weights", "dir", "-quant", "int8"}, "keeps the quantization"},
 		{[]string{"bench", "-model", "tiny", "-quant", "f16"}, "-quant"},
 		{[]string{"bench", "-model", "tiny", "-previews", "some"}, "-previews"},
+		{[]string{"bench", "-model", "tiny", "-preview-psnr", "-1"}, "-preview-psnr"},
+		{[]string{"bench", "-kernels", "-preview-psnr", "2"}, "not to -kernels"},
+		{[]string{"bench", "-model", "tiny", "-reps", "1", "-preview-psnr", "1"}, "fitted linear preview map"},
+		{[]string{"bench", "-model", "fashionvar", "-quant", "int4"}, "keeps the quantization"},
 		{[]string{"bench", "-kernels", "-quant", "int8"}, "not to -kernels"},
 		{[]string{"bench", "-kernels", "-size", "huge"}, "size"},
 		{[]string{"bench", "-kernels", "-backend", "tpu"}, "-backend"},
@@ -187,7 +191,7 @@ func convertedChunkBytes(t *testing.T, quant string) int64 {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "w")
 	rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
-		"-patch-nums", "1,2,3,4", "-quant", quant, "-no-encoder", "-verify", "0", "-out", dir)
+		"-patch-nums", "1,2,3,4", "-quant", quant, "-no-encoder", "-verify", "0", "-preview-fit", "0", "-out", dir)
 	if rc != 0 {
 		t.Fatalf("convert: exit %d: %s", rc, stderr)
 	}
@@ -217,14 +221,14 @@ func convertedChunkBytes(t *testing.T, quant string) int64 {
 }
 
 // A converted directory benchmarks with its own quantization and its chunks as the download, and the
-// table names every part.
+// table names every part; linear previews use the directory's fitted map.
 func TestBenchWeightsDirTable(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "w")
 	if rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
-		"-quant", "int4", "-no-encoder", "-verify", "0", "-out", dir); rc != 0 {
+		"-quant", "int4", "-no-encoder", "-verify", "0", "-preview-fit", "2", "-out", dir); rc != 0 {
 		t.Fatalf("convert: exit %d: %s", rc, stderr)
 	}
-	for _, mode := range []string{"full", "fast"} {
+	for _, mode := range []string{"full", "fast", "linear"} {
 		rc, stdout, stderr := runCLI(t, "bench", "-weights", dir, "-backend", "cpu", "-reps", "1", "-previews", mode)
 		if rc != 0 {
 			t.Fatalf("exit %d: %s", rc, stderr)
@@ -234,6 +238,74 @@ func TestBenchWeightsDirTable(t *testing.T) {
 			if !strings.Contains(stdout, want) {
 				t.Errorf("table lacks %q:\n%s", want, stdout)
 			}
+		}
+		if hasMap := strings.Contains(stdout, "linear preview map: fitted"); hasMap != (mode == "linear") {
+			t.Errorf("previews %s: the table says the fitted map was used: %v\n%s", mode, hasMap, stdout)
+		}
+	}
+}
+
+// -previews all times every mode on one loaded model and compares them; -preview-psnr adds the quality
+// of the linear and fast previews per scale. The linear previews' arithmetic is a sliver of the fast
+// ones' (the 10% budget is about this).
+func TestBenchComparesPreviewModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "w")
+	if rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "int8", "-no-encoder", "-verify", "0", "-preview-fit", "2", "-out", dir); rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	rc, stdout, stderr := runCLI(t, "bench", "-weights", dir, "-backend", "cpu", "-reps", "1", "-previews", "all", "-preview-psnr", "2")
+	if rc != 0 {
+		t.Fatalf("exit %d: %s", rc, stderr)
+	}
+	_, table, ok := strings.Cut(stdout, "previews compared")
+	if !ok {
+		t.Fatalf("no comparison:\n%s", stdout)
+	}
+	gflop := map[string]float64{}
+	for _, line := range strings.Split(table, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 6 && (f[0] == "none" || f[0] == "linear" || f[0] == "fast" || f[0] == "full") {
+			v, err := strconv.ParseFloat(f[3], 64)
+			if err != nil {
+				t.Fatalf("GFLOP column of %q: %v", line, err)
+			}
+			gflop[f[0]] = v
+		}
+	}
+	if len(gflop) != 4 || gflop["none"] != 0 || !(gflop["linear"] > 0 && gflop["linear"] < gflop["fast"]/100 && gflop["fast"] < gflop["full"]) {
+		t.Errorf("preview GFLOP per mode %v: want none 0 < linear << fast < full\n%s", gflop, stdout)
+	}
+	_, quality, ok := strings.Cut(stdout, "preview quality")
+	if !ok {
+		t.Fatalf("no quality table:\n%s", stdout)
+	}
+	rows := 0
+	for _, line := range strings.Split(quality, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 4 && strings.HasSuffix(f[1], ")") || len(f) == 3 && f[0] == "mean" {
+			rows++
+			for _, col := range f[len(f)-2:] {
+				if v, err := strconv.ParseFloat(col, 64); err != nil || !(v > 0 && v <= bench.MaxPSNR) {
+					t.Errorf("PSNR %q in %q", col, line)
+				}
+			}
+		}
+	}
+	if rows != 4 { // scales 1-3 and the mean; the last scale's preview is the final image
+		t.Errorf("%d quality rows, want 4:\n%s", rows, quality)
+	}
+}
+
+// Models that cannot have a fitted map time linear previews with a placeholder of the same cost.
+func TestBenchLinearPlaceholder(t *testing.T) {
+	rc, stdout, stderr := runCLI(t, "bench", "-model", "tiny", "-backend", "cpu", "-reps", "1", "-previews", "linear")
+	if rc != 0 {
+		t.Fatalf("exit %d: %s", rc, stderr)
+	}
+	for _, want := range []string{"previews linear", "linear preview map: placeholder", "previews (linear) add"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
 	}
 }

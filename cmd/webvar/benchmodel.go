@@ -14,11 +14,13 @@ import (
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/bench"
 	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/vqvae"
 	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/internal/randmodel"
 	"github.com/webvar/webvar/loader"
 	"github.com/webvar/webvar/loader/convert"
 	"github.com/webvar/webvar/weights"
+	"github.com/webvar/webvar/weights/fashionvar"
 )
 
 // benchSource is a model for `webvar bench -model`/`-weights`: its two weight sources and what they are.
@@ -32,7 +34,7 @@ type benchSource struct {
 }
 
 // benchModelNames are the names -model accepts.
-func benchModelNames() []string { return []string{"tiny", "d16", "d20"} }
+func benchModelNames() []string { return []string{"tiny", "d16", "d20", fashionvar.Name} }
 
 // openBenchModel maps a model name to its weights. This is the one place a new name is wired in (the
 // default model, once it is embedded, becomes a case returning its converted sources).
@@ -80,21 +82,23 @@ func openBenchModel(name string) (*benchSource, error) {
 				depth, vs.C, vs.Heads, len(vs.PatchNums), as.Ch),
 			varSrc: varSrc, vaeSrc: vaeSrc, close: func() {},
 		}, nil
+	case fashionvar.Name:
+		return openBenchConverted(context.Background(), fashionvar.Source(), "embedded model "+fashionvar.Name)
 	}
 	return nil, usageError{fmt.Sprintf("-model %q: want one of %s, or -weights DIR", name, strings.Join(benchModelNames(), ", "))}
 }
 
-// openBenchWeights loads a converted weights directory.
-func openBenchWeights(ctx context.Context, dir string) (*benchSource, error) {
-	m, err := weights.Load(ctx, weights.DirSource(dir), weights.LoadOptions{})
+// openBenchConverted loads converted weights (a -weights directory or the embedded model).
+func openBenchConverted(ctx context.Context, src weights.Source, name string) (*benchSource, error) {
+	m, err := weights.Load(ctx, src, weights.LoadOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	varSrc, vaeSrc, pn, err := convert.Converted(m)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return &benchSource{desc: "converted weights " + dir, varSrc: varSrc, vaeSrc: vaeSrc,
+	return &benchSource{desc: "converted weights " + name, varSrc: varSrc, vaeSrc: vaeSrc,
 		opt: varmodel.Options{PatchNums: pn}, converted: m.Manifest(), close: func() {}}, nil
 }
 
@@ -142,7 +146,7 @@ func runModelBench(f *benchFlags, stdout, stderr io.Writer) error {
 	name := f.model
 	if f.weightsDir != "" {
 		name = f.weightsDir
-		src, err = openBenchWeights(ctx, f.weightsDir)
+		src, err = openBenchConverted(ctx, weights.DirSource(f.weightsDir), f.weightsDir)
 	} else {
 		src, err = openBenchModel(f.model)
 	}
@@ -153,6 +157,13 @@ func runModelBench(f *benchFlags, stdout, stderr io.Writer) error {
 
 	varSrc := src.varSrc
 	var download int64
+	if f.psnr > 0 && (src.converted == nil || src.converted.Meta[convert.MetaLinearPreview] == "") {
+		return usageError{"-preview-psnr needs a model with a fitted linear preview map (e.g. -model " + fashionvar.Name +
+			", or -weights DIR converted with -preview-fit)"}
+	}
+	if src.converted != nil && f.quant != "" {
+		return usageError{fmt.Sprintf("-quant applies to -model tiny, d16 and d20: %s keeps the quantization it was converted with", name)}
+	}
 	if m := src.converted; m != nil {
 		quant = weights.Scheme(m.Meta["quant"])
 		for _, c := range m.Chunks {
@@ -181,8 +192,9 @@ func runModelBench(f *benchFlags, stdout, stderr io.Writer) error {
 			}
 			return err
 		}
-		rep, err := benchModelOn(ctx, b, src, varSrc, f, reps, stderr)
-		if err == nil {
+		reports, quality, err := benchModelOn(ctx, b, src, varSrc, f, reps, stderr)
+		for i := range reports {
+			rep := &reports[i]
 			rep.Model, rep.Quant, rep.DownloadBytes = name, string(quant), download
 			rep.Backend, rep.Device = bname, deviceName(b, f.threads)
 			if strings.HasPrefix(bname, "cpu") {
@@ -202,9 +214,22 @@ func runModelBench(f *benchFlags, stdout, stderr io.Writer) error {
 			if f.json {
 				enc := json.NewEncoder(stdout)
 				enc.SetEscapeHTML(false)
-				err = enc.Encode(rep)
+				if e := enc.Encode(rep); e != nil {
+					err = e
+				}
 			} else {
-				printModelReport(stdout, rep)
+				printModelReport(stdout, *rep)
+			}
+		}
+		if err == nil && !f.json && len(reports) > 1 {
+			printPreviewComparison(stdout, reports)
+		}
+		if err == nil && quality != nil {
+			if f.json {
+				enc := json.NewEncoder(stdout)
+				err = enc.Encode(map[string]any{"model": name, "backend": bname, "preview_psnr_images": f.psnr, "preview_quality": quality})
+			} else {
+				printPreviewQuality(stdout, name, f.psnr, quality)
 			}
 		}
 		closeBackend()
@@ -215,32 +240,87 @@ func runModelBench(f *benchFlags, stdout, stderr io.Writer) error {
 	return errors.Join(errs...)
 }
 
-// benchModelOn loads the pipeline on b and times it.
+// benchModelOn loads the pipeline on b and times it with each preview mode of f in turn, then, with
+// -preview-psnr, measures the previews' quality.
 func benchModelOn(ctx context.Context, b core.Backend, src *benchSource, varSrc core.WeightSource, f *benchFlags,
-	reps int, log io.Writer) (bench.ModelReport, error) {
+	reps int, log io.Writer) ([]bench.ModelReport, []bench.ScaleQuality, error) {
 	fmt.Fprintf(log, "bench %s: loading %s\n", b.Name(), src.desc)
 	p, err := varmodel.LoadPipeline(varSrc, src.vaeSrc, b, src.opt)
 	if err != nil {
-		return bench.ModelReport{}, err
+		return nil, nil, err
+	}
+	mapDesc, err := attachPreviewMap(p, src)
+	if err != nil {
+		return nil, nil, err
 	}
 	var loaded any
 	if ms, ok := b.(memoryStatser); ok {
 		loaded = ms.MemoryStats()
 	}
-	flops, err := bench.CountFLOPs(p, src.vaeSrc, 1, f.previews)
-	if err != nil {
-		return bench.ModelReport{}, err
+	var out []bench.ModelReport
+	for _, mode := range f.previews {
+		if p.EffectivePreviews(mode) != mode {
+			fmt.Fprintf(log, "bench: %s has no linear preview map: %s previews render as %s\n", src.desc, mode, p.EffectivePreviews(mode))
+		}
+		flops, err := bench.CountFLOPs(p, src.vaeSrc, 1, mode)
+		if err != nil {
+			return nil, nil, err
+		}
+		// The sampling defaults of `webvar generate`; class 0 and seed 0 (speed depends on neither).
+		req := varmodel.Request{Labels: []int{0}, CFG: 4, TopK: 900, TopP: 0.95, Previews: mode}
+		runs, err := bench.RunModel(ctx, b, p, bench.ModelOptions{Request: req, Reps: reps, Log: log})
+		if err != nil {
+			return nil, nil, err
+		}
+		rep, err := bench.NewModelReport(runs, flops)
+		if err != nil {
+			return nil, nil, err
+		}
+		rep.GPUMemoryLoaded = loaded
+		rep.Images, rep.Side, rep.PatchNums = 1, p.VAE.ImageSize(), p.VAR.Config().PatchNums
+		if flops.Mode == varmodel.PreviewLinear {
+			rep.PreviewMap = mapDesc
+		}
+		out = append(out, rep)
 	}
-	// The sampling defaults of `webvar generate`; class 0 and seed 0 (speed depends on neither).
-	req := varmodel.Request{Labels: []int{0}, CFG: 4, TopK: 900, TopP: 0.95, Previews: f.previews}
-	runs, err := bench.RunModel(ctx, b, p, bench.ModelOptions{Request: req, Reps: reps, Log: log})
-	if err != nil {
-		return bench.ModelReport{}, err
+	if f.psnr == 0 {
+		return out, nil, nil
 	}
-	rep, err := bench.NewModelReport(runs, flops)
-	rep.GPUMemoryLoaded = loaded
-	rep.Images, rep.Side, rep.PatchNums = 1, p.VAE.ImageSize(), p.VAR.Config().PatchNums
-	return rep, err
+	s := convert.Sampling{CFG: 4, TopK: 900, TopP: 0.95}
+	if d, err := convert.SamplingOf(src.converted); err != nil {
+		return nil, nil, err
+	} else if d != nil {
+		s = *d
+	}
+	fmt.Fprintf(log, "bench %s: preview quality on %d images\n", b.Name(), f.psnr)
+	q, err := bench.PreviewQuality(ctx, b, p, convert.PreviewFitRequests(p.VAR.Config().Classes, f.psnr, previewCheckSeed, s))
+	return out, q, err
+}
+
+// previewCheckSeed is the first seed of -preview-psnr's images: `webvar convert -preview-fit` fits the map
+// to seeds from 0, and a map is judged on images it was not fitted to.
+const previewCheckSeed = 1000
+
+// attachPreviewMap gives p the linear preview map of a converted model's metadata, or for models that
+// cannot have one (random weights, the test fixture) a placeholder whose cost is that of a real map (the
+// map's values do not change its arithmetic). It says which.
+func attachPreviewMap(p *varmodel.Pipeline, src *benchSource) (string, error) {
+	cvae := p.VAE.Config().Cvae
+	if src.converted != nil {
+		lp, err := convert.LinearPreviewOf(src.converted, cvae)
+		if err != nil || lp == nil {
+			return "", err
+		}
+		p.LinearPreview = lp
+		return "fitted (manifest meta " + convert.MetaLinearPreview + ")", nil
+	}
+	w := make([]float32, 3*(cvae+1))
+	for i := range w {
+		w[i] = 1 / float32(cvae)
+	}
+	lp, err := vqvae.NewLinearPreview(cvae, w)
+	p.LinearPreview = lp
+	return "placeholder (these weights have no fitted map; its cost does not depend on its values)", err
 }
 
 // memoryStatser is a backend that breaks its GPU memory down (webgpu.Backend).
@@ -258,6 +338,9 @@ func printModelReport(w io.Writer, r bench.ModelReport) {
 	fmt.Fprintf(w, "backend %s: %s\n", r.Backend, r.Device)
 	fmt.Fprintf(w, "quant %s, previews %s; %d image of %dx%d, cfg 4, top-k 900, top-p 0.95; warm-up + %d timed runs\n",
 		r.Quant, r.Previews, r.Images, r.Side, r.Side, r.Reps)
+	if r.PreviewMap != "" {
+		fmt.Fprintf(w, "linear preview map: %s\n", r.PreviewMap)
+	}
 	fmt.Fprintf(w, "download %s (chunks of webvar convert -quant %s -no-encoder); peak RSS %s; peak GPU buffers %s\n",
 		mb(r.DownloadBytes), r.Quant, mb(r.PeakRSSBytes), mb(r.PeakGPUBytes))
 	fmt.Fprintf(w, "# GFLOP: matrix products (Linear, attention, convolutions), counted from the architecture\n")
@@ -286,7 +369,50 @@ func printModelReport(w io.Writer, r bench.ModelReport) {
 	// The previews' share of a generation without them (issue 7 asks for at most 10%), in arithmetic and
 	// in time.
 	if gen, sec := r.GFLOP.Transformer+r.GFLOP.Decode, r.TransformerSeconds+r.DecodeSeconds; r.Previews != "none" && gen > 0 && sec > 0 {
-		fmt.Fprintf(w, "previews (%s) add %.1f%% to the generation's GFLOP and %.1f%% to its time (transformer + decode)\n",
-			r.Previews, 100*r.GFLOP.Preview/gen, 100*r.PreviewSeconds/sec)
+		fmt.Fprintf(w, "previews (%s) add %s to the generation's GFLOP and %s to its time (transformer + decode)\n",
+			r.Previews, percent(r.GFLOP.Preview/gen), percent(r.PreviewSeconds/sec))
 	}
+}
+
+// printPreviewComparison puts the preview modes timed on one backend side by side: what each adds to a
+// generation without previews (issue 7 asks for at most 10%).
+func printPreviewComparison(w io.Writer, reps []bench.ModelReport) {
+	fmt.Fprintf(w, "\npreviews compared (model %s, backend %s; medians; %% of transformer + decode of the same run)\n", reps[0].Model, reps[0].Backend)
+	fmt.Fprintf(w, "%-8s %12s %10s %10s %10s %10s\n", "previews", "preview s", "% time", "GFLOP", "% GFLOP", "total s")
+	for _, r := range reps {
+		sec, gen := r.TransformerSeconds+r.DecodeSeconds, r.GFLOP.Transformer+r.GFLOP.Decode
+		pt, pg := "-", "-"
+		if sec > 0 && gen > 0 {
+			pt, pg = percent(r.PreviewSeconds/sec), percent(r.GFLOP.Preview/gen)
+		}
+		if r.Previews == varmodel.PreviewNone.String() {
+			pt, pg = "-", "-"
+		}
+		fmt.Fprintf(w, "%-8s %12.4f %10s %10.4g %10s %10.4f\n", r.Previews, r.PreviewSeconds, pt, r.GFLOP.Preview, pg, r.TotalSeconds)
+	}
+}
+
+// printPreviewQuality prints PreviewQuality's table.
+func printPreviewQuality(w io.Writer, model string, images int, q []bench.ScaleQuality) {
+	fmt.Fprintf(w, "\npreview quality (model %s, %d images, seeds %d..%d): PSNR in dB against the full-decode preview of the same scale\n",
+		model, images, previewCheckSeed, previewCheckSeed+images-1)
+	fmt.Fprintf(w, "%-14s %10s %10s\n", "scale", "linear", "fast")
+	var sl, sf float64
+	for _, s := range q {
+		fmt.Fprintf(w, "%-14s %10.2f %10.2f\n", fmt.Sprintf("%d (%dx%d)", s.Scale+1, s.PN, s.PN), s.LinearPSNR, s.FastPSNR)
+		sl += s.LinearPSNR
+		sf += s.FastPSNR
+	}
+	if len(q) > 0 {
+		fmt.Fprintf(w, "%-14s %10.2f %10.2f\n", "mean", sl/float64(len(q)), sf/float64(len(q)))
+	}
+}
+
+// percent formats a fraction with one decimal, or two significant digits below 1% (linear previews are
+// thousandths of a percent).
+func percent(f float64) string {
+	if p := 100 * f; p < 1 {
+		return fmt.Sprintf("%.2g%%", p)
+	}
+	return fmt.Sprintf("%.1f%%", 100*f)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
@@ -31,6 +32,11 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	classNames := fs.String("class-names", "", "a text file of class names, one per line (line i = class i), stored in the weights' metadata; e.g. ImageNet's for official checkpoints")
 	noEncoder := fs.Bool("no-encoder", false, "leave out the VQVAE encoder: enough to generate, smaller to download; images cannot be tokenized (edited) with it")
 	sampling := fs.String("sampling", "", "the model's default sampling settings, stored in its metadata and used by generate/serve/preview unless flags override them: cfg=F,top_k=N,top_p=F[,more_smooth=true]")
+	previewFit := fs.Int("preview-fit", 8, "after converting, generate this many images on the CPU (classes spread over the model's, seeds 0..N-1, "+
+		"the model's sampling settings), decode every scale at full quality and fit the linear preview map (-previews linear) to them "+
+		"by least squares; stored in the metadata (0: none, previews linear then fall back to fast)")
+	refit := fs.String("weights", "", "instead of converting: fit the linear preview map of this converted directory (with -preview-fit N images) "+
+		"and rewrite only its manifest; the chunks stay as they are")
 	verify := fs.Int("verify", 2, "after converting, generate this many greedy images (classes 0..N-1, cfg 4) from both the checkpoints and the converted weights on the CPU and report token agreement and PSNR (0: skip)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -41,6 +47,14 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case fs.NArg() > 0:
 		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	case *previewFit < 0:
+		return usageError{"-preview-fit must be >= 0"}
+	case *refit != "" && (*varPath != "" || *vaePath != "" || *out != ""):
+		return usageError{"-weights DIR refits the preview map of a converted directory in place: give it without -var, -vae and -out"}
+	case *refit != "" && *previewFit == 0:
+		return usageError{"-weights DIR needs -preview-fit N >= 1 (the images to fit the preview map to)"}
+	case *refit != "":
+		return fitPreviewMap(*refit, *heads, *previewFit, stdout, stderr)
 	case *varPath == "" || *vaePath == "":
 		return usageError{"-var and -vae are required (the checkpoints to convert)"}
 	case *out == "":
@@ -94,6 +108,11 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "wrote %s: %d tensors in %d chunks, %.1f MB (%.1f MB as f32)\n", *out, len(man.Tensors), len(man.Chunks),
 		float64(stored)/1e6, float64(raw)/1e6)
+	if *previewFit > 0 {
+		if err := fitPreviewMap(*out, *heads, *previewFit, stdout, stderr); err != nil {
+			return err
+		}
+	}
 	if *verify == 0 {
 		return nil
 	}
@@ -139,6 +158,46 @@ func verifyConversion(varPath, vaePath, dir string, pn []int, heads, n int, stdo
 	}
 	fmt.Fprintf(stdout, "verify: %d greedy images (cfg 4) on cpu: %d/%d tokens (%.1f%%) equal to the checkpoints'; image PSNR mean %.1f dB, min %.1f dB\n",
 		n, same, total, 100*float64(same)/float64(total), sumPSNR/float64(n), minPSNR)
+	return nil
+}
+
+// fitPreviewMap fits the linear preview map of the converted directory dir to n of its own images on the
+// CPU (varmodel.Pipeline.FitLinearPreview) and stores it in the directory's manifest meta.
+func fitPreviewMap(dir string, heads, n int, stdout, stderr io.Writer) error {
+	ctx := context.Background()
+	b := cpu.New(0)
+	m, err := weights.Load(ctx, weights.DirSource(dir), weights.LoadOptions{})
+	if err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	p, err := convert.LoadPipeline(m, b, varmodel.Options{Heads: heads})
+	if err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	s := convert.Sampling{CFG: 4, TopK: 900, TopP: 0.95} // generate's defaults
+	if d, err := convert.SamplingOf(m.Manifest()); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	} else if d != nil {
+		s = *d
+	}
+	start := time.Now()
+	lp, rms, err := p.FitLinearPreview(ctx, b, convert.PreviewFitRequests(p.VAR.Config().Classes, n, 0, s), func(done int) {
+		fmt.Fprintf(stderr, "\rpreview map: %d/%d images generated and decoded", done, n)
+	})
+	fmt.Fprintln(stderr)
+	if err != nil {
+		return err
+	}
+	meta, err := convert.LinearPreviewMeta(lp)
+	if err != nil {
+		return err
+	}
+	if _, err := weights.UpdateMeta(dir, map[string]string{convert.MetaLinearPreview: meta}); err != nil {
+		return err
+	}
+	pn := p.VAR.Config().PatchNums
+	fmt.Fprintf(stdout, "preview map: fitted to %d images x %d scales at %dx%d latent pixels on cpu in %.1f s, RMS residual %.3f (pixel values in [0, 1]); stored as meta %s\n",
+		n, len(pn), pn[len(pn)-1], pn[len(pn)-1], time.Since(start).Seconds(), rms, convert.MetaLinearPreview)
 	return nil
 }
 

@@ -48,7 +48,7 @@ func TestConvertQuantizedReportsError(t *testing.T) {
 		t.Run(q, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "w")
 			rc, out, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
-				"-quant", q, "-out", dir, "-verify", "2")
+				"-quant", q, "-out", dir, "-verify", "2", "-preview-fit", "0")
 			if rc != 0 {
 				t.Fatalf("exit %d: %s", rc, stderr)
 			}
@@ -66,7 +66,7 @@ func TestConvertQuantizedReportsError(t *testing.T) {
 func TestConvertAndWeightsBadInput(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "w")
 	if rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
-		"-quant", "int8", "-out", dir, "-verify", "0"); rc != 0 {
+		"-quant", "int8", "-out", dir, "-verify", "0", "-preview-fit", "0"); rc != 0 {
 		t.Fatalf("convert: %s", stderr)
 	}
 	// Corrupt one byte of a chunk: loading must name the chunk and fail the integrity check.
@@ -93,6 +93,10 @@ func TestConvertAndWeightsBadInput(t *testing.T) {
 		{[]string{"convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"), "-out", t.TempDir() + "/q", "-quant", "int3"}, 1, "int3"},
 		{[]string{"generate", "-weights", dir, "-var", testutil.VarTiny("var.pth"), "-out", "x.png"}, 2, "not both"},
 		{[]string{"generate", "-weights", filepath.Join(t.TempDir(), "missing"), "-out", "x.png"}, 1, "missing"},
+		{[]string{"convert", "-preview-fit", "-1", "-out", "x"}, 2, "-preview-fit"},
+		{[]string{"convert", "-weights", dir, "-out", "x"}, 2, "without -var, -vae and -out"},
+		{[]string{"convert", "-weights", dir, "-preview-fit", "0"}, 2, "-preview-fit N >= 1"},
+		{[]string{"generate", "-weights", dir, "-scales-preview", "blurry", "-out", "x.png"}, 2, "linear"},
 	}
 	for _, c := range cases {
 		rc, _, stderr := runCLI(t, c.args...)
@@ -106,7 +110,7 @@ func TestConvertAndWeightsBadInput(t *testing.T) {
 func TestConvertNoEncoder(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "w")
 	rc, out, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
-		"-quant", "f32", "-no-encoder", "-out", dir, "-verify", "1")
+		"-quant", "f32", "-no-encoder", "-out", dir, "-verify", "1", "-preview-fit", "0")
 	if rc != 0 {
 		t.Fatalf("exit %d: %s", rc, stderr)
 	}
@@ -115,5 +119,47 @@ func TestConvertNoEncoder(t *testing.T) {
 	}
 	if !strings.Contains(out, "30/30 tokens (100.0%)") {
 		t.Fatalf("decoder-only conversion changed the image: %s", out)
+	}
+}
+
+// convert fits the linear preview map into the metadata; -weights DIR refits it in place without touching
+// the chunks; generate then writes linear previews with it, and says when a model has no map.
+func TestConvertPreviewFit(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "w")
+	rc, out, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "int8", "-out", dir, "-verify", "0", "-preview-fit", "0")
+	if rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	if strings.Contains(out, "preview map") {
+		t.Fatalf("-preview-fit 0 fitted a map: %s", out)
+	}
+	scales := t.TempDir()
+	rc, _, stderr = runCLI(t, "generate", "-weights", dir, "-scales", scales, "-scales-preview", "linear", "-out", filepath.Join(t.TempDir(), "x.png"))
+	if rc != 0 || !strings.Contains(stderr, "no linear preview map") {
+		t.Fatalf("generate -scales-preview linear without a map: exit %d, %q; want a note that previews are fast", rc, stderr)
+	}
+	chunk := func() []byte {
+		data, err := os.ReadFile(filepath.Join(dir, "chunk-00000.bin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	before := chunk()
+	rc, out, stderr = runCLI(t, "convert", "-weights", dir, "-preview-fit", "2")
+	if rc != 0 || !strings.Contains(out, "preview map: fitted to 2 images x 4 scales") || !strings.Contains(out, "preview.linear_rgb") {
+		t.Fatalf("refit: exit %d, %q, %s", rc, out, stderr)
+	}
+	if string(chunk()) != string(before) {
+		t.Fatal("refitting the preview map changed a chunk")
+	}
+	rc, _, stderr = runCLI(t, "generate", "-weights", dir, "-scales", scales, "-scales-preview", "linear", "-out", filepath.Join(t.TempDir(), "x.png"))
+	if rc != 0 || strings.Contains(stderr, "no linear preview map") {
+		t.Fatalf("generate -scales-preview linear with a map: exit %d, %q", rc, stderr)
+	}
+	entries, err := os.ReadDir(scales)
+	if err != nil || len(entries) != 4 {
+		t.Fatalf("%d scale previews (%v), want 4", len(entries), err)
 	}
 }

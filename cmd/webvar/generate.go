@@ -55,8 +55,9 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 	fs.StringVar(&f.out, "out", "", "output PNG path (the grid with -classes/-seeds)")
 	fs.StringVar(&f.tokens, "tokens", "", "also write the sampled tokens as JSON {\"tokens\": [[scale 0 ids], ...]}")
 	fs.StringVar(&f.scales, "scales", "", "also write one preview PNG per scale into this directory")
-	preview := fs.String("scales-preview", "full", "with -scales: full (decode every scale's f_hat at full resolution) or fast "+
-		"(decode it at the scale's own resolution and upsample: what the browser app and preview window show)")
+	preview := fs.String("scales-preview", "full", "with -scales: full (decode every scale's f_hat at full resolution), fast "+
+		"(decode it at the scale's own resolution and upsample) or linear (map it to RGB with the model's fitted linear map and "+
+		"upsample: what the browser app and preview window show for a model with a map; without one, fast)")
 	fs.StringVar(&f.classes, "classes", "", "grid mode: classes, one row each: 'all', a range '0-9' or a list '1,4,7'")
 	fs.StringVar(&f.seeds, "seeds", "", "grid mode: seeds, one column each: a range '0-7' or a list (default 0-7)")
 	fs.StringVar(&f.samples, "samples", "", "grid mode: also write each image as DIR/class<C>_seed<S>.png (the same image -class C -seed S gives)")
@@ -78,7 +79,7 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 	grid := f.classes != "" || f.seeds != ""
 	mode, err := varmodel.ParsePreviewMode(*preview)
 	if err != nil || mode == varmodel.PreviewNone {
-		return nil, usageError{fmt.Sprintf("-scales-preview %q: want full or fast", *preview)}
+		return nil, usageError{fmt.Sprintf("-scales-preview %q: want full, fast or linear", *preview)}
 	}
 	f.preview = mode
 	switch {
@@ -230,6 +231,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	req := f.request(f.class, f.seed)
 	if f.scales != "" {
 		req.Previews = f.preview
+		if eff := p.EffectivePreviews(f.preview); eff != f.preview {
+			fmt.Fprintf(stderr, "-scales-preview %v: this model has no linear preview map (webvar convert -preview-fit); writing %v previews\n", f.preview, eff)
+		}
 	}
 	res, err := p.Generate(ctx, b, req, func(ev varmodel.ScaleEvent) error {
 		fmt.Fprintf(stderr, "scale %d/%d (%dx%d) %.2fs\n", ev.Scale+1, ev.Scales, ev.PN, ev.PN, ev.Elapsed.Seconds())

@@ -28,11 +28,11 @@ type ModelFLOPs struct {
 	Scales      []int64
 	Transformer int64 // sum of Scales
 	Decode      int64 // one VQVAE decode of every image of the batch
-	// Preview is the decoding of the previews of every scale but the last (the last scale's preview is
-	// the final image, counted in Decode): none, (scales-1) full decodes, or for fast previews one decode
-	// per scale at its own latent side.
+	// Preview is the rendering of the previews of every scale but the last (the last scale's preview is
+	// the final image, counted in Decode): none, (scales-1) full decodes, for fast previews one decode
+	// per scale at its own latent side, for linear ones the latent-to-RGB map at every latent pixel.
 	Preview int64
-	Mode    varmodel.PreviewMode
+	Mode    varmodel.PreviewMode // as rendered (varmodel.Pipeline.EffectivePreviews)
 }
 
 // TransformerFLOPs counts the transformer's work per scale for a batch of images with classifier-free
@@ -127,10 +127,12 @@ func DecodeFLOPs(vae core.WeightSource, latent, images int) (int64, error) {
 	return total * int64(images), err
 }
 
-// CountFLOPs counts a pipeline's generation of images images with previews decoded as mode says; vae is
-// the VQVAE checkpoint it was loaded from (the loaded model keeps no shapes to walk).
+// CountFLOPs counts a pipeline's generation of images images with previews rendered as mode says (after
+// p.EffectivePreviews); vae is the VQVAE checkpoint it was loaded from (the loaded model keeps no shapes
+// to walk).
 func CountFLOPs(p *varmodel.Pipeline, vae core.WeightSource, images int, mode varmodel.PreviewMode) (ModelFLOPs, error) {
 	c := p.VAR.Config()
+	mode = p.EffectivePreviews(mode)
 	f := ModelFLOPs{Scales: TransformerFLOPs(c, images), Mode: mode}
 	for _, s := range f.Scales {
 		f.Transformer += s
@@ -144,11 +146,12 @@ func CountFLOPs(p *varmodel.Pipeline, vae core.WeightSource, images int, mode va
 	return f, err
 }
 
-// PreviewFLOPs counts the preview decodes of one generation: nothing for PreviewNone, a full decode per
-// scale but the last for PreviewFull, and for PreviewFast a decode at each such scale's own side (the
-// area downsampling before it and the bicubic upsampling after it are not matrix products). The
-// decoder's work grows with the latent's area (its attention with the square of it), so fast previews
-// cost about sum(pn^2)/P^2 full decodes.
+// PreviewFLOPs counts the preview rendering of one generation: nothing for PreviewNone, a full decode
+// per scale but the last for PreviewFull, for PreviewFast a decode at each such scale's own side (the
+// area downsampling before it and the bicubic upsampling after it are not matrix products), and for
+// PreviewLinear the [3, Cvae] map at each of the P x P latent pixels of each such scale (its bilinear
+// upsampling is not counted either). The decoder's work grows with the latent's area (its attention with
+// the square of it), so fast previews cost about sum(pn^2)/P^2 full decodes.
 func PreviewFLOPs(vae core.WeightSource, patchNums []int, images int, mode varmodel.PreviewMode) (int64, error) {
 	if len(patchNums) == 0 {
 		return 0, errors.New("bench: no scales")
@@ -156,6 +159,13 @@ func PreviewFLOPs(vae core.WeightSource, patchNums []int, images int, mode varmo
 	switch mode {
 	case varmodel.PreviewNone:
 		return 0, nil
+	case varmodel.PreviewLinear:
+		es, ok := vae.Shape("quantize.embedding.weight")
+		if !ok || len(es) != 2 {
+			return 0, &core.WeightError{Tensor: "quantize.embedding.weight", Msg: fmt.Sprintf("missing or not [V, Cvae] (shape %v)", es)}
+		}
+		p := int64(patchNums[len(patchNums)-1])
+		return int64(len(patchNums)-1) * 2 * 3 * int64(es[1]) * p * p * int64(images), nil
 	case varmodel.PreviewFast, varmodel.PreviewFull:
 	default:
 		return 0, fmt.Errorf("bench: preview mode %v", mode)
@@ -254,11 +264,15 @@ type ModelReport struct {
 	Device  string `json:"device"`
 	Quant   string `json:"quant"`
 	Threads int    `json:"threads"`
-	// Previews is "none"; "full": every scale decoded at full resolution; "fast": every scale decoded at
-	// its own resolution and upsampled (varmodel.PreviewFast).
+	// Previews is the mode rendered (a model without a linear map renders "fast" for "linear"): "none";
+	// "full": every scale decoded at full resolution; "fast": every scale decoded at its own resolution
+	// and upsampled (varmodel.PreviewFast); "linear": the model's latent-to-RGB map, upsampled
+	// (varmodel.PreviewLinear).
 	Previews string `json:"previews"`
-	Images   int    `json:"images"` // batch size (with CFG the transformer runs twice as many rows)
-	Side     int    `json:"image_side"`
+	// PreviewMap says where the linear map came from (with "linear" previews only).
+	PreviewMap string `json:"preview_map,omitempty"`
+	Images     int    `json:"images"` // batch size (with CFG the transformer runs twice as many rows)
+	Side       int    `json:"image_side"`
 	// PatchNums are the token map sides of the scales (per_scale_seconds has one entry per scale).
 	PatchNums []int `json:"patch_nums"`
 	Reps      int   `json:"reps"`

@@ -14,6 +14,9 @@ import (
 type Pipeline struct {
 	VAR *Model
 	VAE *vqvae.Model
+	// LinearPreview is the model's fitted latent-to-RGB map for PreviewLinear (from its weights' metadata,
+	// see loader/convert); nil when it has none, and PreviewLinear then decodes PreviewFast previews.
+	LinearPreview *vqvae.LinearPreview
 }
 
 // NewPipeline checks that the two models fit together.
@@ -48,8 +51,9 @@ type Request struct {
 	// how much of the image the coarse scales decide. Prefix scales win over it. The transformer is not run
 	// for randomized scales (no later scale samples from it). 0: off; >= the scale count: nothing changes.
 	RandomAfter int
-	// Previews decodes the accumulated f_hat after every scale into ScaleEvent.Preview, at full quality
-	// (PreviewFull) or at the scale's own resolution (PreviewFast). The zero value is PreviewNone.
+	// Previews renders the accumulated f_hat after every scale into ScaleEvent.Preview: decoded at full
+	// quality (PreviewFull) or at the scale's own resolution (PreviewFast), or mapped to RGB by the
+	// model's linear map (PreviewLinear). The zero value is PreviewNone.
 	Previews PreviewMode
 }
 
@@ -70,15 +74,28 @@ const (
 	// PreviewFull decodes the full-resolution f_hat of every scale, as the official demo does: each
 	// preview costs as much as the final image.
 	PreviewFull
+	// PreviewLinear maps f_hat's latent channels to RGB with the model's fitted affine map
+	// (Pipeline.LinearPreview, vqvae.LinearPreview) at the latent resolution and upsamples the result:
+	// no decoder at all, a blurred preview at negligible cost. A model without a map gets PreviewFast
+	// previews instead (Pipeline.EffectivePreviews). The last scale is the full decode, as in every mode.
+	PreviewLinear
 )
 
 // InteractivePreviews is the preview mode for a front end that shows every scale of images imageSide
-// pixels wide: full decodes while they are cheap (up to 64 pixels, e.g. the 32x32 default model, where a
-// decode costs milliseconds), fast ones above. Fast previews of the first scales decode a 1x1 or 2x2 latent,
-// smaller than anything the decoder was trained on, and show colour blobs; full previews show a blurred
-// image there, which is worth their cost when that cost is small.
-func InteractivePreviews(imageSide int) PreviewMode {
-	if imageSide <= 64 {
+// pixels wide, for a model with or without a fitted linear map (Pipeline.InteractivePreviews). With a
+// map, linear previews at every size: they are the only mode that stays within issue 7's budget of 10%
+// of a generation (under 0.1% for the default model and VAR-d16 on a CPU; fast previews add 27% to the
+// default model's generation there and 47% to VAR-d16's on an H100, full ones 60% and 420% on the
+// CPU). Their blur is the price; full previews stay an option for whoever wants them (README,
+// Performance, has cost and quality measured). Without a map: full
+// decodes for images up to 64 pixels, fast ones above. Fast previews of the first scales decode a 1x1
+// or 2x2 latent, smaller than anything the decoder was trained on, and show colour blobs; for a small
+// model full ones cost a few milliseconds on a GPU and show a blurred image.
+func InteractivePreviews(imageSide int, linearMap bool) PreviewMode {
+	switch {
+	case linearMap:
+		return PreviewLinear
+	case imageSide <= 64:
 		return PreviewFull
 	}
 	return PreviewFast
@@ -92,18 +109,26 @@ func (m PreviewMode) String() string {
 		return "fast"
 	case PreviewFull:
 		return "full"
+	case PreviewLinear:
+		return "linear"
 	}
 	return fmt.Sprintf("PreviewMode(%d)", int(m))
 }
 
-// ParsePreviewMode maps "none", "fast" or "full" (String's names) to its mode, for flags and query strings.
+// PreviewModes lists the modes from the cheapest to the most faithful.
+func PreviewModes() []PreviewMode {
+	return []PreviewMode{PreviewNone, PreviewLinear, PreviewFast, PreviewFull}
+}
+
+// ParsePreviewMode maps "none", "linear", "fast" or "full" (String's names) to its mode, for flags and
+// query strings.
 func ParsePreviewMode(s string) (PreviewMode, error) {
-	for _, m := range []PreviewMode{PreviewNone, PreviewFast, PreviewFull} {
+	for _, m := range PreviewModes() {
 		if s == m.String() {
 			return m, nil
 		}
 	}
-	return PreviewNone, fmt.Errorf("preview mode %q: want none, fast or full", s)
+	return PreviewNone, fmt.Errorf("preview mode %q: want none, linear, fast or full", s)
 }
 
 // ScaleEvent reports a finished scale.
@@ -113,9 +138,9 @@ type ScaleEvent struct {
 	Tokens        []int            // B*pn^2 ids, image-major, row-major within an image
 	Preview       *core.HostTensor // [B, 3, H, W] in [0, 1] unless Request.Previews is PreviewNone
 	Elapsed       time.Duration    // since the start of the generation
-	// Decode is the part of this scale's time spent turning f_hat into an image with the VQVAE decoder:
-	// the preview (Request.Previews) or, at the last scale, the final image. It lets benchmarks separate
-	// the decoder's cost from the transformer's.
+	// Decode is the part of this scale's time spent turning f_hat into an image: the preview
+	// (Request.Previews: the VQVAE decoder, or the linear map) or, at the last scale, the final image. It
+	// lets benchmarks separate the previews' and the decoder's cost from the transformer's.
 	Decode time.Duration
 }
 
@@ -154,8 +179,10 @@ func (p *Pipeline) validate(req Request) error {
 	if req.TopK < 0 || req.TopP < 0 || req.TopP > 1 {
 		return fmt.Errorf("top-k %d / top-p %g: want top-k >= 0 and 0 <= top-p <= 1", req.TopK, req.TopP)
 	}
-	if req.Previews < PreviewNone || req.Previews > PreviewFull {
-		return fmt.Errorf("previews %v: want PreviewNone, PreviewFast or PreviewFull", req.Previews)
+	switch req.Previews {
+	case PreviewNone, PreviewLinear, PreviewFast, PreviewFull:
+	default:
+		return fmt.Errorf("previews %v: want PreviewNone, PreviewLinear, PreviewFast or PreviewFull", req.Previews)
 	}
 	if req.RandomAfter < 0 {
 		return fmt.Errorf("random-after %d: want >= 0 (0: off)", req.RandomAfter)
@@ -292,13 +319,11 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 		decodeStart := time.Now()
 		previews := req.Previews != PreviewNone
 		if previews && si < k-1 {
-			var img core.HostTensor
-			if req.Previews == PreviewFast {
-				img = p.decodeAt(o, fhat, pn)
-			} else {
-				img = p.decode(o, fhat)
+			img, err := p.Preview(o, fhat, si, req.Previews)
+			if err == nil {
+				err = o.Err()
 			}
-			if err := o.Err(); err != nil {
+			if err != nil {
 				o.Free(fhat)
 				return nil, err
 			}
@@ -343,11 +368,6 @@ func uniformIDs(n, v int, rng *core.RNG) []int {
 // decode is the VQVAE decoder on f_hat, mapped from [-1, 1] to [0, 1] on the host.
 func (p *Pipeline) decode(o *core.Ops, fhat *core.Tensor) core.HostTensor {
 	return p.download(o, p.VAE.Decode(o, fhat))
-}
-
-// decodeAt is a PreviewFast preview: f_hat decoded at latent side pn, at full image size.
-func (p *Pipeline) decodeAt(o *core.Ops, fhat *core.Tensor, pn int) core.HostTensor {
-	return p.download(o, p.VAE.DecodePreview(o, fhat, pn))
 }
 
 // download reads a decoded image back, mapped from [-1, 1] to [0, 1] on the host.

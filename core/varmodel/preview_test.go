@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/vqvae"
 )
 
 // Previews must not change what is generated: the tokens and the final image are bit-identical with
@@ -17,6 +18,14 @@ func TestPreviewModesKeepTheImage(t *testing.T) {
 	p, _, b := loadTinyPipeline(t)
 	side := p.VAE.ImageSize()
 	base := Request{Labels: []int{3, 7}, CFG: 4, TopK: 900, TopP: 0.95, Seed: 11}
+	// Without a map, linear previews are fast ones.
+	if p.EffectivePreviews(PreviewLinear) != PreviewFast {
+		t.Fatalf("linear previews without a map render as %v, want fast", p.EffectivePreviews(PreviewLinear))
+	}
+	lp, rms, err := p.FitLinearPreview(context.Background(), b, []Request{{Labels: []int{1}, CFG: 4, TopK: 900, TopP: 0.95}}, nil)
+	if err != nil || !(rms >= 0) {
+		t.Fatalf("fit: %v (RMS %g)", err, rms)
+	}
 	gen := func(mode PreviewMode) (*Result, []*core.HostTensor) {
 		req := base
 		req.Previews = mode
@@ -36,7 +45,9 @@ func TestPreviewModesKeepTheImage(t *testing.T) {
 			t.Errorf("PreviewNone: scale %d has a preview", si)
 		}
 	}
-	for _, mode := range []PreviewMode{PreviewFast, PreviewFull} {
+	_, fallback := gen(PreviewLinear) // no map yet
+	p.LinearPreview = lp
+	for _, mode := range []PreviewMode{PreviewLinear, PreviewFast, PreviewFull} {
 		res, previews := gen(mode)
 		for si := range ref.Tokens {
 			if !slices.Equal(res.Tokens[si], ref.Tokens[si]) {
@@ -72,18 +83,63 @@ func TestPreviewModesKeepTheImage(t *testing.T) {
 	// fixture's weights are untrained, so how alike the two look says nothing here.)
 	_, fast := gen(PreviewFast)
 	_, full := gen(PreviewFull)
-	if si := len(fast) - 2; slices.Equal(fast[si].Data, full[si].Data) {
-		t.Errorf("scale %d: the fast preview equals the full one", si)
+	_, linear := gen(PreviewLinear)
+	for si := range len(fast) - 1 {
+		if slices.Equal(fast[si].Data, full[si].Data) || slices.Equal(linear[si].Data, full[si].Data) || slices.Equal(linear[si].Data, fast[si].Data) {
+			t.Errorf("scale %d: two preview modes give the same preview", si)
+		}
+		if !slices.Equal(fallback[si].Data, fast[si].Data) {
+			t.Errorf("scale %d: linear previews without a map differ from fast ones", si)
+		}
 	}
 	req := base
-	req.Previews = PreviewFull + 1
+	req.Previews = PreviewMode(99)
 	if _, err := p.Generate(context.Background(), b, req, nil); err == nil {
 		t.Error("Generate accepted an unknown preview mode")
 	}
 }
 
+// Linear previews are the map of f_hat at the latent resolution, upsampled: a scale's preview equals
+// LinearPreview.Apply on that scale's f_hat, rebuilt from the tokens.
+func TestLinearPreviewIsTheMapOfFHat(t *testing.T) {
+	p, _, b := loadTinyPipeline(t)
+	cvae := p.VAE.Config().Cvae
+	w := make([]float32, 3*(cvae+1))
+	for i := range w {
+		w[i] = float32(i%7)/10 - 0.3
+	}
+	lp, err := vqvae.NewLinearPreview(cvae, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.LinearPreview = lp
+	var previews []*core.HostTensor
+	res, err := p.Generate(context.Background(), b, Request{Labels: []int{4}, CFG: 2, TopK: 1, Previews: PreviewLinear}, func(ev ScaleEvent) error {
+		previews = append(previews, ev.Preview)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := core.NewOps(b)
+	fhats := p.VAE.FHatFromTokens(o, res.Tokens, 1)
+	defer o.Free(fhats...)
+	for si := range len(fhats) - 1 {
+		want, err := lp.Apply(o.Download(fhats[si]), p.VAE.ImageSize())
+		if err != nil || o.Err() != nil {
+			t.Fatal(err, o.Err())
+		}
+		if !slices.Equal(previews[si].Data, want.Data) {
+			t.Errorf("scale %d: the linear preview is not the map of f_hat", si)
+		}
+	}
+}
+
 func TestParsePreviewMode(t *testing.T) {
-	for _, m := range []PreviewMode{PreviewNone, PreviewFast, PreviewFull} {
+	if len(PreviewModes()) != 4 {
+		t.Errorf("PreviewModes() = %v, want the 4 modes", PreviewModes())
+	}
+	for _, m := range PreviewModes() {
 		got, err := ParsePreviewMode(m.String())
 		if err != nil || got != m {
 			t.Errorf("ParsePreviewMode(%q) = %v, %v; want %v", m.String(), got, err, m)
@@ -96,8 +152,11 @@ func TestParsePreviewMode(t *testing.T) {
 
 func TestInteractivePreviews(t *testing.T) {
 	for side, want := range map[int]PreviewMode{32: PreviewFull, 64: PreviewFull, 256: PreviewFast, 512: PreviewFast} {
-		if got := InteractivePreviews(side); got != want {
-			t.Errorf("InteractivePreviews(%d) = %v, want %v", side, got, want)
+		if got := InteractivePreviews(side, false); got != want {
+			t.Errorf("InteractivePreviews(%d, no map) = %v, want %v", side, got, want)
+		}
+		if got := InteractivePreviews(side, true); got != PreviewLinear {
+			t.Errorf("InteractivePreviews(%d, map) = %v, want linear", side, got)
 		}
 	}
 }

@@ -365,8 +365,8 @@ func Converted(m *weights.Model) (varSrc, vaeSrc core.WeightSource, patchNums []
 	return prefixSource{m, VARPrefix}, prefixSource{m, VAEPrefix}, patchNums, nil
 }
 
-// LoadPipeline builds the models of a loaded weights directory on b; opt.PatchNums defaults to the ones
-// recorded at conversion.
+// LoadPipeline builds the models of a loaded weights directory on b, with the linear preview map of its
+// metadata (MetaLinearPreview) when it has one; opt.PatchNums defaults to the ones recorded at conversion.
 func LoadPipeline(m *weights.Model, b core.Backend, opt varmodel.Options) (*varmodel.Pipeline, error) {
 	varSrc, vaeSrc, pn, err := Converted(m)
 	if err != nil {
@@ -375,7 +375,14 @@ func LoadPipeline(m *weights.Model, b core.Backend, opt varmodel.Options) (*varm
 	if opt.PatchNums == nil {
 		opt.PatchNums = pn
 	}
-	return varmodel.LoadPipeline(varSrc, vaeSrc, b, opt)
+	p, err := varmodel.LoadPipeline(varSrc, vaeSrc, b, opt)
+	if err != nil {
+		return nil, err
+	}
+	if p.LinearPreview, err = LinearPreviewOf(m.Manifest(), p.VAE.Config().Cvae); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // prefixSource is the view of a converted model under one name prefix, with the prefix removed.

@@ -96,6 +96,8 @@ type ModelInfo struct {
 	ClassNames []string // nil or one per class (weights metadata)
 	PatchNums  []int
 	ImageSize  int // output side in pixels
+	// LinearPreview says the model has a fitted linear preview map (varmodel.Pipeline.LinearPreview).
+	LinearPreview bool
 }
 
 // ScaleResult is one finished scale of the current run.
@@ -207,12 +209,13 @@ func (s *State) TopPLabel() string {
 }
 
 // Request is the varmodel request of the current settings: one image, with the previews the window
-// shows as each scale finishes (varmodel.InteractivePreviews: fast ones for large images, where
-// full-resolution previews would cost more than the transformer).
+// shows as each scale finishes (varmodel.InteractivePreviews: linear ones for a model with a fitted map,
+// which cost next to nothing; else fast ones for large images, where full-resolution previews would cost
+// more than the transformer).
 func (s *State) Request() varmodel.Request {
 	st := s.Settings
 	return varmodel.Request{Labels: []int{st.Class}, CFG: st.CFG, TopK: st.TopK, TopP: st.TopP,
-		MoreSmooth: st.MoreSmooth, Seed: st.Seed, Previews: varmodel.InteractivePreviews(s.Model.ImageSize)}
+		MoreSmooth: st.MoreSmooth, Seed: st.Seed, Previews: varmodel.InteractivePreviews(s.Model.ImageSize, s.Model.LinearPreview)}
 }
 
 // Enabled says whether an action does anything now (disabled buttons are drawn dimmed).

@@ -185,6 +185,22 @@ func TestTopKStepsAndClamps(t *testing.T) {
 	}
 }
 
+// A model with a fitted linear preview map gets linear previews (next to free); one without keeps the
+// size rule (full for small images, fast for large ones).
+func TestRequestPreviewsFollowTheModel(t *testing.T) {
+	for _, c := range []struct {
+		side   int
+		linear bool
+		want   varmodel.PreviewMode
+	}{{32, true, varmodel.PreviewLinear}, {256, true, varmodel.PreviewLinear}, {32, false, varmodel.PreviewFull}, {256, false, varmodel.PreviewFast}} {
+		s := New(Defaults())
+		s.OnLoaded(ModelInfo{Classes: 3, PatchNums: []int{1, 2}, ImageSize: c.side, LinearPreview: c.linear}, nil)
+		if got := s.Request().Previews; got != c.want {
+			t.Errorf("%d pixels, linear map %v: previews %v, want %v", c.side, c.linear, got, c.want)
+		}
+	}
+}
+
 func TestLoadClampsSettingsAndDropsMismatchedNames(t *testing.T) {
 	s := New(Settings{Class: 99})
 	s.OnLoaded(ModelInfo{Classes: 10, ClassNames: []string{"only one"}, PatchNums: []int{1, 2}, ImageSize: 32}, nil)
