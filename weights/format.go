@@ -333,7 +333,7 @@ func (m *Manifest) Validate() error {
 			return formatErr("", t.Name, "chunk index %d out of range [0, %d)", t.Chunk, len(m.Chunks))
 		}
 		c := m.Chunks[t.Chunk]
-		want, err := payloadLen(t.Scheme, t.Shape)
+		want, err := PayloadBytes(t.Scheme, t.Shape)
 		if err != nil {
 			return formatErr(c.File, t.Name, "%v", err)
 		}
@@ -428,9 +428,29 @@ func numel(shape []int, limit int64) (int64, error) {
 	return n, nil
 }
 
-// payloadLen is the exact byte length of a tensor of the given scheme and shape, or an error if the
-// scheme is unknown, the shape is invalid for it, or the length exceeds MaxChunkBytes.
-func payloadLen(s Scheme, shape []int) (int64, error) {
+// QuantRows is the [M, K] matrix a quantized tensor of the given shape is stored as: M = shape[0] rows of
+// K = shape[1]·shape[2]·… values (a Linear weight [M, K] as it is; a conv weight [Co, Ci, kh, kw] as
+// [Co, Ci·kh·kw], its im2col row order). It fails for rank < 2 and for shapes beyond the format's limits.
+func QuantRows(shape []int) (M, K int, err error) {
+	if len(shape) < 2 {
+		return 0, 0, fmt.Errorf("quantized tensor of shape %v, want rank >= 2 ([M, K] or [M, d1, d2, ...])", shape)
+	}
+	if _, err := numel(shape, MaxChunkBytes); err != nil {
+		return 0, 0, err
+	}
+	// Checked on its own as well: with M = 0 the whole shape has no elements whatever K is.
+	k, err := numel(shape[1:], MaxChunkBytes)
+	if err != nil {
+		return 0, 0, err
+	}
+	K = int(k)
+	return shape[0], K, nil
+}
+
+// PayloadBytes is the exact byte length of a tensor of the given scheme and shape (FORMAT.md, Tensor
+// payloads), or an error if the scheme is unknown, the shape is invalid for it, or the length exceeds
+// MaxChunkBytes. Converters use it to predict a directory's size without writing it.
+func PayloadBytes(s Scheme, shape []int) (int64, error) {
 	var n int64
 	switch s {
 	case F32, F16:
@@ -443,16 +463,13 @@ func payloadLen(s Scheme, shape []int) (int64, error) {
 			n = el * 2
 		}
 	case Int8, Int4:
-		if len(shape) != 2 {
-			return 0, fmt.Errorf("%s tensor of shape %v, want [M, K]", s, shape)
-		}
-		if _, err := numel(shape, MaxChunkBytes); err != nil {
-			return 0, err
+		M, K, err := QuantRows(shape)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", s, err)
 		}
 		qs, _ := s.Quant()
-		// Dimensions are at most MaxChunkBytes (2^30), so these products fit in int64.
-		M, K := int64(shape[0]), shape[1]
-		n = M * (int64(qs.WordsPerRow(K)) + int64(core.QuantBlocks(K))) * 4
+		// M and K are at most MaxChunkBytes (2^30), so these products fit in int64.
+		n = int64(M) * (int64(qs.WordsPerRow(K)) + int64(core.QuantBlocks(K))) * 4
 	default:
 		return 0, fmt.Errorf("unknown scheme %.20q", string(s))
 	}

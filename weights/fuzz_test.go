@@ -10,7 +10,7 @@ import (
 	"github.com/webvar/webvar/core"
 )
 
-// fuzzSeeds writes a tiny directory (every scheme, two chunks) and returns its manifest and chunks. The
+// fuzzSeeds writes a tiny directory (every scheme, a quantized tensor of rank > 2, several chunks) and returns its manifest and chunks. The
 // seeds are kept small on purpose: Go's input minimizer is quadratic in the input length, and with a
 // kilobyte-sized manifest it stalls a worker for its whole 60 s budget on each new input.
 func fuzzSeeds(f *testing.F) (manifest []byte, chunks [][]byte) {
@@ -28,6 +28,7 @@ func fuzzSeeds(f *testing.F) (manifest []byte, chunks [][]byte) {
 		w.AddF32("a", core.HostTensor{Shape: core.Shape{2, 2}, Data: []float32{1, -2, 0.5, 3}}, F32),
 		w.AddF32("h", core.HostTensor{Shape: core.Shape{3}, Data: []float32{1, 65504, -0.25}}, F16),
 		w.AddQuant("q", q),
+		w.AddQuantAs("c", q, core.Shape{1, 3, 11}), // a quantized tensor of rank 3: rows [1, 33]
 	} {
 		if err != nil {
 			f.Fatal(err)
@@ -132,6 +133,9 @@ func FuzzChunk(f *testing.F) {
 			if l.quant != nil {
 				if err := l.quant.Validate(); err != nil {
 					t.Fatalf("%q: %v", te.Name, err)
+				}
+				if M, K, err := QuantRows(te.Shape); err != nil || !l.quant.Shape.Equal(core.Shape{M, K}) {
+					t.Fatalf("%q: packed %v for shape %v (%v)", te.Name, l.quant.Shape, te.Shape, err)
 				}
 				continue
 			}

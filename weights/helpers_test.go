@@ -29,6 +29,13 @@ type fixture struct {
 	floats  map[string]core.HostTensor
 	schemes map[string]Scheme
 	quants  map[string]core.QuantHost
+	// convs are quantized tensors of rank > 2 (AddQuantAs): their packed [M, K] form and stored shape.
+	convs map[string]quantAs
+}
+
+type quantAs struct {
+	q     core.QuantHost
+	shape core.Shape
 }
 
 func randTensor(r *rand.Rand, shape ...int) core.HostTensor {
@@ -44,7 +51,8 @@ func randTensor(r *rand.Rand, shape ...int) core.HostTensor {
 func writeFixture(t testing.TB, dir string) *fixture {
 	t.Helper()
 	r := rand.New(rand.NewPCG(1, 2))
-	fx := &fixture{dir: dir, floats: map[string]core.HostTensor{}, schemes: map[string]Scheme{}, quants: map[string]core.QuantHost{}}
+	fx := &fixture{dir: dir, floats: map[string]core.HostTensor{}, schemes: map[string]Scheme{}, quants: map[string]core.QuantHost{},
+		convs: map[string]quantAs{}}
 	w, err := NewWriter(dir, WriterOptions{ChunkBytes: testChunkBytes})
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +75,18 @@ func writeFixture(t testing.TB, dir string) *fixture {
 		}
 		fx.quants[name] = q
 	}
+	addConv := func(name string, s core.QuantScheme, ht core.HostTensor) {
+		t.Helper()
+		M := ht.Shape[0]
+		q, err := core.Quantize(core.HostTensor{Shape: core.Shape{M, len(ht.Data) / M}, Data: ht.Data}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.AddQuantAs(name, q, ht.Shape); err != nil {
+			t.Fatal(err)
+		}
+		fx.convs[name] = quantAs{q, ht.Shape}
+	}
 	addF("embed.weight", F32, randTensor(r, 12, 20))
 	exact := randTensor(r, 4, 8)
 	for i := range exact.Data {
@@ -81,6 +101,8 @@ func writeFixture(t testing.TB, dir string) *fixture {
 	addF("empty", F32, core.HostTensor{Shape: core.Shape{0, 3}, Data: []float32{}})
 	addQ("big.quant", core.QuantInt8, randTensor(r, 40, 33)) // 40*(16+2)*4 = 2880 bytes
 	addF("head.bias", F16, randTensor(r, 100))
+	addConv("decoder.conv_in.weight", core.QuantInt4, randTensor(r, 5, 3, 3, 3)) // K = 27: one padded block
+	addConv("decoder.up.conv.weight", core.QuantInt8, randTensor(r, 4, 8, 3, 3)) // K = 72
 	m, err := w.Close("var", map[string]any{"patch_nums": []int{1, 2, 3}, "depth": 2, "name": "tiny"},
 		map[string]string{"class.0": "tench", "cfg": "4.0"})
 	if err != nil {

@@ -307,7 +307,10 @@ func decodeChunk(m *Manifest, ci int, idx []int, data []byte, out map[string]*lo
 			}
 		case Int8, Int4:
 			qs, _ := t.Scheme.Quant()
-			M, K := t.Shape[0], t.Shape[1]
+			M, K, err := QuantRows(t.Shape) // cannot fail after Validate
+			if err != nil {
+				return formatErr(c.File, t.Name, "%v", err)
+			}
 			q := core.QuantHost{
 				Scheme: qs, Shape: core.Shape{M, K},
 				Codes:  make([]uint32, M*qs.WordsPerRow(K)),
@@ -334,7 +337,9 @@ func decodeChunk(m *Manifest, ci int, idx []int, data []byte, out map[string]*lo
 }
 
 // Model is a loaded weights directory. It is a core.WeightSource (every tensor as f32: f16 widened,
-// quantized tensors dequantized) and a core.QuantSource (the packed form of int8/int4 tensors).
+// quantized tensors dequantized) and a core.QuantSource (the packed form of int8/int4 tensors of shape
+// [M, K]; quantized tensors of higher rank, such as conv weights, only exist to shrink the download and
+// are served dequantized, in their own shape, by Load alone).
 // Tensors returned by Load and Quant share the Model's memory and must not be modified.
 type Model struct {
 	m       *Manifest
@@ -370,15 +375,21 @@ func (md *Model) Load(name string) (core.HostTensor, error) {
 		return core.HostTensor{}, &core.WeightError{Tensor: name, Msg: "not in the weights directory"}
 	}
 	if l.quant != nil {
-		return l.quant.Dequantize()
+		h, err := l.quant.Dequantize()
+		if err != nil {
+			return core.HostTensor{}, err
+		}
+		h.Shape = core.Shape(slices.Clone(l.entry.Shape)) // [M, K] as stored; the same values in row-major order
+		return h, nil
 	}
 	return core.HostTensor{Shape: core.Shape(slices.Clone(l.entry.Shape)), Data: l.data}, nil
 }
 
-// Quant returns the packed form of an int8/int4 tensor; false for a float tensor or an unknown name.
+// Quant returns the packed form of an int8/int4 tensor of shape [M, K]; false for a float tensor, a
+// quantized tensor of another rank (a conv weight: Load dequantizes it) or an unknown name.
 func (md *Model) Quant(name string) (core.QuantHost, bool) {
 	l, ok := md.tensors[name]
-	if !ok || l.quant == nil {
+	if !ok || l.quant == nil || len(l.entry.Shape) != 2 {
 		return core.QuantHost{}, false
 	}
 	return *l.quant, true

@@ -20,11 +20,14 @@ import (
 
 func checkModel(t *testing.T, fx *fixture, md *Model) {
 	t.Helper()
-	wantNames := make([]string, 0, len(fx.floats)+len(fx.quants))
+	wantNames := make([]string, 0, len(fx.floats)+len(fx.quants)+len(fx.convs))
 	for n := range fx.floats {
 		wantNames = append(wantNames, n)
 	}
 	for n := range fx.quants {
+		wantNames = append(wantNames, n)
+	}
+	for n := range fx.convs {
 		wantNames = append(wantNames, n)
 	}
 	slices.Sort(wantNames)
@@ -74,6 +77,25 @@ func checkModel(t *testing.T, fx *fixture, md *Model) {
 		dq, _ := want.Dequantize()
 		if !reflect.DeepEqual(got, dq) {
 			t.Fatalf("Load(%q) differs from QuantHost.Dequantize()", name)
+		}
+	}
+	// Quantized tensors of rank > 2 come back dequantized in their own shape, and never as packed Linear
+	// weights (their [M, K] is not a shape any model asked for).
+	for name, want := range fx.convs {
+		if _, ok := md.Quant(name); ok {
+			t.Fatalf("Quant(%q) ok for a rank-%d tensor", name, len(want.shape))
+		}
+		if s, ok := md.Shape(name); !ok || !s.Equal(want.shape) {
+			t.Fatalf("Shape(%q) = %v, %v; want %v", name, s, ok, want.shape)
+		}
+		got, err := md.Load(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dq, _ := want.q.Dequantize()
+		if !got.Shape.Equal(want.shape) || !slices.Equal(got.Data, dq.Data) {
+			t.Fatalf("Load(%q): shape %v, values equal %v; want %v and the rows' dequantized values", name, got.Shape,
+				slices.Equal(got.Data, dq.Data), want.shape)
 		}
 	}
 	if _, err := md.Load("nope"); err == nil {
@@ -479,7 +501,14 @@ func TestBadManifests(t *testing.T) {
 					m.Tensors[i].Shape = []int{m.Tensors[i].Shape[0] * m.Tensors[i].Shape[1]}
 				}
 			}
-		}, ErrFormat, []string{"want [M, K]"}},
+		}, ErrFormat, []string{"want rank >= 2"}},
+		{"quant-conv-length", func(m *Manifest) {
+			for i := range m.Tensors {
+				if m.Tensors[i].Name == "decoder.up.conv.weight" {
+					m.Tensors[i].Shape = []int{4, 8, 3, 5} // K = 120: four blocks per row, not three
+				}
+			}
+		}, ErrFormat, []string{"decoder.up.conv.weight", "length"}},
 		{"duplicate-name", func(m *Manifest) { m.Tensors[1].Name = t0.Name }, ErrFormat, []string{t0.Name, "duplicate"}},
 		{"chunk-index", func(m *Manifest) { m.Tensors[0].Chunk = int64(len(m.Chunks)) }, ErrFormat, []string{t0.Name, "chunk index"}},
 		{"chunk-file-name", func(m *Manifest) { m.Chunks[0].File = "../../etc/passwd" }, ErrFormat, []string{"file name"}},
@@ -532,6 +561,41 @@ func TestBadManifests(t *testing.T) {
 	wantErr(t, err, ErrUnsupported, "version 7")
 }
 
+// PayloadBytes is the length Validate demands: quantized tensors of any rank >= 2 are sized as their
+// [shape[0], product of the rest] rows.
+func TestPayloadBytes(t *testing.T) {
+	for _, c := range []struct {
+		s     Scheme
+		shape []int
+		want  int64 // -1: an error
+	}{
+		{F32, []int{2, 3}, 24},
+		{F16, []int{2, 3}, 12},
+		{F16, []int{}, 2},
+		{Int8, []int{3, 40}, 3 * (16 + 2) * 4},
+		{Int8, []int{3, 5, 8}, 3 * (16 + 2) * 4}, // the same rows as [3, 40]
+		{Int4, []int{160, 640, 3, 3}, 160 * (720 + 180) * 4},
+		{Int4, []int{0, 640, 3, 3}, 0},
+		{Int4, []int{4, 0, 3, 3}, 0},
+		{Int8, []int{40}, -1},
+		{Int8, []int{}, -1},
+		{Int8, []int{2, -1, 3}, -1},
+		{Int8, []int{1 << 20, 1 << 20}, -1}, // more bytes than a chunk holds
+		{"bf16", []int{2}, -1},
+	} {
+		got, err := PayloadBytes(c.s, c.shape)
+		if c.want < 0 {
+			if err == nil {
+				t.Errorf("PayloadBytes(%s, %v) = %d, want an error", c.s, c.shape, got)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("PayloadBytes(%s, %v) = %d, %v; want %d", c.s, c.shape, got, err, c.want)
+		}
+	}
+}
+
 func TestWriter(t *testing.T) {
 	t.Run("refusals-keep-writer-usable", func(t *testing.T) {
 		dir := t.TempDir()
@@ -549,11 +613,22 @@ func TestWriter(t *testing.T) {
 		wantErr(t, w.AddF32("z", big, Int8), ErrFormat, "AddQuant")
 		wantErr(t, w.AddF32("", big, F32), ErrFormat, "empty")
 		wantErr(t, w.AddQuant("q", core.QuantHost{Scheme: core.QuantInt8, Shape: core.Shape{1, 4}}), ErrFormat, "q", "codes")
+		q, err := core.Quantize(core.HostTensor{Shape: core.Shape{2, 18}, Data: make([]float32, 36)}, core.QuantInt4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, w.AddQuantAs("c", q, core.Shape{2, 3, 3, 3}), ErrFormat, "c", "[2, 18]")
+		wantErr(t, w.AddQuantAs("c", q, core.Shape{36}), ErrFormat, "c", "rank >= 2")
+		wantErr(t, w.AddQuantAs("c", q, core.Shape{2, 3, -6}), ErrFormat, "c", "negative")
+		if err := w.AddQuantAs("c", q, core.Shape{2, 2, 3, 3}); err != nil { // [2, 2·3·3]: the same rows
+			t.Fatal(err)
+		}
 		m, err := w.Close("var", nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(m.Tensors) != 1 || len(m.Chunks) != 1 || m.Chunks[0].Size != 8 {
+		// x: 8 bytes; c: 2 rows of one int4 block (4 code words + 1 scale) = 40 bytes.
+		if len(m.Tensors) != 2 || len(m.Chunks) != 1 || m.Chunks[0].Size != 48 {
 			t.Fatalf("manifest %+v", m)
 		}
 		if _, err := w.Close("var", nil, nil); err == nil {

@@ -104,6 +104,13 @@ func (w *Writer) AddF32(name string, t core.HostTensor, s Scheme) error {
 
 // AddQuant appends a quantized [M, K] weight in the core.QuantHost layout. q must be valid.
 func (w *Writer) AddQuant(name string, q core.QuantHost) error {
+	return w.AddQuantAs(name, q, q.Shape)
+}
+
+// AddQuantAs appends q as a tensor of the given shape, of rank >= 2, whose rows (QuantRows) are q's
+// [M, K]: a conv weight [Co, Ci, kh, kw] quantized as [Co, Ci·kh·kw]. q must be valid. Readers serve
+// it dequantized in that shape (Model.Load).
+func (w *Writer) AddQuantAs(name string, q core.QuantHost, shape core.Shape) error {
 	var s Scheme
 	switch q.Scheme {
 	case core.QuantInt8:
@@ -114,7 +121,14 @@ func (w *Writer) AddQuant(name string, q core.QuantHost) error {
 	if err := q.Validate(); err != nil {
 		return &Error{Kind: ErrFormat, Tensor: name, Err: err}
 	}
-	return w.add(name, s, q.Shape, func() error {
+	M, K, err := QuantRows(shape)
+	if err != nil {
+		return formatErr("", name, "%v", err)
+	}
+	if M != q.Shape[0] || K != q.Shape[1] {
+		return formatErr("", name, "shape %v is stored as [%d, %d], not as the quantized %v", shape, M, K, q.Shape)
+	}
+	return w.add(name, s, shape, func() error {
 		if err := w.writeU32(len(q.Codes), func(i int) uint32 { return q.Codes[i] }); err != nil {
 			return err
 		}
@@ -137,7 +151,7 @@ func (w *Writer) add(name string, s Scheme, shape core.Shape, write func() error
 	if len(w.tensors) >= MaxTensors {
 		return formatErr("", name, "more than %d tensors", MaxTensors)
 	}
-	length, err := payloadLen(s, shape)
+	length, err := PayloadBytes(s, shape)
 	if err != nil {
 		return formatErr("", name, "%v", err)
 	}

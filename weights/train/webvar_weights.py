@@ -1,6 +1,6 @@
 """Reads a converted webvar weights directory (weights/FORMAT.md, version 1) back into PyTorch state dicts.
 
-Used to check, in PyTorch, exactly the weights that ship (int8 Linear weights dequantized as FORMAT.md
+Used to check, in PyTorch, exactly the weights that ship (int8/int4 tensors dequantized as FORMAT.md
 defines), so the tokens the Go engine is tested against come from the shipped model, not the f32 training
 checkpoint.
 """
@@ -16,7 +16,11 @@ BLOCK = 32
 
 
 def _dequant(buf, shape, bits):
-    m, k = shape
+    # Rows are shape[0], K the product of the other dimensions (a conv weight [Co, Ci, kh, kw] is stored
+    # as [Co, Ci*kh*kw]); the caller reshapes to the stored shape.
+    if len(shape) < 2:
+        raise ValueError(f"quantized tensor of shape {shape}: want rank >= 2")
+    m, k = shape[0], int(np.prod(shape[1:]))
     nb = -(-k // BLOCK)
     words = m * nb * (BLOCK * bits // 32)
     codes_u32 = np.frombuffer(buf, dtype="<u4", count=words)
@@ -56,7 +60,7 @@ def load(directory):
         elif s == "f16":
             a = np.frombuffer(buf, dtype="<f2").astype(np.float32).reshape(shape)
         elif s in ("int8", "int4"):
-            a = _dequant(buf, shape, 8 if s == "int8" else 4)
+            a = _dequant(buf, shape, 8 if s == "int8" else 4).reshape(shape)
         else:
             raise ValueError(f"tensor {t['name']}: unknown scheme {s}")
         out[t["name"]] = torch.from_numpy(np.array(a, dtype=np.float32))
