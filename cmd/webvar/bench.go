@@ -29,6 +29,8 @@ type benchFlags struct {
 	model      string
 	weightsDir string
 	quant      string
+	vaeQuant   string
+	download   bool                   // print the download sizes only
 	previews   []varmodel.PreviewMode // timed in turn on the same loaded model
 	psnr       int                    // images for the preview quality table (0: none)
 }
@@ -43,6 +45,11 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs.StringVar(&f.weightsDir, "weights", "", "time whole generations of a converted weights directory (webvar convert) instead of -model")
 	fs.StringVar(&f.quant, "quant", "", "with -model: storage of the transformer's Linear weights, f32, int8 or int4 (default f32); "+
 		"a weights directory keeps its own")
+	fs.StringVar(&f.vaeQuant, "vae-quant", "", "with -model: storage of the VQVAE decoder's conv weights, f32, f16, int8 or int4 "+
+		"(as webvar convert -vae-quant; default: as -quant); int8/int4 run with the dequantized values")
+	fs.BoolVar(&f.download, "download", false, "with -model: print only the bytes a browser downloads (webvar convert "+
+		"-no-encoder's chunks, transformer and VQVAE) for -quant and -vae-quant, or for every combination of int8/int4 and "+
+		"f16/int8/int4 when neither is given; generates nothing")
 	previews := fs.String("previews", "none", "with -model: none, linear (map every scale's latent to RGB with the model's fitted "+
 		"linear map and upsample it; models without one fall back to fast), fast (decode every scale's preview at that scale's "+
 		"resolution and upsample it), full (decode every scale's preview at full resolution), or all (each of them in turn, "+
@@ -58,7 +65,7 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per kernel (or model run) and backend instead of a table")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: webvar bench -kernels [flags]")
-		fmt.Fprintln(stderr, "       webvar bench -model tiny|d16|d20|fashionvar [-quant f32|int8|int4] [flags]")
+		fmt.Fprintln(stderr, "       webvar bench -model tiny|d16|d20|fashionvar [-quant f32|int8|int4] [-vae-quant f32|f16|int8|int4] [-download] [flags]")
 		fmt.Fprintln(stderr, "       webvar bench -weights DIR [flags]")
 		fmt.Fprintln(stderr, "\n-kernels times each engine op on each backend and prints its size (GFLOP: nominal arithmetic; MB:")
 		fmt.Fprintln(stderr, "f32 data read and written once, 1 MB = 1e6 bytes) and the achieved GFLOP/s and GB/s. Times include")
@@ -102,8 +109,10 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 		return nil, usageError{"give either -model or -weights, not both"}
 	case f.weightsDir != "" && f.quant != "":
 		return nil, usageError{"-quant applies to -model: a weights directory keeps the quantization it was converted with"}
-	case !endToEnd && (f.quant != "" || *previews != "none" || f.psnr != 0):
-		return nil, usageError{"-quant, -previews and -preview-psnr apply to -model and -weights, not to -kernels"}
+	case f.weightsDir != "" && (f.vaeQuant != "" || f.download):
+		return nil, usageError{"-vae-quant and -download apply to -model: a weights directory keeps its own storage"}
+	case !endToEnd && (f.quant != "" || f.vaeQuant != "" || f.download || *previews != "none" || f.psnr != 0):
+		return nil, usageError{"-quant, -vae-quant, -download, -previews and -preview-psnr apply to -model and -weights, not to -kernels"}
 	case previewsErr != nil:
 		return nil, usageError{fmt.Sprintf("-previews %q: want none, linear, fast, full or all", *previews)}
 	case f.psnr < 0:

@@ -108,7 +108,12 @@ func TestBenchRejectsBadUsage(t *testing.T) {
 		{[]string{"bench", "-kernels", "-preview-psnr", "2"}, "not to -kernels"},
 		{[]string{"bench", "-model", "tiny", "-reps", "1", "-preview-psnr", "1"}, "fitted linear preview map"},
 		{[]string{"bench", "-model", "fashionvar", "-quant", "int4"}, "keeps the quantization"},
+		{[]string{"bench", "-model", "fashionvar", "-vae-quant", "int4"}, "keeps the quantization"},
 		{[]string{"bench", "-kernels", "-quant", "int8"}, "not to -kernels"},
+		{[]string{"bench", "-kernels", "-vae-quant", "int8"}, "not to -kernels"},
+		{[]string{"bench", "-weights", "dir", "-download"}, "apply to -model"},
+		{[]string{"bench", "-model", "tiny", "-vae-quant", "int3"}, "-vae-quant"},
+		{[]string{"bench", "-model", "tiny", "-download", "-quant", "q8"}, "-quant"},
 		{[]string{"bench", "-kernels", "-size", "huge"}, "size"},
 		{[]string{"bench", "-kernels", "-backend", "tpu"}, "-backend"},
 		{[]string{"bench", "-kernels", "-filter", "no-such-kernel"}, "matches no kernel"},
@@ -185,13 +190,60 @@ func TestBenchModelTinyJSON(t *testing.T) {
 	}
 }
 
+// -download prints, without generating, every int8/int4 x f16/int8/int4 combination, each equal to the
+// chunks webvar convert -no-encoder writes, the decoder's storage shrinking only the VQVAE part.
+func TestBenchDownload(t *testing.T) {
+	rc, stdout, stderr := runCLI(t, "bench", "-model", "tiny", "-download", "-json")
+	if rc != 0 {
+		t.Fatalf("exit %d: %s", rc, stderr)
+	}
+	type row struct {
+		Quant, VAEQuant                             string
+		TransformerBytes, VQVAEBytes, DownloadBytes int64
+	}
+	rows := map[string]row{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var r struct {
+			Quant            string `json:"quant"`
+			VAEQuant         string `json:"vae_quant"`
+			TransformerBytes int64  `json:"transformer_bytes"`
+			VQVAEBytes       int64  `json:"vqvae_bytes"`
+			DownloadBytes    int64  `json:"download_bytes"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		if r.DownloadBytes != r.TransformerBytes+r.VQVAEBytes {
+			t.Errorf("parts do not add up: %s", line)
+		}
+		rows[r.Quant+"/"+r.VAEQuant] = row(r)
+	}
+	if len(rows) != 6 {
+		t.Fatalf("%d combinations, want 6:\n%s", len(rows), stdout)
+	}
+	if a, b, c := rows["int8/f16"], rows["int8/int8"], rows["int8/int4"]; !(a.VQVAEBytes > b.VQVAEBytes && b.VQVAEBytes > c.VQVAEBytes &&
+		a.TransformerBytes == c.TransformerBytes) || rows["int4/int4"].TransformerBytes >= c.TransformerBytes {
+		t.Errorf("sizes do not shrink as the storage does: %+v", rows)
+	}
+	if got, want := rows["int4/int8"].DownloadBytes, convertedChunkBytes(t, "int4", "-vae-quant", "int8"); got != want {
+		t.Errorf("int4/int8: -download says %d bytes, webvar convert wrote %d", got, want)
+	}
+	if got, want := rows["int8/int8"].DownloadBytes, convertedChunkBytes(t, "int8"); got != want {
+		t.Errorf("int8 (decoder by default int8): -download says %d bytes, webvar convert wrote %d", got, want)
+	}
+	rc, stdout, stderr = runCLI(t, "bench", "-model", "tiny", "-download", "-quant", "int4", "-vae-quant", "int4")
+	if rc != 0 || !strings.Contains(stdout, "int4   int4") || strings.Count(stdout, "\n") != 4 {
+		t.Errorf("one combination: exit %d, %q, %s", rc, stdout, stderr)
+	}
+}
+
 // convertedChunkBytes converts var-tiny with -no-encoder and returns its chunk bytes, after checking that
 // the directory holds nothing else but the manifest.
-func convertedChunkBytes(t *testing.T, quant string) int64 {
+func convertedChunkBytes(t *testing.T, quant string, args ...string) int64 {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "w")
-	rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
-		"-patch-nums", "1,2,3,4", "-quant", quant, "-no-encoder", "-verify", "0", "-preview-fit", "0", "-out", dir)
+	rc, _, stderr := runCLI(t, append([]string{"convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-patch-nums", "1,2,3,4", "-quant", quant, "-no-encoder", "-verify", "0", "-preview-fit", "0", "-out", dir}, args...)...)
 	if rc != 0 {
 		t.Fatalf("convert: exit %d: %s", rc, stderr)
 	}

@@ -128,7 +128,16 @@ func runModelBench(f *benchFlags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	quant := weights.Scheme(f.quant)
+	quant, vaeQuant := weights.Scheme(f.quant), weights.Scheme(f.vaeQuant)
+	if vaeQuant != "" && !vaeQuant.Valid() {
+		return usageError{fmt.Sprintf("-vae-quant %q: want f32, f16, int8 or int4", f.vaeQuant)}
+	}
+	if f.download {
+		if quant != "" && quant != weights.Int8 && quant != weights.Int4 && quant != weights.F32 {
+			return usageError{fmt.Sprintf("-quant %q: want f32, int8 or int4", f.quant)}
+		}
+		return printDownloads(f, quant, vaeQuant, stdout)
+	}
 	if f.weightsDir == "" {
 		if quant == "" {
 			quant = weights.F32
@@ -161,19 +170,28 @@ func runModelBench(f *benchFlags, stdout, stderr io.Writer) error {
 		return usageError{"-preview-psnr needs a model with a fitted linear preview map (e.g. -model " + fashionvar.Name +
 			", or -weights DIR converted with -preview-fit)"}
 	}
-	if src.converted != nil && f.quant != "" {
-		return usageError{fmt.Sprintf("-quant applies to -model tiny, d16 and d20: %s keeps the quantization it was converted with", name)}
+	if src.converted != nil && (f.quant != "" || f.vaeQuant != "") {
+		return usageError{fmt.Sprintf("-quant and -vae-quant apply to -model tiny, d16 and d20: %s keeps the quantization it was converted with", name)}
 	}
 	if m := src.converted; m != nil {
-		quant = weights.Scheme(m.Meta["quant"])
+		quant, vaeQuant = weights.Scheme(m.Meta["quant"]), weights.Scheme(m.Meta[convert.MetaVAEQuant])
 		for _, c := range m.Chunks {
 			download += c.Size
 		}
 	} else {
 		// What `webvar convert -quant Q -no-encoder` writes for these checkpoints, without writing it.
-		download, err = convert.DownloadBytes(src.varSrc, src.vaeSrc, convert.ConvertOptions{Quant: quant, NoEncoder: true})
+		if vaeQuant == "" {
+			vaeQuant = convert.VAEQuantFor(quant)
+		}
+		download, err = convert.DownloadBytes(src.varSrc, src.vaeSrc, convert.ConvertOptions{Quant: quant, VAEQuant: vaeQuant, NoEncoder: true})
 		if err != nil {
 			return err
+		}
+		if _, ok := vaeQuant.Quant(); ok {
+			// The decoder computes with the values a converted directory would serve.
+			if src.vaeSrc, err = convert.VAEQuantizedView(src.vaeSrc, vaeQuant); err != nil {
+				return err
+			}
 		}
 		if quant != weights.F32 {
 			if varSrc, err = convert.QuantizedView(varSrc, quant); err != nil {
@@ -195,7 +213,7 @@ func runModelBench(f *benchFlags, stdout, stderr io.Writer) error {
 		reports, quality, err := benchModelOn(ctx, b, src, varSrc, f, reps, stderr)
 		for i := range reports {
 			rep := &reports[i]
-			rep.Model, rep.Quant, rep.DownloadBytes = name, string(quant), download
+			rep.Model, rep.Quant, rep.VAEQuant, rep.DownloadBytes = name, string(quant), string(vaeQuant), download
 			rep.Backend, rep.Device = bname, deviceName(b, f.threads)
 			if strings.HasPrefix(bname, "cpu") {
 				rep.Threads = f.threads
@@ -238,6 +256,62 @@ func runModelBench(f *benchFlags, stdout, stderr io.Writer) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// downloadRow is one line of `webvar bench -download`.
+type downloadRow struct {
+	Model            string `json:"model"`
+	Quant            string `json:"quant"`
+	VAEQuant         string `json:"vae_quant"`
+	TransformerBytes int64  `json:"transformer_bytes"`
+	VQVAEBytes       int64  `json:"vqvae_bytes"`
+	DownloadBytes    int64  `json:"download_bytes"`
+}
+
+// printDownloads is `webvar bench -model M -download`: the chunk bytes of webvar convert -no-encoder for
+// the given storage, or for every quantized combination when neither -quant nor -vae-quant is given,
+// computed from the shapes (and, for the f16 decision, the values) without converting or generating.
+func printDownloads(f *benchFlags, quant, vaeQuant weights.Scheme, stdout io.Writer) error {
+	src, err := openBenchModel(f.model)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	quants, vaeQuants := []weights.Scheme{quant}, []weights.Scheme{vaeQuant}
+	switch {
+	case quant == "" && vaeQuant == "":
+		quants = []weights.Scheme{weights.Int8, weights.Int4}
+		vaeQuants = []weights.Scheme{weights.F16, weights.Int8, weights.Int4}
+	case quant == "":
+		quants = []weights.Scheme{weights.Int8}
+	}
+	if !f.json {
+		fmt.Fprintf(stdout, "model %s: %s\n", f.model, src.desc)
+		fmt.Fprintf(stdout, "download: chunks of webvar convert -quant Q -vae-quant V -no-encoder (1 MB = 1e6 bytes)\n")
+		fmt.Fprintf(stdout, "%-6s %-9s %15s %10s %10s\n", "quant", "vae-quant", "transformer MB", "VQVAE MB", "total MB")
+	}
+	enc := json.NewEncoder(stdout)
+	for _, q := range quants {
+		for _, vq := range vaeQuants {
+			if vq == "" {
+				vq = convert.VAEQuantFor(q)
+			}
+			size, err := convert.DownloadSizes(src.varSrc, src.vaeSrc, convert.ConvertOptions{Quant: q, VAEQuant: vq, NoEncoder: true})
+			if err != nil {
+				return err
+			}
+			row := downloadRow{f.model, string(q), string(vq), size.Transformer, size.VQVAE, size.Total()}
+			if f.json {
+				if err := enc.Encode(row); err != nil {
+					return err
+				}
+				continue
+			}
+			fmt.Fprintf(stdout, "%-6s %-9s %15.1f %10.1f %10.1f\n", q, vq, float64(row.TransformerBytes)/1e6,
+				float64(row.VQVAEBytes)/1e6, float64(row.DownloadBytes)/1e6)
+		}
+	}
+	return nil
 }
 
 // benchModelOn loads the pipeline on b and times it with each preview mode of f in turn, then, with
@@ -341,8 +415,12 @@ func printModelReport(w io.Writer, r bench.ModelReport) {
 	if r.PreviewMap != "" {
 		fmt.Fprintf(w, "linear preview map: %s\n", r.PreviewMap)
 	}
-	fmt.Fprintf(w, "download %s (chunks of webvar convert -quant %s -no-encoder); peak RSS %s; peak GPU buffers %s\n",
-		mb(r.DownloadBytes), r.Quant, mb(r.PeakRSSBytes), mb(r.PeakGPUBytes))
+	vq := ""
+	if r.VAEQuant != "" {
+		vq = " -vae-quant " + r.VAEQuant
+	}
+	fmt.Fprintf(w, "download %s (chunks of webvar convert -quant %s%s -no-encoder); peak RSS %s; peak GPU buffers %s\n",
+		mb(r.DownloadBytes), r.Quant, vq, mb(r.PeakRSSBytes), mb(r.PeakGPUBytes))
 	fmt.Fprintf(w, "# GFLOP: matrix products (Linear, attention, convolutions), counted from the architecture\n")
 	fmt.Fprintf(w, "%-22s %10s %10s %10s %10s\n", "part", "GFLOP", "median s", "min s", "GFLOP/s")
 	row := func(name string, gflop, median float64, minimum string) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,9 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	vaePath := fs.String("vae", "", "VQVAE checkpoint (.pth or .safetensors)")
 	patchNums := fs.String("patch-nums", "", "token map sides per scale (as for generate)")
 	heads := fs.Int("heads", 0, "attention heads, only for checkpoints without l2-norm attention")
+	from := fs.String("from", "", "a converted weights directory to convert again (other storage options) instead of -var and -vae; its tensors are read as stored (quantized ones dequantized), its class names, sampling settings and patch_nums kept unless given")
 	quant := fs.String("quant", "int8", "storage of the transformer's Linear weights: f32, f16, int8 or int4 (other tensors: f16 where its measured error is small, else f32)")
+	vaeQuant := fs.String("vae-quant", "", "storage of the VQVAE decoder's convolution weights: f32, f16 (f16 where its measured error is small, else f32), int8 or int4 (blockwise per output channel, dequantized when loaded: a smaller download, the same float convolutions) (default: as -quant)")
 	keep := fs.String("keep-f32", "", "comma-separated name patterns (path.Match, with the var./vae. prefix) stored f32 regardless, e.g. 'var.head.weight,vae.*'")
 	chunkMiB := fs.Int("chunk-mib", 4, "chunk file size in MiB (a larger tensor gets a chunk of its own)")
 	out := fs.String("out", "", "output directory")
@@ -49,16 +52,20 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	case *previewFit < 0:
 		return usageError{"-preview-fit must be >= 0"}
-	case *refit != "" && (*varPath != "" || *vaePath != "" || *out != ""):
-		return usageError{"-weights DIR refits the preview map of a converted directory in place: give it without -var, -vae and -out"}
+	case *refit != "" && (*varPath != "" || *vaePath != "" || *out != "" || *from != ""):
+		return usageError{"-weights DIR refits the preview map of a converted directory in place: give it without -var, -vae and -out (and without -from)"}
 	case *refit != "" && *previewFit == 0:
 		return usageError{"-weights DIR needs -preview-fit N >= 1 (the images to fit the preview map to)"}
 	case *refit != "":
 		return fitPreviewMap(*refit, *heads, *previewFit, stdout, stderr)
-	case *varPath == "" || *vaePath == "":
-		return usageError{"-var and -vae are required (the checkpoints to convert)"}
+	case *from != "" && (*varPath != "" || *vaePath != ""):
+		return usageError{"give either -from or -var and -vae, not both"}
+	case *from == "" && (*varPath == "" || *vaePath == ""):
+		return usageError{"-var and -vae are required (the checkpoints to convert), or -from (a converted directory)"}
 	case *out == "":
 		return usageError{"-out is required (the directory to write)"}
+	case *from != "" && filepath.Clean(*from) == filepath.Clean(*out):
+		return usageError{"-out must differ from -from (an interrupted conversion would leave neither)"}
 	case *chunkMiB < 1:
 		return usageError{"-chunk-mib must be >= 1"}
 	case *verify < 0:
@@ -90,10 +97,13 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		return usageError{"-sampling: " + err.Error()}
 	}
 	var stored, raw int64
-	opt := convert.ConvertOptions{Sampling: samp, PatchNums: pn, Heads: *heads, Quant: weights.Scheme(*quant), KeepF32: keepF32,
+	parts := map[string]int64{}
+	opt := convert.ConvertOptions{Sampling: samp, PatchNums: pn, Heads: *heads, Quant: weights.Scheme(*quant),
+		VAEQuant: weights.Scheme(*vaeQuant), KeepF32: keepF32,
 		NoEncoder: *noEncoder, ClassNames: names, ChunkBytes: int64(*chunkMiB) << 20,
 		OnTensor: func(r convert.TensorReport) {
 			stored += r.Bytes
+			parts[strings.SplitN(r.Name, ".", 2)[0]] += r.Bytes
 			raw += int64(r.Shape.Numel()) * 4
 			errs := "exact"
 			if r.Scheme != weights.F32 {
@@ -102,12 +112,23 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "[%4d/%d] %-48s %-4s %-18v %9.3f MB  %s\n", r.Index+1, r.Total, r.Name, r.Scheme,
 				r.Shape, float64(r.Bytes)/1e6, errs)
 		}}
-	man, err := convert.Convert(*varPath, *vaePath, *out, opt)
+	ref := modelFlags{varPath: *varPath, vaePath: *vaePath, weightsDir: *from, heads: *heads, patchNums: *patchNums}
+	var man *weights.Manifest
+	if *from != "" {
+		m, err := weights.Load(context.Background(), weights.DirSource(*from), weights.LoadOptions{})
+		if err != nil {
+			return fmt.Errorf("%s: %w", *from, err)
+		}
+		man, err = convert.Reconvert(m, *out, opt)
+	} else {
+		man, err = convert.Convert(*varPath, *vaePath, *out, opt)
+	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s: %d tensors in %d chunks, %.1f MB (%.1f MB as f32)\n", *out, len(man.Tensors), len(man.Chunks),
-		float64(stored)/1e6, float64(raw)/1e6)
+	fmt.Fprintf(stdout, "wrote %s: %d tensors in %d chunks, %.1f MB (transformer %.1f MB, VQVAE %.1f MB; %.1f MB as f32)\n",
+		*out, len(man.Tensors), len(man.Chunks), float64(stored)/1e6, float64(parts["var"])/1e6, float64(parts["vae"])/1e6,
+		float64(raw)/1e6)
 	if *previewFit > 0 {
 		if err := fitPreviewMap(*out, *heads, *previewFit, stdout, stderr); err != nil {
 			return err
@@ -116,14 +137,15 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	if *verify == 0 {
 		return nil
 	}
-	return verifyConversion(*varPath, *vaePath, *out, pn, *heads, *verify, stdout)
+	return verifyConversion(&ref, *out, *heads, *verify, stdout)
 }
 
-// verifyConversion generates greedy images from the checkpoints and from the converted directory and
-// reports how many tokens agree and the images' PSNR.
-func verifyConversion(varPath, vaePath, dir string, pn []int, heads, n int, stdout io.Writer) error {
+// verifyConversion generates greedy images from the source (checkpoints or, with -from, the directory
+// converted again) and from the converted directory and reports how many tokens agree and the images'
+// PSNR.
+func verifyConversion(source *modelFlags, dir string, heads, n int, stdout io.Writer) error {
 	b := cpu.New(0)
-	ref, err := openPipeline(varPath, vaePath, b, varmodel.Options{PatchNums: pn, Heads: heads})
+	ref, _, err := source.open(context.Background(), b, nil)
 	if err != nil {
 		return err
 	}
@@ -156,8 +178,12 @@ func verifyConversion(varPath, vaePath, dir string, pn []int, heads, n int, stdo
 		minPSNR = math.Min(minPSNR, p)
 		sumPSNR += p
 	}
-	fmt.Fprintf(stdout, "verify: %d greedy images (cfg 4) on cpu: %d/%d tokens (%.1f%%) equal to the checkpoints'; image PSNR mean %.1f dB, min %.1f dB\n",
-		n, same, total, 100*float64(same)/float64(total), sumPSNR/float64(n), minPSNR)
+	what := "the checkpoints'"
+	if source.weightsDir != "" {
+		what = "the source directory's"
+	}
+	fmt.Fprintf(stdout, "verify: %d greedy images (cfg 4) on cpu: %d/%d tokens (%.1f%%) equal to %s; image PSNR mean %.1f dB, min %.1f dB\n",
+		n, same, total, 100*float64(same)/float64(total), what, sumPSNR/float64(n), minPSNR)
 	return nil
 }
 

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/webvar/webvar/internal/testutil"
+	"github.com/webvar/webvar/weights"
 )
 
 // Converting var-tiny at f32 and generating from the directory reproduces the official greedy run exactly.
@@ -91,6 +94,10 @@ func TestConvertAndWeightsBadInput(t *testing.T) {
 		{[]string{"convert", "-var", testutil.VarTiny("var.pth")}, 2, "-var and -vae are required"},
 		{[]string{"convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth")}, 2, "-out is required"},
 		{[]string{"convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"), "-out", t.TempDir() + "/q", "-quant", "int3"}, 1, "int3"},
+		{[]string{"convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"), "-out", t.TempDir() + "/q", "-vae-quant", "int3"}, 1, "int3"},
+		{[]string{"convert", "-from", dir, "-var", testutil.VarTiny("var.pth"), "-out", t.TempDir() + "/q"}, 2, "either -from"},
+		{[]string{"convert", "-from", dir, "-out", dir + "/"}, 2, "-out must differ"},
+		{[]string{"convert", "-from", filepath.Join(t.TempDir(), "missing"), "-out", t.TempDir() + "/q"}, 1, "missing"},
 		{[]string{"generate", "-weights", dir, "-var", testutil.VarTiny("var.pth"), "-out", "x.png"}, 2, "not both"},
 		{[]string{"generate", "-weights", filepath.Join(t.TempDir(), "missing"), "-out", "x.png"}, 1, "missing"},
 		{[]string{"convert", "-preview-fit", "-1", "-out", "x"}, 2, "-preview-fit"},
@@ -161,5 +168,44 @@ func TestConvertPreviewFit(t *testing.T) {
 	entries, err := os.ReadDir(scales)
 	if err != nil || len(entries) != 4 {
 		t.Fatalf("%d scale previews (%v), want 4", len(entries), err)
+	}
+}
+
+// -from converts a converted directory again: storing the decoder int4 changes no token (the decoder
+// does not feed the transformer), shrinks the VQVAE part and is reported per tensor.
+func TestConvertFromDirectory(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	if rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "int8", "-vae-quant", "f16", "-no-encoder", "-out", src, "-verify", "0", "-preview-fit", "0"); rc != 0 {
+		t.Fatalf("convert: %s", stderr)
+	}
+	dst := filepath.Join(t.TempDir(), "dst")
+	rc, out, stderr := runCLI(t, "convert", "-from", src, "-quant", "int8", "-vae-quant", "int4", "-out", dst, "-verify", "1", "-preview-fit", "0")
+	if rc != 0 {
+		t.Fatalf("exit %d: %s", rc, stderr)
+	}
+	if !regexp.MustCompile(`vae\.decoder\.conv_in\.weight +int4 +\[128, 8, 3, 3\] .*rel RMS`).MatchString(stderr) {
+		t.Errorf("no int4 report for the decoder's conv_in:\n%s", stderr)
+	}
+	if strings.Contains(stderr, "vae.encoder.") {
+		t.Error("the source had no encoder, yet encoder tensors were written")
+	}
+	if !strings.Contains(out, "30/30 tokens (100.0%) equal to the source directory's") {
+		t.Errorf("verify output: %s", out)
+	}
+	size := func(dir string) (vae int64) {
+		man, err := weights.LoadManifest(context.Background(), weights.DirSource(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, te := range man.Tensors {
+			if strings.HasPrefix(te.Name, "vae.") {
+				vae += te.Length
+			}
+		}
+		return vae
+	}
+	if a, b := size(src), size(dst); b >= a*2/3 {
+		t.Errorf("VQVAE bytes %d with an int4 decoder, %d with f16: want well under", b, a)
 	}
 }

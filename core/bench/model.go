@@ -263,7 +263,9 @@ type ModelReport struct {
 	Backend string `json:"backend"`
 	Device  string `json:"device"`
 	Quant   string `json:"quant"`
-	Threads int    `json:"threads"`
+	// VAEQuant is the storage of the VQVAE decoder's conv weights (webvar convert -vae-quant).
+	VAEQuant string `json:"vae_quant,omitempty"`
+	Threads  int    `json:"threads"`
 	// Previews is the mode rendered (a model without a linear map renders "fast" for "linear"): "none";
 	// "full": every scale decoded at full resolution; "fast": every scale decoded at its own resolution
 	// and upsampled (varmodel.PreviewFast); "linear": the model's latent-to-RGB map, upsampled

@@ -45,6 +45,12 @@ type ConvertOptions struct {
 	// int4, the other float tensors are stored f16 when that costs little precision (see F16MaxRelRMS)
 	// and f32 otherwise; with f32 everything is f32.
 	Quant weights.Scheme
+	// VAEQuant is the storage of the VQVAE decoder's convolution weights (VAEQuantizable): int8 or int4
+	// quantize each output channel's Ci·kh·kw weights blockwise like a Linear weight's row (the engine
+	// dequantizes them when loading and still convolves in float: only the download shrinks); f16 stores
+	// them f16 where that costs little precision, else f32; f32 keeps them exact. "" means
+	// VAEQuantFor(Quant): the transformer's scheme.
+	VAEQuant weights.Scheme
 	// KeepF32 are path.Match patterns of tensor names (with the var./vae. prefix) stored f32 regardless.
 	KeepF32    []string
 	ChunkBytes int64
@@ -60,6 +66,12 @@ type ConvertOptions struct {
 	// OnTensor is called after each tensor is written (progress and the error it introduced).
 	OnTensor func(TensorReport)
 }
+
+// VAEQuantFor is the VQVAE decoder's storage when ConvertOptions.VAEQuant is not given: the
+// transformer's scheme. One knob then sets the size: on the trained fashionvar model the int8 decoder's
+// images are 62 dB from the f16 decoder's (invisible) and the int4 decoder's 38 dB, a smaller change
+// than the int4 transformer's own (README.md, Performance).
+func VAEQuantFor(quant weights.Scheme) weights.Scheme { return quant }
 
 // F16MaxRelRMS is the largest relative RMS error f16 storage may add to a tensor before the converter
 // keeps it f32 (f16 has 11 significant bits: ~3e-4 relative for well-scaled data).
@@ -79,19 +91,32 @@ type TensorReport struct {
 	RelRMS       float64 // sqrt(sum err^2 / sum x^2)
 }
 
-// Convert reads varPath and vaePath (.pth or .safetensors) and writes the weights directory outDir.
-func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Manifest, error) {
-	switch opt.Quant {
-	case "":
+// normalize checks the options and fills in the defaults (Quant int8, VAEQuant VAEQuantFor(Quant)).
+func (opt *ConvertOptions) normalize() error {
+	if opt.Quant == "" {
 		opt.Quant = weights.Int8
-	case weights.F32, weights.F16, weights.Int8, weights.Int4:
-	default:
-		return nil, fmt.Errorf("quantization %q: want f32, f16, int8 or int4", opt.Quant)
+	}
+	if !opt.Quant.Valid() {
+		return fmt.Errorf("quantization %q: want f32, f16, int8 or int4", opt.Quant)
+	}
+	if opt.VAEQuant == "" {
+		opt.VAEQuant = VAEQuantFor(opt.Quant)
+	}
+	if !opt.VAEQuant.Valid() {
+		return fmt.Errorf("VQVAE decoder quantization %q: want f32, f16, int8 or int4", opt.VAEQuant)
 	}
 	for _, g := range opt.KeepF32 {
 		if _, err := path.Match(g, ""); err != nil {
-			return nil, fmt.Errorf("keep-f32 pattern %q: %w", g, err)
+			return fmt.Errorf("keep-f32 pattern %q: %w", g, err)
 		}
+	}
+	return nil
+}
+
+// Convert reads varPath and vaePath (.pth or .safetensors) and writes the weights directory outDir.
+func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Manifest, error) {
+	if err := opt.normalize(); err != nil {
+		return nil, err
 	}
 	vc, err := loader.Open(varPath)
 	if err != nil {
@@ -103,27 +128,101 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 		return nil, err
 	}
 	defer ac.Close()
-	cfg, err := varmodel.InferConfig(vc.WeightSource(), varmodel.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
+	from := path.Base(varPath) + " + " + path.Base(vaePath)
+	return convertSources(vc.WeightSource(), ac.WeightSource(), varPath, from, outDir, opt, nil)
+}
+
+// Reconvert writes a converted weights directory m again into outDir with other storage options: to
+// store the shipped default model's decoder quantized, say, when its training checkpoints are gone. Its
+// tensors are read as Load serves them (quantized ones dequantized), so the errors reported and the
+// error introduced add to the ones of m's own conversion (re-quantizing int8 values to int8 gives them
+// back). PatchNums, Heads, ClassNames and Sampling default to m's, a directory without the encoder stays
+// without it, and m's other meta entries are kept.
+func Reconvert(m *weights.Model, outDir string, opt ConvertOptions) (*weights.Manifest, error) {
+	if err := opt.normalize(); err != nil {
+		return nil, err
+	}
+	varSrc, vaeSrc, pn, err := Converted(m)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", varPath, err)
+		return nil, err
+	}
+	man := m.Manifest()
+	if opt.PatchNums == nil {
+		opt.PatchNums = pn
+	}
+	if opt.Heads == 0 {
+		if h, err := man.ConfigInts("heads"); err == nil && len(h) == 1 {
+			opt.Heads = h[0]
+		}
+	}
+	if man.Meta["vae_encoder"] == "false" {
+		opt.NoEncoder = true // nothing to include; keep the meta truthful
+	}
+	if opt.ClassNames == nil {
+		if opt.ClassNames, err = ClassNames(man); err != nil {
+			return nil, err
+		}
+	}
+	if opt.Sampling == nil {
+		if opt.Sampling, err = SamplingOf(man); err != nil {
+			return nil, err
+		}
+	}
+	from := "webvar weights"
+	if f := man.Meta["converted_from"]; f != "" {
+		from += " (converted from " + f + ")"
+	}
+	// Tensors in the source's order (prefixSource lists them sorted).
+	order := map[string][]string{}
+	for _, t := range man.Tensors {
+		for _, p := range []string{VARPrefix, VAEPrefix} {
+			if n, ok := strings.CutPrefix(t.Name, p); ok {
+				order[p] = append(order[p], n)
+			}
+		}
+	}
+	return convertSources(orderedSource{varSrc, order[VARPrefix]}, orderedSource{vaeSrc, order[VAEPrefix]},
+		"weights", from, outDir, opt, man.Meta)
+}
+
+// orderedSource lists a source's tensors in a given order.
+type orderedSource struct {
+	core.WeightSource
+	names []string
+}
+
+func (o orderedSource) Names() []string { return o.names }
+
+// convertSources writes the transformer's and the VQVAE's tensors (names without prefix, in Names order)
+// into outDir. keepMeta entries are kept unless the conversion sets them. opt must be normalized.
+func convertSources(varSrc, vaeSrc core.WeightSource, varName, from, outDir string, opt ConvertOptions,
+	keepMeta map[string]string) (*weights.Manifest, error) {
+	cfg, err := varmodel.InferConfig(varSrc, varmodel.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", varName, err)
 	}
 	if opt.ClassNames != nil && len(opt.ClassNames) != cfg.Classes {
 		return nil, fmt.Errorf("%d class names for a model with %d classes", len(opt.ClassNames), cfg.Classes)
 	}
+	if opt.Sampling != nil {
+		if err := opt.Sampling.Validate(); err != nil {
+			return nil, err
+		}
+	}
 
 	type item struct {
 		name string // with prefix
-		key  string // in its checkpoint
-		c    *loader.Checkpoint
+		key  string // in its source
+		src  core.WeightSource
 	}
 	var items []item
 	for _, src := range []struct {
-		c      *loader.Checkpoint
+		s      core.WeightSource
 		prefix string
-	}{{vc, VARPrefix}, {ac, VAEPrefix}} {
-		for _, t := range src.c.Tensors() {
-			if opt.included(src.prefix + t.Name) {
-				items = append(items, item{src.prefix + t.Name, t.Name, src.c})
+	}{{varSrc, VARPrefix}, {vaeSrc, VAEPrefix}} {
+		for _, n := range src.s.Names() {
+			if opt.included(src.prefix + n) {
+				items = append(items, item{src.prefix + n, n, src.s})
 			}
 		}
 	}
@@ -133,7 +232,7 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 		return nil, err
 	}
 	for i, it := range items {
-		h, err := it.c.Host(it.key)
+		h, err := it.src.Load(it.key)
 		if err != nil {
 			w.Abort()
 			return nil, err
@@ -152,8 +251,17 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 		"patch_nums": cfg.PatchNums, "heads": cfg.Heads, "depth": cfg.Depth, "width": cfg.C,
 		"classes": cfg.Classes, "vocab": cfg.V, "cvae": cfg.Cvae,
 	}
-	meta := map[string]string{"converted_from": path.Base(varPath) + " + " + path.Base(vaePath),
-		"quant": string(opt.Quant), "vae_encoder": fmt.Sprint(!opt.NoEncoder)}
+	meta := map[string]string{}
+	for k, v := range keepMeta {
+		meta[k] = v
+	}
+	for _, k := range []string{MetaClassNames, MetaCFG, MetaTopK, MetaTopP, MetaMoreSmooth} {
+		delete(meta, k) // set below from opt, which a reconversion fills from them
+	}
+	meta["converted_from"] = from
+	meta["quant"] = string(opt.Quant)
+	meta[MetaVAEQuant] = string(opt.VAEQuant)
+	meta["vae_encoder"] = fmt.Sprint(!opt.NoEncoder)
 	if opt.ClassNames != nil {
 		names, err := json.Marshal(opt.ClassNames)
 		if err != nil {
@@ -163,16 +271,16 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 		meta[MetaClassNames] = string(names)
 	}
 	if opt.Sampling != nil {
-		if err := opt.Sampling.Validate(); err != nil {
-			w.Abort()
-			return nil, err
-		}
 		for k, v := range opt.Sampling.Meta() {
 			meta[k] = v
 		}
 	}
 	return w.Close("var", config, meta)
 }
+
+// MetaVAEQuant is the manifest meta key recording ConvertOptions.VAEQuant (provenance only: each
+// tensor's entry says how it is stored).
+const MetaVAEQuant = "vae_quant"
 
 // included reports whether Convert writes the tensor name (with its var./vae. prefix).
 func (opt ConvertOptions) included(name string) bool {
@@ -182,36 +290,54 @@ func (opt ConvertOptions) included(name string) bool {
 	return !skipped(name)
 }
 
-// storage is the scheme Convert gives a tensor as far as its name and size decide it: the quantized
-// scheme of a transformer Linear weight, f32, or, with maybeF16, f16 if the values fit f16 within
-// F16MaxRelRMS (see f16Error) and f32 otherwise.
-func (opt ConvertOptions) storage(name string, numel int) (s weights.Scheme, maybeF16 bool) {
-	keep := false
+// VAEQuantizable reports whether a VQVAE tensor (name without the vae. prefix, as in the official
+// checkpoint) is a decoder convolution weight that ConvertOptions.VAEQuant may store quantized: a rank-4
+// "decoder.*.weight" of at least f32Below values (64.6M of VAR-d16's 65M decoder parameters). The
+// encoder (tokenizing images for editing), post_quant_conv, the codebook and the Phi convolutions (which
+// feed the transformer's next-scale input during generation) keep the float rule.
+func VAEQuantizable(name string, shape core.Shape) bool {
+	return strings.HasPrefix(name, "decoder.") && strings.HasSuffix(name, ".weight") && len(shape) == 4 &&
+		shape.Numel() >= f32Below
+}
+
+// storage is the scheme Convert gives a tensor as far as its name and shape decide it: the quantized
+// scheme of a transformer Linear weight or a decoder conv weight, f32, or, with maybeF16, f16 if the
+// values fit f16 within F16MaxRelRMS (see f16Error) and f32 otherwise. opt must be normalized.
+func (opt ConvertOptions) storage(name string, shape core.Shape) (s weights.Scheme, maybeF16 bool) {
 	for _, g := range opt.KeepF32 {
 		if ok, _ := path.Match(g, name); ok {
-			keep = true
+			return weights.F32, false
 		}
 	}
-	if _, ok := weights.Scheme(opt.Quant).Quant(); ok && !keep && strings.HasPrefix(name, VARPrefix) &&
-		varmodel.Quantizable(strings.TrimPrefix(name, VARPrefix)) {
-		return opt.Quant, false
+	floatRule := opt.Quant
+	if n, ok := strings.CutPrefix(name, VARPrefix); ok && varmodel.Quantizable(n) {
+		if _, ok := opt.Quant.Quant(); ok {
+			return opt.Quant, false
+		}
 	}
-	return weights.F32, opt.Quant != weights.F32 && !keep && numel >= f32Below
+	if n, ok := strings.CutPrefix(name, VAEPrefix); ok && VAEQuantizable(n, shape) {
+		if _, ok := opt.VAEQuant.Quant(); ok {
+			return opt.VAEQuant, false
+		}
+		floatRule = opt.VAEQuant
+	}
+	return weights.F32, floatRule != weights.F32 && shape.Numel() >= f32Below
 }
 
 // convertTensor chooses the storage of one tensor, writes it and reports the error it introduced.
 func convertTensor(w *weights.Writer, name string, h core.HostTensor, opt ConvertOptions) (TensorReport, error) {
 	rep := TensorReport{Name: name, Shape: h.Shape}
-	scheme, maybeF16 := opt.storage(name, len(h.Data))
-	if q, ok := scheme.Quant(); ok {
-		qh, err := core.Quantize(h, q)
+	scheme, maybeF16 := opt.storage(name, h.Shape)
+	if _, ok := scheme.Quant(); ok {
+		qh, err := quantizeRows(h, scheme)
 		if err != nil {
 			return rep, err
 		}
-		rep.MaxAbs, rep.RelRMS = core.QuantStats(h, qh)
+		rows := core.HostTensor{Shape: qh.Shape, Data: h.Data}
+		rep.MaxAbs, rep.RelRMS = core.QuantStats(rows, qh)
 		rep.Scheme = scheme
 		rep.Bytes = int64(len(qh.Codes))*4 + int64(len(qh.Scales))*4
-		return rep, w.AddQuant(name, qh)
+		return rep, w.AddQuantAs(name, qh, h.Shape)
 	}
 	rep.Scheme = weights.F32
 	if maybeF16 {
@@ -219,59 +345,79 @@ func convertTensor(w *weights.Writer, name string, h core.HostTensor, opt Conver
 			rep.Scheme, rep.MaxAbs, rep.RelRMS = weights.F16, maxAbs, rel
 		}
 	}
-	rep.Bytes = payloadBytes(rep.Scheme, h.Shape)
+	var err error
+	if rep.Bytes, err = weights.PayloadBytes(rep.Scheme, h.Shape); err != nil {
+		return rep, err
+	}
 	return rep, w.AddF32(name, h, rep.Scheme)
 }
 
-// payloadBytes is the stored size of a tensor of the given shape (weights/FORMAT.md, Tensor payloads).
-func payloadBytes(s weights.Scheme, shape core.Shape) int64 {
-	n := int64(shape.Numel())
-	if q, ok := s.Quant(); ok && len(shape) == 2 {
-		m, k := int64(shape[0]), shape[1]
-		return m * (int64(q.WordsPerRow(k)) + int64(core.QuantBlocks(k))) * 4
+// quantizeRows quantizes h with scheme s (int8 or int4) as the [M, K] rows the format stores it as
+// (weights.QuantRows): a conv weight [Co, Ci, kh, kw] as [Co, Ci·kh·kw].
+func quantizeRows(h core.HostTensor, s weights.Scheme) (core.QuantHost, error) {
+	qs, ok := s.Quant()
+	if !ok {
+		return core.QuantHost{}, fmt.Errorf("%q is not a quantized scheme (want int8 or int4)", s)
 	}
-	if s == weights.F16 {
-		return 2 * n
+	M, K, err := weights.QuantRows(h.Shape)
+	if err != nil {
+		return core.QuantHost{}, err
 	}
-	return 4 * n
+	return core.Quantize(core.HostTensor{Shape: core.Shape{M, K}, Data: h.Data}, qs)
 }
 
-// DownloadBytes is the size of the chunks Convert would write for these sources (the transformer's and
-// the VQVAE's, without prefixes) with opt, computed without writing: what a browser downloads besides
-// the manifest. Tensors that may be stored f16 are read to decide, exactly as Convert does; the others
-// are sized from their shapes alone.
-func DownloadBytes(varSrc, vaeSrc core.WeightSource, opt ConvertOptions) (int64, error) {
-	if opt.Quant == "" {
-		opt.Quant = weights.Int8
+// DownloadSize is the size of a converted directory's chunks, per model: what a browser downloads
+// besides the manifest.
+type DownloadSize struct {
+	Transformer, VQVAE int64 // bytes of the var. and of the vae. tensors
+}
+
+// Total is the bytes of all chunks.
+func (d DownloadSize) Total() int64 { return d.Transformer + d.VQVAE }
+
+// DownloadSizes is the size of the chunks Convert would write for these sources (the transformer's and
+// the VQVAE's, without prefixes) with opt, computed without writing. Tensors that may be stored f16 are
+// read to decide, exactly as Convert does; the others are sized from their shapes alone.
+func DownloadSizes(varSrc, vaeSrc core.WeightSource, opt ConvertOptions) (DownloadSize, error) {
+	if err := opt.normalize(); err != nil {
+		return DownloadSize{}, err
 	}
-	if !weights.Scheme(opt.Quant).Valid() {
-		return 0, fmt.Errorf("quantization %q: want f32, f16, int8 or int4", opt.Quant)
-	}
-	var total int64
+	var size DownloadSize
 	for _, src := range []struct {
 		s      core.WeightSource
 		prefix string
-	}{{varSrc, VARPrefix}, {vaeSrc, VAEPrefix}} {
+		total  *int64
+	}{{varSrc, VARPrefix, &size.Transformer}, {vaeSrc, VAEPrefix, &size.VQVAE}} {
 		for _, n := range src.s.Names() {
 			name := src.prefix + n
 			if !opt.included(name) {
 				continue
 			}
 			shape, _ := src.s.Shape(n)
-			scheme, maybeF16 := opt.storage(name, shape.Numel())
+			scheme, maybeF16 := opt.storage(name, shape)
 			if maybeF16 {
 				h, err := src.s.Load(n)
 				if err != nil {
-					return 0, fmt.Errorf("tensor %s: %w", name, err)
+					return DownloadSize{}, fmt.Errorf("tensor %s: %w", name, err)
 				}
 				if _, rel, ok := f16Error(h.Data); ok && rel <= F16MaxRelRMS {
 					scheme = weights.F16
 				}
 			}
-			total += payloadBytes(scheme, shape)
+			b, err := weights.PayloadBytes(scheme, shape)
+			if err != nil {
+				return DownloadSize{}, fmt.Errorf("tensor %s: %w", name, err)
+			}
+			*src.total += b
 		}
 	}
-	return total, nil
+	return size, nil
+}
+
+// DownloadBytes is DownloadSizes(varSrc, vaeSrc, opt).Total().
+func DownloadBytes(varSrc, vaeSrc core.WeightSource, opt ConvertOptions) (int64, error) {
+	size, err := DownloadSizes(varSrc, vaeSrc, opt)
+	return size.Total(), err
 }
 
 // QuantizedView serves a transformer source as Convert would store it with scheme q (int8 or int4): its
@@ -315,6 +461,39 @@ func (v quantView) Load(name string) (core.HostTensor, error) {
 		return v.WeightSource.Load(name)
 	}
 	return qh.Dequantize()
+}
+
+// VAEQuantizedView serves a VQVAE source (without the vae. prefix) as Convert would store it with
+// VAEQuant q (int8 or int4): the decoder conv weights (VAEQuantizable) are quantized and dequantized on
+// Load, as a converted directory serves them; other tensors pass through unchanged. Benchmarks and
+// quality measurements use it to run a checkpoint with the stored decoder's values.
+func VAEQuantizedView(src core.WeightSource, q weights.Scheme) (core.WeightSource, error) {
+	if _, ok := q.Quant(); !ok {
+		return nil, fmt.Errorf("quantized VQVAE view: %q is not a quantized scheme (want int8 or int4)", q)
+	}
+	return vaeQuantView{src, q}, nil
+}
+
+type vaeQuantView struct {
+	core.WeightSource
+	q weights.Scheme
+}
+
+func (v vaeQuantView) Load(name string) (core.HostTensor, error) {
+	h, err := v.WeightSource.Load(name)
+	if err != nil || !VAEQuantizable(name, h.Shape) {
+		return h, err
+	}
+	qh, err := quantizeRows(h, v.q)
+	if err != nil {
+		return core.HostTensor{}, &core.WeightError{Tensor: name, Msg: err.Error()}
+	}
+	dq, err := qh.Dequantize()
+	if err != nil {
+		return core.HostTensor{}, &core.WeightError{Tensor: name, Msg: err.Error()}
+	}
+	dq.Shape = h.Shape.Clone()
+	return dq, nil
 }
 
 // f16Error is the error f16 storage would add to x, and false if some value does not fit f16.

@@ -3,6 +3,7 @@ package convert
 import (
 	"context"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,11 +40,12 @@ func TestConvertChoosesStoragePerTensor(t *testing.T) {
 		byName[r.Name] = r
 	}
 	for name, want := range map[string]weights.Scheme{
-		"var.blocks.0.attn.mat_qkv.weight": weights.Int4, // a Linear weight
-		"var.head.weight":                  weights.F32,  // -keep-f32
-		"var.blocks.0.attn.q_bias":         weights.F32,  // small
-		"var.class_emb.weight":             weights.F32,  // an embedding, 1408 values: small
-		"vae.decoder.conv_in.weight":       weights.F16,  // a conv, f16 within the error bound
+		"var.blocks.0.attn.mat_qkv.weight":        weights.Int4, // a Linear weight
+		"var.head.weight":                         weights.F32,  // -keep-f32
+		"var.blocks.0.attn.q_bias":                weights.F32,  // small
+		"var.class_emb.weight":                    weights.F32,  // an embedding, 1408 values: small
+		"vae.decoder.conv_in.weight":              weights.Int4, // a decoder conv: -vae-quant defaults to -quant
+		"vae.encoder.down.0.block.0.conv1.weight": weights.F16,  // an encoder conv, f16 within the error bound
 	} {
 		if got := byName[name].Scheme; got != want {
 			t.Errorf("%s stored as %q, want %q", name, got, want)
@@ -82,6 +84,7 @@ func TestConvertRejectsBadOptions(t *testing.T) {
 		msg string
 	}{
 		{ConvertOptions{Quant: "int3"}, "int3"},
+		{ConvertOptions{VAEQuant: "q4_0"}, "q4_0"},
 		{ConvertOptions{KeepF32: []string{"["}}, "keep-f32"},
 		{ConvertOptions{ClassNames: []string{"one"}}, "class names"},
 		{ConvertOptions{PatchNums: []int{1, 2, 3, 5}}, "patch_nums"},
@@ -109,21 +112,45 @@ func TestDownloadBytesMatchesConvert(t *testing.T) {
 	for _, opt := range []ConvertOptions{
 		{Quant: weights.F32}, {Quant: weights.F16}, {Quant: weights.Int8, NoEncoder: true},
 		{Quant: weights.Int4, KeepF32: []string{"var.head.weight"}},
+		{Quant: weights.Int8, VAEQuant: weights.F16, NoEncoder: true},
+		{Quant: weights.Int4, VAEQuant: weights.Int8},
+		{Quant: weights.F32, VAEQuant: weights.Int4, KeepF32: []string{"vae.decoder.mid.*"}},
 	} {
-		t.Run(fmt.Sprintf("%s-noenc=%v", opt.Quant, opt.NoEncoder), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s-%s-noenc=%v", opt.Quant, opt.VAEQuant, opt.NoEncoder), func(t *testing.T) {
 			m, _ := convertTiny(t, opt)
-			var chunks int64
+			var chunks, vae int64
 			for _, c := range m.Manifest().Chunks {
 				chunks += c.Size
 			}
-			got, err := DownloadBytes(vc.WeightSource(), ac.WeightSource(), opt)
+			for _, te := range m.Manifest().Tensors {
+				if strings.HasPrefix(te.Name, VAEPrefix) {
+					vae += te.Length
+				}
+			}
+			got, err := DownloadSizes(vc.WeightSource(), ac.WeightSource(), opt)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != chunks {
-				t.Fatalf("DownloadBytes %d, Convert wrote %d bytes of chunks", got, chunks)
+			if got.Total() != chunks || got.VQVAE != vae {
+				t.Fatalf("DownloadSizes %+v (total %d), Convert wrote %d bytes of chunks, %d of them VQVAE tensors",
+					got, got.Total(), chunks, vae)
 			}
 		})
+	}
+	// The decoder's storage is what shrinks the VQVAE part: int4 < int8 < f16.
+	sizes := map[weights.Scheme]int64{}
+	for _, vq := range []weights.Scheme{weights.F16, weights.Int8, weights.Int4} {
+		s, err := DownloadSizes(vc.WeightSource(), ac.WeightSource(), ConvertOptions{Quant: weights.Int8, VAEQuant: vq})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[vq] = s.VQVAE
+	}
+	if !(sizes[weights.Int4] < sizes[weights.Int8] && sizes[weights.Int8] < sizes[weights.F16]) {
+		t.Errorf("VQVAE bytes %v: want int4 < int8 < f16", sizes)
+	}
+	if _, err := DownloadBytes(vc.WeightSource(), ac.WeightSource(), ConvertOptions{VAEQuant: "int2"}); err == nil {
+		t.Error("DownloadBytes accepted VAEQuant int2")
 	}
 }
 
@@ -159,5 +186,166 @@ func TestQuantizedViewMatchesConverted(t *testing.T) {
 	}
 	if _, err := QuantizedView(vc.WeightSource(), weights.F16); err == nil {
 		t.Error("QuantizedView accepted f16")
+	}
+}
+
+// A decoder conv weight stored int8/int4 goes through Convert and Load as its [Co, Ci·kh·kw] rows:
+// Load serves exactly the dequantized rows in the conv's own shape, never as a packed Linear weight,
+// and the report's error is the one of those values. Other VQVAE tensors keep the float rule.
+func TestConvertQuantizedConvRoundTrip(t *testing.T) {
+	ac, err := loader.Open(testutil.VarTiny("vae.pth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	for _, vq := range []weights.Scheme{weights.Int8, weights.Int4} {
+		t.Run(string(vq), func(t *testing.T) {
+			m, reps := convertTiny(t, ConvertOptions{Quant: weights.Int8, VAEQuant: vq, KeepF32: []string{"vae.decoder.conv_out.weight"}})
+			byName := map[string]TensorReport{}
+			for _, r := range reps {
+				byName[r.Name] = r
+			}
+			_, vaeSrc, _, err := Converted(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			quantized := 0
+			for _, name := range vaeSrc.Names() {
+				orig, err := ac.Host(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := byName[VAEPrefix+name]
+				want := weights.F16
+				switch {
+				case name == "decoder.conv_out.weight": // -keep-f32
+					want = weights.F32
+				case VAEQuantizable(name, orig.Shape):
+					want = vq
+				}
+				if r.Scheme != want && !(want == weights.F16 && r.Scheme == weights.F32) {
+					t.Errorf("%s %v stored %s, want %s", name, orig.Shape, r.Scheme, want)
+				}
+				if r.Scheme != vq {
+					continue
+				}
+				quantized++
+				got, err := vaeSrc.Load(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				qh, err := quantizeRows(orig, vq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dq, _ := qh.Dequantize()
+				if !got.Shape.Equal(orig.Shape) || fmt.Sprint(got.Data) != fmt.Sprint(dq.Data) {
+					t.Fatalf("%s: loaded %v, want the dequantized rows in %v", name, got.Shape, orig.Shape)
+				}
+				if _, ok := vaeSrc.(core.QuantSource).Quant(name); ok {
+					t.Errorf("%s: a conv weight is served as a packed Linear weight", name)
+				}
+				d := testutil.Compare(got.Data, orig.Data)
+				limit := map[weights.Scheme]float64{weights.Int8: 0.01, weights.Int4: 0.15}[vq]
+				if r.RelRMS <= 0 || r.RelRMS > limit || math.Abs(r.MaxAbs-d.MaxAbs) > 1e-12*math.Max(1, d.MaxAbs) {
+					t.Errorf("%s: reported max err %g rel RMS %g; measured max err %g (rel RMS limit %g)", name, r.MaxAbs, r.RelRMS, d.MaxAbs, limit)
+				}
+			}
+			if quantized < 5 {
+				t.Fatalf("only %d decoder conv weights stored %s", quantized, vq)
+			}
+			for name, want := range map[string]weights.Scheme{
+				"vae.encoder.down.0.block.0.conv1.weight":   weights.F16, // tokenizing (editing) keeps its precision
+				"vae.quantize.quant_resi.qresi_ls.0.weight": weights.F32, // Phi: small
+				"vae.post_quant_conv.weight":                weights.F32,
+			} {
+				if s := byName[name].Scheme; s != want {
+					t.Errorf("%s stored %q, want %s: only the decoder follows -vae-quant", name, s, want)
+				}
+			}
+			if m.Manifest().Meta[MetaVAEQuant] != string(vq) {
+				t.Errorf("meta %s = %q", MetaVAEQuant, m.Manifest().Meta[MetaVAEQuant])
+			}
+			// The view benchmarks use serves the same values as the directory.
+			view, err := VAEQuantizedView(ac.WeightSource(), vq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{"decoder.conv_in.weight", "decoder.norm_out.weight", "quantize.embedding.weight"} {
+				a, err := view.Load(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := vaeSrc.Load(name)
+				if name == "decoder.conv_in.weight" && fmt.Sprint(a.Data) != fmt.Sprint(b.Data) {
+					t.Errorf("%s: view and directory differ", name)
+				}
+				if orig, _ := ac.Host(name); name != "decoder.conv_in.weight" && fmt.Sprint(a.Data) != fmt.Sprint(orig.Data) {
+					t.Errorf("%s: the view changed a tensor that is not a decoder conv weight", name)
+				}
+			}
+		})
+	}
+	if _, err := VAEQuantizedView(ac.WeightSource(), weights.F16); err == nil {
+		t.Error("VAEQuantizedView accepted f16")
+	}
+}
+
+// Reconvert of an f32 directory writes what Convert writes from the checkpoints (same values, same
+// sizes) and keeps the source's metadata; re-quantizing an int8 directory to int8 gives its values back.
+func TestReconvert(t *testing.T) {
+	names := make([]string, 10)
+	for i := range names {
+		names[i] = fmt.Sprintf("c%d", i)
+	}
+	samp := &Sampling{CFG: 2, TopK: 5, TopP: 0.5}
+	src, _ := convertTiny(t, ConvertOptions{Quant: weights.F32, NoEncoder: true, ClassNames: names, Sampling: samp})
+	opt := ConvertOptions{Quant: weights.Int4, VAEQuant: weights.Int8}
+	direct, _ := convertTiny(t, ConvertOptions{Quant: weights.Int4, VAEQuant: weights.Int8, NoEncoder: true})
+	dir := filepath.Join(t.TempDir(), "re")
+	if _, err := Reconvert(src, dir, opt); err != nil {
+		t.Fatal(err)
+	}
+	re, err := weights.Load(context.Background(), weights.DirSource(dir), weights.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(re.Names()) != fmt.Sprint(direct.Names()) {
+		t.Fatalf("names %v, want %v (the source had no encoder)", re.Names(), direct.Names())
+	}
+	for _, name := range direct.Names() {
+		a, _ := re.Load(name)
+		b, _ := direct.Load(name)
+		if !a.Shape.Equal(b.Shape) || fmt.Sprint(a.Data) != fmt.Sprint(b.Data) {
+			t.Fatalf("%s differs from a direct conversion", name)
+		}
+	}
+	man := re.Manifest()
+	gotNames, _ := ClassNames(man)
+	gotSamp, _ := SamplingOf(man)
+	if fmt.Sprint(gotNames) != fmt.Sprint(names) || gotSamp == nil || *gotSamp != *samp ||
+		man.Meta["vae_encoder"] != "false" || man.Meta["quant"] != "int4" || man.Meta[MetaVAEQuant] != "int8" {
+		t.Fatalf("meta not carried over: %v", man.Meta)
+	}
+	if pn, err := man.ConfigInts("patch_nums"); err != nil || fmt.Sprint(pn) != "[1 2 3 4]" {
+		t.Fatalf("patch_nums %v, %v", pn, err)
+	}
+
+	dir8 := filepath.Join(t.TempDir(), "re8")
+	if _, err := Reconvert(direct, dir8, ConvertOptions{Quant: weights.Int4, VAEQuant: weights.Int8}); err != nil {
+		t.Fatal(err)
+	}
+	re8, err := weights.Load(context.Background(), weights.DirSource(dir8), weights.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"var.blocks.0.ffn.fc1.weight", "vae.decoder.conv_in.weight"} {
+		a, _ := re8.Load(name)
+		b, _ := direct.Load(name)
+		testutil.AbsClose(t, name+" re-quantized", a.Data, b.Data, 0)
+	}
+	if _, err := Reconvert(src, filepath.Join(t.TempDir(), "bad"), ConvertOptions{VAEQuant: "int2"}); err == nil ||
+		!strings.Contains(err.Error(), "int2") {
+		t.Errorf("Reconvert accepted -vae-quant int2: %v", err)
 	}
 }
