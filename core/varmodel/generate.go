@@ -197,7 +197,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 	cond, ada, hs, hsh := m.condition(o, labels)
 	defer freeAda(o, ada)
 	defer o.Free(cond, hs, hsh)
-	kv := &kvCache{k: make([]*core.Tensor, len(m.blocks)), v: make([]*core.Tensor, len(m.blocks))}
+	kv := m.newKVCache(o, 2*bsz)
 	defer kv.free(o)
 
 	x := m.firstInput(o, cond, 2*bsz)
@@ -224,6 +224,10 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 				o.Free(x)
 				x = x2
 				o.Tap(fmt.Sprintf("%sblock%d.out", pfx, i), x)
+			}
+			kv.n += pn * pn
+			if si == k-1 || req.RandomAfter > 0 && si+1 >= req.RandomAfter {
+				kv.free(o) // no later scale runs the transformer: give the decoder the memory
 			}
 			logitsT := m.head(o, x, hs, hsh, pfx)
 			o.Free(x)
