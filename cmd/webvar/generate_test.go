@@ -123,7 +123,7 @@ func TestGenerateBadInput(t *testing.T) {
 		{"wrong patch nums", []string{"-var", varp, "-vae", vaep, "-out", out, "-patch-nums", "1,2,3,5"}, 1, "pos_1LC has L = 30"},
 		{"class out of range", []string{"-var", varp, "-vae", vaep, "-out", out, "-class", "10"}, 2, "classes 0..9"},
 		{"bad top-p", []string{"-var", varp, "-vae", vaep, "-out", out, "-top-p", "2"}, 2, "-top-p"},
-		{"bad backend", []string{"-var", varp, "-vae", vaep, "-out", out, "-backend", "tpu"}, 2, "cpu or webgpu"},
+		{"bad backend", []string{"-var", varp, "-vae", vaep, "-out", out, "-backend", "tpu"}, 2, "cpu, cpu-ref or webgpu"},
 		{"missing file", []string{"-var", filepath.Join(dir, "nope.pth"), "-vae", vaep, "-out", out}, 1, "nope.pth"},
 		{"truncated checkpoint", []string{"-var", truncated, "-vae", vaep, "-out", out}, 1, "truncated.pth"},
 		{"swapped checkpoints", []string{"-var", vaep, "-vae", varp, "-out", out}, 1, "word_embed.weight"},
