@@ -100,6 +100,15 @@ type FusedLinearGELU interface {
 	LinearGELU(x, w, b *Tensor) (*Tensor, error)
 }
 
+// IdleReleaser is an optional ability of backends that keep freed memory for reuse (the WebGPU buffer
+// pool): ReleaseIdle gives that memory back. Such a pool reuses memory only for tensors of the sizes it
+// held, so when work moves on to tensors of other sizes (VAR's transformer to the VQVAE decoder, and back
+// at the next image) the previous phase's memory would sit idle beside the new one's. Ops.ReleaseIdle
+// calls it where the backend has it.
+type IdleReleaser interface {
+	ReleaseIdle() error
+}
+
 // ErrUnsupported is wrapped by errors of ops a backend cannot run.
 var ErrUnsupported = errors.New("unsupported by backend")
 

@@ -96,6 +96,14 @@ func (o *Ops) Free(ts ...*Tensor) {
 	}
 }
 
+// ReleaseIdle gives memory a backend keeps for reuse back (IdleReleaser); a no-op on other backends. Like
+// Free it runs after an error too (it only cleans up).
+func (o *Ops) ReleaseIdle() {
+	if r, ok := o.B.(IdleReleaser); ok {
+		o.Fail("release-idle", r.ReleaseIdle())
+	}
+}
+
 func (o *Ops) Upload(h HostTensor) *Tensor {
 	return o.do("upload", func() (*Tensor, error) { return o.B.Upload(h) })
 }

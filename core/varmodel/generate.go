@@ -182,6 +182,9 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 	if err := p.validate(req); err != nil {
 		return nil, err
 	}
+	// Registered first, so it runs last, once every tensor of the generation is freed: the pooled buffers
+	// of its decoder are no use to the next image's transformer.
+	defer o.ReleaseIdle()
 	start := time.Now()
 	m, c := p.VAR, p.VAR.Config()
 	bsz := len(req.Labels)
@@ -309,6 +312,8 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 			ev.Preview = &img
 		}
 		if si == k-1 {
+			// The transformer's pooled buffers (its KV cache among them) are no use to the decoder.
+			o.ReleaseIdle()
 			res.Images = p.decode(o, fhat)
 			if previews {
 				ev.Preview = &res.Images
