@@ -3,7 +3,7 @@ package core
 import "errors"
 
 // Backend is the set of ops the models need. Every op takes backend-owned tensors, returns a new one and
-// never modifies its inputs. Shapes follow PyTorch: activations of the transformer are [B, L, C] (batch,
+// never modifies its inputs, except WriteRows, which fills a cache in place. Shapes follow PyTorch: activations of the transformer are [B, L, C] (batch,
 // tokens, channels), images and feature maps are [B, C, H, W].
 //
 // The CPU backend (core/cpu) is the reference: each op there is written to be read as the spec. Other
@@ -32,6 +32,10 @@ type Backend interface {
 	// [L, S] additive or nil; out [B, L, C]. A row whose scores are all -Inf yields zeros (PyTorch would
 	// give NaN); VAR's masks never fully mask a row.
 	Attention(q, k, v *Tensor, heads int, scale float32, mask *Tensor) (*Tensor, error)
+	// AttentionPrefix is Attention without a mask over the first n rows of k and v [B, S, C] (0 <= n <= S):
+	// the rows of a key/value cache written so far (WriteRows). The result is that of Attention on k and v
+	// cut to [B, n, C].
+	AttentionPrefix(q, k, v *Tensor, n, heads int, scale float32) (*Tensor, error)
 
 	// LayerNorm normalizes over the last dimension without affine parameters (biased variance).
 	LayerNorm(x *Tensor, eps float32) (*Tensor, error)
@@ -63,6 +67,14 @@ type Backend interface {
 	Concat(axis int, ts ...*Tensor) (*Tensor, error)
 	// Transpose12 swaps the last two dimensions of a 3-D tensor: [A, M, N] -> [A, N, M].
 	Transpose12(x *Tensor) (*Tensor, error)
+	// Zeros returns a new tensor of the given shape filled with zeros.
+	Zeros(shape Shape) (*Tensor, error)
+	// WriteRows copies src [B, n, C] into dst [B, S, C] at rows [off, off+n) of every batch element, in
+	// place: the one op that modifies a tensor. It lets a key/value cache be allocated once at its final
+	// length and filled scale by scale instead of being concatenated anew (and left behind in every
+	// intermediate size) at each scale. Ops called before it read dst's old rows, ops after it the new ones;
+	// views of dst (Reshape) see the change.
+	WriteRows(dst, src *Tensor, off int) error
 
 	// Conv2d is a 2-D convolution (PyTorch Conv2d, dilation 1, groups 1): x [B, Ci, H, W], w [Co, Ci, kh, kw],
 	// b [Co] or nil, zero padding pad = {top, left, bottom, right}; out [B, Co, H', W'].
@@ -86,6 +98,15 @@ type Backend interface {
 // otherwise, which is the reference.
 type FusedLinearGELU interface {
 	LinearGELU(x, w, b *Tensor) (*Tensor, error)
+}
+
+// IdleReleaser is an optional ability of backends that keep freed memory for reuse (the WebGPU buffer
+// pool): ReleaseIdle gives that memory back. Such a pool reuses memory only for tensors of the sizes it
+// held, so when work moves on to tensors of other sizes (VAR's transformer to the VQVAE decoder, and back
+// at the next image) the previous phase's memory would sit idle beside the new one's. Ops.ReleaseIdle
+// calls it where the backend has it.
+type IdleReleaser interface {
+	ReleaseIdle() error
 }
 
 // ErrUnsupported is wrapped by errors of ops a backend cannot run.

@@ -96,6 +96,14 @@ func (o *Ops) Free(ts ...*Tensor) {
 	}
 }
 
+// ReleaseIdle gives memory a backend keeps for reuse back (IdleReleaser); a no-op on other backends. Like
+// Free it runs after an error too (it only cleans up).
+func (o *Ops) ReleaseIdle() {
+	if r, ok := o.B.(IdleReleaser); ok {
+		o.Fail("release-idle", r.ReleaseIdle())
+	}
+}
+
 func (o *Ops) Upload(h HostTensor) *Tensor {
 	return o.do("upload", func() (*Tensor, error) { return o.B.Upload(h) })
 }
@@ -144,6 +152,14 @@ func (o *Ops) Attention(q, k, v *Tensor, heads int, scale float32, mask *Tensor)
 		return nil
 	}
 	return o.do("attention", func() (*Tensor, error) { return o.B.Attention(q, k, v, heads, scale, mask) })
+}
+
+// AttentionPrefix attends to the first n rows of the caches k and v.
+func (o *Ops) AttentionPrefix(q, k, v *Tensor, n, heads int, scale float32) *Tensor {
+	if !o.ok("attention", q, k, v) {
+		return nil
+	}
+	return o.do("attention", func() (*Tensor, error) { return o.B.AttentionPrefix(q, k, v, n, heads, scale) })
 }
 
 func (o *Ops) LayerNorm(x *Tensor, eps float32) *Tensor {
@@ -236,6 +252,18 @@ func (o *Ops) Transpose12(x *Tensor) *Tensor {
 		return nil
 	}
 	return o.do("transpose", func() (*Tensor, error) { return o.B.Transpose12(x) })
+}
+
+func (o *Ops) Zeros(shape ...int) *Tensor {
+	return o.do("zeros", func() (*Tensor, error) { return o.B.Zeros(Shape(shape)) })
+}
+
+// WriteRows writes src into rows [off, off+n) of dst, in place (see Backend.WriteRows).
+func (o *Ops) WriteRows(dst, src *Tensor, off int) {
+	if !o.ok("write-rows", dst, src) {
+		return
+	}
+	o.Fail("write-rows", o.B.WriteRows(dst, src, off))
 }
 
 // Conv2d: b may be nil.

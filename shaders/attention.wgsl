@@ -1,6 +1,7 @@
 // Attention: out[b, l, head h] = softmax_s(q[b, l, h] . k[b, s, h] * scale + mask[l, s]) @ v[b, s, h], heads
 // side by side in the channel dimension (head h owns channels [h*d, (h+1)*d)): q [B, L, C], k, v [B, S, C],
-// mask [L, S].
+// mask [L, S]. k and v may hold more rows than the S attended to (a key/value cache read up to the rows
+// written so far, AttentionPrefix): each batch element's rows start kvRows rows apart.
 //
 // One workgroup per (b, h, l) query row, flattened as row = (b*heads + h)*L + l over a 2-D grid (one grid
 // dimension holds at most 65535 workgroups). The query vector is staged in workgroup memory; the keys are
@@ -25,7 +26,7 @@ struct P {
   heads: u32,
   d: u32,
   scale: f32,
-  _pad: u32,
+  kvRows: u32, // rows per batch element in k and v (>= S)
 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -61,7 +62,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
   let h = bh % p.heads;
   let b = bh / p.heads;
   let qbase = (b * p.L + l) * p.C + h * p.d; // q[b, l, head h] and out[b, l, head h]
-  let kvbase = b * p.S * p.C + h * p.d;       // k[b, 0, head h], v[b, 0, head h]
+  let kvbase = b * p.kvRows * p.C + h * p.d;  // k[b, 0, head h], v[b, 0, head h]
 
   for (var j = t; j < p.d; j += WG) {
     qrow[j] = q[qbase + j];

@@ -256,7 +256,8 @@ func (t *benchTable) row(r bench.KernelResult) {
 	if r.FLOPs > 0 {
 		gflop, gflops = fmt.Sprintf("%.4g", float64(r.FLOPs)/1e9), fmt.Sprintf("%.2f", r.GFLOPS)
 	}
-	// %g keeps the small size's kilobyte operands readable (0.000262, not 0.000) in the same columns.
-	fmt.Fprintf(t.w, "%-*s  %-*s %9s %9.4g %10.3f %9s %8.2f\n", t.name, r.Kernel, t.shape, r.Shape,
+	// %g keeps the small size's kilobyte operands and sub-microsecond runs readable (0.000262, not 0.000)
+	// in the same columns.
+	fmt.Fprintf(t.w, "%-*s  %-*s %9s %9.4g %10.4g %9s %8.2f\n", t.name, r.Kernel, t.shape, r.Shape,
 		gflop, float64(r.Bytes)/1e6, r.Seconds*1e3, gflops, r.GBPS)
 }

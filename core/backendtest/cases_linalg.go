@@ -86,6 +86,60 @@ func attentionCase(name string, B, H, d, L, S int, mask func(L, S int) []float32
 	}
 }
 
+// attentionPrefixCase runs AttentionPrefix over the first n of S rows of k and v (the rows after n hold
+// values that would change the result if read).
+func attentionPrefixCase(name string, B, H, d, L, n, S int) Case {
+	C := H * d
+	return Case{
+		Name: name,
+		Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{Randn(r, 0, 1, B, L, C), Randn(r, 0, 1, B, S, C), Randn(r, 0, 1, B, S, C)}
+		},
+		Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+			return o.AttentionPrefix(in[0], in[1], in[2], n, H, float32(1/math.Sqrt(float64(d))))
+		},
+		Tol: tolMatmul,
+	}
+}
+
+// kvCacheCase is VAR's cached generation in miniature: key/value caches of S = sum(ls) rows start as
+// Zeros, each step writes its l rows after the earlier ones (WriteRows) and attends to all rows written so
+// far (AttentionPrefix); the result is every step's attention output, concatenated. It checks that a
+// queueing backend orders each write after the reads of the cache before it.
+func kvCacheCase(name string, B, H, d int, ls ...int) Case {
+	C := H * d
+	S := 0
+	for _, l := range ls {
+		S += l
+	}
+	return Case{
+		Name: name,
+		Inputs: func(r *rand.Rand) []core.HostTensor {
+			var ins []core.HostTensor
+			for _, l := range ls { // q, k, v of every step
+				ins = append(ins, Randn(r, 0, 1, B, l, C), Randn(r, 0, 1, B, l, C), Randn(r, 0, 1, B, l, C))
+			}
+			return ins
+		},
+		Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+			kc, vc := o.Zeros(B, S, C), o.Zeros(B, S, C)
+			defer o.Free(kc, vc)
+			var outs []*core.Tensor
+			n := 0
+			for i, l := range ls {
+				o.WriteRows(kc, in[3*i+1], n)
+				o.WriteRows(vc, in[3*i+2], n)
+				n += l
+				outs = append(outs, o.AttentionPrefix(in[3*i], kc, vc, n, H, float32(1/math.Sqrt(float64(d)))))
+			}
+			y := o.Concat(1, outs...)
+			o.Free(outs...)
+			return y
+		},
+		Tol: tolMatmul,
+	}
+}
+
 var negInf = float32(math.Inf(-1))
 
 // randomMask is an additive mask of moderate finite values with some -Inf entries, never a whole row.
@@ -149,6 +203,11 @@ func attentionCases() []Case {
 		attentionCase("attention-H2-d8-L1-S50", 2, 2, 8, 1, 50, nil),
 		attentionCase("attention-H2-d16-L6-S230-chunkmask", 1, 2, 16, 6, 230, chunkedMask),
 		levelMaskCase("attention-H4-d72-levelmask-1-2-3-4-5-6", 1, 4, 72, 1, 2, 3, 4, 5, 6),
+		attentionPrefixCase("attention-prefix-H3-d5-L7-n9-of-S11", 2, 3, 5, 7, 9, 11),
+		attentionPrefixCase("attention-prefix-H2-d16-L6-n130-of-S230", 2, 2, 16, 6, 130, 230),
+		attentionPrefixCase("attention-prefix-H2-d8-L3-n0-of-S5", 2, 2, 8, 3, 0, 5),
+		kvCacheCase("kvcache-H3-d5-steps-1-4-9", 2, 3, 5, 1, 4, 9),
+		kvCacheCase("kvcache-H2-d64-steps-1-4-9-16-25-36", 2, 2, 64, 1, 4, 9, 16, 25, 36),
 	}
 }
 

@@ -7,8 +7,9 @@ import (
 	"github.com/webvar/webvar/core"
 )
 
-// Rows for Conv2d, Upsample2x, ResizeBicubic, ResizeArea, Embedding, NearestCode, SliceLast, Concat and
-// Transpose12. Sizes avoid multiples of tile sizes (16, 64, 128) so that every kernel's edge handling runs.
+// Rows for Conv2d, Upsample2x, ResizeBicubic, ResizeArea, Embedding, NearestCode, SliceLast, Concat,
+// Transpose12, Zeros and WriteRows. Sizes avoid multiples of tile sizes (16, 64, 128) so that every kernel's
+// edge handling runs.
 func convResizeCopyCases() []Case {
 	var cs []Case
 
@@ -102,5 +103,22 @@ func convResizeCopyCases() []Case {
 	}
 	cs = append(cs, Case{Name: "transpose12-3x17x33", Inputs: img(3, 17, 33),
 		Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.Transpose12(x) }), Tol: 0})
+	// Zeros after freeing a tensor of the same size: a pooling backend hands out its buffer again, which
+	// must not show through.
+	cs = append(cs, Case{Name: "zeros-3x17x33-after-free", Inputs: img(3, 17, 33),
+		Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor {
+			o.Free(o.Add(x, x))
+			return o.Zeros(3, 17, 33)
+		}), Tol: 0})
+	// Rows [off, off+n) of every batch element of dst replaced in place, the rest kept.
+	writeRows := func(off, n int) Case {
+		return Case{Name: fmt.Sprintf("writerows-3x11x37-off%d-n%d", off, n), Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{Randn(r, 0, 1, 3, 11, 37), Randn(r, 0, 1, 3, n, 37)}
+		}, Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+			o.WriteRows(in[0], in[1], off)
+			return in[0]
+		}, Tol: 0}
+	}
+	cs = append(cs, writeRows(0, 4), writeRows(5, 6), writeRows(11, 0))
 	return cs
 }

@@ -49,6 +49,9 @@ type Kernel struct {
 	// tensor, or nil for an op that returns host data (NearestCode): such an op has completed when it
 	// returns.
 	Run func(o *core.Ops, in []*core.Tensor) *core.Tensor
+	// InPlace says Run writes into one of its inputs and returns that input (WriteRows): the harness
+	// waits for it like for an output but never frees it.
+	InPlace bool
 	// Upload, when set, puts the inputs on the backend instead of a plain Upload of each (quantized
 	// weights go through core.UploadQuant). It is not timed.
 	Upload func(b core.Backend, hosts []core.HostTensor) ([]*core.Tensor, error)
@@ -115,6 +118,7 @@ func Kernels(size string) ([]Kernel, error) {
 		quantLinear("linear.fc1.int8", core.QuantInt8, d.tokens, C, d.hidden),
 		quantLinear("linear.fc1.int4", core.QuantInt4, d.tokens, C, d.hidden),
 		attention(d.attnB, d.heads, d.headDim, d.attnL, d.attnS),
+		attentionPrefix(d.attnB, d.heads, d.headDim, d.attnL, d.attnS),
 		layerNorm(d.lnB, d.lnL, C),
 		modulate(d.lnB, d.lnL, C),
 		normalizeHeads(d.lnB, d.lnL, C, d.heads),
@@ -123,6 +127,8 @@ func Kernels(size string) ([]Kernel, error) {
 		unary("silu", "SiLU", 4, []int{d.condB, C}, func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.SiLU(x) }),
 		sliceLast(d.tokens, 3*C, C),
 		concat(d.attnB, d.attnS-d.attnL, d.attnL, C),
+		zeros(d.attnB, d.attnS, C),
+		writeRows(d.attnB, d.attnS, d.attnL, C),
 		groupNormSiLU(1, d.hiC, d.hiHW),
 		conv3x3("conv3x3.hi", 1, d.hiC, d.hiHW, d.hiC),
 		conv3x3("conv3x3.lo", 1, d.loC, d.loHW, d.loC),
@@ -239,7 +245,8 @@ func quantLinear(name string, scheme core.QuantScheme, n, k, m int) Kernel {
 	return kn
 }
 
-// attention is VAR's cached attention at the last scale: L queries see all S keys, no mask.
+// attention is attention at VAR's last scale: L queries see all S keys, no mask (the VQVAE's attention
+// blocks use Attention; VAR's generation reads its cache through AttentionPrefix).
 func attention(b, h, d, l, s int) Kernel {
 	C := h * d
 	B, H, D, L, S := int64(b), int64(h), int64(d), int64(l), int64(s)
@@ -258,6 +265,17 @@ func attention(b, h, d, l, s int) Kernel {
 			return o.Attention(in[0], in[1], in[2], h, scale, nil)
 		},
 	}
+}
+
+// attentionPrefix is VAR's cached attention at the last scale: the cache's first n = S rows, all of them.
+func attentionPrefix(b, h, d, l, s int) Kernel {
+	k := attention(b, h, d, l, s)
+	k.Name, k.Op = "attn-prefix", "AttentionPrefix"
+	k.Shape += fmt.Sprintf(" (n %d of %d cached rows)", s, s)
+	k.Run = func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+		return o.AttentionPrefix(in[0], in[1], in[2], s, h, float32(1/float64(d)))
+	}
+	return k
 }
 
 func layerNorm(b, l, c int) Kernel {
@@ -346,7 +364,7 @@ func sliceLast(rows, c, n int) Kernel {
 	}
 }
 
-// concat appends the last scale's keys to the cache of the earlier scales.
+// concat appends the last scale's keys to those of the earlier scales (as VAR's KV cache once grew).
 func concat(b, cached, l, c int) Kernel {
 	n := int64(b * (cached + l) * c)
 	return Kernel{
@@ -358,6 +376,36 @@ func concat(b, cached, l, c int) Kernel {
 			return []core.HostTensor{random(r, b, cached, c), random(r, b, l, c)}
 		},
 		Run: func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.Concat(1, in[0], in[1]) },
+	}
+}
+
+// zeros allocates one block's key (or value) cache at its full length.
+func zeros(b, s, c int) Kernel {
+	return Kernel{
+		Name:   "zeros",
+		Op:     "Zeros",
+		Shape:  dimsString([]int{b, s, c}),
+		Bytes:  f32 * int64(b*s*c),
+		Inputs: func(r *core.RNG) []core.HostTensor { return []core.HostTensor{} },
+		Run:    func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.Zeros(b, s, c) },
+	}
+}
+
+// writeRows writes the last scale's l keys into a cache of s rows, after the s-l of the earlier scales.
+func writeRows(b, s, l, c int) Kernel {
+	return Kernel{
+		Name:  "write-rows",
+		Op:    "WriteRows",
+		Shape: fmt.Sprintf("[%d,%d,%d] -> rows %d.. of [%d,%d,%d]", b, l, c, s-l, b, s, c),
+		Bytes: f32 * 2 * int64(b*l*c),
+		Inputs: func(r *core.RNG) []core.HostTensor {
+			return []core.HostTensor{random(r, b, s, c), random(r, b, l, c)}
+		},
+		Run: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+			o.WriteRows(in[0], in[1], s-l)
+			return in[0]
+		},
+		InPlace: true,
 	}
 }
 
@@ -675,7 +723,9 @@ func timeBatch(o *core.Ops, k Kernel, in []*core.Tensor, n int) (time.Duration, 
 	for range n {
 		// The previous output is freed before the next op, as models free dead tensors: a pooling backend
 		// then reuses its buffer, and memory stays flat however many runs are queued.
-		o.Free(out)
+		if !k.InPlace {
+			o.Free(out)
+		}
 		out = k.Run(o, in)
 	}
 	if out != nil {
@@ -683,7 +733,10 @@ func timeBatch(o *core.Ops, k Kernel, in []*core.Tensor, n int) (time.Duration, 
 		// without timing the transfer of a large output.
 		one := o.SliceLast(o.Reshape(out, out.Shape().Numel()), 0, 1)
 		o.Download(one)
-		o.Free(one, out)
+		o.Free(one)
+		if !k.InPlace {
+			o.Free(out)
+		}
 	}
 	d := time.Since(start)
 	return d, o.Err()

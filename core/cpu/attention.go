@@ -20,6 +20,22 @@ import (
 // softmax (PyTorch returns NaN); this backend returns zeros for that row instead, so that one fully masked
 // row cannot poison later layers with NaN. The models never mask a row fully.
 func (be *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mask *core.Tensor) (*core.Tensor, error) {
+	return be.attention(q, k, v, -1, heads, scale, mask)
+}
+
+// AttentionPrefix is Attention without a mask over the first n rows of k and v [B, S, C], 0 <= n <= S (the
+// rows of a key/value cache written so far): exactly Attention on k[:, :n] and v[:, :n], whose rows after
+// n are never read.
+func (be *Backend) AttentionPrefix(q, k, v *core.Tensor, n, heads int, scale float32) (*core.Tensor, error) {
+	if k != nil && len(k.Shape()) == 3 && (n < 0 || n > k.Dim(1)) {
+		return nil, shapeError("attention", "prefix of %d rows, want 0..%d for k %v", n, k.Dim(1), k.Shape())
+	}
+	return be.attention(q, k, v, n, heads, scale, nil)
+}
+
+// attention is Attention over the first n rows of k and v (all S when n < 0). k and v stay indexed
+// [B, S, C]: batch element b's rows start at b*S*C whatever n is.
+func (be *Backend) attention(q, k, v *core.Tensor, n, heads int, scale float32, mask *core.Tensor) (*core.Tensor, error) {
 	const op = "attention"
 	q_BLC, err := floats(op, "q", q)
 	if err != nil {
@@ -38,6 +54,10 @@ func (be *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mas
 		return nil, shapeError(op, "want q [B, L, C] and k, v [B, S, C], got q %v, k %v, v %v", qs, ks, v.Shape())
 	}
 	B, L, S, C := qs[0], qs[1], ks[1], qs[2]
+	stride := S * C // elements per batch element of k and v
+	if n >= 0 {
+		S = n
+	}
 	if heads <= 0 || C%heads != 0 {
 		return nil, shapeError(op, "%d heads do not divide %d channels", heads, C)
 	}
@@ -53,8 +73,8 @@ func (be *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mas
 	}
 
 	out, out_BLC := newTensor(B, L, C)
-	if be.kernel != nil {
-		be.attentionPacked(q_BLC, k_BSC, v_BSC, mask_LS, out_BLC, B, L, S, C, heads, scale)
+	if be.kernel != nil && S > 0 { // (no keys: every row is fully masked, zeros, below)
+		be.attentionPacked(q_BLC, k_BSC, v_BSC, mask_LS, out_BLC, B, L, S, stride, C, heads, scale)
 		return out, nil
 	}
 	// One work item is one query row of one head; all cost the same.
@@ -65,7 +85,7 @@ func (be *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mas
 			b, h, l := i/(heads*L), i/L%heads, i%L
 			qRow := q_BLC[(b*L+l)*C+h*d:][:d]
 			// kv(s) is head h's d-vector of key or value s of batch element b.
-			kv := func(t []float32, s int) []float32 { return t[(b*S+s)*C+h*d:][:d] }
+			kv := func(t []float32, s int) []float32 { return t[b*stride+s*C+h*d:][:d] }
 
 			// Three keys at a time only for speed (independent accumulators); each score is still one
 			// float32 dot product accumulated in increasing channel order.
@@ -134,8 +154,9 @@ const attnRows = 64
 // attentionPacked is Attention through two packed products per work item (gemm.go): the scores of up to
 // attnRows queries of one batch element and head against all keys, softmax per row as in the spec, then
 // P @ V straight into the output. Sums are reordered as in gemm.go, and the softmax exponentiates in
-// float32 (softmaxFast) like PyTorch's CPU kernels.
-func (be *Backend) attentionPacked(q_BLC, k_BSC, v_BSC, mask_LS, out_BLC []float32, B, L, S, C, heads int, scale float32) {
+// float32 (softmaxFast) like PyTorch's CPU kernels. Keys and values are the first S rows of each batch
+// element's stride elements of k and v.
+func (be *Backend) attentionPacked(q_BLC, k_BSC, v_BSC, mask_LS, out_BLC []float32, B, L, S, stride, C, heads int, scale float32) {
 	d := C / heads
 	chunks := (L + attnRows - 1) / attnRows
 	be.parallelFor(B*heads*chunks, func(i0, i1 int) {
@@ -145,7 +166,7 @@ func (be *Backend) attentionPacked(q_BLC, k_BSC, v_BSC, mask_LS, out_BLC []float
 			rows := min(attnRows, L-l0)
 			// score[l, s] = q[b, l0+l, head h] . k[b, s, head h]
 			q := q_BLC[(b*L+l0)*C+h*d:]
-			keys := bRows{f: k_BSC[b*S*C+h*d:], ld: C}
+			keys := bRows{f: k_BSC[b*stride+h*d:], ld: C}
 			be.gemmPacked(be.kernel, false, q, C, rows, keys, S, d, score, S)
 			for l := range rows {
 				row := score[l*S : (l+1)*S]
@@ -160,7 +181,7 @@ func (be *Backend) attentionPacked(q_BLC, k_BSC, v_BSC, mask_LS, out_BLC []float
 				}
 			}
 			// out[b, l0+l, head h] = sum over s of p[l, s] * v[b, s, head h]
-			values := bCols{f: v_BSC[b*S*C+h*d:], ld: C}
+			values := bCols{f: v_BSC[b*stride+h*d:], ld: C}
 			be.gemmPacked(be.kernel, false, score, S, rows, values, d, S, out_BLC[(b*L+l0)*C+h*d:], C)
 		}
 	})

@@ -109,6 +109,77 @@ func testAttentionProperty(t *testing.T, be *Backend, B, L, S, H, d int) {
 	})
 }
 
+// TestAttentionPrefixIsAttentionOnTheCut: AttentionPrefix over the first n rows of a cache equals, bit
+// for bit, Attention on k and v cut to those rows (the golden generation tests rely on it), on every
+// matrix-product path; the rows after n, however large, are never read.
+func TestAttentionPrefixIsAttentionOnTheCut(t *testing.T) {
+	const B, L, S, H, d = 2, 70, 300, 2, 20
+	for name, be := range gemmVariants() {
+		for _, n := range []int{0, 1, 131, S} {
+			t.Run(fmt.Sprintf("%s/n%d", name, n), func(t *testing.T) {
+				r := newRand(9)
+				C := H * d
+				q, _ := randTensor(t, be, r, B, L, C)
+				kc, vc := must(t)(be.Zeros(core.Shape{B, S, C})), must(t)(be.Zeros(core.Shape{B, S, C}))
+				// Rows past n hold huge values: reading any of them would change the result.
+				junk := upload(t, be, core.Shape{B, S - n, C}, make([]float32, B*(S-n)*C))
+				for i := range junk.Storage().([]float32) {
+					junk.Storage().([]float32)[i] = 1e30
+				}
+				k, kv := randTensor(t, be, r, B, n, C)
+				v, vv := randTensor(t, be, r, B, n, C)
+				for _, w := range []struct {
+					dst, src *core.Tensor
+					off      int
+				}{{kc, k, 0}, {vc, v, 0}, {kc, junk, n}, {vc, junk, n}} {
+					if err := be.WriteRows(w.dst, w.src, w.off); err != nil {
+						t.Fatal(err)
+					}
+				}
+				got := download(t, be, must(t)(be.AttentionPrefix(q, kc, vc, n, H, 0.37)), core.Shape{B, L, C})
+				want := download(t, be, must(t)(be.Attention(q, upload(t, be, core.Shape{B, n, C}, kv),
+					upload(t, be, core.Shape{B, n, C}, vv), H, 0.37, nil)), core.Shape{B, L, C})
+				testutil.AbsClose(t, "attention prefix", got, want, 0)
+			})
+		}
+	}
+}
+
+// TestWriteRows writes two blocks of rows into a tensor of zeros and checks every element.
+func TestWriteRows(t *testing.T) {
+	be := testBackend()
+	const B, S, C = 3, 7, 5
+	dst := must(t)(be.Zeros(core.Shape{B, S, C}))
+	r := newRand(10)
+	a, av := randTensor(t, be, r, B, 2, C)
+	c, cv := randTensor(t, be, r, B, 3, C)
+	for _, w := range []struct {
+		src *core.Tensor
+		off int
+	}{{a, 1}, {c, 4}} {
+		if err := be.WriteRows(dst, w.src, w.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := download(t, be, dst, core.Shape{B, S, C})
+	for b := range B {
+		for s := range S {
+			for ch := range C {
+				want := float32(0)
+				switch {
+				case s >= 1 && s < 3:
+					want = av[(b*2+s-1)*C+ch]
+				case s >= 4:
+					want = cv[(b*3+s-4)*C+ch]
+				}
+				if g := got[(b*S+s)*C+ch]; g != want {
+					t.Fatalf("dst[%d, %d, %d] = %v, want %v", b, s, ch, g, want)
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkAttention is full-sequence attention of VAR-d16 (16 heads of 64 channels, L = S = 680), the
 // teacher-forcing shape, for one batch element, on the fast path and the reference code.
 func BenchmarkAttention(b *testing.B) {

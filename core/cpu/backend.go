@@ -10,8 +10,8 @@
 // and against the golden tensors end to end.
 //
 // Storage: a tensor's storage is a dense, row-major []float32 holding exactly Numel() elements. core.Reshape
-// makes views that share that slice, so no op ever writes into an input's storage: every op allocates a
-// fresh output.
+// makes views that share that slice, so no op but WriteRows (which fills a cache in place) ever writes into an
+// input's storage: every other op allocates a fresh output.
 //
 // Numerics: values are float32 like the PyTorch model. Sums that feed a normalisation (mean, variance, L2
 // norm, softmax denominator) are accumulated in float64, which is at least as accurate as PyTorch's own

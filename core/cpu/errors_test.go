@@ -52,6 +52,15 @@ func TestErrors(t *testing.T) {
 		}},
 		{"attention rank", true, func() (any, error) { return tensor(be.Attention(T(2, 6), T(3, 6), T(3, 6), 2, 1, nil)) }},
 		{"attention nil v", false, func() (any, error) { return tensor(be.Attention(T(1, 2, 6), T(1, 3, 6), nil, 2, 1, nil)) }},
+		{"attention prefix long", true, func() (any, error) {
+			return tensor(be.AttentionPrefix(T(1, 2, 6), T(1, 3, 6), T(1, 3, 6), 4, 2, 1))
+		}},
+		{"attention prefix negative", true, func() (any, error) {
+			return tensor(be.AttentionPrefix(T(1, 2, 6), T(1, 3, 6), T(1, 3, 6), -1, 2, 1))
+		}},
+		{"attention prefix k v", true, func() (any, error) {
+			return tensor(be.AttentionPrefix(T(1, 2, 6), T(1, 3, 6), T(1, 4, 6), 2, 2, 1))
+		}},
 
 		{"layernorm scalar", true, func() (any, error) { return tensor(be.LayerNorm(T(), 1e-6)) }},
 		{"layernorm empty rows", true, func() (any, error) { return tensor(be.LayerNorm(T(3, 0), 1e-6)) }},
@@ -83,6 +92,13 @@ func TestErrors(t *testing.T) {
 		{"concat axis negative", true, func() (any, error) { return tensor(be.Concat(-3, T(2, 3), T(2, 3))) }},
 		{"concat nil", false, func() (any, error) { return tensor(be.Concat(0, T(2, 3), nil)) }},
 		{"transpose rank", true, func() (any, error) { return tensor(be.Transpose12(T(2, 3))) }},
+		{"zeros negative", true, func() (any, error) { return tensor(be.Zeros(core.Shape{2, -1})) }},
+		{"writerows past the end", true, func() (any, error) { return nil, be.WriteRows(T(2, 5, 3), T(2, 2, 3), 4) }},
+		{"writerows negative offset", true, func() (any, error) { return nil, be.WriteRows(T(2, 5, 3), T(2, 2, 3), -1) }},
+		{"writerows batch", true, func() (any, error) { return nil, be.WriteRows(T(2, 5, 3), T(1, 2, 3), 0) }},
+		{"writerows channels", true, func() (any, error) { return nil, be.WriteRows(T(2, 5, 3), T(2, 2, 4), 0) }},
+		{"writerows rank", true, func() (any, error) { return nil, be.WriteRows(T(10, 3), T(2, 3), 0) }},
+		{"writerows nil", false, func() (any, error) { return nil, be.WriteRows(nil, T(2, 2, 3), 0) }},
 
 		{"conv channels", true, func() (any, error) { return tensor(be.Conv2d(T(1, 3, 5, 5), T(4, 2, 3, 3), nil, 1, [4]int{})) }},
 		{"conv stride", true, func() (any, error) { return tensor(be.Conv2d(T(1, 3, 5, 5), T(4, 3, 3, 3), nil, 0, [4]int{})) }},

@@ -117,3 +117,38 @@ func (be *Backend) Transpose12(x *core.Tensor) (*core.Tensor, error) {
 	})
 	return y, nil
 }
+
+// Zeros returns a new tensor of the given shape filled with zeros.
+func (be *Backend) Zeros(shape core.Shape) (*core.Tensor, error) {
+	if err := checkDims("zeros", "shape", shape); err != nil {
+		return nil, err
+	}
+	y, _ := newTensor(shape...)
+	return y, nil
+}
+
+// WriteRows copies src [B, n, C] into dst [B, S, C] in place: dst[b, off+i, c] = src[b, i, c] for i < n.
+// It is the one op that writes into an existing tensor (a key/value cache filled scale by scale).
+func (be *Backend) WriteRows(dst, src *core.Tensor, off int) error {
+	const op = "write-rows"
+	dst_BSC, err := floats(op, "dst", dst)
+	if err != nil {
+		return err
+	}
+	src_BNC, err := floats(op, "src", src)
+	if err != nil {
+		return err
+	}
+	ds, ss := dst.Shape(), src.Shape()
+	if len(ds) != 3 || len(ss) != 3 || ds[0] != ss[0] || ds[2] != ss[2] {
+		return shapeError(op, "want dst [B, S, C] and src [B, n, C], got dst %v, src %v", ds, ss)
+	}
+	B, S, n, C := ds[0], ds[1], ss[1], ds[2]
+	if off < 0 || off+n > S {
+		return shapeError(op, "rows [%d, %d) are outside dst %v", off, off+n, ds)
+	}
+	for b := range B {
+		copy(dst_BSC[(b*S+off)*C:(b*S+off+n)*C], src_BNC[b*n*C:(b+1)*n*C])
+	}
+	return nil
+}

@@ -209,6 +209,9 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 	if err := p.validate(req); err != nil {
 		return nil, err
 	}
+	// Registered first, so it runs last, once every tensor of the generation is freed: the pooled buffers
+	// of its decoder are no use to the next image's transformer.
+	defer o.ReleaseIdle()
 	start := time.Now()
 	m, c := p.VAR, p.VAR.Config()
 	bsz := len(req.Labels)
@@ -224,7 +227,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 	cond, ada, hs, hsh := m.condition(o, labels)
 	defer freeAda(o, ada)
 	defer o.Free(cond, hs, hsh)
-	kv := &kvCache{k: make([]*core.Tensor, len(m.blocks)), v: make([]*core.Tensor, len(m.blocks))}
+	kv := m.newKVCache(o, 2*bsz)
 	defer kv.free(o)
 
 	x := m.firstInput(o, cond, 2*bsz)
@@ -251,6 +254,10 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 				o.Free(x)
 				x = x2
 				o.Tap(fmt.Sprintf("%sblock%d.out", pfx, i), x)
+			}
+			kv.n += pn * pn
+			if si == k-1 || req.RandomAfter > 0 && si+1 >= req.RandomAfter {
+				kv.free(o) // no later scale runs the transformer: give the decoder the memory
 			}
 			logitsT := m.head(o, x, hs, hsh, pfx)
 			o.Free(x)
@@ -330,6 +337,8 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 			ev.Preview = &img
 		}
 		if si == k-1 {
+			// The transformer's pooled buffers (its KV cache among them) are no use to the decoder.
+			o.ReleaseIdle()
 			res.Images = p.decode(o, fhat)
 			if previews {
 				ev.Preview = &res.Images

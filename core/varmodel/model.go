@@ -237,18 +237,41 @@ func freeAda(o *core.Ops, ada []adaLN) {
 	}
 }
 
-// kvCache holds each block's keys and values of all tokens so far: [B, S, C].
-type kvCache struct{ k, v []*core.Tensor }
+// kvCache holds each block's keys and values, [B, L, C]: allocated once per generation at the full
+// sequence length L, rows [0, n) hold the tokens of the scales run so far and each scale writes its rows
+// after them (WriteRows). Growing the cache by concatenation instead would free a buffer of every
+// intermediate length at every scale, which a buffer pool (webgpu) keeps: ~480 MB for VAR-d16.
+type kvCache struct {
+	k, v []*core.Tensor
+	n    int
+}
 
+// newKVCache allocates the caches of depth blocks for a batch of bsz rows.
+func (m *Model) newKVCache(o *core.Ops, bsz int) *kvCache {
+	kv := &kvCache{k: make([]*core.Tensor, len(m.blocks)), v: make([]*core.Tensor, len(m.blocks))}
+	for i := range m.blocks {
+		kv.k[i], kv.v[i] = o.Zeros(bsz, m.cfg.L, m.cfg.C), o.Zeros(bsz, m.cfg.L, m.cfg.C)
+	}
+	return kv
+}
+
+// free releases the caches; freeing twice is a no-op.
 func (kv *kvCache) free(o *core.Ops) {
 	o.Free(kv.k...)
 	o.Free(kv.v...)
+	clear(kv.k)
+	clear(kv.v)
 }
 
-// blockForward runs block i on x [B, l, C]. With kv, this scale's keys and values are appended to the
-// cache and attention sees all cached tokens (no mask); without, attention uses mask over x's own tokens.
+// blockForward runs block i on x [B, l, C]. With kv, this scale's keys and values are written to the
+// cache after its kv.n rows and attention sees all cached tokens (no mask); without, attention uses mask
+// over x's own tokens. The caller advances kv.n once every block has run.
 // tap names the intermediate tensors (prefix + "attn_out", "ffn_out").
 func (m *Model) blockForward(o *core.Ops, i int, x *core.Tensor, a adaLN, kv *kvCache, mask *core.Tensor, tap string) *core.Tensor {
+	if x == nil { // an earlier op failed: its error is recorded (Fail keeps the first)
+		o.Fail("block", fmt.Errorf("nil input"))
+		return nil
+	}
 	b := &m.blocks[i]
 	c := m.cfg
 	eps := c.NormEps
@@ -265,19 +288,15 @@ func (m *Model) blockForward(o *core.Ops, i int, x *core.Tensor, a adaLN, kv *kv
 		o.Free(q, k)
 		q, k = qn, kn
 	}
+	var att *core.Tensor
 	if kv != nil {
-		if kv.k[i] != nil {
-			k2, v2 := o.Concat(1, kv.k[i], k), o.Concat(1, kv.v[i], v)
-			o.Free(kv.k[i], kv.v[i], k, v)
-			k, v = k2, v2
-		}
-		kv.k[i], kv.v[i] = k, v
+		o.WriteRows(kv.k[i], k, kv.n)
+		o.WriteRows(kv.v[i], v, kv.n)
+		att = o.AttentionPrefix(q, kv.k[i], kv.v[i], kv.n+x.Dim(1), c.Heads, m.attnScale)
+	} else {
+		att = o.Attention(q, k, v, c.Heads, m.attnScale, mask)
 	}
-	att := o.Attention(q, k, v, c.Heads, m.attnScale, mask)
-	o.Free(q)
-	if kv == nil {
-		o.Free(k, v)
-	}
+	o.Free(q, k, v)
 	ao := o.Linear(att, b.projW, b.projB)
 	o.Free(att)
 	o.Tap(tap+"attn_out", ao)

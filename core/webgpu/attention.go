@@ -25,6 +25,20 @@ const (
 // Attention is softmax(q_h @ k_h^T * scale + mask) @ v_h per batch element and head: q [B, L, C], k and
 // v [B, S, C], mask [L, S] or nil; out [B, L, C]. A fully masked row yields zeros.
 func (b *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mask *core.Tensor) (*core.Tensor, error) {
+	return b.attention(q, k, v, -1, heads, scale, mask)
+}
+
+// AttentionPrefix is Attention without a mask over the first n rows of k and v [B, S, C] (0 <= n <= S):
+// the same kernel, told that each batch element's rows are S apart but only n of them are attended to.
+func (b *Backend) AttentionPrefix(q, k, v *core.Tensor, n, heads int, scale float32) (*core.Tensor, error) {
+	if k != nil && len(k.Shape()) == 3 && (n < 0 || n > k.Dim(1)) {
+		return nil, linalgShapeError("attention", "prefix of %d rows, want 0..%d for k %v", n, k.Dim(1), k.Shape())
+	}
+	return b.attention(q, k, v, n, heads, scale, nil)
+}
+
+// attention is Attention over the first n rows of k and v (all of them when n < 0).
+func (b *Backend) attention(q, k, v *core.Tensor, n, heads int, scale float32, mask *core.Tensor) (*core.Tensor, error) {
 	const op = "attention"
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -44,6 +58,10 @@ func (b *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mask
 		return nil, linalgShapeError(op, "want q [B, L, C] and k, v [B, S, C], got q %v, k %v, v %v", qs, ks, v.Shape())
 	}
 	B, L, S, C := qs[0], qs[1], ks[1], qs[2]
+	kvRows := S
+	if n >= 0 {
+		S = n
+	}
 	if heads <= 0 || C%heads != 0 {
 		return nil, linalgShapeError(op, "%d heads do not divide %d channels", heads, C)
 	}
@@ -71,7 +89,7 @@ func (b *Backend) Attention(q, k, v *core.Tensor, heads int, scale float32, mask
 		bufs = append(bufs, out)
 		kern := kernel{file: "attention.wgsl", params: attentionKernel{WG: attentionWG, DPT: dpt, Mask: mask != nil},
 			inputs: len(bufs) - 1, outputs: 1}
-		u := []uint32{uint32(rows), uint32(L), uint32(S), uint32(C), uint32(heads), uint32(d), f32bits(scale), 0}
+		u := []uint32{uint32(rows), uint32(L), uint32(S), uint32(C), uint32(heads), uint32(d), f32bits(scale), uint32(kvRows)}
 		if err := b.dispatch(op, kern, u, bufs, grid1D(rows, 1)); err != nil {
 			return nil, err
 		}

@@ -150,6 +150,27 @@ func TestSpatialErrors(t *testing.T) {
 		{"transpose rank", func(be core.Backend, T func(...int) *core.Tensor) (any, error) {
 			return tensor(be.Transpose12(T(2, 3)))
 		}},
+		{"zeros negative", func(be core.Backend, T func(...int) *core.Tensor) (any, error) {
+			return tensor(be.Zeros(core.Shape{2, -1}))
+		}},
+		{"writerows past the end", func(be core.Backend, T func(...int) *core.Tensor) (any, error) {
+			return nil, be.WriteRows(T(2, 5, 3), T(2, 2, 3), 4)
+		}},
+		{"writerows negative offset", func(be core.Backend, T func(...int) *core.Tensor) (any, error) {
+			return nil, be.WriteRows(T(2, 5, 3), T(2, 2, 3), -1)
+		}},
+		{"writerows batch", func(be core.Backend, T func(...int) *core.Tensor) (any, error) {
+			return nil, be.WriteRows(T(2, 5, 3), T(1, 2, 3), 0)
+		}},
+		{"writerows channels", func(be core.Backend, T func(...int) *core.Tensor) (any, error) {
+			return nil, be.WriteRows(T(2, 5, 3), T(2, 2, 4), 0)
+		}},
+		{"writerows rank", func(be core.Backend, T func(...int) *core.Tensor) (any, error) {
+			return nil, be.WriteRows(T(10, 3), T(2, 3), 0)
+		}},
+		{"writerows nil", func(be core.Backend, T func(...int) *core.Tensor) (any, error) {
+			return nil, be.WriteRows(nil, T(2, 2, 3), 0)
+		}},
 		{"conv channels", func(be core.Backend, T func(...int) *core.Tensor) (any, error) {
 			return tensor(be.Conv2d(T(1, 3, 5, 5), T(4, 2, 3, 3), nil, 1, [4]int{}))
 		}},

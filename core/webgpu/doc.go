@@ -6,7 +6,8 @@
 // until a Download (or a full uniform arena) needs it, so a whole transformer scale becomes a handful of
 // submissions. Each dispatch's parameters live in a 256-byte slot of a uniform arena written just before
 // submission. Freed tensors return their buffers to a size-bucketed pool; buffers of the pool are only
-// reused as op outputs, which WebGPU orders after every earlier read in the same queue.
+// reused as op outputs, which WebGPU orders after every earlier read in the same queue. ReleaseIdle empties
+// the pool between phases whose tensors have other sizes (MemoryStats breaks the memory down).
 //
 // Debug switches (environment variables, read by New):
 //

@@ -54,6 +54,15 @@ func TestLinalgErrors(t *testing.T) {
 		{"attention head dim", unsupported, func() (*core.Tensor, error) {
 			return b.Attention(T(1, 2, 1100), T(1, 3, 1100), T(1, 3, 1100), 1, 1, nil)
 		}},
+		{"attention prefix long", shape, func() (*core.Tensor, error) {
+			return b.AttentionPrefix(T(1, 2, 6), T(1, 3, 6), T(1, 3, 6), 4, 2, 1)
+		}},
+		{"attention prefix negative", shape, func() (*core.Tensor, error) {
+			return b.AttentionPrefix(T(1, 2, 6), T(1, 3, 6), T(1, 3, 6), -1, 2, 1)
+		}},
+		{"attention prefix k v", shape, func() (*core.Tensor, error) {
+			return b.AttentionPrefix(T(1, 2, 6), T(1, 3, 6), T(1, 4, 6), 2, 2, 1)
+		}},
 
 		{"layernorm scalar", shape, func() (*core.Tensor, error) { return b.LayerNorm(T(), 1e-6) }},
 		{"layernorm empty rows", shape, func() (*core.Tensor, error) { return b.LayerNorm(T(3, 0), 1e-6) }},

@@ -31,5 +31,10 @@ func TestGenerationFreesItsTensors(t *testing.T) {
 			t.Errorf("previews %v, more-smooth %v: %d bytes live after the generation (%d uploaded), %d after loading (%d uploaded)",
 				req.Previews, req.MoreSmooth, s.Live, s.Uploaded, loaded.Live, loaded.Uploaded)
 		}
+		// Nor does it keep idle buffers (Pipeline.Run releases them): the next image's transformer
+		// would find its decoder's buffers beside its own.
+		if s := b.MemoryStats(); s.Pooled != 0 {
+			t.Errorf("previews %v: %d bytes pooled after the generation, want 0", req.Previews, s.Pooled)
+		}
 	}
 }

@@ -6,13 +6,16 @@ import (
 	"github.com/webvar/webvar/core"
 )
 
-// Copy ops: SliceLast, Concat and Transpose12 (shaders/copy.wgsl, shaders/transpose.wgsl), plus the
-// argument checks that every op of this package's spatial families shares.
+// Copy ops: SliceLast, Concat, Transpose12, WriteRows and Zeros (shaders/copy.wgsl, shaders/transpose.wgsl,
+// shaders/fill.wgsl), plus the argument checks that every op of this package's spatial families shares.
 
 const copyWG = 256
 
-// copyKernel is the variant of shaders/copy.wgsl.
-type copyKernel struct{ WG int }
+// copyKernel is the variant of shaders/copy.wgsl, fillKernel of shaders/fill.wgsl.
+type (
+	copyKernel struct{ WG int }
+	fillKernel struct{ WG int }
+)
 
 // transposeKernel is the variant of shaders/transpose.wgsl: T x T tiles (T*T invocations).
 type transposeKernel struct{ T int }
@@ -25,7 +28,8 @@ func (b *Backend) outBuf(op string, n int) (*gpuBuf, error) {
 }
 
 // copyBlockLocked records dst[r*dstStride + dstOff + c] = src[r*srcStride + srcOff + c] for r < rows,
-// c < width (elements).
+// c < width (elements). On failure dst is left to the caller: it is a new output for most ops, which
+// free it, and the caller's own tensor for WriteRows.
 func (b *Backend) copyBlockLocked(op string, src, dst *gpuBuf, rows, width, srcStride, srcOff, dstStride, dstOff int) error {
 	n := rows * width
 	if n == 0 {
@@ -36,7 +40,7 @@ func (b *Backend) copyBlockLocked(op string, src, dst *gpuBuf, rows, width, srcS
 	}
 	u := []uint32{uint32(n), uint32(width), uint32(srcStride), uint32(srcOff), uint32(dstStride), uint32(dstOff)}
 	k := kernel{file: "copy.wgsl", params: copyKernel{WG: copyWG}, inputs: 1, outputs: 1}
-	return b.dispatch(op, k, u, []*gpuBuf{src, dst}, grid1D(n, copyWG))
+	return b.record(op, k, u, []*gpuBuf{src, dst}, grid1D(n, copyWG))
 }
 
 // SliceLast returns a copy of x[..., off:off+n]: x viewed as [rows, C], a column block of every row.
@@ -66,6 +70,7 @@ func (b *Backend) SliceLast(x *core.Tensor, off, n int) (*core.Tensor, error) {
 		return nil, err
 	}
 	if err := b.copyBlockLocked(op, xg, out, rows, n, C, off, n, 0); err != nil {
+		b.freeLocked(out)
 		return nil, err
 	}
 	return core.NewTensor(outShape, out), nil
@@ -123,6 +128,7 @@ func (b *Backend) Concat(axis int, ts ...*core.Tensor) (*core.Tensor, error) {
 		for i, t := range ts {
 			width := t.Shape().Numel() / outer
 			if err := b.copyBlockLocked(op, bufs[i], out, outer, width, width, 0, rowLen, off); err != nil {
+				b.freeLocked(out)
 				return nil, err
 			}
 			off += width
@@ -165,4 +171,58 @@ func (b *Backend) Transpose12(x *core.Tensor) (*core.Tensor, error) {
 		}
 	}
 	return core.NewTensor(outShape, out), nil
+}
+
+// WriteRows copies src [B, n, C] into rows [off, off+n) of dst [B, S, C] in place: one block copy with
+// B rows of n*C elements, strided by S*C in dst. WebGPU orders it after the pending dispatches that read
+// dst and before later ones.
+func (b *Backend) WriteRows(dst, src *core.Tensor, off int) error {
+	const op = "write-rows"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	dg, err := b.operand(op, "dst", dst)
+	if err != nil {
+		return err
+	}
+	sg, err := b.operand(op, "src", src)
+	if err != nil {
+		return err
+	}
+	ds, ss := dst.Shape(), src.Shape()
+	if len(ds) != 3 || len(ss) != 3 || ds[0] != ss[0] || ds[2] != ss[2] {
+		return &core.ShapeError{Op: op, Msg: fmt.Sprintf("want dst [B, S, C] and src [B, n, C], got dst %v, src %v", ds, ss)}
+	}
+	B, S, n, C := ds[0], ds[1], ss[1], ds[2]
+	if off < 0 || off+n > S {
+		return &core.ShapeError{Op: op, Msg: fmt.Sprintf("rows [%d, %d) are outside dst %v", off, off+n, ds)}
+	}
+	if dg == sg {
+		return fmt.Errorf("%s: src and dst share a buffer: %w", op, core.ErrUnsupported)
+	}
+	return b.copyBlockLocked(op, sg, dg, B, n*C, n*C, 0, S*C, off*C)
+}
+
+// Zeros returns a new tensor of zeros (shaders/fill.wgsl: the buffer may come from the pool).
+func (b *Backend) Zeros(shape core.Shape) (*core.Tensor, error) {
+	const op = "zeros"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.usable(); err != nil {
+		return nil, err
+	}
+	if err := checkDims(op, "shape", shape); err != nil {
+		return nil, err
+	}
+	n := shape.Numel()
+	out, err := b.outBuf(op, n)
+	if err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		k := kernel{file: "fill.wgsl", params: fillKernel{WG: copyWG}, inputs: 0, outputs: 1}
+		if err := b.dispatch(op, k, []uint32{uint32(n)}, []*gpuBuf{out}, grid1D(n, copyWG)); err != nil {
+			return nil, err
+		}
+	}
+	return core.NewTensor(shape, out), nil
 }
