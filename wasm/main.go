@@ -122,6 +122,9 @@ func readURL() (params, error) {
 	}
 	p := params{class: 0, cfg: 4, topK: 900, topP: 0.95, set: map[string]bool{}}
 	w, ok := get("weights")
+	if !ok {
+		w, ok = get("model") // the same: the URL of the model's converted weights directory
+	}
 	if !ok || w == "" {
 		w = "weights/"
 	}

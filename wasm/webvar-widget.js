@@ -32,7 +32,8 @@
     for (var i = 0; i < params.length; i++) {
       if (d[params[i][0]] !== undefined && d[params[i][0]] !== "") u.searchParams.set(params[i][1], d[params[i][0]]);
     }
-    if (d.weights) u.searchParams.set("weights", new URL(d.weights, document.baseURI).href);
+    const w = d.weights || d.model; // data-model is accepted as another name for data-weights
+    if (w) u.searchParams.set("weights", new URL(w, document.baseURI).href);
     if (d.autostart !== undefined && d.autostart !== "false") u.searchParams.set("autostart", "1");
     var f = document.createElement("iframe");
     f.src = u.href;
