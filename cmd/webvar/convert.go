@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/loader/convert"
@@ -174,7 +175,7 @@ func verifyConversion(source *modelFlags, dir string, heads, n int, stdout io.Wr
 				}
 			}
 		}
-		p := psnr(a.Images.Data, q.Images.Data)
+		p := core.PSNR(a.Images.Data, q.Images.Data)
 		minPSNR = math.Min(minPSNR, p)
 		sumPSNR += p
 	}
@@ -227,18 +228,6 @@ func fitPreviewMap(dir string, heads, n int, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// psnr of b against a, both in [0, 1] (+Inf when identical).
-func psnr(a, b []float32) float64 {
-	var se float64
-	for i := range a {
-		d := float64(a[i]) - float64(b[i])
-		se += d * d
-	}
-	if se == 0 {
-		return math.Inf(1)
-	}
-	return 10 * math.Log10(float64(len(a))/se)
-}
 
 // parseSampling parses "cfg=3,top_k=100,top_p=0.9[,more_smooth=true]" (every key but more_smooth required);
 // "" means none.

@@ -184,7 +184,7 @@ type stats struct {
 func (s *stats) addBatch(want, got core.HostTensor) {
 	per := len(want.Data) / want.Shape[0]
 	for i := 0; i < want.Shape[0]; i++ {
-		p := psnr(want.Data[i*per:(i+1)*per], got.Data[i*per:(i+1)*per])
+		p := core.PSNR(want.Data[i*per:(i+1)*per], got.Data[i*per:(i+1)*per])
 		if s.n == 0 || p < s.min {
 			s.min = p
 		}
@@ -197,14 +197,3 @@ func (s stats) String() string {
 	return fmt.Sprintf("%.1f / %.1f", s.sum/float64(s.n), s.min)
 }
 
-func psnr(a, b []float32) float64 {
-	var se float64
-	for i := range a {
-		d := float64(a[i]) - float64(b[i])
-		se += d * d
-	}
-	if se == 0 {
-		return math.Inf(1)
-	}
-	return 10 * math.Log10(float64(len(a))/se)
-}
