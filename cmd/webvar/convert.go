@@ -228,7 +228,6 @@ func fitPreviewMap(dir string, heads, n int, stdout, stderr io.Writer) error {
 	return nil
 }
 
-
 // parseSampling parses "cfg=3,top_k=100,top_p=0.9[,more_smooth=true]" (every key but more_smooth required);
 // "" means none.
 func parseSampling(s string) (*convert.Sampling, error) {

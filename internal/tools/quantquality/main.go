@@ -196,4 +196,3 @@ func (s *stats) addBatch(want, got core.HostTensor) {
 func (s stats) String() string {
 	return fmt.Sprintf("%.1f / %.1f", s.sum/float64(s.n), s.min)
 }
-
