@@ -337,8 +337,11 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 			ev.Preview = &img
 		}
 		if si == k-1 {
-			// The transformer's pooled buffers (its KV cache among them) are no use to the decoder.
-			o.ReleaseIdle()
+			// The transformer's pooled buffers (its KV cache among them) are no use to the decoder, unless
+			// full previews left the decoder's own buffers in the pool too.
+			if req.Previews != PreviewFull {
+				o.ReleaseIdle()
+			}
 			res.Images = p.decode(o, fhat)
 			if previews {
 				ev.Preview = &res.Images
