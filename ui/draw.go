@@ -74,7 +74,7 @@ func (g *Game) draw(screen *ebiten.Image) {
 	}
 	g.drawImages(screen)
 
-	if g.st.Phase == uistate.Loading {
+	if g.st.Phase == uistate.Loading || g.st.Phase == uistate.Stopped {
 		r := uistate.ProgressRect()
 		fillRect(screen, r, colButtonOff)
 		done := r

@@ -26,9 +26,16 @@ import (
 	"github.com/webvar/webvar/ui/uistate"
 )
 
+// LoadFunc loads the model onto Config.Backend, reporting progress (bytes so far of total; total 0 when
+// unknown) as it goes, and returns the pipeline and the class names from the weights' metadata (nil:
+// numbers are shown). It returns ctx.Err() when ctx is cancelled (the user pressed Cancel during the
+// download); the game may call it again (Load after a cancel), so it must be safe to repeat.
+type LoadFunc func(ctx context.Context, progress func(done, total int64)) (*varmodel.Pipeline, []string, error)
+
 // Config sets up a Game.
 type Config struct {
-	Backend  core.Backend // runs the generations (the pipeline passed to Loaded must live on it)
+	Backend  core.Backend // runs the generations (the pipeline Load returns must live on it)
+	Load     LoadFunc     // required: Run starts it beside the window
 	Settings uistate.Settings
 	// AutoStart generates once as soon as the model has loaded.
 	AutoStart bool
@@ -40,7 +47,8 @@ type Config struct {
 	Save func(img image.Image, name string) (string, error)
 	// Finished, if set, is called on the game goroutine when a run ends, with its tokens per scale (nil
 	// unless it completed) and its error (context.Canceled for a cancelled run), and when loading fails
-	// (nil tokens, the error): the browser page publishes it as document.body.dataset.state.
+	// (nil tokens, the error; not for a download the user cancelled): the browser page publishes it as
+	// document.body.dataset.state.
 	Finished func(tokens [][]int, err error)
 }
 
@@ -58,8 +66,8 @@ func SaveToDir(dir string) func(image.Image, string) (string, error) {
 	}
 }
 
-// Game is the ebiten game. Create it with New, feed it the loading progress and the model from the
-// loading goroutine (Progress, Loaded), and run it with Run on the main goroutine.
+// Game is the ebiten game. Create it with New and run it with Run on the main goroutine; Run loads the
+// model with Config.Load beside the window.
 type Game struct {
 	cfg  Config
 	st   *uistate.State
@@ -69,10 +77,9 @@ type Game struct {
 	// the state is only ever touched on the game goroutine.
 	inbox chan func()
 	quit  chan struct{} // closed when Run returns: senders stop waiting
-	start time.Time     // of loading, for the download rate
 
 	pipe   *varmodel.Pipeline
-	cancel context.CancelFunc // of the run in flight
+	cancel context.CancelFunc // of the load or run in flight
 
 	images  map[*image.NRGBA]*ebiten.Image // previews uploaded once, per run
 	imageOf int                            // the run ID images belong to
@@ -83,6 +90,9 @@ type Game struct {
 
 // New builds a game in the loading state.
 func New(cfg Config) (*Game, error) {
+	if cfg.Load == nil {
+		return nil, errors.New("ui: Config.Load is nil")
+	}
 	if cfg.Save == nil {
 		cfg.Save = SaveToDir(".")
 	}
@@ -96,7 +106,6 @@ func New(cfg Config) (*Game, error) {
 		face:   &text.GoTextFace{Source: src, Size: 14},
 		inbox:  make(chan func(), 64),
 		quit:   make(chan struct{}),
-		start:  time.Now(),
 		images: map[*image.NRGBA]*ebiten.Image{},
 	}, nil
 }
@@ -112,39 +121,54 @@ func (g *Game) post(ctx context.Context, f func()) bool {
 	return false
 }
 
-// Progress reports loading progress (bytes so far of total; total 0 when unknown). Safe from any
-// goroutine; a report is dropped rather than slowing the loader when the game is behind.
-func (g *Game) Progress(done, total int64) {
-	p := uistate.LoadProgress{BytesDone: done, BytesTotal: total, Elapsed: time.Since(g.start)}
-	select {
-	case g.inbox <- func() { g.st.OnProgress(p) }:
-	default:
-	}
+// startLoad runs Config.Load in a goroutine; Cancel stops it (the state goes to Stopped, and Load starts
+// it again).
+func (g *Game) startLoad() {
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	start := time.Now()
+	go func() {
+		defer cancel()
+		p, names, err := g.cfg.Load(ctx, func(done, total int64) {
+			pr := uistate.LoadProgress{BytesDone: done, BytesTotal: total, Elapsed: time.Since(start)}
+			// A report is dropped rather than slowing the loader when the game is behind.
+			select {
+			case g.inbox <- func() { g.st.OnProgress(pr) }:
+			default:
+			}
+		})
+		if err == nil && ctx.Err() != nil {
+			// Cancelled after the last read: still the user's cancel, but the model is here, so keep it.
+			err = nil
+		}
+		g.post(context.Background(), func() { g.loaded(p, names, err) })
+	}()
 }
 
-// Loaded hands over the loaded pipeline (on Config.Backend) and the class names from the weights'
-// metadata (nil: numbers are shown), or the loading error. Safe from any goroutine.
-func (g *Game) Loaded(p *varmodel.Pipeline, classNames []string, err error) {
-	g.post(context.Background(), func() {
-		if err != nil {
-			g.st.OnLoaded(uistate.ModelInfo{}, err)
-			if g.cfg.Finished != nil {
-				g.cfg.Finished(nil, err)
-			}
-			if g.cfg.Screenshot != "" {
-				g.exitErr = err
-				g.shotDone = true
-			}
-			return
+// loaded takes the loaded pipeline or the loading error on the game goroutine.
+func (g *Game) loaded(p *varmodel.Pipeline, classNames []string, err error) {
+	g.cancel = nil
+	if err != nil {
+		g.st.OnLoaded(uistate.ModelInfo{}, err)
+		if errors.Is(err, context.Canceled) {
+			return // Stopped: the user may load again
 		}
-		g.pipe = p
-		c := p.VAR.Config()
-		g.st.OnLoaded(uistate.ModelInfo{Classes: c.Classes, ClassNames: classNames, PatchNums: c.PatchNums,
-			ImageSize: p.VAE.ImageSize(), LinearPreview: p.LinearPreview != nil}, nil)
-		if g.cfg.AutoStart {
-			g.do(uistate.ActGenerate)
+		if g.cfg.Finished != nil {
+			g.cfg.Finished(nil, err)
 		}
-	})
+		if g.cfg.Screenshot != "" {
+			g.exitErr = err
+			g.shotDone = true
+		}
+		return
+	}
+	g.pipe = p
+	c := p.VAR.Config()
+	g.st.OnLoaded(uistate.ModelInfo{Classes: c.Classes, ClassNames: classNames, PatchNums: c.PatchNums,
+		ImageSize: p.VAE.ImageSize(), LinearPreview: p.LinearPreview != nil}, nil)
+	if g.cfg.AutoStart {
+		g.do(uistate.ActGenerate)
+	}
 }
 
 // Run opens the window and runs the game until it is closed (or, in screenshot mode, until the
@@ -161,6 +185,7 @@ func Run(g *Game, title string) error {
 	ebiten.SetWindowResizingMode(ebiten.WindowResizingModeEnabled)
 	// The window may sit unfocused (a test under Xvfb, a user in another window) while a run streams in.
 	ebiten.SetRunnableOnUnfocused(true)
+	g.startLoad()
 	err := ebiten.RunGame(g)
 	if errors.Is(err, ebiten.Termination) {
 		err = nil
@@ -181,6 +206,8 @@ func (g *Game) do(a uistate.Action) {
 		if g.cancel != nil {
 			g.cancel()
 		}
+	case uistate.Load:
+		g.startLoad()
 	case uistate.Save:
 		if img := g.st.Latest(); img != nil {
 			g.st.OnSaved(g.cfg.Save(img, cmd.Name))

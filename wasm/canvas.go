@@ -14,6 +14,7 @@ import (
 	"net/http"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/loader/convert"
 	ebitenui "github.com/webvar/webvar/ui"
 	"github.com/webvar/webvar/ui/uistate"
@@ -48,6 +49,25 @@ func runCanvas(p params) {
 	b := openBackend()
 	g, err := ebitenui.New(ebitenui.Config{
 		Backend: b,
+		Load: func(ctx context.Context, progress func(done, total int64)) (*varmodel.Pipeline, []string, error) {
+			setState("loading")
+			a, err := loadWith(ctx, p.weightsURL, func() core.Backend { return b }, func(pr weights.Progress) {
+				progress(pr.BytesDone, pr.BytesTotal)
+			})
+			switch {
+			case errors.Is(err, context.Canceled):
+				setState("cancelled")
+				return nil, nil, err
+			case err != nil:
+				return nil, nil, err
+			case p.class < 0 || p.class >= a.classes:
+				return nil, nil, fmt.Errorf("URL parameter class=%d: this model has classes 0..%d", p.class, a.classes-1)
+			}
+			if !p.autostart {
+				setState("ready")
+			}
+			return a.p, a.names, nil
+		},
 		Settings: uistate.Settings{Class: p.class, Seed: p.seed, CFG: p.cfg, TopK: p.topK, TopP: p.topP,
 			MoreSmooth: p.moreSmooth},
 		AutoStart: p.autostart,
@@ -70,23 +90,6 @@ func runCanvas(p params) {
 		fail(err)
 		return
 	}
-	go func() {
-		a, err := loadWith(p.weightsURL, func() core.Backend { return b }, func(pr weights.Progress) {
-			g.Progress(pr.BytesDone, pr.BytesTotal)
-		})
-		if err != nil {
-			g.Loaded(nil, nil, err)
-			return
-		}
-		if p.class < 0 || p.class >= a.classes {
-			g.Loaded(nil, nil, fmt.Errorf("URL parameter class=%d: this model has classes 0..%d", p.class, a.classes-1))
-			return
-		}
-		if !p.autostart {
-			setState("ready")
-		}
-		g.Loaded(a.p, a.names, nil)
-	}()
 	if err := ebitenui.Run(g, "webvar"); err != nil {
 		fail(err)
 	}

@@ -8,7 +8,8 @@
 // linear for a model with a fitted map), autostart=1, embed=1 (index.html hides the page chrome;
 // webvar-widget.js uses it). They prefill the inputs (sampling settings not given come from the model's metadata); every
 // run reads the inputs. document.body.dataset.state goes "loading" -> "ready" -> "generating" -> "done"
-// (or "error", with dataset.error; a cancelled run goes back to "ready") so that tests and embedding
+// (or "error", with dataset.error; a cancelled run goes back to "ready", a download cancelled during
+// "loading" goes to "cancelled" until Generate resumes it) so that tests and embedding
 // pages can wait on it; inside an iframe every state is also posted to the parent window as
 // {type: "webvar-state", state, error}. dataset.tokens holds the last finished image's tokens as JSON
 // (one row-major array per scale), a debug hook for tests.
@@ -415,9 +416,8 @@ func (u *ui) worker() {
 			fail(fmt.Errorf("internal error: %v", r))
 		}
 	}()
-	a, err := load(u.base.weightsURL)
-	if err != nil {
-		fail(err)
+	a, resumed := u.load()
+	if a == nil {
 		return
 	}
 	q := u.base.withModelDefaults(a.sampling)
@@ -431,7 +431,8 @@ func (u *ui) worker() {
 	switch {
 	case q.class < 0 || q.class >= a.classes:
 		fail(fmt.Errorf("URL parameter class=%d: this model has classes 0..%d", q.class, a.classes-1))
-	case q.autostart:
+	case q.autostart || resumed:
+		// resumed: Generate after a cancelled download resumed it and asked for an image.
 		u.enqueue(job{kind: jobGenerate, q: u.readInputs()})
 	default:
 		setText("webvar-status", "ready ("+a.cacheNote+"): press Generate")
@@ -495,6 +496,42 @@ func (u *ui) worker() {
 	}
 }
 
+// load downloads the model, with Cancel enabled: a cancelled download leaves the page in state
+// "cancelled" until Generate resumes it (from the cache for the chunks already verified). It returns nil
+// after failing the page; resumed says the user pressed Generate to resume, so an image is wanted.
+func (u *ui) load() (a *app, resumed bool) {
+	for {
+		ctx, cancel := context.WithCancel(context.Background())
+		u.mu.Lock()
+		u.cancel = cancel
+		u.mu.Unlock()
+		setEnabled("webvar-generate", false)
+		setEnabled("webvar-cancel", true)
+		var last weights.Progress
+		a, err := loadWith(ctx, u.base.weightsURL, openBackend, func(pr weights.Progress) { last = pr })
+		u.mu.Lock()
+		u.cancel = nil
+		u.mu.Unlock()
+		cancel()
+		setEnabled("webvar-cancel", false)
+		switch {
+		case err == nil:
+			return a, resumed
+		case !errors.Is(err, context.Canceled):
+			fail(err)
+			return nil, false
+		}
+		setText("webvar-status", fmt.Sprintf("download cancelled at %.1f of %.1f MB: press Generate to go on "+
+			"(the %d chunks already verified are kept in the browser cache)",
+			float64(last.BytesDone)/1e6, float64(last.BytesTotal)/1e6, last.ChunksDone))
+		setState("cancelled")
+		setEnabled("webvar-generate", true)
+		<-u.jobs // only Generate is enabled: its job resumes the download, then runs
+		resumed = true
+		setState("loading")
+	}
+}
+
 // fillSelectors lists the model's classes (by name where its metadata has them) and the scales a
 // reroll or randomize can keep.
 func (a *app) fillSelectors() {
@@ -530,14 +567,11 @@ func (a *app) fileLabel(class int) string {
 	return strconv.Itoa(class)
 }
 
-func load(url string) (*app, error) {
-	return loadWith(url, openBackend, nil)
-}
-
-// loadWith is load with the backend from open and, if progress is set, progress reports going there
-// too (the canvas UI's progress bar).
-func loadWith(url string, open func() core.Backend, progress func(weights.Progress)) (*app, error) {
-	ctx := context.Background()
+// loadWith streams the weights from url (through the browser cache), then opens the backend with open
+// and builds the pipeline on it. progress, if set, gets the loader's reports too (the canvas UI's
+// progress bar; the HTML status line is written here). Cancelling ctx stops the download with ctx.Err():
+// the chunks verified so far stay in the cache, so the next load takes them from there.
+func loadWith(ctx context.Context, url string, open func() core.Backend, progress func(weights.Progress)) (*app, error) {
 	start := time.Now()
 	lastDraw := time.Time{}
 	opt := weights.LoadOptions{}
@@ -570,6 +604,9 @@ func loadWith(url string, open func() core.Backend, progress func(weights.Progre
 	}
 	m, err := weights.Load(ctx, weights.HTTPSource(url, http.DefaultClient), opt)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, fmt.Errorf("loading weights from %s: %w", url, err)
 	}
 	a := &app{}

@@ -5,12 +5,12 @@
 //
 // Every [data-webvar] element gets an <iframe> of the demo page in embed mode (index.html?embed=1&...),
 // sized to the element: each widget has its own wasm instance and page state, and nothing of the app
-// leaks into the host page. Attributes (all optional): data-weights (a converted weights directory,
-// resolved against the host page; default: the server's weights/), data-class, data-seed, data-cfg,
+// leaks into the host page. Attributes (all optional): data-weights or data-model (a converted weights
+// directory, resolved against the host page; default: the server's weights/), data-class, data-seed, data-cfg,
 // data-top-k, data-top-p, data-more-smooth, data-autostart (present: generate once loaded),
 // data-width / data-height (CSS sizes; default: the element's own size, else 320px x 400px).
 // The app posts {type: "webvar-state", state, error} to this page; the widget mirrors it on the host
-// element (dataset.state: loading, ready, generating, done, error; dataset.error) and dispatches a
+// element (dataset.state: loading, cancelled, ready, generating, done, error; dataset.error) and dispatches a
 // "webvar-state" CustomEvent on it with that object as detail.
 // Hand-written, no build step: it must stay small and readable.
 (function () {

@@ -51,10 +51,19 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stop() // from here Ctrl-C ends the program; the window's Cancel stops the download
 	f.sampling.apply(info.Sampling)
 	s := f.sampling
 	g, err := ui.New(ui.Config{
 		Backend: b,
+		// Loading runs beside the window so that the download progress is drawn while it happens.
+		Load: func(ctx context.Context, progress func(done, total int64)) (*varmodel.Pipeline, []string, error) {
+			p, info, err := f.model.open(ctx, b, func(p weights.Progress) { progress(p.BytesDone, p.BytesTotal) })
+			if err == nil {
+				err = checkClass(p, f.class)
+			}
+			return p, info.ClassNames, err
+		},
 		Settings: uistate.Settings{Class: f.class, Seed: f.seed, CFG: s.cfg, TopK: s.topK, TopP: s.topP,
 			MoreSmooth: s.moreSmooth},
 		AutoStart:  f.autostart,
@@ -64,14 +73,6 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Loading runs beside the window so that the download progress is drawn while it happens.
-	go func() {
-		p, info, err := f.model.open(ctx, b, func(p weights.Progress) { g.Progress(p.BytesDone, p.BytesTotal) })
-		if err == nil {
-			err = checkClass(p, f.class)
-		}
-		g.Loaded(p, info.ClassNames, err)
-	}()
 	if err := ui.Run(g, "webvar preview ("+b.Name()+")"); err != nil {
 		return err
 	}

@@ -50,10 +50,12 @@ func TestServeEndToEndInChromium(t *testing.T) {
 	t.Logf("wasm build %.1f s", time.Since(start).Seconds())
 	// Count the chunk downloads: a reload must take every chunk from the browser's Cache API.
 	var chunkReqs atomic.Int64
+	gate := newChunkGate() // open except in the cancel-download tests
 	h := newServeHandler(app, os.DirFS(wdir))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/weights/") && strings.HasPrefix(path.Base(r.URL.Path), "chunk-") {
 			chunkReqs.Add(1)
+			gate.wait(r)
 		}
 		h.ServeHTTP(w, r)
 	}))
@@ -119,6 +121,15 @@ func TestServeEndToEndInChromium(t *testing.T) {
 	t.Run("controls", func(t *testing.T) { testControls(ctx, t, chrome, srv.URL) })
 	t.Run("embed", func(t *testing.T) { testEmbed(ctx, t, chrome, srv.URL) })
 	t.Run("canvas-ui", func(t *testing.T) { testCanvasUI(ctx, t, chrome, srv.URL) })
+	// Cancel in the middle of the download, then resume it, on both UIs.
+	const greedy = "class=1&cfg=1.5&top_k=1&top_p=0&seed=0"
+	t.Run("cancel-download", func(t *testing.T) {
+		// model= is the issue's name for the weights parameter: the page takes either.
+		testCancelDownload(ctx, t, chrome, srv.URL+"/?ui=html&model=weights/&"+greedy, gate, want, false)
+	})
+	t.Run("cancel-download-canvas-ui", func(t *testing.T) {
+		testCancelDownload(ctx, t, chrome, srv.URL+"/?ui=canvas&"+greedy, gate, want, true)
+	})
 
 	// What `go run ./cmd/webvar serve` shows: the embedded default model with its own sampling settings
 	// (cfg 3, top-k 100, top-p 0.9 from its metadata; the URL gives only class and seed), sampled with the

@@ -127,7 +127,11 @@ func (s *State) Widgets() []Widget {
 	button(panelX, 250, ActMoreSmooth, smooth)
 	ws[len(ws)-1].On = s.Settings.MoreSmooth
 	y += rowH + 8
-	button(panelX, 150, ActGenerate, "Generate (G)")
+	if s.Phase == Stopped {
+		button(panelX, 150, ActGenerate, "Load (G)")
+	} else {
+		button(panelX, 150, ActGenerate, "Generate (G)")
+	}
 	button(panelX+150+gap, 96, ActCancel, "Cancel (Esc)")
 	y += rowH
 	button(panelX, 150, ActSave, "Save PNG (S)")
@@ -157,6 +161,8 @@ func (s *State) Title() string {
 		return "loading weights: " + s.Progress.Text()
 	case Failed:
 		return "failed"
+	case Stopped:
+		return "download cancelled: " + s.Progress.Text()
 	}
 	if s.Run == nil {
 		return "ready: press Generate"

@@ -4,6 +4,8 @@
 package uistate
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"image"
 	"math/rand/v2"
@@ -20,6 +22,7 @@ const (
 	Idle                    // a model is loaded and nothing runs
 	Generating              // a run is in flight
 	Failed                  // loading failed: nothing but the message is left to show
+	Stopped                 // loading was cancelled: Generate (shown as "Load") starts it again
 )
 
 // Settings are the sampling controls.
@@ -127,6 +130,7 @@ const (
 	Start              // start Command.Request in a goroutine
 	Cancel             // cancel the run in flight
 	Save               // save the current image (Command.Name is a suggested file name)
+	Load               // (re)start loading the model: after a cancelled download
 )
 
 // Command is the side effect an action asks of the driver (ebiten game, tests).
@@ -163,9 +167,19 @@ func (s *State) OnProgress(p LoadProgress) {
 	}
 }
 
-// OnLoaded switches to Idle with model m, or to Failed with err. Settings outside the model's range are
-// clamped so that Generate always builds a valid request.
+// OnLoaded switches to Idle with model m, to Stopped when err is the cancellation (context.Canceled) of a
+// load the user stopped, or to Failed with any other err. Settings outside the model's range are clamped
+// so that Generate always builds a valid request.
 func (s *State) OnLoaded(m ModelInfo, err error) {
+	if errors.Is(err, context.Canceled) {
+		s.Phase = Stopped
+		s.Message = "download cancelled: press Load to go on"
+		if s.Progress.BytesTotal > 0 {
+			s.Message = fmt.Sprintf("download cancelled at %.1f of %.1f MB: press Load to go on",
+				float64(s.Progress.BytesDone)/1e6, float64(s.Progress.BytesTotal)/1e6)
+		}
+		return
+	}
 	if err != nil {
 		s.Phase = Failed
 		s.Message = "loading failed: " + err.Error()
@@ -222,13 +236,13 @@ func (s *State) Request() varmodel.Request {
 func (s *State) Enabled(a Action) bool {
 	switch a {
 	case ActCancel:
-		return s.Phase == Generating
+		return s.Phase == Generating || s.Phase == Loading
 	case ActSave:
 		return s.Run != nil && s.Run.Finished
 	case ActReroll, ActRandomize:
 		return s.Phase == Idle && s.Run != nil && s.Run.Finished && len(s.Model.PatchNums) > 1
 	case ActGenerate:
-		return s.Phase == Idle
+		return s.Phase == Idle || s.Phase == Stopped
 	}
 	// Settings can change while loading or generating: they apply to the next run.
 	return s.Phase != Failed
@@ -272,6 +286,11 @@ func (s *State) Apply(a Action) Command {
 	case ActKUp:
 		s.K = min(max(1, len(s.Model.PatchNums)-1), s.K+1)
 	case ActGenerate:
+		if s.Phase == Stopped {
+			s.Phase = Loading
+			s.Message = "loading again..."
+			return Command{Kind: Load}
+		}
 		return s.start(s.Request(), "generate")
 	case ActReroll:
 		// Keep the first K scales of the last run, resample the rest with a new seed.
@@ -288,6 +307,9 @@ func (s *State) Apply(a Action) Command {
 		return s.start(req, fmt.Sprintf("randomize after scale %d", s.K))
 	case ActCancel:
 		s.Message = "cancelling..."
+		if s.Phase == Loading {
+			s.Message = "cancelling the download..."
+		}
 		return Command{Kind: Cancel}
 	case ActSave:
 		r := s.Run.Request

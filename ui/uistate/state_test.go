@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,5 +233,51 @@ func TestImageRectIsIntegerScaledInsideTheArea(t *testing.T) {
 	}
 	if ThumbRect(9).Max.X > Width || ThumbLabelPos(0).Y+14 > ProgressRect().Min.Y {
 		t.Errorf("ten thumbnails do not fit: %v, label at %v", ThumbRect(9), ThumbLabelPos(0))
+	}
+}
+
+// Cancel during the download stops it (Stopped, with how far it got); the Generate button, now "Load",
+// starts it again; a failed load is final.
+func TestCancelDownloadThenLoadAgain(t *testing.T) {
+	s := New(Defaults())
+	if s.Enabled(ActGenerate) {
+		t.Fatal("Generate enabled before the model has loaded")
+	}
+	s.OnProgress(LoadProgress{BytesDone: 12e6, BytesTotal: 48e6, Elapsed: time.Second})
+	if c := click(t, s, ActCancel); c.Kind != Cancel {
+		t.Fatalf("Cancel while loading: command %v, want Cancel", c.Kind)
+	}
+	s.OnLoaded(ModelInfo{}, fmt.Errorf("weights: chunk 3: %w", context.Canceled))
+	if s.Phase != Stopped {
+		t.Fatalf("phase %v after a cancelled load, want Stopped", s.Phase)
+	}
+	if want := "download cancelled at 12.0 of 48.0 MB"; !strings.Contains(s.Message, want) {
+		t.Fatalf("message %q, want it to say %q", s.Message, want)
+	}
+	if s.Enabled(ActCancel) || s.Enabled(ActSave) || s.Enabled(ActReroll) {
+		t.Fatal("Cancel, Save or Reroll enabled with no download and no model")
+	}
+	var label string
+	for _, w := range s.Widgets() {
+		if w.Action == ActGenerate {
+			label = w.Text
+		}
+	}
+	if label != "Load (G)" {
+		t.Fatalf("Generate button reads %q while stopped, want %q", label, "Load (G)")
+	}
+	if c := click(t, s, ActGenerate); c.Kind != Load || s.Phase != Loading {
+		t.Fatalf("Load: command %v phase %v, want Load and Loading", c.Kind, s.Phase)
+	}
+	s.OnLoaded(tiny, nil)
+	if s.Phase != Idle || !s.Enabled(ActGenerate) {
+		t.Fatalf("phase %v after the second load, want Idle with Generate enabled", s.Phase)
+	}
+
+	f := New(Defaults())
+	f.OnLoaded(ModelInfo{}, errors.New("weights: chunk 3: checksum mismatch"))
+	if f.Phase != Failed || f.Enabled(ActGenerate) || f.Enabled(ActCancel) {
+		t.Fatalf("failed load: phase %v, Generate %v, Cancel %v; want Failed with both off", f.Phase,
+			f.Enabled(ActGenerate), f.Enabled(ActCancel))
 	}
 }
