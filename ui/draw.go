@@ -81,6 +81,11 @@ func (g *Game) draw(screen *ebiten.Image) {
 		done.Max.X = r.Min.X + int(float64(r.Dx())*g.st.Progress.Fraction())
 		fillRect(screen, done, colBar)
 	}
+	notice := uistate.NoticeLines(g.cfg.Notice)
+	for i, line := range notice {
+		q := uistate.NoticePos(i, len(notice))
+		g.text(screen, line, q.X, q.Y, colTextDim)
+	}
 	p := uistate.StatusPos()
 	g.text(screen, g.st.Title(), p.X, p.Y-2, colText)
 	msg := colTextDim

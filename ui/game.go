@@ -50,6 +50,12 @@ type Config struct {
 	// (nil tokens, the error; not for a download the user cancelled): the browser page publishes it as
 	// document.body.dataset.state.
 	Finished func(tokens [][]int, err error)
+	// Notice, if set, is a line about how the game computes (the browser's "WebGPU unavailable ...; using
+	// the CPU"), drawn at the bottom of the control panel.
+	Notice string
+	// Started, if set, is called on the game goroutine when a run starts (the browser page's
+	// "generating" state).
+	Started func()
 }
 
 // SaveToDir is a Config.Save that writes PNG files into dir.
@@ -220,6 +226,9 @@ func (g *Game) do(a uistate.Action) {
 func (g *Game) startRun(id int, req varmodel.Request) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
+	if g.cfg.Started != nil {
+		g.cfg.Started()
+	}
 	p, b := g.pipe, g.cfg.Backend
 	go func() {
 		defer cancel()

@@ -21,11 +21,15 @@ import (
 	"github.com/webvar/webvar/weights"
 )
 
-// runCanvas is the page with ?ui=canvas: the ebiten UI of webvar preview (package ui: progress, the
-// scale-by-scale animation and every control drawn on one canvas) instead of the HTML controls, computing
-// with the browser's WebGPU or the CPU fallback like the HTML page. document.body.dataset.state goes
-// loading -> ready -> done/error as there, and dataset.tokens holds the last image's tokens. It returns
-// when the game ends (it does not, in a browser tab).
+// hasCanvasUI says this binary has the ebiten UI, the demo page's default.
+const hasCanvasUI = true
+
+// runCanvas is the demo page's default UI (and ?ui=canvas): the ebiten UI of webvar preview (package ui:
+// progress, the scale-by-scale animation and every control drawn on one canvas) instead of the HTML
+// controls, computing with the browser's WebGPU or the CPU fallback like the HTML page.
+// document.body.dataset.state goes loading (-> cancelled -> loading) -> ready -> generating -> done/error
+// as there, and dataset.tokens holds the last image's tokens. It returns when the game ends (it does not,
+// in a browser tab).
 func runCanvas(p params) {
 	// The model's sampling defaults fill the settings the URL left unset before the UI shows them: read
 	// the manifest first (a few KB; the chunks follow in loadWith).
@@ -34,21 +38,26 @@ func runCanvas(p params) {
 			p = p.withModelDefaults(s)
 		}
 	}
-	// The HTML controls and their canvas give way to ebiten's canvas; the backend line stays, so that a
-	// CPU fallback is visible here too.
+	// The HTML controls and their canvas give way to ebiten's canvas.
 	// (ebiten adds its canvas to the body when its package initialises, before this runs.)
 	children := doc.Get("body").Get("children")
 	for i := range children.Length() {
 		el := children.Index(i)
 		id, tag := el.Get("id").String(), el.Get("tagName").String()
-		if id == "webvar-backend" || tag == "SCRIPT" || tag == "CANVAS" && id != "webvar-canvas" {
+		if tag == "SCRIPT" || tag == "CANVAS" && id != "webvar-canvas" {
 			continue
 		}
 		el.Get("style").Set("display", "none")
 	}
+	// ebiten's canvas fills the body, which then spans the window (index.html narrows it for the HTML
+	// controls); the backend line is drawn in the UI (Config.Notice).
+	doc.Get("body").Get("style").Set("maxWidth", "none")
 	b := openBackend()
+	// openBackend wrote the backend line: the UI shows it, so that a CPU fallback is visible here too.
+	notice := byID("webvar-backend").Get("textContent").String()
 	g, err := ebitenui.New(ebitenui.Config{
 		Backend: b,
+		Notice:  notice,
 		Load: func(ctx context.Context, progress func(done, total int64)) (*varmodel.Pipeline, []string, error) {
 			setState("loading")
 			a, err := loadWith(ctx, p.weightsURL, func() core.Backend { return b }, func(pr weights.Progress) {
@@ -72,6 +81,10 @@ func runCanvas(p params) {
 			MoreSmooth: p.moreSmooth},
 		AutoStart: p.autostart,
 		Save:      downloadPNG,
+		Started: func() {
+			doc.Get("body").Get("dataset").Delete("error")
+			setState("generating")
+		},
 		Finished: func(tokens [][]int, err error) {
 			switch {
 			case err == nil:

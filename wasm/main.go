@@ -5,8 +5,8 @@
 //
 // URL parameters: weights (directory URL, default "weights/", relative to the page), class, seed, cfg,
 // top_k, top_p, more_smooth, previews (linear, fast or full; default: varmodel.Pipeline.InteractivePreviews,
-// linear for a model with a fitted map), autostart=1, embed=1 (index.html hides the page chrome;
-// webvar-widget.js uses it). They prefill the inputs (sampling settings not given come from the model's metadata); every
+// linear for a model with a fitted map), autostart=1, ui (canvas: the ebiten UI, the default; html: the
+// HTML controls), embed=1 (the HTML controls without the page chrome; webvar-widget.js uses it). They prefill the inputs (sampling settings not given come from the model's metadata); every
 // run reads the inputs. document.body.dataset.state goes "loading" -> "ready" -> "generating" -> "done"
 // (or "error", with dataset.error; a cancelled run goes back to "ready", a download cancelled during
 // "loading" goes to "cancelled" until Generate resumes it) so that tests and embedding
@@ -85,7 +85,7 @@ type params struct {
 	moreSmooth bool
 	previews   varmodel.PreviewMode // when set["previews"]; else the model's InteractivePreviews
 	autostart  bool
-	canvasUI   bool // ui=canvas: the ebiten UI (canvas.go) instead of the HTML controls
+	canvasUI   bool // the ebiten UI (canvas.go; the default) instead of the HTML controls (ui=html, embed=1)
 	// set names the sampling parameters the URL gave; the others take the model's own defaults
 	// (its manifest meta) once it has loaded, else the values above.
 	set map[string]bool
@@ -153,11 +153,15 @@ func readURL() (params, error) {
 		return
 	})
 	p.autostart = q.Call("get", "autostart").String() == "1"
-	if s, ok := get("ui"); ok && s != "html" {
-		if s != "canvas" {
-			return p, fmt.Errorf("URL parameter ui=%q: want html or canvas", s)
-		}
+	// index.html picks the binary by the same rule: the ebiten UI unless ui=html or embed=1 (and the
+	// HTML controls in a binary built without it).
+	switch s, ok := get("ui"); {
+	case !ok:
+		p.canvasUI = hasCanvasUI && q.Call("get", "embed").String() != "1"
+	case s == "canvas":
 		p.canvasUI = true
+	case s != "html":
+		return p, fmt.Errorf("URL parameter ui=%q: want html or canvas", s)
 	}
 	return p, err
 }

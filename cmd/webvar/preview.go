@@ -36,8 +36,10 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 		backend = "webgpu"
 	}
 	b, closeBackend, err := newBackend(backend, f.threads, stderr)
+	notice := ""
 	if f.backend == "auto" && errors.Is(err, webgpu.ErrNoAdapter) {
-		fmt.Fprintf(stderr, "no WebGPU adapter (%v): computing on the CPU\n", err)
+		notice = fmt.Sprintf("no WebGPU adapter (%v): computing on the CPU", err)
+		fmt.Fprintln(stderr, notice)
 		b, closeBackend, err = newBackend("cpu", f.threads, stderr)
 	}
 	if err != nil {
@@ -56,6 +58,7 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 	s := f.sampling
 	g, err := ui.New(ui.Config{
 		Backend: b,
+		Notice:  notice,
 		// Loading runs beside the window so that the download progress is drawn while it happens.
 		Load: func(ctx context.Context, progress func(done, total int64)) (*varmodel.Pipeline, []string, error) {
 			p, info, err := f.model.open(ctx, b, func(p weights.Progress) { progress(p.BytesDone, p.BytesTotal) })

@@ -21,7 +21,7 @@ import (
 // inputs, Save PNG, reroll from scale k, randomize after scale k, and Cancel in the middle of a run.
 func testControls(ctx context.Context, t *testing.T, chrome, base string) {
 	// No sampling settings in the URL: the inputs supply them.
-	cctx, dump := openPage(ctx, t, chrome, base+"/", false)
+	cctx, dump := openPage(ctx, t, chrome, base+"/?ui=html", false)
 	eval := func(js string) {
 		t.Helper()
 		if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](js)); err != nil {
@@ -188,8 +188,7 @@ func testEmbed(ctx context.Context, t *testing.T, chrome, base string) {
 	screenshot(t, cctx, "serve_e2e_embed.png")
 }
 
-// testCanvasUI opens the demo with ?ui=canvas (the ebiten UI of webvar preview, built into
-// webvar-canvas.wasm) on the CPU fallback and autostarts a greedy generation: the page must reach "done"
+// testCanvasUI opens the demo (by default the ebiten UI of webvar preview, built into webvar-canvas.wasm) on the CPU fallback and autostarts a greedy generation: the page must reach "done"
 // without console errors, with the tokens the HTML page produces for the same URL, and ebiten's canvas
 // must show a drawn UI (many distinct colours, not a blank page).
 func testCanvasUI(ctx context.Context, t *testing.T, chrome, base string) {
@@ -203,8 +202,8 @@ func testCanvasUI(ctx context.Context, t *testing.T, chrome, base string) {
 		}
 		return cctx, tk
 	}
-	_, want := tokensOf(query)
-	cctx, got := tokensOf(query + "&ui=canvas")
+	_, want := tokensOf(query + "&ui=html")
+	cctx, got := tokensOf(query) // the ebiten UI is the default
 	if got == "" || got != want {
 		t.Errorf("canvas UI tokens %s, the HTML page's %s", got, want)
 	}

@@ -3,6 +3,7 @@ package uistate
 import (
 	"fmt"
 	"image"
+	"strings"
 )
 
 // Action is a user intent: a button click or its keyboard shortcut.
@@ -168,4 +169,34 @@ func (s *State) Title() string {
 		return "ready: press Generate"
 	}
 	return fmt.Sprintf("scale %d/%d, %s", len(s.Run.Scales), len(s.Model.PatchNums), s.Run.Total.Round(1e6))
+}
+
+// noticeChars is how many characters of the notice fit on one line of the control panel.
+const noticeChars = 42
+
+// NoticeLines word-wraps a notice (e.g. "WebGPU unavailable: ...; using the CPU") to the control panel's
+// width; NoticePos places line i of n at the bottom of the panel, above the progress bar.
+func NoticeLines(s string) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(w) > noticeChars {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	if line != "" {
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+// NoticePos is where line i of n notice lines is drawn.
+func NoticePos(i, n int) image.Point {
+	const pitch = 18
+	return image.Pt(panelX, statusY-16-pitch*(n-i))
 }

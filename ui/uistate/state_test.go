@@ -281,3 +281,23 @@ func TestCancelDownloadThenLoadAgain(t *testing.T) {
 			f.Enabled(ActGenerate), f.Enabled(ActCancel))
 	}
 }
+
+func TestNoticeLinesWrapToThePanel(t *testing.T) {
+	msg := "WebGPU unavailable: no usable WebGPU in this browser: the browser offers no WebGPU adapter; using the CPU"
+	lines := NoticeLines(msg)
+	if got := strings.Join(lines, " "); got != msg {
+		t.Fatalf("wrapped lines lose text: %q", got)
+	}
+	for _, l := range lines {
+		if len(l) > noticeChars {
+			t.Errorf("line %q is longer than %d characters", l, noticeChars)
+		}
+	}
+	if len(lines) < 2 || NoticePos(0, len(lines)).Y >= NoticePos(1, len(lines)).Y || NoticePos(len(lines)-1, len(lines)).Y >= ProgressRect().Min.Y {
+		t.Errorf("%d lines at %v..%v: want several, top to bottom, above the progress bar %v", len(lines),
+			NoticePos(0, len(lines)), NoticePos(len(lines)-1, len(lines)), ProgressRect())
+	}
+	if NoticeLines("") != nil {
+		t.Error("an empty notice has lines")
+	}
+}
