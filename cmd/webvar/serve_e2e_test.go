@@ -138,7 +138,7 @@ func TestServeEndToEndInChromium(t *testing.T) {
 			t.Errorf("after corrupting a cache entry the page says %q: want that chunk from the network", s)
 		}
 
-				// The ebiten UI's keyboard re-runs it (cheap on the CPU: var-tiny takes seconds there): the right
+		// The ebiten UI's keyboard re-runs it (cheap on the CPU: var-tiny takes seconds there): the right
 		// arrow steps class 1 to 2, G generates. The state is reset first so that the wait cannot see the
 		// previous run's "done".
 		if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`document.body.dataset.state = "clicked"`)); err != nil {
