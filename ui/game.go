@@ -50,6 +50,11 @@ type Config struct {
 	// (nil tokens, the error; not for a download the user cancelled): the browser page publishes it as
 	// document.body.dataset.state.
 	Finished func(tokens [][]int, err error)
+	// SyncScales makes a run wait, after each scale, until the game has taken that scale in: where
+	// computing blocks everything else (the CPU backend in a browser, where Go runs on the page's one
+	// thread), this lets each scale be drawn and a Cancel be seen before the next scale starts. It costs
+	// up to a frame per scale, so native windows leave it off.
+	SyncScales bool
 	// Notice, if set, is a line about how the game computes (the browser's "WebGPU unavailable ...; using
 	// the CPU"), drawn at the bottom of the control panel.
 	Notice string
@@ -241,8 +246,18 @@ func (g *Game) startRun(id int, req varmodel.Request) {
 				}
 			}
 			ev.Preview = nil // the state keeps the image, not the tensor
-			if !g.post(ctx, func() { g.st.OnScale(id, ev, img) }) {
+			applied := make(chan struct{})
+			if !g.post(ctx, func() { g.st.OnScale(id, ev, img); close(applied) }) {
 				return context.Canceled
+			}
+			if g.cfg.SyncScales {
+				select {
+				case <-applied:
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-g.quit:
+					return context.Canceled
+				}
 			}
 			return nil
 		})

@@ -14,6 +14,7 @@ import (
 	"net/http"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/loader/convert"
 	ebitenui "github.com/webvar/webvar/ui"
@@ -53,11 +54,14 @@ func runCanvas(p params) {
 	// controls); the backend line is drawn in the UI (Config.Notice).
 	doc.Get("body").Get("style").Set("maxWidth", "none")
 	b := openBackend()
+	_, onCPU := b.(*cpu.Backend)
 	// openBackend wrote the backend line: the UI shows it, so that a CPU fallback is visible here too.
 	notice := byID("webvar-backend").Get("textContent").String()
 	g, err := ebitenui.New(ebitenui.Config{
 		Backend: b,
 		Notice:  notice,
+		// On the CPU fallback a run would not yield to the page between scales: no frame, no Cancel.
+		SyncScales: onCPU,
 		Load: func(ctx context.Context, progress func(done, total int64)) (*varmodel.Pipeline, []string, error) {
 			setState("loading")
 			a, err := loadWith(ctx, p.weightsURL, func() core.Backend { return b }, func(pr weights.Progress) {

@@ -128,8 +128,28 @@ func testCancelDownload(ctx context.Context, t *testing.T, chrome, page string, 
 	if canvasUI {
 		pressKey(t, cctx, "g") // Load: the button reads "Load (G)" now
 		waitState(t, cctx, dump, "ready")
+		// Count the page's animation frames while the run is in flight: on the CPU fallback Go computes on
+		// the page's only thread, so without a pause per scale (ui.Config.SyncScales) no frame would be
+		// drawn until the end, and neither the scales nor a Cancel click would get through.
+		if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`(() => {
+			window.frames_ = 0; window.framesAt_ = {};
+			(function tick() { window.frames_++; requestAnimationFrame(tick); })();
+			new MutationObserver(() => { window.framesAt_[document.body.dataset.state] = window.frames_; })
+				.observe(document.body, {attributes: true, attributeFilter: ["data-state"]});
+		})()`)); err != nil {
+			t.Fatal(err)
+		}
 		pressKey(t, cctx, "g") // Generate
 		waitState(t, cctx, dump, "done")
+		frames, err := chromedp.Run(cctx, chromedp.Evaluate[int](`window.framesAt_.done - window.framesAt_.generating`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// var-tiny has 4 scales: a frame after each of the first three at least.
+		if frames < 3 {
+			t.Errorf("%d animation frames during the 4-scale run on the CPU fallback: the page did not get to draw the scales", frames)
+		}
+		t.Logf("%d animation frames during the run", frames)
 		if tk := str(`document.body.dataset.tokens ?? ""`); !strings.HasPrefix(tk, "[[") {
 			t.Errorf("no tokens published after the resumed load's run: %q", tk)
 		}
