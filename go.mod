@@ -7,6 +7,7 @@ require (
 	github.com/chromedp/chromedp v0.23.0
 	github.com/cogentcore/webgpu v0.23.0
 	github.com/hajimehoshi/ebiten/v2 v2.8.8
+	github.com/mokiat/wasmgl v0.5.0
 	github.com/vmihailenco/msgpack/v5 v5.4.1
 	golang.org/x/image v0.20.0
 	golang.org/x/sys v0.25.0

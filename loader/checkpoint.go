@@ -585,7 +585,7 @@ func decodeF32(dst []float32, src []byte, dt DType) {
 		}
 	case F16:
 		for i := range dst {
-			dst[i] = f16ToF32(le.Uint16(src[2*i:]))
+			dst[i] = core.F16ToF32(le.Uint16(src[2*i:]))
 		}
 	case BF16:
 		for i := range dst {
@@ -656,18 +656,4 @@ func decodeI64(dst []int64, src []byte, dt DType) {
 			}
 		}
 	}
-}
-
-// f16ToF32 widens an IEEE 754 binary16 value exactly (every half is representable as a float32).
-func f16ToF32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h) & 0x3ff
-	switch exp {
-	case 0x1f: // Inf, or NaN with its payload kept
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case 0: // zero or subnormal: mant * 2^-24, which is a normal float32
-		return math.Float32frombits(sign | math.Float32bits(float32(mant)*(1.0/(1<<24))))
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
 }

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/webvar/webvar/core"
 )
 
 // checkAgainstGolden compares a checkpoint's tensor list with a golden.md table: same names, dtypes and
@@ -340,7 +342,7 @@ func f16Ref(h uint16) float64 {
 func TestF16Exhaustive(t *testing.T) {
 	for i := range 1 << 16 {
 		h := uint16(i)
-		got, want := f16ToF32(h), f16Ref(h)
+		got, want := core.F16ToF32(h), f16Ref(h)
 		switch {
 		case math.IsNaN(want):
 			if !math.IsNaN(float64(got)) {
@@ -351,7 +353,7 @@ func TestF16Exhaustive(t *testing.T) {
 		}
 	}
 	for h, want := range map[uint16]float32{0x3c00: 1, 0xc000: -2, 0x7bff: 65504, 0x3555: 0.333251953125, 0x0001: 5.9604645e-08} {
-		if got := f16ToF32(h); got != want {
+		if got := core.F16ToF32(h); got != want {
 			t.Errorf("%#04x: %v, want %v", h, got, want)
 		}
 	}

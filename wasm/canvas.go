@@ -53,7 +53,11 @@ func runCanvas(p params) {
 	// ebiten's canvas fills the body, which then spans the window (index.html narrows it for the HTML
 	// controls); the backend line is drawn in the UI (Config.Notice).
 	doc.Get("body").Get("style").Set("maxWidth", "none")
-	b := openBackend()
+	b, err := openBackend(p.backend)
+	if err != nil {
+		fail(err)
+		return
+	}
 	_, onCPU := b.(*cpu.Backend)
 	// openBackend wrote the backend line: the UI shows it, so that a CPU fallback is visible here too.
 	notice := byID("webvar-backend").Get("textContent").String()
@@ -64,7 +68,7 @@ func runCanvas(p params) {
 		SyncScales: onCPU,
 		Load: func(ctx context.Context, progress func(done, total int64)) (*varmodel.Pipeline, []string, error) {
 			setState("loading")
-			a, err := loadWith(ctx, p.weightsURL, func() core.Backend { return b }, func(pr weights.Progress) {
+			a, err := loadWith(ctx, p.weightsURL, func() (core.Backend, error) { return b, nil }, func(pr weights.Progress) {
 				progress(pr.BytesDone, pr.BytesTotal)
 			})
 			switch {

@@ -5,7 +5,8 @@
 //
 // URL parameters: weights (directory URL, default "weights/", relative to the page), class, seed, cfg,
 // top_k, top_p, more_smooth, previews (linear, fast or full; default: varmodel.Pipeline.InteractivePreviews,
-// linear for a model with a fitted map), autostart=1, ui (canvas: the ebiten UI, the default; html: the
+// linear for a model with a fitted map), autostart=1, backend (auto: WebGPU, else WebGL2 for the matrix
+// products with the CPU, else the CPU; or webgpu, webgl, cpu to insist), ui (canvas: the ebiten UI, the default; html: the
 // HTML controls), embed=1 (the HTML controls without the page chrome; webvar-widget.js uses it). They prefill the inputs (sampling settings not given come from the model's metadata); every
 // run reads the inputs. document.body.dataset.state goes "loading" -> "ready" -> "generating" -> "done"
 // (or "error", with dataset.error; a cancelled run goes back to "ready", a download cancelled during
@@ -32,6 +33,7 @@ import (
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/webgl"
 	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/loader/convert"
 	"github.com/webvar/webvar/wasm/jscache"
@@ -85,7 +87,8 @@ type params struct {
 	moreSmooth bool
 	previews   varmodel.PreviewMode // when set["previews"]; else the model's InteractivePreviews
 	autostart  bool
-	canvasUI   bool // the ebiten UI (canvas.go; the default) instead of the HTML controls (ui=html, embed=1)
+	backend    string // URL parameter backend: auto (default), webgpu, webgl, cpu
+	canvasUI   bool   // the ebiten UI (canvas.go; the default) instead of the HTML controls (ui=html, embed=1)
 	// set names the sampling parameters the URL gave; the others take the model's own defaults
 	// (its manifest meta) once it has loaded, else the values above.
 	set map[string]bool
@@ -153,6 +156,14 @@ func readURL() (params, error) {
 		return
 	})
 	p.autostart = q.Call("get", "autostart").String() == "1"
+	if s, ok := get("backend"); ok {
+		switch s {
+		case "auto", "webgpu", "webgl", "cpu":
+			p.backend = s
+		default:
+			return p, fmt.Errorf("URL parameter backend=%q: want auto, webgpu, webgl or cpu", s)
+		}
+	}
 	// index.html picks the binary by the same rule: the ebiten UI unless ui=html or embed=1 (and the
 	// HTML controls in a binary built without it).
 	switch s, ok := get("ui"); {
@@ -512,7 +523,8 @@ func (u *ui) load() (a *app, resumed bool) {
 		setEnabled("webvar-generate", false)
 		setEnabled("webvar-cancel", true)
 		var last weights.Progress
-		a, err := loadWith(ctx, u.base.weightsURL, openBackend, func(pr weights.Progress) { last = pr })
+		a, err := loadWith(ctx, u.base.weightsURL, func() (core.Backend, error) { return openBackend(u.base.backend) },
+			func(pr weights.Progress) { last = pr })
 		u.mu.Lock()
 		u.cancel = nil
 		u.mu.Unlock()
@@ -575,7 +587,7 @@ func (a *app) fileLabel(class int) string {
 // and builds the pipeline on it. progress, if set, gets the loader's reports too (the canvas UI's
 // progress bar; the HTML status line is written here). Cancelling ctx stops the download with ctx.Err():
 // the chunks verified so far stay in the cache, so the next load takes them from there.
-func loadWith(ctx context.Context, url string, open func() core.Backend, progress func(weights.Progress)) (*app, error) {
+func loadWith(ctx context.Context, url string, open func() (core.Backend, error), progress func(weights.Progress)) (*app, error) {
 	start := time.Now()
 	lastDraw := time.Time{}
 	opt := weights.LoadOptions{}
@@ -622,7 +634,9 @@ func loadWith(ctx context.Context, url string, open func() core.Backend, progres
 		a.cacheNote = fmt.Sprintf("no browser cache (%v): %.1f MB from the network", cacheErr, float64(total)/1e6)
 	}
 	setText("webvar-status", "weights loaded: "+a.cacheNote)
-	a.b = open()
+	if a.b, err = open(); err != nil {
+		return nil, err
+	}
 	a.p, err = convert.LoadPipeline(m, a.b, varmodel.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", url, err)
@@ -650,30 +664,52 @@ func totalBytes(m *weights.Model) int64 {
 	return n
 }
 
-// openBackend prefers the browser's WebGPU; without it the CPU backend still works (slowly), and the
-// page says so rather than failing.
-func openBackend() core.Backend {
-	var gb *webgpu.Backend
-	d, err := jsgpu.Open(func(msg string) {
-		if gb != nil {
-			gb.DeviceLost(msg)
-		}
-	})
-	if err == nil {
-		info := webgpu.AdapterInfo{Name: d.Name, Vendor: d.Vendor, Backend: "browser WebGPU"}
-		gb, err = webgpu.NewFromDevice(d.Dev, info, d.Limits)
-		if err == nil {
-			name := d.Name
-			if name == "" {
-				name = "unnamed adapter"
+// openBackend prefers the browser's WebGPU; without it, the CPU backend with its matrix products on
+// WebGL2 (core/webgl), and without that the CPU alone (slowly). The backend line says which and why.
+// pref (URL parameter backend) limits the choice: "auto" (or ""), "webgpu", "webgl" or "cpu".
+func openBackend(pref string) (core.Backend, error) {
+	var why []string
+	if pref == "" || pref == "auto" || pref == "webgpu" {
+		var gb *webgpu.Backend
+		d, err := jsgpu.Open(func(msg string) {
+			if gb != nil {
+				gb.DeviceLost(msg)
 			}
-			setText("webvar-backend", "WebGPU: "+name)
-			return gb
+		})
+		if err == nil {
+			info := webgpu.AdapterInfo{Name: d.Name, Vendor: d.Vendor, Backend: "browser WebGPU"}
+			gb, err = webgpu.NewFromDevice(d.Dev, info, d.Limits)
+			if err == nil {
+				name := d.Name
+				if name == "" {
+					name = "unnamed adapter"
+				}
+				setText("webvar-backend", "WebGPU: "+name)
+				return gb, nil
+			}
 		}
+		if pref == "webgpu" {
+			return nil, fmt.Errorf("URL parameter backend=webgpu: %w", err)
+		}
+		why = append(why, fmt.Sprintf("WebGPU unavailable: %v", err))
 	}
-	setText("webvar-backend", fmt.Sprintf("WebGPU unavailable: %v; using the CPU", err))
 	// One thread: wasm has no threads, more workers would only add scheduling.
-	return cpu.New(1)
+	c := cpu.New(1)
+	if pref == "" || pref == "auto" || pref == "webgl" {
+		o, err := webgl.Open()
+		if err == nil {
+			why = append(why, fmt.Sprintf("using WebGL2 (%s) for the matrix products and the CPU for the rest", o.Renderer()))
+			setText("webvar-backend", strings.Join(why, "; "))
+			return c.WithOffload(o), nil
+		}
+		if pref == "webgl" {
+			return nil, fmt.Errorf("URL parameter backend=webgl: %w", err)
+		}
+		why = append(why, fmt.Sprintf("WebGL2 unavailable: %v", err))
+	}
+	why = append(why, "using the CPU")
+	setText("webvar-backend", strings.Join(why, "; "))
+	return c, nil
 }
 
 // generate runs req, drawing every scale's preview; it returns the result, the number of scales

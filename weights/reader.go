@@ -303,7 +303,7 @@ func decodeChunk(m *Manifest, ci int, idx []int, data []byte, out map[string]*lo
 		case F16:
 			l.data = make([]float32, len(b)/2)
 			for k := range l.data {
-				l.data[k] = f16ToF32(binary.LittleEndian.Uint16(b[2*k:]))
+				l.data[k] = core.F16ToF32(binary.LittleEndian.Uint16(b[2*k:]))
 			}
 		case Int8, Int4:
 			qs, _ := t.Scheme.Quant()

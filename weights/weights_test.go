@@ -165,8 +165,8 @@ func TestHTTPSourceNotFound(t *testing.T) {
 func TestF16Conversion(t *testing.T) {
 	// Every half value converts to float32 and back unchanged (NaNs stay NaNs of the same sign).
 	for h := range 1 << 16 {
-		f := f16ToF32(uint16(h))
-		back, ok := f32ToF16(f)
+		f := core.F16ToF32(uint16(h))
+		back, ok := core.F32ToF16(f)
 		if math.IsNaN(float64(f)) {
 			if back&0x7c00 != 0x7c00 || back&0x3ff == 0 || back&0x8000 != uint16(h)&0x8000 {
 				t.Fatalf("NaN %#04x came back as %#04x", h, back)
@@ -181,22 +181,22 @@ func TestF16Conversion(t *testing.T) {
 	// over random float32 bit patterns within half's range and exact midpoints between halves.
 	r := rand.New(rand.NewPCG(3, 4))
 	check := func(f float32) {
-		h, ok := f32ToF16(f)
+		h, ok := core.F32ToF16(f)
 		if !ok {
 			if math.Abs(float64(f)) < 65520 {
 				t.Fatalf("%v reported as overflow", f)
 			}
 			return
 		}
-		got := float64(f16ToF32(h))
+		got := float64(core.F16ToF32(h))
 		d := math.Abs(got - float64(f))
 		for _, nb := range []uint16{h - 1, h + 1} {
 			if nb&0x7fff >= 0x7c00 || (nb^h)&0x8000 != 0 {
 				continue
 			}
-			dn := math.Abs(float64(f16ToF32(nb)) - float64(f))
+			dn := math.Abs(float64(core.F16ToF32(nb)) - float64(f))
 			if dn < d || dn == d && h&1 == 1 {
-				t.Fatalf("f32ToF16(%v) = %#04x (%v), but %#04x (%v) is nearer or an even tie", f, h, got, nb, f16ToF32(nb))
+				t.Fatalf("core.F32ToF16(%v) = %#04x (%v), but %#04x (%v) is nearer or an even tie", f, h, got, nb, core.F16ToF32(nb))
 			}
 		}
 	}
@@ -208,7 +208,7 @@ func TestF16Conversion(t *testing.T) {
 		check(f)
 	}
 	for h := range uint16(0x7bff) {
-		lo, hi := float64(f16ToF32(h)), float64(f16ToF32(h+1))
+		lo, hi := float64(core.F16ToF32(h)), float64(core.F16ToF32(h+1))
 		check(float32((lo + hi) / 2)) // exact in float32: one more bit than half
 		check(-float32((lo + hi) / 2))
 	}
@@ -222,8 +222,8 @@ func TestF16Conversion(t *testing.T) {
 		{float32(math.Inf(-1)), 0xfc00, true}, {1.0 / (1 << 24), 0x0001, true}, {1.0 / (1 << 25), 0, true},
 		{1.5 / (1 << 25), 0x0001, true}, {1e-30, 0, true}, {1.0 / (1 << 14), 0x0400, true},
 	} {
-		if h, ok := f32ToF16(tc.f); h != tc.h || ok != tc.ok {
-			t.Errorf("f32ToF16(%v) = %#04x, %v; want %#04x, %v", tc.f, h, ok, tc.h, tc.ok)
+		if h, ok := core.F32ToF16(tc.f); h != tc.h || ok != tc.ok {
+			t.Errorf("core.F32ToF16(%v) = %#04x, %v; want %#04x, %v", tc.f, h, ok, tc.h, tc.ok)
 		}
 	}
 }
@@ -752,9 +752,9 @@ func TestLargeTensors(t *testing.T) {
 	}
 	got, _ := md.Load("f16")
 	for i, v := range f.Data {
-		h, _ := f32ToF16(v)
-		if got.Data[i] != f16ToF32(h) {
-			t.Fatalf("f16[%d] = %v, want %v", i, got.Data[i], f16ToF32(h))
+		h, _ := core.F32ToF16(v)
+		if got.Data[i] != core.F16ToF32(h) {
+			t.Fatalf("f16[%d] = %v, want %v", i, got.Data[i], core.F16ToF32(h))
 		}
 	}
 	if gq, ok := md.Quant("q"); !ok || !reflect.DeepEqual(gq, q) {

@@ -89,7 +89,7 @@ func (w *Writer) AddF32(name string, t core.HostTensor, s Scheme) error {
 	if s == F16 {
 		// Checked before writing anything so that a refused tensor leaves the chunk consistent.
 		for i, v := range t.Data {
-			if _, ok := f32ToF16(v); !ok {
+			if _, ok := core.F32ToF16(v); !ok {
 				return formatErr("", name, "value %g at index %d overflows f16", v, i)
 			}
 		}
@@ -256,7 +256,7 @@ func (w *Writer) writeU32(n int, at func(int) uint32) error {
 func (w *Writer) writeF16(data []float32) error {
 	b := w.encBuf[:0]
 	for _, v := range data {
-		h, _ := f32ToF16(v)
+		h, _ := core.F32ToF16(v)
 		b = binary.LittleEndian.AppendUint16(b, h)
 		if len(b) > cap(w.encBuf)-2 {
 			if _, err := w.out.Write(b); err != nil {

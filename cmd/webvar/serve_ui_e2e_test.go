@@ -21,7 +21,8 @@ import (
 // inputs, Save PNG, reroll from scale k, randomize after scale k, and Cancel in the middle of a run.
 func testControls(ctx context.Context, t *testing.T, chrome, base string) {
 	// No sampling settings in the URL: the inputs supply them.
-	cctx, dump := openPage(ctx, t, chrome, base+"/?ui=html", false)
+	// backend=cpu: the plain CPU in wasm (the other fallback pages use WebGL2 for the products).
+	cctx, dump := openPage(ctx, t, chrome, base+"/?ui=html&backend=cpu", false)
 	eval := func(js string) {
 		t.Helper()
 		if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](js)); err != nil {
@@ -37,6 +38,9 @@ func testControls(ctx context.Context, t *testing.T, chrome, base string) {
 		return v
 	}
 	waitState(t, cctx, dump, "ready")
+	if bk := str(`document.getElementById("webvar-backend").textContent`); !strings.HasSuffix(bk, "using the CPU") || strings.Contains(bk, "WebGL2 (") {
+		t.Errorf("backend=cpu: the page says %q, want the CPU alone", bk)
+	}
 	if n := str(`String(document.getElementById("webvar-class").options.length)`); n != "10" {
 		t.Errorf("the class selector has %s options, want var-tiny's 10 classes", n)
 	}
@@ -211,8 +215,8 @@ func testCanvasUI(ctx context.Context, t *testing.T, chrome, base string) {
 	if n, err := chromedp.Run(cctx, chromedp.Evaluate[int](`Array.from(document.querySelectorAll("canvas, form")).filter(e => e.offsetParent !== null).length`)); err != nil || n != 1 {
 		t.Errorf("the canvas page shows %d canvases and forms (%v), want only ebiten's canvas", n, err)
 	}
-	if bk, err := chromedp.Run(cctx, chromedp.Evaluate[string](`document.getElementById("webvar-backend").textContent`)); err != nil || !strings.Contains(bk, "using the CPU") {
-		t.Errorf("the canvas page's backend line %q (%v) does not name the CPU fallback", bk, err)
+	if bk, err := chromedp.Run(cctx, chromedp.Evaluate[string](`document.getElementById("webvar-backend").textContent`)); err != nil || !strings.Contains(bk, "WebGPU unavailable") {
+		t.Errorf("the canvas page's backend line %q (%v) does not name the fallback", bk, err)
 	}
 	shot, err := chromedp.Run(cctx, chromedp.FullScreenshot(100))
 	if err != nil {

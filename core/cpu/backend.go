@@ -38,6 +38,7 @@ type Backend struct {
 	threads  int         // goroutines an op may use at most
 	kernel   microKernel // the matrix products' SIMD micro-kernel (gemm.go), or nil for the reference code
 	fastMath bool        // float32 exp-based GELU, SiLU and GroupNorm (fastmath.go) instead of the float64 spec
+	offload  Offload     // Linear's products on another device first (offload.go), or nil
 }
 
 var _ core.Backend = (*Backend)(nil)
@@ -61,12 +62,17 @@ func NewReference(threads int) *Backend {
 	return &Backend{threads: threads}
 }
 
-// Name implements core.Backend: "cpu", or "cpu-ref" for NewReference's backend.
+// Name implements core.Backend: "cpu", or "cpu-ref" for NewReference's backend, with "+" and the
+// offload device's name after it when there is one ("cpu+webgl2").
 func (be *Backend) Name() string {
+	name := "cpu"
 	if !be.fastMath {
-		return "cpu-ref"
+		name = "cpu-ref"
 	}
-	return "cpu"
+	if be.offload != nil {
+		name += "+" + be.offload.Name()
+	}
+	return name
 }
 
 // Upload copies h into a new tensor (the caller may reuse h.Data afterwards).

@@ -1,6 +1,10 @@
 package cpu
 
-import "github.com/webvar/webvar/core"
+import (
+	"fmt"
+
+	"github.com/webvar/webvar/core"
+)
 
 // Linear is y = x @ w^T + b over the last dimension (PyTorch F.linear): x [..., K], w [M, K], b [M] or nil;
 // y [..., M].
@@ -26,9 +30,17 @@ func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 		return nil, err
 	}
 	y, y_NM := newTensor(a.outShape...)
-	if quant {
+	done := false
+	if be.offload != nil {
+		if done, err = be.offloadLinear(w, w_MK, q, a, y_NM); err != nil {
+			return nil, fmt.Errorf("%s on %s: %w", op, be.offload.Name(), err)
+		}
+	}
+	switch {
+	case done:
+	case quant:
 		be.gemmNTQuant(a.x_NK, a.N, q, y_NM)
-	} else {
+	default:
 		be.gemmNT(a.x_NK, a.N, w_MK, a.M, a.K, y_NM, a.M)
 	}
 	if a.b_M != nil {
