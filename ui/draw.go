@@ -63,6 +63,12 @@ func (g *Game) input() []uistate.Action {
 			acts = append(acts, k.a)
 		}
 	}
+	// Digits type a class number (uistate.State.TypeDigit).
+	for _, r := range ebiten.AppendInputChars(nil) {
+		if r >= '0' && r <= '9' {
+			g.st.TypeDigit(int(r-'0'), time.Now())
+		}
+	}
 	return acts
 }
 

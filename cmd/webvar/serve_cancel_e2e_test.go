@@ -85,14 +85,7 @@ func testCancelDownload(ctx context.Context, t *testing.T, chrome, page string, 
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("no chunk request reached the server\n%s", dump())
 	}
-	str := func(js string) string {
-		t.Helper()
-		v, err := chromedp.Run(cctx, chromedp.Evaluate[string](js))
-		if err != nil {
-			t.Fatalf("%v\n%s", err, js)
-		}
-		return v
-	}
+	str := func(js string) string { t.Helper(); return evalString(t, cctx, js) }
 	if s := str(`document.body.dataset.state`); s != "loading" {
 		t.Fatalf("state %q while a chunk is held, want loading\n%s", s, dump())
 	}

@@ -139,14 +139,15 @@ func TestServeEndToEndInChromium(t *testing.T) {
 		}
 
 		// The ebiten UI's keyboard re-runs it (cheap on the CPU: var-tiny takes seconds there): the right
-		// arrow steps class 1 to 2, G generates. The state is reset first so that the wait cannot see the
+		// arrow steps class 1 to 2, the digit 3 selects class 3, G generates. The state is reset first so that the wait cannot see the
 		// previous run's "done".
 		if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`document.body.dataset.state = "clicked"`)); err != nil {
 			t.Fatal(err)
 		}
-		pressKey(t, cctx, kb.ArrowRight)
+		pressKey(t, cctx, kb.ArrowRight) // class 2
+		pressKey(t, cctx, "3")           // typed digits pick a class by number: 3
 		pressKey(t, cctx, "g")
-		waitAndCompare(t, cctx, nil, cpuImage(t, 2))
+		waitAndCompare(t, cctx, nil, cpuImage(t, 3))
 	})
 
 	// The page's controls and the embedding widget, on the CPU fallback (seconds for var-tiny, where

@@ -29,14 +29,7 @@ func testControls(ctx context.Context, t *testing.T, chrome, base string) {
 			t.Fatalf("%v\n%s", err, js)
 		}
 	}
-	str := func(js string) string {
-		t.Helper()
-		v, err := chromedp.Run(cctx, chromedp.Evaluate[string](js))
-		if err != nil {
-			t.Fatalf("%v\n%s", err, js)
-		}
-		return v
-	}
+	str := func(js string) string { t.Helper(); return evalString(t, cctx, js) }
 	waitState(t, cctx, dump, "ready")
 	if bk := str(`document.getElementById("webvar-backend").textContent`); !strings.HasSuffix(bk, "using the CPU") || strings.Contains(bk, "WebGL2 (") {
 		t.Errorf("backend=cpu: the page says %q, want the CPU alone", bk)
@@ -140,6 +133,16 @@ func testControls(ctx context.Context, t *testing.T, chrome, base string) {
 	// The page stays usable: the same request again draws the CPU image.
 	click("webvar-generate")
 	waitAndCompare(t, cctx, dump, cpuImage(t, 5))
+}
+
+// evalString evaluates a JavaScript expression with a string value in the page; an error fails t.
+func evalString(t *testing.T, cctx context.Context, js string) string {
+	t.Helper()
+	v, err := chromedp.Run(cctx, chromedp.Evaluate[string](js))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, js)
+	}
+	return v
 }
 
 // waitState polls until the page's state is want; "error" (when not wanted) fails at once.

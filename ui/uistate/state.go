@@ -153,6 +153,9 @@ type State struct {
 	// Rand draws seeds for the dice, reroll and randomize (a field, not a package global, so tests fix it).
 	Rand   func() uint64
 	nextID int
+	// typed is the class number being typed (TypeDigit) and typedAt when its last digit came.
+	typed   int
+	typedAt time.Time
 }
 
 // New is the state before the model has loaded, starting from the given settings.
@@ -405,4 +408,29 @@ func stepTopK(k int, up bool) int {
 func roundTo(x, step float64) float64 {
 	n := x / step
 	return float64(int64(n+0.5)) * step
+}
+
+// typeWindow is how long after a digit the next one still extends the same number.
+const typeWindow = 1500 * time.Millisecond
+
+// TypeDigit handles a digit key at time now: digits typed within typeWindow of each other form a class
+// number ("2", "0", "7" selects class 207), the way to reach one of ImageNet's 1000 classes without
+// stepping. A number past the model's classes starts over from this digit.
+func (s *State) TypeDigit(d int, now time.Time) {
+	if d < 0 || d > 9 || s.Model.Classes == 0 || s.Phase == Failed {
+		return
+	}
+	n := d
+	if !s.typedAt.IsZero() && now.Sub(s.typedAt) <= typeWindow {
+		n = s.typed*10 + d
+	}
+	if n >= s.Model.Classes {
+		n = d
+	}
+	s.typedAt = now
+	s.typed = n
+	if n < s.Model.Classes {
+		s.Settings.Class = n
+		s.Message = "class " + s.ClassLabel() + " (typed)"
+	}
 }

@@ -301,3 +301,25 @@ func TestNoticeLinesWrapToThePanel(t *testing.T) {
 		t.Error("an empty notice has lines")
 	}
 }
+
+func TestTypedDigitsSelectAClass(t *testing.T) {
+	s := New(Defaults())
+	s.OnLoaded(ModelInfo{Classes: 1000, PatchNums: []int{1, 2}, ImageSize: 32}, nil)
+	t0 := time.Unix(100, 0)
+	for i, d := range []int{2, 0, 7} {
+		s.TypeDigit(d, t0.Add(time.Duration(i)*500*time.Millisecond))
+	}
+	if s.Settings.Class != 207 {
+		t.Fatalf("typed 2, 0, 7: class %d, want 207", s.Settings.Class)
+	}
+	s.TypeDigit(5, t0.Add(10*time.Second)) // after a pause: a new number
+	if s.Settings.Class != 5 {
+		t.Fatalf("digit after a pause: class %d, want 5", s.Settings.Class)
+	}
+	for _, d := range []int{9, 9, 9, 9} { // 9999 is past 1000 classes: starts over at the last digit
+		s.TypeDigit(d, t0.Add(20*time.Second))
+	}
+	if s.Settings.Class != 9 {
+		t.Errorf("typed 9999: class %d, want 9 (999 then a fourth 9 starts over)", s.Settings.Class)
+	}
+}
