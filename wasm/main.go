@@ -33,11 +33,11 @@ import (
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
-	"github.com/webvar/webvar/core/webgl"
 	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/loader/convert"
 	"github.com/webvar/webvar/wasm/jscache"
 	"github.com/webvar/webvar/wasm/jsgpu"
+	"github.com/webvar/webvar/wasm/webgl"
 	"github.com/webvar/webvar/weights"
 )
 
@@ -664,8 +664,8 @@ func totalBytes(m *weights.Model) int64 {
 	return n
 }
 
-// openBackend prefers the browser's WebGPU; without it, the CPU backend with its matrix products on
-// WebGL2 (core/webgl), and without that the CPU alone (slowly). The backend line says which and why.
+// openBackend prefers the browser's WebGPU; without it, the CPU backend with its matrix products and
+// convolutions on WebGL2 (wasm/webgl), and without that the CPU alone (slowly). The backend line says which and why.
 // pref (URL parameter backend) limits the choice: "auto" (or ""), "webgpu", "webgl" or "cpu".
 func openBackend(pref string) (core.Backend, error) {
 	var why []string
@@ -698,7 +698,7 @@ func openBackend(pref string) (core.Backend, error) {
 	if pref == "" || pref == "auto" || pref == "webgl" {
 		o, err := webgl.Open()
 		if err == nil {
-			why = append(why, fmt.Sprintf("using WebGL2 (%s) for the matrix products and the CPU for the rest", o.Renderer()))
+			why = append(why, fmt.Sprintf("using WebGL2 (%s) for the matrix products and convolutions, the CPU for the rest", o.Renderer()))
 			setText("webvar-backend", strings.Join(why, "; "))
 			return c.WithOffload(o), nil
 		}

@@ -204,7 +204,7 @@ func testPage(ctx context.Context, t *testing.T, chrome, page string, webgpu boo
 	case !webgpu && !strings.Contains(backend, "WebGPU unavailable"):
 		t.Errorf("without WebGPU the page says %q, want it to name the fallback", backend)
 	case !webgpu && !strings.Contains(backend, "using WebGL2 ("):
-		// Chromium's WebGL2 (SwiftShader without a GPU) takes the products: the end-to-end check of core/webgl.
+		// Chromium's WebGL2 (SwiftShader without a GPU) takes the products: the end-to-end check of wasm/webgl.
 		t.Errorf("the fallback page did not use WebGL2: %s", backend)
 	}
 	return cctx

@@ -1,6 +1,10 @@
 package cpu
 
-import "github.com/webvar/webvar/core"
+import (
+	"fmt"
+
+	"github.com/webvar/webvar/core"
+)
 
 // convChunkFloats bounds the im2col scratch buffer of Conv2d (4 MiB): the patch matrix of a whole 256x256
 // feature map would take hundreds of MiB, so Conv2d builds it a chunk of output pixels at a time.
@@ -58,14 +62,23 @@ func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.T
 	P, Kc := Ho*Wo, Ci*kh*kw // output pixels per image, values per patch
 
 	out, out_BOP := newTensor(B, Co, Ho, Wo)
-	if be.kernel != nil {
+	done := false
+	if co, ok := be.offload.(ConvOffload); ok {
+		g := ConvGeom{B: B, Ci: Ci, H: H, W: W, Co: Co, KH: kh, KW: kw, Stride: stride, Top: top, Left: left, Ho: Ho, Wo: Wo}
+		if done, err = co.Conv2d(w, w_OCUV, x_BCHW, g, out_BOP); err != nil {
+			return nil, fmt.Errorf("%s on %s: %w", op, co.Name(), err)
+		}
+	}
+	switch {
+	case done:
+	case be.kernel != nil:
 		// Packed path (gemm.go): B is the patch matrix, packed straight from x (bIm2col).
 		for bi := range B {
 			patches := bIm2col{x_CHW: x_BCHW[bi*Ci*H*W : (bi+1)*Ci*H*W], H: H, W: W, kh: kh, kw: kw,
 				stride: stride, top: top, left: left, Wo: Wo}
 			be.gemmPacked(be.kernel, true, w_OCUV, Kc, Co, patches, P, Kc, out_BOP[bi*Co*P:(bi+1)*Co*P], P)
 		}
-	} else {
+	default:
 		be.conv2dRef(x_BCHW, w_OCUV, out_BOP, B, Ci, H, W, Co, kh, kw, stride, top, left, Ho, Wo)
 	}
 	if b_O != nil {

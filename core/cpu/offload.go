@@ -2,7 +2,7 @@ package cpu
 
 import "github.com/webvar/webvar/core"
 
-// Offload runs Linear's matrix products on another device: the browser's WebGL2 (core/webgl) where
+// Offload runs Linear's matrix products on another device: the browser's WebGL2 (wasm/webgl) where
 // WebGPU is missing. Everything else stays on the CPU.
 type Offload interface {
 	// Name describes the device for Backend.Name ("webgl2").
@@ -37,4 +37,17 @@ func (be *Backend) offloadLinear(w *core.Tensor, w_MK []float32, q core.QuantHos
 		return h.Data, true, nil
 	}
 	return be.offload.LinearNT(w, weight, a.x_NK, a.N, a.M, a.K, y_NM)
+}
+
+// ConvGeom is a Conv2d's geometry: x [B, Ci, H, W], w [Co, Ci, KH, KW], stride, the top and left zero
+// padding, and the output size Ho x Wo (the bottom and right padding follow from it).
+type ConvGeom struct {
+	B, Ci, H, W, Co, KH, KW, Stride, Top, Left, Ho, Wo int
+}
+
+// ConvOffload is an Offload that also runs Conv2d (without the bias, which the CPU adds): y_BOP is
+// [B, Co, Ho*Wo], fully overwritten when it reports done.
+type ConvOffload interface {
+	Offload
+	Conv2d(w *core.Tensor, w_OCUV []float32, x_BCHW []float32, g ConvGeom, y_BOP []float32) (bool, error)
 }

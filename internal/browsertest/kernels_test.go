@@ -21,10 +21,10 @@ func TestWebGPUKernelsInChromium(t *testing.T) {
 	}
 }
 
-// The WebGL2 offload of the CPU backend's products (core/webgl), for browsers without WebGPU: its tests
+// The WebGL2 offload of the CPU backend's products (wasm/webgl), for browsers without WebGPU: its tests
 // compiled with GOOS=js and run in headless Chromium (WebGL2 on SwiftShader without a GPU).
 func TestWebGLOffloadInChromium(t *testing.T) {
-	out := runInChromium(t, "github.com/webvar/webvar/core/webgl", 4*time.Minute)
+	out := runInChromium(t, "github.com/webvar/webvar/wasm/webgl", 4*time.Minute)
 	if !strings.Contains(out, "OP linear") || !strings.Contains(out, "WEBGL renderer:") {
 		t.Fatal("no WebGL2 product was compared in the browser")
 	}

@@ -1,10 +1,12 @@
 //go:build js
 
-// Package webgl runs the CPU backend's matrix products (Linear) on the browser's WebGL2, for browsers
-// without WebGPU: fragment shaders compute y = x · wᵀ into a float render target, and the result is read
-// back for the CPU ops that follow. Weights are uploaded once per tensor and kept as textures (float32 for
-// float weights; float16 for quantized weights, whose 8- or 4-bit codes carry less precision than that).
-// Everything but Linear (attention, normalisation, the decoder's convolutions, sampling) stays on the CPU.
+// Package webgl runs the CPU backend's matrix products (Linear) and convolutions (Conv2d) on the
+// browser's WebGL2, for browsers without WebGPU: fragment shaders compute them into float render targets
+// (four outputs per fragment), and the result is read back for the CPU ops that follow. Weights are
+// uploaded once per tensor and kept as textures (float32 for float weights; float16 for quantized weights,
+// whose 8- or 4-bit codes carry less precision than that). Attention, normalisation, upsampling and
+// sampling stay on the CPU, as do products too small to be worth the round trip or beyond the texture
+// size limit.
 //
 // It uses github.com/mokiat/wasmgl, which holds one WebGL2 context per wasm instance: Open once per
 // page (a second Open replaces the context the first Offload's textures and program live in).
@@ -31,7 +33,10 @@ var ErrUnavailable = errors.New("webgl: WebGL2 with float render targets unavail
 // read-back cost more than the work.
 const MinMACs = 1 << 16
 
-// Offload is a cpu.Offload on one WebGL2 context.
+// errLost is the error after the browser's webglcontextlost event.
+var errLost = errors.New("the WebGL2 context was lost (the GPU was reset or the browser reclaimed it): reload the page")
+
+// Offload is a cpu.Offload (and cpu.ConvOffload) on one WebGL2 context.
 type Offload struct {
 	renderer string
 	maxTex   int
@@ -45,6 +50,7 @@ type Offload struct {
 	pboBytes int
 	lost     *bool // set by the context-lost event
 	weights  map[*core.Tensor]weightTex
+	conv     *convProgram // compiled on the first convolution
 	// scratch for padded uploads and read-backs
 	xbuf, ybuf []float32
 }
@@ -198,7 +204,7 @@ func (o *Offload) LinearNT(w *core.Tensor, weight func() ([]float32, bool, error
 		return false, nil
 	}
 	if *o.lost {
-		return false, errors.New("the WebGL2 context was lost (the GPU was reset or the browser reclaimed it): reload the page")
+		return false, errLost
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -229,56 +235,64 @@ func (o *Offload) LinearNT(w *core.Tensor, weight func() ([]float32, bool, error
 	defer gl.DeleteTexture(xt)
 	gl.TexSubImage2D(gl.TEXTURE_2D, 0, 0, 0, int32(K4), int32(N), gl.RGBA, gl.FLOAT, f32bytes(xs))
 
-	yt := texture(gl.RGBA32F, M4, N)
+	ys, err := o.render(M4, N, func() {
+		gl.UseProgram(o.prog)
+		gl.ActiveTexture(gl.TEXTURE0)
+		gl.BindTexture(gl.TEXTURE_2D, xt)
+		gl.Uniform1i(o.locX, 0)
+		gl.ActiveTexture(gl.TEXTURE1)
+		gl.BindTexture(gl.TEXTURE_2D, wt.tex)
+		gl.Uniform1i(o.locW, 1)
+		gl.Uniform1i(o.locK4, int32(K4))
+	})
+	if err != nil {
+		return false, fmt.Errorf("%w in a [%d x %d x %d] product", err, N, M, K)
+	}
+	if M4*4 == M {
+		copy(y_NM, ys)
+		return true, nil
+	}
+	for n := range N {
+		copy(y_NM[n*M:(n+1)*M], ys[n*M4*4:n*M4*4+M])
+	}
+	return true, nil
+}
+
+// render draws the full-screen triangle into a w x h RGBA32F target with the program and textures that
+// setup binds, and returns the target's values (w*4 floats per row, rows in order; valid until the next
+// render).
+func (o *Offload) render(w, h int, setup func()) ([]float32, error) {
+	yt := texture(gl.RGBA32F, w, h)
 	defer gl.DeleteTexture(yt)
 	gl.BindFramebuffer(gl.FRAMEBUFFER, o.fbo)
+	defer gl.BindFramebuffer(gl.FRAMEBUFFER, gl.NilFramebuffer)
 	gl.FramebufferTexture2D(gl.FRAMEBUFFER, gl.COLOR_ATTACHMENT0, gl.TEXTURE_2D, yt, 0)
 	if st := gl.CheckFramebufferStatus(gl.FRAMEBUFFER); st != gl.FRAMEBUFFER_COMPLETE {
-		return false, fmt.Errorf("WebGL2: the [%d, %d] float render target is incomplete (0x%x)", N, M4*4, st)
+		return nil, fmt.Errorf("WebGL2: the %d x %d float render target is incomplete (0x%x)", w, h, st)
 	}
-	gl.Viewport(0, 0, int32(M4), int32(N))
-	gl.UseProgram(o.prog)
-	gl.ActiveTexture(gl.TEXTURE0)
-	gl.BindTexture(gl.TEXTURE_2D, xt)
-	gl.Uniform1i(o.locX, 0)
-	gl.ActiveTexture(gl.TEXTURE1)
-	gl.BindTexture(gl.TEXTURE_2D, wt.tex)
-	gl.Uniform1i(o.locW, 1)
-	gl.Uniform1i(o.locK4, int32(K4))
+	gl.Viewport(0, 0, int32(w), int32(h))
+	setup()
 	gl.BindVertexArray(o.vao)
 	gl.DrawArrays(gl.TRIANGLES, 0, 3)
 
 	// Read back through a pixel-pack buffer (wasmgl reads pixels only into one).
-	nbytes := M4 * 4 * N * 4
+	nbytes := w * h * 16
 	gl.BindBuffer(gl.PIXEL_PACK_BUFFER, o.pbo)
+	defer gl.BindBuffer(gl.PIXEL_PACK_BUFFER, gl.NilBuffer)
 	if nbytes > o.pboBytes {
 		gl.BufferData(gl.PIXEL_PACK_BUFFER, int64(nbytes), nil, gl.STREAM_READ)
 		o.pboBytes = nbytes
 	}
-	gl.ReadPixels(0, 0, int32(M4), int32(N), gl.RGBA, gl.FLOAT, 0)
-	ys := y_NM
-	if M4*4 != M {
-		o.ybuf = grow(o.ybuf, M4*4*N)
-		ys = o.ybuf[:M4*4*N]
-	}
-	gl.GetBufferSubData(gl.PIXEL_PACK_BUFFER, 0, ys)
-	gl.BindBuffer(gl.PIXEL_PACK_BUFFER, gl.NilBuffer)
-	gl.BindFramebuffer(gl.FRAMEBUFFER, gl.NilFramebuffer)
-	if e := gl.GetError(); e != gl.NO_ERROR {
-		if e == gl.OUT_OF_MEMORY {
-			return false, fmt.Errorf("WebGL2 is out of GPU memory (%.0f MB of weights uploaded)", float64(o.WeightBytes())/1e6)
-		}
-		return false, fmt.Errorf("WebGL2 error 0x%x in a [%d x %d x %d] product", e, N, M, K)
+	gl.ReadPixels(0, 0, int32(w), int32(h), gl.RGBA, gl.FLOAT, 0)
+	o.ybuf = grow(o.ybuf, w*h*4)
+	gl.GetBufferSubData(gl.PIXEL_PACK_BUFFER, 0, o.ybuf)
+	if err := o.check("rendering"); err != nil {
+		return nil, err
 	}
 	if *o.lost {
-		return false, errors.New("the WebGL2 context was lost (the GPU was reset or the browser reclaimed it): reload the page")
+		return nil, errLost
 	}
-	if M4*4 != M {
-		for n := range N {
-			copy(y_NM[n*M:(n+1)*M], ys[n*M4*4:n*M4*4+M])
-		}
-	}
-	return true, nil
+	return o.ybuf, nil
 }
 
 // uploadWeight makes w's texture: float32 for a float weight, float16 for a quantized one.

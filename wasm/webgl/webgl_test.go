@@ -165,3 +165,60 @@ func TestSmallProductsStayOnTheCPU(t *testing.T) {
 		t.Fatalf("a 2x8x16 product: done %v, error %v; want it left to the CPU", done, err)
 	}
 }
+
+// Convolutions (the VQVAE decoder's 3x3 and 1x1, the encoder's strided one with asymmetric padding),
+// channel counts that are and are not multiples of 4, against the reference Conv2d. Each is large enough
+// (MinMACs) to be offloaded.
+func TestConv2dMatchesReference(t *testing.T) {
+	o := open(t)
+	ref := cpu.NewReference(1)
+	gl := ref.WithOffload(o)
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, c := range []struct {
+		B, Ci, H, W, Co, k, stride int
+		pad                        [4]int
+	}{
+		{1, 32, 16, 16, 32, 3, 1, [4]int{1, 1, 1, 1}},
+		{1, 5, 29, 23, 6, 3, 1, [4]int{1, 1, 1, 1}},
+		{2, 8, 24, 24, 12, 1, 1, [4]int{}},
+		{1, 16, 24, 20, 8, 3, 2, [4]int{0, 0, 1, 1}},
+	} {
+		x := randTensor(t, ref, r, c.B, c.Ci, c.H, c.W)
+		w := randTensor(t, ref, r, c.Co, c.Ci, c.k, c.k)
+		bias := randTensor(t, ref, r, c.Co)
+		want, err := ref.Conv2d(x, w, bias, c.stride, c.pad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := o.WeightBytes()
+		got, err := gl.Conv2d(x, w, bias, c.stride, c.pad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.WeightBytes() == before {
+			t.Fatalf("conv %+v did not run on WebGL2 (no weight texture uploaded)", c)
+		}
+		if !got.Shape().Equal(want.Shape()) {
+			t.Fatalf("conv %+v: shape %v, want %v", c, got.Shape(), want.Shape())
+		}
+		// The bound per output: sum of |w| over the kernel times the largest |x| (inputs are N(0, 1)).
+		wd, xd := read(t, ref, w), read(t, ref, x)
+		xmax := 0.0
+		for _, v := range xd {
+			xmax = max(xmax, math.Abs(float64(v)))
+		}
+		K := c.Ci * c.k * c.k
+		wantD := read(t, ref, want)
+		P := len(wantD) / (c.B * c.Co)
+		bound := make([]float32, len(wantD))
+		for i := range bound {
+			oc := i / P % c.Co
+			s := 0.0
+			for _, v := range wd[oc*K : (oc+1)*K] {
+				s += math.Abs(float64(v))
+			}
+			bound[i] = float32(s * xmax)
+		}
+		compare(t, "conv2d", read(t, ref, got), wantD, bound, 1e-5)
+	}
+}
