@@ -37,6 +37,7 @@ import (
 type Backend struct {
 	threads  int         // goroutines an op may use at most
 	kernel   microKernel // the matrix products' SIMD micro-kernel (gemm.go), or nil for the reference code
+	wide     microKernel // a 6x32 kernel for two B panels at once (gemm.go), or nil: kernel only
 	fastMath bool        // float32 exp-based GELU, SiLU and GroupNorm (fastmath.go) instead of the float64 spec
 }
 
@@ -48,7 +49,7 @@ var _ core.Backend = (*Backend)(nil)
 // rounding, not what is computed. NewReference does neither.
 func New(threads int) *Backend {
 	be := NewReference(threads)
-	be.kernel, be.fastMath = fastKernel, true
+	be.kernel, be.wide, be.fastMath = fastKernel, fastWideKernel, true
 	return be
 }
 

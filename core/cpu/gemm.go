@@ -38,6 +38,10 @@ const (
 // (acc false) or adds it there (acc true).
 type microKernel func(kc int, aPanel, bPanel, c []float32, ldc int, acc bool)
 
+// A wide kernel (Backend.wide, where the CPU has wider vectors: AVX-512) is a microKernel for gemmMR x
+// 2*gemmNR tiles: bPanel is then two B panels one after the other (kernel6x32Go). It keeps the panel
+// layouts, so every bPacker serves both; gemmPacked uses it where two full panels sit side by side.
+
 // bPacker is the B operand of a packed product.
 type bPacker interface {
 	// packPanel writes B[j0+r, k0+k] to panel[k*gemmNR + r] for r < rows <= gemmNR and k < k1-k0, and
@@ -138,7 +142,8 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 	nc := min(gemmNC, (m+threads*gemmNR-1)/(threads*gemmNR)*gemmNR)
 	run((m+nc-1)/nc, func(t0, t1 int) {
 		bPack := make([]float32, nc*min(K, gemmKC))
-		var edge [gemmMR * gemmNR]float32
+		var edge [gemmMR * 2 * gemmNR]float32
+		wide := be.wide
 		for t := t0; t < t1; t++ {
 			j0 := t * nc
 			j1 := min(j0+nc, m)
@@ -152,33 +157,56 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 				for i0 := 0; i0 < n; i0 += gemmMC {
 					i1 := min(i0+gemmMC, n)
 					for jp := j0; jp < j1; jp += gemmNR {
-						bPanel := bPack[(jp-j0)*kc : (jp-j0+gemmNR)*kc]
-						cols := min(gemmNR, j1-jp)
+						// With a wide kernel, two full B panels side by side (adjacent in bPack) are one
+						// 6x32 tile; tiles with fewer rows fall back to the 6x16 tiles of each panel.
+						pair := wide != nil && j1-jp >= 2*gemmNR
 						for ip := i0; ip < i1; ip += gemmMR {
 							aPanel := aBlock[ip*kc : (ip+gemmMR)*kc]
 							rows := min(gemmMR, n-ip)
-							if rows == gemmMR && cols == gemmNR {
-								kernel(kc, aPanel, bPanel, c[ip*ldc+jp:], ldc, k0 > 0)
-								continue
+							if pair {
+								tile(wide, 2*gemmNR, kc, aPanel, bPack[(jp-j0)*kc:(jp-j0+2*gemmNR)*kc], c, ldc, ip, jp, rows, 2*gemmNR, k0 > 0, &edge)
+							} else {
+								tile(kernel, gemmNR, kc, aPanel, bPack[(jp-j0)*kc:(jp-j0+gemmNR)*kc], c, ldc, ip, jp, rows, min(gemmNR, j1-jp), k0 > 0, &edge)
 							}
-							// Edge tile: compute the whole tile aside, keep the part inside c.
-							kernel(kc, aPanel, bPanel, edge[:], gemmNR, false)
-							for r := range rows {
-								cr, er := c[(ip+r)*ldc+jp:(ip+r)*ldc+jp+cols], edge[r*gemmNR:r*gemmNR+cols]
-								if k0 == 0 {
-									copy(cr, er)
-								} else {
-									for j := range cr {
-										cr[j] += er[j]
-									}
-								}
-							}
+						}
+						if pair {
+							jp += gemmNR
 						}
 					}
 				}
 			}
 		}
 	})
+}
+
+// tile runs kernel (width gemmNR, or 2*gemmNR for a wide kernel) on the micro-tile of rows ip.. and
+// columns jp.. of c, of which rows x cols lie inside the product: straight into c when the tile is
+// whole, otherwise through edge, keeping the part inside.
+func tile(kernel microKernel, width, kc int, aPanel, bPanel, c []float32, ldc, ip, jp, rows, cols int, acc bool, edge *[gemmMR * 2 * gemmNR]float32) {
+	if rows == gemmMR && cols == width {
+		kernel(kc, aPanel, bPanel, c[ip*ldc+jp:], ldc, acc)
+		return
+	}
+	kernel(kc, aPanel, bPanel, edge[:], width, false)
+	for r := range rows {
+		cr, er := c[(ip+r)*ldc+jp:(ip+r)*ldc+jp+cols], edge[r*width:r*width+cols]
+		if !acc {
+			copy(cr, er)
+		} else {
+			for j := range cr {
+				cr[j] += er[j]
+			}
+		}
+	}
+}
+
+// kernel6x32Go is the wide micro-kernel in plain Go, the specification of the AVX-512 one: the gemmMR x
+// 2*gemmNR tile of an A panel and two B panels stored one after the other (bPanels[:kc*gemmNR] for
+// columns 0..15, bPanels[kc*gemmNR:] for 16..31), that is kernel6x16Go on each panel. Every output is the
+// same sum as in the 6x16 kernel, so a wide kernel changes no result.
+func kernel6x32Go(kc int, aPanel, bPanels, c []float32, ldc int, acc bool) {
+	kernel6x16Go(kc, aPanel, bPanels[:kc*gemmNR], c, ldc, acc)
+	kernel6x16Go(kc, aPanel, bPanels[kc*gemmNR:2*kc*gemmNR], c[gemmNR:], ldc, acc)
 }
 
 // kernel6x16Go is the micro-kernel in plain Go: the specification of the assembly kernels, and the kernel
