@@ -129,6 +129,10 @@ type bIm2col struct {
 }
 
 func (b bIm2col) packPanel(panel []float32, j0, rows, k0, k1 int) {
+	if oy, ox := j0/b.Wo, j0%b.Wo; b.stride == 1 && rows == gemmNR && ox+gemmNR <= b.Wo {
+		b.packRun(panel, oy-b.top, ox-b.left, k0, k1)
+		return
+	}
 	var iy0, ix0 [gemmNR]int // top-left input coordinate of each pixel's window
 	for r := range rows {
 		iy0[r] = (j0+r)/b.Wo*b.stride - b.top
@@ -157,6 +161,40 @@ func (b bIm2col) packPanel(panel []float32, j0, rows, k0, k1 int) {
 						d[r] = plane[iy*b.W+ix]
 					}
 				}
+			}
+		}
+		if v++; v == b.kw {
+			if v, u = 0, u+1; u == b.kh {
+				u, c = 0, c+1
+			}
+		}
+	}
+}
+
+// packRun is packPanel for a stride-1 panel of gemmNR pixels on one output row (the common case): panel
+// row k = (c, u, v) is the run x[c, iy0+u, ix0+v : ix0+v+gemmNR], zero outside the image. Runs inside the
+// image, all but those at the borders, are one fixed-size copy (no call, no clipping).
+func (b bIm2col) packRun(panel []float32, iy0, ix0, k0, k1 int) {
+	H, W := b.H, b.W
+	c, u, v := k0/(b.kh*b.kw), k0/b.kw%b.kh, k0%b.kw
+	for k := range k1 - k0 {
+		d := (*[gemmNR]float32)(panel[k*gemmNR : (k+1)*gemmNR])
+		iy, ix := iy0+u, ix0+v
+		switch {
+		case iy < 0 || iy >= H:
+			*d = [gemmNR]float32{}
+		case ix >= 0 && ix+gemmNR <= W:
+			// Four 16-byte moves: a whole-array assignment would call memmove, which costs more than the
+			// copy itself at this size.
+			src := (*[gemmNR]float32)(b.x_CHW[(c*H+iy)*W+ix:])
+			*(*[4]float32)(d[0:4]) = *(*[4]float32)(src[0:4])
+			*(*[4]float32)(d[4:8]) = *(*[4]float32)(src[4:8])
+			*(*[4]float32)(d[8:12]) = *(*[4]float32)(src[8:12])
+			*(*[4]float32)(d[12:16]) = *(*[4]float32)(src[12:16])
+		default:
+			*d = [gemmNR]float32{}
+			if lo, hi := max(ix, 0), min(ix+gemmNR, W); lo < hi { // the part of the run inside the image
+				copy(d[lo-ix:hi-ix], b.x_CHW[(c*H+iy)*W+lo:(c*H+iy)*W+hi])
 			}
 		}
 		if v++; v == b.kw {
