@@ -47,8 +47,12 @@ func groupNormFast(in, out []float32, mean, rstd float64, w, b float32, silu boo
 	scale, shift := float32(s), float32(float64(b)-mean*s)
 	out = out[:len(in)]
 	if silu {
-		for p, v := range in {
-			out[p] = siLUFast(v*scale + shift)
+		done := 0
+		if fastSiLUAffine != nil {
+			done = fastSiLUAffine(in, out, scale, shift)
+		}
+		for p, v := range in[done:] {
+			out[done+p] = siLUFast(v*scale + shift)
 		}
 		return
 	}
