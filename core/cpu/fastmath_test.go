@@ -138,3 +138,20 @@ func BenchmarkGroupNormSiLU(b *testing.B) {
 	}
 	b.ReportMetric(2*4*C*H*W*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 }
+
+// TestMeanVarFast: the four-accumulator statistics agree with meanVar's within float64 rounding, on
+// lengths around multiples of four and values with a large mean.
+func TestMeanVarFast(t *testing.T) {
+	r := newRand(15)
+	for _, n := range []int{1, 2, 3, 4, 5, 7, 8, 9, 1001, 4096} {
+		x := randn(r, n)
+		for i := range x {
+			x[i] = 5*x[i] + 100
+		}
+		m, v := meanVar(x)
+		fm, fv := meanVarFast(x)
+		if math.Abs(fm-m) > 1e-12*math.Abs(m) || math.Abs(fv-v) > 1e-10*v+1e-12 {
+			t.Fatalf("n %d: meanVarFast = %v, %v; meanVar %v, %v", n, fm, fv, m, v)
+		}
+	}
+}
