@@ -1,6 +1,10 @@
 package cpu
 
-import "github.com/webvar/webvar/core"
+import (
+	"fmt"
+
+	"github.com/webvar/webvar/core"
+)
 
 // convChunkFloats bounds the im2col scratch buffer of Conv2d (4 MiB): the patch matrix of a whole 256x256
 // feature map would take hundreds of MiB, so Conv2d builds it a chunk of output pixels at a time.
@@ -19,7 +23,25 @@ const convChunkFloats = 1 << 20
 // values that pixel p sees, in the same order as a row of w; the outputs are then the dot products of w's
 // rows with the patch rows, which gemmNT computes straight into the [Co, Ho*Wo] layout of the output.
 func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.Tensor, error) {
-	const op = "conv2d"
+	return be.conv2d("conv2d", x, w, b, stride, pad, nil)
+}
+
+var _ core.FusedConv2dAdd = (*Backend)(nil)
+
+// Conv2dAdd is res + Conv2d(x, w, b, stride, pad) for res of the output's shape (the residual connections
+// of the VAE's blocks): each output is Conv2d's value, bias added last, plus res, rounded as the two ops
+// round (bit for bit Add(res, Conv2d(...))). New's backend adds the bias and res while each block of
+// output columns is still in cache after its product, instead of in two more passes over the output and
+// a second output tensor.
+func (be *Backend) Conv2dAdd(x, w, b *core.Tensor, stride int, pad [4]int, res *core.Tensor) (*core.Tensor, error) {
+	if res == nil {
+		return nil, fmt.Errorf("conv2d+add: res is nil")
+	}
+	return be.conv2d("conv2d+add", x, w, b, stride, pad, res)
+}
+
+// conv2d is Conv2d, plus res when res is not nil (Conv2dAdd).
+func (be *Backend) conv2d(op string, x, w, b *core.Tensor, stride int, pad [4]int, res *core.Tensor) (*core.Tensor, error) {
 	x_BCHW, err := floats(op, "x", x)
 	if err != nil {
 		return nil, err
@@ -56,18 +78,37 @@ func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.T
 	Ho := (H+top+bottom-kh)/stride + 1
 	Wo := (W+left+right-kw)/stride + 1
 	P, Kc := Ho*Wo, Ci*kh*kw // output pixels per image, values per patch
+	var res_BOP []float32
+	if res != nil {
+		if res_BOP, err = floats(op, "res", res); err != nil {
+			return nil, err
+		}
+		if !res.Shape().Equal(core.Shape{B, Co, Ho, Wo}) {
+			return nil, shapeError(op, "res %v, want the output's shape [%d, %d, %d, %d]", res.Shape(), B, Co, Ho, Wo)
+		}
+	}
 
 	out, out_BOP := newTensor(B, Co, Ho, Wo)
 	if be.kernel != nil {
-		// Packed path (gemm.go): B is the patch matrix, packed straight from x (bIm2col).
+		// Packed path (gemm.go): B is the patch matrix, packed straight from x (bIm2col); bias and res are
+		// added per block of columns as soon as the block's sums are done.
 		for bi := range B {
 			patches := bIm2col{x_CHW: x_BCHW[bi*Ci*H*W : (bi+1)*Ci*H*W], H: H, W: W, kh: kh, kw: kw,
 				stride: stride, top: top, left: left, Wo: Wo}
-			be.gemmPacked(be.kernel, true, w_OCUV, Kc, Co, patches, P, Kc, out_BOP[bi*Co*P:(bi+1)*Co*P], P)
+			out_OP := out_BOP[bi*Co*P : (bi+1)*Co*P]
+			var res_OP []float32
+			if res != nil {
+				res_OP = res_BOP[bi*Co*P : (bi+1)*Co*P]
+			}
+			var post func(j0, j1 int)
+			if b_O != nil || res_OP != nil {
+				post = func(j0, j1 int) { biasResidual(out_OP, b_O, res_OP, P, j0, j1) }
+			}
+			be.gemmPacked(be.kernel, true, w_OCUV, Kc, Co, patches, P, Kc, out_OP, P, post)
 		}
-	} else {
-		be.conv2dRef(x_BCHW, w_OCUV, out_BOP, B, Ci, H, W, Co, kh, kw, stride, top, left, Ho, Wo)
+		return out, nil
 	}
+	be.conv2dRef(x_BCHW, w_OCUV, out_BOP, B, Ci, H, W, Co, kh, kw, stride, top, left, Ho, Wo)
 	if b_O != nil {
 		be.parallelFor(B*Co, func(r0, r1 int) {
 			for r := r0; r < r1; r++ {
@@ -79,7 +120,39 @@ func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.T
 			}
 		})
 	}
+	if res != nil {
+		be.parallelElems(len(out_BOP), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				out_BOP[i] = res_BOP[i] + out_BOP[i] // Add(res, conv)
+			}
+		})
+	}
 	return out, nil
+}
+
+// biasResidual adds bias b_O[o] (when b_O is not nil) and then res_OP (when not nil) to columns [j0, j1) of
+// every row o of out_OP [Co, P]: the same two roundings as Conv2d's bias followed by Add.
+func biasResidual(out_OP, b_O, res_OP []float32, P, j0, j1 int) {
+	for o := range len(out_OP) / P {
+		row := out_OP[o*P+j0 : o*P+j1]
+		switch {
+		case res_OP == nil:
+			bias := b_O[o]
+			for j := range row {
+				row[j] += bias
+			}
+		case b_O == nil:
+			r := res_OP[o*P+j0 : o*P+j1]
+			for j := range row {
+				row[j] += r[j]
+			}
+		default:
+			bias, r := b_O[o], res_OP[o*P+j0:o*P+j1]
+			for j := range row {
+				row[j] = (row[j] + bias) + r[j]
+			}
+		}
+	}
 }
 
 // conv2dRef is Conv2d's reference product through an explicit im2col buffer and gemmNTRef.

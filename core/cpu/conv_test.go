@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/webvar/webvar/core"
@@ -94,18 +95,58 @@ func testConv2dProperty(t *testing.T, be *Backend) {
 	})
 }
 
-// BenchmarkConv3x3 is a 128 -> 128 channel 3x3 convolution on a 64x64 map, as in the VAE decoder.
-func BenchmarkConv3x3(b *testing.B) {
-	const C, H, W = 128, 64, 64
-	be := New(0)
-	r := newRand(7)
-	x, _ := randTensor(b, be, r, 1, C, H, W)
-	w, _ := randTensor(b, be, r, C, C, 3, 3)
-	bias, _ := randTensor(b, be, r, C)
-	for b.Loop() {
-		if _, err := be.Conv2d(x, w, bias, 1, [4]int{1, 1, 1, 1}); err != nil {
-			b.Fatal(err)
+// TestConv2dAdd: Conv2dAdd equals Add(res, Conv2d(...)) bit for bit on every matrix-product variant (the
+// packed path adds bias and res per block of columns, the reference in whole passes), with and without a
+// bias, over several images and output blocks; it rejects a res of another shape.
+func TestConv2dAdd(t *testing.T) {
+	r := newRand(16)
+	for name, be := range gemmVariants() {
+		for _, c := range []struct {
+			B, Ci, H, W, Co, k int
+			bias               bool
+		}{{2, 5, 9, 70, 7, 3, true}, {1, 4, 6, 6, 3, 1, false}, {1, 33, 40, 40, 13, 3, true}} {
+			t.Run(fmt.Sprintf("%s/B%d_Ci%d_%dx%d_Co%d_k%d_bias%v", name, c.B, c.Ci, c.H, c.W, c.Co, c.k, c.bias), func(t *testing.T) {
+				pad := [4]int{c.k / 2, c.k / 2, c.k / 2, c.k / 2}
+				x, _ := randTensor(t, be, r, c.B, c.Ci, c.H, c.W)
+				w, _ := randTensor(t, be, r, c.Co, c.Ci, c.k, c.k)
+				var b *core.Tensor
+				if c.bias {
+					b, _ = randTensor(t, be, r, c.Co)
+				}
+				res, _ := randTensor(t, be, r, c.B, c.Co, c.H, c.W)
+				shape := core.Shape{c.B, c.Co, c.H, c.W}
+				got := download(t, be, must(t)(be.Conv2dAdd(x, w, b, 1, pad, res)), shape)
+				want := download(t, be, must(t)(be.Add(res, must(t)(be.Conv2d(x, w, b, 1, pad)))), shape)
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("out[%d] = %v, Add(res, Conv2d) %v", i, got[i], want[i])
+					}
+				}
+				bad, _ := randTensor(t, be, r, c.B, c.Co, c.H, c.W+1)
+				if _, err := be.Conv2dAdd(x, w, b, 1, pad, bad); err == nil {
+					t.Fatal("res of the wrong shape accepted")
+				}
+			})
 		}
 	}
-	b.ReportMetric(2*C*C*9*H*W*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+// BenchmarkConv3x3 is 3x3 convolutions as in the VAE decoder: 128 -> 128 channels on a 64x64 map, and
+// VAR-d16's largest, 160 -> 160 channels at 256x256 (7 of them, over half the decode's FLOPs).
+func BenchmarkConv3x3(b *testing.B) {
+	for _, s := range []struct{ C, H, W int }{{128, 64, 64}, {160, 256, 256}} {
+		b.Run(fmt.Sprintf("%dx%dx%d", s.C, s.H, s.W), func(b *testing.B) {
+			be := New(0)
+			r := newRand(7)
+			x, _ := randTensor(b, be, r, 1, s.C, s.H, s.W)
+			w, _ := randTensor(b, be, r, s.C, s.C, 3, 3)
+			bias, _ := randTensor(b, be, r, s.C)
+			for b.Loop() {
+				if _, err := be.Conv2d(x, w, bias, 1, [4]int{1, 1, 1, 1}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(2*float64(s.C*s.C*9*s.H*s.W)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
 }

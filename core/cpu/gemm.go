@@ -116,8 +116,10 @@ func interleave(panel []float32, width, rows, kc int, row func(r int) []float32)
 
 // gemmPacked is the packed product c[i*ldc + j] = sum over k of a[i*lda + k] * B[j, k] for i < n, j < m,
 // k < K, through kernel. With parallel false it runs on the calling goroutine only (for callers that
-// parallelise over many small products themselves).
-func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, lda, n int, b bPacker, m, K int, c []float32, ldc int) {
+// parallelise over many small products themselves). post, when not nil, is called with each task's
+// columns [j0, j1) once their sums are complete, while they are still in cache (Conv2d's bias and
+// residual); the tasks' ranges cover [0, m) without overlap.
+func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, lda, n int, b bPacker, m, K int, c []float32, ldc int, post func(j0, j1 int)) {
 	run, threads := be.parallelFor, be.threads
 	if !parallel {
 		run, threads = func(n int, fn func(lo, hi int)) { fn(0, n) }, 1
@@ -174,6 +176,9 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 						}
 					}
 				}
+			}
+			if post != nil {
+				post(j0, j1)
 			}
 		}
 	})
