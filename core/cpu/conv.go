@@ -201,11 +201,65 @@ type bIm2col struct {
 	stride, top, left, Wo int
 }
 
-func (b bIm2col) packPanel(panel []float32, j0, rows, k0, k1 int) {
-	if oy, ox := j0/b.Wo, j0%b.Wo; b.stride == 1 && rows == gemmNR && ox+gemmNR <= b.Wo {
-		b.packRun(panel, oy-b.top, ox-b.left, k0, k1)
-		return
+// packBlock implements blockPacker: the panels of columns [j0, j1) for k0..k1, panel (jp-j0)/gemmNR at
+// bPack[(jp-j0)*(k1-k0):]. Consecutive whole stride-1 panels on one output row are packed together,
+// k-row outermost (packRuns), so that each row of x is read left to right once per k row across all
+// of them, which the hardware prefetchers follow; panel by panel, each panel's k rows are scattered over
+// Ci planes and a dozen x rows, one cache line each, and the packing waited on memory.
+func (b bIm2col) packBlock(bPack []float32, j0, j1, k0, k1 int) {
+	kc := k1 - k0
+	for jp := j0; jp < j1; {
+		rows := min(gemmNR, j1-jp)
+		oy, ox := jp/b.Wo, jp%b.Wo
+		if b.stride != 1 || rows < gemmNR || ox+gemmNR > b.Wo {
+			b.packPanel(bPack[(jp-j0)*kc:(jp-j0+gemmNR)*kc], jp, rows, k0, k1)
+			jp += gemmNR
+			continue
+		}
+		np := 1 // whole panels from jp on, on output row oy
+		for jp+(np+1)*gemmNR <= j1 && ox+(np+1)*gemmNR <= b.Wo {
+			np++
+		}
+		b.packRuns(bPack[(jp-j0)*kc:(jp-j0+np*gemmNR)*kc], kc, np, oy-b.top, ox-b.left, k0, k1)
+		jp += np * gemmNR
 	}
+}
+
+// packRuns packs np whole stride-1 panels of consecutive pixels on one output row, panel q at
+// dst[q*kc*gemmNR:]: row k = (c, u, v) of panel q is x[c, iy0+u, ix0+v+q*gemmNR :+gemmNR], zero outside
+// the image.
+func (b bIm2col) packRuns(dst []float32, kc, np, iy0, ix0, k0, k1 int) {
+	H, W := b.H, b.W
+	c, u, v := k0/(b.kh*b.kw), k0/b.kw%b.kh, k0%b.kw
+	for k := range k1 - k0 {
+		iy, ix := iy0+u, ix0+v
+		if iy < 0 || iy >= H {
+			for q := range np {
+				clear(dst[q*kc*gemmNR+k*gemmNR : q*kc*gemmNR+(k+1)*gemmNR])
+			}
+		} else {
+			row := b.x_CHW[(c*H+iy)*W : (c*H+iy+1)*W]
+			for q := range np {
+				d := (*[gemmNR]float32)(dst[q*kc*gemmNR+k*gemmNR : q*kc*gemmNR+(k+1)*gemmNR])
+				if s := ix + q*gemmNR; s >= 0 && s+gemmNR <= W {
+					copy16(d, (*[gemmNR]float32)(row[s:s+gemmNR]))
+				} else {
+					*d = [gemmNR]float32{}
+					if lo, hi := max(s, 0), min(s+gemmNR, W); lo < hi { // the part of the run inside the image
+						copy(d[lo-s:hi-s], row[lo:hi])
+					}
+				}
+			}
+		}
+		if v++; v == b.kw {
+			if v, u = 0, u+1; u == b.kh {
+				u, c = 0, c+1
+			}
+		}
+	}
+}
+
+func (b bIm2col) packPanel(panel []float32, j0, rows, k0, k1 int) {
 	var iy0, ix0 [gemmNR]int // top-left input coordinate of each pixel's window
 	for r := range rows {
 		iy0[r] = (j0+r)/b.Wo*b.stride - b.top
@@ -244,38 +298,13 @@ func (b bIm2col) packPanel(panel []float32, j0, rows, k0, k1 int) {
 	}
 }
 
-// packRun is packPanel for a stride-1 panel of gemmNR pixels on one output row (the common case): panel
-// row k = (c, u, v) is the run x[c, iy0+u, ix0+v : ix0+v+gemmNR], zero outside the image. Runs inside the
-// image, all but those at the borders, are one fixed-size copy (no call, no clipping).
-func (b bIm2col) packRun(panel []float32, iy0, ix0, k0, k1 int) {
-	H, W := b.H, b.W
-	c, u, v := k0/(b.kh*b.kw), k0/b.kw%b.kh, k0%b.kw
-	for k := range k1 - k0 {
-		d := (*[gemmNR]float32)(panel[k*gemmNR : (k+1)*gemmNR])
-		iy, ix := iy0+u, ix0+v
-		switch {
-		case iy < 0 || iy >= H:
-			*d = [gemmNR]float32{}
-		case ix >= 0 && ix+gemmNR <= W:
-			// Four 16-byte moves: a whole-array assignment would call memmove, which costs more than the
-			// copy itself at this size.
-			src := (*[gemmNR]float32)(b.x_CHW[(c*H+iy)*W+ix:])
-			*(*[4]float32)(d[0:4]) = *(*[4]float32)(src[0:4])
-			*(*[4]float32)(d[4:8]) = *(*[4]float32)(src[4:8])
-			*(*[4]float32)(d[8:12]) = *(*[4]float32)(src[8:12])
-			*(*[4]float32)(d[12:16]) = *(*[4]float32)(src[12:16])
-		default:
-			*d = [gemmNR]float32{}
-			if lo, hi := max(ix, 0), min(ix+gemmNR, W); lo < hi { // the part of the run inside the image
-				copy(d[lo-ix:hi-ix], b.x_CHW[(c*H+iy)*W+lo:(c*H+iy)*W+hi])
-			}
-		}
-		if v++; v == b.kw {
-			if v, u = 0, u+1; u == b.kh {
-				u, c = 0, c+1
-			}
-		}
-	}
+// copy16 copies 16 floats as four 16-byte moves: a whole-array assignment would call memmove, which costs
+// more than the copy itself at this size.
+func copy16(d, s *[gemmNR]float32) {
+	*(*[4]float32)(d[0:4]) = *(*[4]float32)(s[0:4])
+	*(*[4]float32)(d[4:8]) = *(*[4]float32)(s[4:8])
+	*(*[4]float32)(d[8:12]) = *(*[4]float32)(s[8:12])
+	*(*[4]float32)(d[12:16]) = *(*[4]float32)(s[12:16])
 }
 
 // Upsample2x is nearest-neighbour 2x upsampling (F.interpolate(scale_factor=2, mode='nearest')):

@@ -95,6 +95,49 @@ func testConv2dProperty(t *testing.T, be *Backend) {
 	})
 }
 
+// TestIm2colPackBlock: bIm2col's block packer writes exactly the panels packPanel writes one by one, for
+// column ranges that start and end inside output rows, rows narrower and wider than a panel, padding on
+// every side, kernel rows split between k blocks, and stride 2 (panel by panel inside packBlock).
+func TestIm2colPackBlock(t *testing.T) {
+	r := newRand(17)
+	for _, c := range []struct {
+		Ci, H, W, k, stride int
+		pad                 [4]int
+	}{
+		{3, 5, 40, 3, 1, [4]int{1, 1, 1, 1}}, {2, 4, 37, 3, 1, [4]int{0, 2, 1, 0}}, {35, 6, 64, 3, 1, [4]int{1, 1, 1, 1}},
+		{4, 3, 9, 3, 1, [4]int{1, 1, 1, 1}}, {2, 7, 33, 1, 1, [4]int{}}, {3, 9, 40, 3, 2, [4]int{0, 0, 1, 1}},
+	} {
+		x := randn(r, c.Ci*c.H*c.W)
+		Ho := (c.H+c.pad[0]+c.pad[2]-c.k)/c.stride + 1
+		Wo := (c.W+c.pad[1]+c.pad[3]-c.k)/c.stride + 1
+		b := bIm2col{x_CHW: x, H: c.H, W: c.W, kh: c.k, kw: c.k, stride: c.stride, top: c.pad[0], left: c.pad[1], Wo: Wo}
+		K, P := c.Ci*c.k*c.k, Ho*Wo
+		for _, jr := range [][2]int{{0, P}, {5, P - 3}, {Wo - 7, min(P, 3*Wo+20)}, {16, 48}} {
+			j0, j1 := jr[0], jr[1]
+			if j0 < 0 || j1 <= j0 {
+				continue
+			}
+			for k0 := 0; k0 < K; k0 += 10 {
+				k1 := min(k0+gemmKC, K)
+				kc, n := k1-k0, (j1-j0+gemmNR-1)/gemmNR*gemmNR
+				got, want := make([]float32, n*kc), make([]float32, n*kc)
+				for i := range got {
+					got[i] = float32(math.NaN()) // every value must be written
+				}
+				b.packBlock(got, j0, j1, k0, k1)
+				for jp := j0; jp < j1; jp += gemmNR {
+					b.packPanel(want[(jp-j0)*kc:(jp-j0+gemmNR)*kc], jp, min(gemmNR, j1-jp), k0, k1)
+				}
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%+v, columns [%d, %d), k [%d, %d): value %d = %v, packPanel %v", c, j0, j1, k0, k1, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestConv2dAdd: Conv2dAdd equals Add(res, Conv2d(...)) bit for bit on every matrix-product variant (the
 // packed path adds bias and res per block of columns, the reference in whole passes), with and without a
 // bias, over several images and output blocks; it rejects a res of another shape.

@@ -49,6 +49,12 @@ type bPacker interface {
 	packPanel(panel []float32, j0, rows, k0, k1 int)
 }
 
+// blockPacker is a bPacker that can also pack all the panels of columns [j0, j1) at once, faster than
+// panel by panel: panel (jp-j0)/gemmNR at bPack[(jp-j0)*(k1-k0):], each as packPanel writes it.
+type blockPacker interface {
+	packBlock(bPack []float32, j0, j1, k0, k1 int)
+}
+
 // bRows is B stored as rows: B[j, k] = f[j*ld + k] (Linear's weight, attention's keys).
 type bRows struct {
 	f  []float32
@@ -152,8 +158,12 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 			for k0 := 0; k0 < K; k0 += gemmKC {
 				k1 := min(k0+gemmKC, K)
 				kc := k1 - k0
-				for jp := j0; jp < j1; jp += gemmNR {
-					b.packPanel(bPack[(jp-j0)*kc:(jp-j0+gemmNR)*kc], jp, min(gemmNR, j1-jp), k0, k1)
+				if bb, ok := b.(blockPacker); ok {
+					bb.packBlock(bPack, j0, j1, k0, k1)
+				} else {
+					for jp := j0; jp < j1; jp += gemmNR {
+						b.packPanel(bPack[(jp-j0)*kc:(jp-j0+gemmNR)*kc], jp, min(gemmNR, j1-jp), k0, k1)
+					}
 				}
 				aBlock := aPack[k0*nPad : k0*nPad+nPad*kc]
 				for i0 := 0; i0 < n; i0 += gemmMC {
