@@ -78,6 +78,7 @@ func testConv2dProperty(t *testing.T, be *Backend) {
 				b, bv = randTensor(t, be, r, c.Co)
 			}
 			want, Ho, Wo := refConv2d(xv, wv, bv, c.B, c.Ci, c.H, c.W, c.Co, c.k, c.k, c.stride, c.pad)
+			poisonScratch()
 			got := download(t, be, must(t)(be.Conv2d(x, w, b, c.stride, c.pad)), core.Shape{c.B, c.Co, Ho, Wo})
 			testutil.AbsClose(t, "conv2d "+name, got, to32(want), 1e-4)
 		})

@@ -1,6 +1,10 @@
 package cpu
 
-import "github.com/webvar/webvar/core"
+import (
+	"sync"
+
+	"github.com/webvar/webvar/core"
+)
 
 // The packed matrix product: the fast path of the CPU backend's matrix products (Linear, Conv2d,
 // Attention) where a SIMD micro-kernel exists (gemm_amd64.go), built the way optimised BLAS libraries are.
@@ -133,7 +137,9 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 	// A, packed once: k block kb (k0 = kb*gemmKC, kc values) holds the panels of every gemmMR rows, panel p
 	// at aPack[k0*nPad + p*gemmMR*kc:].
 	nPad := (n + gemmMR - 1) / gemmMR * gemmMR
-	aPack := make([]float32, nPad*K)
+	aBuf := aScratch.get(nPad * K)
+	defer aScratch.put(aBuf)
+	aPack := *aBuf
 	kBlocks, panels := (K+gemmKC-1)/gemmKC, nPad/gemmMR
 	run(kBlocks*panels, func(t0, t1 int) {
 		for t := t0; t < t1; t++ {
@@ -149,7 +155,9 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 	// Columns per task: gemmNC, or fewer so that every thread gets work (whole micro-tiles).
 	nc := min(gemmNC, (m+threads*gemmNR-1)/(threads*gemmNR)*gemmNR)
 	run((m+nc-1)/nc, func(t0, t1 int) {
-		bPack := make([]float32, nc*min(K, gemmKC))
+		bBuf := bScratch.get(nc * min(K, gemmKC))
+		defer bScratch.put(bBuf)
+		bPack := *bBuf
 		var edge [gemmMR * 2 * gemmNR]float32
 		wide := be.wide
 		for t := t0; t < t1; t++ {
@@ -193,6 +201,28 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 		}
 	})
 }
+
+// scratch is a pool of gemmPacked's packing buffers, reused from product to product: every value of a
+// packed panel is written before it is read, so a reused buffer needs no clearing, where a new one was
+// zeroed by make (the A panels of a 640-channel conv's weights are 15 MB; a VAE decode packed ~250 MB
+// of them) and added to the garbage collector's work. A is in aScratch, B in bScratch, so that the two
+// kinds of sizes do not take each other's buffers.
+type scratch struct{ p sync.Pool }
+
+var aScratch, bScratch scratch
+
+// get returns a buffer of n floats (contents undefined).
+func (s *scratch) get(n int) *[]float32 {
+	b, _ := s.p.Get().(*[]float32)
+	if b == nil || cap(*b) < n {
+		nb := make([]float32, n)
+		return &nb
+	}
+	*b = (*b)[:n]
+	return b
+}
+
+func (s *scratch) put(b *[]float32) { s.p.Put(b) }
 
 // tile runs kernel (width gemmNR, or 2*gemmNR for a wide kernel) on the micro-tile of rows ip.. and
 // columns jp.. of c, of which rows x cols lie inside the product: straight into c when the tile is

@@ -18,6 +18,7 @@ func TestGemmNTVariants(t *testing.T) {
 		want := refLinear(a, b, nil, c.n, c.m, c.K)
 		for name, be := range gemmVariants() {
 			t.Run(fmt.Sprintf("%s/n%d_m%d_K%d_ldc%d", name, c.n, c.m, c.K, c.ldc), func(t *testing.T) {
+				poisonScratch()
 				out := make([]float32, (c.n-1)*c.ldc+c.m+guard)
 				for i := range out {
 					out[i] = sentinel
@@ -35,6 +36,20 @@ func TestGemmNTVariants(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// poisonScratch puts NaN-filled buffers into gemmPacked's scratch pools, so that a product that read a
+// packed value it had not written would produce NaN (a reused buffer holds the previous product's values).
+func poisonScratch() {
+	for _, s := range []*scratch{&aScratch, &bScratch} {
+		for range 4 {
+			b := make([]float32, 1<<20)
+			for i := range b {
+				b[i] = float32(math.NaN())
+			}
+			s.put(&b)
 		}
 	}
 }
