@@ -100,6 +100,14 @@ type FusedLinearGELU interface {
 	LinearGELU(x, w, b *Tensor) (*Tensor, error)
 }
 
+// FusedConv2dAdd is an optional ability: res + Conv2d(x, w, b, stride, pad) in one op, for res of the
+// output's shape (the residual connections of the VAE's blocks), saving the output's extra passes and a
+// second full-size tensor. It must round as Add(res, Conv2d(...)) does. Ops.Conv2dAdd uses it when
+// present and composes the two ops otherwise, which is the reference.
+type FusedConv2dAdd interface {
+	Conv2dAdd(x, w, b *Tensor, stride int, pad [4]int, res *Tensor) (*Tensor, error)
+}
+
 // IdleReleaser is an optional ability of backends that keep freed memory for reuse (the WebGPU buffer
 // pool): ReleaseIdle gives that memory back. Such a pool reuses memory only for tensors of the sizes it
 // held, so when work moves on to tensors of other sizes (VAR's transformer to the VQVAE decoder, and back

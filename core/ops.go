@@ -274,6 +274,20 @@ func (o *Ops) Conv2d(x, w, b *Tensor, stride int, pad [4]int) *Tensor {
 	return o.do("conv2d", func() (*Tensor, error) { return o.B.Conv2d(x, w, b, stride, pad) })
 }
 
+// Conv2dAdd is res + Conv2d(x, w, b, stride, pad), fused when the backend can (FusedConv2dAdd).
+func (o *Ops) Conv2dAdd(x, w, b *Tensor, stride int, pad [4]int, res *Tensor) *Tensor {
+	if !o.ok("conv2d+add", x, w, res) {
+		return nil
+	}
+	if f, ok := o.B.(FusedConv2dAdd); ok {
+		return o.do("conv2d+add", func() (*Tensor, error) { return f.Conv2dAdd(x, w, b, stride, pad, res) })
+	}
+	y := o.Conv2d(x, w, b, stride, pad)
+	out := o.Add(res, y)
+	o.Free(y)
+	return out
+}
+
 func (o *Ops) Upsample2x(x *Tensor) *Tensor {
 	if !o.ok("upsample2x", x) {
 		return nil

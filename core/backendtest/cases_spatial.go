@@ -40,6 +40,20 @@ func convResizeCopyCases() []Case {
 		conv("conv3x3-nopad-2x6x10x13-to70", []int{2, 6, 10, 13}, 70, 3, 1, [4]int{}, false),
 		conv("conv3x3-s1p1-1x40x20x19-to130", []int{1, 40, 20, 19}, 130, 3, 1, [4]int{1, 1, 1, 1}, true),
 	)
+	// Conv2dAdd (fused where the backend can): res + conv, res [1, 17, 11, 10] after the inputs of conv.
+	convAdd := func(name string, bias bool) Case {
+		return Case{Name: name, Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{Randn(r, 0, 1, 1, 13, 11, 10), Randn(r, 0, 3.0/(13*9), 17, 13, 3, 3),
+				Randn(r, 0, 0.5, 17), Randn(r, 0, 1, 1, 17, 11, 10)}
+		}, Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+			b := in[2]
+			if !bias {
+				b = nil
+			}
+			return o.Conv2dAdd(in[0], in[1], b, 1, [4]int{1, 1, 1, 1}, in[3])
+		}, Tol: 1e-4}
+	}
+	cs = append(cs, convAdd("conv3x3-add-1x13x11x10-to17-bias", true), convAdd("conv3x3-add-1x13x11x10-to17-nobias", false))
 
 	img := func(shape ...int) func(r *rand.Rand) []core.HostTensor {
 		return func(r *rand.Rand) []core.HostTensor { return []core.HostTensor{Randn(r, 0, 1, shape...)} }

@@ -167,7 +167,7 @@ func (be *Backend) attentionPacked(q_BLC, k_BSC, v_BSC, mask_LS, out_BLC []float
 			// score[l, s] = q[b, l0+l, head h] . k[b, s, head h]
 			q := q_BLC[(b*L+l0)*C+h*d:]
 			keys := bRows{f: k_BSC[b*stride+h*d:], ld: C}
-			be.gemmPacked(be.kernel, false, q, C, rows, keys, S, d, score, S)
+			be.gemmPacked(be.kernel, false, q, C, rows, keys, S, d, score, S, nil)
 			for l := range rows {
 				row := score[l*S : (l+1)*S]
 				for s := range row {
@@ -182,7 +182,7 @@ func (be *Backend) attentionPacked(q_BLC, k_BSC, v_BSC, mask_LS, out_BLC []float
 			}
 			// out[b, l0+l, head h] = sum over s of p[l, s] * v[b, s, head h]
 			values := bCols{f: v_BSC[b*stride+h*d:], ld: C}
-			be.gemmPacked(be.kernel, false, score, S, rows, values, d, S, out_BLC[(b*L+l0)*C+h*d:], C)
+			be.gemmPacked(be.kernel, false, score, S, rows, values, d, S, out_BLC[(b*L+l0)*C+h*d:], C, nil)
 		}
 	})
 }

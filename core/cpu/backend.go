@@ -3,7 +3,8 @@
 // this one is tested against PyTorch (testdata/var-tiny/golden.safetensors).
 //
 // Fast paths: the matrix products (Linear, Conv2d, Attention) also have a packed, SIMD path (gemm.go, with
-// an AVX2+FMA assembly micro-kernel on amd64) that New uses where the CPU has it (not with the `purego`
+// an AVX2+FMA assembly micro-kernel on amd64, and a 6x32 AVX-512 one beside it where the CPU has
+// AVX512F) that New uses where the CPU has it (not with the `purego`
 // build tag, on other architectures or in wasm), and New's GELU, SiLU and GroupNorm evaluate in float32
 // with a float32 exp (fastmath.go) instead of float64. NewReference runs the spec code only. The fast
 // paths compute the same functions with other rounding; they are tested against the reference op by op
@@ -37,6 +38,7 @@ import (
 type Backend struct {
 	threads  int         // goroutines an op may use at most
 	kernel   microKernel // the matrix products' SIMD micro-kernel (gemm.go), or nil for the reference code
+	wide     microKernel // a 6x32 kernel for two B panels at once (gemm.go), or nil: kernel only
 	fastMath bool        // float32 exp-based GELU, SiLU and GroupNorm (fastmath.go) instead of the float64 spec
 	offload  Offload     // Linear's products on another device first (offload.go), or nil
 }
@@ -45,11 +47,11 @@ var _ core.Backend = (*Backend)(nil)
 
 // New returns a CPU backend whose ops use up to threads goroutines; threads <= 0 means runtime.NumCPU().
 // Its matrix products (Linear, Conv2d, Attention) use the SIMD micro-kernel of this CPU where there is one
-// (AVX2+FMA on amd64), and GELU, SiLU and GroupNorm compute in float32 (fastmath.go); both change float32
+// (AVX2+FMA on amd64, AVX-512 where present), and GELU, SiLU and GroupNorm compute in float32 (fastmath.go); both change float32
 // rounding, not what is computed. NewReference does neither.
 func New(threads int) *Backend {
 	be := NewReference(threads)
-	be.kernel, be.fastMath = fastKernel, true
+	be.kernel, be.wide, be.fastMath = fastKernel, fastWideKernel, true
 	return be
 }
 

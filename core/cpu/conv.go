@@ -23,7 +23,25 @@ const convChunkFloats = 1 << 20
 // values that pixel p sees, in the same order as a row of w; the outputs are then the dot products of w's
 // rows with the patch rows, which gemmNT computes straight into the [Co, Ho*Wo] layout of the output.
 func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.Tensor, error) {
-	const op = "conv2d"
+	return be.conv2d("conv2d", x, w, b, stride, pad, nil)
+}
+
+var _ core.FusedConv2dAdd = (*Backend)(nil)
+
+// Conv2dAdd is res + Conv2d(x, w, b, stride, pad) for res of the output's shape (the residual connections
+// of the VAE's blocks): each output is Conv2d's value, bias added last, plus res, rounded as the two ops
+// round (bit for bit Add(res, Conv2d(...))). New's backend adds the bias and res while each block of
+// output columns is still in cache after its product, instead of in two more passes over the output and
+// a second output tensor.
+func (be *Backend) Conv2dAdd(x, w, b *core.Tensor, stride int, pad [4]int, res *core.Tensor) (*core.Tensor, error) {
+	if res == nil {
+		return nil, fmt.Errorf("conv2d+add: res is nil")
+	}
+	return be.conv2d("conv2d+add", x, w, b, stride, pad, res)
+}
+
+// conv2d is Conv2d, plus res when res is not nil (Conv2dAdd).
+func (be *Backend) conv2d(op string, x, w, b *core.Tensor, stride int, pad [4]int, res *core.Tensor) (*core.Tensor, error) {
 	x_BCHW, err := floats(op, "x", x)
 	if err != nil {
 		return nil, err
@@ -60,6 +78,15 @@ func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.T
 	Ho := (H+top+bottom-kh)/stride + 1
 	Wo := (W+left+right-kw)/stride + 1
 	P, Kc := Ho*Wo, Ci*kh*kw // output pixels per image, values per patch
+	var res_BOP []float32
+	if res != nil {
+		if res_BOP, err = floats(op, "res", res); err != nil {
+			return nil, err
+		}
+		if !res.Shape().Equal(core.Shape{B, Co, Ho, Wo}) {
+			return nil, shapeError(op, "res %v, want the output's shape [%d, %d, %d, %d]", res.Shape(), B, Co, Ho, Wo)
+		}
+	}
 
 	out, out_BOP := newTensor(B, Co, Ho, Wo)
 	done := false
@@ -71,13 +98,25 @@ func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.T
 	}
 	switch {
 	case done:
+		// The sums came from the offload; the bias and res are added below.
 	case be.kernel != nil:
-		// Packed path (gemm.go): B is the patch matrix, packed straight from x (bIm2col).
+		// Packed path (gemm.go): B is the patch matrix, packed straight from x (bIm2col); bias and res are
+		// added per block of columns as soon as the block's sums are done.
 		for bi := range B {
 			patches := bIm2col{x_CHW: x_BCHW[bi*Ci*H*W : (bi+1)*Ci*H*W], H: H, W: W, kh: kh, kw: kw,
 				stride: stride, top: top, left: left, Wo: Wo}
-			be.gemmPacked(be.kernel, true, w_OCUV, Kc, Co, patches, P, Kc, out_BOP[bi*Co*P:(bi+1)*Co*P], P)
+			out_OP := out_BOP[bi*Co*P : (bi+1)*Co*P]
+			var res_OP []float32
+			if res != nil {
+				res_OP = res_BOP[bi*Co*P : (bi+1)*Co*P]
+			}
+			var post func(j0, j1 int)
+			if b_O != nil || res_OP != nil {
+				post = func(j0, j1 int) { biasResidual(out_OP, b_O, res_OP, P, j0, j1) }
+			}
+			be.gemmPacked(be.kernel, true, w_OCUV, Kc, Co, patches, P, Kc, out_OP, P, post)
 		}
+		return out, nil
 	default:
 		be.conv2dRef(x_BCHW, w_OCUV, out_BOP, B, Ci, H, W, Co, kh, kw, stride, top, left, Ho, Wo)
 	}
@@ -92,7 +131,39 @@ func (be *Backend) Conv2d(x, w, b *core.Tensor, stride int, pad [4]int) (*core.T
 			}
 		})
 	}
+	if res != nil {
+		be.parallelElems(len(out_BOP), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				out_BOP[i] = res_BOP[i] + out_BOP[i] // Add(res, conv)
+			}
+		})
+	}
 	return out, nil
+}
+
+// biasResidual adds bias b_O[o] (when b_O is not nil) and then res_OP (when not nil) to columns [j0, j1) of
+// every row o of out_OP [Co, P]: the same two roundings as Conv2d's bias followed by Add.
+func biasResidual(out_OP, b_O, res_OP []float32, P, j0, j1 int) {
+	for o := range len(out_OP) / P {
+		row := out_OP[o*P+j0 : o*P+j1]
+		switch {
+		case res_OP == nil:
+			bias := b_O[o]
+			for j := range row {
+				row[j] += bias
+			}
+		case b_O == nil:
+			r := res_OP[o*P+j0 : o*P+j1]
+			for j := range row {
+				row[j] += r[j]
+			}
+		default:
+			bias, r := b_O[o], res_OP[o*P+j0:o*P+j1]
+			for j := range row {
+				row[j] = (row[j] + bias) + r[j]
+			}
+		}
+	}
 }
 
 // conv2dRef is Conv2d's reference product through an explicit im2col buffer and gemmNTRef.
@@ -141,6 +212,64 @@ type bIm2col struct {
 	stride, top, left, Wo int
 }
 
+// packBlock implements blockPacker: the panels of columns [j0, j1) for k0..k1, panel (jp-j0)/gemmNR at
+// bPack[(jp-j0)*(k1-k0):]. Consecutive whole stride-1 panels on one output row are packed together,
+// k-row outermost (packRuns), so that each row of x is read left to right once per k row across all
+// of them, which the hardware prefetchers follow; panel by panel, each panel's k rows are scattered over
+// Ci planes and a dozen x rows, one cache line each, and the packing waited on memory.
+func (b bIm2col) packBlock(bPack []float32, j0, j1, k0, k1 int) {
+	kc := k1 - k0
+	for jp := j0; jp < j1; {
+		rows := min(gemmNR, j1-jp)
+		oy, ox := jp/b.Wo, jp%b.Wo
+		if b.stride != 1 || rows < gemmNR || ox+gemmNR > b.Wo {
+			b.packPanel(bPack[(jp-j0)*kc:(jp-j0+gemmNR)*kc], jp, rows, k0, k1)
+			jp += gemmNR
+			continue
+		}
+		np := 1 // whole panels from jp on, on output row oy
+		for jp+(np+1)*gemmNR <= j1 && ox+(np+1)*gemmNR <= b.Wo {
+			np++
+		}
+		b.packRuns(bPack[(jp-j0)*kc:(jp-j0+np*gemmNR)*kc], kc, np, oy-b.top, ox-b.left, k0, k1)
+		jp += np * gemmNR
+	}
+}
+
+// packRuns packs np whole stride-1 panels of consecutive pixels on one output row, panel q at
+// dst[q*kc*gemmNR:]: row k = (c, u, v) of panel q is x[c, iy0+u, ix0+v+q*gemmNR :+gemmNR], zero outside
+// the image.
+func (b bIm2col) packRuns(dst []float32, kc, np, iy0, ix0, k0, k1 int) {
+	H, W := b.H, b.W
+	c, u, v := k0/(b.kh*b.kw), k0/b.kw%b.kh, k0%b.kw
+	for k := range k1 - k0 {
+		iy, ix := iy0+u, ix0+v
+		if iy < 0 || iy >= H {
+			for q := range np {
+				clear(dst[q*kc*gemmNR+k*gemmNR : q*kc*gemmNR+(k+1)*gemmNR])
+			}
+		} else {
+			row := b.x_CHW[(c*H+iy)*W : (c*H+iy+1)*W]
+			for q := range np {
+				d := (*[gemmNR]float32)(dst[q*kc*gemmNR+k*gemmNR : q*kc*gemmNR+(k+1)*gemmNR])
+				if s := ix + q*gemmNR; s >= 0 && s+gemmNR <= W {
+					copy16(d, (*[gemmNR]float32)(row[s:s+gemmNR]))
+				} else {
+					*d = [gemmNR]float32{}
+					if lo, hi := max(s, 0), min(s+gemmNR, W); lo < hi { // the part of the run inside the image
+						copy(d[lo-s:hi-s], row[lo:hi])
+					}
+				}
+			}
+		}
+		if v++; v == b.kw {
+			if v, u = 0, u+1; u == b.kh {
+				u, c = 0, c+1
+			}
+		}
+	}
+}
+
 func (b bIm2col) packPanel(panel []float32, j0, rows, k0, k1 int) {
 	var iy0, ix0 [gemmNR]int // top-left input coordinate of each pixel's window
 	for r := range rows {
@@ -178,6 +307,15 @@ func (b bIm2col) packPanel(panel []float32, j0, rows, k0, k1 int) {
 			}
 		}
 	}
+}
+
+// copy16 copies 16 floats as four 16-byte moves: a whole-array assignment would call memmove, which costs
+// more than the copy itself at this size.
+func copy16(d, s *[gemmNR]float32) {
+	*(*[4]float32)(d[0:4]) = *(*[4]float32)(s[0:4])
+	*(*[4]float32)(d[4:8]) = *(*[4]float32)(s[4:8])
+	*(*[4]float32)(d[8:12]) = *(*[4]float32)(s[8:12])
+	*(*[4]float32)(d[12:16]) = *(*[4]float32)(s[12:16])
 }
 
 // Upsample2x is nearest-neighbour 2x upsampling (F.interpolate(scale_factor=2, mode='nearest')):

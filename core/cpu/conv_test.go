@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/webvar/webvar/core"
@@ -77,6 +78,7 @@ func testConv2dProperty(t *testing.T, be *Backend) {
 				b, bv = randTensor(t, be, r, c.Co)
 			}
 			want, Ho, Wo := refConv2d(xv, wv, bv, c.B, c.Ci, c.H, c.W, c.Co, c.k, c.k, c.stride, c.pad)
+			poisonScratch()
 			got := download(t, be, must(t)(be.Conv2d(x, w, b, c.stride, c.pad)), core.Shape{c.B, c.Co, Ho, Wo})
 			testutil.AbsClose(t, "conv2d "+name, got, to32(want), 1e-4)
 		})
@@ -94,18 +96,101 @@ func testConv2dProperty(t *testing.T, be *Backend) {
 	})
 }
 
-// BenchmarkConv3x3 is a 128 -> 128 channel 3x3 convolution on a 64x64 map, as in the VAE decoder.
-func BenchmarkConv3x3(b *testing.B) {
-	const C, H, W = 128, 64, 64
-	be := New(0)
-	r := newRand(7)
-	x, _ := randTensor(b, be, r, 1, C, H, W)
-	w, _ := randTensor(b, be, r, C, C, 3, 3)
-	bias, _ := randTensor(b, be, r, C)
-	for b.Loop() {
-		if _, err := be.Conv2d(x, w, bias, 1, [4]int{1, 1, 1, 1}); err != nil {
-			b.Fatal(err)
+// TestIm2colPackBlock: bIm2col's block packer writes exactly the panels packPanel writes one by one, for
+// column ranges that start and end inside output rows, rows narrower and wider than a panel, padding on
+// every side, kernel rows split between k blocks, and stride 2 (panel by panel inside packBlock).
+func TestIm2colPackBlock(t *testing.T) {
+	r := newRand(17)
+	for _, c := range []struct {
+		Ci, H, W, k, stride int
+		pad                 [4]int
+	}{
+		{3, 5, 40, 3, 1, [4]int{1, 1, 1, 1}}, {2, 4, 37, 3, 1, [4]int{0, 2, 1, 0}}, {35, 6, 64, 3, 1, [4]int{1, 1, 1, 1}},
+		{4, 3, 9, 3, 1, [4]int{1, 1, 1, 1}}, {2, 7, 33, 1, 1, [4]int{}}, {3, 9, 40, 3, 2, [4]int{0, 0, 1, 1}},
+	} {
+		x := randn(r, c.Ci*c.H*c.W)
+		Ho := (c.H+c.pad[0]+c.pad[2]-c.k)/c.stride + 1
+		Wo := (c.W+c.pad[1]+c.pad[3]-c.k)/c.stride + 1
+		b := bIm2col{x_CHW: x, H: c.H, W: c.W, kh: c.k, kw: c.k, stride: c.stride, top: c.pad[0], left: c.pad[1], Wo: Wo}
+		K, P := c.Ci*c.k*c.k, Ho*Wo
+		for _, jr := range [][2]int{{0, P}, {5, P - 3}, {Wo - 7, min(P, 3*Wo+20)}, {16, 48}} {
+			j0, j1 := jr[0], jr[1]
+			if j0 < 0 || j1 <= j0 {
+				continue
+			}
+			for k0 := 0; k0 < K; k0 += 10 {
+				k1 := min(k0+gemmKC, K)
+				kc, n := k1-k0, (j1-j0+gemmNR-1)/gemmNR*gemmNR
+				got, want := make([]float32, n*kc), make([]float32, n*kc)
+				for i := range got {
+					got[i] = float32(math.NaN()) // every value must be written
+				}
+				b.packBlock(got, j0, j1, k0, k1)
+				for jp := j0; jp < j1; jp += gemmNR {
+					b.packPanel(want[(jp-j0)*kc:(jp-j0+gemmNR)*kc], jp, min(gemmNR, j1-jp), k0, k1)
+				}
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%+v, columns [%d, %d), k [%d, %d): value %d = %v, packPanel %v", c, j0, j1, k0, k1, i, got[i], want[i])
+					}
+				}
+			}
 		}
 	}
-	b.ReportMetric(2*C*C*9*H*W*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+// TestConv2dAdd: Conv2dAdd equals Add(res, Conv2d(...)) bit for bit on every matrix-product variant (the
+// packed path adds bias and res per block of columns, the reference in whole passes), with and without a
+// bias, over several images and output blocks; it rejects a res of another shape.
+func TestConv2dAdd(t *testing.T) {
+	r := newRand(16)
+	for name, be := range gemmVariants() {
+		for _, c := range []struct {
+			B, Ci, H, W, Co, k int
+			bias               bool
+		}{{2, 5, 9, 70, 7, 3, true}, {1, 4, 6, 6, 3, 1, false}, {1, 33, 40, 40, 13, 3, true}} {
+			t.Run(fmt.Sprintf("%s/B%d_Ci%d_%dx%d_Co%d_k%d_bias%v", name, c.B, c.Ci, c.H, c.W, c.Co, c.k, c.bias), func(t *testing.T) {
+				pad := [4]int{c.k / 2, c.k / 2, c.k / 2, c.k / 2}
+				x, _ := randTensor(t, be, r, c.B, c.Ci, c.H, c.W)
+				w, _ := randTensor(t, be, r, c.Co, c.Ci, c.k, c.k)
+				var b *core.Tensor
+				if c.bias {
+					b, _ = randTensor(t, be, r, c.Co)
+				}
+				res, _ := randTensor(t, be, r, c.B, c.Co, c.H, c.W)
+				shape := core.Shape{c.B, c.Co, c.H, c.W}
+				got := download(t, be, must(t)(be.Conv2dAdd(x, w, b, 1, pad, res)), shape)
+				want := download(t, be, must(t)(be.Add(res, must(t)(be.Conv2d(x, w, b, 1, pad)))), shape)
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("out[%d] = %v, Add(res, Conv2d) %v", i, got[i], want[i])
+					}
+				}
+				bad, _ := randTensor(t, be, r, c.B, c.Co, c.H, c.W+1)
+				if _, err := be.Conv2dAdd(x, w, b, 1, pad, bad); err == nil {
+					t.Fatal("res of the wrong shape accepted")
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkConv3x3 is 3x3 convolutions as in the VAE decoder: 128 -> 128 channels on a 64x64 map, and
+// VAR-d16's largest, 160 -> 160 channels at 256x256 (7 of them, over half the decode's FLOPs).
+func BenchmarkConv3x3(b *testing.B) {
+	for _, s := range []struct{ C, H, W int }{{128, 64, 64}, {160, 256, 256}} {
+		b.Run(fmt.Sprintf("%dx%dx%d", s.C, s.H, s.W), func(b *testing.B) {
+			be := New(0)
+			r := newRand(7)
+			x, _ := randTensor(b, be, r, 1, s.C, s.H, s.W)
+			w, _ := randTensor(b, be, r, s.C, s.C, 3, 3)
+			bias, _ := randTensor(b, be, r, s.C)
+			for b.Loop() {
+				if _, err := be.Conv2d(x, w, bias, 1, [4]int{1, 1, 1, 1}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(2*float64(s.C*s.C*9*s.H*s.W)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
 }

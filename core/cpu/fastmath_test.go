@@ -74,3 +74,84 @@ func TestGroupNormFast(t *testing.T) {
 		}
 	}
 }
+
+// TestSiLUAffineSIMD: the SIMD loop of groupNormFast gives siLUFast(v*scale + shift) for every value it
+// writes (the same operations in the same order: bit for bit unless the Go compiler fuses a multiply-add
+// of the scalar code, hence the few-ulp slack), covers the whole 8-value blocks and nothing past them.
+func TestSiLUAffineSIMD(t *testing.T) {
+	if fastSiLUAffine == nil {
+		t.Skip("no SIMD loop on this platform")
+	}
+	var xs []float32
+	for x := float32(-120); x <= 120; x += 1.0 / 64 {
+		xs = append(xs, x)
+	}
+	inf := float32(math.Inf(1))
+	xs = append(xs, 0, float32(math.Copysign(0, -1)), 1e-30, -1e-30, -103.97, -104, -104.01, 87.5, -87.5,
+		1e4, -1e4, 3e38, -3e38, inf, -inf, float32(math.NaN()), 1, 2, 3) // 3 values past the last block
+	const guard = 5
+	sentinel := float32(math.Float32frombits(0x7fc00bad))
+	r := newRand(13)
+	for _, ss := range [][2]float32{{1, 0}, {0.37, -1.5}, {float32(r.NormFloat64()), float32(r.NormFloat64())}} {
+		out := make([]float32, len(xs)+guard)
+		for i := range out {
+			out[i] = sentinel
+		}
+		done := fastSiLUAffine(xs, out[:len(xs)], ss[0], ss[1])
+		if done != len(xs)/8*8 {
+			t.Fatalf("wrote %d values of %d, want the whole blocks", done, len(xs))
+		}
+		for i, g := range out {
+			if i >= done {
+				if math.Float32bits(g) != math.Float32bits(sentinel) {
+					t.Fatalf("wrote out[%d] = %v past the %d values it reported", i, g, done)
+				}
+				continue
+			}
+			w := siLUFast(xs[i]*ss[0] + ss[1])
+			if math.IsNaN(float64(w)) || math.IsInf(float64(w), 0) {
+				if !(math.IsNaN(float64(g)) && math.IsNaN(float64(w))) && g != w {
+					t.Fatalf("scale %v shift %v: silu(%v) = %v, want %v", ss[0], ss[1], xs[i], g, w)
+				}
+				continue
+			}
+			if d := math.Abs(float64(g - w)); d > 4*0x1p-24*math.Abs(float64(w))+1e-40 {
+				t.Fatalf("scale %v shift %v: silu(%v) = %v, want %v", ss[0], ss[1], xs[i], g, w)
+			}
+		}
+	}
+}
+
+// BenchmarkGroupNormSiLU is New's GroupNorm with SiLU on the decoder's largest activation (160 channels,
+// 256x256, 32 groups); the GB/s count one read and one write of x.
+func BenchmarkGroupNormSiLU(b *testing.B) {
+	const C, H, W = 160, 256, 256
+	be := New(0)
+	r := newRand(14)
+	x, _ := randTensor(b, be, r, 1, C, H, W)
+	w, _ := randTensor(b, be, r, C)
+	bias, _ := randTensor(b, be, r, C)
+	for b.Loop() {
+		if _, err := be.GroupNorm(x, 32, w, bias, 1e-6, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(2*4*C*H*W*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+}
+
+// TestMeanVarFast: the four-accumulator statistics agree with meanVar's within float64 rounding, on
+// lengths around multiples of four and values with a large mean.
+func TestMeanVarFast(t *testing.T) {
+	r := newRand(15)
+	for _, n := range []int{1, 2, 3, 4, 5, 7, 8, 9, 1001, 4096} {
+		x := randn(r, n)
+		for i := range x {
+			x[i] = 5*x[i] + 100
+		}
+		m, v := meanVar(x)
+		fm, fv := meanVarFast(x)
+		if math.Abs(fm-m) > 1e-12*math.Abs(m) || math.Abs(fv-v) > 1e-10*v+1e-12 {
+			t.Fatalf("n %d: meanVarFast = %v, %v; meanVar %v, %v", n, fm, fv, m, v)
+		}
+	}
+}

@@ -1,6 +1,10 @@
 package cpu
 
-import "github.com/webvar/webvar/core"
+import (
+	"sync"
+
+	"github.com/webvar/webvar/core"
+)
 
 // The packed matrix product: the fast path of the CPU backend's matrix products (Linear, Conv2d,
 // Attention) where a SIMD micro-kernel exists (gemm_amd64.go), built the way optimised BLAS libraries are.
@@ -38,11 +42,21 @@ const (
 // (acc false) or adds it there (acc true).
 type microKernel func(kc int, aPanel, bPanel, c []float32, ldc int, acc bool)
 
+// A wide kernel (Backend.wide, where the CPU has wider vectors: AVX-512) is a microKernel for gemmMR x
+// 2*gemmNR tiles: bPanel is then two B panels one after the other (kernel6x32Go). It keeps the panel
+// layouts, so every bPacker serves both; gemmPacked uses it where two full panels sit side by side.
+
 // bPacker is the B operand of a packed product.
 type bPacker interface {
 	// packPanel writes B[j0+r, k0+k] to panel[k*gemmNR + r] for r < rows <= gemmNR and k < k1-k0, and
 	// zero for rows r >= rows.
 	packPanel(panel []float32, j0, rows, k0, k1 int)
+}
+
+// blockPacker is a bPacker that can also pack all the panels of columns [j0, j1) at once, faster than
+// panel by panel: panel (jp-j0)/gemmNR at bPack[(jp-j0)*(k1-k0):], each as packPanel writes it.
+type blockPacker interface {
+	packBlock(bPack []float32, j0, j1, k0, k1 int)
 }
 
 // bRows is B stored as rows: B[j, k] = f[j*ld + k] (Linear's weight, attention's keys).
@@ -112,8 +126,10 @@ func interleave(panel []float32, width, rows, kc int, row func(r int) []float32)
 
 // gemmPacked is the packed product c[i*ldc + j] = sum over k of a[i*lda + k] * B[j, k] for i < n, j < m,
 // k < K, through kernel. With parallel false it runs on the calling goroutine only (for callers that
-// parallelise over many small products themselves).
-func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, lda, n int, b bPacker, m, K int, c []float32, ldc int) {
+// parallelise over many small products themselves). post, when not nil, is called with each task's
+// columns [j0, j1) once their sums are complete, while they are still in cache (Conv2d's bias and
+// residual); the tasks' ranges cover [0, m) without overlap.
+func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, lda, n int, b bPacker, m, K int, c []float32, ldc int, post func(j0, j1 int)) {
 	run, threads := be.parallelFor, be.threads
 	if !parallel {
 		run, threads = func(n int, fn func(lo, hi int)) { fn(0, n) }, 1
@@ -121,7 +137,9 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 	// A, packed once: k block kb (k0 = kb*gemmKC, kc values) holds the panels of every gemmMR rows, panel p
 	// at aPack[k0*nPad + p*gemmMR*kc:].
 	nPad := (n + gemmMR - 1) / gemmMR * gemmMR
-	aPack := make([]float32, nPad*K)
+	aBuf := aScratch.get(nPad * K)
+	defer aScratch.put(aBuf)
+	aPack := *aBuf
 	kBlocks, panels := (K+gemmKC-1)/gemmKC, nPad/gemmMR
 	run(kBlocks*panels, func(t0, t1 int) {
 		for t := t0; t < t1; t++ {
@@ -137,48 +155,103 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 	// Columns per task: gemmNC, or fewer so that every thread gets work (whole micro-tiles).
 	nc := min(gemmNC, (m+threads*gemmNR-1)/(threads*gemmNR)*gemmNR)
 	run((m+nc-1)/nc, func(t0, t1 int) {
-		bPack := make([]float32, nc*min(K, gemmKC))
-		var edge [gemmMR * gemmNR]float32
+		bBuf := bScratch.get(nc * min(K, gemmKC))
+		defer bScratch.put(bBuf)
+		bPack := *bBuf
+		var edge [gemmMR * 2 * gemmNR]float32
+		wide := be.wide
 		for t := t0; t < t1; t++ {
 			j0 := t * nc
 			j1 := min(j0+nc, m)
 			for k0 := 0; k0 < K; k0 += gemmKC {
 				k1 := min(k0+gemmKC, K)
 				kc := k1 - k0
-				for jp := j0; jp < j1; jp += gemmNR {
-					b.packPanel(bPack[(jp-j0)*kc:(jp-j0+gemmNR)*kc], jp, min(gemmNR, j1-jp), k0, k1)
+				if bb, ok := b.(blockPacker); ok {
+					bb.packBlock(bPack, j0, j1, k0, k1)
+				} else {
+					for jp := j0; jp < j1; jp += gemmNR {
+						b.packPanel(bPack[(jp-j0)*kc:(jp-j0+gemmNR)*kc], jp, min(gemmNR, j1-jp), k0, k1)
+					}
 				}
 				aBlock := aPack[k0*nPad : k0*nPad+nPad*kc]
 				for i0 := 0; i0 < n; i0 += gemmMC {
 					i1 := min(i0+gemmMC, n)
 					for jp := j0; jp < j1; jp += gemmNR {
-						bPanel := bPack[(jp-j0)*kc : (jp-j0+gemmNR)*kc]
-						cols := min(gemmNR, j1-jp)
+						// With a wide kernel, two full B panels side by side (adjacent in bPack) are one
+						// 6x32 tile; tiles with fewer rows fall back to the 6x16 tiles of each panel.
+						pair := wide != nil && j1-jp >= 2*gemmNR
 						for ip := i0; ip < i1; ip += gemmMR {
 							aPanel := aBlock[ip*kc : (ip+gemmMR)*kc]
 							rows := min(gemmMR, n-ip)
-							if rows == gemmMR && cols == gemmNR {
-								kernel(kc, aPanel, bPanel, c[ip*ldc+jp:], ldc, k0 > 0)
-								continue
+							if pair {
+								tile(wide, 2*gemmNR, kc, aPanel, bPack[(jp-j0)*kc:(jp-j0+2*gemmNR)*kc], c, ldc, ip, jp, rows, 2*gemmNR, k0 > 0, &edge)
+							} else {
+								tile(kernel, gemmNR, kc, aPanel, bPack[(jp-j0)*kc:(jp-j0+gemmNR)*kc], c, ldc, ip, jp, rows, min(gemmNR, j1-jp), k0 > 0, &edge)
 							}
-							// Edge tile: compute the whole tile aside, keep the part inside c.
-							kernel(kc, aPanel, bPanel, edge[:], gemmNR, false)
-							for r := range rows {
-								cr, er := c[(ip+r)*ldc+jp:(ip+r)*ldc+jp+cols], edge[r*gemmNR:r*gemmNR+cols]
-								if k0 == 0 {
-									copy(cr, er)
-								} else {
-									for j := range cr {
-										cr[j] += er[j]
-									}
-								}
-							}
+						}
+						if pair {
+							jp += gemmNR
 						}
 					}
 				}
 			}
+			if post != nil {
+				post(j0, j1)
+			}
 		}
 	})
+}
+
+// scratch is a pool of gemmPacked's packing buffers, reused from product to product: every value of a
+// packed panel is written before it is read, so a reused buffer needs no clearing, where a new one was
+// zeroed by make (the A panels of a 640-channel conv's weights are 15 MB; a VAE decode packed ~250 MB
+// of them) and added to the garbage collector's work. A is in aScratch, B in bScratch, so that the two
+// kinds of sizes do not take each other's buffers.
+type scratch struct{ p sync.Pool }
+
+var aScratch, bScratch scratch
+
+// get returns a buffer of n floats (contents undefined).
+func (s *scratch) get(n int) *[]float32 {
+	b, _ := s.p.Get().(*[]float32)
+	if b == nil || cap(*b) < n {
+		nb := make([]float32, n)
+		return &nb
+	}
+	*b = (*b)[:n]
+	return b
+}
+
+func (s *scratch) put(b *[]float32) { s.p.Put(b) }
+
+// tile runs kernel (width gemmNR, or 2*gemmNR for a wide kernel) on the micro-tile of rows ip.. and
+// columns jp.. of c, of which rows x cols lie inside the product: straight into c when the tile is
+// whole, otherwise through edge, keeping the part inside.
+func tile(kernel microKernel, width, kc int, aPanel, bPanel, c []float32, ldc, ip, jp, rows, cols int, acc bool, edge *[gemmMR * 2 * gemmNR]float32) {
+	if rows == gemmMR && cols == width {
+		kernel(kc, aPanel, bPanel, c[ip*ldc+jp:], ldc, acc)
+		return
+	}
+	kernel(kc, aPanel, bPanel, edge[:], width, false)
+	for r := range rows {
+		cr, er := c[(ip+r)*ldc+jp:(ip+r)*ldc+jp+cols], edge[r*width:r*width+cols]
+		if !acc {
+			copy(cr, er)
+		} else {
+			for j := range cr {
+				cr[j] += er[j]
+			}
+		}
+	}
+}
+
+// kernel6x32Go is the wide micro-kernel in plain Go, the specification of the AVX-512 one: the gemmMR x
+// 2*gemmNR tile of an A panel and two B panels stored one after the other (bPanels[:kc*gemmNR] for
+// columns 0..15, bPanels[kc*gemmNR:] for 16..31), that is kernel6x16Go on each panel. Every output is the
+// same sum as in the 6x16 kernel, so a wide kernel changes no result.
+func kernel6x32Go(kc int, aPanel, bPanels, c []float32, ldc int, acc bool) {
+	kernel6x16Go(kc, aPanel, bPanels[:kc*gemmNR], c, ldc, acc)
+	kernel6x16Go(kc, aPanel, bPanels[kc*gemmNR:2*kc*gemmNR], c[gemmNR:], ldc, acc)
 }
 
 // kernel6x16Go is the micro-kernel in plain Go: the specification of the assembly kernels, and the kernel

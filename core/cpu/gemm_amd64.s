@@ -110,6 +110,97 @@ store:
 	VZEROUPPER
 	RET
 
+// func sgemm6x32AVX512(kc int, a, b, c *float32, ldc int, acc int)
+//
+// Z0..Z11 hold the 6x32 tile (row r: columns 0..15 in Z(2r), from the first B panel at DI, columns 16..31
+// in Z(2r+1), from the second at R10 = DI + kc*64). Per k: one 16-float row of each panel, each of the 6
+// A values broadcast in turn, 12 fused multiply-adds in the order of sgemm6x16AVX2.
+TEXT ·sgemm6x32AVX512(SB), NOSPLIT, $0-48
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8 // row stride in bytes
+	MOVQ acc+40(FP), R9
+	MOVQ CX, R10
+	SHLQ $6, R10
+	ADDQ DI, R10 // second panel: kc*16 floats on
+
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+
+loop512:
+	VMOVUPS      (DI), Z12
+	VMOVUPS      (R10), Z13
+	VBROADCASTSS (SI), Z14
+	VFMADD231PS  Z12, Z14, Z0
+	VFMADD231PS  Z13, Z14, Z1
+	VBROADCASTSS 4(SI), Z15
+	VFMADD231PS  Z12, Z15, Z2
+	VFMADD231PS  Z13, Z15, Z3
+	VBROADCASTSS 8(SI), Z16
+	VFMADD231PS  Z12, Z16, Z4
+	VFMADD231PS  Z13, Z16, Z5
+	VBROADCASTSS 12(SI), Z17
+	VFMADD231PS  Z12, Z17, Z6
+	VFMADD231PS  Z13, Z17, Z7
+	VBROADCASTSS 16(SI), Z18
+	VFMADD231PS  Z12, Z18, Z8
+	VFMADD231PS  Z13, Z18, Z9
+	VBROADCASTSS 20(SI), Z19
+	VFMADD231PS  Z12, Z19, Z10
+	VFMADD231PS  Z13, Z19, Z11
+	ADDQ         $24, SI
+	ADDQ         $64, DI
+	ADDQ         $64, R10
+	DECQ         CX
+	JNZ          loop512
+
+	TESTQ R9, R9
+	JZ    store512
+
+#define ACC2(LO, HI) \
+	VADDPS  (DX), LO, LO   \
+	VADDPS  64(DX), HI, HI \
+	VMOVUPS LO, (DX)       \
+	VMOVUPS HI, 64(DX)     \
+	ADDQ    R8, DX
+
+	ACC2(Z0, Z1)
+	ACC2(Z2, Z3)
+	ACC2(Z4, Z5)
+	ACC2(Z6, Z7)
+	ACC2(Z8, Z9)
+	ACC2(Z10, Z11)
+	VZEROUPPER
+	RET
+
+store512:
+#define STORE2(LO, HI) \
+	VMOVUPS LO, (DX)   \
+	VMOVUPS HI, 64(DX) \
+	ADDQ    R8, DX
+
+	STORE2(Z0, Z1)
+	STORE2(Z2, Z3)
+	STORE2(Z4, Z5)
+	STORE2(Z6, Z7)
+	STORE2(Z8, Z9)
+	STORE2(Z10, Z11)
+	VZEROUPPER
+	RET
+
 DATA iota8<>+0(SB)/4, $0
 DATA iota8<>+4(SB)/4, $1
 DATA iota8<>+8(SB)/4, $2

@@ -8,5 +8,8 @@ import "github.com/webvar/webvar/core"
 // runs the plain-Go gemmTile path, which is faster than the packed path with a plain-Go micro-kernel.
 var fastKernel microKernel
 
+// fastWideKernel is nil: no wide kernel either.
+var fastWideKernel microKernel
+
 // fastDequantPanel is nil: quantized panels are packed by the plain-Go code.
 var fastDequantPanel func(q core.QuantHost, j0, k0, k1 int, panel []float32) int

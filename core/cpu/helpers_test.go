@@ -11,12 +11,20 @@ import (
 func testBackend() *Backend { return New(3) }
 
 // gemmVariants are backends that differ only in how they compute matrix products: the reference code, the
-// packed path with the plain-Go micro-kernel (runs everywhere), and the packed path with this machine's
-// SIMD kernel where there is one.
+// packed path with the plain-Go micro-kernels (runs everywhere), with and without the wide kernel, and the
+// packed path with this machine's SIMD kernels where there are some (New's, and the narrow kernel alone
+// where New also has a wide one).
 func gemmVariants() map[string]*Backend {
-	v := map[string]*Backend{"reference": NewReference(3), "packed-go": {threads: 3, kernel: kernel6x16Go}}
+	v := map[string]*Backend{
+		"reference":      NewReference(3),
+		"packed-go":      {threads: 3, kernel: kernel6x16Go},
+		"packed-go-wide": {threads: 3, kernel: kernel6x16Go, wide: kernel6x32Go},
+	}
 	if fastKernel != nil {
 		v["packed-simd"] = New(3)
+	}
+	if fastWideKernel != nil {
+		v["packed-simd-narrow"] = &Backend{threads: 3, kernel: fastKernel, fastMath: true}
 	}
 	return v
 }

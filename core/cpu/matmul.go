@@ -106,7 +106,7 @@ const (
 // the backend has a micro-kernel, and the reference gemmNTRef otherwise.
 func (be *Backend) gemmNT(a []float32, n int, b []float32, m, K int, c []float32, ldc int) {
 	if be.kernel != nil {
-		be.gemmPacked(be.kernel, true, a, K, n, bRows{f: b, ld: K}, m, K, c, ldc)
+		be.gemmPacked(be.kernel, true, a, K, n, bRows{f: b, ld: K}, m, K, c, ldc, nil)
 		return
 	}
 	be.gemmNTRef(a, n, b, m, K, c, ldc)

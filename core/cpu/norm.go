@@ -128,7 +128,12 @@ func (be *Backend) GroupNorm(x *core.Tensor, groups int, w, b *core.Tensor, eps 
 	be.parallelFor(B*groups, func(i0, i1 int) {
 		for i := i0; i < i1; i++ {
 			base := i * cg * HW // (b, g) -> first value of channel g*cg of batch element b
-			mean, variance := meanVar(x_BCHW[base : base+cg*HW])
+			var mean, variance float64
+			if be.fastMath {
+				mean, variance = meanVarFast(x_BCHW[base : base+cg*HW])
+			} else {
+				mean, variance = meanVar(x_BCHW[base : base+cg*HW])
+			}
 			rstd := 1 / math.Sqrt(variance+float64(eps))
 			for j := range cg {
 				c := (i%groups)*cg + j

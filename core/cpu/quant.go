@@ -49,7 +49,7 @@ func quantWeight(w *core.Tensor) (core.QuantHost, bool) {
 func (be *Backend) gemmNTQuant(x_NK []float32, N int, q core.QuantHost, y_NM []float32) {
 	M, K := q.Shape[0], q.Shape[1]
 	if be.kernel != nil {
-		be.gemmPacked(be.kernel, true, x_NK, K, N, bQuantRows{q: q}, M, K, y_NM, M)
+		be.gemmPacked(be.kernel, true, x_NK, K, N, bQuantRows{q: q}, M, K, y_NM, M, nil)
 		return
 	}
 	tilesW := (M + gemmTileB - 1) / gemmTileB

@@ -26,6 +26,11 @@ func (c *conv) apply(o *core.Ops, x *core.Tensor) *core.Tensor {
 	return o.Conv2d(x, c.w, c.b, c.stride, c.pad)
 }
 
+// applyAdd is res + apply(x).
+func (c *conv) applyAdd(o *core.Ops, x, res *core.Tensor) *core.Tensor {
+	return o.Conv2dAdd(x, c.w, c.b, c.stride, c.pad, res)
+}
+
 type norm struct{ w, b *core.Tensor }
 
 func (n *norm) apply(o *core.Ops, x *core.Tensor, silu bool) *core.Tensor {
@@ -48,16 +53,16 @@ func (r *resBlock) apply(o *core.Ops, x *core.Tensor) *core.Tensor {
 	o.Free(n1)
 	n2 := r.norm2.apply(o, h, true)
 	o.Free(h)
-	h2 := r.conv2.apply(o, n2)
-	o.Free(n2)
+	res := x
 	if r.shortcut != nil {
-		s := r.shortcut.apply(o, x)
-		out := o.Add(s, h2)
-		o.Free(s, h2)
-		return out
+		res = r.shortcut.apply(o, x)
 	}
-	out := o.Add(x, h2)
-	o.Free(h2)
+	// The residual is added by the conv itself where the backend can (Ops.Conv2dAdd).
+	out := r.conv2.applyAdd(o, n2, res)
+	o.Free(n2)
+	if res != x {
+		o.Free(res)
+	}
 	return out
 }
 
@@ -82,9 +87,8 @@ func (a *attnBlock) apply(o *core.Ops, x *core.Tensor) *core.Tensor {
 	q, k, v := o.SliceLast(qkvT, 0, c), o.SliceLast(qkvT, c, c), o.SliceLast(qkvT, 2*c, c)
 	att := o.Attention(q, k, v, 1, float32(1/math.Sqrt(float64(c))), nil) // [B, HW, C]
 	hBCHW := o.Reshape(o.Transpose12(att), b, c, h, w)
-	p := a.proj.apply(o, hBCHW)
-	out := o.Add(x, p)
-	o.Free(qkv, qkvT, q, k, v, att, hBCHW, p)
+	out := a.proj.applyAdd(o, hBCHW, x)
+	o.Free(qkv, qkvT, q, k, v, att, hBCHW)
 	return out
 }
 

@@ -1,0 +1,53 @@
+//go:build amd64 && !purego
+
+package cpu
+
+import (
+	"math"
+
+	"golang.org/x/sys/cpu"
+)
+
+// fastSiLUAffine is groupNormFast's SIMD loop where the CPU has AVX2: out[i] = siLUFast(in[i]*scale +
+// shift) for the whole 8-value blocks of in, returning how many values it wrote (the caller does the
+// rest). Nil otherwise.
+var fastSiLUAffine func(in, out []float32, scale, shift float32) int = func() func([]float32, []float32, float32, float32) int {
+	if cpu.X86.HasAVX2 {
+		return siluAffine8
+	}
+	return nil
+}()
+
+// siluTab holds the constants of siluAffineAVX2, each broadcast to 8 lanes, in the order of the T_
+// offsets in fastmath_amd64.s; the float constants are expf's, rounded to float32 as there.
+var siluTab = func() (t [siluTabLen][8]uint32) {
+	f := math.Float32bits
+	vals := [siluTabLen]uint32{
+		0x80000000, 0x7fffffff, f(-104),
+		f(1.44269504088896341), f(1 << 23 * 1.5), f(0.693145751953125), f(1.42860682030941723212e-6),
+		f(1. / 5040), f(1. / 720), f(1. / 120), f(1. / 24), f(1. / 6), f(1. / 2), f(1),
+		64 + 127, f(1.0 / (1 << 64)),
+	}
+	for i, v := range vals {
+		for j := range t[i] {
+			t[i][j] = v
+		}
+	}
+	return t
+}()
+
+const siluTabLen = 16
+
+func siluAffine8(in, out []float32, scale, shift float32) int {
+	blocks := min(len(in), len(out)) / 8
+	if blocks == 0 {
+		return 0
+	}
+	siluAffineAVX2(blocks, &in[0], &out[0], scale, shift, &siluTab)
+	return 8 * blocks
+}
+
+// siluAffineAVX2 is siluAffine8's loop over 8*blocks values (fastmath_amd64.s).
+//
+//go:noescape
+func siluAffineAVX2(blocks int, in, out *float32, scale, shift float32, tab *[siluTabLen][8]uint32)

@@ -1,0 +1,89 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// Offsets of the broadcast constants in siluTab (fastmath_amd64.go), 8 float32 lanes each.
+#define T_SIGN 0
+#define T_ABS 32
+#define T_M104 64
+#define T_LOG2E 96
+#define T_ROUND 128
+#define T_LN2HI 160
+#define T_LN2LO 192
+#define T_C7 224
+#define T_C6 256
+#define T_C5 288
+#define T_C4 320
+#define T_C3 352
+#define T_C2 384
+#define T_ONE 416
+#define T_BIAS 448
+#define T_2M64 480
+
+// func siluAffineAVX2(blocks int, in, out *float32, scale, shift float32, tab *[siluTabLen][8]uint32)
+//
+// out[i] = siLUFast(in[i]*scale + shift) for 8*blocks values, 8 at a time, with the operations of
+// siLUFast and expf in the same order and rounding (no fused multiply-adds), so that the results are
+// those of the Go code: v = in*scale + shift; x = -|v|; expf(x) by n = round(x*log2e), the Cody-Waite
+// reduction and the degree-7 polynomial, scaled as p * 2^(n+64) * 2^-64 (exact where expf scales once,
+// the same rounding where it takes its subnormal branch) and 0 below -104; then v/(1+e) for v >= 0 and
+// v*e/(1+e) below.
+TEXT ·siluAffineAVX2(SB), NOSPLIT, $0-40
+	MOVQ         blocks+0(FP), CX
+	MOVQ         in+8(FP), SI
+	MOVQ         out+16(FP), DI
+	VBROADCASTSS scale+24(FP), Y8
+	VBROADCASTSS shift+28(FP), Y9
+	MOVQ         tab+32(FP), R11
+	VXORPS       Y12, Y12, Y12
+	TESTQ        CX, CX
+	JZ           done
+
+loop:
+	VMOVUPS (SI), Y0
+	VMULPS  Y8, Y0, Y0
+	VADDPS  Y9, Y0, Y0                // v
+	VANDPS  T_ABS(R11), Y0, Y1
+	VXORPS  T_SIGN(R11), Y1, Y1       // x = -|v|
+	VCMPPS  $1, T_M104(R11), Y1, Y2   // x < -104: e = 0
+	VMULPS  T_LOG2E(R11), Y1, Y3
+	VADDPS  T_ROUND(R11), Y3, Y3
+	VSUBPS  T_ROUND(R11), Y3, Y3      // n
+	VMULPS  T_LN2HI(R11), Y3, Y4
+	VSUBPS  Y4, Y1, Y4
+	VMULPS  T_LN2LO(R11), Y3, Y5
+	VSUBPS  Y5, Y4, Y4                // r = (x - n*ln2hi) - n*ln2lo
+	VMULPS  T_C7(R11), Y4, Y5
+	VADDPS  T_C6(R11), Y5, Y5
+	VMULPS  Y4, Y5, Y5
+	VADDPS  T_C5(R11), Y5, Y5
+	VMULPS  Y4, Y5, Y5
+	VADDPS  T_C4(R11), Y5, Y5
+	VMULPS  Y4, Y5, Y5
+	VADDPS  T_C3(R11), Y5, Y5
+	VMULPS  Y4, Y5, Y5
+	VADDPS  T_C2(R11), Y5, Y5
+	VMULPS  Y4, Y5, Y5
+	VADDPS  T_ONE(R11), Y5, Y5
+	VMULPS  Y4, Y5, Y5
+	VADDPS  T_ONE(R11), Y5, Y5        // p
+	VCVTTPS2DQ Y3, Y3
+	VPADDD  T_BIAS(R11), Y3, Y3
+	VPSLLD  $23, Y3, Y3               // 2^(n+64)
+	VMULPS  Y3, Y5, Y5
+	VMULPS  T_2M64(R11), Y5, Y5
+	VANDNPS Y5, Y2, Y5                // e
+	VADDPS  T_ONE(R11), Y5, Y6        // 1 + e
+	VMULPS  Y5, Y0, Y7                // v*e
+	VCMPPS  $13, Y12, Y0, Y2          // v >= 0
+	VBLENDVPS Y2, Y0, Y7, Y7          // v where v >= 0, else v*e
+	VDIVPS  Y6, Y7, Y7
+	VMOVUPS Y7, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     loop
+
+done:
+	VZEROUPPER
+	RET
