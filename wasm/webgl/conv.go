@@ -88,23 +88,14 @@ func (o *Offload) Conv2d(w *core.Tensor, w_OCUV []float32, x_BCHW []float32, g c
 	if *o.lost {
 		return false, errLost
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			done, err = false, fmt.Errorf("WebGL2: %v", r)
-		}
-	}()
+	defer recoverGL(&done, &err)
 	cp, err := o.convProg()
 	if err != nil {
 		return false, err
 	}
-	wt, ok := o.weights[w]
-	if !ok {
-		if wt, err = o.uploadConvWeight(w_OCUV, g); err != nil {
-			return false, err
-		}
-		o.weights[w] = wt
-	} else if wt.M != g.Co || wt.K != g.Ci*g.KH*g.KW {
-		return false, fmt.Errorf("conv weight texture is for [%d, %d], the convolution wants [%d, %d]", wt.M, wt.K, g.Co, g.Ci*g.KH*g.KW)
+	wt, err := o.weightFor(w, g.Co, g.Ci*g.KH*g.KW, func() (weightTex, error) { return o.uploadConvWeight(w_OCUV, g) })
+	if err != nil {
+		return false, err
 	}
 
 	// x, repacked to the texel layout above.

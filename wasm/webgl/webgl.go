@@ -206,19 +206,10 @@ func (o *Offload) LinearNT(w *core.Tensor, weight func() ([]float32, bool, error
 	if *o.lost {
 		return false, errLost
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			done, err = false, fmt.Errorf("WebGL2: %v", r)
-		}
-	}()
-	wt, ok := o.weights[w]
-	if !ok {
-		if wt, err = o.uploadWeight(weight, M, K); err != nil {
-			return false, err
-		}
-		o.weights[w] = wt
-	} else if wt.M != M || wt.K != K {
-		return false, fmt.Errorf("weight texture is [%d, %d], the product wants [%d, %d]", wt.M, wt.K, M, K)
+	defer recoverGL(&done, &err)
+	wt, err := o.weightFor(w, M, K, func() (weightTex, error) { return o.uploadWeight(weight, M, K) })
+	if err != nil {
+		return false, err
 	}
 
 	// x: N rows of K4 texels, zero padded past K.
@@ -293,6 +284,30 @@ func (o *Offload) render(w, h int, setup func()) ([]float32, error) {
 		return nil, errLost
 	}
 	return o.ybuf, nil
+}
+
+// recoverGL turns a panic from wasmgl (a JavaScript exception) into the op's error.
+func recoverGL(done *bool, err *error) {
+	if r := recover(); r != nil {
+		*done, *err = false, fmt.Errorf("WebGL2: %v", r)
+	}
+}
+
+// weightFor returns w's texture, made by upload on first use and kept; M and K (rows and values per row)
+// check that a kept texture fits this use.
+func (o *Offload) weightFor(w *core.Tensor, M, K int, upload func() (weightTex, error)) (weightTex, error) {
+	if wt, ok := o.weights[w]; ok {
+		if wt.M != M || wt.K != K {
+			return weightTex{}, fmt.Errorf("weight texture is [%d, %d], the op wants [%d, %d]", wt.M, wt.K, M, K)
+		}
+		return wt, nil
+	}
+	wt, err := upload()
+	if err != nil {
+		return weightTex{}, err
+	}
+	o.weights[w] = wt
+	return wt, nil
 }
 
 // uploadWeight makes w's texture: float32 for a float weight, float16 for a quantized one.
