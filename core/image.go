@@ -39,14 +39,20 @@ func ToImage(x HostTensor, b int) (*image.NRGBA, error) {
 	return img, nil
 }
 
-// PSNR is the peak signal-to-noise ratio in dB of image values b against a, both in [0, 1] and of equal
-// length: 10*log10(1/MSE), +Inf when they are identical.
-func PSNR(a, b []float32) float64 {
+// SquaredError is the sum over i of (a[i] - b[i])^2 in float64, for a and b of equal length.
+func SquaredError(a, b []float32) float64 {
 	var se float64
 	for i := range a {
 		d := float64(a[i]) - float64(b[i])
 		se += d * d
 	}
+	return se
+}
+
+// PSNR is the peak signal-to-noise ratio in dB of image values b against a, both in [0, 1] and of equal
+// length: 10*log10(1/MSE), +Inf when they are identical.
+func PSNR(a, b []float32) float64 {
+	se := SquaredError(a, b)
 	if se == 0 {
 		return math.Inf(1)
 	}

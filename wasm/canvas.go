@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"image"
 	"image/png"
 	"net/http"
@@ -77,8 +76,9 @@ func runCanvas(p params) {
 				return nil, nil, err
 			case err != nil:
 				return nil, nil, err
-			case p.class < 0 || p.class >= a.classes:
-				return nil, nil, fmt.Errorf("URL parameter class=%d: this model has classes 0..%d", p.class, a.classes-1)
+			}
+			if err := a.checkURLClass(p.class); err != nil {
+				return nil, nil, err
 			}
 			if !p.autostart {
 				setState("ready")

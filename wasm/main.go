@@ -6,12 +6,13 @@
 // URL parameters: weights (directory URL, default "weights/", relative to the page), class, seed, cfg,
 // top_k, top_p, more_smooth, previews (linear, fast or full; default: varmodel.Pipeline.InteractivePreviews,
 // linear for a model with a fitted map), autostart=1, backend (auto: WebGPU, else WebGL2 for the matrix
-// products with the CPU, else the CPU; or webgpu, webgl, cpu to insist), ui (canvas: the ebiten UI, the default; html: the
-// HTML controls), embed=1 (the HTML controls without the page chrome; webvar-widget.js uses it). They prefill the inputs (sampling settings not given come from the model's metadata); every
-// run reads the inputs. document.body.dataset.state goes "loading" -> "ready" -> "generating" -> "done"
-// (or "error", with dataset.error; a cancelled run goes back to "ready", a download cancelled during
-// "loading" goes to "cancelled" until Generate resumes it) so that tests and embedding
-// pages can wait on it; inside an iframe every state is also posted to the parent window as
+// products with the CPU, else the CPU; or webgpu, webgl, cpu to insist), ui (canvas: the ebiten UI, the
+// default; html: the HTML controls), embed=1 (the HTML controls without the page chrome;
+// webvar-widget.js uses it). They prefill the inputs (sampling settings not given come from the model's
+// metadata); every run reads the inputs. document.body.dataset.state goes "loading" -> "ready" ->
+// "generating" -> "done" (or "error", with dataset.error; a cancelled run goes back to "ready", a
+// download cancelled during "loading" goes to "cancelled" until Generate resumes it) so that tests and
+// embedding pages can wait on it; inside an iframe every state is also posted to the parent window as
 // {type: "webvar-state", state, error}. dataset.tokens holds the last finished image's tokens as JSON
 // (one row-major array per scale), a debug hook for tests.
 package main
@@ -87,7 +88,7 @@ type params struct {
 	moreSmooth bool
 	previews   varmodel.PreviewMode // when set["previews"]; else the model's InteractivePreviews
 	autostart  bool
-	backend    string // URL parameter backend: auto (default), webgpu, webgl, cpu
+	backend    string // URL parameter backend: auto (the default), webgpu, webgl, cpu
 	canvasUI   bool   // the ebiten UI (canvas.go; the default) instead of the HTML controls (ui=html, embed=1)
 	// set names the sampling parameters the URL gave; the others take the model's own defaults
 	// (its manifest meta) once it has loaded, else the values above.
@@ -124,7 +125,7 @@ func readURL() (params, error) {
 		}
 		return q.Call("get", k).String(), true
 	}
-	p := params{class: 0, cfg: 4, topK: 900, topP: 0.95, set: map[string]bool{}}
+	p := params{class: 0, cfg: 4, topK: 900, topP: 0.95, backend: "auto", set: map[string]bool{}}
 	w, ok := get("weights")
 	if !ok {
 		w, ok = get("model") // the same: the URL of the model's converted weights directory
@@ -443,9 +444,9 @@ func (u *ui) worker() {
 	u.setInputs(q)
 	setIdle(false, false)
 	setState("ready")
-	switch {
-	case q.class < 0 || q.class >= a.classes:
-		fail(fmt.Errorf("URL parameter class=%d: this model has classes 0..%d", q.class, a.classes-1))
+	switch err := a.checkURLClass(q.class); {
+	case err != nil:
+		fail(err)
 	case q.autostart || resumed:
 		// resumed: Generate after a cancelled download resumed it and asked for an image.
 		u.enqueue(job{kind: jobGenerate, q: u.readInputs()})
@@ -546,6 +547,14 @@ func (u *ui) load() (a *app, resumed bool) {
 		resumed = true
 		setState("loading")
 	}
+}
+
+// checkURLClass rejects a URL class the model does not have.
+func (a *app) checkURLClass(class int) error {
+	if class < 0 || class >= a.classes {
+		return fmt.Errorf("URL parameter class=%d: this model has classes 0..%d", class, a.classes-1)
+	}
+	return nil
 }
 
 // fillSelectors lists the model's classes (by name where its metadata has them) and the scales a
@@ -665,11 +674,12 @@ func totalBytes(m *weights.Model) int64 {
 }
 
 // openBackend prefers the browser's WebGPU; without it, the CPU backend with its matrix products and
-// convolutions on WebGL2 (wasm/webgl), and without that the CPU alone (slowly). The backend line says which and why.
-// pref (URL parameter backend) limits the choice: "auto" (or ""), "webgpu", "webgl" or "cpu".
+// convolutions on WebGL2 (wasm/webgl), and without that the CPU alone (slowly). The backend line says
+// which and why.
+// pref (URL parameter backend) limits the choice: "auto", "webgpu", "webgl" or "cpu".
 func openBackend(pref string) (core.Backend, error) {
 	var why []string
-	if pref == "" || pref == "auto" || pref == "webgpu" {
+	if pref == "auto" || pref == "webgpu" {
 		var gb *webgpu.Backend
 		d, err := jsgpu.Open(func(msg string) {
 			if gb != nil {
@@ -695,7 +705,7 @@ func openBackend(pref string) (core.Backend, error) {
 	}
 	// One thread: wasm has no threads, more workers would only add scheduling.
 	c := cpu.New(1)
-	if pref == "" || pref == "auto" || pref == "webgl" {
+	if pref == "auto" || pref == "webgl" {
 		o, err := webgl.Open()
 		if err == nil {
 			why = append(why, fmt.Sprintf("using WebGL2 (%s) for the matrix products and convolutions, the CPU for the rest", o.Renderer()))

@@ -21,7 +21,7 @@ func commands() []command {
 	return []command{
 		{"generate", "generate an image (or a class x seed grid) and write a PNG; default model: the embedded fashionvar", runGenerate},
 		{"convert", "convert official checkpoints into a chunked, quantized weights directory (with a fitted preview map)", runConvert},
-		{"serve", "serve the browser app (WebAssembly + WebGPU) on the embedded model or a converted weights directory", runServe},
+		{"serve", "serve the browser app (WebAssembly; WebGPU, else WebGL2 + CPU) on the embedded model or a converted weights directory", runServe},
 		{"preview", "open the interactive window: weights loading, then the image scale by scale (build with -tags preview)", runPreview},
 		{"bench", "time whole generations (-model tiny|d16|d20|fashionvar, -weights DIR; -previews all compares the preview modes) or each engine op (-kernels)", runBench},
 	}

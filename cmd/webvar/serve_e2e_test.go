@@ -139,8 +139,8 @@ func TestServeEndToEndInChromium(t *testing.T) {
 		}
 
 		// The ebiten UI's keyboard re-runs it (cheap on the CPU: var-tiny takes seconds there): the right
-		// arrow steps class 1 to 2, the digit 3 selects class 3, G generates. The state is reset first so that the wait cannot see the
-		// previous run's "done".
+		// arrow steps class 1 to 2, the digit 3 selects class 3, G generates. The state is reset first so
+		// that the wait cannot see the previous run's "done".
 		if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`document.body.dataset.state = "clicked"`)); err != nil {
 			t.Fatal(err)
 		}
@@ -371,9 +371,6 @@ func canvasImage(cctx context.Context, w, h int) (*image.NRGBA, error) {
 	}
 	if len(box) != 5 {
 		return nil, errors.New("neither the HTML canvas nor an ebiten canvas is shown")
-	}
-	if os.Getenv("WEBVAR_DEBUG_CANVAS") != "" {
-		fmt.Printf("ebiten canvas box %v\n", box)
 	}
 	shot, err := chromedp.Run(cctx, chromedp.FullScreenshot(100))
 	if err != nil {

@@ -57,8 +57,8 @@ func PreviewQuality(ctx context.Context, b core.Backend, p *varmodel.Pipeline, r
 					}
 					imgs[j] = img
 				}
-				seLin[si] += sqErr(imgs[0].Data, imgs[1].Data)
-				seFast[si] += sqErr(imgs[0].Data, imgs[2].Data)
+				seLin[si] += core.SquaredError(imgs[0].Data, imgs[1].Data)
+				seFast[si] += core.SquaredError(imgs[0].Data, imgs[2].Data)
 				n[si] += len(imgs[0].Data)
 			}
 			return nil
@@ -72,15 +72,6 @@ func PreviewQuality(ctx context.Context, b core.Backend, p *varmodel.Pipeline, r
 		out[si] = ScaleQuality{Scale: si, PN: pn[si], LinearPSNR: psnrOf(seLin[si], n[si]), FastPSNR: psnrOf(seFast[si], n[si])}
 	}
 	return out, nil
-}
-
-func sqErr(a, b []float32) float64 {
-	var se float64
-	for i := range a {
-		d := float64(a[i]) - float64(b[i])
-		se += d * d
-	}
-	return se
 }
 
 // MaxPSNR stands for identical images (whose PSNR is infinite, which JSON cannot encode).

@@ -2,8 +2,8 @@ package cpu
 
 import "github.com/webvar/webvar/core"
 
-// Offload runs Linear's matrix products on another device: the browser's WebGL2 (wasm/webgl) where
-// WebGPU is missing. Everything else stays on the CPU.
+// Offload runs Linear's matrix products (and, as a ConvOffload, Conv2d's sums) on another device: the
+// browser's WebGL2 (wasm/webgl) where WebGPU is missing. Everything else stays on the CPU.
 type Offload interface {
 	// Name describes the device for Backend.Name ("webgl2").
 	Name() string
@@ -16,7 +16,8 @@ type Offload interface {
 	LinearNT(w *core.Tensor, weight func() (w_MK []float32, quantized bool, err error), x_NK []float32, N, M, K int, y_NM []float32) (bool, error)
 }
 
-// WithOffload returns a copy of be whose Linear hands its matrix products to o first.
+// WithOffload returns a copy of be whose Linear (and Conv2d, Conv2dAdd when o is a ConvOffload) hands its
+// products to o first.
 func (be *Backend) WithOffload(o Offload) *Backend {
 	c := *be
 	c.offload = o

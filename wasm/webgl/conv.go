@@ -56,26 +56,22 @@ void main() {
 	y = acc;
 }`
 
-// convProgram is the convolution shader and its uniforms, compiled on first use.
+// convProgram is the convolution shader and its uniforms.
 type convProgram struct {
 	prog                 gl.Program
 	locX, locW           gl.UniformLocation
 	locIn, locOut, locPd gl.UniformLocation
 }
 
-func (o *Offload) convProg() (*convProgram, error) {
-	if o.conv != nil {
-		return o.conv, nil
-	}
+func newConvProgram() (*convProgram, error) {
 	p, err := program(vertexSrc, convFragmentSrc)
 	if err != nil {
 		return nil, err
 	}
-	o.conv = &convProgram{prog: p,
+	return &convProgram{prog: p,
 		locX: gl.GetUniformLocation(p, "x_"), locW: gl.GetUniformLocation(p, "w_"),
 		locIn: gl.GetUniformLocation(p, "in_"), locOut: gl.GetUniformLocation(p, "out_"),
-		locPd: gl.GetUniformLocation(p, "pad_")}
-	return o.conv, nil
+		locPd: gl.GetUniformLocation(p, "pad_")}, nil
 }
 
 // Conv2d implements cpu.ConvOffload.
@@ -89,10 +85,7 @@ func (o *Offload) Conv2d(w *core.Tensor, w_OCUV []float32, x_BCHW []float32, g c
 		return false, errLost
 	}
 	defer recoverGL(&done, &err)
-	cp, err := o.convProg()
-	if err != nil {
-		return false, err
-	}
+	cp := o.conv
 	wt, err := o.weightFor(w, g.Co, g.Ci*g.KH*g.KW, func() (weightTex, error) { return o.uploadConvWeight(w_OCUV, g) })
 	if err != nil {
 		return false, err

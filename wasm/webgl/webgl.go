@@ -15,7 +15,6 @@ package webgl
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"syscall/js"
 	"unsafe"
 
@@ -50,7 +49,7 @@ type Offload struct {
 	pboBytes int
 	lost     *bool // set by the context-lost event
 	weights  map[*core.Tensor]weightTex
-	conv     *convProgram // compiled on the first convolution
+	conv     *convProgram
 	// scratch for padded uploads and read-backs
 	xbuf, ybuf []float32
 }
@@ -145,6 +144,9 @@ func Open() (o *Offload, err error) {
 	o.locX = gl.GetUniformLocation(o.prog, "x_NK")
 	o.locW = gl.GetUniformLocation(o.prog, "w_MK")
 	o.locK4 = gl.GetUniformLocation(o.prog, "K4")
+	if o.conv, err = newConvProgram(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
 	o.vao = gl.CreateVertexArray()
 	o.fbo = gl.CreateFramebuffer()
 	o.pbo = gl.CreateBuffer()
@@ -373,9 +375,7 @@ func f32bytes(s []float32) []byte {
 	if len(s) == 0 {
 		return nil
 	}
-	b := unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*4)
-	runtime.KeepAlive(s)
-	return b
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*4)
 }
 
 func u16bytes(s []uint16) []byte {
