@@ -3,6 +3,8 @@ package core
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 )
 
 // Quantized weights for Linear. A quantized weight is a *Tensor of logical shape [M, K] whose storage is the
@@ -259,8 +261,73 @@ func (q QuantHost) Dequantize() (HostTensor, error) {
 // Quantize quantizes w [M, K] with symmetric absmax scaling per block: scale = max|w| / MaxCode over the
 // block, code = round(w / scale) (half away from zero) clamped to [-MaxCode, MaxCode]; an all-zero block
 // gets scale 0 and codes 0. Each element then dequantizes to within scale/2 of w. Non-finite weights are
-// an error (they would make the block's scale NaN or Inf).
+// an error (they would make the block's scale NaN or Inf). It is QuantizeWith with the zero options.
 func Quantize(w HostTensor, s QuantScheme) (QuantHost, error) {
+	return QuantizeWith(w, s, QuantizeOptions{})
+}
+
+// QuantizeOptions refines how QuantizeWith chooses each block's scale. The zero value is Quantize's
+// plain absmax rounding.
+type QuantizeOptions struct {
+	// Search chooses each block's scale to minimise the block's squared error instead of taking
+	// max|w|/MaxCode: it tries scales around the absmax one (relative steps of 1% up to ±15%, and
+	// max|w|/(MaxCode+1), which lets a block's most negative weight take the code -MaxCode-1 the format
+	// allows), fits the least-squares scale to each candidate's codes, re-rounds the codes to it and keeps
+	// the lowest error; the absmax scale is one of the candidates, so a block is never worse than with
+	// Quantize. Codes then span [-MaxCode-1, MaxCode]. A block that already is a scale times codes
+	// (a weight quantized before) keeps its values exactly.
+	Search bool
+	// F16Scales rounds every scale to a float16 value before the block's codes are chosen, so that the
+	// weights format can store the scales in 2 bytes instead of 4 (QuantHost.F16Scales) at no further
+	// cost. A weight with a non-zero scale outside float16's normal range (below 2^-14, where float16
+	// loses relative precision, or above 65504) keeps float32 scales throughout, and so does, with
+	// Search, a weight quantized before with float32 scales, whose values Search keeps.
+	F16Scales bool
+}
+
+// f16MinNormal is the smallest normal float16 value, 2^-14.
+const f16MinNormal = 1.0 / (1 << 14)
+
+// F16ScalesFit reports whether every non-zero block scale of w, quantized plainly with s, lies in
+// float16's normal range, which is when QuantizeWith honours QuantizeOptions.F16Scales. Search moves a
+// scale by at most 15% and rounding to float16 by 2^-11, so the absmax scale decides. w must be [M, K].
+func F16ScalesFit(w HostTensor, s QuantScheme) bool {
+	if len(w.Shape) != 2 || !s.Valid() || len(w.Data) != w.Shape.Numel() {
+		return false
+	}
+	M, K := w.Shape[0], w.Shape[1]
+	lo, hi := f16MinNormal*1.25*float64(s.MaxCode()), 60000.0*float64(s.MaxCode())
+	for m := range M {
+		row := w.Data[m*K : (m+1)*K]
+		for b := 0; b < K; b += QuantBlock {
+			absMax := 0.0
+			for _, v := range row[b:min(b+QuantBlock, K)] {
+				absMax = math.Max(absMax, math.Abs(float64(v)))
+			}
+			if absMax != 0 && (absMax < lo || absMax > hi) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// F16Scales reports whether every scale of q is exactly a float16 value (zero included), so that the
+// weights format may store them in 2 bytes without changing the weight.
+func (q QuantHost) F16Scales() bool {
+	for _, s := range q.Scales {
+		h, ok := F32ToF16(s)
+		if !ok || F16ToF32(h) != s {
+			return false
+		}
+	}
+	return true
+}
+
+// QuantizeWith quantizes w [M, K] with scheme s, choosing the scales as opt says (Quantize is the plain
+// rule). Non-finite weights are an error. Rows are quantized in parallel; the result does not depend on
+// the number of goroutines.
+func QuantizeWith(w HostTensor, s QuantScheme, opt QuantizeOptions) (QuantHost, error) {
 	q := QuantHost{Scheme: s, Shape: w.Shape.Clone()}
 	M, K, err := q.dims()
 	if err != nil {
@@ -269,38 +336,195 @@ func Quantize(w HostTensor, s QuantScheme) (QuantHost, error) {
 	if len(w.Data) != M*K {
 		return QuantHost{}, quantErr("w", "%d values for shape %v", len(w.Data), w.Shape)
 	}
-	wpr, nb, cpw, bits := s.WordsPerRow(K), QuantBlocks(K), s.CodesPerWord(), s.Bits()
-	maxCode := float64(s.MaxCode())
-	mask := uint32(1)<<bits - 1
-	q.Codes = make([]uint32, M*wpr)
-	q.Scales = make([]float32, M*nb)
-	for m := range M {
+	for i, v := range w.Data {
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
+			return QuantHost{}, quantErr("w", "w[%d, %d] = %v is not finite", i/K, i%K, v)
+		}
+	}
+	if opt.F16Scales && (!F16ScalesFit(w, s) ||
+		opt.Search && !quantizedAlready(w, s, true) && quantizedAlready(w, s, false)) {
+		opt.F16Scales = false
+	}
+	q.Codes = make([]uint32, M*s.WordsPerRow(K))
+	q.Scales = make([]float32, M*QuantBlocks(K))
+	workers := min(runtime.GOMAXPROCS(0), max(1, M*K/(1<<16)))
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Go(func() {
+			bq := newBlockQuantizer(s, opt)
+			for m := g * M / workers; m < (g+1)*M/workers; m++ {
+				bq.row(q, m, w.Data[m*K:(m+1)*K])
+			}
+		})
+	}
+	wg.Wait()
+	return q, nil
+}
+
+// quantizedAlready reports whether every block of w [M, K] is exactly a scale (a float16 value with f16,
+// else a float32 one) times codes of s: it was quantized before, and Search keeps its values, which
+// rounding float32 scales to float16 could not. It stops at the first block that is not, the first one
+// for trained weights.
+func quantizedAlready(w HostTensor, s QuantScheme, f16 bool) bool {
+	bq := newBlockQuantizer(s, QuantizeOptions{Search: true, F16Scales: f16})
+	K := w.Shape[1]
+	for m := range w.Shape[0] {
 		row := w.Data[m*K : (m+1)*K]
-		codes := q.Codes[m*wpr : (m+1)*wpr]
-		for blk := range nb {
-			vals := row[blk*QuantBlock : min((blk+1)*QuantBlock, K)]
+		for b := 0; b < K; b += QuantBlock {
+			vals := row[b:min(b+QuantBlock, K)]
 			absMax := 0.0
-			for i, v := range vals {
-				f := float64(v)
-				if math.IsNaN(f) || math.IsInf(f, 0) {
-					return QuantHost{}, quantErr("w", "w[%d, %d] = %v is not finite", m, blk*QuantBlock+i, v)
-				}
-				absMax = math.Max(absMax, math.Abs(f))
+			for _, v := range vals {
+				absMax = math.Max(absMax, math.Abs(float64(v)))
 			}
-			scale := float32(absMax / maxCode)
-			q.Scales[m*nb+blk] = scale
-			if scale == 0 { // all zeros (or below float32's range once divided): codes stay 0
-				continue
-			}
-			for i, v := range vals {
-				c := math.Round(float64(v) / float64(scale))
-				c = math.Max(-maxCode, math.Min(maxCode, c))
-				k := blk*QuantBlock + i
-				codes[k/cpw] |= (uint32(int32(c)) & mask) << (bits * (k % cpw))
+			if absMax != 0 && bq.exactScale(vals, absMax) == 0 {
+				return false
 			}
 		}
 	}
-	return q, nil
+	return true
+}
+
+// blockQuantizer quantizes one row at a time; its scratch codes are reused across blocks.
+type blockQuantizer struct {
+	s              QuantScheme
+	opt            QuantizeOptions
+	lo, hi         float64 // code range
+	codes, trial   [QuantBlock]float64
+	candidateScale []float64 // multipliers of the absmax scale max|w|/MaxCode to try (Search)
+}
+
+func newBlockQuantizer(s QuantScheme, opt QuantizeOptions) *blockQuantizer {
+	maxCode := float64(s.MaxCode())
+	bq := &blockQuantizer{s: s, opt: opt, lo: -maxCode, hi: maxCode, candidateScale: []float64{1}}
+	if opt.Search {
+		bq.lo = -maxCode - 1
+		for i := -15; i <= 15; i++ {
+			if i != 0 {
+				bq.candidateScale = append(bq.candidateScale, 1/(1+float64(i)/100))
+			}
+		}
+		bq.candidateScale = append(bq.candidateScale, maxCode/(maxCode+1))
+	}
+	return bq
+}
+
+// roundScale is the scale as stored: float32, or float16 with F16Scales.
+func (bq *blockQuantizer) roundScale(scale float64) float64 {
+	f := float32(scale)
+	if bq.opt.F16Scales {
+		h, _ := F32ToF16(f)
+		f = F16ToF32(h)
+	}
+	return float64(f)
+}
+
+// encode rounds vals/scale to codes in [lo, hi] (half away from zero) into out and returns the squared
+// error of the dequantized values, computed as the backends dequantize (float32 products).
+func (bq *blockQuantizer) encode(vals []float32, scale float64, out *[QuantBlock]float64) float64 {
+	var sq float64
+	s32 := float32(scale)
+	for i, v := range vals {
+		c := math.Round(float64(v) / scale)
+		if c > bq.hi {
+			c = bq.hi
+		} else if c < bq.lo {
+			c = bq.lo
+		}
+		out[i] = c
+		d := float64(v) - float64(float32(c)*s32)
+		sq += d * d
+	}
+	return sq
+}
+
+// exactScale returns a scale (as stored) with which every value of vals is exactly a code in [lo, hi]
+// times it, or 0 if there is none with absMax on a code's magnitude: a block that was quantized before,
+// such as a converted directory's weight converted again, keeps its values. Most blocks fail on their
+// first value, so trying every magnitude 1..-lo is cheap.
+func (bq *blockQuantizer) exactScale(vals []float32, absMax float64) float64 {
+	for c := 1.0; c <= -bq.lo; c++ {
+		scale := bq.roundScale(absMax / c)
+		if scale == 0 {
+			continue
+		}
+		s32, ok := float32(scale), true
+		for _, v := range vals {
+			q := math.Round(float64(v) / scale)
+			if q < bq.lo || q > bq.hi || float32(q)*s32 != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return scale
+		}
+	}
+	return 0
+}
+
+// lsScale rounds vals*inv to codes in [lo, hi] and returns the least-squares scale for those codes,
+// sum(v·c)/sum(c²) (0 when every code is 0). It only proposes a scale, which encode then codes exactly.
+func (bq *blockQuantizer) lsScale(vals []float32, inv float64) float64 {
+	var xq, qq float64
+	for _, v := range vals {
+		x := float64(v) * inv
+		if x > bq.hi {
+			x = bq.hi
+		} else if x < bq.lo {
+			x = bq.lo
+		}
+		c := math.Round(x)
+		xq += float64(v) * c
+		qq += c * c
+	}
+	if qq == 0 || xq <= 0 {
+		return 0
+	}
+	return xq / qq
+}
+
+func (bq *blockQuantizer) row(q QuantHost, m int, row []float32) {
+	K := len(row)
+	wpr, nb, cpw, bits := q.Scheme.WordsPerRow(K), QuantBlocks(K), q.Scheme.CodesPerWord(), q.Scheme.Bits()
+	mask := uint32(1)<<bits - 1
+	codes := q.Codes[m*wpr : (m+1)*wpr]
+	maxCode := float64(q.Scheme.MaxCode())
+	for blk := range nb {
+		vals := row[blk*QuantBlock : min((blk+1)*QuantBlock, K)]
+		absMax := 0.0
+		for _, v := range vals {
+			absMax = math.Max(absMax, math.Abs(float64(v)))
+		}
+		base := bq.roundScale(absMax / maxCode)
+		if base == 0 { // all zeros (or below the scale's range): codes stay 0
+			continue
+		}
+		best, bestErr := base, bq.encode(vals, base, &bq.codes)
+		if bestErr != 0 && bq.opt.Search {
+			if exact := bq.exactScale(vals, absMax); exact != 0 {
+				best, bestErr = exact, bq.encode(vals, exact, &bq.codes)
+			}
+		}
+		for _, mul := range bq.candidateScale[1:] {
+			if bestErr == 0 {
+				break
+			}
+			// Codes of this candidate, then the least-squares scale for them, re-rounded and re-coded.
+			scale := bq.roundScale(bq.lsScale(vals, maxCode/(absMax*mul)))
+			if scale == 0 || math.IsInf(scale, 0) || scale == best {
+				continue
+			}
+			if e := bq.encode(vals, scale, &bq.trial); e < bestErr {
+				best, bestErr = scale, e
+				bq.codes = bq.trial
+			}
+		}
+		q.Scales[m*nb+blk] = float32(best)
+		for i := range vals {
+			k := blk*QuantBlock + i
+			codes[k/cpw] |= (uint32(int32(bq.codes[i])) & mask) << (bits * (k % cpw))
+		}
+	}
 }
 
 // QuantStats measures the error quantization introduced into w: the largest absolute difference between

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -363,6 +365,167 @@ func TestDequantizeRange(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// blockErrors is the squared error of each scale block of q against w.
+func blockErrors(t *testing.T, w core.HostTensor, q core.QuantHost) []float64 {
+	t.Helper()
+	dq, err := q.Dequantize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	M, K := w.Shape[0], w.Shape[1]
+	nb := core.QuantBlocks(K)
+	out := make([]float64, M*nb)
+	for i, v := range w.Data {
+		d := float64(v) - float64(dq.Data[i])
+		out[(i/K)*nb+(i%K)/core.QuantBlock] += d * d
+	}
+	return out
+}
+
+// TestQuantizeSearch: searched scales are never worse than absmax ones, block by block, with float32 and
+// with float16 scales, are clearly better over a whole weight (8-9% less squared error here), use the code -MaxCode-1, and the float16
+// scales are exact float16 values the format stores in 2 bytes. The result does not depend on the number
+// of goroutines (rows are split among them).
+func TestQuantizeSearch(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, s := range []core.QuantScheme{core.QuantInt8, core.QuantInt4} {
+		w := quantRandn(r, 300, 250) // large enough to be split among goroutines
+		for _, f16 := range []bool{false, true} {
+			plain, err := core.QuantizeWith(w, s, core.QuantizeOptions{F16Scales: f16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			searched, err := core.QuantizeWith(w, s, core.QuantizeOptions{Search: true, F16Scales: f16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := searched.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if searched.F16Scales() != f16 || plain.F16Scales() != f16 {
+				t.Fatalf("%v f16=%v: F16Scales() = %v (searched), %v (plain)", s, f16, searched.F16Scales(), plain.F16Scales())
+			}
+			pe, se := blockErrors(t, w, plain), blockErrors(t, w, searched)
+			var pSum, sSum float64
+			for i := range pe {
+				if se[i] > pe[i] {
+					t.Fatalf("%v f16=%v block %d: searched error %g > absmax error %g", s, f16, i, se[i], pe[i])
+				}
+				pSum, sSum = pSum+pe[i], sSum+se[i]
+			}
+			if sSum > 0.95*pSum {
+				t.Errorf("%v f16=%v: searched squared error %g, absmax %g: want at least 5%% less", s, f16, sSum, pSum)
+			}
+			minCode := false
+			dq, _ := searched.Dequantize()
+			for i, v := range dq.Data {
+				if sc := searched.Scales[(i/250)*core.QuantBlocks(250)+(i%250)/core.QuantBlock]; sc > 0 && v == -float32(s.MaxCode()+1)*sc {
+					minCode = true
+					break
+				}
+			}
+			if !minCode {
+				t.Errorf("%v f16=%v: no code -%d in a searched weight", s, f16, s.MaxCode()+1)
+			}
+			t.Logf("%v f16=%v: squared error searched/absmax = %.3f", s, f16, sSum/pSum)
+		}
+	}
+	// One goroutine gives the same bytes.
+	w := quantRandn(r, 300, 250)
+	a, _ := core.QuantizeWith(w, core.QuantInt4, core.QuantizeOptions{Search: true, F16Scales: true})
+	prev := runtime.GOMAXPROCS(1)
+	b, _ := core.QuantizeWith(w, core.QuantInt4, core.QuantizeOptions{Search: true, F16Scales: true})
+	runtime.GOMAXPROCS(prev)
+	if !slices.Equal(a.Codes, b.Codes) || !slices.Equal(a.Scales, b.Scales) {
+		t.Fatal("result depends on the number of goroutines")
+	}
+}
+
+// A block whose most negative weight sets the scale is represented exactly with the code -MaxCode-1.
+func TestQuantizeSearchMinCode(t *testing.T) {
+	w := core.HostTensor{Shape: core.Shape{1, 2}, Data: []float32{-1, 0.875}} // -8/8 and 7/8
+	q, err := core.QuantizeWith(w, core.QuantInt4, core.QuantizeOptions{Search: true, F16Scales: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dq, _ := q.Dequantize()
+	if !slices.Equal(dq.Data, w.Data) || q.Scales[0] != 0.125 {
+		t.Fatalf("dequantized %v with scale %v, want %v with 0.125", dq.Data, q.Scales[0], w.Data)
+	}
+	plain, _ := core.Quantize(w, core.QuantInt4)
+	if dp, _ := plain.Dequantize(); slices.Equal(dp.Data, w.Data) {
+		t.Fatal("absmax rounding was already exact: the case tests nothing")
+	}
+}
+
+// Float16 scales are used only where every block's scale is a normal float16 value; otherwise the
+// weight keeps float32 scales (and still quantizes as well as without the option).
+func TestQuantizeF16ScalesRange(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		v     float32
+		fits  bool
+		zeros bool
+	}{
+		{"typical", 0.02, true, false},
+		{"tiny", 1e-7, false, false}, // scale 1e-7/127: float16 subnormal
+		{"huge", 1e7, false, false},  // scale beyond 65504
+		{"all-zero", 0, true, true},
+	} {
+		w := core.HostTensor{Shape: core.Shape{2, 40}, Data: make([]float32, 80)}
+		r := rand.New(rand.NewPCG(9, 10))
+		for i := range w.Data {
+			w.Data[i] = c.v * float32(r.NormFloat64())
+		}
+		if got := core.F16ScalesFit(w, core.QuantInt8); got != c.fits {
+			t.Errorf("%s: F16ScalesFit = %v, want %v", c.name, got, c.fits)
+		}
+		q, err := core.QuantizeWith(w, core.QuantInt8, core.QuantizeOptions{Search: true, F16Scales: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.F16Scales() != c.fits {
+			t.Errorf("%s: F16Scales() = %v, want %v (scales %v)", c.name, q.F16Scales(), c.fits, q.Scales[:2])
+		}
+		plain, _ := core.Quantize(w, core.QuantInt8)
+		_, relS := core.QuantStats(w, q)
+		_, relP := core.QuantStats(w, plain)
+		if relS > relP {
+			t.Errorf("%s: relative RMS error %g, absmax rounding %g", c.name, relS, relP)
+		}
+	}
+}
+
+// Quantizing a quantized weight again (converting a converted directory) gives its values back, with
+// searched scales too, whether it was quantized with float16 scales or with float32 ones.
+func TestQuantizeSearchIdempotent(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	opt := core.QuantizeOptions{Search: true, F16Scales: true}
+	for _, c := range []struct {
+		s     core.QuantScheme
+		first core.QuantizeOptions
+	}{{core.QuantInt8, opt}, {core.QuantInt4, opt}, {core.QuantInt8, core.QuantizeOptions{}}, {core.QuantInt4, core.QuantizeOptions{}}} {
+		s := c.s
+		w := quantRandn(r, 40, 100)
+		q, err := core.QuantizeWith(w, s, c.first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dq, _ := q.Dequantize()
+		q2, err := core.QuantizeWith(dq, s, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dq2, _ := q2.Dequantize()
+		if !slices.Equal(dq.Data, dq2.Data) {
+			t.Fatalf("%v (first %+v): re-quantized values differ", s, c.first)
+		}
+		if q2.F16Scales() != q.F16Scales() {
+			t.Fatalf("%v (first %+v): F16Scales %v, then %v", s, c.first, q.F16Scales(), q2.F16Scales())
 		}
 	}
 }

@@ -95,6 +95,9 @@ type TensorEntry struct {
 	Chunk  int64  `msgpack:"chunk"`
 	Offset int64  `msgpack:"offset"`
 	Length int64  `msgpack:"length"`
+	// Scales is how an int8/int4 tensor's scales are stored: F32 (also when empty, the original layout)
+	// or F16. Float tensors leave it empty.
+	Scales Scheme `msgpack:"scales,omitempty"`
 }
 
 // ChunkEntry is one chunk file with the size and SHA-256 (lowercase hex) of its content.
@@ -333,12 +336,24 @@ func (m *Manifest) Validate() error {
 			return formatErr("", t.Name, "chunk index %d out of range [0, %d)", t.Chunk, len(m.Chunks))
 		}
 		c := m.Chunks[t.Chunk]
-		want, err := PayloadBytes(t.Scheme, t.Shape)
+		if t.Scales != "" {
+			if _, q := t.Scheme.Quant(); !q || (t.Scales != F32 && t.Scales != F16) {
+				return formatErr(c.File, t.Name, "scales %.20q for scheme %.20q (want f32 or f16, for int8/int4 only)", string(t.Scales), string(t.Scheme))
+			}
+		}
+		want, err := QuantPayloadBytes(t.Scheme, t.Scales, t.Shape)
 		if err != nil {
 			return formatErr(c.File, t.Name, "%v", err)
 		}
 		if t.Length != want {
-			return formatErr(c.File, t.Name, "length %d, want %d for %s %v", t.Length, want, t.Scheme, t.Shape)
+			scales := ""
+			if _, q := t.Scheme.Quant(); q {
+				scales = " with " + string(F32) + " scales"
+				if t.Scales == F16 {
+					scales = " with " + string(F16) + " scales"
+				}
+			}
+			return formatErr(c.File, t.Name, "length %d, want %d for %s %v%s", t.Length, want, t.Scheme, t.Shape, scales)
 		}
 		// Written as two comparisons so that Offset+Length cannot overflow.
 		if t.Offset < 0 || t.Offset > c.Size || t.Length > c.Size-t.Offset {
@@ -448,9 +463,14 @@ func QuantRows(shape []int) (M, K int, err error) {
 }
 
 // PayloadBytes is the exact byte length of a tensor of the given scheme and shape (FORMAT.md, Tensor
-// payloads), or an error if the scheme is unknown, the shape is invalid for it, or the length exceeds
-// MaxChunkBytes. Converters use it to predict a directory's size without writing it.
-func PayloadBytes(s Scheme, shape []int) (int64, error) {
+// payloads; quantized with float32 scales), or an error if the scheme is unknown, the shape is invalid
+// for it, or the length exceeds MaxChunkBytes. Converters use it to predict a directory's size without
+// writing it.
+func PayloadBytes(s Scheme, shape []int) (int64, error) { return QuantPayloadBytes(s, F32, shape) }
+
+// QuantPayloadBytes is PayloadBytes with int8/int4 scales stored as scales: F32 (or empty) or F16. The
+// float schemes ignore it.
+func QuantPayloadBytes(s, scales Scheme, shape []int) (int64, error) {
 	var n int64
 	switch s {
 	case F32, F16:
@@ -469,7 +489,15 @@ func PayloadBytes(s Scheme, shape []int) (int64, error) {
 		}
 		qs, _ := s.Quant()
 		// M and K are at most MaxChunkBytes (2^30), so these products fit in int64.
-		n = int64(M) * (int64(qs.WordsPerRow(K)) + int64(core.QuantBlocks(K))) * 4
+		scaleBytes := int64(4)
+		switch scales {
+		case F16:
+			scaleBytes = 2
+		case F32, "":
+		default:
+			return 0, fmt.Errorf("%s: unknown scales scheme %.20q (want f32 or f16)", s, string(scales))
+		}
+		n = int64(M) * (int64(qs.WordsPerRow(K))*4 + int64(core.QuantBlocks(K))*scaleBytes)
 	default:
 		return 0, fmt.Errorf("unknown scheme %.20q", string(s))
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/webvar/webvar/core"
 )
 
-// fuzzSeeds writes a tiny directory (every scheme, a quantized tensor of rank > 2, several chunks) and returns its manifest and chunks. The
+// fuzzSeeds writes a tiny directory (every scheme, float16 and float32 scales, a quantized tensor of rank > 2, several chunks) and returns its manifest and chunks. The
 // seeds are kept small on purpose: Go's input minimizer is quadratic in the input length, and with a
 // kilobyte-sized manifest it stalls a worker for its whole 60 s budget on each new input.
 func fuzzSeeds(f *testing.F) (manifest []byte, chunks [][]byte) {
@@ -23,12 +23,15 @@ func fuzzSeeds(f *testing.F) (manifest []byte, chunks [][]byte) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	q.Scales[0], q.Codes[0] = 0.5, 0x0000_00f1 // non-trivial codes: 1 and -1
+	q.Scales[0], q.Codes[0] = 0.5, 0x0000_00f1 // non-trivial codes: 1 and -1; 0.5 is stored as float16
+	q32 := q
+	q32.Scales = []float32{0.1, 0} // not a float16 value: float32 scales
 	for _, err := range []error{
 		w.AddF32("a", core.HostTensor{Shape: core.Shape{2, 2}, Data: []float32{1, -2, 0.5, 3}}, F32),
 		w.AddF32("h", core.HostTensor{Shape: core.Shape{3}, Data: []float32{1, 65504, -0.25}}, F16),
 		w.AddQuant("q", q),
 		w.AddQuantAs("c", q, core.Shape{1, 3, 11}), // a quantized tensor of rank 3: rows [1, 33]
+		w.AddQuant("s", q32),
 	} {
 		if err != nil {
 			f.Fatal(err)

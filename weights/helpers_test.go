@@ -64,9 +64,11 @@ func writeFixture(t testing.TB, dir string) *fixture {
 		}
 		fx.floats[name], fx.schemes[name] = ht, s
 	}
-	addQ := func(name string, s core.QuantScheme, ht core.HostTensor) {
+	// Plain quantization gives float32 scales; the converter's options give scales the writer stores as
+	// float16.
+	addQ := func(name string, s core.QuantScheme, ht core.HostTensor, opt core.QuantizeOptions) {
 		t.Helper()
-		q, err := core.Quantize(ht, s)
+		q, err := core.QuantizeWith(ht, s, opt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,10 +77,10 @@ func writeFixture(t testing.TB, dir string) *fixture {
 		}
 		fx.quants[name] = q
 	}
-	addConv := func(name string, s core.QuantScheme, ht core.HostTensor) {
+	addConv := func(name string, s core.QuantScheme, ht core.HostTensor, opt core.QuantizeOptions) {
 		t.Helper()
 		M := ht.Shape[0]
-		q, err := core.Quantize(core.HostTensor{Shape: core.Shape{M, len(ht.Data) / M}, Data: ht.Data}, s)
+		q, err := core.QuantizeWith(core.HostTensor{Shape: core.Shape{M, len(ht.Data) / M}, Data: ht.Data}, s, opt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,15 +96,17 @@ func writeFixture(t testing.TB, dir string) *fixture {
 	}
 	addF("norm.exact", F16, exact)
 	addF("blocks.0.attn.proj.weight", F16, randTensor(r, 9, 7))
-	addQ("blocks.0.ffn.fc1.weight", core.QuantInt8, randTensor(r, 6, 70))
+	plain, f16 := core.QuantizeOptions{}, core.QuantizeOptions{Search: true, F16Scales: true}
+	addQ("blocks.0.ffn.fc1.weight", core.QuantInt8, randTensor(r, 6, 70), plain)
 	addF("big.weight", F32, randTensor(r, 40, 40)) // 6400 bytes > testChunkBytes
-	addQ("blocks.0.ffn.fc2.weight", core.QuantInt4, randTensor(r, 5, 40))
+	addQ("blocks.0.ffn.fc2.weight", core.QuantInt4, randTensor(r, 5, 40), f16)
 	addF("scalar", F32, core.HostTensor{Shape: core.Shape{}, Data: []float32{3.5}})
 	addF("empty", F32, core.HostTensor{Shape: core.Shape{0, 3}, Data: []float32{}})
-	addQ("big.quant", core.QuantInt8, randTensor(r, 40, 33)) // 40*(16+2)*4 = 2880 bytes
+	addQ("big.quant", core.QuantInt8, randTensor(r, 40, 33), plain) // 40*(16+2)*4 = 2880 bytes
+	addQ("blocks.1.ffn.fc1.weight", core.QuantInt8, randTensor(r, 3, 64), f16)
 	addF("head.bias", F16, randTensor(r, 100))
-	addConv("decoder.conv_in.weight", core.QuantInt4, randTensor(r, 5, 3, 3, 3)) // K = 27: one padded block
-	addConv("decoder.up.conv.weight", core.QuantInt8, randTensor(r, 4, 8, 3, 3)) // K = 72
+	addConv("decoder.conv_in.weight", core.QuantInt4, randTensor(r, 5, 3, 3, 3), f16)   // K = 27: one padded block
+	addConv("decoder.up.conv.weight", core.QuantInt8, randTensor(r, 4, 8, 3, 3), plain) // K = 72
 	m, err := w.Close("var", map[string]any{"patch_nums": []int{1, 2, 3}, "depth": 2, "name": "tiny"},
 		map[string]string{"class.0": "tench", "cfg": "4.0"})
 	if err != nil {

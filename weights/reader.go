@@ -320,8 +320,14 @@ func decodeChunk(m *Manifest, ci int, idx []int, data []byte, out map[string]*lo
 				q.Codes[k] = binary.LittleEndian.Uint32(b[4*k:])
 			}
 			sb := b[4*len(q.Codes):]
-			for k := range q.Scales {
-				q.Scales[k] = math.Float32frombits(binary.LittleEndian.Uint32(sb[4*k:]))
+			if t.Scales == F16 {
+				for k := range q.Scales {
+					q.Scales[k] = core.F16ToF32(binary.LittleEndian.Uint16(sb[2*k:]))
+				}
+			} else {
+				for k := range q.Scales {
+					q.Scales[k] = math.Float32frombits(binary.LittleEndian.Uint32(sb[4*k:]))
+				}
 			}
 			// The hash proves the bytes are what the writer wrote, not that the writer was right.
 			if err := q.Validate(); err != nil {

@@ -509,6 +509,13 @@ func TestBadManifests(t *testing.T) {
 				}
 			}
 		}, ErrFormat, []string{"decoder.up.conv.weight", "length"}},
+		{"scales-on-float", func(m *Manifest) { m.Tensors[0].Scales = F16 }, ErrFormat, []string{t0.Name, "scales"}},
+		{"scales-unknown", func(m *Manifest) { setScales(m, "blocks.0.ffn.fc2.weight", "bf16") }, ErrFormat,
+			[]string{"blocks.0.ffn.fc2.weight", "scales"}},
+		{"scales-f16-as-f32", func(m *Manifest) { setScales(m, "blocks.0.ffn.fc2.weight", "") }, ErrFormat,
+			[]string{"blocks.0.ffn.fc2.weight", "length"}},
+		{"scales-f32-as-f16", func(m *Manifest) { setScales(m, "big.quant", F16) }, ErrFormat,
+			[]string{"big.quant", "length"}},
 		{"duplicate-name", func(m *Manifest) { m.Tensors[1].Name = t0.Name }, ErrFormat, []string{t0.Name, "duplicate"}},
 		{"chunk-index", func(m *Manifest) { m.Tensors[0].Chunk = int64(len(m.Chunks)) }, ErrFormat, []string{t0.Name, "chunk index"}},
 		{"chunk-file-name", func(m *Manifest) { m.Chunks[0].File = "../../etc/passwd" }, ErrFormat, []string{"file name"}},
@@ -559,6 +566,51 @@ func TestBadManifests(t *testing.T) {
 	data, _ := msgpackMarshal(future)
 	_, err := DecodeManifest(data)
 	wantErr(t, err, ErrUnsupported, "version 7")
+}
+
+// setScales sets the scales key of the named tensor, failing the test if the fixture lacks it.
+func setScales(m *Manifest, name string, s Scheme) {
+	for i := range m.Tensors {
+		if m.Tensors[i].Name == name {
+			m.Tensors[i].Scales = s
+			return
+		}
+	}
+	panic("fixture has no tensor " + name)
+}
+
+// The fixture stores scales both ways: float16 exactly when the quantizer made them float16 values.
+func TestScalesStorage(t *testing.T) {
+	fx := writeFixture(t, t.TempDir())
+	want := map[string]Scheme{"blocks.0.ffn.fc1.weight": "", "big.quant": "", "decoder.up.conv.weight": "",
+		"blocks.0.ffn.fc2.weight": F16, "blocks.1.ffn.fc1.weight": F16, "decoder.conv_in.weight": F16}
+	for _, te := range fx.m.Tensors {
+		w, ok := want[te.Name]
+		if !ok {
+			if te.Scales != "" {
+				t.Errorf("%s (%s): scales %q on a float tensor", te.Name, te.Scheme, te.Scales)
+			}
+			continue
+		}
+		if te.Scales != w {
+			t.Errorf("%s: scales %q, want %q", te.Name, te.Scales, w)
+		}
+		n, err := QuantPayloadBytes(te.Scheme, te.Scales, te.Shape)
+		if err != nil || n != te.Length {
+			t.Errorf("%s: QuantPayloadBytes = %d, %v; length %d", te.Name, n, err, te.Length)
+		}
+		delete(want, te.Name)
+	}
+	if len(want) != 0 {
+		t.Fatalf("fixture lacks %v", want)
+	}
+	// Int4 [5, 40]: 2 blocks per row, 8 words + 2 float16 scales = 36 bytes per row.
+	if n, err := QuantPayloadBytes(Int4, F16, []int{5, 40}); n != 5*36 || err != nil {
+		t.Fatalf("QuantPayloadBytes(int4, f16, [5 40]) = %d, %v", n, err)
+	}
+	if _, err := QuantPayloadBytes(Int4, "f8", []int{5, 40}); err == nil {
+		t.Fatal("unknown scales scheme accepted")
+	}
 }
 
 // PayloadBytes is the length Validate demands: quantized tensors of any rank >= 2 are sized as their
@@ -627,8 +679,9 @@ func TestWriter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// x: 8 bytes; c: 2 rows of one int4 block (4 code words + 1 scale) = 40 bytes.
-		if len(m.Tensors) != 2 || len(m.Chunks) != 1 || m.Chunks[0].Size != 48 {
+		// x: 8 bytes; c: 2 rows of one int4 block (4 code words + 1 scale, 0: exactly float16, so 2
+		// bytes) = 36 bytes.
+		if len(m.Tensors) != 2 || len(m.Chunks) != 1 || m.Chunks[0].Size != 44 || m.Tensors[1].Scales != F16 {
 			t.Fatalf("manifest %+v", m)
 		}
 		if _, err := w.Close("var", nil, nil); err == nil {

@@ -109,7 +109,8 @@ func (w *Writer) AddQuant(name string, q core.QuantHost) error {
 
 // AddQuantAs appends q as a tensor of the given shape, of rank >= 2, whose rows (QuantRows) are q's
 // [M, K]: a conv weight [Co, Ci, kh, kw] quantized as [Co, Ci·kh·kw]. q must be valid. Readers serve
-// it dequantized in that shape (Model.Load).
+// it dequantized in that shape (Model.Load). Scales that are all exactly float16 values
+// (core.QuantizeOptions.F16Scales makes them so) are stored in 2 bytes each, otherwise in 4.
 func (w *Writer) AddQuantAs(name string, q core.QuantHost, shape core.Shape) error {
 	var s Scheme
 	switch q.Scheme {
@@ -128,9 +129,16 @@ func (w *Writer) AddQuantAs(name string, q core.QuantHost, shape core.Shape) err
 	if M != q.Shape[0] || K != q.Shape[1] {
 		return formatErr("", name, "shape %v is stored as [%d, %d], not as the quantized %v", shape, M, K, q.Shape)
 	}
-	return w.add(name, s, shape, func() error {
+	scales := F32
+	if q.F16Scales() {
+		scales = F16
+	}
+	return w.addScales(name, s, scales, shape, func() error {
 		if err := w.writeU32(len(q.Codes), func(i int) uint32 { return q.Codes[i] }); err != nil {
 			return err
+		}
+		if scales == F16 {
+			return w.writeF16(q.Scales) // exact: checked above
 		}
 		return w.writeF32(q.Scales)
 	})
@@ -139,6 +147,16 @@ func (w *Writer) AddQuantAs(name string, q core.QuantHost, shape core.Shape) err
 // add checks the name and the limits, starts a new chunk if the tensor would overflow the current one,
 // and writes the payload, checking that exactly the declared length was written.
 func (w *Writer) add(name string, s Scheme, shape core.Shape, write func() error) error {
+	return w.addScales(name, s, "", shape, write)
+}
+
+// addScales is add for a quantized tensor whose scales are stored as scales (F32 or F16; "" for a float
+// tensor). F32 scales are recorded as an absent key, the original layout, so older readers still read
+// such directories.
+func (w *Writer) addScales(name string, s, scales Scheme, shape core.Shape, write func() error) error {
+	if scales == F32 {
+		scales = ""
+	}
 	if err := w.usable(); err != nil {
 		return err
 	}
@@ -151,7 +169,7 @@ func (w *Writer) add(name string, s Scheme, shape core.Shape, write func() error
 	if len(w.tensors) >= MaxTensors {
 		return formatErr("", name, "more than %d tensors", MaxTensors)
 	}
-	length, err := PayloadBytes(s, shape)
+	length, err := QuantPayloadBytes(s, scales, shape)
 	if err != nil {
 		return formatErr("", name, "%v", err)
 	}
@@ -179,7 +197,7 @@ func (w *Writer) add(name string, s Scheme, shape core.Shape, write func() error
 	w.names[name] = true
 	w.tensors = append(w.tensors, TensorEntry{
 		Name: name, Scheme: s, Shape: append([]int{}, shape...),
-		Chunk: int64(len(w.chunks)), Offset: start, Length: length,
+		Chunk: int64(len(w.chunks)), Offset: start, Length: length, Scales: scales,
 	})
 	return nil
 }

@@ -46,7 +46,7 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs.StringVar(&f.quant, "quant", "", "with -model: storage of the transformer's Linear weights, f32, int8 or int4 (default f32); "+
 		"a weights directory keeps its own")
 	fs.StringVar(&f.vaeQuant, "vae-quant", "", "with -model: storage of the VQVAE decoder's conv weights, f32, f16, int8 or int4 "+
-		"(as webvar convert -vae-quant; default: as -quant); int8/int4 run with the dequantized values")
+		"(as webvar convert -vae-quant; default: as -quant, but int8 when -quant is int4); int8/int4 run with the dequantized values")
 	fs.BoolVar(&f.download, "download", false, "with -model: print only the bytes a browser downloads (webvar convert "+
 		"-no-encoder's chunks, transformer and VQVAE) for -quant and -vae-quant, or for every combination of int8/int4 and "+
 		"f16/int8/int4 when neither is given; generates nothing")

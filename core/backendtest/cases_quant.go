@@ -24,6 +24,11 @@ func quantCases() []Case {
 			quantLinearCase(s, "130x97x64-bias", []int{130, 64}, 97, true, nil),    // K a block multiple
 			quantLinearCase(s, "9x70x100-zero-blocks", []int{9, 100}, 70, false, zeroBlocksAndOutliers),
 		)
+		// The converter's quantization (webvar convert): searched scales rounded to float16, and codes
+		// down to -MaxCode-1 (-128, -8), which plain absmax rounding never makes.
+		c := quantLinearCase(s, "65x129x33-searched", []int{65, 33}, 129, true, nil)
+		c.Upload = quantUpload(s, core.QuantizeOptions{Search: true, F16Scales: true})
+		cs = append(cs, c)
 	}
 	return cs
 }
@@ -39,8 +44,15 @@ func quantLinearCase(s core.QuantScheme, dims string, xShape []int, M int, bias 
 			return ins
 		}
 	}
-	c.Upload = func(b core.Backend, ins []core.HostTensor) ([]*core.Tensor, error) {
-		q, err := core.Quantize(ins[1], s)
+	c.Upload = quantUpload(s, core.QuantizeOptions{})
+	return c
+}
+
+// quantUpload uploads a Linear case's inputs (x, w, optional bias) with w quantized by
+// core.QuantizeWith(w, s, opt).
+func quantUpload(s core.QuantScheme, opt core.QuantizeOptions) func(b core.Backend, ins []core.HostTensor) ([]*core.Tensor, error) {
+	return func(b core.Backend, ins []core.HostTensor) ([]*core.Tensor, error) {
+		q, err := core.QuantizeWith(ins[1], s, opt)
 		if err != nil {
 			return nil, err
 		}
@@ -58,7 +70,6 @@ func quantLinearCase(s core.QuantScheme, dims string, xShape []int, M int, bias 
 		}
 		return ts, nil
 	}
-	return c
 }
 
 // zeroBlocksAndOutliers zeroes whole scale blocks (every third block: scale 0) and plants an outlier in

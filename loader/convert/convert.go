@@ -49,7 +49,7 @@ type ConvertOptions struct {
 	// quantize each output channel's Ci·kh·kw weights blockwise like a Linear weight's row (the engine
 	// dequantizes them when loading and still convolves in float: only the download shrinks); f16 stores
 	// them f16 where that costs little precision, else f32; f32 keeps them exact. "" means
-	// VAEQuantFor(Quant): the transformer's scheme.
+	// VAEQuantFor(Quant).
 	VAEQuant weights.Scheme
 	// KeepF32 are path.Match patterns of tensor names (with the var./vae. prefix) stored f32 regardless.
 	KeepF32    []string
@@ -67,11 +67,23 @@ type ConvertOptions struct {
 	OnTensor func(TensorReport)
 }
 
+// DefaultQuant is ConvertOptions.Quant when not given: int4 transformer Linear weights (with
+// VAEQuantFor's int8 decoder), the only storage that puts VAR-d16 under issue 7's 250 MB download budget
+// (246.8 MB, against 407.4 MB with int8; `webvar bench -model d16 -download`). What it costs is measured
+// in README.md (Performance, download size); -quant int8 is the high-fidelity choice.
+const DefaultQuant = weights.Int4
+
 // VAEQuantFor is the VQVAE decoder's storage when ConvertOptions.VAEQuant is not given: the
-// transformer's scheme. One knob then sets the size: on the trained fashionvar model the int8 decoder's
-// images are 62 dB from the f16 decoder's (invisible) and the int4 decoder's 38 dB, a smaller change
-// than the int4 transformer's own (README.md, Performance).
-func VAEQuantFor(quant weights.Scheme) weights.Scheme { return quant }
+// transformer's scheme, except int8 for an int4 transformer. The decoder is where quantization error
+// reaches the pixels directly: on the trained fashionvar model the int8 decoder's images are 64 dB from
+// the f16 decoder's (invisible) and the int4 decoder's 38 dB (README.md, Performance), and int8 costs
+// VAR-d16 32 MB more than int4.
+func VAEQuantFor(quant weights.Scheme) weights.Scheme {
+	if quant == weights.Int4 {
+		return weights.Int8
+	}
+	return quant
+}
 
 // F16MaxRelRMS is the largest relative RMS error f16 storage may add to a tensor before the converter
 // keeps it f32 (f16 has 11 significant bits: ~3e-4 relative for well-scaled data).
@@ -91,10 +103,11 @@ type TensorReport struct {
 	RelRMS       float64 // sqrt(sum err^2 / sum x^2)
 }
 
-// normalize checks the options and fills in the defaults (Quant int8, VAEQuant VAEQuantFor(Quant)).
+// normalize checks the options and fills in the defaults (Quant DefaultQuant, VAEQuant
+// VAEQuantFor(Quant)).
 func (opt *ConvertOptions) normalize() error {
 	if opt.Quant == "" {
-		opt.Quant = weights.Int8
+		opt.Quant = DefaultQuant
 	}
 	if !opt.Quant.Valid() {
 		return fmt.Errorf("quantization %q: want f32, f16, int8 or int4", opt.Quant)
@@ -336,7 +349,11 @@ func convertTensor(w *weights.Writer, name string, h core.HostTensor, opt Conver
 		rows := core.HostTensor{Shape: qh.Shape, Data: h.Data}
 		rep.MaxAbs, rep.RelRMS = core.QuantStats(rows, qh)
 		rep.Scheme = scheme
-		rep.Bytes = int64(len(qh.Codes))*4 + int64(len(qh.Scales))*4
+		scaleBytes := int64(4)
+		if qh.F16Scales() { // the writer's rule
+			scaleBytes = 2
+		}
+		rep.Bytes = int64(len(qh.Codes))*4 + int64(len(qh.Scales))*scaleBytes
 		return rep, w.AddQuantAs(name, qh, h.Shape)
 	}
 	rep.Scheme = weights.F32
@@ -352,6 +369,15 @@ func convertTensor(w *weights.Writer, name string, h core.HostTensor, opt Conver
 	return rep, w.AddF32(name, h, rep.Scheme)
 }
 
+// quantizeOptions is how Convert quantizes: each block's scale searched for the least squared error and
+// rounded to float16, so that the format stores it in 2 bytes (core.QuantizeOptions). For int4 this
+// cuts the weight's squared error by about a tenth against absmax scaling, and the scales' bytes by half
+// (the whole payload by a tenth), at no cost to loading or speed: the stored layout is the same codes and
+// scales.
+func quantizeOptions() core.QuantizeOptions {
+	return core.QuantizeOptions{Search: true, F16Scales: true}
+}
+
 // quantizeRows quantizes h with scheme s (int8 or int4) as the [M, K] rows the format stores it as
 // (weights.QuantRows): a conv weight [Co, Ci, kh, kw] as [Co, Ci·kh·kw].
 func quantizeRows(h core.HostTensor, s weights.Scheme) (core.QuantHost, error) {
@@ -363,7 +389,7 @@ func quantizeRows(h core.HostTensor, s weights.Scheme) (core.QuantHost, error) {
 	if err != nil {
 		return core.QuantHost{}, err
 	}
-	return core.Quantize(core.HostTensor{Shape: core.Shape{M, K}, Data: h.Data}, qs)
+	return core.QuantizeWith(core.HostTensor{Shape: core.Shape{M, K}, Data: h.Data}, qs, quantizeOptions())
 }
 
 // DownloadSize is the size of a converted directory's chunks, per model: what a browser downloads
@@ -377,7 +403,8 @@ func (d DownloadSize) Total() int64 { return d.Transformer + d.VQVAE }
 
 // DownloadSizes is the size of the chunks Convert would write for these sources (the transformer's and
 // the VQVAE's, without prefixes) with opt, computed without writing. Tensors that may be stored f16 are
-// read to decide, exactly as Convert does; the others are sized from their shapes alone.
+// read to decide, exactly as Convert does, and so are quantized ones, whose scales take 2 or 4 bytes
+// (core.F16ScalesFit); the others are sized from their shapes alone.
 func DownloadSizes(varSrc, vaeSrc core.WeightSource, opt ConvertOptions) (DownloadSize, error) {
 	if err := opt.normalize(); err != nil {
 		return DownloadSize{}, err
@@ -395,16 +422,22 @@ func DownloadSizes(varSrc, vaeSrc core.WeightSource, opt ConvertOptions) (Downlo
 			}
 			shape, _ := src.s.Shape(n)
 			scheme, maybeF16 := opt.storage(name, shape)
-			if maybeF16 {
+			scales := weights.F32
+			qs, quant := scheme.Quant()
+			if maybeF16 || quant {
 				h, err := src.s.Load(n)
 				if err != nil {
 					return DownloadSize{}, fmt.Errorf("tensor %s: %w", name, err)
 				}
-				if _, rel, ok := f16Error(h.Data); ok && rel <= F16MaxRelRMS {
+				if _, rel, ok := f16Error(h.Data); maybeF16 && ok && rel <= F16MaxRelRMS {
 					scheme = weights.F16
 				}
+				if M, K, err := weights.QuantRows(shape); quant && err == nil &&
+					core.F16ScalesFit(core.HostTensor{Shape: core.Shape{M, K}, Data: h.Data}, qs) {
+					scales = weights.F16 // QuantizeWith's rule, without quantizing
+				}
 			}
-			b, err := weights.PayloadBytes(scheme, shape)
+			b, err := weights.QuantPayloadBytes(scheme, scales, shape)
 			if err != nil {
 				return DownloadSize{}, fmt.Errorf("tensor %s: %w", name, err)
 			}
@@ -448,7 +481,7 @@ func (v quantView) Quant(name string) (core.QuantHost, bool) {
 		// Not quantizable after all: Load reports the error, or the model rejects the shape.
 		return core.QuantHost{}, false
 	}
-	qh, err := core.Quantize(h, v.q)
+	qh, err := core.QuantizeWith(h, v.q, quantizeOptions())
 	if err != nil {
 		return core.QuantHost{}, false
 	}

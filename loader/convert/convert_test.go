@@ -34,7 +34,8 @@ func TestConvertChoosesStoragePerTensor(t *testing.T) {
 	for i := range names {
 		names[i] = fmt.Sprintf("class %d", i)
 	}
-	m, reps := convertTiny(t, ConvertOptions{Quant: weights.Int4, KeepF32: []string{"var.head.weight"}, ClassNames: names})
+	// No Quant: the defaults, int4 Linear weights and an int8 decoder.
+	m, reps := convertTiny(t, ConvertOptions{KeepF32: []string{"var.head.weight"}, ClassNames: names})
 	byName := map[string]TensorReport{}
 	for _, r := range reps {
 		byName[r.Name] = r
@@ -44,12 +45,21 @@ func TestConvertChoosesStoragePerTensor(t *testing.T) {
 		"var.head.weight":                         weights.F32,  // -keep-f32
 		"var.blocks.0.attn.q_bias":                weights.F32,  // small
 		"var.class_emb.weight":                    weights.F32,  // an embedding, 1408 values: small
-		"vae.decoder.conv_in.weight":              weights.Int4, // a decoder conv: -vae-quant defaults to -quant
+		"vae.decoder.conv_in.weight":              weights.Int8, // a decoder conv: int8 for an int4 transformer
 		"vae.encoder.down.0.block.0.conv1.weight": weights.F16,  // an encoder conv, f16 within the error bound
 	} {
 		if got := byName[name].Scheme; got != want {
 			t.Errorf("%s stored as %q, want %q", name, got, want)
 		}
+	}
+	// Quantized tensors store float16 scales, and the report counts their bytes as stored.
+	for _, te := range m.Manifest().Tensors {
+		if _, q := te.Scheme.Quant(); q && (te.Scales != weights.F16 || byName[te.Name].Bytes != te.Length) {
+			t.Errorf("%s: scales %q, %d bytes reported, %d stored", te.Name, te.Scales, byName[te.Name].Bytes, te.Length)
+		}
+	}
+	if m.Manifest().Meta["quant"] != "int4" || m.Manifest().Meta[MetaVAEQuant] != "int8" {
+		t.Errorf("meta quant %q, vae_quant %q", m.Manifest().Meta["quant"], m.Manifest().Meta[MetaVAEQuant])
 	}
 	for _, skipped := range []string{"var.lvl_1L", "var.attn_bias_for_masking", "vae.quantize.ema_vocab_hit_SV"} {
 		if _, ok := m.Shape(skipped); ok {

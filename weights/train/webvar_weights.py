@@ -15,7 +15,7 @@ import torch
 BLOCK = 32
 
 
-def _dequant(buf, shape, bits):
+def _dequant(buf, shape, bits, scales_dtype="<f4"):
     # Rows are shape[0], K the product of the other dimensions (a conv weight [Co, Ci, kh, kw] is stored
     # as [Co, Ci*kh*kw]); the caller reshapes to the stored shape.
     if len(shape) < 2:
@@ -24,7 +24,8 @@ def _dequant(buf, shape, bits):
     nb = -(-k // BLOCK)
     words = m * nb * (BLOCK * bits // 32)
     codes_u32 = np.frombuffer(buf, dtype="<u4", count=words)
-    scales = np.frombuffer(buf, dtype="<f4", count=m * nb, offset=4 * words).reshape(m, nb)
+    # Scales are float32, or float16 where the entry says "scales": "f16"; both widen to float32 exactly.
+    scales = np.frombuffer(buf, dtype=scales_dtype, count=m * nb, offset=4 * words).astype(np.float32).reshape(m, nb)
     if bits == 8:
         codes = codes_u32.view(np.int8).reshape(m, nb * BLOCK).astype(np.float32)
     else:
@@ -60,7 +61,10 @@ def load(directory):
         elif s == "f16":
             a = np.frombuffer(buf, dtype="<f2").astype(np.float32).reshape(shape)
         elif s in ("int8", "int4"):
-            a = _dequant(buf, shape, 8 if s == "int8" else 4).reshape(shape)
+            sc = t.get("scales", "f32")
+            if sc not in ("f32", "f16"):
+                raise ValueError(f"tensor {t['name']}: unknown scales {sc}")
+            a = _dequant(buf, shape, 8 if s == "int8" else 4, "<f2" if sc == "f16" else "<f4").reshape(shape)
         else:
             raise ValueError(f"tensor {t['name']}: unknown scheme {s}")
         out[t["name"]] = torch.from_numpy(np.array(a, dtype=np.float32))
