@@ -386,16 +386,15 @@ func quantizedAlready(w HostTensor, s QuantScheme, f16 bool) bool {
 
 // blockQuantizer quantizes one row at a time; its scratch codes are reused across blocks.
 type blockQuantizer struct {
-	s              QuantScheme
 	opt            QuantizeOptions
 	lo, hi         float64 // code range
 	codes, trial   [QuantBlock]float64
-	candidateScale []float64 // multipliers of the absmax scale max|w|/MaxCode to try (Search)
+	candidateScale []float64 // multipliers of the absmax scale max|w|/MaxCode to try; the first is 1 (Search)
 }
 
 func newBlockQuantizer(s QuantScheme, opt QuantizeOptions) *blockQuantizer {
 	maxCode := float64(s.MaxCode())
-	bq := &blockQuantizer{s: s, opt: opt, lo: -maxCode, hi: maxCode, candidateScale: []float64{1}}
+	bq := &blockQuantizer{opt: opt, lo: -maxCode, hi: maxCode, candidateScale: []float64{1}}
 	if opt.Search {
 		bq.lo = -maxCode - 1
 		for i := -15; i <= 15; i++ {
