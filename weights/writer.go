@@ -129,10 +129,7 @@ func (w *Writer) AddQuantAs(name string, q core.QuantHost, shape core.Shape) err
 	if M != q.Shape[0] || K != q.Shape[1] {
 		return formatErr("", name, "shape %v is stored as [%d, %d], not as the quantized %v", shape, M, K, q.Shape)
 	}
-	scales := F32
-	if q.F16Scales() {
-		scales = F16
-	}
+	scales := ScalesFor(q)
 	return w.addScales(name, s, scales, shape, func() error {
 		if err := w.writeU32(len(q.Codes), func(i int) uint32 { return q.Codes[i] }); err != nil {
 			return err
@@ -142,6 +139,15 @@ func (w *Writer) AddQuantAs(name string, q core.QuantHost, shape core.Shape) err
 		}
 		return w.writeF32(q.Scales)
 	})
+}
+
+// ScalesFor is how AddQuant and AddQuantAs store q's scales: F16 when every one is exactly a float16
+// value (core.QuantizeOptions.F16Scales makes them so), else F32.
+func ScalesFor(q core.QuantHost) Scheme {
+	if q.F16Scales() {
+		return F16
+	}
+	return F32
 }
 
 // add checks the name and the limits, starts a new chunk if the tensor would overflow the current one,

@@ -349,11 +349,9 @@ func convertTensor(w *weights.Writer, name string, h core.HostTensor, opt Conver
 		rows := core.HostTensor{Shape: qh.Shape, Data: h.Data}
 		rep.MaxAbs, rep.RelRMS = core.QuantStats(rows, qh)
 		rep.Scheme = scheme
-		scaleBytes := int64(4)
-		if qh.F16Scales() { // the writer's rule
-			scaleBytes = 2
+		if rep.Bytes, err = weights.QuantPayloadBytes(scheme, weights.ScalesFor(qh), h.Shape); err != nil {
+			return rep, err
 		}
-		rep.Bytes = int64(len(qh.Codes))*4 + int64(len(qh.Scales))*scaleBytes
 		return rep, w.AddQuantAs(name, qh, h.Shape)
 	}
 	rep.Scheme = weights.F32
@@ -460,16 +458,15 @@ func DownloadBytes(varSrc, vaeSrc core.WeightSource, opt ConvertOptions) (int64,
 // which only rounds values, is not reproduced). It lets benchmarks and tests run the quantized path on
 // a checkpoint without writing a weights directory.
 func QuantizedView(src core.WeightSource, q weights.Scheme) (core.WeightSource, error) {
-	qs, ok := q.Quant()
-	if !ok {
+	if _, ok := q.Quant(); !ok {
 		return nil, fmt.Errorf("quantized view: %q is not a quantized scheme (want int8 or int4)", q)
 	}
-	return quantView{src, qs}, nil
+	return quantView{src, q}, nil
 }
 
 type quantView struct {
 	core.WeightSource
-	q core.QuantScheme
+	q weights.Scheme
 }
 
 func (v quantView) Quant(name string) (core.QuantHost, bool) {
@@ -481,7 +478,7 @@ func (v quantView) Quant(name string) (core.QuantHost, bool) {
 		// Not quantizable after all: Load reports the error, or the model rejects the shape.
 		return core.QuantHost{}, false
 	}
-	qh, err := core.QuantizeWith(h, v.q, quantizeOptions())
+	qh, err := quantizeRows(h, v.q)
 	if err != nil {
 		return core.QuantHost{}, false
 	}
