@@ -2,14 +2,15 @@
 // reduction runs along contiguous memory of both operands), out [N, M].
 //
 // Tiling: one workgroup computes a TILE x TILE (64 x 64) block of out (rows n0.., columns m0..) with 16 x 16
-// invocations; invocation (tx, ty) owns the 4 x 4 micro-tile rows n0 + ty + 16*i, columns m0 + tx + 16*j.
-// Strided rather than contiguous, so that for every (i, j) the 16 invocations of a row write 16 adjacent
-// outputs. The K dimension is walked in slices of TK: each slice of x and w (TILE rows x TK values) is
-// staged in workgroup memory row-major like the source, with consecutive invocations loading consecutive
-// k of a row (coalesced global reads). The staged rows are padded to TK + 1 words so that the reads of the
-// inner loop hit distinct banks: ws[(tx + 16j) * (TK+1) + k] over tx = 0..15 are 16 different banks, and
-// xs[(ty + 16i) * (TK+1) + k] is the same word for all tx (a broadcast). Every load and store is
-// bounds-checked, so N, M and K need not be tile multiples; out-of-range elements read as 0.
+// invocations; invocation (tx, ty) owns the contiguous 4 x 4 micro-tile rows n0 + 4ty + i, columns
+// m0 + 4tx + j. The K dimension is walked in slices of TK: each slice of x and w (TILE rows x TK values) is
+// loaded with consecutive invocations reading consecutive k of a row (coalesced global reads) and staged
+// in workgroup memory k-major, as vec4s of four consecutive rows: xs[k * LD4 + r / 4][r % 4] = x[n0 + r,
+// k0 + k]. The inner loop then reads one vec4 of x rows and one of w rows per k for 16 multiply-adds (a
+// 128-bit shared load each; within a warp the xs read is a broadcast and the ws reads are 16 consecutive
+// vec4s). Rows are padded to LD4 = 17 vec4s so that the transposing stores of a warp spread over the banks
+// (word k * 68 + r: at most two invocations per bank). Every load and store is bounds-checked, so N, M
+// and K need not be tile multiples; out-of-range elements read as 0.
 //
 // Each output is one f32 accumulator over k in increasing order, then + bias, like the CPU reference.
 //
@@ -19,7 +20,7 @@
 // complement), each row padded to whole 32-element blocks: nb = ceil(K / 32) scales and wpr = nb * 32 / cpw
 // words per row. Only the staging of w differs: a row slice is wps = TK / cpw whole words (slices are
 // 16-aligned, so they never straddle a word or a scale block) and invocation li < 64 * wps reads one word and
-// its row's scale and writes the cpw dequantized floats, so w costs 1 byte (int8) or half a byte (int4) per
+// its row's scale and stages the cpw dequantized floats, so w costs 1 byte (int8) or half a byte (int4) per
 // weight in global memory instead of 4, and the inner loop is unchanged. Rows beyond M stage zeros; the
 // padding codes are zero and x columns beyond K stage as zero, so padding adds nothing. The code width is a
 // uniform rather than a variant: one pipeline per bias variant for both widths (compiles are slow in
@@ -27,7 +28,7 @@
 //
 // Variant parameters: .Bias (a bias binding exists), .GELU (GELU applied at the store), .Quant (quantized
 // w: codes and scales bindings; needs TK = 16, half a scale block), .TK (K slice; TILE*TK must be a
-// multiple of 256 and 2*TILE*(TK+1)*4 bytes must fit the 16 KiB of workgroup memory, so 16 or 24).
+// multiple of 256 and 2*TK*LD4*16 bytes must fit the 16 KiB of workgroup memory, so 16 or 24).
 struct P {
   N: u32,
   M: u32,
@@ -49,15 +50,15 @@ struct P {
 
 const TILE = 64u;      // output rows and columns per workgroup
 const TK = {{.TK}}u;   // K slice staged per step
-const LD = TK + 1u;              // row stride of the staged tiles (padded, see above)
+const LD4 = 17u;                 // vec4s per staged k (TILE / 4, padded, see above)
 const LOADS = TILE * TK / 256u;  // elements each invocation stages per operand and slice
-const STAGED = TILE * LD;        // (this Naga takes only a constant name or literal as an array size)
+const STAGED = TK * LD4;         // (this Naga takes only a constant name or literal as an array size)
 {{- if .Quant}}
 const BLOCK = 32u;               // weights per scale (core.QuantBlock)
 {{- end}}
 
-var<workgroup> xs: array<f32, STAGED>; // xs[r * LD + k] = x[n0 + r, k0 + k]
-var<workgroup> ws: array<f32, STAGED>; // ws[c * LD + k] = w[m0 + c, k0 + k] (dequantized)
+var<workgroup> xs: array<vec4<f32>, STAGED>; // xs[k * LD4 + r / 4][r % 4] = x[n0 + r, k0 + k]
+var<workgroup> ws: array<vec4<f32>, STAGED>; // ws[k * LD4 + c / 4][c % 4] = w[m0 + c, k0 + k] (dequantized)
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32,
@@ -71,7 +72,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
   let nb = (p.K + BLOCK - 1u) / BLOCK;
   let wpr = nb * (BLOCK / cpw);
 {{- end}}
-  // accI holds row n0 + ty + 16*I, columns m0 + tx + 16*j in component j: four vec4 accumulators rather
+  // accI holds row n0 + 4ty + I, columns m0 + 4tx + j in component j: four vec4 accumulators rather
   // than an indexed array, so that every driver keeps them in registers.
   var acc0 = vec4<f32>();
   var acc1 = vec4<f32>();
@@ -88,13 +89,13 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
       if (n0 + r < p.N && gk < p.K) {
         xv = x[(n0 + r) * p.K + gk];
       }
-      xs[r * LD + k] = xv;
+      xs[k * LD4 + r / 4u][r % 4u] = xv;
 {{- if not .Quant}}
       var wv = 0.0;
       if (m0 + r < p.M && gk < p.K) {
         wv = w[(m0 + r) * p.K + gk];
       }
-      ws[r * LD + k] = wv;
+      ws[k * LD4 + r / 4u][r % 4u] = wv;
 {{- end}}
     }
 {{- if .Quant}}
@@ -110,16 +111,14 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
       for (var j = 0u; j < cpw; j++) {
         // Move code j to the top of the word, then shift it down arithmetically: sign extension.
         let c = bitcast<i32>(word << (32u - p.bits * (j + 1u))) >> (32u - p.bits);
-        ws[r * LD + wi * cpw + j] = f32(c) * scale;
+        ws[(wi * cpw + j) * LD4 + r / 4u][r % 4u] = f32(c) * scale;
       }
     }
 {{- end}}
     workgroupBarrier();
     for (var k = 0u; k < TK; k++) {
-      let xr = lid.y * LD + k;
-      let wr = lid.x * LD + k;
-      let a = vec4(xs[xr], xs[xr + 16u * LD], xs[xr + 32u * LD], xs[xr + 48u * LD]);
-      let b = vec4(ws[wr], ws[wr + 16u * LD], ws[wr + 32u * LD], ws[wr + 48u * LD]);
+      let a = xs[k * LD4 + lid.y];
+      let b = ws[k * LD4 + lid.x];
       acc0 += a.x * b;
       acc1 += a.y * b;
       acc2 += a.z * b;
@@ -128,20 +127,22 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
     workgroupBarrier();
   }
 
-  store(n0 + lid.y, m0 + lid.x, acc0);
-  store(n0 + lid.y + 16u, m0 + lid.x, acc1);
-  store(n0 + lid.y + 32u, m0 + lid.x, acc2);
-  store(n0 + lid.y + 48u, m0 + lid.x, acc3);
+  let n = n0 + 4u * lid.y;
+  let m = m0 + 4u * lid.x;
+  store(n, m, acc0);
+  store(n + 1u, m, acc1);
+  store(n + 2u, m, acc2);
+  store(n + 3u, m, acc3);
 }
 
-// store writes row n, columns m, m + 16, m + 32, m + 48 of out from acc (components in that order),
-// skipping what lies outside [N, M].
+// store writes row n, columns m .. m + 3 of out from acc (components in that order), skipping what lies
+// outside [N, M].
 fn store(n: u32, m: u32, acc: vec4<f32>) {
   if (n >= p.N) {
     return;
   }
   for (var j = 0u; j < 4u; j++) {
-    let c = m + 16u * j;
+    let c = m + j;
     if (c < p.M) {
 {{- if .Bias}}
       let v = acc[j] + bias[c];

@@ -208,6 +208,12 @@ func attentionCases() []Case {
 		attentionPrefixCase("attention-prefix-H2-d8-L3-n0-of-S5", 2, 2, 8, 3, 0, 5),
 		kvCacheCase("kvcache-H3-d5-steps-1-4-9", 2, 3, 5, 1, 4, 9),
 		kvCacheCase("kvcache-H2-d64-steps-1-4-9-16-25-36", 2, 2, 64, 1, 4, 9, 16, 25, 36),
+		// Head dimensions up to 64 run the query-tiled kernel (16 queries x 16-key chunks): L and S straddle
+		// both, d = 61 leaves a ragged last group of four dimensions, the mask hits partial chunks.
+		attentionCase("attention-H3-d61-L33-S47-mask", 2, 3, 61, 33, 47, randomMask),
+		attentionCase("attention-H2-d64-L17-S17-chunkmask", 1, 2, 64, 17, 17, chunkedMask),
+		attentionPrefixCase("attention-prefix-H2-d64-L16-n33-of-S40", 2, 2, 64, 16, 33, 40),
+		attentionCase("attention-H1-d65-L3-S20", 1, 1, 65, 3, 20, nil), // just above: the row kernel
 	}
 }
 

@@ -7,12 +7,25 @@ import (
 )
 
 // attentionKernel is a variant of shaders/attention.wgsl: one workgroup of WG invocations per query row
-// and head, each invocation owning DPT of the head's output dimensions.
+// and head, each invocation owning DPT of the head's output dimensions. It serves head dimensions above
+// attentionTiledMaxD (the VQVAE's single-head attention).
 type attentionKernel struct {
 	WG   int
 	DPT  int
 	Mask bool
 }
+
+// attentionTiledKernel is a variant of shaders/attention_tiled.wgsl: one workgroup of 256 invocations per
+// 16 query rows of one head, keys and values staged 16 rows at a time and shared by those 16 queries. It
+// serves head dimensions up to attentionTiledMaxD (VAR's transformer: 64).
+type attentionTiledKernel struct {
+	Mask bool
+}
+
+const (
+	attentionTiledMaxD = 64
+	attentionTiledBQ   = 16 // query rows per workgroup
+)
 
 const (
 	attentionWG = 64
@@ -77,7 +90,7 @@ func (b *Backend) attention(q, k, v *core.Tensor, n, heads int, scale float32, m
 		bufs = append(bufs, g)
 	}
 	dpt := max((d+attentionWG-1)/attentionWG, 1)
-	if dpt > attentionMaxDPT {
+	if d > attentionTiledMaxD && dpt > attentionMaxDPT {
 		return nil, fmt.Errorf("%s: head dimension %d exceeds the kernel's %d: %w", op, d, attentionWG*attentionMaxDPT, core.ErrUnsupported)
 	}
 	rows := B * heads * L
@@ -87,10 +100,24 @@ func (b *Backend) attention(q, k, v *core.Tensor, n, heads int, scale float32, m
 	}
 	if rows > 0 && d > 0 {
 		bufs = append(bufs, out)
-		kern := kernel{file: "attention.wgsl", params: attentionKernel{WG: attentionWG, DPT: dpt, Mask: mask != nil},
-			inputs: len(bufs) - 1, outputs: 1}
-		u := []uint32{uint32(rows), uint32(L), uint32(S), uint32(C), uint32(heads), uint32(d), f32bits(scale), uint32(kvRows)}
-		if err := b.dispatch(op, kern, u, bufs, grid1D(rows, 1)); err != nil {
+		var kern kernel
+		var u []uint32
+		var grid [3]uint32
+		if d <= attentionTiledMaxD {
+			qblocks := (L + attentionTiledBQ - 1) / attentionTiledBQ
+			groups := B * heads * qblocks
+			kern = kernel{file: "attention_tiled.wgsl", params: attentionTiledKernel{Mask: mask != nil},
+				inputs: len(bufs) - 1, outputs: 1}
+			u = []uint32{uint32(qblocks), uint32(L), uint32(S), uint32(C), uint32(heads), uint32(d), f32bits(scale),
+				uint32(kvRows), uint32(groups)}
+			grid = grid1D(groups, 1)
+		} else {
+			kern = kernel{file: "attention.wgsl", params: attentionKernel{WG: attentionWG, DPT: dpt, Mask: mask != nil},
+				inputs: len(bufs) - 1, outputs: 1}
+			u = []uint32{uint32(rows), uint32(L), uint32(S), uint32(C), uint32(heads), uint32(d), f32bits(scale), uint32(kvRows)}
+			grid = grid1D(rows, 1)
+		}
+		if err := b.dispatch(op, kern, u, bufs, grid); err != nil {
 			return nil, err
 		}
 	}

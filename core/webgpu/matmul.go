@@ -6,7 +6,8 @@ import (
 	"github.com/webvar/webvar/core"
 )
 
-// matmulKernel is a variant of shaders/matmul.wgsl (64x64 output tiles, 16x16 invocations of 4x4 outputs).
+// matmulKernel is a variant of shaders/matmul.wgsl (64x64 output tiles, 16x16 invocations of contiguous
+// 4x4 outputs, slices staged k-major as vec4s).
 type matmulKernel struct {
 	Bias  bool // y += b[m]: a third input binding
 	GELU  bool // y = gelu(y) at the store (the MLP's fc1)
@@ -16,9 +17,8 @@ type matmulKernel struct {
 
 const (
 	matmulTile = 64 // output rows and columns per workgroup (fixed in the kernel)
-	// matmulTK = 16 stages 2 x 64 x 17 floats (8.5 KiB) per slice, about half the 16 KiB of workgroup
-	// memory WebGPU guarantees; 32 would just exceed it because of the padded row stride. (24 measured
-	// the same on lavapipe and leaves a ragged last slice for K = 1024.)
+	// matmulTK = 16 stages 2 x 16 x 17 vec4s (8.5 KiB) per slice, about half the 16 KiB of workgroup memory
+	// WebGPU guarantees; 32 would just exceed it because of the padded rows.
 	matmulTK = 16
 )
 
