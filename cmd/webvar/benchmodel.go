@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/bench"
@@ -342,15 +343,29 @@ func benchModelOn(ctx context.Context, b core.Backend, src *benchSource, varSrc 
 		}
 		// The sampling defaults of `webvar generate`; class 0 and seed 0 (speed depends on neither).
 		req := varmodel.Request{Labels: []int{0}, CFG: 4, TopK: 900, TopP: 0.95, Previews: mode}
-		runs, err := bench.RunModel(ctx, b, p, bench.ModelOptions{Request: req, Reps: reps, Log: log})
+		opt := bench.ModelOptions{Request: req, Reps: reps, Log: log}
+		ht, _ := b.(hostTimer)
+		var ht0 webgpu.HostTimes
+		if ht != nil {
+			opt.Timed = func() { ht0 = ht.HostTimes() }
+		}
+		runs, err := bench.RunModel(ctx, b, p, opt)
 		if err != nil {
 			return nil, nil, err
+		}
+		var perImage *webgpu.HostTimes
+		if ht != nil {
+			d := ht.HostTimes().Sub(ht0).Per(reps)
+			perImage = &d
 		}
 		rep, err := bench.NewModelReport(runs, flops)
 		if err != nil {
 			return nil, nil, err
 		}
 		rep.GPUMemoryLoaded = loaded
+		if perImage != nil {
+			rep.GPUHost = perImage
+		}
 		rep.Images, rep.Side, rep.PatchNums = 1, p.VAE.ImageSize(), p.VAR.Config().PatchNums
 		if flops.Mode == varmodel.PreviewLinear {
 			rep.PreviewMap = mapDesc
@@ -397,6 +412,9 @@ func attachPreviewMap(p *varmodel.Pipeline, src *benchSource) (string, error) {
 	return "placeholder (these weights have no fitted map; its cost does not depend on its values)", err
 }
 
+// hostTimer is a backend that accounts for its host-side time (webgpu.Backend).
+type hostTimer interface{ HostTimes() webgpu.HostTimes }
+
 // memoryStatser is a backend that breaks its GPU memory down (webgpu.Backend).
 type memoryStatser interface{ MemoryStats() webgpu.MemoryStats }
 
@@ -421,6 +439,11 @@ func printModelReport(w io.Writer, r bench.ModelReport) {
 	}
 	fmt.Fprintf(w, "download %s (chunks of webvar convert -quant %s%s -no-encoder); peak RSS %s; peak GPU buffers %s\n",
 		mb(r.DownloadBytes), r.Quant, vq, mb(r.PeakRSSBytes), mb(r.PeakGPUBytes))
+	if h, ok := r.GPUHost.(*webgpu.HostTimes); ok {
+		ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+		fmt.Fprintf(w, "host per image: waiting for the GPU %.1f ms; recording %.1f ms (%d dispatches); submitting %.1f ms (%d submissions); creating buffers %.1f ms; copying readbacks %.1f ms\n",
+			ms(h.Wait), ms(h.Record), h.Dispatches, ms(h.Submit), h.Submissions, ms(h.Create), ms(h.Copy))
+	}
 	fmt.Fprintf(w, "# GFLOP: matrix products (Linear, attention, convolutions), counted from the architecture\n")
 	fmt.Fprintf(w, "%-22s %10s %10s %10s %10s\n", "part", "GFLOP", "median s", "min s", "GFLOP/s")
 	row := func(name string, gflop, median float64, minimum string) {

@@ -204,6 +204,9 @@ type ModelOptions struct {
 	Reps    int              // timed runs, at least 1
 	Log     io.Writer        // progress, when set
 	Now     func() time.Time // the clock; nil is time.Now (tests may fake it)
+	// Timed, when set, is called once just before the first timed run (after the warm-up): a caller
+	// reading counters of its own (webgpu.HostTimes) takes them there.
+	Timed func()
 }
 
 // RunModel times opt.Request on p and b: one warm-up run, then opt.Reps timed runs. Each run's final
@@ -221,6 +224,9 @@ func RunModel(ctx context.Context, b core.Backend, p *varmodel.Pipeline, opt Mod
 				what = fmt.Sprintf("run %d/%d", i, opt.Reps)
 			}
 			fmt.Fprintf(opt.Log, "bench %s: %s\n", b.Name(), what)
+		}
+		if i == 1 && opt.Timed != nil {
+			opt.Timed()
 		}
 		r := ModelRun{}
 		start := time.Now()
@@ -297,10 +303,13 @@ type ModelReport struct {
 	// GPUMemoryLoaded and GPUMemory are the backend's own breakdown of its buffers (webgpu.MemoryStats)
 	// after loading the model and after the runs, when it offers one: a debugging aid whose fields are
 	// the backend's.
-	GPUMemoryLoaded any    `json:"gpu_memory_loaded,omitempty"`
-	GPUMemory       any    `json:"gpu_memory,omitempty"`
-	DownloadBytes   int64  `json:"download_bytes"` // converted weights to fetch: transformer + VQVAE decoder
-	WeightsSource   string `json:"weights_source"` // where the weights came from
+	GPUMemoryLoaded any `json:"gpu_memory_loaded,omitempty"`
+	GPUMemory       any `json:"gpu_memory,omitempty"`
+	// GPUHost is where the host's time went per timed image on a GPU backend (webgpu.HostTimes, divided
+	// by the runs): waiting for the device, recording, submitting, creating buffers.
+	GPUHost       any    `json:"gpu_host,omitempty"`
+	DownloadBytes int64  `json:"download_bytes"` // converted weights to fetch: transformer + VQVAE decoder
+	WeightsSource string `json:"weights_source"` // where the weights came from
 }
 
 // PartGFLOP is one number per part of a generation.

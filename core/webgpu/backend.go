@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -56,6 +57,13 @@ type Backend struct {
 	atPeak    MemoryStats               // the breakdown when peak was last raised
 	largest   uint64                    // largest single buffer allocated
 
+	// staging is the mappable buffer readbacks copy through, kept between them (creating a mappable buffer
+	// per readback cost ~4 ms each on an H100's driver) and grown to the largest readback so far.
+	staging     *wgpu.Buffer
+	stagingSize uint64
+	host        HostTimes // where the host's time went (HostTimes)
+	batch       int       // dispatches per submission (WEBVAR_WGPU_BATCH; arenaSlots by default)
+
 	enc      *wgpu.CommandEncoder // pending work, nil when idle
 	pass     *wgpu.ComputePassEncoder
 	arena    *wgpu.Buffer // uniform slots of the pending dispatches
@@ -77,6 +85,12 @@ const guardWord = 0x7fc0bad0
 const (
 	slotSize   = 256 // minUniformBufferOffsetAlignment
 	arenaSlots = 256
+	// defaultBatch is how many dispatches are recorded before they are submitted. The GPU idles until a
+	// submission, so submitting early lets it work while the host records the rest of a scale; each
+	// submission costs the host ~0.1-0.2 ms. On an H100, VAR-d16 took 0.323 s per image submitting every
+	// 256 dispatches and 0.258 s every 64 (webvar bench -model d16 -backend webgpu -quant int4 with
+	// WEBVAR_WGPU_BATCH, README).
+	defaultBatch = 64
 )
 
 // gpuBuf is a tensor's storage: a storage buffer and the byte size the tensor uses. Reshaped views share
@@ -114,9 +128,13 @@ func NewFromDevice(dev *wgpu.Device, info AdapterInfo, limits wgpu.Limits) (*Bac
 }
 
 func newBackend() *Backend {
+	batch := defaultBatch
+	if n, err := strconv.Atoi(os.Getenv("WEBVAR_WGPU_BATCH")); err == nil && n >= 1 && n <= arenaSlots {
+		batch = n
+	}
 	return &Backend{pipelines: map[pipeKey]*pipeline{}, pool: map[uint64][]*wgpu.Buffer{},
-		outputs: map[uint64]int{},
-		sync:    os.Getenv("WEBVAR_WGPU_SYNC") == "1", dumpDir: os.Getenv("WEBVAR_DUMP_WGSL")}
+		outputs: map[uint64]int{}, batch: batch,
+		sync: os.Getenv("WEBVAR_WGPU_SYNC") == "1", dumpDir: os.Getenv("WEBVAR_DUMP_WGSL")}
 }
 
 // DeviceLost marks the device lost (called from the platform's device-lost notification): every later op
@@ -168,6 +186,9 @@ func (b *Backend) Close() {
 		}
 	}
 	releaseBuffer(b.arena)
+	if b.staging != nil {
+		releaseBuffer(b.staging)
+	}
 	b.queue.Release()
 	b.dev.Release()
 }
@@ -209,8 +230,10 @@ func (b *Backend) alloc(n uint64, what string) (*gpuBuf, error) {
 		b.outputs[size]++
 		return b.guarded(&gpuBuf{buf: buf, bytes: n, poolSize: size})
 	}
+	t0 := time.Now()
 	buf, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: what, Size: size,
 		Usage: wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst})
+	b.host.Create += time.Since(t0)
 	if err != nil {
 		return nil, fmt.Errorf("%s: allocating %d bytes: %w", what, size, err)
 	}
@@ -328,39 +351,39 @@ func (b *Backend) Download(t *core.Tensor) (core.HostTensor, error) {
 	if err != nil {
 		return core.HostTensor{}, err
 	}
-	n := t.Shape().Numel()
-	raw, err := b.readLocked(g.buf, g.bytes+g.guard)
+	out := make([]float32, t.Shape().Numel())
+	err = b.readLocked(g.buf, g.bytes+g.guard, func(raw []byte) error {
+		for i, w := range wgpu.FromBytes[uint32](raw[g.bytes:]) {
+			if w != guardWord {
+				return fmt.Errorf("download %v: a kernel wrote past the end of its output (guard word %d is %#x)", t.Shape(), i, w)
+			}
+		}
+		copy(out, wgpu.FromBytes[float32](raw))
+		return nil
+	})
 	if err != nil {
 		return core.HostTensor{}, err
 	}
-	for i, w := range wgpu.FromBytes[uint32](raw[g.bytes:]) {
-		if w != guardWord {
-			return core.HostTensor{}, fmt.Errorf("download %v: a kernel wrote past the end of its output (guard word %d is %#x)", t.Shape(), i, w)
-		}
-	}
-	out := make([]float32, n)
-	copy(out, wgpu.FromBytes[float32](raw)[:n])
 	return core.HostTensor{Shape: t.Shape().Clone(), Data: out}, nil
 }
 
-// readLocked copies size bytes of buf to the host after all pending work.
-func (b *Backend) readLocked(buf *wgpu.Buffer, size uint64) ([]byte, error) {
-	staging, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "readback", Size: size,
-		Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst})
+// readLocked reads size bytes of buf after all pending work and hands them to use, which must copy what
+// it keeps: raw is the mapped readback buffer, valid only during the call (one copy instead of two).
+func (b *Backend) readLocked(buf *wgpu.Buffer, size uint64, use func(raw []byte) error) error {
+	staging, err := b.stagingLocked(size)
 	if err != nil {
-		return nil, fmt.Errorf("download: staging buffer of %d bytes: %w", size, err)
+		return err
 	}
-	defer releaseBuffer(staging)
 	if err := b.encoderLocked(); err != nil {
-		return nil, err
+		return err
 	}
 	b.endPassLocked()
 	if err := b.enc.CopyBufferToBuffer(buf, 0, staging, 0, size); err != nil {
-		return nil, fmt.Errorf("download: copy: %w", err)
+		return fmt.Errorf("download: copy: %w", err)
 	}
 	b.pending = append(b.pending, "download")
 	if err := b.flushLocked(); err != nil {
-		return nil, err
+		return err
 	}
 	var status wgpu.BufferMapAsyncStatus
 	done := false
@@ -368,17 +391,56 @@ func (b *Backend) readLocked(buf *wgpu.Buffer, size uint64) ([]byte, error) {
 	if err := staging.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) {
 		status, done = s, true
 	}); err != nil {
-		return nil, fmt.Errorf("download: map: %w", err)
+		b.dropStagingLocked()
+		return fmt.Errorf("download: map: %w", err)
 	}
 	if err := b.waitLocked(&done, "download"); err != nil {
-		return nil, err
+		b.dropStagingLocked() // possibly still mapped: never reuse it
+		return err
 	}
 	if !done || status != wgpu.BufferMapAsyncStatusSuccess {
-		return nil, fmt.Errorf("download: mapping the readback buffer failed (%v)", status)
+		b.dropStagingLocked()
+		return fmt.Errorf("download: mapping the readback buffer failed (%v)", status)
 	}
-	out := append([]byte(nil), staging.GetMappedRange(0, uint(size))...)
+	t0 := time.Now()
+	err = use(staging.GetMappedRange(0, uint(size)))
 	staging.Unmap()
-	return out, nil
+	b.host.Copy += time.Since(t0)
+	return err
+}
+
+// stagingLocked returns the readback buffer, (re)created when it is smaller than size bytes. It is not
+// counted as tensor memory: at most the largest readback (for VAR-d16 the last scale's logits, 8.4 MB).
+func (b *Backend) stagingLocked(size uint64) (*wgpu.Buffer, error) {
+	if b.staging != nil && b.stagingSize >= size {
+		return b.staging, nil
+	}
+	b.dropStagingLocked()
+	n := roundSize(size)
+	t0 := time.Now()
+	staging, err := b.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: "readback", Size: n,
+		Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst})
+	b.host.Create += time.Since(t0)
+	if err != nil {
+		return nil, fmt.Errorf("download: staging buffer of %d bytes: %w", n, err)
+	}
+	b.staging, b.stagingSize = staging, n
+	return staging, nil
+}
+
+// dropStagingLocked releases the readback buffer (after a failed mapping, or to replace it by a larger
+// one); pending work that copies into it keeps it alive until done.
+func (b *Backend) dropStagingLocked() {
+	if b.staging == nil {
+		return
+	}
+	staging := b.staging
+	b.staging, b.stagingSize = nil, 0
+	if b.enc != nil {
+		b.release = append(b.release, func() { releaseBuffer(staging) })
+	} else {
+		releaseBuffer(staging)
+	}
 }
 
 // Free returns t's buffer to the pool. Pending dispatches that read it still see its contents: a pooled
@@ -499,6 +561,7 @@ func (b *Backend) flushLocked() error {
 		}
 		b.arenaCPU = b.arenaCPU[:0]
 	}
+	t0 := time.Now()
 	cmd, err := b.enc.Finish(nil)
 	b.enc.Release()
 	b.enc = nil
@@ -507,6 +570,8 @@ func (b *Backend) flushLocked() error {
 	}
 	b.queue.Submit(cmd)
 	cmd.Release()
+	b.host.Submit += time.Since(t0)
+	b.host.Submissions++
 	if err := b.usable(); err != nil {
 		return fmt.Errorf("running %s: %w", summarize(ops), err)
 	}
@@ -640,7 +705,7 @@ func (b *Backend) record(op string, k kernel, uniforms []uint32, bufs []*gpuBuf,
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if len(b.arenaCPU)/slotSize >= arenaSlots {
+	if len(b.arenaCPU)/slotSize >= b.batch {
 		if err := b.flushLocked(); err != nil {
 			return err
 		}
@@ -648,6 +713,8 @@ func (b *Backend) record(op string, k kernel, uniforms []uint32, bufs []*gpuBuf,
 	if err := b.encoderLocked(); err != nil {
 		return err
 	}
+	t0 := time.Now()
+	defer func() { b.host.Record += time.Since(t0); b.host.Dispatches++ }()
 	off := uint64(len(b.arenaCPU))
 	slot := make([]byte, slotSize)
 	copy(slot, wgpu.ToBytes(uniforms))
@@ -707,6 +774,7 @@ const gpuWaitLimit = 10 * time.Minute
 // MapAsync returned, so this returns at once.
 func (b *Backend) waitLocked(done *bool, what string) error {
 	start := time.Now()
+	defer func() { b.host.Wait += time.Since(start) }()
 	pause := 20 * time.Microsecond
 	for {
 		b.dev.Poll(false, nil)
@@ -720,9 +788,14 @@ func (b *Backend) waitLocked(done *bool, what string) error {
 			return fmt.Errorf("%s: the GPU did not finish within %v (device hung or lost)", what, gpuWaitLimit)
 		}
 		time.Sleep(pause)
-		pause = min(2*pause, 2*time.Millisecond)
+		// Capped low: a readback ends every transformer scale, and each microsecond slept past the GPU's
+		// finish is added to the generation (a 2 ms cap cost ~1 ms per scale).
+		pause = min(2*pause, maxPollPause)
 	}
 }
+
+// maxPollPause is the longest sleep between two polls of the device while waiting.
+const maxPollPause = 200 * time.Microsecond
 
 // grid1D spreads n invocations of workgroups of wg over x and y (x <= 65535); kernels recover the flat
 // index as gid.x + gid.y * num_workgroups.x * wg.

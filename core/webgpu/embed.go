@@ -124,21 +124,23 @@ func (b *Backend) nearestLocked(z, codebook *core.Tensor) ([]int, *core.Tensor, 
 	if err := b.dispatch(op, k, []uint32{uint32(N), uint32(V), uint32(C)}, []*gpuBuf{zg, eg, out}, grid1D(N, 1)); err != nil {
 		return nil, scratch, err
 	}
-	raw, err := b.readLocked(out.buf, out.bytes+out.guard)
+	ids := make([]int, N)
+	err = b.readLocked(out.buf, out.bytes+out.guard, func(raw []byte) error {
+		for i, w := range wgpu.FromBytes[uint32](raw[out.bytes:]) {
+			if w != guardWord {
+				return fmt.Errorf("the kernel wrote past the end of its output (guard word %d is %#x)", i, w)
+			}
+		}
+		for i, w := range wgpu.FromBytes[uint32](raw)[:N] {
+			if w >= uint32(V) {
+				return fmt.Errorf("kernel returned id %d for row %d of a %d-row codebook", w, i, V)
+			}
+			ids[i] = int(w)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, scratch, fmt.Errorf("%s: %w", op, err)
-	}
-	for i, w := range wgpu.FromBytes[uint32](raw[out.bytes:]) {
-		if w != guardWord {
-			return nil, scratch, fmt.Errorf("%s: the kernel wrote past the end of its output (guard word %d is %#x)", op, i, w)
-		}
-	}
-	ids := make([]int, N)
-	for i, w := range wgpu.FromBytes[uint32](raw)[:N] {
-		if w >= uint32(V) {
-			return nil, scratch, fmt.Errorf("%s: kernel returned id %d for row %d of a %d-row codebook", op, w, i, V)
-		}
-		ids[i] = int(w)
 	}
 	return ids, scratch, nil
 }

@@ -3,6 +3,7 @@ package webgpu
 import (
 	"cmp"
 	"slices"
+	"time"
 )
 
 // MemoryStats breaks the backend's GPU buffer memory down (a debugging aid: `webvar bench -json` reports
@@ -74,4 +75,41 @@ func (b *Backend) notePeakLocked(n uint64) {
 		b.peak = b.live + b.pooled
 		b.atPeak = b.statsLocked()
 	}
+}
+
+// HostTimes is where the host's time went in the backend's calls so far (a profiling aid: `webvar bench
+// -json` reports it as gpu_host for the timed runs). Wait is time spent waiting for the device (the GPU's
+// own work and its latency); the rest is host-side work that the GPU may or may not overlap.
+type HostTimes struct {
+	Record      time.Duration `json:"record_ns"`  // encoding dispatches (bind groups, pass commands)
+	Submit      time.Duration `json:"submit_ns"`  // finishing and submitting command buffers
+	Create      time.Duration `json:"create_ns"`  // creating buffers (pool misses, the readback buffer)
+	Wait        time.Duration `json:"wait_ns"`    // polling until readbacks and Finish complete
+	Copy        time.Duration `json:"copy_ns"`    // copying mapped readbacks out
+	Dispatches  int           `json:"dispatches"` // kernel dispatches recorded
+	Submissions int           `json:"submissions"`
+}
+
+// Sub is t - u, field by field (the times of a span between two readings).
+func (t HostTimes) Sub(u HostTimes) HostTimes {
+	return HostTimes{Record: t.Record - u.Record, Submit: t.Submit - u.Submit, Create: t.Create - u.Create,
+		Wait: t.Wait - u.Wait, Copy: t.Copy - u.Copy, Dispatches: t.Dispatches - u.Dispatches,
+		Submissions: t.Submissions - u.Submissions}
+}
+
+// Per is t divided by n runs (rounded down), for per-image figures.
+func (t HostTimes) Per(n int) HostTimes {
+	if n < 1 {
+		return t
+	}
+	d := time.Duration(n)
+	return HostTimes{Record: t.Record / d, Submit: t.Submit / d, Create: t.Create / d, Wait: t.Wait / d,
+		Copy: t.Copy / d, Dispatches: t.Dispatches / n, Submissions: t.Submissions / n}
+}
+
+// HostTimes returns the accumulated host times.
+func (b *Backend) HostTimes() HostTimes {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.host
 }
