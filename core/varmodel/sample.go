@@ -67,6 +67,87 @@ func maskTopKTopP(row []float32, topK int, topP float64) {
 	}
 }
 
+// filterProbs applies maskTopKTopP to row in place and returns softmax64 of the masked row: exactly what
+// maskTopKTopP then softmax64 give, bit for bit, at a fraction of the cost (sampling runs on the host
+// between two scales while the GPU waits, and in the browser on one thread). The exp of each surviving
+// logit is taken once and shared by the top-p cumulative sum and the final softmax (both subtract the same
+// maximum: top-p always keeps the largest entry), the loops run over the top-k survivors only, and the
+// ascending order is a native sort of (value, index) keys, which is the stable sort's order.
+// Rows with NaN or infinite logits take the plain path.
+func filterProbs(row []float32, topK int, topP float64) []float64 {
+	v := len(row)
+	ninf := float32(math.Inf(-1))
+	if topK > 0 && topK < v {
+		kth := kthLargest(append([]float32(nil), row...), topK)
+		for i, x := range row {
+			if x < kth {
+				row[i] = ninf
+			}
+		}
+	}
+	idx := make([]int, 0, v) // survivors, in index order
+	mx := math.Inf(-1)
+	for i, x := range row {
+		if x != ninf {
+			idx = append(idx, i)
+			mx = math.Max(mx, float64(x))
+		}
+	}
+	if math.IsNaN(mx) || math.IsInf(mx, 0) {
+		maskTopKTopP(row, 0, topP) // top-k is applied already; a second pass would change nothing
+		return softmax64(row)
+	}
+	p := make([]float64, v)
+	sum := 0.0
+	for _, i := range idx {
+		e := math.Exp(float64(row[i]) - mx)
+		p[i] = e
+		sum += e
+	}
+	if topP > 0 {
+		// Ascending by value, ties by index: one uint64 per survivor, the value's bits mapped to an
+		// order-preserving integer (-0 as +0, which compare equal) above the index, sorted natively.
+		keys := make([]uint64, len(idx))
+		for r, i := range idx {
+			keys[r] = uint64(orderedBits(row[i]))<<32 | uint64(i)
+		}
+		slices.Sort(keys)
+		cum := 0.0
+		for r, key := range keys {
+			i := int(uint32(key))
+			cum += p[i] / sum
+			if r < len(keys)-1 && cum <= 1-topP {
+				row[i] = ninf
+			}
+		}
+		// The survivors' exps are unchanged; only the sum shrinks, taken again in index order.
+		sum = 0
+		for _, i := range idx {
+			if row[i] == ninf {
+				p[i] = 0
+			} else {
+				sum += p[i]
+			}
+		}
+	}
+	for _, i := range idx {
+		p[i] /= sum
+	}
+	return p
+}
+
+// orderedBits maps a non-NaN float32 to a uint32 of the same order (-0 and +0 both to +0's).
+func orderedBits(x float32) uint32 {
+	if x == 0 {
+		x = 0
+	}
+	u := math.Float32bits(x)
+	if u&(1<<31) != 0 {
+		return ^u
+	}
+	return u | 1<<31
+}
+
 // kthLargest returns the k-th largest value of s (1-based; s is reordered): what s sorted descending
 // holds at k-1. Three-way partitioning around a median-of-three pivot keeps it linear on average and
 // terminating on runs of equal values.
@@ -186,9 +267,7 @@ func sampleScale(logits []float32, v, topK int, topP float64, moreSmooth bool, r
 		go func() {
 			defer wg.Done()
 			for r := w; r < n; r += workers {
-				row := logits[r*v : (r+1)*v]
-				maskTopKTopP(row, topK, topP)
-				probs[r] = softmax64(row)
+				probs[r] = filterProbs(logits[r*v:(r+1)*v], topK, topP)
 			}
 		}()
 	}

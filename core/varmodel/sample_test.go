@@ -201,3 +201,71 @@ func TestMaskTopKTopPEqualsSorting(t *testing.T) {
 		}
 	}
 }
+
+// filterProbs must give bit for bit what maskTopKTopP then softmax64 give (the sampled tokens depend on
+// it), for the masked row and for the probabilities, ties and infinite or NaN logits included.
+func TestFilterProbsEqualsMaskThenSoftmax(t *testing.T) {
+	rng := core.NewRNG(11)
+	for trial := 0; trial < 400; trial++ {
+		v := 1 + int(rng.Float64()*600)
+		row := make([]float32, v)
+		for i := range row {
+			row[i] = float32(rng.Float64()*16 - 8)
+			if trial%3 == 0 { // many ties, including with the k-th largest
+				row[i] = float32(int(row[i] * 2))
+			}
+		}
+		switch trial % 7 {
+		case 1:
+			row[int(rng.Float64()*float64(v))] = float32(math.Inf(-1))
+		case 2:
+			row[int(rng.Float64()*float64(v))] = float32(math.Inf(1))
+		case 3:
+			row[int(rng.Float64()*float64(v))] = float32(math.NaN())
+		case 4: // -0 and +0 compare equal: their order is by index
+			for i := range row {
+				if i%5 == 0 {
+					row[i] = float32(math.Copysign(0, -1))
+				} else if i%5 == 1 {
+					row[i] = 0
+				}
+			}
+		}
+		topK := int(rng.Float64() * float64(v+2))
+		topP := []float64{0, 0.5, 0.9, 0.95, 1}[trial%5]
+		got, want := append([]float32(nil), row...), append([]float32(nil), row...)
+		gotP := filterProbs(got, topK, topP)
+		maskTopKTopP(want, topK, topP)
+		wantP := softmax64(want)
+		for i := range got {
+			same := got[i] == want[i] || math.IsNaN(float64(got[i])) && math.IsNaN(float64(want[i]))
+			sameP := gotP[i] == wantP[i] || math.IsNaN(gotP[i]) && math.IsNaN(wantP[i])
+			if !same || !sameP {
+				t.Fatalf("trial %d (V %d, k %d, p %g): entry %d is %v (p %v), mask+softmax gives %v (p %v)",
+					trial, v, topK, topP, i, got[i], gotP[i], want[i], wantP[i])
+			}
+		}
+	}
+}
+
+func BenchmarkFilterProbsD16Row(b *testing.B) {
+	rng := core.NewRNG(3)
+	row := make([]float32, 4096)
+	for i := range row {
+		row[i] = float32(rng.Float64()*8 - 4)
+	}
+	buf := make([]float32, len(row))
+	b.Run("filterProbs", func(b *testing.B) {
+		for b.Loop() {
+			copy(buf, row)
+			filterProbs(buf, 900, 0.95)
+		}
+	})
+	b.Run("mask+softmax", func(b *testing.B) {
+		for b.Loop() {
+			copy(buf, row)
+			maskTopKTopP(buf, 900, 0.95)
+			softmax64(buf)
+		}
+	})
+}
