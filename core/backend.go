@@ -108,6 +108,16 @@ type FusedConv2dAdd interface {
 	Conv2dAdd(x, w, b *Tensor, stride int, pad [4]int, res *Tensor) (*Tensor, error)
 }
 
+// FusedQKVToCache is an optional ability: the attention input of a transformer block with a key/value
+// cache in one op. From qkv [B, l, 3C] (q, k, v side by side) it returns q [B, l, C] and writes k and v
+// into rows [n, n+l) of the caches kc, vc [B, S, C]; with norm, q and k are first L2-normalised per head
+// and q multiplied by qScale[h] (NormalizeHeads; qScale may be nil). It replaces seven small ops (three
+// slices, two normalisations, two row writes) per block and scale, and must round as they do.
+// Ops.QKVToCache uses it when present and composes those ops otherwise, which is the reference.
+type FusedQKVToCache interface {
+	QKVToCache(qkv *Tensor, heads int, norm bool, qScale, kc, vc *Tensor, n int) (*Tensor, error)
+}
+
 // IdleReleaser is an optional ability of backends that keep freed memory for reuse (the WebGPU buffer
 // pool): ReleaseIdle gives that memory back. Such a pool reuses memory only for tensors of the sizes it
 // held, so when work moves on to tensors of other sizes (VAR's transformer to the VQVAE decoder, and back

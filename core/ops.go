@@ -146,6 +146,34 @@ func (o *Ops) LinearGELU(x, w, b *Tensor) *Tensor {
 	return g
 }
 
+// QKVToCache splits qkv [B, l, 3C] into q, k, v, L2-normalises q and k per head when norm (q times
+// qScale[h], nil: 1), writes k and v into rows [n, n+l) of the caches kc, vc [B, S, C] and returns q:
+// fused when the backend can (FusedQKVToCache).
+func (o *Ops) QKVToCache(qkv *Tensor, heads int, norm bool, qScale, kc, vc *Tensor, n int) *Tensor {
+	if !o.ok("qkv", qkv, kc, vc) {
+		return nil
+	}
+	if f, ok := o.B.(FusedQKVToCache); ok {
+		return o.do("qkv", func() (*Tensor, error) { return f.QKVToCache(qkv, heads, norm, qScale, kc, vc, n) })
+	}
+	s := qkv.Shape()
+	if len(s) != 3 || s[2]%3 != 0 {
+		o.Fail("qkv", &ShapeError{Op: "qkv", Msg: fmt.Sprintf("want qkv [B, l, 3C], got %v", s)})
+		return nil
+	}
+	C := s[2] / 3
+	q, k, v := o.SliceLast(qkv, 0, C), o.SliceLast(qkv, C, C), o.SliceLast(qkv, 2*C, C)
+	if norm {
+		qn, kn := o.NormalizeHeads(q, heads, qScale), o.NormalizeHeads(k, heads, nil)
+		o.Free(q, k)
+		q, k = qn, kn
+	}
+	o.WriteRows(kc, k, n)
+	o.WriteRows(vc, v, n)
+	o.Free(k, v)
+	return q
+}
+
 // Attention: mask may be nil.
 func (o *Ops) Attention(q, k, v *Tensor, heads int, scale float32, mask *Tensor) *Tensor {
 	if !o.ok("attention", q, k, v) {

@@ -140,6 +140,34 @@ func kvCacheCase(name string, B, H, d int, ls ...int) Case {
 	}
 }
 
+// qkvCacheCase is QKVToCache on qkv [B, l, 3C] into caches of S rows at row n (the caches start as
+// other values, which the rows outside [n, n+l) must keep), with or without the per-head normalisation
+// and q scale; the result is q and both caches, concatenated along the rows.
+func qkvCacheCase(name string, B, H, d, l, n, S int, norm, scale bool) Case {
+	C := H * d
+	return Case{
+		Name: name,
+		Inputs: func(r *rand.Rand) []core.HostTensor {
+			ins := []core.HostTensor{Randn(r, 0, 1, B, l, 3*C), Randn(r, 0, 1, B, S, C), Randn(r, 0, 1, B, S, C)}
+			if scale {
+				ins = append(ins, Randn(r, 2, 1, H))
+			}
+			return ins
+		},
+		Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+			var sc *core.Tensor
+			if scale {
+				sc = in[3]
+			}
+			q := o.QKVToCache(in[0], H, norm, sc, in[1], in[2], n)
+			y := o.Concat(1, q, in[1], in[2])
+			o.Free(q)
+			return y
+		},
+		Tol: tolNorm,
+	}
+}
+
 var negInf = float32(math.Inf(-1))
 
 // randomMask is an additive mask of moderate finite values with some -Inf entries, never a whole row.
@@ -214,6 +242,9 @@ func attentionCases() []Case {
 		attentionCase("attention-H2-d64-L17-S17-chunkmask", 1, 2, 64, 17, 17, chunkedMask),
 		attentionPrefixCase("attention-prefix-H2-d64-L16-n33-of-S40", 2, 2, 64, 16, 33, 40),
 		attentionCase("attention-H1-d65-L3-S20", 1, 1, 65, 3, 20, nil), // just above: the row kernel
+		qkvCacheCase("qkv-cache-H3-d5-l4-n2-of-S9-norm-scale", 2, 3, 5, 4, 2, 9, true, true),
+		qkvCacheCase("qkv-cache-H2-d64-l9-n4-of-S13-norm", 2, 2, 64, 9, 4, 13, true, false),
+		qkvCacheCase("qkv-cache-H2-d70-l3-n0-of-S3-plain", 1, 2, 70, 3, 0, 3, false, false),
 	}
 }
 
@@ -277,6 +308,9 @@ func normCases() []Case {
 		groupNorm(32, true, 5, 3, 1, 32, 33, 17),
 		groupNorm(2, true, -200, 2, 1, 8, 64, 72),   // 18432 values per group: 72 per invocation
 		groupNorm(1, false, 5, 3, 1, 128, 128, 128), // 2 Mi values in one group: 8192 per invocation
+		// Groups above 16384 values are split over workgroups on WebGPU (4096-value chunks, the last one
+		// short here): a mean far from zero next to the spread must survive combining the chunks.
+		groupNorm(4, true, 1000, 0.5, 1, 16, 64, 81),
 		normalize("normalize-H4-d12", 4, false, 2, 2, 7, 48),
 		normalize("normalize-H4-d12-scale", 4, true, 2, 2, 7, 48),
 		normalize("normalize-H2-d100-scale", 2, true, 2, 1, 3, 200),

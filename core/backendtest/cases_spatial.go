@@ -39,6 +39,8 @@ func convResizeCopyCases() []Case {
 		conv("conv3x3-s2-pad0011-1x8x9x12-to8", []int{1, 8, 9, 12}, 8, 3, 2, [4]int{0, 0, 1, 1}, true),
 		conv("conv3x3-nopad-2x6x10x13-to70", []int{2, 6, 10, 13}, 70, 3, 1, [4]int{}, false),
 		conv("conv3x3-s1p1-1x40x20x19-to130", []int{1, 40, 20, 19}, 130, 3, 1, [4]int{1, 1, 1, 1}, true),
+		// Large enough for the WebGPU backend's wide tiles (the cases above take its small ones).
+		conv("conv3x3-s1p1-1x4x128x128-to70-wide", []int{1, 4, 128, 128}, 70, 3, 1, [4]int{1, 1, 1, 1}, true),
 	)
 	// Conv2dAdd (fused where the backend can): res + conv, res [1, 17, 11, 10] after the inputs of conv.
 	convAdd := func(name string, bias bool) Case {

@@ -281,22 +281,24 @@ func (m *Model) blockForward(o *core.Ops, i int, x *core.Tensor, a adaLN, kv *kv
 	o.Free(ln)
 	qkv := o.Linear(h, b.qkvW, b.qkvB) // [B, l, 3C]
 	o.Free(h)
-	q, k, v := o.SliceLast(qkv, 0, c.C), o.SliceLast(qkv, c.C, c.C), o.SliceLast(qkv, 2*c.C, c.C)
-	o.Free(qkv)
-	if c.L2NormAttn {
-		qn, kn := o.NormalizeHeads(q, c.Heads, b.scaleMul), o.NormalizeHeads(k, c.Heads, nil)
-		o.Free(q, k)
-		q, k = qn, kn
-	}
 	var att *core.Tensor
 	if kv != nil {
-		o.WriteRows(kv.k[i], k, kv.n)
-		o.WriteRows(kv.v[i], v, kv.n)
+		// Slices, per-head normalisation and the cache writes in one op where the backend fuses them.
+		q := o.QKVToCache(qkv, c.Heads, c.L2NormAttn, b.scaleMul, kv.k[i], kv.v[i], kv.n)
+		o.Free(qkv)
 		att = o.AttentionPrefix(q, kv.k[i], kv.v[i], kv.n+x.Dim(1), c.Heads, m.attnScale)
+		o.Free(q)
 	} else {
+		q, k, v := o.SliceLast(qkv, 0, c.C), o.SliceLast(qkv, c.C, c.C), o.SliceLast(qkv, 2*c.C, c.C)
+		o.Free(qkv)
+		if c.L2NormAttn {
+			qn, kn := o.NormalizeHeads(q, c.Heads, b.scaleMul), o.NormalizeHeads(k, c.Heads, nil)
+			o.Free(q, k)
+			q, k = qn, kn
+		}
 		att = o.Attention(q, k, v, c.Heads, m.attnScale, mask)
+		o.Free(q, k, v)
 	}
-	o.Free(q, k, v)
 	ao := o.Linear(att, b.projW, b.projB)
 	o.Free(att)
 	o.Tap(tap+"attn_out", ao)

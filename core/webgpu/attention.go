@@ -123,3 +123,75 @@ func (b *Backend) attention(q, k, v *core.Tensor, n, heads int, scale float32, m
 	}
 	return core.NewTensor(core.Shape{B, L, C}, out), nil
 }
+
+// qkvCacheKernel is a variant of shaders/qkv_cache.wgsl: one workgroup of WG invocations per (row, head).
+type qkvCacheKernel struct {
+	WG    int
+	Norm  bool
+	Scale bool
+}
+
+var _ core.FusedQKVToCache = (*Backend)(nil)
+
+// QKVToCache returns q from qkv [B, l, 3C] and writes k and v into rows [n, n+l) of kc, vc [B, S, C],
+// L2-normalising q and k per head (q times qScale[h]) when norm: one dispatch instead of seven
+// (core.FusedQKVToCache).
+func (b *Backend) QKVToCache(qkv *core.Tensor, heads int, norm bool, qScale, kc, vc *core.Tensor, n int) (*core.Tensor, error) {
+	const op = "qkv"
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var bufs []*gpuBuf
+	for _, in := range []struct {
+		name string
+		t    *core.Tensor
+	}{{"qkv", qkv}, {"kc", kc}, {"vc", vc}} {
+		g, err := b.operand(op, in.name, in.t)
+		if err != nil {
+			return nil, err
+		}
+		bufs = append(bufs, g)
+	}
+	xg, kg, vg := bufs[0], bufs[1], bufs[2]
+	s, ks := qkv.Shape(), kc.Shape()
+	if len(s) != 3 || s[2]%3 != 0 || len(ks) != 3 || !ks.Equal(vc.Shape()) || ks[0] != s[0] || ks[2]*3 != s[2] {
+		return nil, linalgShapeError(op, "want qkv [B, l, 3C] and caches [B, S, C], got qkv %v, k %v, v %v", s, ks, vc.Shape())
+	}
+	B, l, C, S := s[0], s[1], ks[2], ks[1]
+	if n < 0 || n+l > S {
+		return nil, linalgShapeError(op, "rows [%d, %d) are outside the caches %v", n, n+l, ks)
+	}
+	if heads <= 0 || C%heads != 0 {
+		return nil, linalgShapeError(op, "%d heads do not divide %d channels", heads, C)
+	}
+	if kg == vg || kg == xg || vg == xg {
+		return nil, fmt.Errorf("%s: qkv and the caches must be distinct buffers: %w", op, core.ErrUnsupported)
+	}
+	ins := []*gpuBuf{xg}
+	if norm && qScale != nil {
+		sg, err := b.operand(op, "scale", qScale)
+		if err != nil {
+			return nil, err
+		}
+		if !qScale.Shape().Equal(core.Shape{heads}) {
+			return nil, linalgShapeError(op, "scale %v, want [%d]", qScale.Shape(), heads)
+		}
+		ins = append(ins, sg)
+	}
+	out, err := b.alloc(uint64(max(B*l*C, 1))*4, op)
+	if err != nil {
+		return nil, err
+	}
+	d := C / heads
+	chunks := B * l * heads
+	if chunks > 0 && d > 0 {
+		k := kernel{file: "qkv_cache.wgsl", params: qkvCacheKernel{WG: normalizeWG, Norm: norm, Scale: norm && qScale != nil},
+			inputs: len(ins), outputs: 3}
+		u := []uint32{uint32(chunks), uint32(d), uint32(heads), uint32(C), uint32(l), uint32(S), uint32(n), 0}
+		// record, not dispatch: a failure must free q only, never the caches.
+		if err := b.record(op, k, u, append(ins, out, kg, vg), grid1D(chunks, 1)); err != nil {
+			b.freeLocked(out)
+			return nil, err
+		}
+	}
+	return core.NewTensor(core.Shape{B, l, C}, out), nil
+}

@@ -15,20 +15,31 @@ type convKernel struct {
 	Bias               bool
 }
 
-// Two tile shapes. Wide, for the usual layers: 64 channels x 128 pixels, 8 x 4 outputs per invocation
+// Three tile shapes. Wide, for the usual layers: 64 channels x 128 pixels, 8 x 4 outputs per invocation
 // (32 accumulators: enough reuse of each staged value without spilling registers on GPUs). Narrow, for
 // layers with few output channels (the 3-channel image head), where a 64-channel block would mostly
-// compute padding: 16 channels x 128 pixels, 4 x 4 per invocation. Measured on lavapipe with a 64 -> 64
-// 3x3 layer at 64x64, the wide shape did about 1.5x the work per CPU-second of a 64 x 64 tile with 4 x 4
-// per invocation. Constraints (TestConvVariants): (BM/TM) * (BN/4) == WG, WG a multiple of BN, TM a
+// compute padding: 16 channels x 128 pixels, 4 x 4 per invocation. Small, for layers whose wide grid
+// would have fewer than convMinWide workgroups (the decoder's low resolutions: a 640-channel 3x3 layer at
+// 16x16 is 20 wide workgroups, which leave most of a large GPU idle; an H100 ran it at 2.7 TFLOP/s
+// against 25.7 at 256x256): 32 x 32, 4 x 4 per invocation, 8x the workgroups. Measured on lavapipe with a
+// 64 -> 64 3x3 layer at 64x64, the wide shape did about 1.5x the work per CPU-second of a 64 x 64 tile
+// with 4 x 4 per invocation. Every shape walks K in the same order (BK = 16), so the choice never
+// changes a result. Constraints (TestConvVariants): (BM/TM) * (BN/4) == WG, WG a multiple of BN, TM a
 // multiple of 4, whole vec4 loads per invocation, and 4*BK*(BM+BN) bytes of workgroup memory within
 // WebGPU's default 16 KiB.
-func convTile(co int) convKernel {
+func convTile(co, pixels, images int) convKernel {
 	if co <= 16 {
 		return convKernel{WG: 128, BM: 16, BN: 128, BK: 16, TM: 4} // narrow
 	}
-	return convKernel{WG: 256, BM: 64, BN: 128, BK: 16, TM: 8} // wide
+	wide := convKernel{WG: 256, BM: 64, BN: 128, BK: 16, TM: 8}
+	if (pixels+wide.BN-1)/wide.BN*((co+wide.BM-1)/wide.BM)*images < convMinWide {
+		return convKernel{WG: 64, BM: 32, BN: 32, BK: 16, TM: 4} // small
+	}
+	return wide
 }
+
+// convMinWide is the fewest workgroups a layer fills with wide tiles before it takes small ones.
+const convMinWide = 256
 
 // Conv2d is a 2-D cross-correlation (PyTorch nn.Conv2d, dilation 1, groups 1): x [B, Ci, H, W], w [Co, Ci,
 // kh, kw], bias [Co] or nil, stride >= 1, zero padding {top, left, bottom, right}; out [B, Co, Ho, Wo].
@@ -85,7 +96,7 @@ func (b *Backend) Conv2d(x, w, bias *core.Tensor, stride int, pad [4]int) (*core
 		return nil, fmt.Errorf("%s: x %v with stride %d and padding %v is too large: %w", op, xs, stride, pad, core.ErrUnsupported)
 	}
 
-	k := convTile(Co)
+	k := convTile(Co, P, B)
 	k.Bias = bg != nil
 	bufs := []*gpuBuf{xg, wg}
 	if bg != nil {

@@ -42,8 +42,9 @@ func TestConv2dDecoderShape(t *testing.T) {
 // TestConvVariants checks the tile shapes against the kernel's layout assumptions and WebGPU's default
 // limits (a browser device has no more than these).
 func TestConvVariants(t *testing.T) {
-	for _, co := range []int{1, 16, 17, 512} {
-		k := convTile(co)
+	for _, c := range []struct{ co, pixels int }{{1, 64}, {16, 1 << 16}, {17, 64}, {512, 256}, {512, 1 << 16}} {
+		co := c.co
+		k := convTile(co, c.pixels, 1)
 		switch {
 		case k.BM < min(co, 16):
 			t.Errorf("%+v for %d channels: blocks narrower than 16 channels", k, co)

@@ -76,8 +76,60 @@ func (b *Backend) GroupNorm(x *core.Tensor, groups int, w, bias *core.Tensor, ep
 	if HW == 0 {
 		return nil, linalgShapeError(op, "x %v has no pixels", xs)
 	}
+	n := C / groups * HW
+	if n > groupNormSplitAbove {
+		return b.groupNormSplit(op, xs, B*groups, n, HW, groups, eps, silu, xb, wb, bb)
+	}
 	k := normKernel{WG: normWG, Affine: true, SiLU: silu}
-	return b.rowNorm(op, k, xs, B*groups, C/groups*HW, HW, groups, eps, []*gpuBuf{xb, wb, bb})
+	return b.rowNorm(op, k, xs, B*groups, n, HW, groups, eps, []*gpuBuf{xb, wb, bb})
+}
+
+// groupNormKernel is a variant of shaders/groupnorm_split.wgsl.
+type groupNormKernel struct {
+	Pass string // "stats" or "apply"
+	SiLU bool
+}
+
+// groupNormSplitAbove is the group length (values) above which GroupNorm splits each group over many
+// workgroups (groupnorm_split.wgsl) instead of one per group (norm.wgsl). The VQVAE decoder's groups run
+// from 20480 values (640 channels at 16x16) to 327680 (160 channels at 256x256).
+const groupNormSplitAbove = 16384
+
+// groupNormChunk is the chunk of a split group: 4096 values (16 per invocation), or more for groups so
+// long that combining over 128 chunks per workgroup would start to cost.
+func groupNormChunk(n int) int {
+	ch := (n + 127) / 128
+	ch = (ch + normWG - 1) / normWG * normWG
+	return max(ch, 4096)
+}
+
+// groupNormSplit is GroupNorm over rows of n values as two dispatches: per-chunk statistics, then the
+// combination and the normalisation of every chunk (shaders/groupnorm_split.wgsl).
+func (b *Backend) groupNormSplit(op string, s core.Shape, rows, n, hw, groups int, eps float32, silu bool, xb, wb, bb *gpuBuf) (*core.Tensor, error) {
+	ch := groupNormChunk(n)
+	chunks := (n + ch - 1) / ch
+	total := rows * chunks
+	stats, err := b.alloc(uint64(total)*16, op+" statistics")
+	if err != nil {
+		return nil, err
+	}
+	defer b.freeLocked(stats) // pending dispatches still read it: the pool hands it out only after them
+	out, err := b.alloc(uint64(rows*n)*4, op)
+	if err != nil {
+		return nil, err
+	}
+	u := []uint32{uint32(rows), uint32(n), uint32(hw), uint32(groups), f32bits(eps), uint32(ch), uint32(chunks), uint32(total)}
+	grid := grid1D(total, 1)
+	kern := kernel{file: "groupnorm_split.wgsl", params: groupNormKernel{Pass: "stats"}, inputs: 1, outputs: 1}
+	if err := b.dispatch(op, kern, u, []*gpuBuf{xb, stats}, grid); err != nil {
+		b.freeLocked(out)
+		return nil, err
+	}
+	kern = kernel{file: "groupnorm_split.wgsl", params: groupNormKernel{Pass: "apply", SiLU: silu}, inputs: 4, outputs: 1}
+	if err := b.dispatch(op, kern, u, []*gpuBuf{xb, stats, wb, bb, out}, grid); err != nil {
+		return nil, err
+	}
+	return core.NewTensor(s, out), nil
 }
 
 // rowNorm runs norm.wgsl over rows of n contiguous values of a tensor of shape s (hw and groups matter to
