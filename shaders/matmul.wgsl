@@ -14,6 +14,14 @@
 //
 // Each output is one f32 accumulator over k in increasing order, then + bias, like the CPU reference.
 //
+// Split K (grid z > 1): when the output has too few 64 x 64 tiles to fill a GPU (the first scales of VAR
+// have one or two token rows, so a Linear is a handful of workgroups each walking all of K), workgroup z
+// covers only k in [z * ks, (z+1) * ks) and writes its partial product to out[z * N * M ..] without bias
+// or GELU; shaders/matmul_reduce.wgsl then adds the partials in z order, the bias and the GELU. Each
+// partial is one accumulator in increasing k, so the result differs from the unsplit one only by where
+// the sum is cut (within the matmul tolerance). ks is a multiple of 32: quantized slices never straddle a
+// scale block.
+//
 // Quantized weights (.Quant): w is core.QuantHost's packed codes plus one f32 scale per 32 weights:
 // dq[m, k] = f32(code[m, k]) * scales[m * nb + k / 32]. Codes are p.bits wide (8 or 4), packed cpw = 32 / bits
 // to a u32 (int8: byte j of word w is element 4w+j; int4: nibble j, low nibble first, is element 8w+j; two's
@@ -34,6 +42,7 @@ struct P {
   M: u32,
   K: u32,
   bits: u32, // code width of a quantized w (8 or 4); unused for f32 w
+  ks: u32,   // K range per split (K when not split; a multiple of 32 when split)
 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -79,20 +88,23 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
   var acc2 = vec4<f32>();
   var acc3 = vec4<f32>();
 
-  for (var k0 = 0u; k0 < p.K; k0 += TK) {
+  // This workgroup's K range: all of K, or with .Split the wid.z-th range of ks values.
+  let kBeg = wid.z * p.ks;
+  let kEnd = min(kBeg + p.ks, p.K);
+  for (var k0 = kBeg; k0 < kEnd; k0 += TK) {
     for (var e = 0u; e < LOADS; e++) {
       let idx = li + e * 256u;
       let r = idx / TK;
       let k = idx % TK;
       let gk = k0 + k;
       var xv = 0.0;
-      if (n0 + r < p.N && gk < p.K) {
+      if (n0 + r < p.N && gk < kEnd) {
         xv = x[(n0 + r) * p.K + gk];
       }
       xs[k * LD4 + r / 4u][r % 4u] = xv;
 {{- if not .Quant}}
       var wv = 0.0;
-      if (m0 + r < p.M && gk < p.K) {
+      if (m0 + r < p.M && gk < kEnd) {
         wv = w[(m0 + r) * p.K + gk];
       }
       ws[k * LD4 + r / 4u][r % 4u] = wv;
@@ -129,15 +141,16 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
 
   let n = n0 + 4u * lid.y;
   let m = m0 + 4u * lid.x;
-  store(n, m, acc0);
-  store(n + 1u, m, acc1);
-  store(n + 2u, m, acc2);
-  store(n + 3u, m, acc3);
+  let o = wid.z * p.N * p.M; // the split's partial product (0 when not split)
+  store(o, n, m, acc0);
+  store(o, n + 1u, m, acc1);
+  store(o, n + 2u, m, acc2);
+  store(o, n + 3u, m, acc3);
 }
 
-// store writes row n, columns m .. m + 3 of out from acc (components in that order), skipping what lies
-// outside [N, M].
-fn store(n: u32, m: u32, acc: vec4<f32>) {
+// store writes row n, columns m .. m + 3 of the [N, M] matrix at out[o..] from acc (components in that
+// order), skipping what lies outside [N, M].
+fn store(o: u32, n: u32, m: u32, acc: vec4<f32>) {
   if (n >= p.N) {
     return;
   }
@@ -151,9 +164,9 @@ fn store(n: u32, m: u32, acc: vec4<f32>) {
 {{- end}}
 {{- if .GELU}}
       // GELU, tanh approximation, as shaders/elementwise.wgsl computes it (tanh argument clamped).
-      out[n * p.M + c] = 0.5 * v * (1.0 + tanh(clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0)));
+      out[o + n * p.M + c] = 0.5 * v * (1.0 + tanh(clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0)));
 {{- else}}
-      out[n * p.M + c] = v;
+      out[o + n * p.M + c] = v;
 {{- end}}
     }
   }

@@ -58,7 +58,8 @@ func linearCases() []Case {
 		linearCase("linear-65x129x33-bias", []int{65, 33}, 129, true),
 		linearCase("linear-2x37x70-45-bias", []int{2, 37, 70}, 45, true),
 		linearCase("linear-256x257x300-bias", []int{256, 300}, 257, true),
-		linearCase("linear-3x200x1000", []int{3, 1000}, 200, false), // skinny N, long K
+		linearCase("linear-3x200x1000", []int{3, 1000}, 200, false),   // skinny N, long K (split K on WebGPU)
+		linearCase("linear-2x70x1100-bias", []int{2, 1100}, 70, true), // split K, ragged last range
 	}
 }
 
@@ -337,5 +338,6 @@ func linearGELUCases() []Case {
 			Tol: tolMatmul,
 		}
 	}
-	return []Case{mk(7, 17, 13, true), mk(65, 33, 129, false), mk(70, 128, 512, true)}
+	// The last two have few output tiles and a long K: the WebGPU backend splits K (GELU in the reduction).
+	return []Case{mk(7, 17, 13, true), mk(65, 33, 129, false), mk(70, 128, 512, true), mk(2, 1100, 70, true), mk(66, 2048, 65, false)}
 }

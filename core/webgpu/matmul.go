@@ -90,17 +90,70 @@ func (b *Backend) linear(op string, x, w, bias *core.Tensor, gelu bool) (*core.T
 	if err != nil {
 		return nil, err
 	}
-	if N > 0 {
+	if N == 0 {
+		return core.NewTensor(outShape, out), nil
+	}
+	u := []uint32{uint32(N), uint32(M), uint32(K), uint32(bits), uint32(K)}
+	splits, ks := matmulSplits(gridX*gridY, K)
+	if splits == 1 {
 		bufs = append(bufs, out)
 		params := matmulKernel{Bias: bias != nil, GELU: gelu, Quant: bits != 0, TK: matmulTK}
 		k := kernel{file: "matmul.wgsl", params: params, inputs: len(bufs) - 1, outputs: 1}
-		u := []uint32{uint32(N), uint32(M), uint32(K), uint32(bits)}
 		if err := b.dispatch(op, k, u, bufs, [3]uint32{uint32(gridX), uint32(gridY), 1}); err != nil {
 			return nil, err
 		}
+		return core.NewTensor(outShape, out), nil
+	}
+	// Split K: partial products, then their sum with the bias and GELU (matmul_reduce.wgsl).
+	part, err := b.alloc(uint64(splits*N*M)*4, op+" partial products")
+	if err != nil {
+		b.freeLocked(out)
+		return nil, err
+	}
+	defer b.freeLocked(part) // the reduction still reads it: the pool hands it out only after that
+	u[4] = uint32(ks)
+	wins := bufs[1 : 1+len(wbufs)]
+	k := kernel{file: "matmul.wgsl", params: matmulKernel{Quant: bits != 0, TK: matmulTK}, inputs: 1 + len(wins), outputs: 1}
+	if err := b.record(op, k, u, append(append([]*gpuBuf{xb}, wins...), part), [3]uint32{uint32(gridX), uint32(gridY), uint32(splits)}); err != nil {
+		b.freeLocked(out)
+		return nil, err
+	}
+	rin := []*gpuBuf{part}
+	if bias != nil {
+		rin = append(rin, bufs[len(bufs)-1])
+	}
+	rk := kernel{file: "matmul_reduce.wgsl", params: matmulReduceKernel{WG: 256, Bias: bias != nil, GELU: gelu}, inputs: len(rin), outputs: 1}
+	if err := b.dispatch(op, rk, []uint32{uint32(N * M), uint32(M), uint32(splits), 0}, append(rin, out), grid1D(N*M, 256)); err != nil {
+		return nil, err
 	}
 	return core.NewTensor(outShape, out), nil
 }
+
+// matmulReduceKernel is a variant of shaders/matmul_reduce.wgsl.
+type matmulReduceKernel struct {
+	WG   int
+	Bias bool
+	GELU bool
+}
+
+// matmulSplits returns how many K ranges (of ks values each, a multiple of 32) a Linear of the given
+// number of 64x64 output tiles is split into: enough for about matmulFill workgroups, with ranges of at
+// least 256 values (16 slices). On an H100, VAR-d16's first scales (one or two token rows: fc2 is 16
+// workgroups each walking K = 4096) were latency-bound at ~12 ms per scale before this.
+func matmulSplits(tiles, K int) (splits, ks int) {
+	if tiles >= matmulFill {
+		return 1, K
+	}
+	splits = min((matmulFill+tiles-1)/tiles, K/256)
+	if splits <= 1 {
+		return 1, K
+	}
+	ks = ((K+splits-1)/splits + 31) / 32 * 32
+	return (K + ks - 1) / ks, ks
+}
+
+// matmulFill is the number of workgroups split K aims for.
+const matmulFill = 256
 
 func linalgShapeError(op, format string, args ...any) error {
 	return &core.ShapeError{Op: op, Msg: fmt.Sprintf(format, args...)}
