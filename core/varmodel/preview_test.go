@@ -115,11 +115,19 @@ func TestLinearPreviewIsTheMapOfFHat(t *testing.T) {
 	p.LinearPreview = lp
 	var previews []*core.HostTensor
 	res, err := p.Generate(context.Background(), b, Request{Labels: []int{4}, CFG: 2, TopK: 1, Previews: PreviewLinear}, func(ev ScaleEvent) error {
+		// Linear previews are rendered while the next scale runs: their events must still come once per
+		// scale, in order, each with its own tokens.
+		if ev.Scale != len(previews) || len(ev.Tokens) != ev.PN*ev.PN || ev.Preview == nil {
+			t.Errorf("event %d: scale %d, %d tokens at pn %d, preview %v", len(previews), ev.Scale, len(ev.Tokens), ev.PN, ev.Preview != nil)
+		}
 		previews = append(previews, ev.Preview)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(previews) != len(p.VAR.Config().PatchNums) {
+		t.Fatalf("%d events for %d scales", len(previews), len(p.VAR.Config().PatchNums))
 	}
 	o := core.NewOps(b)
 	fhats := p.VAE.FHatFromTokens(o, res.Tokens, 1)
