@@ -2,6 +2,7 @@ package varmodel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -233,10 +234,16 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 	x := m.firstInput(o, cond, 2*bsz)
 	fhat := p.VAE.ZeroFHat(o, bsz)
 	var pending *pendingPreview // a linear preview rendering on the host, its event not yet sent
+	// Whatever path returns, the preview's goroutine has finished: nothing outlives the call.
+	defer func() { pending.wait() }()
 	res := &Result{}
 	for si, pn := range c.PatchNums {
 		if err := ctx.Err(); err != nil {
 			o.Free(x, fhat)
+			// The finished scale's event, as the other preview modes sent it before this check.
+			if derr := pending.deliver(start, onScale); derr != nil {
+				return nil, errors.Join(err, derr)
+			}
 			return nil, err
 		}
 		pfx := fmt.Sprintf("ar.s%d.", si)
@@ -324,16 +331,17 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 			}
 			o.Free(next)
 		}
+		// The previous scale's linear preview, on a scale without transformer (nothing delivered it above).
+		if err := pending.deliver(start, onScale); err != nil {
+			o.Free(fhat)
+			return nil, err
+		}
 		if err := o.Err(); err != nil {
 			o.Free(fhat)
 			return nil, err
 		}
 
 		ev := ScaleEvent{Scale: si, Scales: k, PN: pn, Tokens: ids}
-		if err := pending.deliver(start, onScale); err != nil { // a scale without transformer: none above
-			o.Free(fhat)
-			return nil, err
-		}
 		decodeStart := time.Now()
 		previews := req.Previews != PreviewNone
 		if previews && si < k-1 && p.EffectivePreviews(req.Previews) == PreviewLinear {
@@ -412,6 +420,13 @@ func startLinearPreview(lp *vqvae.LinearPreview, fhat core.HostTensor, side int,
 		pp.img, pp.err = lp.Apply(fhat, side)
 	}()
 	return pp
+}
+
+// wait waits for the preview's goroutine, if one is running (its event is dropped: an error path).
+func (pp *pendingPreview) wait() {
+	if pp != nil && pp.done != nil {
+		<-pp.done
+	}
 }
 
 // deliver waits for the preview (if any is pending), sends its event and clears it. Its Decode is the

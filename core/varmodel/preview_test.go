@@ -2,6 +2,7 @@ package varmodel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -166,5 +167,35 @@ func TestInteractivePreviews(t *testing.T) {
 		if got := InteractivePreviews(side, true); got != PreviewLinear {
 			t.Errorf("InteractivePreviews(%d, map) = %v, want linear", side, got)
 		}
+	}
+}
+
+// Cancelling during a generation with linear previews (whose events trail their scale while the next one
+// runs) still delivers every finished scale's event, in order, before the cancellation error.
+func TestLinearPreviewEventsOnCancel(t *testing.T) {
+	p, _, b := loadTinyPipeline(t)
+	cvae := p.VAE.Config().Cvae
+	lp, err := vqvae.NewLinearPreview(cvae, make([]float32, 3*(cvae+1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.LinearPreview = lp
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var scales []int
+	_, err = p.Generate(ctx, b, Request{Labels: []int{1}, CFG: 2, TopK: 1, Previews: PreviewLinear}, func(ev ScaleEvent) error {
+		scales = append(scales, ev.Scale)
+		if ev.Scale == 1 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	// Scale 1's event arrives while scale 2 is recorded; scale 2 finishes, then the loop sees the
+	// cancellation and delivers scale 2's event before returning.
+	if fmt.Sprint(scales) != "[0 1 2]" {
+		t.Errorf("events for scales %v, want [0 1 2]", scales)
 	}
 }

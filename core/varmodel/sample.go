@@ -40,14 +40,7 @@ func cfgMix(raw []float32, cfg, ratio float64) []float32 {
 func maskTopKTopP(row []float32, topK int, topP float64) {
 	v := len(row)
 	ninf := float32(math.Inf(-1))
-	if topK > 0 && topK < v {
-		kth := kthLargest(append([]float32(nil), row...), topK)
-		for i, x := range row {
-			if x < kth {
-				row[i] = ninf
-			}
-		}
-	}
+	maskTopK(row, topK)
 	if topP > 0 {
 		idx := make([]int, 0, v)
 		for i, x := range row {
@@ -77,14 +70,7 @@ func maskTopKTopP(row []float32, topK int, topP float64) {
 func filterProbs(row []float32, topK int, topP float64) []float64 {
 	v := len(row)
 	ninf := float32(math.Inf(-1))
-	if topK > 0 && topK < v {
-		kth := kthLargest(append([]float32(nil), row...), topK)
-		for i, x := range row {
-			if x < kth {
-				row[i] = ninf
-			}
-		}
-	}
+	maskTopK(row, topK)
 	idx := make([]int, 0, v) // survivors, in index order
 	mx := math.Inf(-1)
 	for i, x := range row {
@@ -134,6 +120,21 @@ func filterProbs(row []float32, topK int, topP float64) []float64 {
 		p[i] /= sum
 	}
 	return p
+}
+
+// maskTopK sets the logits below the k-th largest to -Inf (ties with it are kept); k <= 0 or >= len(row)
+// keeps them all.
+func maskTopK(row []float32, k int) {
+	if k <= 0 || k >= len(row) {
+		return
+	}
+	kth := kthLargest(append([]float32(nil), row...), k)
+	ninf := float32(math.Inf(-1))
+	for i, x := range row {
+		if x < kth {
+			row[i] = ninf
+		}
+	}
 }
 
 // orderedBits maps a non-NaN float32 to a uint32 of the same order (-0 and +0 both to +0's).
