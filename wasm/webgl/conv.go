@@ -58,18 +58,17 @@ void main() {
 
 // convProgram is the convolution shader and its uniforms.
 type convProgram struct {
-	prog                 gl.Program
-	locX, locW           gl.UniformLocation
+	xwProgram
 	locIn, locOut, locPd gl.UniformLocation
 }
 
 func newConvProgram() (*convProgram, error) {
-	p, err := program(vertexSrc, convFragmentSrc)
+	xw, err := newXWProgram(convFragmentSrc, "x_", "w_")
 	if err != nil {
 		return nil, err
 	}
-	return &convProgram{prog: p,
-		locX: gl.GetUniformLocation(p, "x_"), locW: gl.GetUniformLocation(p, "w_"),
+	p := xw.prog
+	return &convProgram{xwProgram: xw,
 		locIn: gl.GetUniformLocation(p, "in_"), locOut: gl.GetUniformLocation(p, "out_"),
 		locPd: gl.GetUniformLocation(p, "pad_")}, nil
 }
@@ -108,19 +107,8 @@ func (o *Offload) Conv2d(w *core.Tensor, w_OCUV []float32, x_BCHW []float32, g c
 			}
 		}
 	}
-	xt := texture(gl.RGBA32F, xw, xh)
-	defer gl.DeleteTexture(xt)
-	gl.TexSubImage2D(gl.TEXTURE_2D, 0, 0, 0, int32(xw), int32(xh), gl.RGBA, gl.FLOAT, f32bytes(xs))
-
 	yw, yh := g.Wo*Co4, g.Ho*g.B
-	ys, err := o.render(yw, yh, func() {
-		gl.UseProgram(cp.prog)
-		gl.ActiveTexture(gl.TEXTURE0)
-		gl.BindTexture(gl.TEXTURE_2D, xt)
-		gl.Uniform1i(cp.locX, 0)
-		gl.ActiveTexture(gl.TEXTURE1)
-		gl.BindTexture(gl.TEXTURE_2D, wt.tex)
-		gl.Uniform1i(cp.locW, 1)
+	ys, err := o.renderXW(cp.xwProgram, xs, xw, xh, wt.tex, yw, yh, func() {
 		gl.Uniform4i(cp.locIn, int32(g.W), int32(g.H), int32(Ci4), int32(g.Stride))
 		gl.Uniform4i(cp.locOut, int32(g.Wo), int32(g.Ho), int32(g.KH), int32(g.KW))
 		gl.Uniform2i(cp.locPd, int32(g.Top), int32(g.Left))

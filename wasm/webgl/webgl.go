@@ -39,9 +39,7 @@ var errLost = errors.New("the WebGL2 context was lost (the GPU was reset or the 
 type Offload struct {
 	renderer string
 	maxTex   int
-	prog     gl.Program
-	locX     gl.UniformLocation
-	locW     gl.UniformLocation
+	product  xwProgram // the matrix product's shader
 	locK4    gl.UniformLocation
 	vao      gl.VertexArray
 	fbo      gl.Framebuffer
@@ -138,12 +136,10 @@ func Open() (o *Offload, err error) {
 			o.renderer = r.String()
 		}
 	}
-	if o.prog, err = program(vertexSrc, fragmentSrc); err != nil {
+	if o.product, err = newXWProgram(fragmentSrc, "x_NK", "w_MK"); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	o.locX = gl.GetUniformLocation(o.prog, "x_NK")
-	o.locW = gl.GetUniformLocation(o.prog, "w_MK")
-	o.locK4 = gl.GetUniformLocation(o.prog, "K4")
+	o.locK4 = gl.GetUniformLocation(o.product.prog, "K4")
 	if o.conv, err = newConvProgram(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -224,18 +220,7 @@ func (o *Offload) LinearNT(w *core.Tensor, weight func() ([]float32, bool, error
 		}
 		xs = o.xbuf[:N*K4*4]
 	}
-	xt := texture(gl.RGBA32F, K4, N)
-	defer gl.DeleteTexture(xt)
-	gl.TexSubImage2D(gl.TEXTURE_2D, 0, 0, 0, int32(K4), int32(N), gl.RGBA, gl.FLOAT, f32bytes(xs))
-
-	ys, err := o.render(M4, N, func() {
-		gl.UseProgram(o.prog)
-		gl.ActiveTexture(gl.TEXTURE0)
-		gl.BindTexture(gl.TEXTURE_2D, xt)
-		gl.Uniform1i(o.locX, 0)
-		gl.ActiveTexture(gl.TEXTURE1)
-		gl.BindTexture(gl.TEXTURE_2D, wt.tex)
-		gl.Uniform1i(o.locW, 1)
+	ys, err := o.renderXW(o.product, xs, K4, N, wt.tex, M4, N, func() {
 		gl.Uniform1i(o.locK4, int32(K4))
 	})
 	if err != nil {
@@ -249,6 +234,39 @@ func (o *Offload) LinearNT(w *core.Tensor, weight func() ([]float32, bool, error
 		copy(y_NM[n*M:(n+1)*M], ys[n*M4*4:n*M4*4+M])
 	}
 	return true, nil
+}
+
+// xwProgram is a shader that reads an input texture x (texture unit 0) and a weight texture w (unit 1).
+type xwProgram struct {
+	prog       gl.Program
+	locX, locW gl.UniformLocation
+}
+
+// newXWProgram compiles the full-screen vertex shader with fragment and looks up its x and w samplers.
+func newXWProgram(fragment, x, w string) (xwProgram, error) {
+	p, err := program(vertexSrc, fragment)
+	if err != nil {
+		return xwProgram{}, err
+	}
+	return xwProgram{prog: p, locX: gl.GetUniformLocation(p, x), locW: gl.GetUniformLocation(p, w)}, nil
+}
+
+// renderXW uploads xs as an xw x xh RGBA32F texture and renders p into a yw x yh target (render) with it
+// on unit 0 and the weight texture w on unit 1; uniforms sets the program's other uniforms.
+func (o *Offload) renderXW(p xwProgram, xs []float32, xw, xh int, w gl.Texture, yw, yh int, uniforms func()) ([]float32, error) {
+	xt := texture(gl.RGBA32F, xw, xh)
+	defer gl.DeleteTexture(xt)
+	gl.TexSubImage2D(gl.TEXTURE_2D, 0, 0, 0, int32(xw), int32(xh), gl.RGBA, gl.FLOAT, f32bytes(xs))
+	return o.render(yw, yh, func() {
+		gl.UseProgram(p.prog)
+		gl.ActiveTexture(gl.TEXTURE0)
+		gl.BindTexture(gl.TEXTURE_2D, xt)
+		gl.Uniform1i(p.locX, 0)
+		gl.ActiveTexture(gl.TEXTURE1)
+		gl.BindTexture(gl.TEXTURE_2D, w)
+		gl.Uniform1i(p.locW, 1)
+		uniforms()
+	})
 }
 
 // render draws the full-screen triangle into a w x h RGBA32F target with the program and textures that
