@@ -127,6 +127,15 @@ type IdleReleaser interface {
 	ReleaseIdle() error
 }
 
+// Asynchronous is an optional ability of backends whose ops record work that a device runs later (WebGPU):
+// an op returns before its result exists, and only a Download waits for the device. Host work placed
+// between recording and the next Download then runs while the device works. On other backends (the CPU)
+// an op's result exists when it returns, so deferring host work gains nothing and only delays it.
+// Ops.Asynchronous reports it.
+type Asynchronous interface {
+	Asynchronous() bool
+}
+
 // ErrUnsupported is wrapped by errors of ops a backend cannot run.
 var ErrUnsupported = errors.New("unsupported by backend")
 

@@ -85,10 +85,9 @@ const (
 // InteractivePreviews is the preview mode for a front end that shows every scale of images imageSide
 // pixels wide, for a model with or without a fitted linear map (Pipeline.InteractivePreviews). With a
 // map, linear previews at every size: they are the only mode that stays within issue 7's budget of 10%
-// of a generation (under 0.1% for the default model and VAR-d16 on a CPU; fast previews add 27% to the
-// default model's generation there and 47% to VAR-d16's on an H100, full ones 60% and 420% on the
-// CPU). Their blur is the price; full previews stay an option for whoever wants them (README,
-// Performance, has cost and quality measured). Without a map: full
+// of a generation (3.6% of VAR-d16's on an H100, where fast previews add 64% and full ones 129%; under
+// 0.1% on a CPU: core/bench/README.md, Previews, has cost and quality measured). Their blur is the
+// price; full previews stay an option for whoever wants them. Without a map: full
 // decodes for images up to 64 pixels, fast ones above. Fast previews of the first scales decode a 1x1
 // or 2x2 latent, smaller than anything the decoder was trained on, and show colour blobs; for a small
 // model full ones cost a few milliseconds on a GPU and show a blurred image.
@@ -161,8 +160,10 @@ func (r *Result) TokensOf(b int, patchNums []int) [][]int {
 	return out
 }
 
-// Generate runs a request on a fresh op sequence. onScale (may be nil) is called after every scale; an
-// error from it stops the generation and is returned.
+// Generate runs a request on a fresh op sequence. onScale (may be nil) is called once per scale, in
+// order, after that scale; an error from it stops the generation and is returned. With linear previews
+// on an asynchronous backend (WebGPU) a scale's call comes once the next scale's work is recorded, so
+// that the preview is rendered while the GPU runs it; everywhere else it comes before the next scale.
 func (p *Pipeline) Generate(ctx context.Context, b core.Backend, req Request, onScale func(ScaleEvent) error) (*Result, error) {
 	return p.Run(ctx, core.NewOps(b), req, onScale)
 }
@@ -241,7 +242,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 		if err := ctx.Err(); err != nil {
 			o.Free(x, fhat)
 			// The finished scale's event, as the other preview modes sent it before this check.
-			if derr := pending.deliver(start, onScale); derr != nil {
+			if derr := pending.deliver(start, onScale); derr != nil && !errors.Is(derr, err) {
 				return nil, errors.Join(err, derr)
 			}
 			return nil, err
@@ -345,14 +346,22 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 		decodeStart := time.Now()
 		previews := req.Previews != PreviewNone
 		if previews && si < k-1 && p.EffectivePreviews(req.Previews) == PreviewLinear {
-			// Only f_hat's readback waits; the map and the upsampling run on the host while the GPU works
-			// on the next scale, and the event follows before the next wait (pendingPreview).
+			// Only f_hat's readback waits; on a GPU the map and the upsampling run on the host while the
+			// device works on the next scale, and the event follows before the next wait (pendingPreview).
+			// On the CPU nothing would run meanwhile (recording the next scale is computing it), so the
+			// event goes out now, before the next scale, as in the other modes.
 			h := o.Download(fhat)
 			if err := o.Err(); err != nil {
 				o.Free(fhat)
 				return nil, err
 			}
 			pending = startLinearPreview(p.LinearPreview, h, p.VAE.ImageSize(), ev, time.Since(decodeStart))
+			if !o.Asynchronous() {
+				if err := pending.deliver(start, onScale); err != nil {
+					o.Free(fhat)
+					return nil, err
+				}
+			}
 			continue
 		}
 		if previews && si < k-1 {

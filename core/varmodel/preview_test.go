@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/vqvae"
 )
 
@@ -170,32 +172,95 @@ func TestInteractivePreviews(t *testing.T) {
 	}
 }
 
-// Cancelling during a generation with linear previews (whose events trail their scale while the next one
-// runs) still delivers every finished scale's event, in order, before the cancellation error.
-func TestLinearPreviewEventsOnCancel(t *testing.T) {
-	p, _, b := loadTinyPipeline(t)
+// asyncCPU is the CPU backend declared asynchronous (core.Asynchronous), as WebGPU is: generation takes
+// the path that renders a linear preview while the next scale is recorded and sends its event after.
+type asyncCPU struct{ core.Backend }
+
+func (asyncCPU) Asynchronous() bool { return true }
+
+// tinyLinearPipeline is var-tiny with a linear preview map of zeros on b.
+func tinyLinearPipeline(t *testing.T, b core.Backend) *Pipeline {
+	t.Helper()
+	p, _, _ := loadTinyPipelineOn(t, b)
 	cvae := p.VAE.Config().Cvae
 	lp, err := vqvae.NewLinearPreview(cvae, make([]float32, 3*(cvae+1)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.LinearPreview = lp
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var scales []int
-	_, err = p.Generate(ctx, b, Request{Labels: []int{1}, CFG: 2, TopK: 1, Previews: PreviewLinear}, func(ev ScaleEvent) error {
-		scales = append(scales, ev.Scale)
-		if ev.Scale == 1 {
-			cancel()
-		}
-		return nil
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
+	return p
+}
+
+// A linear preview's event comes before the next scale's transformer on the CPU, where deferring it would
+// overlap nothing and only delay it by a scale; on an asynchronous backend it comes once the next scale
+// is recorded (after its logits are, before the wait for them).
+func TestLinearPreviewEventOrder(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		b    core.Backend
+		want string
+	}{
+		{"cpu", cpu.New(0), "[s0 event0 s1 event1 s2 event2 s3 event3]"},
+		{"asynchronous", asyncCPU{cpu.New(0)}, "[s0 s1 event0 s2 event1 s3 event2 event3]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := tinyLinearPipeline(t, c.b)
+			var log []string
+			o := core.NewOps(c.b)
+			o.OnTap = func(name string, _ *core.Tensor) {
+				var s int
+				if n, _ := fmt.Sscanf(name, "ar.s%d.logits_raw", &s); n == 1 && strings.HasSuffix(name, ".logits_raw") {
+					log = append(log, fmt.Sprintf("s%d", s))
+				}
+			}
+			_, err := p.Run(context.Background(), o, Request{Labels: []int{1}, CFG: 2, TopK: 1, Previews: PreviewLinear},
+				func(ev ScaleEvent) error {
+					log = append(log, fmt.Sprintf("event%d", ev.Scale))
+					return nil
+				})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprint(log); got != c.want {
+				t.Errorf("order %s, want %s", got, c.want)
+			}
+		})
 	}
-	// Scale 1's event arrives while scale 2 is recorded; scale 2 finishes, then the loop sees the
-	// cancellation and delivers scale 2's event before returning.
-	if fmt.Sprint(scales) != "[0 1 2]" {
-		t.Errorf("events for scales %v, want [0 1 2]", scales)
+}
+
+// Cancelling during a generation with linear previews still delivers every finished scale's event, in
+// order, before the cancellation error. On the CPU, cancelling at scale 1's event stops the run before
+// scale 2; on an asynchronous backend scale 1's event arrives while scale 2 is recorded, so scale 2
+// finishes, the loop sees the cancellation and delivers scale 2's event before returning. The error is
+// the cancellation, once.
+func TestLinearPreviewEventsOnCancel(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		b    core.Backend
+		want string
+	}{
+		{"cpu", cpu.New(0), "[0 1]"},
+		{"asynchronous", asyncCPU{cpu.New(0)}, "[0 1 2]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := tinyLinearPipeline(t, c.b)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var scales []int
+			_, err := p.Generate(ctx, c.b, Request{Labels: []int{1}, CFG: 2, TopK: 1, Previews: PreviewLinear}, func(ev ScaleEvent) error {
+				scales = append(scales, ev.Scale)
+				if ev.Scale == 1 {
+					cancel() // as if the user pressed Cancel while this event was being shown
+					return nil
+				}
+				return ctx.Err() // as the front ends do
+			})
+			if !errors.Is(err, context.Canceled) || err.Error() != context.Canceled.Error() {
+				t.Fatalf("err = %q, want context.Canceled once", err)
+			}
+			if fmt.Sprint(scales) != c.want {
+				t.Errorf("events for scales %v, want %s", scales, c.want)
+			}
+		})
 	}
 }

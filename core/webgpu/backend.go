@@ -487,6 +487,11 @@ func (b *Backend) freeLocked(g *gpuBuf) {
 
 var _ core.IdleReleaser = (*Backend)(nil)
 
+// Asynchronous reports that ops record work for the GPU and return before it has run (core.Asynchronous).
+func (b *Backend) Asynchronous() bool { return true }
+
+var _ core.Asynchronous = (*Backend)(nil)
+
 // ReleaseIdle gives the pool's buffers back to the device (core.IdleReleaser). The pool reuses a buffer
 // only for an output of the same size bucket, and a generation's phases use buffers of disjoint sizes: the
 // transformer's (its KV cache included) and the VQVAE decoder's. Kept across phases, each phase's buffers

@@ -12,6 +12,7 @@ import (
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/vqvae"
 	"github.com/webvar/webvar/internal/testutil"
 )
 
@@ -49,43 +50,62 @@ func TestVarTinyGreedyOnWebGPU(t *testing.T) {
 }
 
 // Fast previews decode latents smaller than the model's (1x1 up to 3x3 for var-tiny) and upsample the
-// images bicubically: the same previews as the CPU's, within golden.md's tolerance, and the same tokens.
-func TestFastPreviewsMatchCPU(t *testing.T) {
+// images bicubically; linear ones map f_hat to RGB on the host while the GPU records the next scale
+// (core.Asynchronous), their events trailing by a scale. Either way: the same previews as the CPU's,
+// within golden.md's tolerance, one event per scale in order, and the same tokens.
+func TestPreviewsMatchCPU(t *testing.T) {
 	b := newTestBackend(t)
 	cb := cpu.New(0)
-	load := func(b core.Backend) *varmodel.Pipeline {
+	load := func(b core.Backend, mode varmodel.PreviewMode) *varmodel.Pipeline {
 		p, err := varmodel.LoadPipeline(testutil.Source(t, testutil.VarTiny("var.pth")), testutil.Source(t, testutil.VarTiny("vae.pth")), b, varmodel.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
+		if mode == varmodel.PreviewLinear {
+			cvae := p.VAE.Config().Cvae
+			w := make([]float32, 3*(cvae+1))
+			for i := range w {
+				w[i] = float32(i%5)/8 - 0.2
+			}
+			if p.LinearPreview, err = vqvae.NewLinearPreview(cvae, w); err != nil {
+				t.Fatal(err)
+			}
+		}
 		return p
 	}
-	// Greedy: sampling cannot diverge on a last-bit difference in the logits.
-	req := varmodel.Request{Labels: []int{1, 6}, CFG: 3, TopK: 1, Previews: varmodel.PreviewFast}
-	run := func(p *varmodel.Pipeline, b core.Backend) (*varmodel.Result, []core.HostTensor) {
-		var previews []core.HostTensor
-		res, err := p.Generate(context.Background(), b, req, func(ev varmodel.ScaleEvent) error {
-			if ev.Preview == nil {
-				return fmt.Errorf("scale %d: no preview", ev.Scale)
+	for _, mode := range []varmodel.PreviewMode{varmodel.PreviewFast, varmodel.PreviewLinear} {
+		t.Run(mode.String(), func(t *testing.T) {
+			// Greedy: sampling cannot diverge on a last-bit difference in the logits.
+			req := varmodel.Request{Labels: []int{1, 6}, CFG: 3, TopK: 1, Previews: mode}
+			run := func(p *varmodel.Pipeline, b core.Backend) (*varmodel.Result, []core.HostTensor) {
+				var previews []core.HostTensor
+				res, err := p.Generate(context.Background(), b, req, func(ev varmodel.ScaleEvent) error {
+					if ev.Preview == nil || ev.Scale != len(previews) {
+						return fmt.Errorf("event %d: scale %d, preview %v", len(previews), ev.Scale, ev.Preview != nil)
+					}
+					previews = append(previews, *ev.Preview)
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res, previews
 			}
-			previews = append(previews, *ev.Preview)
-			return nil
+			gres, gprev := run(load(b, mode), b)
+			cres, cprev := run(load(cb, mode), cb)
+			if len(gprev) != len(cprev) {
+				t.Fatalf("%d previews on WebGPU, %d on the CPU", len(gprev), len(cprev))
+			}
+			for si := range cres.Tokens {
+				testutil.IntsEqual(t, fmt.Sprintf("idx.s%d", si), gres.Tokens[si], cres.Tokens[si])
+			}
+			for si := range cprev {
+				if !gprev[si].Shape.Equal(cprev[si].Shape) {
+					t.Fatalf("scale %d: preview shape %v on WebGPU, %v on the CPU", si, gprev[si].Shape, cprev[si].Shape)
+				}
+				testutil.RelClose(t, fmt.Sprintf("preview.s%d", si), gprev[si].Data, cprev[si].Data, 1e-4)
+			}
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res, previews
-	}
-	gres, gprev := run(load(b), b)
-	cres, cprev := run(load(cb), cb)
-	for si := range cres.Tokens {
-		testutil.IntsEqual(t, fmt.Sprintf("idx.s%d", si), gres.Tokens[si], cres.Tokens[si])
-	}
-	for si := range cprev {
-		if !gprev[si].Shape.Equal(cprev[si].Shape) {
-			t.Fatalf("scale %d: preview shape %v on WebGPU, %v on the CPU", si, gprev[si].Shape, cprev[si].Shape)
-		}
-		testutil.RelClose(t, fmt.Sprintf("preview.s%d", si), gprev[si].Data, cprev[si].Data, 1e-4)
 	}
 }
 
