@@ -165,7 +165,8 @@ func (b *Backend) Adapter() AdapterInfo { return b.info }
 // MaxBindingBytes is the largest storage buffer a kernel can bind on this device.
 func (b *Backend) MaxBindingBytes() uint64 { return b.limits.MaxStorageBufferBindingSize }
 
-// PeakBytes is the largest amount of GPU buffer memory (live tensors plus the reuse pool) held so far.
+// PeakBytes is the largest amount of GPU buffer memory (live tensors, the reuse pool and the readback
+// buffer) held so far.
 func (b *Backend) PeakBytes() uint64 { return b.peak }
 
 // Close releases the device and everything on it.
@@ -409,8 +410,9 @@ func (b *Backend) readLocked(buf *wgpu.Buffer, size uint64, use func(raw []byte)
 	return err
 }
 
-// stagingLocked returns the readback buffer, (re)created when it is smaller than size bytes. It is not
-// counted as tensor memory: at most the largest readback (for VAR-d16 the last scale's logits, 8.4 MB).
+// stagingLocked returns the readback buffer, (re)created when it is smaller than size bytes. Its size
+// counts towards the peak (MemoryStats.Readback): at most the largest readback (for VAR-d16 the last
+// scale's logits, 8.4 MB).
 func (b *Backend) stagingLocked(size uint64) (*wgpu.Buffer, error) {
 	if b.staging != nil && b.stagingSize >= size {
 		return b.staging, nil
@@ -425,6 +427,7 @@ func (b *Backend) stagingLocked(size uint64) (*wgpu.Buffer, error) {
 		return nil, fmt.Errorf("download: staging buffer of %d bytes: %w", n, err)
 	}
 	b.staging, b.stagingSize = staging, n
+	b.notePeakLocked(n)
 	return staging, nil
 }
 

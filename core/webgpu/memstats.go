@@ -24,8 +24,11 @@ type MemoryStats struct {
 	// op outputs (Live less Uploaded), largest first. They show which tensors hold the memory.
 	PoolBySize    []SizeCount `json:"pool_by_size,omitempty"`
 	OutputsBySize []SizeCount `json:"outputs_by_size,omitempty"`
-	Peak          uint64      `json:"peak"`    // largest Live + Pooled so far (PeakBytes)
-	Largest       uint64      `json:"largest"` // largest single buffer allocated so far
+	// Readback is the mappable buffer downloads copy through, kept between them and grown to the
+	// largest download so far (for VAR-d16 the last scale's logits, 8.4 MB).
+	Readback uint64 `json:"readback"`
+	Peak     uint64 `json:"peak"`    // largest Live + Pooled + Readback so far (PeakBytes)
+	Largest  uint64 `json:"largest"` // largest single buffer allocated so far
 	// AtPeak is the breakdown at the moment Peak was reached (its own AtPeak and Largest are zero).
 	AtPeak *MemoryStats `json:"at_peak,omitempty"`
 }
@@ -47,7 +50,7 @@ func (b *Backend) MemoryStats() MemoryStats {
 }
 
 func (b *Backend) statsLocked() MemoryStats {
-	s := MemoryStats{Live: b.live, Uploaded: b.uploaded, Pooled: b.pooled, Peak: b.peak,
+	s := MemoryStats{Live: b.live, Uploaded: b.uploaded, Pooled: b.pooled, Readback: b.stagingSize, Peak: b.peak,
 		Created: b.created, Released: b.released}
 	for size, l := range b.pool {
 		if len(l) > 0 {
@@ -71,8 +74,8 @@ func (b *Backend) statsLocked() MemoryStats {
 // peak rises (counting the pool's buffers is O(sizes), paid only then).
 func (b *Backend) notePeakLocked(n uint64) {
 	b.largest = max(b.largest, n)
-	if b.live+b.pooled > b.peak {
-		b.peak = b.live + b.pooled
+	if total := b.live + b.pooled + b.stagingSize; total > b.peak {
+		b.peak = total
 		b.atPeak = b.statsLocked()
 	}
 }

@@ -55,3 +55,35 @@ func TestReleaseIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The readback buffer downloads copy through is GPU memory too: MemoryStats counts it and the peak
+// includes it; it grows to the largest download and is kept for the next one.
+func TestReadbackBufferIsCounted(t *testing.T) {
+	b := newTestBackend(t)
+	b.guard = 0
+	const n = 1 << 16 // elements
+	x, err := b.Upload(core.HostTensor{Shape: core.Shape{n}, Data: make([]float32, n)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Free(x)
+	if s := b.MemoryStats(); s.Readback != 0 {
+		t.Fatalf("readback %d bytes before any download", s.Readback)
+	}
+	if _, err := b.Download(x); err != nil {
+		t.Fatal(err)
+	}
+	s := b.MemoryStats()
+	if s.Readback < 4*n {
+		t.Errorf("readback %d bytes after downloading %d", s.Readback, 4*n)
+	}
+	if s.Peak < s.Live+s.Pooled+s.Readback || b.PeakBytes() != s.Peak {
+		t.Errorf("peak %d (PeakBytes %d), want at least live %d + pooled %d + readback %d", s.Peak, b.PeakBytes(), s.Live, s.Pooled, s.Readback)
+	}
+	if _, err := b.Download(x); err != nil {
+		t.Fatal(err)
+	}
+	if again := b.MemoryStats(); again.Readback != s.Readback || again.Peak != s.Peak {
+		t.Errorf("a second download of the same size changed readback %d -> %d, peak %d -> %d", s.Readback, again.Readback, s.Peak, again.Peak)
+	}
+}
