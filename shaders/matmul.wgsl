@@ -34,9 +34,10 @@
 // uniform rather than a variant: one pipeline per bias variant for both widths (compiles are slow in
 // browsers).
 //
-// Variant parameters: .Bias (a bias binding exists), .GELU (GELU applied at the store), .Quant (quantized
-// w: codes and scales bindings; needs TK = 16, half a scale block), .TK (K slice; TILE*TK must be a
-// multiple of 256 and 2*TK*LD4*16 bytes must fit the 16 KiB of workgroup memory, so 16 or 24).
+// Variant parameters: .Bias (a bias binding exists), .GELU (empty, or the expression of v stored instead
+// of v: the GELU as shaders/elementwise.wgsl computes it), .Quant (quantized w: codes and scales
+// bindings; needs TK = 16, half a scale block), .TK (K slice; TILE*TK must be a multiple of 256 and
+// 2*TK*LD4*16 bytes must fit the 16 KiB of workgroup memory, so 16 or 24; the host uses 16).
 struct P {
   N: u32,
   M: u32,
@@ -88,7 +89,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_
   var acc2 = vec4<f32>();
   var acc3 = vec4<f32>();
 
-  // This workgroup's K range: all of K, or with .Split the wid.z-th range of ks values.
+  // This workgroup's K range: the wid.z-th range of ks values (all of K when the grid has one layer).
   let kBeg = wid.z * p.ks;
   let kEnd = min(kBeg + p.ks, p.K);
   for (var k0 = kBeg; k0 < kEnd; k0 += TK) {
@@ -163,8 +164,7 @@ fn store(o: u32, n: u32, m: u32, acc: vec4<f32>) {
       let v = acc[j];
 {{- end}}
 {{- if .GELU}}
-      // GELU, tanh approximation, as shaders/elementwise.wgsl computes it (tanh argument clamped).
-      out[o + n * p.M + c] = 0.5 * v * (1.0 + tanh(clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0)));
+      out[o + n * p.M + c] = {{.GELU}};
 {{- else}}
       out[o + n * p.M + c] = v;
 {{- end}}

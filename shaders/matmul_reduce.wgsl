@@ -34,7 +34,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   v += bias[i % p.M];
 {{- end}}
 {{- if .GELU}}
-  out[i] = 0.5 * v * (1.0 + tanh(clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0)));
+  out[i] = {{.GELU}};
 {{- else}}
   out[i] = v;
 {{- end}}

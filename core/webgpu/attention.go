@@ -90,7 +90,7 @@ func (b *Backend) attention(q, k, v *core.Tensor, n, heads int, scale float32, m
 		bufs = append(bufs, g)
 	}
 	dpt := max((d+attentionWG-1)/attentionWG, 1)
-	if d > attentionTiledMaxD && dpt > attentionMaxDPT {
+	if dpt > attentionMaxDPT {
 		return nil, fmt.Errorf("%s: head dimension %d exceeds the kernel's %d: %w", op, d, attentionWG*attentionMaxDPT, core.ErrUnsupported)
 	}
 	rows := B * heads * L

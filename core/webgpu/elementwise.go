@@ -16,8 +16,7 @@ type elemKernel struct {
 const elemWG = 256
 
 var (
-	// tanh is clamped: some drivers compute it as a ratio of exponentials that overflows to NaN.
-	geluExpr  = "0.5 * x * (1.0 + tanh(clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0)))"
+	geluExpr  = geluOf("x")
 	siluExpr  = "x / (1.0 + exp(-x))"
 	clampExpr = "clamp(x, p.lo, p.hi)"
 	axpbyExpr = "p.alpha * x + p.beta * b[bi]"
@@ -25,6 +24,13 @@ var (
 	gateExpr  = "x + b[bi] * c[ci]"         // AddMulRows: x + y * g[b]
 	modExpr   = "x * (1.0 + b[ci]) + c[ci]" // Modulate: x * (1 + scale[b]) + shift[b]
 )
+
+// geluOf is GELU's tanh approximation of the WGSL value v, as one expression: the elementwise kernel's
+// and the one the matmul kernels apply at the store. tanh's argument is clamped: some drivers compute
+// it as a ratio of exponentials that overflows to NaN.
+func geluOf(v string) string {
+	return fmt.Sprintf("0.5 * %[1]s * (1.0 + tanh(clamp(0.7978845608028654 * (%[1]s + 0.044715 * %[1]s * %[1]s * %[1]s), -15.0, 15.0)))", v)
+}
 
 // elementwise runs one elementwise variant; the output has a's shape.
 func (b *Backend) elementwise(op, expr string, ins []*core.Tensor, u [8]uint32) (*core.Tensor, error) {

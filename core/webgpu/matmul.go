@@ -9,10 +9,10 @@ import (
 // matmulKernel is a variant of shaders/matmul.wgsl (64x64 output tiles, 16x16 invocations of contiguous
 // 4x4 outputs, slices staged k-major as vec4s).
 type matmulKernel struct {
-	Bias  bool // y += b[m]: a third input binding
-	GELU  bool // y = gelu(y) at the store (the MLP's fc1)
-	Quant bool // w is quantized: codes and scales bindings instead of an f32 w (needs TK = 16)
-	TK    int  // K slice staged in workgroup memory per step
+	Bias  bool   // y += b[m]: a third input binding
+	GELU  string // "" or geluOf("v"): the GELU applied at the store (the MLP's fc1)
+	Quant bool   // w is quantized: codes and scales bindings instead of an f32 w (needs TK = 16)
+	TK    int    // K slice staged in workgroup memory per step
 }
 
 const (
@@ -41,6 +41,10 @@ func (b *Backend) linear(op string, x, w, bias *core.Tensor, gelu bool) (*core.T
 	xb, err := b.operand(op, "x", x)
 	if err != nil {
 		return nil, err
+	}
+	act := "" // the store's activation (matmulKernel.GELU)
+	if gelu {
+		act = geluOf("v")
 	}
 	var wbufs []*gpuBuf
 	bits := 0 // code width of a quantized w
@@ -97,7 +101,7 @@ func (b *Backend) linear(op string, x, w, bias *core.Tensor, gelu bool) (*core.T
 	splits, ks := matmulSplits(gridX*gridY, K)
 	if splits == 1 {
 		bufs = append(bufs, out)
-		params := matmulKernel{Bias: bias != nil, GELU: gelu, Quant: bits != 0, TK: matmulTK}
+		params := matmulKernel{Bias: bias != nil, GELU: act, Quant: bits != 0, TK: matmulTK}
 		k := kernel{file: "matmul.wgsl", params: params, inputs: len(bufs) - 1, outputs: 1}
 		if err := b.dispatch(op, k, u, bufs, [3]uint32{uint32(gridX), uint32(gridY), 1}); err != nil {
 			return nil, err
@@ -122,7 +126,7 @@ func (b *Backend) linear(op string, x, w, bias *core.Tensor, gelu bool) (*core.T
 	if bias != nil {
 		rin = append(rin, bufs[len(bufs)-1])
 	}
-	rk := kernel{file: "matmul_reduce.wgsl", params: matmulReduceKernel{WG: 256, Bias: bias != nil, GELU: gelu}, inputs: len(rin), outputs: 1}
+	rk := kernel{file: "matmul_reduce.wgsl", params: matmulReduceKernel{WG: 256, Bias: bias != nil, GELU: act}, inputs: len(rin), outputs: 1}
 	if err := b.dispatch(op, rk, []uint32{uint32(N * M), uint32(M), uint32(splits), 0}, append(rin, out), grid1D(N*M, 256)); err != nil {
 		return nil, err
 	}
@@ -133,7 +137,7 @@ func (b *Backend) linear(op string, x, w, bias *core.Tensor, gelu bool) (*core.T
 type matmulReduceKernel struct {
 	WG   int
 	Bias bool
-	GELU bool
+	GELU string // as matmulKernel's
 }
 
 // matmulSplits returns how many K ranges (of ks values each, a multiple of 32) a Linear of the given
