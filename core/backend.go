@@ -131,9 +131,15 @@ type IdleReleaser interface {
 // an op returns before its result exists, and only a Download waits for the device. Host work placed
 // between recording and the next Download then runs while the device works. On other backends (the CPU)
 // an op's result exists when it returns, so deferring host work gains nothing and only delays it.
-// Ops.Asynchronous reports it.
+// IsAsynchronous reports it.
 type Asynchronous interface {
 	Asynchronous() bool
+}
+
+// IsAsynchronous reports whether b's ops only record work that a device runs later (Asynchronous).
+func IsAsynchronous(b Backend) bool {
+	a, ok := b.(Asynchronous)
+	return ok && a.Asynchronous()
 }
 
 // ErrUnsupported is wrapped by errors of ops a backend cannot run.

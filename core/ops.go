@@ -105,10 +105,7 @@ func (o *Ops) ReleaseIdle() {
 }
 
 // Asynchronous reports whether the backend's ops only record work that a device runs later (Asynchronous).
-func (o *Ops) Asynchronous() bool {
-	a, ok := o.B.(Asynchronous)
-	return ok && a.Asynchronous()
-}
+func (o *Ops) Asynchronous() bool { return IsAsynchronous(o.B) }
 
 func (o *Ops) Upload(h HostTensor) *Tensor {
 	return o.do("upload", func() (*Tensor, error) { return o.B.Upload(h) })

@@ -746,9 +746,12 @@ func (a *app) generate(ctx context.Context, q params, req varmodel.Request, what
 		done = ev.Scale + 1
 		setText("webvar-status", fmt.Sprintf("class %s: scale %d/%d (%d x %d), %.1f s", label, ev.Scale+1,
 			ev.Scales, ev.PN, ev.PN, ev.Elapsed.Seconds()))
-		// The CPU backend computes without yielding; a short sleep hands the event loop a frame to paint
-		// the preview and to run the handlers (Cancel) before the next scale starts.
-		time.Sleep(10 * time.Millisecond)
+		// The CPU backend (WebGL2 offload included) computes without yielding; a short sleep hands the
+		// event loop a frame to paint the preview and to run the handlers (Cancel) before the next scale
+		// starts. WebGPU yields whenever it waits for the GPU, so it needs none (it would cost 10 ms a scale).
+		if !core.IsAsynchronous(a.b) {
+			time.Sleep(10 * time.Millisecond)
+		}
 		return nil
 	})
 	return res, done, err
