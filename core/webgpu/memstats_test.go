@@ -38,3 +38,24 @@ func TestGenerationFreesItsTensors(t *testing.T) {
 		}
 	}
 }
+
+// Fast previews decode each scale's f_hat at that scale's own resolution: buffers of sizes the next
+// scale's preview will not ask for. None of them may stay pooled beside the transformer's memory once
+// the preview is done (on VAR-d16 they made the peak exceed 1 GiB).
+func TestFastPreviewsLeaveNoIdleBuffers(t *testing.T) {
+	b := newTestBackend(t)
+	b.guard = 0
+	p := varTinyPipeline(t, b)
+	scales := 0
+	_, err := p.Generate(context.Background(), b, varmodel.Request{Labels: []int{2}, CFG: 3, TopK: 1, Previews: varmodel.PreviewFast},
+		func(ev varmodel.ScaleEvent) error {
+			scales++
+			if s := b.MemoryStats(); ev.Scale < ev.Scales-1 && s.Pooled != 0 {
+				t.Errorf("scale %d: %d bytes in %d idle buffers after its fast preview", ev.Scale, s.Pooled, s.PoolBuffers)
+			}
+			return nil
+		})
+	if err != nil || scales != 4 {
+		t.Fatalf("%d events, err %v", scales, err)
+	}
+}
