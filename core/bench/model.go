@@ -299,7 +299,7 @@ type ModelReport struct {
 	GFLOPS        PartGFLOP `json:"gflops_per_s"` // GFLOP / median seconds of the part
 
 	PeakRSSBytes int64 `json:"peak_rss_bytes"` // process high-water mark (0: unknown on this OS)
-	PeakGPUBytes int64 `json:"peak_gpu_bytes"` // GPU buffers, live + pooled (0: not a GPU backend)
+	PeakGPUBytes int64 `json:"peak_gpu_bytes"` // GPU buffers, live + pooled + readback (0: not a GPU backend)
 	// GPUMemoryLoaded and GPUMemory are the backend's own breakdown of its buffers (webgpu.MemoryStats)
 	// after loading the model and after the runs, when it offers one: a debugging aid whose fields are
 	// the backend's.

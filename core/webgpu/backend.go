@@ -52,7 +52,7 @@ type Backend struct {
 	created   int                       // op output buffers created so far
 	released  int                       // idle buffers given back by ReleaseIdle so far
 	live      uint64                    // bytes in live tensors
-	peak      uint64                    // peak of live + pooled
+	peak      uint64                    // peak of live + pooled + stagingSize
 	uploaded  uint64                    // of live: exactly sized uploads (weights, host inputs)
 	atPeak    MemoryStats               // the breakdown when peak was last raised
 	largest   uint64                    // largest single buffer allocated
