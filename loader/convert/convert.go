@@ -469,28 +469,40 @@ type quantView struct {
 	q weights.Scheme
 }
 
-func (v quantView) Quant(name string) (core.QuantHost, bool) {
+// quantize returns name quantized, or ok false for a tensor Convert would not quantize (then h is the
+// tensor as loaded, if it was). A quantizable tensor that cannot be quantized (a non-finite weight) is an
+// error naming it, as it is for Convert, rather than served unquantized.
+func (v quantView) quantize(name string) (qh core.QuantHost, h core.HostTensor, ok bool, err error) {
 	if !varmodel.Quantizable(name) {
-		return core.QuantHost{}, false
+		return core.QuantHost{}, core.HostTensor{}, false, nil
 	}
-	h, err := v.WeightSource.Load(name)
-	if err != nil || len(h.Shape) != 2 {
-		// Not quantizable after all: Load reports the error, or the model rejects the shape.
-		return core.QuantHost{}, false
+	if h, err = v.WeightSource.Load(name); err != nil || len(h.Shape) != 2 {
+		// A load error is Load's to report; other ranks are the model's to reject.
+		return core.QuantHost{}, h, false, nil
 	}
-	qh, err := quantizeRows(h, v.q)
-	if err != nil {
-		return core.QuantHost{}, false
+	if qh, err = quantizeRows(h, v.q); err != nil {
+		return core.QuantHost{}, h, false, &core.WeightError{Tensor: name, Msg: err.Error()}
 	}
-	return qh, true
+	return qh, h, true, nil
+}
+
+// Quant is the packed tensor (core.QuantSource); false also when quantizing failed, which Load reports.
+func (v quantView) Quant(name string) (core.QuantHost, bool) {
+	qh, _, ok, _ := v.quantize(name)
+	return qh, ok
 }
 
 func (v quantView) Load(name string) (core.HostTensor, error) {
-	qh, ok := v.Quant(name)
-	if !ok {
-		return v.WeightSource.Load(name)
+	qh, h, ok, err := v.quantize(name)
+	switch {
+	case err != nil:
+		return core.HostTensor{}, err
+	case ok:
+		return qh.Dequantize()
+	case h.Shape != nil:
+		return h, nil
 	}
-	return qh.Dequantize()
+	return v.WeightSource.Load(name)
 }
 
 // VAEQuantizedView serves a VQVAE source (without the vae. prefix) as Convert would store it with

@@ -2,6 +2,7 @@ package convert
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -357,5 +358,29 @@ func TestReconvert(t *testing.T) {
 	if _, err := Reconvert(src, filepath.Join(t.TempDir(), "bad"), ConvertOptions{VAEQuant: "int2"}); err == nil ||
 		!strings.Contains(err.Error(), "int2") {
 		t.Errorf("Reconvert accepted -vae-quant int2: %v", err)
+	}
+}
+
+// A quantizable weight that cannot be quantized (a non-finite value) is an error naming it, as Convert
+// reports it, not served unquantized: a benchmark or quality run would otherwise measure float weights
+// while saying int4.
+func TestQuantizedViewReportsUnquantizableWeights(t *testing.T) {
+	const name = "blocks.0.ffn.fc1.weight"
+	data := make([]float32, 64*32)
+	data[70] = float32(math.NaN())
+	src := core.MapSource{name: {Shape: core.Shape{64, 32}, Data: data}, "pos_start": {Shape: core.Shape{1, 1, 32}, Data: make([]float32, 32)}}
+	view, err := QuantizedView(src, weights.Int4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := view.(core.QuantSource).Quant(name); ok {
+		t.Errorf("%s with a NaN was quantized", name)
+	}
+	var we *core.WeightError
+	if _, err := view.Load(name); !errors.As(err, &we) || we.Tensor != name {
+		t.Errorf("Load(%s) = %v, want a WeightError naming it", name, err)
+	}
+	if h, err := view.Load("pos_start"); err != nil || len(h.Data) != 32 {
+		t.Errorf("Load(pos_start) = %v, %v; want it unchanged", h.Shape, err)
 	}
 }
