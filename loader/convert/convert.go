@@ -469,40 +469,47 @@ type quantView struct {
 	q weights.Scheme
 }
 
-// quantize returns name quantized, or ok false for a tensor Convert would not quantize (then h is the
-// tensor as loaded, if it was). A quantizable tensor that cannot be quantized (a non-finite weight) is an
-// error naming it, as it is for Convert, rather than served unquantized.
-func (v quantView) quantize(name string) (qh core.QuantHost, h core.HostTensor, ok bool, err error) {
-	if !varmodel.Quantizable(name) {
-		return core.QuantHost{}, core.HostTensor{}, false, nil
-	}
-	if h, err = v.WeightSource.Load(name); err != nil || len(h.Shape) != 2 {
-		// A load error is Load's to report; other ranks are the model's to reject.
-		return core.QuantHost{}, h, false, nil
+// quantized is h, the tensor name as loaded, as Convert stores it: packed, or ok false for a tensor
+// Convert keeps in float (not a quantizable name; other ranks are the model's to reject). A quantizable
+// tensor that cannot be quantized (a non-finite weight) is an error naming it, as it is for Convert,
+// rather than served unquantized.
+func (v quantView) quantized(name string, h core.HostTensor) (qh core.QuantHost, ok bool, err error) {
+	if !varmodel.Quantizable(name) || len(h.Shape) != 2 {
+		return core.QuantHost{}, false, nil
 	}
 	if qh, err = quantizeRows(h, v.q); err != nil {
-		return core.QuantHost{}, h, false, &core.WeightError{Tensor: name, Msg: err.Error()}
+		return core.QuantHost{}, false, &core.WeightError{Tensor: name, Msg: err.Error()}
 	}
-	return qh, h, true, nil
+	return qh, true, nil
 }
 
-// Quant is the packed tensor (core.QuantSource); false also when quantizing failed, which Load reports.
+// Quant is the packed tensor (core.QuantSource); false also when loading or quantizing failed, which
+// Load reports.
 func (v quantView) Quant(name string) (core.QuantHost, bool) {
-	qh, _, ok, _ := v.quantize(name)
-	return qh, ok
+	if !varmodel.Quantizable(name) {
+		return core.QuantHost{}, false
+	}
+	h, err := v.WeightSource.Load(name)
+	if err != nil {
+		return core.QuantHost{}, false
+	}
+	qh, ok, err := v.quantized(name, h)
+	return qh, ok && err == nil
 }
 
 func (v quantView) Load(name string) (core.HostTensor, error) {
-	qh, h, ok, err := v.quantize(name)
+	h, err := v.WeightSource.Load(name)
+	if err != nil {
+		return core.HostTensor{}, err
+	}
+	qh, ok, err := v.quantized(name, h)
 	switch {
 	case err != nil:
 		return core.HostTensor{}, err
-	case ok:
-		return qh.Dequantize()
-	case h.Shape != nil:
+	case !ok:
 		return h, nil
 	}
-	return v.WeightSource.Load(name)
+	return qh.Dequantize()
 }
 
 // VAEQuantizedView serves a VQVAE source (without the vae. prefix) as Convert would store it with
