@@ -191,22 +191,28 @@ func tinyLinearPipeline(t *testing.T, b core.Backend) *Pipeline {
 	return p
 }
 
-// A linear preview's event comes before the next scale's transformer on the CPU, where deferring it would
-// overlap nothing and only delay it by a scale; on an asynchronous backend it comes once the next scale
-// is recorded (after its logits are, before the wait for them).
+// linearPreviewCases are the two ways generation delivers linear previews, each with what the tests
+// below expect of it. On the CPU a scale's event comes before the next scale's transformer (deferring
+// it would overlap nothing and only delay it); on an asynchronous backend it comes once the next scale
+// is recorded (after its logits are, before the wait for them), so a cancellation seen at scale 1's
+// event lets scale 2 finish and send its event too.
+var linearPreviewCases = []struct {
+	name             string
+	new              func() core.Backend
+	order, cancelled string // TestLinearPreviewEventOrder's log, TestLinearPreviewEventsOnCancel's scales
+}{
+	{"cpu", func() core.Backend { return cpu.New(0) }, "[s0 event0 s1 event1 s2 event2 s3 event3]", "[0 1]"},
+	{"asynchronous", func() core.Backend { return asyncCPU{cpu.New(0)} }, "[s0 s1 event0 s2 event1 s3 event2 event3]", "[0 1 2]"},
+}
+
+// A linear preview's event comes in its backend's order (linearPreviewCases).
 func TestLinearPreviewEventOrder(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		b    core.Backend
-		want string
-	}{
-		{"cpu", cpu.New(0), "[s0 event0 s1 event1 s2 event2 s3 event3]"},
-		{"asynchronous", asyncCPU{cpu.New(0)}, "[s0 s1 event0 s2 event1 s3 event2 event3]"},
-	} {
+	for _, c := range linearPreviewCases {
 		t.Run(c.name, func(t *testing.T) {
-			p := tinyLinearPipeline(t, c.b)
+			b := c.new()
+			p := tinyLinearPipeline(t, b)
 			var log []string
-			o := core.NewOps(c.b)
+			o := core.NewOps(b)
 			o.OnTap = func(name string, _ *core.Tensor) {
 				var s int
 				if n, _ := fmt.Sscanf(name, "ar.s%d.logits_raw", &s); n == 1 && strings.HasSuffix(name, ".logits_raw") {
@@ -221,33 +227,25 @@ func TestLinearPreviewEventOrder(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := fmt.Sprint(log); got != c.want {
-				t.Errorf("order %s, want %s", got, c.want)
+			if got := fmt.Sprint(log); got != c.order {
+				t.Errorf("order %s, want %s", got, c.order)
 			}
 		})
 	}
 }
 
 // Cancelling during a generation with linear previews still delivers every finished scale's event, in
-// order, before the cancellation error. On the CPU, cancelling at scale 1's event stops the run before
-// scale 2; on an asynchronous backend scale 1's event arrives while scale 2 is recorded, so scale 2
-// finishes, the loop sees the cancellation and delivers scale 2's event before returning. The error is
-// the cancellation, once.
+// order, before the cancellation error (which scales: linearPreviewCases). The error is the
+// cancellation, once.
 func TestLinearPreviewEventsOnCancel(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		b    core.Backend
-		want string
-	}{
-		{"cpu", cpu.New(0), "[0 1]"},
-		{"asynchronous", asyncCPU{cpu.New(0)}, "[0 1 2]"},
-	} {
+	for _, c := range linearPreviewCases {
 		t.Run(c.name, func(t *testing.T) {
-			p := tinyLinearPipeline(t, c.b)
+			b := c.new()
+			p := tinyLinearPipeline(t, b)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var scales []int
-			_, err := p.Generate(ctx, c.b, Request{Labels: []int{1}, CFG: 2, TopK: 1, Previews: PreviewLinear}, func(ev ScaleEvent) error {
+			_, err := p.Generate(ctx, b, Request{Labels: []int{1}, CFG: 2, TopK: 1, Previews: PreviewLinear}, func(ev ScaleEvent) error {
 				scales = append(scales, ev.Scale)
 				if ev.Scale == 1 {
 					cancel() // as if the user pressed Cancel while this event was being shown
@@ -258,8 +256,8 @@ func TestLinearPreviewEventsOnCancel(t *testing.T) {
 			if !errors.Is(err, context.Canceled) || err.Error() != context.Canceled.Error() {
 				t.Fatalf("err = %q, want context.Canceled once", err)
 			}
-			if fmt.Sprint(scales) != c.want {
-				t.Errorf("events for scales %v, want %s", scales, c.want)
+			if fmt.Sprint(scales) != c.cancelled {
+				t.Errorf("events for scales %v, want %s", scales, c.cancelled)
 			}
 		})
 	}
