@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/nn"
 )
 
 // Config is the transformer's architecture, read from the checkpoint (see InferConfig).
@@ -28,6 +29,12 @@ type Config struct {
 
 // HeadDim is C / Heads.
 func (c Config) HeadDim() int { return c.C / c.Heads }
+
+// AdaLN is the shape of the block stack.
+func (c Config) AdaLN() nn.AdaLNConfig {
+	return nn.AdaLNConfig{Depth: c.Depth, C: c.C, Heads: c.Heads, FFN: c.FFN, SharedAdaLN: c.SharedAdaLN,
+		L2NormAttn: c.L2NormAttn, NormEps: c.NormEps}
+}
 
 // KnownPatchNums returns the official schedule for L (rows of pos_1LC), or nil.
 func KnownPatchNums(l int) []int {
@@ -82,43 +89,11 @@ func InferConfig(src core.WeightSource, opt Options) (Config, error) {
 	if c.Classes < 1 {
 		return c, &core.WeightError{Tensor: "class_emb.weight", Msg: fmt.Sprintf("%d rows: need the classes plus the null class", ce[0])}
 	}
-	for {
-		if _, ok := src.Shape(fmt.Sprintf("blocks.%d.attn.mat_qkv.weight", c.Depth)); !ok {
-			break
-		}
-		c.Depth++
-	}
-	if c.Depth == 0 {
-		return c, &core.WeightError{Tensor: "blocks.0.attn.mat_qkv.weight", Msg: "missing from checkpoint: no transformer blocks"}
-	}
-	_, c.SharedAdaLN = src.Shape("blocks.0.ada_gss")
-	if sm, ok := src.Shape("blocks.0.attn.scale_mul_1H11"); ok {
-		c.L2NormAttn = true
-		if len(sm) != 4 {
-			return c, &core.WeightError{Tensor: "blocks.0.attn.scale_mul_1H11", Msg: fmt.Sprintf("shape %v, want [1, H, 1, 1]", sm)}
-		}
-		c.Heads = sm[1]
-		if opt.Heads != 0 && opt.Heads != c.Heads {
-			return c, fmt.Errorf("heads %d given, but blocks.0.attn.scale_mul_1H11 says %d", opt.Heads, c.Heads)
-		}
-	} else {
-		switch {
-		case opt.Heads > 0:
-			c.Heads = opt.Heads
-		case c.C%64 == 0:
-			c.Heads = c.C / 64
-		default:
-			return c, fmt.Errorf("cannot infer the head count of a %d-wide model without l2-norm attention: give it explicitly", c.C)
-		}
-	}
-	if c.Heads <= 0 || c.C%c.Heads != 0 {
-		return c, fmt.Errorf("width %d is not divisible into %d heads", c.C, c.Heads)
-	}
-	f1, err := shape("blocks.0.ffn.fc1.weight", 2)
+	ac, err := nn.InferAdaLN(src, c.C, opt.Heads)
 	if err != nil {
 		return c, err
 	}
-	c.FFN = f1[0]
+	c.Depth, c.Heads, c.FFN, c.SharedAdaLN, c.L2NormAttn = ac.Depth, ac.Heads, ac.FFN, ac.SharedAdaLN, ac.L2NormAttn
 	pos, err := shape("pos_1LC", 3)
 	if err != nil {
 		return c, err

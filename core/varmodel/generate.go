@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/nn"
 	"github.com/webvar/webvar/core/vqvae"
 )
 
@@ -226,11 +227,11 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 	for i := bsz; i < 2*bsz; i++ {
 		labels[i] = c.Classes
 	}
-	cond, ada, hs, hsh := m.condition(o, labels)
-	defer freeAda(o, ada)
-	defer o.Free(cond, hs, hsh)
-	kv := m.newKVCache(o, 2*bsz)
-	defer kv.free(o)
+	cond, mod := m.condition(o, labels)
+	defer mod.Free(o)
+	defer o.Free(cond)
+	kv := nn.NewKVCache(o, c.Depth, 2*bsz, c.L, c.C)
+	defer kv.Free(o)
 
 	x := m.firstInput(o, cond, 2*bsz)
 	fhat := p.VAE.ZeroFHat(o, bsz)
@@ -256,19 +257,19 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 		}
 		var mixed []float32 // [B*l*V]
 		if !random {
-			for i := range m.blocks {
+			for i := range mod.Blocks {
 				prev := o.SetScope(fmt.Sprintf("scale %d: blocks.%d", si, i))
-				x2 := m.blockForward(o, i, x, ada[i], kv, nil, fmt.Sprintf("%sblock%d.", pfx, i))
+				x2 := m.stack.Block(o, i, x, mod.Blocks[i], kv, nil, fmt.Sprintf("%sblock%d.", pfx, i))
 				o.SetScope(prev)
 				o.Free(x)
 				x = x2
 				o.Tap(fmt.Sprintf("%sblock%d.out", pfx, i), x)
 			}
-			kv.n += pn * pn
+			kv.N += pn * pn
 			if si == k-1 || req.RandomAfter > 0 && si+1 >= req.RandomAfter {
-				kv.free(o) // no later scale runs the transformer: give the decoder the memory
+				kv.Free(o) // no later scale runs the transformer: give the decoder the memory
 			}
-			logitsT := m.head(o, x, hs, hsh, pfx)
+			logitsT := m.head(o, x, mod, pfx)
 			o.Free(x)
 			x = nil
 			o.Tap(pfx+"logits_raw", logitsT)

@@ -5,18 +5,8 @@ import (
 	"math"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/nn"
 )
-
-// block is one AdaLNSelfAttn: the AdaLN linear (own, or the shared one with this block's ada_gss folded
-// into the bias), attention and MLP weights.
-type block struct {
-	adaW, adaB   *core.Tensor // [6C, C], [6C]: chunks gamma1, gamma2, scale1, scale2, shift1, shift2
-	qkvW, qkvB   *core.Tensor // [3C, C], [3C] = cat(q_bias, 0, v_bias)
-	scaleMul     *core.Tensor // [H]: exp(min(scale_mul_1H11, log 100)); nil without l2-norm attention
-	projW, projB *core.Tensor
-	fc1W, fc1B   *core.Tensor
-	fc2W, fc2B   *core.Tensor
-}
 
 // Model is a loaded VAR transformer. It is read-only after Load and safe to share between goroutines,
 // each with its own core.Ops.
@@ -28,12 +18,9 @@ type Model struct {
 	lvlPosAll  *core.Tensor   // [L, C], for the teacher-forced forward
 	wordW      *core.Tensor   // [C, Cvae]
 	wordB      *core.Tensor
-	blocks     []block
-	headAdaW   *core.Tensor // [2C, C]: chunks scale, shift
-	headAdaB   *core.Tensor
+	stack      *nn.AdaLNStack
 	headW      *core.Tensor // [V, C]
 	headB      *core.Tensor
-	attnScale  float32
 	beginEnds  [][2]int
 	levelOfTok []int
 }
@@ -139,190 +126,27 @@ func (m *Model) load(w *core.Weights) error {
 		m.lvlPos = append(m.lvlPos, upload(core.HostTensor{Shape: core.Shape{n, C}, Data: lvlPos[be[0]*C : be[1]*C]}))
 	}
 
-	var sharedW *core.Tensor
-	var sharedB core.HostTensor
-	if c.SharedAdaLN {
-		sharedW = linear("shared_ada_lin.1.weight", 6*C, C)
-		sharedB = host("shared_ada_lin.1.bias", 6*C)
+	if err != nil {
+		return err
 	}
-	if c.L2NormAttn {
-		m.attnScale = 1
-	} else {
-		m.attnScale = float32(0.25 / math.Sqrt(float64(c.HeadDim())))
+	if m.stack, err = nn.LoadAdaLNStack(w, c.AdaLN()); err != nil {
+		return err
 	}
-	maxScaleMul := float32(math.Log(100))
-	for i := 0; i < c.Depth; i++ {
-		p := fmt.Sprintf("blocks.%d.", i)
-		var b block
-		if c.SharedAdaLN {
-			// ada_gss + shared_ada_lin(cond): fold ada_gss [1, 1, 6, C] into the shared linear's bias.
-			gss := host(p+"ada_gss", 1, 1, 6, C)
-			if err != nil {
-				return err
-			}
-			bias := make([]float32, 6*C)
-			for j := range bias {
-				bias[j] = sharedB.Data[j] + gss.Data[j]
-			}
-			b.adaW = sharedW
-			b.adaB = upload(core.HostTensor{Shape: core.Shape{6 * C}, Data: bias})
-		} else {
-			b.adaW = linear(p+"ada_lin.1.weight", 6*C, C)
-			b.adaB = get(p+"ada_lin.1.bias", 6*C)
-		}
-		qb := host(p+"attn.q_bias", C)
-		vb := host(p+"attn.v_bias", C)
-		host(p+"attn.zero_k_bias", C) // a buffer of zeros: checked for shape, never trusted
-		if err != nil {
-			return err
-		}
-		qkvB := make([]float32, 3*C)
-		copy(qkvB, qb.Data)
-		copy(qkvB[2*C:], vb.Data)
-		b.qkvB = upload(core.HostTensor{Shape: core.Shape{3 * C}, Data: qkvB})
-		b.qkvW = linear(p+"attn.mat_qkv.weight", 3*C, C)
-		if c.L2NormAttn {
-			sm := host(p+"attn.scale_mul_1H11", 1, c.Heads, 1, 1)
-			if err != nil {
-				return err
-			}
-			s := make([]float32, c.Heads)
-			for h := range s {
-				s[h] = float32(math.Exp(float64(min(sm.Data[h], maxScaleMul))))
-			}
-			b.scaleMul = upload(core.HostTensor{Shape: core.Shape{c.Heads}, Data: s})
-		}
-		b.projW = linear(p+"attn.proj.weight", C, C)
-		b.projB = get(p+"attn.proj.bias", C)
-		b.fc1W = linear(p+"ffn.fc1.weight", c.FFN, C)
-		b.fc1B = get(p+"ffn.fc1.bias", c.FFN)
-		b.fc2W = linear(p+"ffn.fc2.weight", C, c.FFN)
-		b.fc2B = get(p+"ffn.fc2.bias", C)
-		m.blocks = append(m.blocks, b)
-	}
-	m.headAdaW = linear("head_nm.ada_lin.1.weight", 2*C, C)
-	m.headAdaB = get("head_nm.ada_lin.1.bias", 2*C)
 	m.headW = linear("head.weight", c.V, C)
 	m.headB = get("head.bias", c.V)
 	return err
 }
 
-// adaLN holds one block's six modulation rows for the current batch: each [B, C].
-type adaLN struct{ gamma1, gamma2, scale1, scale2, shift1, shift2 *core.Tensor }
-
-// condition computes, for class labels (null class = Classes), the AdaLN modulations of every block and of
-// the head. They stay fixed over all scales of a generation.
-func (m *Model) condition(o *core.Ops, labels []int) (cond *core.Tensor, ada []adaLN, headScale, headShift *core.Tensor) {
-	C := m.cfg.C
+// condition computes, for class labels (null class = Classes), the class embeddings cond [B, C] and the
+// AdaLN modulations of every block and of the head. They stay fixed over all scales of a generation.
+func (m *Model) condition(o *core.Ops, labels []int) (cond *core.Tensor, mod *nn.Modulations) {
 	cond = o.Embedding(m.classEmb, labels) // [B, C]
-	sc := o.SiLU(cond)
-	for _, b := range m.blocks {
-		a := o.Linear(sc, b.adaW, b.adaB) // [B, 6C]
-		ada = append(ada, adaLN{
-			gamma1: o.SliceLast(a, 0, C), gamma2: o.SliceLast(a, C, C),
-			scale1: o.SliceLast(a, 2*C, C), scale2: o.SliceLast(a, 3*C, C),
-			shift1: o.SliceLast(a, 4*C, C), shift2: o.SliceLast(a, 5*C, C),
-		})
-		o.Free(a)
-	}
-	h := o.Linear(sc, m.headAdaW, m.headAdaB) // [B, 2C]
-	headScale, headShift = o.SliceLast(h, 0, C), o.SliceLast(h, C, C)
-	o.Free(sc, h)
-	return cond, ada, headScale, headShift
-}
-
-func freeAda(o *core.Ops, ada []adaLN) {
-	for _, a := range ada {
-		o.Free(a.gamma1, a.gamma2, a.scale1, a.scale2, a.shift1, a.shift2)
-	}
-}
-
-// kvCache holds each block's keys and values, [B, L, C]: allocated once per generation at the full
-// sequence length L, rows [0, n) hold the tokens of the scales run so far and each scale writes its rows
-// after them (WriteRows). Growing the cache by concatenation instead would free a buffer of every
-// intermediate length at every scale, which a buffer pool (webgpu) keeps: ~480 MB for VAR-d16.
-type kvCache struct {
-	k, v []*core.Tensor
-	n    int
-}
-
-// newKVCache allocates the caches of depth blocks for a batch of bsz rows.
-func (m *Model) newKVCache(o *core.Ops, bsz int) *kvCache {
-	kv := &kvCache{k: make([]*core.Tensor, len(m.blocks)), v: make([]*core.Tensor, len(m.blocks))}
-	for i := range m.blocks {
-		kv.k[i], kv.v[i] = o.Zeros(bsz, m.cfg.L, m.cfg.C), o.Zeros(bsz, m.cfg.L, m.cfg.C)
-	}
-	return kv
-}
-
-// free releases the caches; freeing twice is a no-op.
-func (kv *kvCache) free(o *core.Ops) {
-	o.Free(kv.k...)
-	o.Free(kv.v...)
-	clear(kv.k)
-	clear(kv.v)
-}
-
-// blockForward runs block i on x [B, l, C]. With kv, this scale's keys and values are written to the
-// cache after its kv.n rows and attention sees all cached tokens (no mask); without, attention uses mask
-// over x's own tokens. The caller advances kv.n once every block has run.
-// tap names the intermediate tensors (prefix + "attn_out", "ffn_out").
-func (m *Model) blockForward(o *core.Ops, i int, x *core.Tensor, a adaLN, kv *kvCache, mask *core.Tensor, tap string) *core.Tensor {
-	if x == nil { // an earlier op failed: its error is recorded (Fail keeps the first)
-		o.Fail("block", fmt.Errorf("nil input"))
-		return nil
-	}
-	b := &m.blocks[i]
-	c := m.cfg
-	eps := c.NormEps
-
-	ln := o.LayerNorm(x, eps)
-	h := o.Modulate(ln, a.scale1, a.shift1)
-	o.Free(ln)
-	qkv := o.Linear(h, b.qkvW, b.qkvB) // [B, l, 3C]
-	o.Free(h)
-	var att *core.Tensor
-	if kv != nil {
-		// Slices, per-head normalisation and the cache writes in one op where the backend fuses them.
-		q := o.QKVToCache(qkv, c.Heads, c.L2NormAttn, b.scaleMul, kv.k[i], kv.v[i], kv.n)
-		o.Free(qkv)
-		att = o.AttentionPrefix(q, kv.k[i], kv.v[i], kv.n+x.Dim(1), c.Heads, m.attnScale)
-		o.Free(q)
-	} else {
-		q, k, v := o.SliceLast(qkv, 0, c.C), o.SliceLast(qkv, c.C, c.C), o.SliceLast(qkv, 2*c.C, c.C)
-		o.Free(qkv)
-		if c.L2NormAttn {
-			qn, kn := o.NormalizeHeads(q, c.Heads, b.scaleMul), o.NormalizeHeads(k, c.Heads, nil)
-			o.Free(q, k)
-			q, k = qn, kn
-		}
-		att = o.Attention(q, k, v, c.Heads, m.attnScale, mask)
-		o.Free(q, k, v)
-	}
-	ao := o.Linear(att, b.projW, b.projB)
-	o.Free(att)
-	o.Tap(tap+"attn_out", ao)
-	x1 := o.AddMulRows(x, ao, a.gamma1)
-	o.Free(ao)
-
-	ln = o.LayerNorm(x1, eps)
-	h = o.Modulate(ln, a.scale2, a.shift2)
-	o.Free(ln)
-	g := o.LinearGELU(h, b.fc1W, b.fc1B)
-	o.Free(h)
-	f2 := o.Linear(g, b.fc2W, b.fc2B)
-	o.Free(g)
-	o.Tap(tap+"ffn_out", f2)
-	x2 := o.AddMulRows(x1, f2, a.gamma2)
-	o.Free(x1, f2)
-	return x2
+	return cond, m.stack.Condition(o, cond)
 }
 
 // head is head(head_nm(x, cond)): AdaLN with the head's own modulation, then the vocabulary projection.
-func (m *Model) head(o *core.Ops, x, scale, shift *core.Tensor, tap string) *core.Tensor {
-	ln := o.LayerNorm(x, m.cfg.NormEps)
-	h := o.Modulate(ln, scale, shift)
-	o.Free(ln)
+func (m *Model) head(o *core.Ops, x *core.Tensor, mod *nn.Modulations, tap string) *core.Tensor {
+	h := m.stack.HeadNorm(o, x, mod)
 	o.Tap(tap+"head_nm_out", h)
 	logits := o.Linear(h, m.headW, m.headB)
 	o.Free(h)
@@ -342,9 +166,9 @@ func (m *Model) TeacherForward(o *core.Ops, labels []int, xWoFirst *core.Tensor)
 		}
 	}
 	bsz := len(labels)
-	cond, ada, hs, hsh := m.condition(o, labels)
-	defer freeAda(o, ada)
-	defer o.Free(cond, hs, hsh)
+	cond, mod := m.condition(o, labels)
+	defer mod.Free(o)
+	defer o.Free(cond)
 	if c.SharedAdaLN {
 		// cond_BD_or_gss is shared_ada_lin(cond) in the official code; not tapped here.
 	} else {
@@ -363,16 +187,16 @@ func (m *Model) TeacherForward(o *core.Ops, labels []int, xWoFirst *core.Tensor)
 	mask := o.Upload(m.levelMask())
 	defer o.Free(mask)
 	x = all
-	for i := range m.blocks {
+	for i := range mod.Blocks {
 		prev := o.SetScope(fmt.Sprintf("blocks.%d", i))
 		tap := fmt.Sprintf("tf.block%d.", i)
-		x2 := m.blockForward(o, i, x, ada[i], nil, mask, tap)
+		x2 := m.stack.Block(o, i, x, mod.Blocks[i], nil, mask, tap)
 		o.SetScope(prev)
 		o.Free(x)
 		x = x2
 		o.Tap(tap+"out", x)
 	}
-	logits := m.head(o, x, hs, hsh, "tf.")
+	logits := m.head(o, x, mod, "tf.")
 	o.Free(x)
 	return logits
 }

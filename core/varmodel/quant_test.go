@@ -75,8 +75,8 @@ func TestGreedyWithQuantizedLinears(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := p.VAR.blocks[0].fc1W.Storage().(core.QuantHost); !ok {
-				t.Fatalf("fc1 weight was not kept quantized (storage %T)", p.VAR.blocks[0].fc1W.Storage())
+			if _, ok := p.VAR.headW.Storage().(core.QuantHost); !ok {
+				t.Fatalf("head weight was not kept quantized (storage %T)", p.VAR.headW.Storage())
 			}
 			same, total := 0, 0
 			for _, run := range []string{"ar0", "ar1", "ar2"} {

@@ -192,7 +192,7 @@ func TestSharedAdaLNModulation(t *testing.T) {
 	}
 	o := core.NewOps(b)
 	label := 3
-	_, ada, _, _ := m.condition(o, []int{label})
+	_, mod := m.condition(o, []int{label})
 	C := s.c
 	cond := src["class_emb.weight"].Data[label*C : (label+1)*C]
 	w, bias := src["shared_ada_lin.1.weight"].Data, src["shared_ada_lin.1.bias"].Data
@@ -207,8 +207,8 @@ func TestSharedAdaLNModulation(t *testing.T) {
 			}
 			want[j] = float32(acc + float64(gss[j]))
 		}
-		a := ada[blk]
-		parts := []*core.Tensor{a.gamma1, a.gamma2, a.scale1, a.scale2, a.shift1, a.shift2}
+		a := mod.Blocks[blk]
+		parts := []*core.Tensor{a.Gamma1, a.Gamma2, a.Scale1, a.Scale2, a.Shift1, a.Shift2}
 		for i, pt := range parts {
 			got := o.Download(pt).Data
 			testutil.AbsClose(t, fmt.Sprintf("block %d chunk %d", blk, i), got, want[i*C:(i+1)*C], 1e-4)

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/convnet"
 )
 
 // PhiLayout says how the checkpoint stores the quantizer's residual convs Phi (quant_resi).
@@ -69,52 +70,52 @@ type quantizer struct {
 	embedding *core.Tensor // [V, Cvae]
 	v, cvae   int
 	layout    PhiLayout
-	phis      []conv
+	phis      []convnet.Conv
 	ratio     float32 // resi_ratio = |quant_resi|: Phi(h) = (1-r)*h + r*conv(h)
 	patchNums []int
 }
 
-func (bd *builder) loadQuantizer(patchNums []int, ratio float32) *quantizer {
+func loadQuantizer(bd *convnet.Builder, patchNums []int, ratio float32) *quantizer {
 	q := &quantizer{ratio: ratio, patchNums: patchNums}
-	es := bd.w.Shape("quantize.embedding.weight")
+	es := bd.W.Shape("quantize.embedding.weight")
 	if es == nil {
-		bd.fail(&core.WeightError{Tensor: "quantize.embedding.weight", Msg: "missing from checkpoint (is this a VAR VQVAE checkpoint?)"})
+		bd.Fail(&core.WeightError{Tensor: "quantize.embedding.weight", Msg: "missing from checkpoint (is this a VAR VQVAE checkpoint?)"})
 		return q
 	}
 	if len(es) != 2 {
-		bd.fail(&core.WeightError{Tensor: "quantize.embedding.weight", Msg: fmt.Sprintf("shape %v, want [V, Cvae]", es)})
+		bd.Fail(&core.WeightError{Tensor: "quantize.embedding.weight", Msg: fmt.Sprintf("shape %v, want [V, Cvae]", es)})
 		return q
 	}
 	q.v, q.cvae = es[0], es[1]
-	q.embedding = bd.tensor("quantize.embedding.weight", es...)
-	phi := func(name string) { q.phis = append(q.phis, bd.conv(name, q.cvae, 3, 1, pad1)) }
+	q.embedding = bd.Tensor("quantize.embedding.weight", es...)
+	phi := func(name string) { q.phis = append(q.phis, bd.Conv(name, q.cvae, 3, 1, convnet.Pad1)) }
 	switch {
-	case bd.w.Has("quantize.quant_resi.qresi.weight"):
+	case bd.W.Has("quantize.quant_resi.qresi.weight"):
 		q.layout = PhiShared
 		phi("quantize.quant_resi.qresi")
-	case bd.w.Has("quantize.quant_resi.qresi_ls.0.weight"):
+	case bd.W.Has("quantize.quant_resi.qresi_ls.0.weight"):
 		q.layout = PhiPartiallyShared
-		for i := 0; bd.w.Has(fmt.Sprintf("quantize.quant_resi.qresi_ls.%d.weight", i)); i++ {
+		for i := 0; bd.W.Has(fmt.Sprintf("quantize.quant_resi.qresi_ls.%d.weight", i)); i++ {
 			phi(fmt.Sprintf("quantize.quant_resi.qresi_ls.%d", i))
 		}
-	case bd.w.Has("quantize.quant_resi.0.weight"):
+	case bd.W.Has("quantize.quant_resi.0.weight"):
 		q.layout = PhiNonShared
-		for i := 0; bd.w.Has(fmt.Sprintf("quantize.quant_resi.%d.weight", i)); i++ {
+		for i := 0; bd.W.Has(fmt.Sprintf("quantize.quant_resi.%d.weight", i)); i++ {
 			phi(fmt.Sprintf("quantize.quant_resi.%d", i))
 		}
 	default:
 		q.layout = PhiIdentity
 	}
 	for _, p := range q.phis {
-		if bd.err == nil && p.cout != q.cvae {
-			bd.fail(&core.WeightError{Tensor: "quantize.quant_resi", Msg: fmt.Sprintf("Phi has %d output channels, want %d", p.cout, q.cvae)})
+		if bd.Err == nil && p.Cout != q.cvae {
+			bd.Fail(&core.WeightError{Tensor: "quantize.quant_resi", Msg: fmt.Sprintf("Phi has %d output channels, want %d", p.Cout, q.cvae)})
 		}
 	}
 	return q
 }
 
 // phiFor returns the Phi of scale si, or nil for the identity.
-func (q *quantizer) phiFor(si int) *conv {
+func (q *quantizer) phiFor(si int) *convnet.Conv {
 	if len(q.phis) == 0 {
 		return nil
 	}
@@ -128,7 +129,7 @@ func (q *quantizer) applyPhi(o *core.Ops, si int, h *core.Tensor) *core.Tensor {
 		// A copy, so that callers may free h whatever the layout.
 		return o.Axpby(1, h, 0, h)
 	}
-	c := p.apply(o, h)
+	c := p.Apply(o, h)
 	out := o.Axpby(1-q.ratio, h, q.ratio, c)
 	o.Free(c)
 	return out

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/convnet"
 )
 
 // Config is what Load read from the checkpoint.
@@ -24,9 +25,9 @@ type Config struct {
 // its own core.Ops.
 type Model struct {
 	cfg           Config
-	enc, dec      *coder
-	quantConv     *conv
-	postQuantConv conv
+	enc, dec      *convnet.Coder
+	quantConv     *convnet.Conv
+	postQuantConv convnet.Conv
 	q             *quantizer
 	codebookT     *core.Tensor // [Cvae, V], for the soft (more_smooth) embedding
 }
@@ -40,31 +41,31 @@ func Load(w *core.Weights, patchNums []int) (*Model, error) {
 	if len(patchNums) == 0 {
 		return nil, fmt.Errorf("vqvae: empty patch_nums")
 	}
-	bd := &builder{w: w}
+	bd := &convnet.Builder{W: w}
 	m := &Model{}
-	m.q = bd.loadQuantizer(patchNums, DefaultPhiRatio)
-	if bd.err != nil {
-		return nil, fmt.Errorf("vqvae: %w", bd.err)
+	m.q = loadQuantizer(bd, patchNums, DefaultPhiRatio)
+	if bd.Err != nil {
+		return nil, fmt.Errorf("vqvae: %w", bd.Err)
 	}
 	cv := m.q.cvae
-	m.postQuantConv = bd.conv("post_quant_conv", cv, 3, 1, pad1)
-	m.dec = bd.loadCoder("decoder", cv)
+	m.postQuantConv = bd.Conv("post_quant_conv", cv, 3, 1, convnet.Pad1)
+	m.dec = bd.LoadCoder("decoder", cv, convnet.Taming)
 	if w.Has("encoder.conv_in.weight") {
 		cin := 3 // RGB; a malformed conv_in is reported by the layer check
 		if ws := w.Shape("encoder.conv_in.weight"); len(ws) == 4 {
 			cin = ws[1]
 		}
-		m.enc = bd.loadCoder("encoder", cin)
-		qc := bd.conv("quant_conv", cv, 3, 1, pad1)
+		m.enc = bd.LoadCoder("encoder", cin, convnet.Taming)
+		qc := bd.Conv("quant_conv", cv, 3, 1, convnet.Pad1)
 		m.quantConv = &qc
 	}
 	// Training statistics, not needed for inference.
 	w.MarkUsed("quantize.ema_vocab_hit_SV")
-	if bd.err != nil {
-		return nil, fmt.Errorf("vqvae: %w", bd.err)
+	if bd.Err != nil {
+		return nil, fmt.Errorf("vqvae: %w", bd.Err)
 	}
-	if m.dec.convOut.cout != 3 {
-		return nil, fmt.Errorf("vqvae: decoder.conv_out.weight has %d output channels, want 3", m.dec.convOut.cout)
+	if m.dec.ConvOut.Cout != 3 {
+		return nil, fmt.Errorf("vqvae: decoder.conv_out.weight has %d output channels, want 3", m.dec.ConvOut.Cout)
 	}
 	o := core.NewOps(w.B)
 	m.codebookT = o.Reshape(o.Transpose12(o.Reshape(m.q.embedding, 1, m.q.v, cv)), cv, m.q.v)
@@ -72,7 +73,7 @@ func Load(w *core.Weights, patchNums []int) (*Model, error) {
 		return nil, fmt.Errorf("vqvae: %w", err)
 	}
 	m.cfg = Config{V: m.q.v, Cvae: cv, PatchNums: append([]int(nil), patchNums...), Phi: m.q.layout,
-		PhiCount: len(m.q.phis), PhiRatio: m.q.ratio, Levels: len(m.dec.levels), HasEncoder: m.enc != nil}
+		PhiCount: len(m.q.phis), PhiRatio: m.q.ratio, Levels: len(m.dec.Levels), HasEncoder: m.enc != nil}
 	return m, nil
 }
 
@@ -91,9 +92,9 @@ func (m *Model) Encode(o *core.Ops, x *core.Tensor) *core.Tensor {
 		return nil
 	}
 	prev := o.SetScope("vqvae.encoder")
-	e := m.enc.encode(o, x)
+	e := m.enc.Encode(o, x)
 	o.SetScope(prev)
-	f := m.quantConv.apply(o, e)
+	f := m.quantConv.Apply(o, e)
 	o.Free(e)
 	o.Tap("vae.f", f)
 	return f
@@ -151,7 +152,7 @@ func (m *Model) ZeroFHat(o *core.Ops, b int) *core.Tensor {
 // token ids, row-major per image. When wantFHat is set, fhats[si] is the cumulative f_hat after scale si
 // (the caller frees them).
 func (m *Model) Tokenize(o *core.Ops, f *core.Tensor, wantFHat bool) (ids [][]int, fhats []*core.Tensor) {
-	if !okShape(o, f, 4) {
+	if !convnet.OKShape(o, f, 4) {
 		return nil, nil
 	}
 	pn := m.cfg.PatchNums
@@ -226,10 +227,10 @@ func (m *Model) FHatFromTokens(o *core.Ops, ids [][]int, b int) []*core.Tensor {
 
 // Decode turns f_hat [B, Cvae, P, P] into images [B, 3, H, W] clamped to [-1, 1] (official fhat_to_img).
 func (m *Model) Decode(o *core.Ops, fhat *core.Tensor) *core.Tensor {
-	z := m.postQuantConv.apply(o, fhat)
+	z := m.postQuantConv.Apply(o, fhat)
 	o.Tap("vae.dec.post_quant_conv", z)
 	prev := o.SetScope("vqvae.decoder")
-	x := m.dec.decode(o, z)
+	x := m.dec.Decode(o, z)
 	o.SetScope(prev)
 	o.Free(z)
 	img := o.Clamp(x, -1, 1)

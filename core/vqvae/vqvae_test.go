@@ -116,12 +116,12 @@ func TestGoldenLayers(t *testing.T) {
 		name string
 		run  func(x *core.Tensor) *core.Tensor
 	}{
-		{"op.vae_downsample2x", func(x *core.Tensor) *core.Tensor { return m.enc.levels[0].resample.apply(o, x) }},
+		{"op.vae_downsample2x", func(x *core.Tensor) *core.Tensor { return m.enc.Levels[0].Resample.Apply(o, x) }},
 		{"op.vae_upsample2x", func(x *core.Tensor) *core.Tensor {
-			return m.dec.levels[1].resample.apply(o, o.Upsample2x(x))
+			return m.dec.Levels[1].Resample.Apply(o, o.Upsample2x(x))
 		}},
-		{"op.vae_resblock", func(x *core.Tensor) *core.Tensor { return m.enc.levels[2].blocks[0].apply(o, x) }},
-		{"op.vae_attnblock", func(x *core.Tensor) *core.Tensor { return m.enc.mid.attn.apply(o, x) }},
+		{"op.vae_resblock", func(x *core.Tensor) *core.Tensor { return m.enc.Levels[2].Blocks[0].Apply(o, x) }},
+		{"op.vae_attnblock", func(x *core.Tensor) *core.Tensor { return m.enc.Mid.Attn.Apply(o, x) }},
 	}
 	for _, c := range cases {
 		x := up(t, o, g.F32(c.name+".in"))
