@@ -1,6 +1,7 @@
 // Package backendtest is the cross-backend op test: one table of cases, each an op with seeded random
 // inputs, run on the CPU reference backend and on the backend under test; outputs are compared with a
-// per-op tolerance on the normalised error max|got-want| / max(1, max|want|), and checked for NaN/Inf.
+// per-op tolerance on the normalised error max|got-want| / max(1, max|want|), taken over the positions
+// where both are finite; at every other position both must be NaN or both the same infinity (compare).
 // Backends with guard regions (webgpu) additionally verify that no kernel wrote past its output.
 //
 // A backend's test calls Run(t, backend); shapes deliberately avoid multiples of tile sizes.
@@ -45,8 +46,9 @@ func Randn(r *rand.Rand, mean, std float64, shape ...int) core.HostTensor {
 // Result of one case, for reporting.
 type Result struct {
 	Name   string
-	MaxAbs float64
-	Norm   float64
+	MaxAbs float64 // max |got-want| over the positions where both are finite
+	At     int     // where MaxAbs is (0 when every position agrees)
+	Norm   float64 // MaxAbs / max(1, max |want| over the same positions)
 }
 
 // Run runs every case of Cases on b against the CPU reference and reports the errors.
@@ -83,28 +85,13 @@ func RunCases(t *testing.T, b core.Backend, cases []Case) []Result {
 			if !got.Shape.Equal(want.Shape) {
 				t.Fatalf("shape %v, want %v", got.Shape, want.Shape)
 			}
-			maxAbs, refMax := 0.0, 0.0
-			at := 0
-			for j := range want.Data {
-				g, w := float64(got.Data[j]), float64(want.Data[j])
-				if math.IsNaN(g) || math.IsInf(g, 0) {
-					if !(math.IsNaN(w) || math.IsInf(w, 0)) {
-						t.Fatalf("non-finite %v at %d (want %v)", g, j, w)
-					}
-					continue
-				}
-				refMax = math.Max(refMax, math.Abs(w))
-				if d := math.Abs(g - w); d > maxAbs {
-					maxAbs, at = d, j
-				}
+			res, err := compare(got.Data, want.Data, c.Tol)
+			if err != nil {
+				t.Fatalf("OP %s %v on %s: %v FAIL", c.Name, want.Shape, b.Name(), err)
 			}
-			norm := maxAbs / math.Max(1, refMax)
-			msg := fmt.Sprintf("OP %s %v: max abs err %.3g at %d, normalised %.3g (tol %.1g)", c.Name, want.Shape, maxAbs, at, norm, c.Tol)
-			if norm > c.Tol {
-				t.Fatal(msg + " FAIL")
-			}
-			t.Log(msg)
-			out = append(out, Result{c.Name, maxAbs, norm})
+			t.Logf("OP %s %v: max abs err %.3g at %d, normalised %.3g (tol %.1g)", c.Name, want.Shape, res.MaxAbs, res.At, res.Norm, c.Tol)
+			res.Name = c.Name
+			out = append(out, res)
 		})
 	}
 	return out
@@ -139,4 +126,42 @@ func runOp(t *testing.T, b core.Backend, c Case, ins []core.HostTensor) core.Hos
 		t.Fatalf("%s: %v", b.Name(), err)
 	}
 	return h
+}
+
+// compare checks got against want (the reference) with tolerance tol on the normalised error and returns
+// the measured error (Name unset), or an error naming the first position that fails, with both values.
+//
+// Non-finite values must agree exactly: at a position where either side is NaN or ±Inf, both must be NaN
+// or both the same infinity (a reference NaN is what a backend must reproduce, e.g. SiLU(-Inf), not a
+// position where anything goes). The error is measured over the positions where both are finite only:
+// one NaN or Inf there would make the maximum NaN (math.Max propagates it) or Inf/Inf = NaN, and NaN >
+// tol is false, so the whole case would pass whatever the backend returned. The denominator is at least
+// 1, so a reference that is all zeros (or all non-finite) still bounds the backend's absolute error.
+// The test is !(norm <= tol), not norm > tol, so that a NaN norm could only ever fail.
+func compare(got, want []float32, tol float64) (Result, error) {
+	if len(got) != len(want) {
+		return Result{}, fmt.Errorf("%d values, want %d", len(got), len(want))
+	}
+	var res Result
+	refMax := 0.0
+	for j := range want {
+		g, w := float64(got[j]), float64(want[j])
+		gFinite, wFinite := !math.IsNaN(g) && !math.IsInf(g, 0), !math.IsNaN(w) && !math.IsInf(w, 0)
+		if !gFinite || !wFinite {
+			if !(math.IsNaN(g) && math.IsNaN(w)) && g != w { // g == w: the same infinity
+				return res, fmt.Errorf("non-finite mismatch at %d: got %v, want %v", j, g, w)
+			}
+			continue
+		}
+		refMax = math.Max(refMax, math.Abs(w))
+		if d := math.Abs(g - w); d > res.MaxAbs {
+			res.MaxAbs, res.At = d, j
+		}
+	}
+	res.Norm = res.MaxAbs / math.Max(1, refMax)
+	if !(res.Norm <= tol) {
+		return res, fmt.Errorf("max abs err %.3g at %d (got %v, want %v), normalised %.3g > tol %.1g",
+			res.MaxAbs, res.At, got[res.At], want[res.At], res.Norm, tol)
+	}
+	return res, nil
 }

@@ -7,8 +7,9 @@
 // AVX512F) that New uses where the CPU has it (not with the `purego`
 // build tag, on other architectures or in wasm), and New's GELU, SiLU and GroupNorm evaluate in float32
 // with a float32 exp (fastmath.go) instead of float64. NewReference runs the spec code only. The fast
-// paths compute the same functions with other rounding; they are tested against the reference op by op
-// and against the golden tensors end to end.
+// paths compute the same functions with other rounding; they are tested against the reference op by op,
+// through the cross-backend table (core/backendtest, each configuration in export_test.go) and against
+// the golden tensors end to end.
 //
 // Storage: a tensor's storage is a dense, row-major []float32 holding exactly Numel() elements. core.Reshape
 // makes views that share that slice, so no op but WriteRows (which fills a cache in place) ever writes into an

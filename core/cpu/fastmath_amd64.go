@@ -8,10 +8,10 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// fastSiLUAffine is groupNormFast's SIMD loop where the CPU has AVX2: out[i] = siLUFast(in[i]*scale +
-// shift) for the whole 8-value blocks of in, returning how many values it wrote (the caller does the
+// fastSiLUAffine is groupNormFast's SIMD loop where the CPU has AVX2: out[i] = siLUFast((in[i]-mean)*scale
+// + shift) for the whole 8-value blocks of in, returning how many values it wrote (the caller does the
 // rest). Nil otherwise.
-var fastSiLUAffine func(in, out []float32, scale, shift float32) int = func() func([]float32, []float32, float32, float32) int {
+var fastSiLUAffine func(in, out []float32, mean, scale, shift float32) int = func() func([]float32, []float32, float32, float32, float32) int {
 	if cpu.X86.HasAVX2 {
 		return siluAffine8
 	}
@@ -38,16 +38,16 @@ var siluTab = func() (t [siluTabLen][8]uint32) {
 
 const siluTabLen = 16
 
-func siluAffine8(in, out []float32, scale, shift float32) int {
+func siluAffine8(in, out []float32, mean, scale, shift float32) int {
 	blocks := min(len(in), len(out)) / 8
 	if blocks == 0 {
 		return 0
 	}
-	siluAffineAVX2(blocks, &in[0], &out[0], scale, shift, &siluTab)
+	siluAffineAVX2(blocks, &in[0], &out[0], mean, scale, shift, &siluTab)
 	return 8 * blocks
 }
 
 // siluAffineAVX2 is siluAffine8's loop over 8*blocks values (fastmath_amd64.s).
 //
 //go:noescape
-func siluAffineAVX2(blocks int, in, out *float32, scale, shift float32, tab *[siluTabLen][8]uint32)
+func siluAffineAVX2(blocks int, in, out *float32, mean, scale, shift float32, tab *[siluTabLen][8]uint32)

@@ -20,27 +20,29 @@
 #define T_BIAS 448
 #define T_2M64 480
 
-// func siluAffineAVX2(blocks int, in, out *float32, scale, shift float32, tab *[siluTabLen][8]uint32)
+// func siluAffineAVX2(blocks int, in, out *float32, mean, scale, shift float32, tab *[siluTabLen][8]uint32)
 //
-// out[i] = siLUFast(in[i]*scale + shift) for 8*blocks values, 8 at a time, with the operations of
-// siLUFast and expf in the same order and rounding (no fused multiply-adds), so that the results are
-// those of the Go code: v = in*scale + shift; x = -|v|; expf(x) by n = round(x*log2e), the Cody-Waite
-// reduction and the degree-7 polynomial, scaled as p * 2^(n+64) * 2^-64 (exact where expf scales once,
-// the same rounding where it takes its subnormal branch) and 0 below -104; then v/(1+e) for v >= 0 and
-// v*e/(1+e) below.
-TEXT ·siluAffineAVX2(SB), NOSPLIT, $0-40
+// out[i] = siLUFast((in[i]-mean)*scale + shift) for 8*blocks values, 8 at a time, with the operations of
+// groupNormFast, siLUFast and expf in the same order and rounding (no fused multiply-adds), so that the
+// results are those of the Go code: v = (in - mean)*scale + shift; x = -|v|; expf(x) by
+// n = round(x*log2e), the Cody-Waite reduction and the degree-7 polynomial, scaled as p * 2^(n+64) * 2^-64
+// (exact where expf scales once, the same rounding where it takes its subnormal branch) and 0 below -104;
+// then v/(1+e) for v >= 0 and v*e/(1+e) below.
+TEXT ·siluAffineAVX2(SB), NOSPLIT, $0-48
 	MOVQ         blocks+0(FP), CX
 	MOVQ         in+8(FP), SI
 	MOVQ         out+16(FP), DI
-	VBROADCASTSS scale+24(FP), Y8
-	VBROADCASTSS shift+28(FP), Y9
-	MOVQ         tab+32(FP), R11
+	VBROADCASTSS mean+24(FP), Y10
+	VBROADCASTSS scale+28(FP), Y8
+	VBROADCASTSS shift+32(FP), Y9
+	MOVQ         tab+40(FP), R11
 	VXORPS       Y12, Y12, Y12
 	TESTQ        CX, CX
 	JZ           done
 
 loop:
 	VMOVUPS (SI), Y0
+	VSUBPS  Y10, Y0, Y0               // in - mean
 	VMULPS  Y8, Y0, Y0
 	VADDPS  Y9, Y0, Y0                // v
 	VANDPS  T_ABS(R11), Y0, Y1

@@ -3,4 +3,4 @@
 package cpu
 
 // fastSiLUAffine is nil: groupNormFast runs its Go loop.
-var fastSiLUAffine func(in, out []float32, scale, shift float32) int
+var fastSiLUAffine func(in, out []float32, mean, scale, shift float32) int

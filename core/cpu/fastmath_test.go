@@ -50,34 +50,39 @@ func TestFastMath(t *testing.T) {
 }
 
 // TestGroupNormFast: New's GroupNorm (with and without the fused SiLU) agrees with the reference on
-// activations with a mean offset, within float32 rounding of the folded scale and shift.
+// activations with a mean offset, within float32 rounding of the folded scale and shift, also where the
+// mean is large next to the spread (mean 1000, std 0.5: folding the mean into the shift instead of
+// subtracting it first loses about 11 bits there).
 func TestGroupNormFast(t *testing.T) {
 	fast, ref := New(2), NewReference(2)
 	r := newRand(12)
 	const B, C, H, W, G = 2, 8, 5, 7, 4
-	xv := randn(r, B*C*H*W)
-	for i := range xv {
-		xv[i] = 3*xv[i] + 2 // mean 2, std 3
-	}
-	wv, bv := randn(r, C), randn(r, C)
-	for _, silu := range []bool{false, true} {
-		run := func(be *Backend) []float32 {
-			x := upload(t, be, core.Shape{B, C, H, W}, xv)
-			w, b := upload(t, be, core.Shape{C}, wv), upload(t, be, core.Shape{C}, bv)
-			return download(t, be, must(t)(be.GroupNorm(x, G, w, b, 1e-6, silu)), core.Shape{B, C, H, W})
+	for _, ms := range [][2]float32{{2, 3}, {1000, 0.5}, {-3e4, 2}} {
+		xv := randn(r, B*C*H*W)
+		for i := range xv {
+			xv[i] = ms[1]*xv[i] + ms[0]
 		}
-		got, want := run(fast), run(ref)
-		for i := range want {
-			if d := math.Abs(float64(got[i] - want[i])); d > 1e-6*(1+math.Abs(float64(want[i]))) {
-				t.Fatalf("silu %v: y[%d] = %v, reference %v", silu, i, got[i], want[i])
+		wv, bv := randn(r, C), randn(r, C)
+		for _, silu := range []bool{false, true} {
+			run := func(be *Backend) []float32 {
+				x := upload(t, be, core.Shape{B, C, H, W}, xv)
+				w, b := upload(t, be, core.Shape{C}, wv), upload(t, be, core.Shape{C}, bv)
+				return download(t, be, must(t)(be.GroupNorm(x, G, w, b, 1e-6, silu)), core.Shape{B, C, H, W})
+			}
+			got, want := run(fast), run(ref)
+			for i := range want {
+				if d := math.Abs(float64(got[i] - want[i])); d > 1e-6*(1+math.Abs(float64(want[i]))) {
+					t.Fatalf("mean %v std %v silu %v: y[%d] = %v, reference %v", ms[0], ms[1], silu, i, got[i], want[i])
+				}
 			}
 		}
 	}
 }
 
-// TestSiLUAffineSIMD: the SIMD loop of groupNormFast gives siLUFast(v*scale + shift) for every value it
-// writes (the same operations in the same order: bit for bit unless the Go compiler fuses a multiply-add
-// of the scalar code, hence the few-ulp slack), covers the whole 8-value blocks and nothing past them.
+// TestSiLUAffineSIMD: the SIMD loop of groupNormFast gives siLUFast((v-mean)*scale + shift) for every
+// value it writes (the same operations in the same order: bit for bit unless the Go compiler fuses a
+// multiply-add of the scalar code, hence the few-ulp slack), covers the whole 8-value blocks and nothing
+// past them.
 func TestSiLUAffineSIMD(t *testing.T) {
 	if fastSiLUAffine == nil {
 		t.Skip("no SIMD loop on this platform")
@@ -92,12 +97,13 @@ func TestSiLUAffineSIMD(t *testing.T) {
 	const guard = 5
 	sentinel := float32(math.Float32frombits(0x7fc00bad))
 	r := newRand(13)
-	for _, ss := range [][2]float32{{1, 0}, {0.37, -1.5}, {float32(r.NormFloat64()), float32(r.NormFloat64())}} {
+	for _, ss := range [][3]float32{{0, 1, 0}, {0, 0.37, -1.5}, {1000, 0.01, 3},
+		{float32(r.NormFloat64()), float32(r.NormFloat64()), float32(r.NormFloat64())}} {
 		out := make([]float32, len(xs)+guard)
 		for i := range out {
 			out[i] = sentinel
 		}
-		done := fastSiLUAffine(xs, out[:len(xs)], ss[0], ss[1])
+		done := fastSiLUAffine(xs, out[:len(xs)], ss[0], ss[1], ss[2])
 		if done != len(xs)/8*8 {
 			t.Fatalf("wrote %d values of %d, want the whole blocks", done, len(xs))
 		}
@@ -108,15 +114,15 @@ func TestSiLUAffineSIMD(t *testing.T) {
 				}
 				continue
 			}
-			w := siLUFast(xs[i]*ss[0] + ss[1])
+			w := siLUFast((xs[i]-ss[0])*ss[1] + ss[2])
 			if math.IsNaN(float64(w)) || math.IsInf(float64(w), 0) {
 				if !(math.IsNaN(float64(g)) && math.IsNaN(float64(w))) && g != w {
-					t.Fatalf("scale %v shift %v: silu(%v) = %v, want %v", ss[0], ss[1], xs[i], g, w)
+					t.Fatalf("mean %v scale %v shift %v: silu(%v) = %v, want %v", ss[0], ss[1], ss[2], xs[i], g, w)
 				}
 				continue
 			}
 			if d := math.Abs(float64(g - w)); d > 4*0x1p-24*math.Abs(float64(w))+1e-40 {
-				t.Fatalf("scale %v shift %v: silu(%v) = %v, want %v", ss[0], ss[1], xs[i], g, w)
+				t.Fatalf("mean %v scale %v shift %v: silu(%v) = %v, want %v", ss[0], ss[1], ss[2], xs[i], g, w)
 			}
 		}
 	}
