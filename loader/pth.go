@@ -186,6 +186,32 @@ func locateStorage(files map[string]*zip.File, root string, ref *storageRef, siz
 	return st, nil
 }
 
+// nestedStateDicts are the paths, in order of preference, where a checkpoint without top-level tensors
+// may keep its state_dict.
+var nestedStateDicts = [][]string{{"model_ema"}, {"model"}, {"state_dict"}, {"state_dict_ema"}, {"trainer", "var_wo_ddp"}}
+
+// lookupDict follows string keys through nested dicts.
+func lookupDict(d *pyDict, path []string) (any, bool) {
+	var cur any = d
+	for _, k := range path {
+		dd, ok := cur.(*pyDict)
+		if !ok {
+			return nil, false
+		}
+		found := false
+		for i, key := range dd.keys {
+			if s, ok := key.(string); ok && s == k {
+				cur, found = dd.vals[i], true
+				break
+			}
+		}
+		if !found {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
 type namedTensor struct {
 	name string
 	ref  *tensorRef
@@ -211,6 +237,17 @@ func stateDict(obj any) ([]namedTensor, error) {
 		out = append(out, namedTensor{name, ref})
 	}
 	if len(out) == 0 && len(d.keys) > 0 {
+		// A training checkpoint keeps the weights one or two levels down, under names the official
+		// releases use: {'model': sd} (FlexVAE.pth, LlamaGen), {'model_ema': sd, 'model': sd} (MAR: the EMA
+		// weights are the ones released models sample with), {'state_dict': sd} (RQ-VAE), and
+		// {'trainer': {'var_wo_ddp': sd}} (VAR/FlexVAR trainer checkpoints).
+		for _, path := range nestedStateDicts {
+			if sub, ok := lookupDict(d, path); ok {
+				if nested, err := stateDict(sub); err == nil && len(nested) > 0 {
+					return nested, nil
+				}
+			}
+		}
 		// Typically a training checkpoint {"model": state_dict, "optimizer": ..., "epoch": ...}. Which entry
 		// holds the weights is the caller's knowledge, not something to guess here.
 		const show = 20

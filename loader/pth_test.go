@@ -270,12 +270,34 @@ func TestStateDictShape(t *testing.T) {
 		t.Fatalf("tensors %v", ts)
 	}
 
-	// A training checkpoint with the weights one level down.
-	p = (&pk{}).proto(2).op(opEmptyDict, opMark).str("model").op(opEmptyDict).str(spec.name).tensor(spec).op(opSetItem)
+	// Training checkpoints with the weights one or two levels down under the official releases' names
+	// are read; the EMA weights win over the raw ones.
+	for _, tc := range []struct {
+		p    *pk
+		want string
+	}{
+		{(&pk{}).proto(2).op(opEmptyDict, opMark).str("model").op(opEmptyDict).str("m").tensor(spec).op(opSetItem).
+			str("optimizer").op(opEmptyDict).str("epoch").int(3).op(opSetItems), "m"},
+		{(&pk{}).proto(2).op(opEmptyDict, opMark).str("model").op(opEmptyDict).str("m").tensor(spec).op(opSetItem).
+			str("model_ema").op(opEmptyDict).str("ema").tensor(spec).op(opSetItem).op(opSetItems), "ema"},
+		{(&pk{}).proto(2).op(opEmptyDict, opMark).str("epoch").int(1).str("trainer").op(opEmptyDict).
+			str("var_wo_ddp").op(opEmptyDict).str("v").tensor(spec).op(opSetItem).op(opSetItem).op(opSetItems), "v"},
+	} {
+		c, err := open(tc.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ts := c.Tensors(); len(ts) != 1 || ts[0].Name != tc.want {
+			t.Fatalf("tensors %v, want %s", ts, tc.want)
+		}
+	}
+
+	// Weights under a name no release uses: refused, naming the keys.
+	p = (&pk{}).proto(2).op(opEmptyDict, opMark).str("net").op(opEmptyDict).str(spec.name).tensor(spec).op(opSetItem)
 	p.str("optimizer").op(opEmptyDict).str("epoch").int(3).op(opSetItems)
 	_, err = open(p)
 	wantKind(t, err, ErrUnsupported)
-	for _, k := range []string{"model", "optimizer", "epoch"} {
+	for _, k := range []string{"net", "optimizer", "epoch"} {
 		if !strings.Contains(err.Error(), k) {
 			t.Errorf("%q does not list key %q", err, k)
 		}

@@ -1,4 +1,7 @@
-package varmodel
+// Package sample is the token sampler shared by the model families: classifier-free guidance mixes and the
+// official top-k / top-p / multinomial (and Gumbel more_smooth) sampling of VAR's
+// sample_with_top_k_top_p_, run on the host over downloaded logits.
+package sample
 
 import (
 	"cmp"
@@ -13,10 +16,10 @@ import (
 // Sampling runs on the host over downloaded logits: per scale it touches B*pn^2*V values, which is small
 // next to the transformer, and keeps the sampler identical on every backend.
 
-// cfgMix is classifier-free guidance at ratio = si/(K-1): logits = (1+t)*cond - t*uncond with t = cfg*ratio,
+// CFGMix is classifier-free guidance at ratio = si/(K-1): logits = (1+t)*cond - t*uncond with t = cfg*ratio,
 // for raw [2B, l, V] whose rows [:B] are conditional and [B:] unconditional. Computed in float32 like the
 // official code. Returns [B*l*V].
-func cfgMix(raw []float32, cfg, ratio float64) []float32 {
+func CFGMix(raw []float32, cfg, ratio float64) []float32 {
 	t := cfg * ratio
 	a, b := float32(1+t), float32(t)
 	half := len(raw) / 2
@@ -252,11 +255,11 @@ func gumbelSoftmax(row []float32, scale, tau float64, rng *core.RNG) []float32 {
 	return out
 }
 
-// sampleScale samples the tokens of one scale from CFG-mixed logits [N, V] (N = B*pn^2, rows in image then
+// Scale samples the tokens of one scale from CFG-mixed logits [N, V] (N = B*pn^2, rows in image then
 // position order). With moreSmooth it also returns the Gumbel-softmax weights [N, V] of the official
 // more_smooth path (computed on the top-k/top-p masked logits times 1+ratio, tau = max(0.27*(1-0.95*ratio),
 // 0.005)). RNG order: first one uniform per row for the tokens, then the Gumbel noise row by row.
-func sampleScale(logits []float32, v, topK int, topP float64, moreSmooth bool, ratio float64, rng *core.RNG) ([]int, []float32) {
+func Scale(logits []float32, v, topK int, topP float64, moreSmooth bool, ratio float64, rng *core.RNG) ([]int, []float32) {
 	n := len(logits) / v
 	// Filtering needs no random numbers, so rows are filtered in parallel; the draws then take the
 	// generator's variates in row order, as a sequential loop would.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/nn"
+	"github.com/webvar/webvar/core/sample"
 	"github.com/webvar/webvar/core/vqvae"
 )
 
@@ -286,7 +287,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 				return nil, err
 			}
 
-			mixed = cfgMix(raw.Data, req.CFG, ratio)
+			mixed = sample.CFGMix(raw.Data, req.CFG, ratio)
 			if o.OnTap != nil {
 				t := o.Upload(core.HostTensor{Shape: core.Shape{bsz, pn * pn, c.V}, Data: mixed})
 				o.Tap(pfx+"logits_cfg", t)
@@ -304,7 +305,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 			h = p.VAE.Embed(o, ids, bsz, pn)
 		default:
 			var soft []float32
-			ids, soft = sampleScale(mixed, c.V, req.TopK, req.TopP, req.MoreSmooth, ratio, rng)
+			ids, soft = sample.Scale(mixed, c.V, req.TopK, req.TopP, req.MoreSmooth, ratio, rng)
 			if soft != nil {
 				st := o.Upload(core.HostTensor{Shape: core.Shape{bsz * pn * pn, c.V}, Data: soft})
 				h = p.VAE.SoftEmbed(o, st, bsz, pn)
