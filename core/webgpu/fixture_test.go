@@ -11,6 +11,7 @@ import (
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
+	"github.com/webvar/webvar/core/flexvar/flexvartest"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/core/vqvae"
 	"github.com/webvar/webvar/internal/testutil"
@@ -117,4 +118,19 @@ func varTinyPipeline(t *testing.T, b *Backend) *varmodel.Pipeline {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// Every golden of testdata/flexvar-tiny (and of each WEBVAR_FIXTURES FlexVAR directory) on the GPU:
+// the same checks as the CPU's (core/flexvar/flexvartest).
+func TestFlexVARFixtureOnWebGPU(t *testing.T) {
+	b := newTestBackend(t)
+	b.guard = 0
+	for _, f := range testutil.Fixtures(t, "flexvar") {
+		t.Run(f.Name, func(t *testing.T) {
+			flexvartest.Check(t, f, b)
+			if !t.Failed() {
+				println("fixture " + f.Name + ": ok (webgpu)")
+			}
+		})
+	}
 }
