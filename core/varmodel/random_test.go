@@ -25,12 +25,12 @@ type randomSpec struct {
 	phiCount                          int
 }
 
-type gen struct {
+type randGen struct {
 	r *rand.Rand
 	m core.MapSource
 }
 
-func (g *gen) put(name string, std, mean float64, shape ...int) {
+func (g *randGen) put(name string, std, mean float64, shape ...int) {
 	s := core.Shape(shape)
 	d := make([]float32, s.Numel())
 	for i := range d {
@@ -39,13 +39,13 @@ func (g *gen) put(name string, std, mean float64, shape ...int) {
 	g.m[name] = core.HostTensor{Shape: s, Data: d}
 }
 
-func (g *gen) linear(name string, out, in int) {
+func (g *randGen) linear(name string, out, in int) {
 	g.put(name+".weight", 1/math.Sqrt(float64(in)), 0, out, in)
 	g.put(name+".bias", 0.1, 0, out)
 }
 
 func randomVAR(s randomSpec, seed int64) core.MapSource {
-	g := &gen{r: rand.New(rand.NewSource(seed)), m: core.MapSource{}}
+	g := &randGen{r: rand.New(rand.NewSource(seed)), m: core.MapSource{}}
 	C, L := s.c, 0
 	for _, p := range s.patchNums {
 		L += p * p

@@ -1,0 +1,181 @@
+// Package gen is the family-neutral face of every generator webvar runs (VAR, FlexVAR, and the families
+// to come): class labels and settings in, images out, with one event per step and cancellation through
+// the context. Front ends (the command line, the browser app's two UIs, the preview window, the Go API)
+// talk to a Generator only; each family says what its steps are called and which settings it takes, so a
+// front end builds its controls from Settings instead of knowing the family.
+package gen
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/webvar/webvar/core"
+)
+
+// Kind is the type of a setting's value.
+type Kind int
+
+const (
+	Float  Kind = iota // a number
+	Int                // a whole number
+	Bool               // on or off
+	Choice             // one of Setting.Choices
+	List               // a comma-separated list of whole numbers (FlexVAR's step schedule)
+	Text               // free text the family parses (e.g. an aspect ratio "4:3")
+)
+
+// Setting describes one knob of a family: its name (the flag and URL parameter: "cfg", "top-k"), a
+// label and help for front ends, its kind, its default (as text, the way a flag or URL writes it) and,
+// for numbers, a suggested range for a slider.
+type Setting struct {
+	Name, Label, Help string
+	Kind              Kind
+	Default           string
+	Min, Max, Step    float64  // Float and Int: the slider's range (Min == Max: no slider)
+	Choices           []string // Choice
+}
+
+// Settings are values by setting name, as text. A missing name takes the setting's default.
+type Settings map[string]string
+
+// Clone copies s.
+func (s Settings) Clone() Settings {
+	out := make(Settings, len(s))
+	for k, v := range s {
+		out[k] = v
+	}
+	return out
+}
+
+// Values resolves settings against their declarations: every declared name gets a value (given, else the
+// default), each checked against its kind; an unknown name is an error naming it.
+func Values(decl []Setting, given Settings) (Settings, error) {
+	out := Settings{}
+	known := map[string]Setting{}
+	for _, d := range decl {
+		known[d.Name] = d
+		out[d.Name] = d.Default
+	}
+	for k, v := range given {
+		d, ok := known[k]
+		if !ok {
+			names := make([]string, 0, len(decl))
+			for _, d := range decl {
+				names = append(names, d.Name)
+			}
+			return nil, fmt.Errorf("unknown setting %q (this model takes %s)", k, strings.Join(names, ", "))
+		}
+		if err := d.Check(v); err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// Check reports whether v is a valid value of the setting's kind.
+func (d Setting) Check(v string) error {
+	var err error
+	switch d.Kind {
+	case Float:
+		_, err = strconv.ParseFloat(v, 64)
+	case Int:
+		_, err = strconv.Atoi(v)
+	case Bool:
+		_, err = strconv.ParseBool(v)
+	case Choice:
+		for _, c := range d.Choices {
+			if v == c {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s %q: want one of %s", d.Name, v, strings.Join(d.Choices, ", "))
+	case List:
+		_, err = ParseInts(v)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %q: %v", d.Name, v, err)
+	}
+	return nil
+}
+
+// Float returns a Float setting (Values has checked it).
+func (s Settings) Float(name string) float64 { f, _ := strconv.ParseFloat(s[name], 64); return f }
+
+// Int returns an Int setting.
+func (s Settings) Int(name string) int { i, _ := strconv.Atoi(s[name]); return i }
+
+// Bool returns a Bool setting.
+func (s Settings) Bool(name string) bool { b, _ := strconv.ParseBool(s[name]); return b }
+
+// Ints returns a List setting (nil when empty).
+func (s Settings) Ints(name string) []int { v, _ := ParseInts(s[name]); return v }
+
+// ParseInts parses "1,2,3" (spaces allowed; empty: nil).
+func ParseInts(s string) ([]int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a whole number", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Request is one generation.
+type Request struct {
+	Labels   []int // class per image, in [0, Info.Classes)
+	Seed     uint64
+	Settings Settings // family settings by name (Generator.Settings); missing ones take defaults
+	Previews bool     // fill Step.Preview for every step, not only the last
+}
+
+// Step reports a finished step of a generation.
+type Step struct {
+	Index, Count int
+	Label        string // "scale 3/10", "step 4/6 (5x5)": what the family calls it, for status lines
+	Tokens       []int  // the step's own tokens, B*n ids image-major (nil for families without tokens)
+	// Preview is the image so far, [B, 3, H, W] in [0, 1]: every step with Request.Previews, always at
+	// the last step (the final image).
+	Preview *core.HostTensor
+	Elapsed time.Duration // since the start of the generation
+	Decode  time.Duration // the part of this step spent making its image
+}
+
+// Result is a finished generation.
+type Result struct {
+	Images core.HostTensor // [B, 3, H, W] in [0, 1]
+	Tokens [][]int         // per step: B*n ids, image-major
+}
+
+// Info describes a loaded model.
+type Info struct {
+	Family  string // "var", "flexvar"
+	Classes int
+	// StepNoun names a step in status lines ("scale", "step"); Steps is the step count at the default
+	// settings.
+	StepNoun string
+	Steps    int
+	Summary  string // architecture in one line, for logs
+}
+
+// Generator is a loaded model of any family on one backend.
+type Generator interface {
+	Info() Info
+	// Settings declares the knobs the family takes, with the model's defaults.
+	Settings() []Setting
+	// ImageSize is the size of the images the given settings produce.
+	ImageSize(s Settings) (h, w int, err error)
+	// Generate runs a request. onStep (may be nil) is called once per step, in order; an error from it
+	// stops the generation and is returned, as does the context's cancellation (checked between steps).
+	Generate(ctx context.Context, req Request, onStep func(Step) error) (*Result, error)
+}

@@ -1,0 +1,94 @@
+package varmodel
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/gen"
+)
+
+// Sampling is a model's default sampling settings.
+type Sampling struct {
+	CFG        float64
+	TopK       int
+	TopP       float64
+	MoreSmooth bool
+}
+
+// OfficialSampling is the VAR paper's ImageNet setting (cfg 4, top-k 900, top-p 0.95): the defaults of a
+// model whose metadata says nothing. It is the one place these numbers are written.
+var OfficialSampling = Sampling{CFG: 4, TopK: 900, TopP: 0.95}
+
+// Settings declares VAR's knobs with d as defaults. FlexVAR shares cfg, top-k and top-p.
+func (d Sampling) Settings(v int) []gen.Setting {
+	return []gen.Setting{
+		{Name: "cfg", Label: "cfg", Help: "classifier-free guidance strength (0: off)", Kind: gen.Float,
+			Default: fmt.Sprint(d.CFG), Min: 0, Max: 10, Step: 0.25},
+		{Name: "top-k", Label: "top-k", Help: "keep the k most likely tokens (0: off, 1: greedy)", Kind: gen.Int,
+			Default: fmt.Sprint(d.TopK), Min: 0, Max: float64(v), Step: 1},
+		{Name: "top-p", Label: "top-p", Help: "nucleus sampling mass (0: off)", Kind: gen.Float,
+			Default: fmt.Sprint(d.TopP), Min: 0, Max: 1, Step: 0.01},
+		{Name: "more-smooth", Label: "more smooth", Help: "Gumbel-softmax soft token embeddings (smoother, less detailed)",
+			Kind: gen.Bool, Default: fmt.Sprint(d.MoreSmooth)},
+	}
+}
+
+// Generator is the pipeline on backend b as a family-neutral gen.Generator, with the model's default
+// sampling settings. Previews follow InteractivePreviews.
+func (p *Pipeline) Generator(b core.Backend, defaults Sampling) gen.Generator {
+	return &generator{p: p, b: b, defaults: defaults}
+}
+
+type generator struct {
+	p        *Pipeline
+	b        core.Backend
+	defaults Sampling
+}
+
+func (g *generator) Info() gen.Info {
+	c := g.p.VAR.Config()
+	return gen.Info{Family: "var", Classes: c.Classes, StepNoun: "scale", Steps: len(c.PatchNums),
+		Summary: fmt.Sprintf("VAR depth %d, width %d, %d heads, %d classes, patch_nums %v, VQVAE V=%d Cvae=%d, %dx%d images",
+			c.Depth, c.C, c.Heads, c.Classes, c.PatchNums, c.V, c.Cvae, g.p.VAE.ImageSize(), g.p.VAE.ImageSize())}
+}
+
+func (g *generator) Settings() []gen.Setting { return g.defaults.Settings(g.p.VAR.Config().V) }
+
+func (g *generator) ImageSize(gen.Settings) (int, int, error) {
+	return g.p.VAE.ImageSize(), g.p.VAE.ImageSize(), nil
+}
+
+// Request maps family-neutral settings to a VAR request.
+func (g *generator) request(req gen.Request) (Request, error) {
+	s, err := gen.Values(g.Settings(), req.Settings)
+	if err != nil {
+		return Request{}, err
+	}
+	r := Request{Labels: req.Labels, Seed: req.Seed, CFG: s.Float("cfg"), TopK: s.Int("top-k"), TopP: s.Float("top-p"),
+		MoreSmooth: s.Bool("more-smooth")}
+	if req.Previews {
+		r.Previews = InteractivePreviews(g.p.VAE.ImageSize(), g.p.LinearPreview != nil)
+	}
+	return r, nil
+}
+
+func (g *generator) Generate(ctx context.Context, req gen.Request, onStep func(gen.Step) error) (*gen.Result, error) {
+	r, err := g.request(req)
+	if err != nil {
+		return nil, err
+	}
+	var cb func(ScaleEvent) error
+	if onStep != nil {
+		cb = func(ev ScaleEvent) error {
+			return onStep(gen.Step{Index: ev.Scale, Count: ev.Scales,
+				Label:  fmt.Sprintf("scale %d/%d (%dx%d)", ev.Scale+1, ev.Scales, ev.PN, ev.PN),
+				Tokens: ev.Tokens, Preview: ev.Preview, Elapsed: ev.Elapsed, Decode: ev.Decode})
+		}
+	}
+	res, err := g.p.Generate(ctx, g.b, r, cb)
+	if err != nil {
+		return nil, err
+	}
+	return &gen.Result{Images: res.Images, Tokens: res.Tokens}, nil
+}
