@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/family"
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/loader"
 	"github.com/webvar/webvar/weights"
@@ -26,13 +29,20 @@ const (
 )
 
 // skipped reports the derivable or training-only tensors the converter leaves out (the models derive or
-// ignore them).
+// ignore them): each family's (family.Family.SkippedVAR, SkippedVAE), such as VAR's lvl_1L and the
+// training masks (L^2 floats), and the tokenizers' codebook usage statistics.
 func skipped(name string) bool {
-	switch name {
-	case VARPrefix + "lvl_1L", // levels, from patch_nums
-		VARPrefix + "attn_bias_for_masking",     // the training mask, from patch_nums (L^2 floats)
-		VAEPrefix + "quantize.ema_vocab_hit_SV": // codebook usage statistics of training
-		return true
+	for _, f := range family.All() {
+		for _, n := range f.SkippedVAR {
+			if name == VARPrefix+n {
+				return true
+			}
+		}
+		for _, n := range f.SkippedVAE {
+			if name == VAEPrefix+n {
+				return true
+			}
+		}
 	}
 	return false
 }
@@ -155,7 +165,7 @@ func Reconvert(m *weights.Model, outDir string, opt ConvertOptions) (*weights.Ma
 	if err := opt.normalize(); err != nil {
 		return nil, err
 	}
-	varSrc, vaeSrc, pn, err := Converted(m)
+	varSrc, vaeSrc, _, pn, err := Converted(m)
 	if err != nil {
 		return nil, err
 	}
@@ -210,12 +220,16 @@ func (o orderedSource) Names() []string { return o.names }
 // into outDir. keepMeta entries are kept unless the conversion sets them. opt must be normalized.
 func convertSources(varSrc, vaeSrc core.WeightSource, varName, from, outDir string, opt ConvertOptions,
 	keepMeta map[string]string) (*weights.Manifest, error) {
-	cfg, err := varmodel.InferConfig(varSrc, varmodel.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
+	fam, err := family.Detect(varSrc)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", varName, err)
 	}
-	if opt.ClassNames != nil && len(opt.ClassNames) != cfg.Classes {
-		return nil, fmt.Errorf("%d class names for a model with %d classes", len(opt.ClassNames), cfg.Classes)
+	config, err := fam.Config(varSrc, family.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", varName, err)
+	}
+	if classes := config["classes"].(int); opt.ClassNames != nil && len(opt.ClassNames) != classes {
+		return nil, fmt.Errorf("%d class names for a model with %d classes", len(opt.ClassNames), classes)
 	}
 	if opt.Sampling != nil {
 		if err := opt.Sampling.Validate(); err != nil {
@@ -260,10 +274,6 @@ func convertSources(varSrc, vaeSrc core.WeightSource, varName, from, outDir stri
 			opt.OnTensor(rep)
 		}
 	}
-	config := map[string]any{
-		"patch_nums": cfg.PatchNums, "heads": cfg.Heads, "depth": cfg.Depth, "width": cfg.C,
-		"classes": cfg.Classes, "vocab": cfg.V, "cvae": cfg.Cvae,
-	}
 	meta := map[string]string{}
 	for k, v := range keepMeta {
 		meta[k] = v
@@ -288,7 +298,7 @@ func convertSources(varSrc, vaeSrc core.WeightSource, varName, from, outDir stri
 			meta[k] = v
 		}
 	}
-	return w.Close("var", config, meta)
+	return w.Close(fam.Name, config, meta)
 }
 
 // MetaVAEQuant is the manifest meta key recording ConvertOptions.VAEQuant (provenance only: each
@@ -580,25 +590,29 @@ func ClassNames(m *weights.Manifest) ([]string, error) {
 	return names, nil
 }
 
-// Converted splits a loaded weights directory into the transformer's and the VQVAE's weight sources and
-// returns the patch_nums recorded at conversion.
-func Converted(m *weights.Model) (varSrc, vaeSrc core.WeightSource, patchNums []int, err error) {
+// Converted splits a loaded weights directory into the transformer's and the tokenizer's weight sources
+// and returns its family and the schedule (patch_nums) recorded at conversion.
+func Converted(m *weights.Model) (varSrc, vaeSrc core.WeightSource, fam family.Family, patchNums []int, err error) {
 	man := m.Manifest()
-	if man.Family != "var" {
-		return nil, nil, nil, fmt.Errorf("weights family %q: this build runs \"var\"", man.Family)
+	if fam, err = family.ByName(man.Family); err != nil {
+		return nil, nil, fam, nil, fmt.Errorf("weights: %w", err)
 	}
 	if patchNums, err = man.ConfigInts("patch_nums"); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, fam, nil, err
 	}
-	return prefixSource{m, VARPrefix}, prefixSource{m, VAEPrefix}, patchNums, nil
+	return prefixSource{m, VARPrefix}, prefixSource{m, VAEPrefix}, fam, patchNums, nil
 }
 
-// LoadPipeline builds the models of a loaded weights directory on b, with the linear preview map of its
-// metadata (MetaLinearPreview) when it has one; opt.PatchNums defaults to the ones recorded at conversion.
+// LoadPipeline builds the VAR models of a loaded weights directory on b, with the linear preview map of
+// its metadata (MetaLinearPreview) when it has one; opt.PatchNums defaults to the ones recorded at
+// conversion. Other families: LoadGenerator.
 func LoadPipeline(m *weights.Model, b core.Backend, opt varmodel.Options) (*varmodel.Pipeline, error) {
-	varSrc, vaeSrc, pn, err := Converted(m)
+	varSrc, vaeSrc, fam, pn, err := Converted(m)
 	if err != nil {
 		return nil, err
+	}
+	if fam.Name != "var" {
+		return nil, fmt.Errorf("weights: a %s model, where a VAR model is needed", fam.Title)
 	}
 	if opt.PatchNums == nil {
 		opt.PatchNums = pn
@@ -611,6 +625,60 @@ func LoadPipeline(m *weights.Model, b core.Backend, opt varmodel.Options) (*varm
 		return nil, err
 	}
 	return p, nil
+}
+
+// Defaults are a converted model's own settings by gen setting name: its sampling metadata (Sampling)
+// and, for FlexVAR, the schedule recorded at conversion.
+func Defaults(m *weights.Manifest) (gen.Settings, error) {
+	d := gen.Settings{}
+	s, err := SamplingOf(m)
+	if err != nil {
+		return nil, err
+	}
+	if s != nil {
+		d["cfg"] = strconv.FormatFloat(s.CFG, 'g', -1, 64)
+		d["top-k"] = strconv.Itoa(s.TopK)
+		d["top-p"] = strconv.FormatFloat(s.TopP, 'g', -1, 64)
+		d["more-smooth"] = strconv.FormatBool(s.MoreSmooth)
+	}
+	if m.Family == "flexvar" {
+		if pn, err := m.ConfigInts("patch_nums"); err == nil {
+			d["schedule"] = strings.Trim(strings.Join(strings.Fields(fmt.Sprint(pn)), ","), "[]")
+		}
+	}
+	return d, nil
+}
+
+// LoadGenerator builds a loaded weights directory's models, of any family, on b as a gen.Generator with
+// the model's own default settings. A VAR model gets its linear preview map.
+func LoadGenerator(m *weights.Model, b core.Backend, opt family.Options) (gen.Generator, error) {
+	_, _, fam, _, err := Converted(m)
+	if err != nil {
+		return nil, err
+	}
+	d, err := Defaults(m.Manifest())
+	if err != nil {
+		return nil, err
+	}
+	if fam.Name == "var" {
+		p, err := LoadPipeline(m, b, varmodel.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
+		if err != nil {
+			return nil, err
+		}
+		s, err := family.VARSampling(d)
+		if err != nil {
+			return nil, err
+		}
+		return p.Generator(b, s), nil
+	}
+	varSrc, vaeSrc, _, pn, err := Converted(m)
+	if err != nil {
+		return nil, err
+	}
+	if opt.PatchNums == nil {
+		opt.PatchNums = pn
+	}
+	return fam.Load(varSrc, vaeSrc, b, opt, d)
 }
 
 // prefixSource is the view of a converted model under one name prefix, with the prefix removed.

@@ -76,7 +76,7 @@ func TestConvertChoosesStoragePerTensor(t *testing.T) {
 	if err != nil || fmt.Sprint(got) != fmt.Sprint(names) {
 		t.Fatalf("class names %v, %v", got, err)
 	}
-	varSrc, vaeSrc, pn, err := Converted(m)
+	varSrc, vaeSrc, _, pn, err := Converted(m)
 	if err != nil || fmt.Sprint(pn) != "[1 2 3 4]" {
 		t.Fatalf("Converted: %v %v", pn, err)
 	}
@@ -178,7 +178,7 @@ func TestQuantizedViewMatchesConverted(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := convertTiny(t, ConvertOptions{Quant: weights.Int4})
-	varSrc, _, _, err := Converted(m)
+	varSrc, _, _, _, err := Converted(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestConvertQuantizedConvRoundTrip(t *testing.T) {
 			for _, r := range reps {
 				byName[r.Name] = r
 			}
-			_, vaeSrc, _, err := Converted(m)
+			_, vaeSrc, _, _, err := Converted(m)
 			if err != nil {
 				t.Fatal(err)
 			}

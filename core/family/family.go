@@ -1,0 +1,185 @@
+// Package family is the registry of the model families webvar runs: for each, how to recognise its
+// checkpoints, which of its tensors are Linear weights that may be stored quantized, what its converted
+// manifest records, and how to build a gen.Generator from its two weight sources (the transformer's and
+// the image tokenizer's). Front ends and the converter go through it instead of switching on families.
+package family
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/flexvar"
+	"github.com/webvar/webvar/core/gen"
+	"github.com/webvar/webvar/core/varmodel"
+)
+
+// Options say what a checkpoint cannot: the step schedule (VAR: patch_nums when the checkpoint's L does
+// not determine them; FlexVAR: the default schedule) and the head count of models without l2-norm
+// attention.
+type Options struct {
+	PatchNums []int
+	Heads     int
+}
+
+// Family is one generator family.
+type Family struct {
+	Name  string // as recorded in a converted manifest: "var", "flexvar"
+	Title string // for people: "VAR", "FlexVAR"
+	// Detect reports whether a transformer checkpoint belongs to the family.
+	Detect func(src core.WeightSource) bool
+	// Quantizable reports whether a transformer tensor is a Linear weight that may be stored quantized.
+	Quantizable func(name string) bool
+	// Config infers the architecture and returns what a converted manifest records of it ("patch_nums"
+	// is the schedule, "classes" the class count).
+	Config func(src core.WeightSource, opt Options) (map[string]any, error)
+	// Skipped are transformer and tokenizer tensors the converter leaves out: derivable buffers and
+	// training statistics the loaders ignore.
+	SkippedVAR, SkippedVAE []string
+	// Load builds the models on b; defaults are the model's own settings (its manifest's), overriding
+	// the family's official ones by setting name.
+	Load func(varSrc, vaeSrc core.WeightSource, b core.Backend, opt Options, defaults gen.Settings) (gen.Generator, error)
+}
+
+// All lists the families, in the order Detect tries them. The table is built anew on each call: no
+// package-level mutable state.
+func All() []Family {
+	return []Family{
+		{
+			Name: "var", Title: "VAR",
+			Detect: func(src core.WeightSource) bool {
+				_, lvl := src.Shape("lvl_embed.weight")
+				ps, ok := src.Shape("pos_1LC")
+				return lvl && ok && len(ps) == 3
+			},
+			Quantizable: varmodel.Quantizable,
+			Config: func(src core.WeightSource, opt Options) (map[string]any, error) {
+				c, err := varmodel.InferConfig(src, varmodel.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"patch_nums": c.PatchNums, "heads": c.Heads, "depth": c.Depth, "width": c.C,
+					"classes": c.Classes, "vocab": c.V, "cvae": c.Cvae}, nil
+			},
+			SkippedVAR: []string{"lvl_1L", "attn_bias_for_masking"},
+			SkippedVAE: []string{"quantize.ema_vocab_hit_SV"},
+			Load: func(varSrc, vaeSrc core.WeightSource, b core.Backend, opt Options, d gen.Settings) (gen.Generator, error) {
+				p, err := varmodel.LoadPipeline(varSrc, vaeSrc, b, varmodel.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
+				if err != nil {
+					return nil, err
+				}
+				s, err := VARSampling(d)
+				if err != nil {
+					return nil, err
+				}
+				return p.Generator(b, s), nil
+			},
+		},
+		{
+			Name: "flexvar", Title: "FlexVAR",
+			Detect:      flexvar.Detect,
+			Quantizable: varmodel.Quantizable, // the same Linear layers under the same names
+			Config: func(src core.WeightSource, opt Options) (map[string]any, error) {
+				c, err := flexvar.InferConfig(src, opt.Heads)
+				if err != nil {
+					return nil, err
+				}
+				sched := opt.PatchNums
+				if sched == nil {
+					sched = flexvar.DefaultSchedule
+				}
+				if err := flexvar.CheckSchedule(flexvar.Square(sched)); err != nil {
+					return nil, err
+				}
+				return map[string]any{"patch_nums": sched, "heads": c.Heads, "depth": c.Depth, "width": c.C,
+					"classes": c.Classes, "vocab": c.V, "cvae": c.Cvae}, nil
+			},
+			SkippedVAR: []string{"attn_bias_for_masking"},
+			SkippedVAE: []string{"quantize.codebook_used"},
+			Load: func(varSrc, vaeSrc core.WeightSource, b core.Backend, opt Options, d gen.Settings) (gen.Generator, error) {
+				p, err := flexvar.LoadPipeline(varSrc, vaeSrc, b, opt.Heads)
+				if err != nil {
+					return nil, err
+				}
+				def := flexvar.OfficialDefaults
+				if opt.PatchNums != nil {
+					def.Schedule = opt.PatchNums
+				}
+				if def, err = FlexVARDefaults(def, d); err != nil {
+					return nil, err
+				}
+				return p.Generator(b, def), nil
+			},
+		},
+	}
+}
+
+// Names lists the families' names.
+func Names() []string {
+	var out []string
+	for _, f := range All() {
+		out = append(out, f.Name)
+	}
+	return out
+}
+
+// Detect finds the family of a transformer checkpoint from its keys.
+func Detect(src core.WeightSource) (Family, error) {
+	for _, f := range All() {
+		if f.Detect(src) {
+			return f, nil
+		}
+	}
+	return Family{}, fmt.Errorf("not a checkpoint of a known family (%s): no VAR position table (pos_1LC [1, L, C] with lvl_embed) "+
+		"or FlexVAR position grid (pos_1LC [1, C, H, W]) with transformer blocks", strings.Join(Names(), ", "))
+}
+
+// ByName returns the family recorded in a manifest.
+func ByName(name string) (Family, error) {
+	for _, f := range All() {
+		if f.Name == name {
+			return f, nil
+		}
+	}
+	return Family{}, fmt.Errorf("model family %q: this build runs %s", name, strings.Join(Names(), ", "))
+}
+
+// VARSampling is VAR's official sampling overridden by the model's settings (cfg, top-k, top-p,
+// more-smooth).
+func VARSampling(d gen.Settings) (varmodel.Sampling, error) {
+	s := varmodel.OfficialSampling
+	var err error
+	set := func(name string, f func(string) error) {
+		if v, ok := d[name]; ok && err == nil {
+			if e := f(v); e != nil {
+				err = fmt.Errorf("model default %s %q: %v", name, v, e)
+			}
+		}
+	}
+	set("cfg", func(v string) (e error) { s.CFG, e = strconv.ParseFloat(v, 64); return })
+	set("top-k", func(v string) (e error) { s.TopK, e = strconv.Atoi(v); return })
+	set("top-p", func(v string) (e error) { s.TopP, e = strconv.ParseFloat(v, 64); return })
+	set("more-smooth", func(v string) (e error) { s.MoreSmooth, e = strconv.ParseBool(v); return })
+	return s, err
+}
+
+// FlexVARDefaults is def overridden by the model's settings (cfg, top-k, top-p, schedule, cfg-mode,
+// max-pn; more-smooth, which FlexVAR does not take, is ignored).
+func FlexVARDefaults(def flexvar.Defaults, d gen.Settings) (flexvar.Defaults, error) {
+	var err error
+	set := func(name string, f func(string) error) {
+		if v, ok := d[name]; ok && err == nil {
+			if e := f(v); e != nil {
+				err = fmt.Errorf("model default %s %q: %v", name, v, e)
+			}
+		}
+	}
+	set("cfg", func(v string) (e error) { def.CFG, e = strconv.ParseFloat(v, 64); return })
+	set("top-k", func(v string) (e error) { def.TopK, e = strconv.Atoi(v); return })
+	set("top-p", func(v string) (e error) { def.TopP, e = strconv.ParseFloat(v, 64); return })
+	set("schedule", func(v string) (e error) { def.Schedule, e = gen.ParseInts(v); return })
+	set("cfg-mode", func(v string) (e error) { def.CFGMode, e = flexvar.ParseCFGMode(v); return })
+	set("max-pn", func(v string) (e error) { def.MaxPN, e = strconv.Atoi(v); return })
+	return def, err
+}
