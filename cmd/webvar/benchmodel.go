@@ -95,7 +95,7 @@ func openBenchConverted(ctx context.Context, src weights.Source, name string) (*
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	varSrc, vaeSrc, pn, err := convert.Converted(m)
+	varSrc, vaeSrc, _, pn, err := convert.Converted(m)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

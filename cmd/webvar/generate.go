@@ -20,6 +20,7 @@ import (
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/loader"
@@ -29,6 +30,7 @@ import (
 type generateFlags struct {
 	model    modelFlags
 	sampling samplingFlags
+	flex     flexFlags
 	class    int
 	seed     uint64
 	backend  string
@@ -48,6 +50,7 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 	fs.SetOutput(stderr)
 	f.model.register(fs)
 	f.sampling.register(fs)
+	f.flex.register(fs)
 	fs.IntVar(&f.class, "class", 0, "class label (ImageNet index for official checkpoints)")
 	fs.Uint64Var(&f.seed, "seed", 0, "random seed: the same seed gives the same image on the same backend")
 	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu, webgpu, or cpu-ref (the plain-Go reference code, without SIMD)")
@@ -74,6 +77,9 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 		return nil, err
 	}
 	if err := f.sampling.parsed(fs); err != nil {
+		return nil, err
+	}
+	if err := f.flex.parsed(fs); err != nil {
 		return nil, err
 	}
 	grid := f.classes != "" || f.seeds != ""
@@ -208,38 +214,38 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if f.model.isDefault() {
 		fmt.Fprintf(stderr, "no -weights or -var/-vae: using the %s\n", "embedded default model "+fashionvar.Name+" (Fashion-MNIST, 32x32)")
 	}
-	p, info, err := f.model.openPrinting(ctx, b, stderr)
+	g, info, err := f.model.openGeneratorPrinting(ctx, b, stderr)
 	if err != nil {
 		return err
 	}
-	f.sampling.apply(info.Sampling)
-	c := p.VAR.Config()
-	fmt.Fprintf(stderr, "VAR depth %d, width %d, %d heads, %d classes, patch_nums %v, VQVAE V=%d Cvae=%d, %dx%d images, backend %s\n",
-		c.Depth, c.C, c.Heads, c.Classes, c.PatchNums, c.V, c.Cvae, p.VAE.ImageSize(), p.VAE.ImageSize(), b.Name())
-	fmt.Fprintf(stderr, "sampling: cfg %g, top-k %d, top-p %g, more-smooth %v\n", f.sampling.cfg, f.sampling.topK, f.sampling.topP, f.sampling.moreSmooth)
-	if f.classes != "" || f.seeds != "" {
-		return generateGrid(ctx, p, b, f, info, stdout, stderr)
+	gi := g.Info()
+	settings, err := f.settings(g)
+	if err != nil {
+		return err
 	}
-	if f.class < 0 || f.class >= c.Classes {
-		return usageError{fmt.Sprintf("-class %d: this model has classes 0..%d", f.class, c.Classes-1)}
+	h, w, err := g.ImageSize(settings)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	fmt.Fprintf(stderr, "%s; this run: %dx%d images, backend %s\n", gi.Summary, w, h, b.Name())
+	fmt.Fprintf(stderr, "sampling: %s\n", describeSettings(g, settings))
+	if f.classes != "" || f.seeds != "" {
+		return generateGrid(ctx, g, f, settings, info, stdout, stderr)
+	}
+	if f.class < 0 || f.class >= gi.Classes {
+		return usageError{fmt.Sprintf("-class %d: this model has classes 0..%d", f.class, gi.Classes-1)}
 	}
 	if f.scales != "" {
 		if err := os.MkdirAll(f.scales, 0o755); err != nil {
 			return err
 		}
 	}
-	req := f.request(f.class, f.seed)
-	if f.scales != "" {
-		req.Previews = f.preview
-		if eff := p.EffectivePreviews(f.preview); eff != f.preview {
-			fmt.Fprintf(stderr, "-scales-preview %v: this model has no linear preview map (webvar convert -preview-fit); writing %v previews\n", f.preview, eff)
-		}
-	}
-	res, err := p.Generate(ctx, b, req, func(ev varmodel.ScaleEvent) error {
-		fmt.Fprintf(stderr, "scale %d/%d (%dx%d) %.2fs\n", ev.Scale+1, ev.Scales, ev.PN, ev.PN, ev.Elapsed.Seconds())
-		if ev.Preview != nil {
-			name := filepath.Join(f.scales, fmt.Sprintf("scale_%02d_%dx%d.png", ev.Scale, ev.PN, ev.PN))
-			return writePNG(name, *ev.Preview, 0)
+	req := gen.Request{Labels: []int{f.class}, Seed: f.seed, Settings: settings, Previews: f.scales != ""}
+	res, err := g.Generate(ctx, req, func(st gen.Step) error {
+		fmt.Fprintf(stderr, "%s %.2fs\n", st.Label, st.Elapsed.Seconds())
+		if f.scales != "" && st.Preview != nil {
+			name := filepath.Join(f.scales, fmt.Sprintf("%s_%02d_%dx%d.png", gi.StepNoun, st.Index, st.GridW, st.GridH))
+			return writePNG(name, *st.Preview, 0)
 		}
 		return nil
 	})
@@ -251,7 +257,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", f.out)
 	if f.tokens != "" {
-		data, err := json.Marshal(map[string][][]int{"tokens": res.TokensOf(0, c.PatchNums)})
+		// Image 0's tokens, one row-major list per step (the batch is one image).
+		data, err := json.Marshal(map[string][][]int{"tokens": res.Tokens})
 		if err != nil {
 			return err
 		}
@@ -263,28 +270,60 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// request is the generation of one image: the same for -class/-seed and for a grid cell, so that every
-// cell of a grid can be reproduced alone.
-func (f *generateFlags) request(class int, seed uint64) varmodel.Request {
-	s := f.sampling
-	return varmodel.Request{Labels: []int{class}, CFG: s.cfg, TopK: s.topK, TopP: s.topP, MoreSmooth: s.moreSmooth, Seed: seed}
+// settings are the generation settings the flags ask for: the flags the user gave, by the family's
+// setting names; the rest are the model's defaults. A flag the family does not take is an error.
+func (f *generateFlags) settings(g gen.Generator) (gen.Settings, error) {
+	given := f.sampling.given()
+	for k, v := range f.flex.given() {
+		given[k] = v
+	}
+	if f.model.patchNums != "" && g.Info().Family == "flexvar" {
+		given["schedule"] = f.model.patchNums
+	}
+	if f.scales != "" && g.Info().Family == "var" {
+		given["previews"] = f.preview.String()
+	}
+	declared := map[string]bool{}
+	for _, d := range g.Settings() {
+		declared[d.Name] = true
+	}
+	for k := range given {
+		if !declared[k] {
+			return nil, usageError{fmt.Sprintf("-%s: a %s model does not take it", k, g.Info().Family)}
+		}
+	}
+	s, err := gen.Values(g.Settings(), given)
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return s, nil
+}
+
+// describeSettings lists resolved settings in declaration order: "cfg 3, top-k 100, ...".
+func describeSettings(g gen.Generator, s gen.Settings) string {
+	var parts []string
+	for _, d := range g.Settings() {
+		parts = append(parts, d.Name+" "+s[d.Name])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // generateGrid writes one image per (class, seed): a PNG grid with a row per class and a column per seed,
-// and with -samples each image on its own.
-func generateGrid(ctx context.Context, p *varmodel.Pipeline, b core.Backend, f *generateFlags, info modelInfo, stdout, stderr io.Writer) error {
-	c := p.VAR.Config()
+// and with -samples each image on its own. Every cell is the request -class C -seed S makes, so any cell
+// can be reproduced alone.
+func generateGrid(ctx context.Context, g gen.Generator, f *generateFlags, settings gen.Settings, info modelInfo, stdout, stderr io.Writer) error {
+	classCount := g.Info().Classes
 	spec := f.classes
 	if spec == "" {
 		spec = "all"
 	}
-	classes, err := parseRange(spec, c.Classes)
+	classes, err := parseRange(spec, classCount)
 	if err != nil {
 		return usageError{"-classes: " + err.Error()}
 	}
 	for _, cl := range classes {
-		if cl >= c.Classes {
-			return usageError{fmt.Sprintf("-classes: class %d: this model has classes 0..%d", cl, c.Classes-1)}
+		if cl >= classCount {
+			return usageError{fmt.Sprintf("-classes: class %d: this model has classes 0..%d", cl, classCount-1)}
 		}
 	}
 	spec = f.seeds
@@ -304,7 +343,7 @@ func generateGrid(ctx context.Context, p *varmodel.Pipeline, b core.Backend, f *
 	start := time.Now()
 	for i, cl := range classes {
 		for _, seed := range seedInts {
-			res, err := p.Generate(ctx, b, f.request(cl, uint64(seed)), nil)
+			res, err := g.Generate(ctx, gen.Request{Labels: []int{cl}, Seed: uint64(seed), Settings: settings}, nil)
 			if err != nil {
 				return fmt.Errorf("class %d seed %d: %w", cl, seed, err)
 			}
@@ -335,18 +374,18 @@ func generateGrid(ctx context.Context, p *varmodel.Pipeline, b core.Backend, f *
 // gridImage lays cells out in rows with a 2-pixel gap, each cell enlarged by an integer factor (nearest)
 // so that small images stay visible: at least 64 pixels a side.
 func gridImage(cells [][]image.Image) image.Image {
-	side := cells[0][0].Bounds().Dx()
-	zoom := max(1, 64/side)
+	cw, ch := cells[0][0].Bounds().Dx(), cells[0][0].Bounds().Dy()
+	zoom := max(1, 64/min(cw, ch))
 	const gap = 2
-	cell := side*zoom + gap
-	out := image.NewRGBA(image.Rect(0, 0, len(cells[0])*cell+gap, len(cells)*cell+gap))
+	cellW, cellH := cw*zoom+gap, ch*zoom+gap
+	out := image.NewRGBA(image.Rect(0, 0, len(cells[0])*cellW+gap, len(cells)*cellH+gap))
 	draw.Draw(out, out.Bounds(), image.NewUniform(color.RGBA{40, 40, 40, 255}), image.Point{}, draw.Src)
 	for r, row := range cells {
 		for k, img := range row {
 			b := img.Bounds()
-			for y := 0; y < side*zoom; y++ {
-				for x := 0; x < side*zoom; x++ {
-					out.Set(gap+k*cell+x, gap+r*cell+y, img.At(b.Min.X+x/zoom, b.Min.Y+y/zoom))
+			for y := 0; y < ch*zoom; y++ {
+				for x := 0; x < cw*zoom; x++ {
+					out.Set(gap+k*cellW+x, gap+r*cellH+y, img.At(b.Min.X+x/zoom, b.Min.Y+y/zoom))
 				}
 			}
 		}

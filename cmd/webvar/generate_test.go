@@ -126,7 +126,10 @@ func TestGenerateBadInput(t *testing.T) {
 		{"bad backend", []string{"-var", varp, "-vae", vaep, "-out", out, "-backend", "tpu"}, 2, "want cpu, cpu-ref or webgpu"},
 		{"missing file", []string{"-var", filepath.Join(dir, "nope.pth"), "-vae", vaep, "-out", out}, 1, "nope.pth"},
 		{"truncated checkpoint", []string{"-var", truncated, "-vae", vaep, "-out", out}, 1, "truncated.pth"},
-		{"swapped checkpoints", []string{"-var", vaep, "-vae", varp, "-out", out}, 1, "word_embed.weight"},
+		{"swapped checkpoints", []string{"-var", vaep, "-vae", varp, "-out", out}, 1, "not a checkpoint of a known family"},
+		{"flexvar flag on var", []string{"-var", varp, "-vae", vaep, "-out", out, "-cfg-mode", "llamagen"}, 2, "does not take it"},
+		{"bad cfg mode", []string{"-var", varp, "-vae", vaep, "-out", out, "-cfg-mode", "quadratic"}, 2, "-cfg-mode"},
+		{"bad aspect", []string{"-var", varp, "-vae", vaep, "-out", out, "-aspect", "wide"}, 2, "-aspect"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

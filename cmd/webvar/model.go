@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/family"
+	"github.com/webvar/webvar/core/flexvar"
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/loader"
 	"github.com/webvar/webvar/loader/convert"
 	"github.com/webvar/webvar/weights"
 	"github.com/webvar/webvar/weights/fashionvar"
@@ -118,6 +123,66 @@ func (m *modelFlags) open(ctx context.Context, b core.Backend, onProgress func(w
 	return p, info, err
 }
 
+// openGenerator builds the model, of any family, on b as a gen.Generator with the model's own defaults.
+// Checkpoints (-var, -vae) are recognised by their keys (core/family); -patch-nums is VAR's patch_nums
+// or FlexVAR's default schedule.
+func (m *modelFlags) openGenerator(ctx context.Context, b core.Backend, onProgress func(weights.Progress)) (gen.Generator, modelInfo, error) {
+	pn, err := parseInts(m.patchNums)
+	if err != nil {
+		return nil, modelInfo{}, usageError{"-patch-nums: " + err.Error()}
+	}
+	opt := family.Options{PatchNums: pn, Heads: m.heads}
+	src, name := m.source()
+	if src == nil {
+		g, err := openCheckpoints(m.varPath, m.vaePath, b, opt)
+		return g, modelInfo{Name: m.varPath + " + " + m.vaePath}, err
+	}
+	wm, err := weights.Load(ctx, src, weights.LoadOptions{OnProgress: onProgress})
+	if err != nil {
+		return nil, modelInfo{}, fmt.Errorf("%s: %w", name, err)
+	}
+	g, err := convert.LoadGenerator(wm, b, opt)
+	if err != nil {
+		return nil, modelInfo{}, fmt.Errorf("%s: %w", name, err)
+	}
+	info, err := infoOf(name, wm.Manifest())
+	return g, info, err
+}
+
+// openGeneratorPrinting is openGenerator with the download progress printed on one line of stderr.
+func (m *modelFlags) openGeneratorPrinting(ctx context.Context, b core.Backend, stderr io.Writer) (gen.Generator, modelInfo, error) {
+	last := -1
+	g, info, err := m.openGenerator(ctx, b, progressPrinter(stderr, &last))
+	if last >= 0 {
+		fmt.Fprintln(stderr)
+	}
+	return g, info, err
+}
+
+// openCheckpoints opens a transformer and a tokenizer checkpoint, recognises their family from the
+// transformer's keys and builds the models on b.
+func openCheckpoints(varPath, vaePath string, b core.Backend, opt family.Options) (gen.Generator, error) {
+	vc, err := loader.Open(varPath)
+	if err != nil {
+		return nil, err
+	}
+	defer vc.Close()
+	ac, err := loader.Open(vaePath)
+	if err != nil {
+		return nil, err
+	}
+	defer ac.Close()
+	fam, err := family.Detect(vc.WeightSource())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", varPath, err)
+	}
+	g, err := fam.Load(vc.WeightSource(), ac.WeightSource(), b, opt, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s + %s: %w", varPath, vaePath, err)
+	}
+	return g, nil
+}
+
 // openPrinting is open with the download progress printed on one line of stderr.
 func (m *modelFlags) openPrinting(ctx context.Context, b core.Backend, stderr io.Writer) (*varmodel.Pipeline, modelInfo, error) {
 	last := -1
@@ -163,16 +228,84 @@ type samplingFlags struct {
 }
 
 func (s *samplingFlags) register(fs *flag.FlagSet) {
-	fs.Float64Var(&s.cfg, "cfg", 4, "classifier-free guidance strength (0: off; default: the model's own setting, else 4)")
-	fs.IntVar(&s.topK, "top-k", 900, "keep the k most likely tokens (0: off, 1: greedy; default: the model's own setting, else 900)")
-	fs.Float64Var(&s.topP, "top-p", 0.95, "nucleus sampling mass (0: off; default: the model's own setting, else 0.95)")
-	fs.BoolVar(&s.moreSmooth, "more-smooth", false, "Gumbel-softmax soft token embeddings (smoother, less detailed)")
+	d := varmodel.OfficialSampling
+	fs.Float64Var(&s.cfg, "cfg", d.CFG, "classifier-free guidance strength (0: off; default: the model's own setting, else its family's official one; the value shown is VAR's)")
+	fs.IntVar(&s.topK, "top-k", d.TopK, "keep the k most likely tokens (0: off, 1: greedy; default: the model's own setting, else its family's official one)")
+	fs.Float64Var(&s.topP, "top-p", d.TopP, "nucleus sampling mass (0: off; default: the model's own setting, else its family's official one)")
+	fs.BoolVar(&s.moreSmooth, "more-smooth", d.MoreSmooth, "VAR: Gumbel-softmax soft token embeddings (smoother, less detailed)")
+}
+
+// given returns the sampling flags the user set, by gen setting name.
+func (s *samplingFlags) given() gen.Settings {
+	g := gen.Settings{}
+	if s.set["cfg"] {
+		g["cfg"] = strconv.FormatFloat(s.cfg, 'g', -1, 64)
+	}
+	if s.set["top-k"] {
+		g["top-k"] = strconv.Itoa(s.topK)
+	}
+	if s.set["top-p"] {
+		g["top-p"] = strconv.FormatFloat(s.topP, 'g', -1, 64)
+	}
+	if s.set["more-smooth"] {
+		g["more-smooth"] = strconv.FormatBool(s.moreSmooth)
+	}
+	return g
+}
+
+// flexFlags are FlexVAR's own settings (its schedule is -patch-nums).
+type flexFlags struct {
+	cfgMode, aspect string
+	maxPN           int
+	set             map[string]bool
+}
+
+func (x *flexFlags) register(fs *flag.FlagSet) {
+	d := flexvar.OfficialDefaults
+	fs.StringVar(&x.cfgMode, "cfg-mode", d.CFGMode.String(), "FlexVAR: linear (guidance grows with the step, t = cfg*step/min(steps-1, 9)) or llamagen (constant: uncond + cfg*(cond-uncond))")
+	fs.IntVar(&x.maxPN, "max-pn", d.MaxPN, "FlexVAR: steps with a larger grid side use full guidance and greedy tokens")
+	fs.StringVar(&x.aspect, "aspect", "1:1", "FlexVAR: width:height of the image; each step's grid is resized to it (webvar's extension of the official square schedules)")
+}
+
+// parsed records which flags were given and checks them; call after fs.Parse.
+func (x *flexFlags) parsed(fs *flag.FlagSet) error {
+	x.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { x.set[f.Name] = true })
+	if _, err := flexvar.ParseCFGMode(x.cfgMode); err != nil {
+		return usageError{"-cfg-mode: " + err.Error()}
+	}
+	if _, _, err := flexvar.ParseAspect(x.aspect); err != nil {
+		return usageError{"-aspect: " + err.Error()}
+	}
+	if x.maxPN < 1 {
+		return usageError{"-max-pn must be >= 1"}
+	}
+	return nil
+}
+
+// given returns the FlexVAR flags the user set, by gen setting name.
+func (x *flexFlags) given() gen.Settings {
+	g := gen.Settings{}
+	if x.set == nil {
+		return g
+	}
+	if x.set["cfg-mode"] {
+		g["cfg-mode"] = x.cfgMode
+	}
+	if x.set["max-pn"] {
+		g["max-pn"] = strconv.Itoa(x.maxPN)
+	}
+	if x.set["aspect"] {
+		g["aspect"] = x.aspect
+	}
+	return g
 }
 
 // parsed records which flags were given; call after fs.Parse.
 func (s *samplingFlags) parsed(fs *flag.FlagSet) error {
 	s.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { s.set[f.Name] = true })
+
 	switch {
 	case s.topK < 0:
 		return usageError{"-top-k must be >= 0"}

@@ -149,7 +149,7 @@ func (g *generator) Generate(ctx context.Context, req gen.Request, onStep func(g
 			if ev.Greedy {
 				label += ", greedy"
 			}
-			return onStep(gen.Step{Index: ev.Step, Count: ev.Steps, Label: label, Tokens: ev.Tokens,
+			return onStep(gen.Step{Index: ev.Step, Count: ev.Steps, Label: label, GridH: ev.Grid.H, GridW: ev.Grid.W, Tokens: ev.Tokens,
 				Preview: ev.Preview, Elapsed: ev.Elapsed, Decode: ev.Decode})
 		}
 	}

@@ -143,6 +143,7 @@ type Request struct {
 type Step struct {
 	Index, Count int
 	Label        string // "scale 3/10", "step 4/6 (5x5)": what the family calls it, for status lines
+	GridH, GridW int    // the step's token grid (0 for families without one)
 	Tokens       []int  // the step's own tokens, B*n ids image-major (nil for families without tokens)
 	// Preview is the image so far, [B, 3, H, W] in [0, 1]: every step with Request.Previews, always at
 	// the last step (the final image).

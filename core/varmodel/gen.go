@@ -31,6 +31,8 @@ func (d Sampling) Settings(v int) []gen.Setting {
 			Default: fmt.Sprint(d.TopP), Min: 0, Max: 1, Step: 0.01},
 		{Name: "more-smooth", Label: "more smooth", Help: "Gumbel-softmax soft token embeddings (smoother, less detailed)",
 			Kind: gen.Bool, Default: fmt.Sprint(d.MoreSmooth)},
+		{Name: "previews", Label: "previews", Help: "how the per-scale previews are made (gen.Request.Previews): auto (linear with a fitted map, else full up to 64 px, fast above), linear, fast or full",
+			Kind: gen.Choice, Default: "auto", Choices: []string{"auto", "linear", "fast", "full"}},
 	}
 }
 
@@ -68,7 +70,11 @@ func (g *generator) request(req gen.Request) (Request, error) {
 	r := Request{Labels: req.Labels, Seed: req.Seed, CFG: s.Float("cfg"), TopK: s.Int("top-k"), TopP: s.Float("top-p"),
 		MoreSmooth: s.Bool("more-smooth")}
 	if req.Previews {
-		r.Previews = InteractivePreviews(g.p.VAE.ImageSize(), g.p.LinearPreview != nil)
+		if mode := s["previews"]; mode == "auto" {
+			r.Previews = InteractivePreviews(g.p.VAE.ImageSize(), g.p.LinearPreview != nil)
+		} else if r.Previews, err = ParsePreviewMode(mode); err != nil {
+			return Request{}, err
+		}
 	}
 	return r, nil
 }
@@ -83,7 +89,7 @@ func (g *generator) Generate(ctx context.Context, req gen.Request, onStep func(g
 		cb = func(ev ScaleEvent) error {
 			return onStep(gen.Step{Index: ev.Scale, Count: ev.Scales,
 				Label:  fmt.Sprintf("scale %d/%d (%dx%d)", ev.Scale+1, ev.Scales, ev.PN, ev.PN),
-				Tokens: ev.Tokens, Preview: ev.Preview, Elapsed: ev.Elapsed, Decode: ev.Decode})
+				GridH: ev.PN, GridW: ev.PN, Tokens: ev.Tokens, Preview: ev.Preview, Elapsed: ev.Elapsed, Decode: ev.Decode})
 		}
 	}
 	res, err := g.p.Generate(ctx, g.b, r, cb)
