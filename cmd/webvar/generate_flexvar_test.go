@@ -41,7 +41,7 @@ func testGenerateFlexVAR(t *testing.T, f testutil.Fixture, backend string) {
 			}
 			label := g.Ints(run + ".label_B")[0]
 			rc, _, stderr := runCLI(t, "generate", "-var", f.Path("var.pth"), "-vae", f.Path("vae.pth"),
-				"-patch-nums", strings.Join(sched, ","), "-class", fmt.Sprint(label), "-cfg", fmt.Sprint(g.F32(run+".cfg").Data[0]),
+				"-patch-nums", strings.Join(sched, ","), "-class", fmt.Sprint(label), "-cfg", fmt.Sprint(g.F32(run + ".cfg").Data[0]),
 				"-cfg-mode", mode, "-max-pn", fmt.Sprint(g.Ints(run + ".max_pn")[0]), "-top-k", "1", "-seed", "0",
 				"-backend", backend, "-tokens", tok, "-out", img)
 			if rc != 0 {

@@ -88,7 +88,7 @@ func (g *generator) Generate(ctx context.Context, req gen.Request, onStep func(g
 	if onStep != nil {
 		cb = func(ev ScaleEvent) error {
 			return onStep(gen.Step{Index: ev.Scale, Count: ev.Scales,
-				Label:  fmt.Sprintf("scale %d/%d (%dx%d)", ev.Scale+1, ev.Scales, ev.PN, ev.PN),
+				Label: fmt.Sprintf("scale %d/%d (%dx%d)", ev.Scale+1, ev.Scales, ev.PN, ev.PN),
 				GridH: ev.PN, GridW: ev.PN, Tokens: ev.Tokens, Preview: ev.Preview, Elapsed: ev.Elapsed, Decode: ev.Decode})
 		}
 	}
