@@ -229,6 +229,11 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "%s; this run: %dx%d images, backend %s\n", gi.Summary, w, h, b.Name())
 	fmt.Fprintf(stderr, "sampling: %s\n", describeSettings(g, settings))
+	if n, ok := g.(gen.Noter); ok {
+		for _, note := range n.Notes(settings) {
+			fmt.Fprintln(stderr, note)
+		}
+	}
 	if f.classes != "" || f.seeds != "" {
 		return generateGrid(ctx, g, f, settings, info, stdout, stderr)
 	}

@@ -180,3 +180,9 @@ type Generator interface {
 	// stops the generation and is returned, as does the context's cancellation (checked between steps).
 	Generate(ctx context.Context, req Request, onStep func(Step) error) (*Result, error)
 }
+
+// Noter is an optional ability of a Generator: Notes explains what it will do differently from what the
+// settings ask (a preview mode the model cannot make, say), for front ends to show.
+type Noter interface {
+	Notes(s Settings) []string
+}

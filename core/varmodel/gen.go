@@ -98,3 +98,14 @@ func (g *generator) Generate(ctx context.Context, req gen.Request, onStep func(g
 	}
 	return &gen.Result{Images: res.Images, Tokens: res.Tokens}, nil
 }
+
+// Notes says when the previews asked for are not the ones made: linear previews of a model without a
+// fitted map are fast ones (EffectivePreviews).
+func (g *generator) Notes(s gen.Settings) []string {
+	if m, err := ParsePreviewMode(s["previews"]); err == nil {
+		if eff := g.p.EffectivePreviews(m); eff != m {
+			return []string{fmt.Sprintf("previews %v: this model has no linear preview map (webvar convert -preview-fit); making %v previews", m, eff)}
+		}
+	}
+	return nil
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/flexvar/flexvartest"
 	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/varmodel/vartest"
 	"github.com/webvar/webvar/core/vqvae"
 	"github.com/webvar/webvar/internal/testutil"
 )
@@ -128,6 +129,21 @@ func TestFlexVARFixtureOnWebGPU(t *testing.T) {
 	for _, f := range testutil.Fixtures(t, "flexvar") {
 		t.Run(f.Name, func(t *testing.T) {
 			flexvartest.Check(t, f, b)
+			if !t.Failed() {
+				println("fixture " + f.Name + ": ok (webgpu)")
+			}
+		})
+	}
+}
+
+// The end-to-end VAR goldens of testdata/var-tiny (and of each WEBVAR_FIXTURES VAR directory) on the GPU:
+// the same checks as the CPU's (core/varmodel/vartest).
+func TestVARFixtureOnWebGPU(t *testing.T) {
+	b := newTestBackend(t)
+	b.guard = 0
+	for _, f := range testutil.Fixtures(t, "var") {
+		t.Run(f.Name, func(t *testing.T) {
+			vartest.Check(t, f, b)
 			if !t.Failed() {
 				println("fixture " + f.Name + ": ok (webgpu)")
 			}

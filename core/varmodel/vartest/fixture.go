@@ -1,0 +1,179 @@
+// Package vartest checks a VAR fixture directory (golden tensors from the official code, see
+// testdata/var-tiny/golden.md) on any backend: varmodel's tests run it on the CPU, core/webgpu's on the
+// GPU, each on testdata/var-tiny and on every WEBVAR_FIXTURES directory of the family. Only the
+// architecture comes from the checkpoints (and the fixture's config.json patch_nums where L does not
+// determine them): nothing here is specific to var-tiny's sizes.
+package vartest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/internal/testutil"
+)
+
+// relTol is golden.md's: activations, logits and images ~1e-4 relative to the tensor's max |value|.
+const relTol = 1e-4
+
+// Options reads the fixture's patch_nums from its config.json (var.patch_nums) when it has one.
+func Options(t *testing.T, f testutil.Fixture) varmodel.Options {
+	t.Helper()
+	raw, err := os.ReadFile(f.Path("config.json"))
+	if err != nil {
+		return varmodel.Options{}
+	}
+	var cfg struct {
+		VAR struct {
+			PatchNums []int `json:"patch_nums"`
+			NumHeads  int   `json:"num_heads"`
+		} `json:"var"`
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("fixture %s: config.json: %v", f.Name, err)
+	}
+	return varmodel.Options{PatchNums: cfg.VAR.PatchNums, Heads: cfg.VAR.NumHeads}
+}
+
+// Load opens the fixture's checkpoints on b.
+func Load(t *testing.T, f testutil.Fixture, b core.Backend) *varmodel.Pipeline {
+	t.Helper()
+	p, err := varmodel.LoadPipeline(testutil.Source(t, f.Path("var.pth")), testutil.Source(t, f.Path("vae.pth")), b, Options(t, f))
+	if err != nil {
+		t.Fatalf("fixture %s: %v", f.Name, err)
+	}
+	return p
+}
+
+// Check runs the fixture's end-to-end goldens on b: the VQVAE (image -> tokens, tokens -> image, the
+// teacher-forcing input), the teacher-forced forward and every greedy generation; tokens exactly.
+func Check(t *testing.T, f testutil.Fixture, b core.Backend) {
+	p := Load(t, f, b)
+	g := testutil.OpenGolden(t, f.Path("golden.safetensors"))
+	t.Run("vqvae", func(t *testing.T) { checkVQVAE(t, p, g, b) })
+	t.Run("teacher-forced", func(t *testing.T) { checkTeacherForced(t, p, g, b) })
+	runs := 0
+	for i := 0; g.Has(fmt.Sprintf("ar%d.label_B", i)); i++ {
+		run := fmt.Sprintf("ar%d", i)
+		t.Run(run, func(t *testing.T) { checkGeneration(t, p, g, b, run) })
+		runs++
+	}
+	if runs == 0 {
+		t.Errorf("fixture %s has no generation goldens (ar0.label_B)", f.Name)
+	}
+}
+
+func checkVQVAE(t *testing.T, p *varmodel.Pipeline, g *testutil.Golden, b core.Backend) {
+	if !g.Has("vae.x") {
+		t.Skip("fixture has no VQVAE goldens")
+	}
+	o := core.NewOps(b)
+	pn := p.VAR.Config().PatchNums
+	f := p.VAE.Encode(o, o.Upload(g.F32("vae.x")))
+	if g.Has("vae.f") {
+		testutil.RelClose(t, "vae.f", o.Download(f).Data, g.F32("vae.f").Data, relTol)
+	}
+	bsz := f.Dim(0)
+	ids, _ := p.VAE.Tokenize(o, f, false)
+	if err := o.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var want [][]int
+	for si := range pn {
+		name := fmt.Sprintf("vae.idx.s%d", si)
+		testutil.IntsEqual(t, name+" (from vae.x)", ids[si], g.Ints(name))
+		want = append(want, g.Ints(name))
+	}
+	if g.Has("tf.x_BLCv_wo_first_l") {
+		x := p.VAE.VarInput(o, want, bsz)
+		testutil.RelClose(t, "tf.x_BLCv_wo_first_l", o.Download(x).Data, g.F32("tf.x_BLCv_wo_first_l").Data, relTol)
+	}
+	if g.Has("vae.recon") {
+		fhats := p.VAE.FHatFromTokens(o, want, bsz)
+		img := p.VAE.Decode(o, fhats[len(fhats)-1])
+		testutil.RelClose(t, "vae.recon", o.Download(img).Data, g.F32("vae.recon").Data, relTol)
+	}
+	if err := o.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func checkTeacherForced(t *testing.T, p *varmodel.Pipeline, g *testutil.Golden, b core.Backend) {
+	if !g.Has("tf.logits") {
+		t.Skip("fixture has no teacher-forcing goldens")
+	}
+	o := core.NewOps(b)
+	taps := map[string]core.HostTensor{}
+	o.OnTap = func(name string, x *core.Tensor) { taps[name] = o.Download(x) }
+	logits := o.Download(p.VAR.TeacherForward(o, g.Ints("tf.label_B"), o.Upload(g.F32("tf.x_BLCv_wo_first_l"))))
+	if err := o.Err(); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"tf.x_in", "tf.cond_BD_or_gss", "tf.head_nm_out"}
+	for i := 0; i < p.VAR.Config().Depth; i++ {
+		for _, s := range []string{"attn_out", "ffn_out", "out"} {
+			names = append(names, fmt.Sprintf("tf.block%d.%s", i, s))
+		}
+	}
+	for _, n := range names {
+		if !g.Has(n) {
+			continue
+		}
+		got, ok := taps[n]
+		if !ok {
+			t.Errorf("no tap %s", n)
+			continue
+		}
+		testutil.RelClose(t, n, got.Data, g.F32(n).Data, relTol)
+	}
+	testutil.RelClose(t, "tf.logits", logits.Data, g.F32("tf.logits").Data, relTol)
+}
+
+func checkGeneration(t *testing.T, p *varmodel.Pipeline, g *testutil.Golden, b core.Backend, run string) {
+	o := core.NewOps(b)
+	taps := map[string]core.HostTensor{}
+	o.OnTap = func(name string, x *core.Tensor) { taps[name] = o.Download(x) }
+	req := varmodel.Request{Labels: g.Ints(run + ".label_B"), CFG: float64(g.F32(run + ".cfg").Data[0]), TopK: 1}
+	k := len(p.VAR.Config().PatchNums)
+	events := 0
+	res, err := p.Run(context.Background(), o, req, func(ev varmodel.ScaleEvent) error {
+		if ev.Scale != events {
+			t.Errorf("event for scale %d, want %d", ev.Scale, events)
+		}
+		events++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if events != k {
+		t.Errorf("%d scale events, want %d", events, k)
+	}
+	for si := 0; si < k; si++ {
+		name := fmt.Sprintf("%s.idx.s%d", run, si)
+		testutil.IntsEqual(t, name, res.Tokens[si], g.Ints(name))
+		for _, n := range []string{"logits_raw", "logits_cfg", "f_hat", "next_in"} {
+			gname := fmt.Sprintf("%s.s%d.%s", run, si, n)
+			if !g.Has(gname) {
+				continue
+			}
+			got, ok := taps[fmt.Sprintf("ar.s%d.%s", si, n)]
+			if !ok {
+				t.Errorf("no tap for %s", gname)
+				continue
+			}
+			testutil.RelClose(t, gname, got.Data, g.F32(gname).Data, relTol)
+		}
+		for i := 0; i < p.VAR.Config().Depth; i++ {
+			gname := fmt.Sprintf("%s.s%d.block%d.out", run, si, i)
+			if g.Has(gname) {
+				testutil.RelClose(t, gname, taps[fmt.Sprintf("ar.s%d.block%d.out", si, i)].Data, g.F32(gname).Data, relTol)
+			}
+		}
+	}
+	testutil.RelClose(t, run+".img", res.Images.Data, g.F32(run+".img").Data, relTol)
+}
