@@ -14,6 +14,8 @@ import (
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/bench"
+	"github.com/webvar/webvar/core/flexvar"
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/core/vqvae"
 	"github.com/webvar/webvar/core/webgpu"
@@ -27,15 +29,19 @@ import (
 // benchSource is a model for `webvar bench -model`/`-weights`: its two weight sources and what they are.
 type benchSource struct {
 	desc           string            // one line for the table's header
+	family         string            // "var" or "flexvar"
 	varSrc, vaeSrc core.WeightSource // the transformer's and the VQVAE's tensors
 	opt            varmodel.Options
+	schedule       []int // FlexVAR: the steps' grid sides
 	// converted is set for a weights directory: its quantization is fixed, its download is its chunks.
 	converted *weights.Manifest
 	close     func()
 }
 
 // benchModelNames are the names -model accepts.
-func benchModelNames() []string { return []string{"tiny", "d16", "d20", fashionvar.Name} }
+func benchModelNames() []string {
+	return []string{"tiny", "d16", "d20", fashionvar.Name, "flexvar-tiny", "flexvar-d16", "flexvar-d20", "flexvar-d24"}
+}
 
 // openBenchModel maps a model name to its weights. This is the one place a new name is wired in (the
 // default model, once it is embedded, becomes a case returning its converted sources).
@@ -85,6 +91,41 @@ func openBenchModel(name string) (*benchSource, error) {
 		}, nil
 	case fashionvar.Name:
 		return openBenchConverted(context.Background(), fashionvar.Source(), "embedded model "+fashionvar.Name)
+	case "flexvar-tiny":
+		dir, err := findUp(filepath.Join("testdata", "flexvar-tiny"))
+		if err != nil {
+			return nil, fmt.Errorf("-model flexvar-tiny needs the test fixture: %w (run from the webvar repository)", err)
+		}
+		vc, err := loader.Open(filepath.Join(dir, "var.pth"))
+		if err != nil {
+			return nil, err
+		}
+		ac, err := loader.Open(filepath.Join(dir, "vae.pth"))
+		if err != nil {
+			vc.Close()
+			return nil, err
+		}
+		return &benchSource{desc: "flexvar-tiny test fixture (" + dir + ")", family: "flexvar",
+			varSrc: vc.WeightSource(), vaeSrc: ac.WeightSource(), schedule: []int{1, 2, 3, 4},
+			close: func() { vc.Close(); ac.Close() }}, nil
+	case "flexvar-d16", "flexvar-d20", "flexvar-d24":
+		var depth int
+		fmt.Sscanf(strings.TrimPrefix(name, "flexvar-d"), "%d", &depth)
+		vs, as := randmodel.OfficialFlexVAR(depth)
+		as.Encoder = false // generation never runs the encoder, as `webvar convert -no-encoder`
+		varSrc, err := randmodel.NewSource(randmodel.FlexVARTensors(vs), randmodel.SeedVAR)
+		if err != nil {
+			return nil, err
+		}
+		vaeSrc, err := randmodel.NewSource(randmodel.LlamaGenVQTensors(as), randmodel.SeedVAE)
+		if err != nil {
+			return nil, err
+		}
+		return &benchSource{
+			desc: fmt.Sprintf("random weights in FlexVAR-d%d's shapes (width %d, %d heads, %d codes; FlexVAE ch %d, z %d; drawn in memory)",
+				depth, vs.C, vs.Heads, vs.V, as.Ch, as.Z),
+			family: "flexvar", varSrc: varSrc, vaeSrc: vaeSrc, schedule: flexvar.DefaultSchedule, close: func() {},
+		}, nil
 	}
 	return nil, usageError{fmt.Sprintf("-model %q: want one of %s, or -weights DIR", name, strings.Join(benchModelNames(), ", "))}
 }
@@ -320,6 +361,10 @@ func printDownloads(f *benchFlags, quant, vaeQuant weights.Scheme, stdout io.Wri
 func benchModelOn(ctx context.Context, b core.Backend, src *benchSource, varSrc core.WeightSource, f *benchFlags,
 	reps int, log io.Writer) ([]bench.ModelReport, []bench.ScaleQuality, error) {
 	fmt.Fprintf(log, "bench %s: loading %s\n", b.Name(), src.desc)
+	if src.family == "flexvar" {
+		reps, err := benchFlexVAROn(ctx, b, src, varSrc, f, reps, log)
+		return reps, nil, err
+	}
 	p, err := varmodel.LoadPipeline(varSrc, src.vaeSrc, b, src.opt)
 	if err != nil {
 		return nil, nil, err
@@ -342,7 +387,8 @@ func benchModelOn(ctx context.Context, b core.Backend, src *benchSource, varSrc 
 			return nil, nil, err
 		}
 		// The sampling defaults of `webvar generate`; class 0 and seed 0 (speed depends on neither).
-		req := varmodel.Request{Labels: []int{0}, CFG: 4, TopK: 900, TopP: 0.95, Previews: mode}
+		d := varmodel.OfficialSampling
+		req := varmodel.Request{Labels: []int{0}, CFG: d.CFG, TopK: d.TopK, TopP: d.TopP, Previews: mode}
 		opt := bench.ModelOptions{Request: req, Reps: reps, Log: log}
 		ht, _ := b.(hostTimer)
 		var ht0 webgpu.HostTimes
@@ -363,6 +409,8 @@ func benchModelOn(ctx context.Context, b core.Backend, src *benchSource, varSrc 
 			return nil, nil, err
 		}
 		rep.GPUMemoryLoaded = loaded
+		rep.Family = "var"
+		rep.Sampling = fmt.Sprintf("cfg %g, top-k %d, top-p %g", d.CFG, d.TopK, d.TopP)
 		if perImage != nil {
 			rep.GPUHost = perImage
 		}
@@ -375,7 +423,8 @@ func benchModelOn(ctx context.Context, b core.Backend, src *benchSource, varSrc 
 	if f.psnr == 0 {
 		return out, nil, nil
 	}
-	s := convert.Sampling{CFG: 4, TopK: 900, TopP: 0.95}
+	d := varmodel.OfficialSampling
+	s := convert.Sampling{CFG: d.CFG, TopK: d.TopK, TopP: d.TopP}
 	if d, err := convert.SamplingOf(src.converted); err != nil {
 		return nil, nil, err
 	} else if d != nil {
@@ -428,8 +477,8 @@ func printModelReport(w io.Writer, r bench.ModelReport) {
 	}
 	fmt.Fprintf(w, "\nmodel %s: %s\n", r.Model, r.WeightsSource)
 	fmt.Fprintf(w, "backend %s: %s\n", r.Backend, r.Device)
-	fmt.Fprintf(w, "quant %s, previews %s; %d image of %dx%d, cfg 4, top-k 900, top-p 0.95; warm-up + %d timed runs\n",
-		r.Quant, r.Previews, r.Images, r.Side, r.Side, r.Reps)
+	fmt.Fprintf(w, "quant %s, previews %s; %d image of %dx%d, %s; warm-up + %d timed runs\n",
+		r.Quant, r.Previews, r.Images, r.Side, r.Side, r.Sampling, r.Reps)
 	if r.PreviewMap != "" {
 		fmt.Fprintf(w, "linear preview map: %s\n", r.PreviewMap)
 	}
@@ -461,7 +510,11 @@ func printModelReport(w io.Writer, r bench.ModelReport) {
 		if i < len(r.PatchNums) {
 			side = fmt.Sprintf(" (%dx%d)", r.PatchNums[i], r.PatchNums[i])
 		}
-		row(fmt.Sprintf("  scale %d%s", i+1, side), g, s, "-")
+		noun := "scale"
+		if r.Family == "flexvar" {
+			noun = "step"
+		}
+		row(fmt.Sprintf("  %s %d%s", noun, i+1, side), g, s, "-")
 	}
 	row("transformer", r.GFLOP.Transformer, r.TransformerSeconds, fmt.Sprintf("%.4f", r.TransformerMin))
 	row("VQVAE decode", r.GFLOP.Decode, r.DecodeSeconds, fmt.Sprintf("%.4f", r.DecodeMin))
@@ -516,4 +569,72 @@ func percent(f float64) string {
 		return fmt.Sprintf("%.2g%%", p)
 	}
 	return fmt.Sprintf("%.1f%%", 100*f)
+}
+
+// benchFlexVAROn times FlexVAR generations (the official settings and schedule, class 0, seed 0) on b,
+// once per -previews mode: "none" decodes the last step only, any other mode decodes every step (each
+// FlexVAR step is a whole image; that is what the page's animation shows).
+func benchFlexVAROn(ctx context.Context, b core.Backend, src *benchSource, varSrc core.WeightSource, f *benchFlags,
+	reps int, log io.Writer) ([]bench.ModelReport, error) {
+	if f.psnr > 0 {
+		return nil, usageError{"-preview-psnr is for VAR models (linear preview maps)"}
+	}
+	p, err := flexvar.LoadPipeline(varSrc, src.vaeSrc, b, 0)
+	if err != nil {
+		return nil, err
+	}
+	var loaded any
+	if ms, ok := b.(memoryStatser); ok {
+		loaded = ms.MemoryStats()
+	}
+	d := flexvar.OfficialDefaults
+	d.Schedule = src.schedule
+	g := p.Generator(b, d)
+	sched := flexvar.Square(src.schedule)
+	c := p.VAR.Config()
+	tokens := make([]int, len(sched))
+	for i, gr := range sched {
+		tokens[i] = gr.N()
+	}
+	steps := bench.StepFLOPs(bench.TransformerShape{Depth: c.Depth, C: c.C, FFN: c.FFN, V: c.V, Cvae: c.Cvae}, tokens, 1)
+	var out []bench.ModelReport
+	for _, mode := range f.previews {
+		previews := mode != varmodel.PreviewNone
+		fl := bench.ModelFLOPs{Scales: steps, Decode: p.VAE.DecodeFLOPs(sched[len(sched)-1])}
+		for i, s := range steps {
+			fl.Transformer += s
+			if previews && i < len(sched)-1 {
+				fl.Preview += p.VAE.DecodeFLOPs(sched[i])
+			}
+		}
+		opt := bench.GeneratorOptions{Request: gen.Request{Labels: []int{0}, Previews: previews}, Reps: reps, Log: log}
+		ht, _ := b.(hostTimer)
+		var ht0 webgpu.HostTimes
+		if ht != nil {
+			opt.Timed = func() { ht0 = ht.HostTimes() }
+		}
+		runs, err := bench.RunGenerator(ctx, b.Name(), g, opt)
+		if err != nil {
+			return nil, err
+		}
+		rep, err := bench.NewModelReport(runs, fl)
+		if err != nil {
+			return nil, err
+		}
+		rep.Family = "flexvar"
+		rep.Sampling = fmt.Sprintf("cfg %g (%v), top-k %d, top-p %g, max-pn %d, steps %v", d.CFG, d.CFGMode, d.TopK, d.TopP, d.MaxPN, src.schedule)
+		rep.Previews = "none"
+		if previews {
+			rep.Previews = "steps"
+		}
+		if ht != nil {
+			d := ht.HostTimes().Sub(ht0).Per(reps)
+			rep.GPUHost = &d
+		}
+		rep.GPUMemoryLoaded = loaded
+		h, _ := p.ImageSize(sched)
+		rep.Images, rep.Side, rep.PatchNums = 1, h, src.schedule
+		out = append(out, rep)
+	}
+	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/varmodel"
 )
 
@@ -35,17 +36,34 @@ type ModelFLOPs struct {
 	Mode    varmodel.PreviewMode // as rendered (varmodel.Pipeline.EffectivePreviews)
 }
 
+// TransformerShape is what the arithmetic of a VAR-style transformer (VAR, FlexVAR: AdaLN blocks, a KV
+// cache across steps, a vocabulary head) depends on.
+type TransformerShape struct {
+	Depth, C, FFN, V, Cvae int
+}
+
 // TransformerFLOPs counts the transformer's work per scale for a batch of images with classifier-free
 // guidance (2 rows per image: conditional and null class), as varmodel.Pipeline.Run computes it.
 func TransformerFLOPs(c varmodel.Config, images int) []int64 {
+	tokens := make([]int, len(c.PatchNums))
+	for i, pn := range c.PatchNums {
+		tokens[i] = pn * pn
+	}
+	return StepFLOPs(TransformerShape{Depth: c.Depth, C: c.C, FFN: c.FFN, V: c.V, Cvae: c.Cvae}, tokens, images)
+}
+
+// StepFLOPs counts a VAR-style transformer's work per step whose token counts are tokens, for a batch
+// of images with classifier-free guidance: step 0 includes the class conditioning (the AdaLN linears,
+// computed once per generation) and every step but the last word_embed of the next step's input.
+func StepFLOPs(sh TransformerShape, tokens []int, images int) []int64 {
 	B := int64(2 * images)
-	C, F, V, Cvae := int64(c.C), int64(c.FFN), int64(c.V), int64(c.Cvae)
-	depth := int64(c.Depth)
-	out := make([]int64, len(c.PatchNums))
-	var seen int64 // tokens of the KV cache before this scale
-	for si, pn := range c.PatchNums {
-		l := int64(pn * pn)
-		s := seen + l // keys each query attends to: all earlier scales and its own
+	C, F, V, Cvae := int64(sh.C), int64(sh.FFN), int64(sh.V), int64(sh.Cvae)
+	depth := int64(sh.Depth)
+	out := make([]int64, len(tokens))
+	var seen int64 // tokens of the KV cache before this step
+	for si, n := range tokens {
+		l := int64(n)
+		s := seen + l // keys each query attends to: all earlier steps and its own
 		// mat_qkv [3C, C], proj [C, C], fc1 [F, C], fc2 [C, F] on B*l rows.
 		linears := 2 * B * l * C * (3*C + C + 2*F)
 		// Per head h: q·k is l*s*headDim multiply-adds and p·v as many; summed over heads, headDim*H = C.
@@ -54,8 +72,8 @@ func TransformerFLOPs(c varmodel.Config, images int) []int64 {
 		if si == 0 {
 			f += 2 * B * C * (depth*6*C + 2*C) // ada_lin [6C, C] per block and head_nm's [2C, C]
 		}
-		if si+1 < len(c.PatchNums) {
-			next := int64(c.PatchNums[si+1] * c.PatchNums[si+1])
+		if si+1 < len(tokens) {
+			next := int64(tokens[si+1])
 			f += 2 * int64(images) * next * Cvae * C // word_embed [C, Cvae], on the conditional rows only
 		}
 		out[si] = f
@@ -213,42 +231,83 @@ type ModelOptions struct {
 // image is checked to be finite, so that a benchmark of a broken backend or model fails instead of
 // reporting the speed of NaNs.
 func RunModel(ctx context.Context, b core.Backend, p *varmodel.Pipeline, opt ModelOptions) ([]ModelRun, error) {
-	if opt.Reps < 1 {
-		return nil, fmt.Errorf("bench: reps %d: want >= 1", opt.Reps)
+	return runTimed(b.Name(), opt.Reps, opt.Log, opt.Timed, func(onStep func(index, count int, decode time.Duration)) (core.HostTensor, error) {
+		res, err := p.Generate(ctx, b, opt.Request, func(ev varmodel.ScaleEvent) error {
+			onStep(ev.Scale, ev.Scales, ev.Decode)
+			return nil
+		})
+		if err != nil {
+			return core.HostTensor{}, err
+		}
+		return res.Images, nil
+	})
+}
+
+// GeneratorOptions configure RunGenerator; the fields are ModelOptions'.
+type GeneratorOptions struct {
+	Request gen.Request
+	Reps    int
+	Log     io.Writer
+	Timed   func()
+}
+
+// RunGenerator is RunModel for a generator of any family (gen.Generator): one warm-up, then opt.Reps
+// timed runs, each step's time split into the transformer's and its image's (gen.Step.Decode; the last
+// step's is the final decode, earlier ones are previews).
+func RunGenerator(ctx context.Context, backend string, g gen.Generator, opt GeneratorOptions) ([]ModelRun, error) {
+	return runTimed(backend, opt.Reps, opt.Log, opt.Timed, func(onStep func(index, count int, decode time.Duration)) (core.HostTensor, error) {
+		res, err := g.Generate(ctx, opt.Request, func(st gen.Step) error {
+			onStep(st.Index, st.Count, st.Decode)
+			return nil
+		})
+		if err != nil {
+			return core.HostTensor{}, err
+		}
+		return res.Images, nil
+	})
+}
+
+// runTimed runs generate once untimed and reps times timed. generate reports each finished step (its
+// index, the step count and the part of it spent decoding) through onStep and returns the final images,
+// which must be finite: a benchmark of a broken backend or model fails instead of reporting the speed of
+// NaNs.
+func runTimed(backend string, reps int, log io.Writer, timed func(),
+	generate func(onStep func(index, count int, decode time.Duration)) (core.HostTensor, error)) ([]ModelRun, error) {
+	if reps < 1 {
+		return nil, fmt.Errorf("bench: reps %d: want >= 1", reps)
 	}
 	var runs []ModelRun
-	for i := 0; i <= opt.Reps; i++ {
-		if opt.Log != nil {
+	for i := 0; i <= reps; i++ {
+		if log != nil {
 			what := "warm-up"
 			if i > 0 {
-				what = fmt.Sprintf("run %d/%d", i, opt.Reps)
+				what = fmt.Sprintf("run %d/%d", i, reps)
 			}
-			fmt.Fprintf(opt.Log, "bench %s: %s\n", b.Name(), what)
+			fmt.Fprintf(log, "bench %s: %s\n", backend, what)
 		}
-		if i == 1 && opt.Timed != nil {
-			opt.Timed()
+		if i == 1 && timed != nil {
+			timed()
 		}
 		r := ModelRun{}
 		start := time.Now()
 		last := start
-		res, err := p.Generate(ctx, b, opt.Request, func(ev varmodel.ScaleEvent) error {
+		images, err := generate(func(index, count int, decode time.Duration) {
 			t := time.Now()
-			scale := t.Sub(last) - ev.Decode
+			step := t.Sub(last) - decode
 			last = t
-			r.Scales = append(r.Scales, scale)
-			r.Transformer += scale
-			if ev.Scale == ev.Scales-1 {
-				r.Decode = ev.Decode
+			r.Scales = append(r.Scales, step)
+			r.Transformer += step
+			if index == count-1 {
+				r.Decode = decode
 			} else {
-				r.Preview += ev.Decode
+				r.Preview += decode
 			}
-			return nil
 		})
 		r.Total = time.Now().Sub(start)
 		if err != nil {
 			return nil, err
 		}
-		for j, v := range res.Images.Data {
+		for j, v := range images.Data {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 				return nil, fmt.Errorf("bench: the generated image has a non-finite value at element %d", j)
 			}
@@ -266,6 +325,9 @@ func RunModel(ctx context.Context, b core.Backend, p *varmodel.Pipeline, opt Mod
 // (model, device, memory, download size).
 type ModelReport struct {
 	Model   string `json:"model"`
+	Family  string `json:"family"` // "var", "flexvar"
+	// Sampling is the generation's settings in words ("cfg 4, top-k 900, top-p 0.95").
+	Sampling string `json:"sampling"`
 	Backend string `json:"backend"`
 	Device  string `json:"device"`
 	Quant   string `json:"quant"`

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/vqvae"
 	"github.com/webvar/webvar/internal/testutil"
 	"github.com/webvar/webvar/loader"
 )
@@ -158,5 +160,26 @@ func TestRunModelPartsAddUp(t *testing.T) {
 	}
 	if _, err := RunModel(context.Background(), b, p, ModelOptions{Reps: 0}); err == nil {
 		t.Error("RunModel accepted 0 reps")
+	}
+}
+
+// The loaded decoder's own count (convnet.Coder.DecodeFLOPs, used for layouts DecodeFLOPs does not
+// walk) agrees with the checkpoint walk.
+func TestCoderDecodeFLOPsAgree(t *testing.T) {
+	ac, err := loader.Open(testutil.VarTiny("vae.pth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	m, err := vqvae.Load(core.NewWeights(ac.WeightSource(), cpu.New(1)), []int{1, 2, 3, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := DecodeFLOPs(ac.WeightSource(), 4, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.DecodeFLOPs(4); got != want {
+		t.Fatalf("coder count %d, checkpoint walk %d", got, want)
 	}
 }

@@ -235,3 +235,45 @@ func (c *Coder) Decode(o *core.Ops, z *core.Tensor) *core.Tensor {
 	o.Tap("vae.dec.pre_clamp", out)
 	return out
 }
+
+// FLOPs counts a convolution's arithmetic on an output of h x w pixels: 2 per multiply-add.
+func (c *Conv) FLOPs(h, w int) int64 {
+	return 2 * int64(c.Cout) * int64(c.Cin*c.K*c.K) * int64(h) * int64(w)
+}
+
+// DecodeFLOPs counts one decode of a z [1, Cz, h, w] latent by the loaded decoder: every convolution
+// (2*Cout*Cin*k*k per output pixel) and each attention block's q.k and p.v (4*HW*HW*C) besides its 1x1
+// convs. Norms and activations are left out (O(1/width) of the products). Layout-independent: it walks
+// the loaded layers.
+func (c *Coder) DecodeFLOPs(h, w int) int64 {
+	var total int64
+	res := func(r *ResBlock) {
+		total += r.Conv1.FLOPs(h, w) + r.Conv2.FLOPs(h, w)
+		if r.Shortcut != nil {
+			total += r.Shortcut.FLOPs(h, w)
+		}
+	}
+	attn := func(a *AttnBlock) {
+		if a == nil {
+			return
+		}
+		hw := int64(h) * int64(w)
+		total += a.QKV.FLOPs(h, w) + a.Proj.FLOPs(h, w) + 4*hw*hw*int64(a.C)
+	}
+	total += c.ConvIn.FLOPs(h, w)
+	res(c.Mid.Block1)
+	attn(c.Mid.Attn)
+	res(c.Mid.Block2)
+	for i := len(c.Levels) - 1; i >= 0; i-- {
+		lv := &c.Levels[i]
+		for j, b := range lv.Blocks {
+			res(b)
+			attn(lv.Attns[j])
+		}
+		if lv.Resample != nil {
+			h, w = 2*h, 2*w // nearest 2x, then the conv at the new size
+			total += lv.Resample.FLOPs(h, w)
+		}
+	}
+	return total + c.ConvOut.FLOPs(h, w)
+}

@@ -22,10 +22,11 @@ const (
 
 // Conv is a loaded 2-D convolution.
 type Conv struct {
-	W, B   *core.Tensor // [Co, Ci, k, k], [Co]
-	Stride int
-	Pad    [4]int // top, left, bottom, right
-	Cout   int
+	W, B      *core.Tensor // [Co, Ci, k, k], [Co]
+	Stride    int
+	Pad       [4]int // top, left, bottom, right
+	Cout, Cin int
+	K         int // kernel side
 }
 
 // Apply is the convolution of x [B, Ci, H, W].
@@ -146,7 +147,7 @@ func (bd *Builder) Conv(name string, cin, k, stride int, pad [4]int) Conv {
 		bd.Fail(&core.WeightError{Tensor: name + ".weight", Msg: fmt.Sprintf("shape %v, want [*, %d, %d, %d]", ws, cin, k, k)})
 		return Conv{}
 	}
-	c := Conv{Stride: stride, Pad: pad, Cout: ws[0]}
+	c := Conv{Stride: stride, Pad: pad, Cout: ws[0], Cin: cin, K: k}
 	c.W = bd.Tensor(name+".weight", ws...)
 	c.B = bd.Tensor(name+".bias", ws[0])
 	return c
@@ -239,7 +240,7 @@ func (bd *Builder) concatConvs(name string, parts []string, c int) Conv {
 		w = append(w, hw.Data...)
 		b = append(b, hb.Data...)
 	}
-	cv := Conv{Stride: 1, Cout: n * c}
+	cv := Conv{Stride: 1, Cout: n * c, Cin: c, K: 1}
 	var err error
 	if cv.W, err = bd.W.B.Upload(core.HostTensor{Shape: core.Shape{n * c, c, 1, 1}, Data: w}); err != nil {
 		bd.Fail(err)

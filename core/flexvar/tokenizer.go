@@ -191,3 +191,9 @@ func (t *Tokenizer) TeacherInput(o *core.Ops, ids [][]int, b int, sched []Grid) 
 	o.Free(parts...)
 	return out
 }
+
+// DecodeFLOPs counts Decode's arithmetic for one image of grid g: post_quant_conv and the decoder
+// (convnet.Coder.DecodeFLOPs).
+func (t *Tokenizer) DecodeFLOPs(g Grid) int64 {
+	return t.postQuantConv.FLOPs(g.H, g.W) + t.dec.DecodeFLOPs(g.H, g.W)
+}

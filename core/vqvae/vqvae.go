@@ -291,3 +291,9 @@ func (m *Model) VarInput(o *core.Ops, ids [][]int, b int) *core.Tensor {
 	o.Free(parts...)
 	return out
 }
+
+// DecodeFLOPs counts Decode's arithmetic for one f_hat of latent side p: post_quant_conv and the decoder
+// (convnet.Coder.DecodeFLOPs).
+func (m *Model) DecodeFLOPs(p int) int64 {
+	return m.postQuantConv.FLOPs(p, p) + m.dec.DecodeFLOPs(p, p)
+}
