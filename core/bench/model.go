@@ -324,13 +324,13 @@ func runTimed(backend string, reps int, log io.Writer, timed func(),
 // are part of the `webvar bench -json` output. The command fills in what the harness cannot know
 // (model, device, memory, download size).
 type ModelReport struct {
-	Model   string `json:"model"`
-	Family  string `json:"family"` // "var", "flexvar"
+	Model  string `json:"model"`
+	Family string `json:"family"` // "var", "flexvar"
 	// Sampling is the generation's settings in words ("cfg 4, top-k 900, top-p 0.95").
 	Sampling string `json:"sampling"`
-	Backend string `json:"backend"`
-	Device  string `json:"device"`
-	Quant   string `json:"quant"`
+	Backend  string `json:"backend"`
+	Device   string `json:"device"`
+	Quant    string `json:"quant"`
 	// VAEQuant is the storage of the VQVAE decoder's conv weights (webvar convert -vae-quant).
 	VAEQuant string `json:"vae_quant,omitempty"`
 	Threads  int    `json:"threads"`
