@@ -36,7 +36,6 @@ var keys = []struct {
 	{ebiten.KeyArrowDown, uistate.ActSeedDown},
 	{ebiten.KeyArrowUp, uistate.ActSeedUp},
 	{ebiten.KeyD, uistate.ActDice},
-	{ebiten.KeyM, uistate.ActMoreSmooth},
 	{ebiten.KeyG, uistate.ActGenerate},
 	{ebiten.KeyEnter, uistate.ActGenerate},
 	{ebiten.KeyEscape, uistate.ActCancel},
@@ -62,6 +61,10 @@ func (g *Game) input() []uistate.Action {
 		if inpututil.IsKeyJustPressed(k.k) {
 			acts = append(acts, k.a)
 		}
+	}
+	// M toggles more smooth where the family has it.
+	if inpututil.IsKeyJustPressed(ebiten.KeyM) {
+		acts = append(acts, g.st.SettingAction("more-smooth"))
 	}
 	// Digits type a class number (uistate.State.TypeDigit).
 	for _, r := range ebiten.AppendInputChars(nil) {
@@ -139,22 +142,27 @@ func (g *Game) drawImages(screen *ebiten.Image) {
 	if latest := g.st.Latest(); latest != nil {
 		// Nearest-neighbour at an integer scale (DrawImageOptions' default filter): every generated
 		// pixel becomes an exact scale x scale block, which the screenshot test relies on.
-		r, scale := uistate.ImageRect(latest.Bounds().Dx())
+		r, scale := uistate.ImageRect(latest.Bounds().Dx(), latest.Bounds().Dy())
 		op := &ebiten.DrawImageOptions{}
-		op.GeoM.Scale(float64(scale), float64(scale))
+		if scale < 1 {
+			op.Filter = ebiten.FilterLinear // larger than the area: shrunk to fit
+		}
+		op.GeoM.Scale(scale, scale)
 		op.GeoM.Translate(float64(r.Min.X), float64(r.Min.Y))
 		screen.DrawImage(g.image(latest), op)
 	}
+	n := max(run.Steps, len(run.Scales))
 	for i, s := range run.Scales {
-		tr := uistate.ThumbRect(i)
+		tr := uistate.ThumbRect(i, n)
 		if s.Preview != nil {
 			op := &ebiten.DrawImageOptions{Filter: ebiten.FilterLinear}
-			f := float64(uistate.ThumbSize) / float64(s.Preview.Bounds().Dx())
+			b := s.Preview.Bounds()
+			f := float64(tr.Dx()) / float64(max(b.Dx(), b.Dy()))
 			op.GeoM.Scale(f, f)
 			op.GeoM.Translate(float64(tr.Min.X), float64(tr.Min.Y))
 			screen.DrawImage(g.image(s.Preview), op)
 		}
-		lp := uistate.ThumbLabelPos(i)
+		lp := uistate.ThumbLabelPos(i, n)
 		g.smallText(screen, fmt.Sprintf("%d: %s", i+1, fmtDur(s.Took)), lp.X, lp.Y)
 	}
 }

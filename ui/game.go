@@ -22,19 +22,20 @@ import (
 	"golang.org/x/image/font/gofont/goregular"
 
 	"github.com/webvar/webvar/core"
-	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/ui/uistate"
 )
 
-// LoadFunc loads the model onto Config.Backend, reporting progress (bytes so far of total; total 0 when
-// unknown) as it goes, and returns the pipeline and the class names from the weights' metadata (nil:
-// numbers are shown). It returns ctx.Err() when ctx is cancelled (the user pressed Cancel during the
-// download); the game may call it again (Load after a cancel), so it must be safe to repeat.
-type LoadFunc func(ctx context.Context, progress func(done, total int64)) (*varmodel.Pipeline, []string, error)
+// LoadFunc loads the model, of any family, onto Config.Backend, reporting progress (bytes so far of
+// total; total 0 when unknown) as it goes, and returns it as a gen.Generator with the class names from
+// the weights' metadata (nil: numbers are shown). It returns ctx.Err() when ctx is cancelled (the user
+// pressed Cancel during the download); the game may call it again (Load after a cancel), so it must be
+// safe to repeat.
+type LoadFunc func(ctx context.Context, progress func(done, total int64)) (gen.Generator, []string, error)
 
 // Config sets up a Game.
 type Config struct {
-	Backend  core.Backend // runs the generations (the pipeline Load returns must live on it)
+	Backend  core.Backend // the backend the generator Load returns runs on (kept open for the game's life)
 	Load     LoadFunc     // required: Run starts it beside the window
 	Settings uistate.Settings
 	// AutoStart generates once as soon as the model has loaded.
@@ -89,7 +90,7 @@ type Game struct {
 	inbox chan func()
 	quit  chan struct{} // closed when Run returns: senders stop waiting
 
-	pipe   *varmodel.Pipeline
+	gen    gen.Generator
 	cancel context.CancelFunc // of the load or run in flight
 
 	images  map[*image.NRGBA]*ebiten.Image // previews uploaded once, per run
@@ -156,8 +157,8 @@ func (g *Game) startLoad() {
 	}()
 }
 
-// loaded takes the loaded pipeline or the loading error on the game goroutine.
-func (g *Game) loaded(p *varmodel.Pipeline, classNames []string, err error) {
+// loaded takes the loaded generator or the loading error on the game goroutine.
+func (g *Game) loaded(p gen.Generator, classNames []string, err error) {
 	g.cancel = nil
 	if err != nil {
 		g.st.OnLoaded(uistate.ModelInfo{}, err)
@@ -173,10 +174,8 @@ func (g *Game) loaded(p *varmodel.Pipeline, classNames []string, err error) {
 		}
 		return
 	}
-	g.pipe = p
-	c := p.VAR.Config()
-	g.st.OnLoaded(uistate.ModelInfo{Classes: c.Classes, ClassNames: classNames, PatchNums: c.PatchNums,
-		ImageSize: p.VAE.ImageSize(), LinearPreview: p.LinearPreview != nil}, nil)
+	g.gen = p
+	g.st.OnLoaded(uistate.InfoOf(p, classNames), nil)
 	if g.cfg.AutoStart {
 		g.do(uistate.ActGenerate)
 	}
@@ -228,16 +227,16 @@ func (g *Game) do(a uistate.Action) {
 
 // startRun generates in a goroutine so that the window stays responsive; each scale's preview comes
 // back through the inbox as soon as it is decoded. Cancel stops the engine between scales.
-func (g *Game) startRun(id int, req varmodel.Request) {
+func (g *Game) startRun(id int, req gen.Request) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	if g.cfg.Started != nil {
 		g.cfg.Started()
 	}
-	p, b := g.pipe, g.cfg.Backend
+	p := g.gen
 	go func() {
 		defer cancel()
-		res, err := p.Generate(ctx, b, req, func(ev varmodel.ScaleEvent) error {
+		res, err := p.Generate(ctx, req, func(ev gen.Step) error {
 			var img *image.NRGBA
 			if ev.Preview != nil {
 				var err error
@@ -247,7 +246,7 @@ func (g *Game) startRun(id int, req varmodel.Request) {
 			}
 			ev.Preview = nil // the state keeps the image, not the tensor
 			applied := make(chan struct{})
-			if !g.post(ctx, func() { g.st.OnScale(id, ev, img); close(applied) }) {
+			if !g.post(ctx, func() { g.st.OnStep(id, ev, img); close(applied) }) {
 				return context.Canceled
 			}
 			if g.cfg.SyncScales {

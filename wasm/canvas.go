@@ -10,12 +10,10 @@ import (
 	"errors"
 	"image"
 	"image/png"
-	"net/http"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
-	"github.com/webvar/webvar/core/varmodel"
-	"github.com/webvar/webvar/loader/convert"
+	"github.com/webvar/webvar/core/gen"
 	ebitenui "github.com/webvar/webvar/ui"
 	"github.com/webvar/webvar/ui/uistate"
 	"github.com/webvar/webvar/weights"
@@ -31,21 +29,14 @@ const hasCanvasUI = true
 // as there, and dataset.tokens holds the last image's tokens. It returns when the game ends (it does not,
 // in a browser tab).
 func runCanvas(p params) {
-	// The model's sampling defaults fill the settings the URL left unset before the UI shows them: read
-	// the manifest first (a few KB; the chunks follow in loadWith).
-	if m, err := weights.LoadManifest(context.Background(), weights.HTTPSource(p.weightsURL, http.DefaultClient)); err == nil {
-		if s, err := convert.SamplingOf(m); err == nil {
-			p = p.withModelDefaults(s)
-		}
-	}
 	// The HTML controls and their canvas give way to ebiten's canvas.
 	// (ebiten adds its canvas to the body when its package initialises, before this runs.)
 	children := doc.Get("body").Get("children")
 	for i := range children.Length() {
 		el := children.Index(i)
 		id, tag := el.Get("id").String(), el.Get("tagName").String()
-		if tag == "SCRIPT" || tag == "CANVAS" && id != "webvar-canvas" {
-			continue
+		if tag == "SCRIPT" || tag == "CANVAS" && id != "webvar-canvas" || id == "webvar-models" {
+			continue // the model menu stays above the canvas UI
 		}
 		el.Get("style").Set("display", "none")
 	}
@@ -65,7 +56,7 @@ func runCanvas(p params) {
 		Notice:  notice,
 		// On the CPU fallback a run would not yield to the page between scales: no frame, no Cancel.
 		SyncScales: onCPU,
-		Load: func(ctx context.Context, progress func(done, total int64)) (*varmodel.Pipeline, []string, error) {
+		Load: func(ctx context.Context, progress func(done, total int64)) (gen.Generator, []string, error) {
 			setState("loading")
 			a, err := loadWith(ctx, p.weightsURL, func() (core.Backend, error) { return b, nil }, func(pr weights.Progress) {
 				progress(pr.BytesDone, pr.BytesTotal)
@@ -83,10 +74,9 @@ func runCanvas(p params) {
 			if !p.autostart {
 				setState("ready")
 			}
-			return a.p, a.names, nil
+			return a.g, a.names, nil
 		},
-		Settings: uistate.Settings{Class: p.class, Seed: p.seed, CFG: p.cfg, TopK: p.topK, TopP: p.topP,
-			MoreSmooth: p.moreSmooth},
+		Settings:  uistate.Settings{Class: p.class, Seed: p.seed, Values: p.values},
 		AutoStart: p.autostart,
 		Save:      downloadPNG,
 		Started: func() {

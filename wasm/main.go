@@ -3,9 +3,11 @@
 // Command wasm is the browser app: it streams a converted weights directory, opens WebGPU (or falls back
 // to the CPU), and generates an image scale by scale, drawing each scale's preview as soon as it lands.
 //
-// URL parameters: weights (directory URL, default "weights/", relative to the page), class, seed, cfg,
-// top_k, top_p, more_smooth, previews (linear, fast or full; default: varmodel.Pipeline.InteractivePreviews,
-// linear for a model with a fitted map), autostart=1, backend (auto: WebGPU, else WebGL2 for the matrix
+// URL parameters: weights or model (directory URL, default "weights/", relative to the page), class,
+// seed, autostart=1, and any of the model family's settings by name with underscores for dashes (VAR:
+// cfg, top_k, top_p, more_smooth, previews; FlexVAR: cfg, top_k, top_p, schedule, aspect, cfg_mode,
+// max_pn; the model's own defaults fill the rest, and a setting the model does not take is named in the
+// status line), backend (auto: WebGPU, else WebGL2 for the matrix
 // products with the CPU, else the CPU; or webgpu, webgl, cpu to insist), ui (canvas: the ebiten UI, the
 // default; html: the HTML controls), embed=1 (the HTML controls without the page chrome;
 // webvar-widget.js uses it). They prefill the inputs (sampling settings not given come from the model's
@@ -14,7 +16,8 @@
 // download cancelled during "loading" goes to "cancelled" until Generate resumes it) so that tests and
 // embedding pages can wait on it; inside an iframe every state is also posted to the parent window as
 // {type: "webvar-state", state, error}. dataset.tokens holds the last finished image's tokens as JSON
-// (one row-major array per scale), a debug hook for tests.
+// (one row-major array per step), a debug hook for tests. The HTML controls act on the same app state as
+// the canvas UI and the preview window (ui/uistate), so the three cannot disagree.
 package main
 
 import (
@@ -22,20 +25,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall/js"
 	"time"
-	"unicode"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
-	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/family"
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/loader/convert"
+	"github.com/webvar/webvar/ui/uistate"
 	"github.com/webvar/webvar/wasm/jscache"
 	"github.com/webvar/webvar/wasm/jsgpu"
 	"github.com/webvar/webvar/wasm/webgl"
@@ -77,43 +80,23 @@ func fail(err error) {
 	js.Global().Get("console").Call("log", "webvar: "+msg) // log, not error: the page reports it itself
 }
 
-// params are the generation settings, from the URL and then from the inputs.
+// params are the page's URL parameters.
 type params struct {
 	weightsURL string
 	class      int
 	seed       uint64
-	cfg        float64
-	topK       int
-	topP       float64
-	moreSmooth bool
-	previews   varmodel.PreviewMode // when set["previews"]; else the model's InteractivePreviews
-	autostart  bool
-	backend    string // URL parameter backend: auto (the default), webgpu, webgl, cpu
-	canvasUI   bool   // the ebiten UI (canvas.go; the default) instead of the HTML controls (ui=html, embed=1)
-	// set names the sampling parameters the URL gave; the others take the model's own defaults
-	// (its manifest meta) once it has loaded, else the values above.
-	set map[string]bool
+	// values are the family settings the URL gave, by setting name (URL parameters spell them with
+	// underscores: top_k=1, cfg_mode=llamagen); the model's defaults fill the rest when it has loaded,
+	// and the state names those the model does not take.
+	values    gen.Settings
+	autostart bool
+	backend   string // URL parameter backend: auto (the default), webgpu, webgl, cpu
+	canvasUI  bool   // the ebiten UI (canvas.go; the default) instead of the HTML controls (ui=html, embed=1)
 }
 
-// withModelDefaults fills the sampling settings the URL left unset from the model's defaults.
-func (p params) withModelDefaults(d *convert.Sampling) params {
-	if d == nil {
-		return p
-	}
-	if !p.set["cfg"] {
-		p.cfg = d.CFG
-	}
-	if !p.set["top_k"] {
-		p.topK = d.TopK
-	}
-	if !p.set["top_p"] {
-		p.topP = d.TopP
-	}
-	if !p.set["more_smooth"] {
-		p.moreSmooth = d.MoreSmooth
-	}
-	return p
-}
+// pageParams are the URL parameters that are not family settings.
+var pageParams = map[string]bool{"weights": true, "model": true, "class": true, "seed": true, "autostart": true,
+	"backend": true, "ui": true, "embed": true}
 
 func readURL() (params, error) {
 	loc := js.Global().Get("location").Get("href")
@@ -125,7 +108,7 @@ func readURL() (params, error) {
 		}
 		return q.Call("get", k).String(), true
 	}
-	p := params{class: 0, cfg: 4, topK: 900, topP: 0.95, backend: "auto", set: map[string]bool{}}
+	p := params{backend: "auto", values: gen.Settings{}}
 	w, ok := get("weights")
 	if !ok {
 		w, ok = get("model") // the same: the URL of the model's converted weights directory
@@ -138,7 +121,6 @@ func readURL() (params, error) {
 	var err error
 	num := func(k string, f func(s string) error) {
 		if s, ok := get(k); ok && err == nil {
-			p.set[k] = true
 			if e := f(s); e != nil {
 				err = fmt.Errorf("URL parameter %s=%q: %v", k, s, e)
 			}
@@ -146,16 +128,14 @@ func readURL() (params, error) {
 	}
 	num("class", func(s string) (e error) { p.class, e = strconv.Atoi(s); return })
 	num("seed", func(s string) (e error) { p.seed, e = strconv.ParseUint(s, 10, 64); return })
-	num("cfg", func(s string) (e error) { p.cfg, e = strconv.ParseFloat(s, 64); return })
-	num("top_k", func(s string) (e error) { p.topK, e = strconv.Atoi(s); return })
-	num("top_p", func(s string) (e error) { p.topP, e = strconv.ParseFloat(s, 64); return })
-	num("more_smooth", func(s string) (e error) { p.moreSmooth, e = strconv.ParseBool(s); return })
-	num("previews", func(s string) (e error) {
-		if p.previews, e = varmodel.ParsePreviewMode(s); e == nil && p.previews == varmodel.PreviewNone {
-			e = errors.New("the page draws every scale: want linear, fast or full")
+	keys := js.Global().Get("Array").Call("from", q.Call("keys"))
+	for i := range keys.Length() {
+		k := keys.Index(i).String()
+		if !pageParams[k] {
+			v, _ := get(k)
+			p.values[strings.ReplaceAll(k, "_", "-")] = v
 		}
-		return
-	})
+	}
 	p.autostart = q.Call("get", "autostart").String() == "1"
 	if s, ok := get("backend"); ok {
 		switch s {
@@ -180,16 +160,20 @@ func readURL() (params, error) {
 
 // app is the loaded model and the backend it runs on.
 type app struct {
-	p       *varmodel.Pipeline
-	b       core.Backend
-	classes int
-	names   []string
-	pn      []int // patch sizes per scale
-	// sampling is the model's default sampling settings (nil: the page's defaults).
-	sampling *convert.Sampling
+	g     gen.Generator
+	b     core.Backend
+	names []string // class names from the model's metadata (nil: numbers)
 	// cacheNote says where the weights came from: how many MB from the browser cache and how many from
 	// the network, or why there was no cache.
 	cacheNote string
+}
+
+// checkURLClass rejects a URL class the model does not have.
+func (a *app) checkURLClass(class int) error {
+	if n := a.g.Info().Classes; class < 0 || class >= n {
+		return fmt.Errorf("URL parameter class=%d: this model has classes 0..%d", class, n-1)
+	}
+	return nil
 }
 
 // cacheName is the CacheStorage cache holding verified weight chunks, keyed by their SHA-256.
@@ -227,90 +211,134 @@ func main() {
 		runCanvas(p)
 		select {}
 	}
-	u := &ui{base: p, jobs: make(chan job, 1)}
-	u.setInputs(p)
-	// Every handler only reads the DOM, touches u under its mutex and queues a job: blocking inside a
-	// js.FuncOf callback deadlocks the event loop, so the work happens on the worker goroutine.
-	u.on("webvar-generate", func() { u.enqueue(job{kind: jobGenerate, q: u.readInputs()}) })
-	u.on("webvar-reroll", func() {
-		q := u.readInputs()
-		q.seed = uint64(rand.Uint32()) // keep the coarse scales, draw the rest anew
-		setValue("webvar-seed", strconv.FormatUint(q.seed, 10))
-		u.enqueue(job{kind: jobReroll, q: q, k: readK()})
-	})
-	u.on("webvar-randomize", func() { u.enqueue(job{kind: jobRandomize, q: u.readInputs(), k: readK()}) })
-	u.on("webvar-dice", func() { setValue("webvar-seed", strconv.FormatUint(uint64(rand.Uint32()), 10)) })
-	u.on("webvar-cancel", u.cancelRun)
-	u.on("webvar-save", u.save)
-	go u.worker()
+	pg := &page{st: uistate.New(uistate.Settings{Class: p.class, Seed: p.seed, Values: p.values}), url: p,
+		runs: make(chan gen.Request, 1), resume: make(chan struct{}, 1)}
+	pg.setSeedInput()
+	// Every handler reads the inputs into the shared state (uistate, the same the canvas UI and the
+	// preview window use), applies its action under the mutex and hands work to the worker goroutine:
+	// blocking inside a js.FuncOf callback deadlocks the event loop.
+	pg.on("webvar-generate", uistate.ActGenerate)
+	pg.on("webvar-reroll", uistate.ActReroll)
+	pg.on("webvar-randomize", uistate.ActRandomize)
+	pg.on("webvar-dice", uistate.ActDice)
+	pg.on("webvar-cancel", uistate.ActCancel)
+	pg.on("webvar-save", uistate.ActSave)
+	go pg.worker()
 	select {} // keep the Go runtime alive for the callbacks
 }
 
-// jobKind says how a queued run uses the previous one.
-type jobKind int
-
-const (
-	jobGenerate  jobKind = iota
-	jobReroll            // keep the first k scales' tokens of the last image (Request.Prefix)
-	jobRandomize         // uniform random tokens after the first k scales (Request.RandomAfter)
-)
-
-type job struct {
-	kind jobKind
-	q    params
-	k    int
-}
-
-// ui is the page's state shared between the event handlers (on the JS event loop) and the worker
-// goroutine; mu guards the fields the handlers read, held only for a few statements and never across
-// anything that yields to the event loop (a handler waiting on it would deadlock the page).
-type ui struct {
-	jobs chan job // one slot: a second click while a run is queued is dropped
+// page is the HTML controls' driver: the DOM is a view of st, and every button an action on it.
+type page struct {
+	url params
 
 	mu     sync.Mutex
-	base   params             // the URL's settings, then with the model's defaults filled in
-	cancel context.CancelFunc // of the running generation; nil when idle
-	// saveName is the Save PNG file name for what the canvas shows (class-seed.png); "" before the
-	// first finished image.
-	saveName string
+	st     *uistate.State
+	cancel context.CancelFunc // of the load or run in flight; nil when idle
+	app    *app
+	// runs carries a started run's request to the worker (one slot: a run is started only from Idle).
+	runs chan gen.Request
+	// resume wakes the loader after a cancelled download (the Load command).
+	resume chan struct{}
 }
 
-// on calls f for every click on the element id, if the page has it.
-func (u *ui) on(id string, f func()) {
+// on makes clicks on the element id perform action a.
+func (pg *page) on(id string, a uistate.Action) {
 	if el := byID(id); el.Truthy() {
 		el.Call("addEventListener", "click", js.FuncOf(func(js.Value, []js.Value) any {
-			f()
+			pg.do(a)
 			return nil
 		}))
 	}
 }
 
-func (u *ui) enqueue(j job) {
-	select {
-	case u.jobs <- j:
-	default: // a run is already queued
+// do reads the inputs into the state, applies a and carries out the command it returns.
+func (pg *page) do(a uistate.Action) {
+	pg.mu.Lock()
+	pg.readInputs()
+	cmd := pg.st.Apply(a)
+	cancel := pg.cancel
+	pg.mu.Unlock()
+	switch cmd.Kind {
+	case uistate.Start:
+		doc.Get("body").Get("dataset").Delete("error")
+		setState("generating")
+		setBusy()
+		select {
+		case pg.runs <- cmd.Request:
+		default: // cannot happen: a run starts only from Idle
+		}
+	case uistate.Cancel:
+		if cancel != nil {
+			cancel()
+		}
+	case uistate.Load:
+		setState("loading")
+		select {
+		case pg.resume <- struct{}{}:
+		default:
+		}
+	case uistate.Save:
+		save(cmd.Name)
+	}
+	pg.setSeedInput()
+}
+
+// settingIDs are the element ids of the settings index.html has always had (scripts and the widget's
+// tests use them); every other setting gets "webvar-" + its name.
+var settingIDs = map[string]string{"cfg": "webvar-cfg", "top-k": "webvar-topk", "top-p": "webvar-topp", "more-smooth": "webvar-smooth"}
+
+func settingID(name string) string {
+	if id, ok := settingIDs[name]; ok {
+		return id
+	}
+	return "webvar-" + name
+}
+
+// readInputs copies the inputs into the state (pg.mu held): class, seed, k and each family setting;
+// an input that does not parse keeps the state's value.
+func (pg *page) readInputs() {
+	st := pg.st
+	if el := byID("webvar-class"); el.Truthy() {
+		if v, err := strconv.Atoi(el.Get("value").String()); err == nil {
+			st.Settings.Class = v
+		}
+	}
+	if el := byID("webvar-seed"); el.Truthy() {
+		if v, err := strconv.ParseUint(el.Get("value").String(), 10, 64); err == nil {
+			st.Settings.Seed = v
+		}
+	}
+	if el := byID("webvar-k"); el.Truthy() {
+		if k, err := strconv.Atoi(el.Get("value").String()); err == nil && k > 0 {
+			st.K = k
+		}
+	}
+	for _, d := range st.Model.Settings {
+		el := byID(settingID(d.Name))
+		if !el.Truthy() {
+			continue
+		}
+		v := el.Get("value").String()
+		if d.Kind == gen.Bool {
+			v = strconv.FormatBool(el.Get("checked").Bool())
+		}
+		if d.Check(v) == nil {
+			st.Settings.Values[d.Name] = v
+		}
 	}
 }
 
-// cancelRun stops the running generation (at the next scale boundary) and drops a queued one.
-func (u *ui) cancelRun() {
-	u.mu.Lock()
-	if u.cancel != nil {
-		u.cancel()
-	}
-	u.mu.Unlock()
-	select {
-	case <-u.jobs:
-	default:
-	}
+// setSeedInput shows the state's seed (the dice, a reroll and a randomize draw a new one).
+func (pg *page) setSeedInput() {
+	pg.mu.Lock()
+	seed := pg.st.Settings.Seed
+	pg.mu.Unlock()
+	setValue("webvar-seed", strconv.FormatUint(seed, 10))
 }
 
 // save downloads the canvas as a PNG through a temporary <a download>: no server round trip, and
 // toDataURL does not block the event loop for a canvas this small.
-func (u *ui) save() {
-	u.mu.Lock()
-	name := u.saveName
-	u.mu.Unlock()
+func save(name string) {
 	cv := byID("webvar-canvas")
 	if name == "" || !cv.Truthy() {
 		return
@@ -333,90 +361,29 @@ func setEnabled(id string, on bool) {
 	}
 }
 
-func formatFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-
-// setInputs writes q into the inputs the page has.
-func (u *ui) setInputs(q params) {
-	setValue("webvar-class", strconv.Itoa(q.class))
-	setValue("webvar-seed", strconv.FormatUint(q.seed, 10))
-	setValue("webvar-cfg", formatFloat(q.cfg))
-	setValue("webvar-topk", strconv.Itoa(q.topK))
-	setValue("webvar-topp", formatFloat(q.topP))
-	if el := byID("webvar-smooth"); el.Truthy() {
-		el.Set("checked", q.moreSmooth)
+// render sets the buttons from the state's Enabled, the k selector from the reroll's range, and the
+// status line from its message.
+func (pg *page) render() {
+	pg.mu.Lock()
+	st := pg.st
+	en := map[string]bool{}
+	for id, a := range map[string]uistate.Action{"webvar-generate": uistate.ActGenerate, "webvar-cancel": uistate.ActCancel,
+		"webvar-reroll": uistate.ActReroll, "webvar-randomize": uistate.ActRandomize, "webvar-save": uistate.ActSave} {
+		en[id] = st.Enabled(a)
 	}
-}
-
-// readInputs returns the settings the inputs show; an input the page lacks or that does not parse
-// keeps the URL's (or the model's default) value, and the generation validates the ranges.
-func (u *ui) readInputs() params {
-	u.mu.Lock()
-	q := u.base
-	u.mu.Unlock()
-	str := func(id string, f func(string) error) {
-		if el := byID(id); el.Truthy() {
-			_ = f(el.Get("value").String()) // on a parse error the field keeps its value
-		}
+	hideRandomize := st.Phase != uistate.Loading && !st.Model.RandomAfter
+	noun := st.Model.StepNoun
+	pg.mu.Unlock()
+	for id, on := range en {
+		setEnabled(id, on)
 	}
-	str("webvar-class", func(s string) error {
-		v, err := strconv.Atoi(s)
-		if err == nil {
-			q.class = v
-		}
-		return err
-	})
-	str("webvar-seed", func(s string) error {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err == nil {
-			q.seed = v
-		}
-		return err
-	})
-	str("webvar-cfg", func(s string) error {
-		v, err := strconv.ParseFloat(s, 64)
-		if err == nil {
-			q.cfg = v
-		}
-		return err
-	})
-	str("webvar-topk", func(s string) error {
-		v, err := strconv.Atoi(s)
-		if err == nil {
-			q.topK = v
-		}
-		return err
-	})
-	str("webvar-topp", func(s string) error {
-		v, err := strconv.ParseFloat(s, 64)
-		if err == nil {
-			q.topP = v
-		}
-		return err
-	})
-	if el := byID("webvar-smooth"); el.Truthy() {
-		q.moreSmooth = el.Get("checked").Bool()
+	if el := byID("webvar-randomize"); el.Truthy() && hideRandomize {
+		el.Get("style").Set("display", "none")
 	}
-	return q
-}
-
-// readK is the scale count the reroll and randomize buttons keep (0 without the selector).
-func readK() int {
-	if el := byID("webvar-k"); el.Truthy() {
-		if k, err := strconv.Atoi(el.Get("value").String()); err == nil {
-			return k
-		}
+	if noun != "" {
+		setText("webvar-reroll", "Reroll from "+noun+" k")
+		setText("webvar-randomize", "Randomize after "+noun+" k")
 	}
-	return 0
-}
-
-// setIdle enables the controls for the page's idle state: a reroll needs the tokens of a finished image,
-// Save a finished image on the canvas (not a cancelled run's preview).
-func setIdle(canReroll, canSave bool) {
-	setEnabled("webvar-generate", true)
-	setEnabled("webvar-cancel", false)
-	setEnabled("webvar-reroll", canReroll)
-	setEnabled("webvar-randomize", true)
-	setEnabled("webvar-save", canSave)
 }
 
 func setBusy() {
@@ -426,109 +393,212 @@ func setBusy() {
 	setEnabled("webvar-cancel", true)
 }
 
-func (u *ui) worker() {
+// buildSettings puts one input per family setting into #webvar-settings (the page's static cfg / top-k /
+// top-p / more-smooth inputs give way to them), each with the model's default or the URL's value and
+// the setting's help as its tooltip. Presets become a datalist: any valid value may still be typed.
+func buildSettings(st *uistate.State) {
+	box := byID("webvar-settings")
+	if !box.Truthy() {
+		return
+	}
+	box.Set("innerHTML", "")
+	for _, d := range st.Model.Settings {
+		v := st.Settings.Values[d.Name]
+		label := doc.Call("createElement", "label")
+		label.Set("title", d.Help)
+		var in js.Value
+		switch d.Kind {
+		case gen.Bool:
+			in = doc.Call("createElement", "input")
+			in.Set("type", "checkbox")
+			in.Set("checked", v == "true")
+			label.Call("append", in, " "+d.Label)
+		case gen.Choice:
+			in = doc.Call("createElement", "select")
+			for _, c := range d.Choices {
+				in.Call("add", js.Global().Get("Option").New(c, c))
+			}
+			in.Set("value", v)
+			label.Call("append", d.Label+" ", in)
+		default:
+			in = doc.Call("createElement", "input")
+			switch d.Kind {
+			case gen.Float, gen.Int:
+				in.Set("type", "number")
+				if d.Max > d.Min {
+					in.Set("min", formatFloat(d.Min))
+					in.Set("max", formatFloat(d.Max))
+				}
+				step := d.Step
+				if step <= 0 {
+					step = 0.01
+				}
+				in.Set("step", formatFloat(step))
+			default:
+				in.Set("type", "text")
+				in.Get("style").Set("width", "14em")
+			}
+			in.Set("value", v)
+			if len(d.Presets) > 0 && d.Kind != gen.Int {
+				list := doc.Call("createElement", "datalist")
+				list.Set("id", settingID(d.Name)+"-presets")
+				for _, p := range d.Presets {
+					list.Call("append", js.Global().Get("Option").New(p))
+				}
+				box.Call("append", list)
+				in.Call("setAttribute", "list", list.Get("id"))
+			}
+			label.Call("append", d.Label+" ", in)
+		}
+		in.Set("id", settingID(d.Name))
+		box.Call("append", label, " ")
+	}
+}
+
+func formatFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+// fillSelectors lists the model's classes (by name where its metadata has them) and the steps a
+// reroll or randomize can keep (of the last finished image, else of the current settings).
+func fillSelectors(st *uistate.State, steps int) {
+	if sel := byID("webvar-class"); sel.Truthy() && sel.Get("options").Length() != st.Model.Classes {
+		sel.Set("innerHTML", "")
+		for i := range st.Model.Classes {
+			label := strconv.Itoa(i)
+			if i < len(st.Model.ClassNames) {
+				label += ": " + st.Model.ClassNames[i]
+			}
+			sel.Call("add", js.Global().Get("Option").New(label, strconv.Itoa(i)))
+		}
+		sel.Set("value", strconv.Itoa(st.Settings.Class))
+	}
+	if sel := byID("webvar-k"); sel.Truthy() {
+		sel.Set("innerHTML", "")
+		for k := 1; k < steps; k++ {
+			sel.Call("add", js.Global().Get("Option").New(strconv.Itoa(k), strconv.Itoa(k)))
+		}
+		sel.Set("value", strconv.Itoa(min(max(st.K, 1), max(1, steps-1))))
+	}
+}
+
+// worker loads the model, then runs the generations the handlers start, one at a time.
+func (pg *page) worker() {
 	defer func() {
 		if r := recover(); r != nil {
 			fail(fmt.Errorf("internal error: %v", r))
 		}
 	}()
-	a, resumed := u.load()
+	a, resumed := pg.load()
 	if a == nil {
 		return
 	}
-	q := u.base.withModelDefaults(a.sampling)
-	u.mu.Lock()
-	u.base = q
-	u.mu.Unlock()
-	a.fillSelectors()
-	u.setInputs(q)
-	setIdle(false, false)
+	pg.mu.Lock()
+	pg.app = a
+	pg.st.OnLoaded(uistate.InfoOf(a.g, a.names), nil)
+	st := pg.st
+	buildSettings(st)
+	fillSelectors(st, st.Steps())
+	note := st.Message
+	pg.mu.Unlock()
+	pg.render()
 	setState("ready")
-	switch err := a.checkURLClass(q.class); {
+	switch err := a.checkURLClass(pg.url.class); {
 	case err != nil:
 		fail(err)
-	case q.autostart || resumed:
+		return
+	case pg.url.autostart || resumed:
 		// resumed: Generate after a cancelled download resumed it and asked for an image.
-		u.enqueue(job{kind: jobGenerate, q: u.readInputs()})
+		pg.do(uistate.ActGenerate)
 	default:
-		setText("webvar-status", "ready ("+a.cacheNote+"): press Generate")
+		setText("webvar-status", "ready ("+a.cacheNote+"; "+note+"): press Generate")
 	}
-	var last [][]int // the last finished image's tokens per scale: what a reroll keeps
-	for j := range u.jobs {
-		req := varmodel.Request{Labels: []int{j.q.class}, CFG: j.q.cfg, TopK: j.q.topK, TopP: j.q.topP,
-			MoreSmooth: j.q.moreSmooth, Seed: j.q.seed, Previews: a.p.InteractivePreviews()}
-		if j.q.set["previews"] {
-			req.Previews = j.q.previews
-		}
-		what := ""
-		switch j.kind {
-		case jobReroll:
-			if last == nil || j.k < 1 || j.k >= len(last) {
-				setText("webvar-status", fmt.Sprintf("reroll from scale %d: generate an image first (k in 1..%d)", j.k, len(a.pn)-1))
-				continue
-			}
-			req.Prefix = last[:j.k]
-			what = fmt.Sprintf(", scales 1-%d kept", j.k)
-		case jobRandomize:
-			if j.k < 1 || j.k >= len(a.pn) {
-				setText("webvar-status", fmt.Sprintf("randomize after scale %d: k must be in 1..%d", j.k, len(a.pn)-1))
-				continue
-			}
-			req.RandomAfter = j.k
-			what = fmt.Sprintf(", random after scale %d", j.k)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		u.mu.Lock()
-		u.cancel = cancel
-		u.mu.Unlock()
-		setBusy()
-		doc.Get("body").Get("dataset").Delete("error")
-		u.mu.Lock()
-		u.saveName = "" // the canvas is about to show something else
-		u.mu.Unlock()
-		res, done, err := a.generate(ctx, j.q, req, what)
-		u.mu.Lock()
-		u.cancel = nil
-		u.mu.Unlock()
-		cancel()
-		switch {
-		case err == nil:
-			last = res.TokensOf(0, a.pn)
-			if b, err := json.Marshal(last); err == nil {
-				// A debug hook: tests (and curious users) read the tokens of the image on the canvas.
-				doc.Get("body").Get("dataset").Set("tokens", string(b))
-			}
-			u.mu.Lock()
-			u.saveName = fmt.Sprintf("%s-%d.png", a.fileLabel(j.q.class), j.q.seed)
-			u.mu.Unlock()
-			setState("done")
-		case errors.Is(err, context.Canceled):
-			setText("webvar-status", fmt.Sprintf("cancelled after scale %d/%d", done, len(a.pn)))
-			setState("ready")
-		default:
-			fail(err)
-		}
-		setIdle(last != nil, err == nil)
+	for req := range pg.runs {
+		pg.run(a, req)
 	}
 }
 
+// run generates req, drawing every step's image as it lands, and ends the run in the state.
+func (pg *page) run(a *app, req gen.Request) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pg.mu.Lock()
+	pg.cancel = cancel
+	id, kind, noun := pg.st.Run.ID, pg.st.Run.Kind, pg.st.Model.StepNoun
+	label := pg.st.ClassLabel()
+	pg.mu.Unlock()
+	setText("webvar-status", fmt.Sprintf("%s: class %s, seed %d ...", kind, label, req.Seed))
+	done, count := 0, 0
+	res, err := a.g.Generate(ctx, req, func(ev gen.Step) error {
+		if ev.Preview == nil {
+			return errors.New("no preview for a step")
+		}
+		if err := draw(*ev.Preview); err != nil {
+			return err
+		}
+		done, count = ev.Index+1, ev.Count
+		pg.mu.Lock()
+		pg.st.OnStep(id, ev, nil)
+		pg.mu.Unlock()
+		setText("webvar-status", fmt.Sprintf("class %s: %s, %.1f s", label, ev.Label, ev.Elapsed.Seconds()))
+		// The CPU backend (WebGL2 offload included) computes without yielding; a short sleep hands the
+		// event loop a frame to paint the preview and to run the handlers (Cancel) before the next step
+		// starts. WebGPU yields whenever it waits for the GPU, so it needs none (it would cost 10 ms a step).
+		if !core.IsAsynchronous(a.b) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil
+	})
+	cancel()
+	var tokens [][]int
+	if res != nil {
+		tokens = res.Tokens
+	}
+	pg.mu.Lock()
+	pg.cancel = nil
+	pg.st.OnDone(id, tokens, err)
+	msg := pg.st.Message
+	fillSelectors(pg.st, pg.st.Steps())
+	if pg.st.Run.Finished {
+		fillSelectors(pg.st, len(pg.st.Run.Tokens))
+	}
+	pg.mu.Unlock()
+	switch {
+	case err == nil:
+		if b, err := json.Marshal(tokens); err == nil {
+			// A debug hook: tests (and curious users) read the tokens of the image on the canvas.
+			doc.Get("body").Get("dataset").Set("tokens", string(b))
+		}
+		setText("webvar-status", msg)
+		setState("done")
+	case errors.Is(err, context.Canceled):
+		setText("webvar-status", fmt.Sprintf("cancelled after %s %d/%d", noun, done, max(count, done)))
+		setState("ready")
+	default:
+		fail(err)
+	}
+	pg.render()
+}
+
 // load downloads the model, with Cancel enabled: a cancelled download leaves the page in state
-// "cancelled" until Generate resumes it (from the cache for the chunks already verified). It returns nil
-// after failing the page; resumed says the user pressed Generate to resume, so an image is wanted.
-func (u *ui) load() (a *app, resumed bool) {
+// "cancelled" until Generate (the state's Load command) resumes it (from the cache for the chunks
+// already verified). It returns nil after failing the page; resumed says the user pressed Generate to
+// resume, so an image is wanted.
+func (pg *page) load() (a *app, resumed bool) {
 	for {
 		ctx, cancel := context.WithCancel(context.Background())
-		u.mu.Lock()
-		u.cancel = cancel
-		u.mu.Unlock()
+		pg.mu.Lock()
+		pg.cancel = cancel
+		pg.mu.Unlock()
 		setEnabled("webvar-generate", false)
 		setEnabled("webvar-cancel", true)
 		var last weights.Progress
-		a, err := loadWith(ctx, u.base.weightsURL, func() (core.Backend, error) { return openBackend(u.base.backend) },
+		a, err := loadWith(ctx, pg.url.weightsURL, func() (core.Backend, error) { return openBackend(pg.url.backend) },
 			func(pr weights.Progress) { last = pr })
-		u.mu.Lock()
-		u.cancel = nil
-		u.mu.Unlock()
+		pg.mu.Lock()
+		pg.cancel = nil
+		if err != nil {
+			pg.st.OnProgress(uistate.LoadProgress{BytesDone: last.BytesDone, BytesTotal: last.BytesTotal})
+			pg.st.OnLoaded(uistate.ModelInfo{}, err)
+		}
+		pg.mu.Unlock()
 		cancel()
 		setEnabled("webvar-cancel", false)
 		switch {
@@ -543,57 +613,14 @@ func (u *ui) load() (a *app, resumed bool) {
 			float64(last.BytesDone)/1e6, float64(last.BytesTotal)/1e6, last.ChunksDone))
 		setState("cancelled")
 		setEnabled("webvar-generate", true)
-		<-u.jobs // only Generate is enabled: its job resumes the download, then runs
+		<-pg.resume // only Generate is enabled: the state's Load command resumes the download, then runs
 		resumed = true
 		setState("loading")
 	}
 }
 
-// checkURLClass rejects a URL class the model does not have.
-func (a *app) checkURLClass(class int) error {
-	if class < 0 || class >= a.classes {
-		return fmt.Errorf("URL parameter class=%d: this model has classes 0..%d", class, a.classes-1)
-	}
-	return nil
-}
-
-// fillSelectors lists the model's classes (by name where its metadata has them) and the scales a
-// reroll or randomize can keep.
-func (a *app) fillSelectors() {
-	if sel := byID("webvar-class"); sel.Truthy() {
-		sel.Set("innerHTML", "")
-		for i := range a.classes {
-			label := strconv.Itoa(i)
-			if i < len(a.names) {
-				label += ": " + a.names[i]
-			}
-			sel.Call("add", js.Global().Get("Option").New(label, strconv.Itoa(i)))
-		}
-	}
-	if sel := byID("webvar-k"); sel.Truthy() {
-		sel.Set("innerHTML", "")
-		for k := 1; k < len(a.pn); k++ {
-			sel.Call("add", js.Global().Get("Option").New(fmt.Sprintf("%d (up to %dx%d)", k, a.pn[k-1], a.pn[k-1]), strconv.Itoa(k)))
-		}
-		sel.Set("value", strconv.Itoa(max(1, len(a.pn)/2)))
-	}
-}
-
-// fileLabel names a class in a file name: its name in lower case with dashes, else its number.
-func (a *app) fileLabel(class int) string {
-	if class < len(a.names) {
-		s := strings.ToLower(strings.Join(strings.FieldsFunc(a.names[class], func(r rune) bool {
-			return !unicode.IsLetter(r) && !unicode.IsDigit(r)
-		}), "-"))
-		if s != "" {
-			return s
-		}
-	}
-	return strconv.Itoa(class)
-}
-
 // loadWith streams the weights from url (through the browser cache), then opens the backend with open
-// and builds the pipeline on it. progress, if set, gets the loader's reports too (the canvas UI's
+// and builds the model (any family) on it. progress, if set, gets the loader's reports too (the canvas UI's
 // progress bar; the HTML status line is written here). Cancelling ctx stops the download with ctx.Err():
 // the chunks verified so far stay in the cache, so the next load takes them from there.
 func loadWith(ctx context.Context, url string, open func() (core.Backend, error), progress func(weights.Progress)) (*app, error) {
@@ -646,21 +673,14 @@ func loadWith(ctx context.Context, url string, open func() (core.Backend, error)
 	if a.b, err = open(); err != nil {
 		return nil, err
 	}
-	a.p, err = convert.LoadPipeline(m, a.b, varmodel.Options{})
+	a.g, err = convert.LoadGenerator(m, a.b, family.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", url, err)
 	}
-	a.classes = a.p.VAR.Config().Classes
 	if names, err := convert.ClassNames(m.Manifest()); err == nil {
 		a.names = names
 	}
-	if a.sampling, err = convert.SamplingOf(m.Manifest()); err != nil {
-		return nil, fmt.Errorf("%s: %w", url, err)
-	}
-	c := a.p.VAR.Config()
-	a.pn = c.PatchNums
-	setText("webvar-model", fmt.Sprintf("VAR depth %d, width %d, %d classes, %d scales, %dx%d images; weights %.1f MB in %.1f s (%s)",
-		c.Depth, c.C, c.Classes, len(c.PatchNums), a.p.VAE.ImageSize(), a.p.VAE.ImageSize(),
+	setText("webvar-model", fmt.Sprintf("%s; weights %.1f MB in %.1f s (%s)", a.g.Info().Summary,
 		float64(total)/1e6, time.Since(start).Seconds(), a.cacheNote))
 	return a, nil
 }
@@ -720,41 +740,6 @@ func openBackend(pref string) (core.Backend, error) {
 	why = append(why, "using the CPU")
 	setText("webvar-backend", strings.Join(why, "; "))
 	return c, nil
-}
-
-// generate runs req, drawing every scale's preview; it returns the result, the number of scales
-// finished (what a cancelled run got to) and the error. what describes the prefix/randomize mode.
-func (a *app) generate(ctx context.Context, q params, req varmodel.Request, what string) (*varmodel.Result, int, error) {
-	if q.class < 0 || q.class >= a.classes {
-		return nil, 0, fmt.Errorf("class %d: this model has classes 0..%d", q.class, a.classes-1)
-	}
-	setState("generating")
-	label := strconv.Itoa(q.class)
-	if q.class < len(a.names) {
-		label += " (" + a.names[q.class] + ")"
-	}
-	label += fmt.Sprintf(", seed %d%s", q.seed, what)
-	setText("webvar-status", "generating class "+label+" ...")
-	done := 0
-	res, err := a.p.Generate(ctx, a.b, req, func(ev varmodel.ScaleEvent) error {
-		if ev.Preview == nil {
-			return errors.New("no preview for a scale")
-		}
-		if err := draw(*ev.Preview); err != nil {
-			return err
-		}
-		done = ev.Scale + 1
-		setText("webvar-status", fmt.Sprintf("class %s: scale %d/%d (%d x %d), %.1f s", label, ev.Scale+1,
-			ev.Scales, ev.PN, ev.PN, ev.Elapsed.Seconds()))
-		// The CPU backend (WebGL2 offload included) computes without yielding; a short sleep hands the
-		// event loop a frame to paint the preview and to run the handlers (Cancel) before the next scale
-		// starts. WebGPU yields whenever it waits for the GPU, so it needs none (it would cost 10 ms a scale).
-		if !core.IsAsynchronous(a.b) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		return nil
-	})
-	return res, done, err
 }
 
 // draw puts image 0 of x ([B, 3, H, W] in [0, 1]) on the canvas; CSS scales it up.

@@ -8,10 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 
-	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/ui"
 	"github.com/webvar/webvar/ui/uistate"
@@ -46,29 +44,22 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeBackend()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	// The model's own sampling defaults (its manifest, read before the download) fill the unset flags.
-	info, err := f.model.peek(ctx)
-	if err != nil {
-		return err
+	values := f.settings()
+	if f.model.varPath != "" {
+		delete(values, "schedule") // -patch-nums of a VAR checkpoint: given to the loader below
 	}
-	stop() // from here Ctrl-C ends the program; the window's Cancel stops the download
-	f.sampling.apply(info.Sampling)
-	s := f.sampling
 	g, err := ui.New(ui.Config{
 		Backend: b,
 		Notice:  notice,
 		// Loading runs beside the window so that the download progress is drawn while it happens.
-		Load: func(ctx context.Context, progress func(done, total int64)) (*varmodel.Pipeline, []string, error) {
-			p, info, err := f.model.open(ctx, b, func(p weights.Progress) { progress(p.BytesDone, p.BytesTotal) })
+		Load: func(ctx context.Context, progress func(done, total int64)) (gen.Generator, []string, error) {
+			p, info, err := f.model.openGenerator(ctx, b, func(p weights.Progress) { progress(p.BytesDone, p.BytesTotal) })
 			if err == nil {
 				err = checkClass(p, f.class)
 			}
 			return p, info.ClassNames, err
 		},
-		Settings: uistate.Settings{Class: f.class, Seed: f.seed, CFG: s.cfg, TopK: s.topK, TopP: s.topP,
-			MoreSmooth: s.moreSmooth},
+		Settings:   uistate.Settings{Class: f.class, Seed: f.seed, Values: values},
 		AutoStart:  f.autostart,
 		Screenshot: f.screenshot,
 		Save:       ui.SaveToDir(f.saveDir),
@@ -86,8 +77,8 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 }
 
 // checkClass rejects a -class the model does not have (the UI would otherwise clamp it silently).
-func checkClass(p *varmodel.Pipeline, class int) error {
-	if n := p.VAR.Config().Classes; class >= n {
+func checkClass(g gen.Generator, class int) error {
+	if n := g.Info().Classes; class >= n {
 		return usageError{fmt.Sprintf("-class %d: this model has classes 0..%d", class, n-1)}
 	}
 	return nil

@@ -17,6 +17,7 @@ type previewFlags struct {
 	class      int
 	seed       uint64
 	sampling   samplingFlags
+	flex       flexFlags
 	autostart  bool
 	screenshot string
 	saveDir    string
@@ -32,6 +33,7 @@ func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
 	fs.IntVar(&f.class, "class", 0, "initial class label")
 	fs.Uint64Var(&f.seed, "seed", 0, "initial random seed")
 	f.sampling.register(fs)
+	f.flex.register(fs)
 	fs.BoolVar(&f.autostart, "autostart", false, "generate once as soon as the model has loaded")
 	fs.StringVar(&f.screenshot, "screenshot", "", "with -autostart: after the first image, save the window's canvas as this PNG and exit")
 	fs.StringVar(&f.saveDir, "save-dir", ".", "directory that the Save PNG button writes to")
@@ -50,6 +52,9 @@ func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
 	if err := f.sampling.parsed(fs); err != nil {
 		return nil, err
 	}
+	if err := f.flex.parsed(fs); err != nil {
+		return nil, err
+	}
 	switch {
 	case f.backend != "cpu" && f.backend != "webgpu" && f.backend != "auto":
 		return nil, usageError{fmt.Sprintf("-backend %q: want auto, webgpu or cpu", f.backend)}
@@ -59,4 +64,18 @@ func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
 		return nil, usageError{"-class must be >= 0"}
 	}
 	return f, nil
+}
+
+// settings are the family settings the flags gave (the window starts with them; the model's defaults
+// fill the rest, and a setting the model does not take is named in the status line).
+func (f *previewFlags) settings() map[string]string {
+	s := f.sampling.given()
+	for k, v := range f.flex.given() {
+		s[k] = v
+	}
+	if f.model.patchNums != "" {
+		// FlexVAR's schedule; a VAR model takes -patch-nums at load and has no such setting.
+		s["schedule"] = f.model.patchNums
+	}
+	return s
 }

@@ -138,8 +138,8 @@ func compareScreenshot(t *testing.T, shot, want image.Image, tol int) {
 	if b := shot.Bounds(); b.Dx() != uistate.Width || b.Dy() != uistate.Height {
 		t.Fatalf("screenshot %v, want the %dx%d canvas", b, uistate.Width, uistate.Height)
 	}
-	size := want.Bounds().Dx()
-	r, scale := uistate.ImageRect(size)
+	r, sc := uistate.ImageRect(want.Bounds().Dx(), want.Bounds().Dy())
+	scale := int(sc) // the test images are small: an integer scale
 	maxDiff, at := 0, image.Point{}
 	for y := 0; y < r.Dy(); y++ {
 		for x := 0; x < r.Dx(); x++ {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/webvar/webvar/core/family"
 	"github.com/webvar/webvar/weights"
 	"github.com/webvar/webvar/weights/fashionvar"
 )
@@ -32,6 +34,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	weightsDir := fs.String("weights", "", "a converted weights directory (webvar convert ... -out DIR); default: the embedded "+fashionvar.Name+" model")
+	var extra modelList
+	fs.Var(&extra, "model", "NAME=DIR: also offer the converted weights directory DIR in the page's model menu (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -42,13 +46,21 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
 	weightsFS, weightsName := fashionvar.FS(), "the embedded "+fashionvar.Name+" model (Fashion-MNIST, 32x32)"
+	defName := fashionvar.Name
 	if *weightsDir != "" {
 		if _, err := os.Stat(filepath.Join(*weightsDir, weights.ManifestFile)); err != nil {
 			return fmt.Errorf("-weights %s: no %s there (make the directory with webvar convert ... -out DIR): %w",
 				*weightsDir, weights.ManifestFile, err)
 		}
-		weightsFS, weightsName = os.DirFS(*weightsDir), *weightsDir
+		weightsFS, weightsName, defName = os.DirFS(*weightsDir), *weightsDir, filepath.Base(filepath.Clean(*weightsDir))
 	}
+	models := []servedModel{{Name: defName, FS: weightsFS}}
+	for _, m := range demoModels() {
+		if m.Name != defName {
+			models = append(models, m)
+		}
+	}
+	models = append(models, extra...)
 	dir, err := os.MkdirTemp("", "webvar-serve-")
 	if err != nil {
 		return err
@@ -63,7 +75,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: newServeHandler(dir, weightsFS), ReadHeaderTimeout: 10 * time.Second}
+	h, err := newServeHandlerModels(dir, models)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "serving http://%s/ (weights: %s); Ctrl-C stops\n", ln.Addr(), weightsName)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
@@ -182,6 +198,54 @@ func copyFile(from, to string) error {
 // appBinaries, wasm_exec.js) and the weights
 // weights directory (a file system rooted at it) under /weights/.
 func newServeHandler(dir string, weightsFS fs.FS) http.Handler {
+	h, err := newServeHandlerModels(dir, []servedModel{{Name: "weights", FS: weightsFS}})
+	if err != nil {
+		panic(err) // one model and no manifest check: cannot fail
+	}
+	return h
+}
+
+// servedModel is a converted weights directory the page may load: the first of a list at /weights/, every
+// one at /models/NAME/, and all in /models.json for the page's model menu.
+type servedModel struct {
+	Name string
+	FS   fs.FS
+}
+
+// modelList is the -model NAME=DIR flag.
+type modelList []servedModel
+
+func (l *modelList) String() string { return fmt.Sprint(len(*l)) }
+
+func (l *modelList) Set(v string) error {
+	name, dir, ok := strings.Cut(v, "=")
+	if !ok || name == "" || dir == "" || strings.ContainsAny(name, "/?#&") {
+		return fmt.Errorf("want NAME=DIR (a name without / ? # &), got %q", v)
+	}
+	if _, err := os.Stat(filepath.Join(dir, weights.ManifestFile)); err != nil {
+		return fmt.Errorf("%s: no %s there (make the directory with webvar convert ... -out DIR)", dir, weights.ManifestFile)
+	}
+	*l = append(*l, servedModel{Name: name, FS: os.DirFS(dir)})
+	return nil
+}
+
+// demoModels are the demo models built into webvar.
+func demoModels() []servedModel {
+	return []servedModel{{Name: fashionvar.Name, FS: fashionvar.FS()}}
+}
+
+// modelEntry is one line of models.json.
+type modelEntry struct {
+	Name   string `json:"name"`
+	Title  string `json:"title"`  // "VAR, 10 classes"
+	Family string `json:"family"` // as recorded in the manifest
+	URL    string `json:"url"`    // the weights directory, relative to the page
+}
+
+// newServeHandlerModels is newServeHandler for several models: the first is the page's default
+// (weights/), each is also at models/NAME/, and models.json lists them for the model menu. A model
+// whose manifest cannot be read is an error (it would fail in the page).
+func newServeHandlerModels(dir string, models []servedModel) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		// The app changes with every build: let the browser revalidate rather than keep a stale page.
@@ -200,8 +264,49 @@ func newServeHandler(dir string, weightsFS fs.FS) http.Handler {
 		go gz.once.Do(gz.load) // compress now rather than on the first visitor's request
 		mux.Handle("GET /"+bin.name, gz)
 	}
-	wfs := http.StripPrefix("/weights/", http.FileServer(http.FS(weightsFS)))
-	mux.HandleFunc("GET /weights/", func(w http.ResponseWriter, r *http.Request) {
+	var entries []modelEntry
+	seen := map[string]bool{}
+	for i, m := range models {
+		if seen[m.Name] {
+			return nil, fmt.Errorf("model %q listed twice", m.Name)
+		}
+		seen[m.Name] = true
+		man, err := weights.LoadManifest(context.Background(), weights.FSSource(m.FS))
+		if err != nil {
+			return nil, fmt.Errorf("model %s: %w", m.Name, err)
+		}
+		title := man.Family
+		if f, err := family.ByName(man.Family); err == nil {
+			title = f.Title
+		}
+		if c, err := man.ConfigInts("classes"); err == nil && len(c) == 1 {
+			title += fmt.Sprintf(", %d classes", c[0])
+		}
+		url := "models/" + m.Name + "/"
+		if i == 0 {
+			url = "weights/"
+			serveWeights(mux, "/weights/", m.FS)
+		}
+		serveWeights(mux, "/models/"+m.Name+"/", m.FS)
+		entries = append(entries, modelEntry{Name: m.Name, Title: title, Family: man.Family, URL: url})
+	}
+	list, err := json.Marshal(entries)
+	if err != nil {
+		return nil, err
+	}
+	mux.HandleFunc("GET /models.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(list)
+	})
+	return mux, nil
+}
+
+// serveWeights serves a converted weights directory under prefix: the manifest revalidated on every
+// load, the chunks (named by content, checksummed) cached for good.
+func serveWeights(mux *http.ServeMux, prefix string, weightsFS fs.FS) {
+	wfs := http.StripPrefix(prefix, http.FileServer(http.FS(weightsFS)))
+	mux.HandleFunc("GET "+prefix, func(w http.ResponseWriter, r *http.Request) {
 		name := path.Base(r.URL.Path)
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/"):
@@ -218,7 +323,6 @@ func newServeHandler(dir string, weightsFS fs.FS) http.Handler {
 		}
 		wfs.ServeHTTP(w, r)
 	})
-	return mux
 }
 
 // gzipped serves a file, gzip-compressed (once, at the default level: the ebiten build is served as

@@ -384,7 +384,7 @@ func canvasImage(cctx context.Context, w, h int) (*image.NRGBA, error) {
 	s := min(box[2]/uistate.Width, box[3]/uistate.Height)
 	ox := box[0] + (box[2]-s*uistate.Width)/2
 	oy := box[1] + (box[3]-s*uistate.Height)/2
-	r, scale := uistate.ImageRect(w)
+	r, scale := uistate.ImageRect(w, h)
 	dpr := box[4]
 	for y := range h {
 		for x := range w {

@@ -3,6 +3,7 @@ package flexvar
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,18 +35,58 @@ func (d Defaults) Settings(v int) []gen.Setting {
 		{Name: "cfg", Label: "cfg", Help: "classifier-free guidance strength (0: off)", Kind: gen.Float,
 			Default: fmt.Sprint(d.CFG), Min: 0, Max: 10, Step: 0.25},
 		{Name: "top-k", Label: "top-k", Help: "keep the k most likely tokens (0: off, 1: greedy)", Kind: gen.Int,
-			Default: fmt.Sprint(d.TopK), Min: 0, Max: float64(v), Step: 1},
+			Default: fmt.Sprint(d.TopK), Min: 0, Max: float64(v), Step: 1, Presets: gen.TopKPresets},
 		{Name: "top-p", Label: "top-p", Help: "nucleus sampling mass (0: off)", Kind: gen.Float,
 			Default: fmt.Sprint(d.TopP), Min: 0, Max: 1, Step: 0.01},
 		{Name: "schedule", Label: "steps", Help: "grid side per step, increasing from 1: fewer steps are faster, the last side sets the image size (16 px a token for the releases)",
-			Kind: gen.List, Default: strings.Join(sides, ",")},
+			Kind: gen.List, Default: strings.Join(sides, ","), Presets: SchedulePresets(d.Schedule)},
 		{Name: "aspect", Label: "aspect", Help: "width:height of the image (1:1 is the official square schedule; others resize every step's grid)",
-			Kind: gen.Text, Default: "1:1"},
+			Kind: gen.Text, Default: "1:1", Presets: []string{"1:1", "4:3", "3:4", "16:9", "9:16"}},
 		{Name: "cfg-mode", Label: "cfg mode", Help: "linear: guidance grows with the step (FlexVAR); llamagen: constant",
 			Kind: gen.Choice, Default: d.CFGMode.String(), Choices: []string{"linear", "llamagen"}},
 		{Name: "max-pn", Label: "max pn", Help: "steps with a larger side use full guidance and greedy tokens",
 			Kind: gen.Int, Default: fmt.Sprint(d.MaxPN), Min: 1, Max: 64, Step: 1},
 	}
+}
+
+// SchedulePresets are schedules a front end offers beside the model's default: about half the steps to
+// the same size (faster), more steps (for the official schedule the spec's 13-step one with 7, 9, 12 and
+// 14; otherwise the midpoints), and larger images than the training size (for the official schedule
+// the spec's 512 px ending ..., 16, 23, 32).
+func SchedulePresets(def []int) []string {
+	join := func(s []int) string {
+		parts := make([]string, len(s))
+		for i, v := range s {
+			parts[i] = strconv.Itoa(v)
+		}
+		return strings.Join(parts, ",")
+	}
+	out := []string{join(def)}
+	if len(def) > 4 {
+		// Every other step, always keeping the first and the last.
+		var few []int
+		for i, s := range def {
+			if i == 0 || i == len(def)-1 || i%2 == 0 {
+				few = append(few, s)
+			}
+		}
+		out = append(out, join(few))
+	}
+	if slices.Equal(def, DefaultSchedule) {
+		return append(out, "1,2,3,4,5,6,7,8,9,10,12,13,14,16", "1,2,3,4,5,6,8,10,13,16,23,32")
+	}
+	var more []int
+	for i, s := range def {
+		if i > 0 && s-def[i-1] >= 2 {
+			more = append(more, (s+def[i-1])/2)
+		}
+		more = append(more, s)
+	}
+	if len(more) > len(def) {
+		out = append(out, join(more))
+	}
+	last := def[len(def)-1]
+	return append(out, join(append(append([]int(nil), def...), (3*last+1)/2, 2*last)))
 }
 
 // ParseAspect reads "W:H" (or "WxH").
@@ -133,8 +174,11 @@ func (g *generator) Request(req gen.Request) (Request, error) {
 	if err != nil {
 		return Request{}, err
 	}
+	if req.RandomAfter != 0 {
+		return Request{}, fmt.Errorf("random-after: FlexVAR predicts the whole image at every step; it has no randomize-after experiment")
+	}
 	return Request{Labels: req.Labels, Seed: req.Seed, Schedule: sched, CFG: s.Float("cfg"), CFGMode: mode,
-		MaxPN: s.Int("max-pn"), TopK: s.Int("top-k"), TopP: s.Float("top-p"), Previews: req.Previews}, nil
+		MaxPN: s.Int("max-pn"), TopK: s.Int("top-k"), TopP: s.Float("top-p"), Previews: req.Previews, Prefix: req.Prefix}, nil
 }
 
 func (g *generator) Generate(ctx context.Context, req gen.Request, onStep func(gen.Step) error) (*gen.Result, error) {

@@ -36,6 +36,9 @@ type Setting struct {
 	Default           string
 	Min, Max, Step    float64  // Float and Int: the slider's range (Min == Max: no slider)
 	Choices           []string // Choice
+	// Presets are suggested values a front end may offer to step through (FlexVAR's schedules and
+	// aspect ratios, top-k's usual values), in order; any other valid value is accepted too.
+	Presets []string
 }
 
 // Settings are values by setting name, as text. A missing name takes the setting's default.
@@ -137,6 +140,13 @@ type Request struct {
 	Seed     uint64
 	Settings Settings // family settings by name (Generator.Settings); missing ones take defaults
 	Previews bool     // fill Step.Preview for every step, not only the last
+	// Prefix optionally fixes the tokens of the first len(Prefix) steps (each B*n ids, as Result.Tokens
+	// holds them) instead of sampling them: "reroll from step k" keeps a finished image's first steps.
+	Prefix [][]int
+	// RandomAfter, when > 0, replaces the tokens of every step from index RandomAfter on with uniformly
+	// random ones ("randomize after scale k": how much of the image the first steps decide). Only
+	// families whose Info.RandomAfter says so take it.
+	RandomAfter int
 }
 
 // Step reports a finished step of a generation.
@@ -167,7 +177,15 @@ type Info struct {
 	StepNoun string
 	Steps    int
 	Summary  string // architecture in one line, for logs
+	// RandomAfter says the family takes Request.RandomAfter (VAR: later scales refine a residual, so
+	// random ones show what the first scales decided; FlexVAR's steps each predict the whole image, so
+	// it has no such experiment).
+	RandomAfter bool
 }
+
+// TopKPresets are the top-k values a front end steps through: greedy, a few small ones, the official 900
+// and off (0, last).
+var TopKPresets = []string{"1", "2", "5", "10", "50", "100", "300", "600", "900", "0"}
 
 // Generator is a loaded model of any family on one backend.
 type Generator interface {

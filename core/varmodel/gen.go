@@ -26,7 +26,7 @@ func (d Sampling) Settings(v int) []gen.Setting {
 		{Name: "cfg", Label: "cfg", Help: "classifier-free guidance strength (0: off)", Kind: gen.Float,
 			Default: fmt.Sprint(d.CFG), Min: 0, Max: 10, Step: 0.25},
 		{Name: "top-k", Label: "top-k", Help: "keep the k most likely tokens (0: off, 1: greedy)", Kind: gen.Int,
-			Default: fmt.Sprint(d.TopK), Min: 0, Max: float64(v), Step: 1},
+			Default: fmt.Sprint(d.TopK), Min: 0, Max: float64(v), Step: 1, Presets: gen.TopKPresets},
 		{Name: "top-p", Label: "top-p", Help: "nucleus sampling mass (0: off)", Kind: gen.Float,
 			Default: fmt.Sprint(d.TopP), Min: 0, Max: 1, Step: 0.01},
 		{Name: "more-smooth", Label: "more smooth", Help: "Gumbel-softmax soft token embeddings (smoother, less detailed)",
@@ -50,7 +50,7 @@ type generator struct {
 
 func (g *generator) Info() gen.Info {
 	c := g.p.VAR.Config()
-	return gen.Info{Family: "var", Classes: c.Classes, StepNoun: "scale", Steps: len(c.PatchNums),
+	return gen.Info{Family: "var", Classes: c.Classes, StepNoun: "scale", Steps: len(c.PatchNums), RandomAfter: true,
 		Summary: fmt.Sprintf("VAR depth %d, width %d, %d heads, %d classes, patch_nums %v, VQVAE V=%d Cvae=%d, %dx%d images",
 			c.Depth, c.C, c.Heads, c.Classes, c.PatchNums, c.V, c.Cvae, g.p.VAE.ImageSize(), g.p.VAE.ImageSize())}
 }
@@ -68,7 +68,7 @@ func (g *generator) request(req gen.Request) (Request, error) {
 		return Request{}, err
 	}
 	r := Request{Labels: req.Labels, Seed: req.Seed, CFG: s.Float("cfg"), TopK: s.Int("top-k"), TopP: s.Float("top-p"),
-		MoreSmooth: s.Bool("more-smooth")}
+		MoreSmooth: s.Bool("more-smooth"), Prefix: req.Prefix, RandomAfter: req.RandomAfter}
 	if req.Previews {
 		if mode := s["previews"]; mode == "auto" {
 			r.Previews = InteractivePreviews(g.p.VAE.ImageSize(), g.p.LinearPreview != nil)

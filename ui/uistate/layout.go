@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"image"
 	"strings"
+
+	"github.com/webvar/webvar/core/gen"
 )
 
 // Action is a user intent: a button click or its keyboard shortcut.
@@ -16,13 +18,6 @@ const (
 	ActSeedDown
 	ActSeedUp
 	ActDice
-	ActCFGDown
-	ActCFGUp
-	ActTopKDown
-	ActTopKUp
-	ActTopPDown
-	ActTopPUp
-	ActMoreSmooth
 	ActGenerate
 	ActCancel
 	ActSave
@@ -30,7 +25,34 @@ const (
 	ActKUp
 	ActReroll
 	ActRandomize
+	// actSettings is the first of the family settings' actions: SettingDown(i) and SettingUp(i) step
+	// ModelInfo.Settings[i] (a boolean toggles either way).
+	actSettings Action = 1000
 )
+
+// SettingDown is the < control of the model's i-th setting.
+func SettingDown(i int) Action { return actSettings + Action(2*i) }
+
+// SettingUp is the > control of the model's i-th setting.
+func SettingUp(i int) Action { return actSettings + Action(2*i+1) }
+
+// setting decodes a setting's action.
+func (a Action) setting() (i int, up, ok bool) {
+	if a < actSettings {
+		return 0, false, false
+	}
+	n := int(a - actSettings)
+	return n / 2, n%2 == 1, true
+}
+
+// SettingAction is the > action of the named setting (a boolean's toggle): what a keyboard shortcut
+// does. ActNone when the model has no such setting.
+func (s *State) SettingAction(name string) Action {
+	if _, i, ok := s.Model.Setting(name); ok {
+		return SettingUp(i)
+	}
+	return ActNone
+}
 
 // The canvas is laid out in fixed logical pixels: controls on the left, the image on the right at an
 // integer nearest-neighbour scale inside ImageArea (so a screenshot holds the exact generated pixels), the
@@ -55,24 +77,36 @@ const (
 	ImageAreaX, ImageAreaY, ImageAreaSize = 336, 16, 512
 )
 
-// ImageRect is where an image of side size is drawn: scaled by the largest integer factor that fits
-// ImageArea (at least 1) and centred in it. Screenshot tests crop this rectangle.
-func ImageRect(size int) (r image.Rectangle, scale int) {
-	scale = max(1, ImageAreaSize/max(size, 1))
-	w := size * scale
-	x0 := ImageAreaX + max(0, (ImageAreaSize-w)/2)
-	y0 := ImageAreaY + max(0, (ImageAreaSize-w)/2)
-	return image.Rect(x0, y0, x0+w, y0+w), scale
+// ImageRect is where an image of w x h pixels is drawn: scaled by the largest integer factor that fits
+// ImageArea (so every generated pixel is an exact block, which screenshot tests crop and compare) and
+// centred in it; an image larger than the area is scaled down to fit (scale < 1).
+func ImageRect(w, h int) (r image.Rectangle, scale float64) {
+	w, h = max(w, 1), max(h, 1)
+	if w > ImageAreaSize || h > ImageAreaSize {
+		scale = float64(ImageAreaSize) / float64(max(w, h))
+	} else {
+		scale = float64(max(1, min(ImageAreaSize/w, ImageAreaSize/h)))
+	}
+	sw, sh := int(float64(w)*scale), int(float64(h)*scale)
+	x0 := ImageAreaX + (ImageAreaSize-sw)/2
+	y0 := ImageAreaY + (ImageAreaSize-sh)/2
+	return image.Rect(x0, y0, x0+sw, y0+sh), scale
 }
 
-// ThumbRect is where the preview after scale si (0-based) is drawn.
-func ThumbRect(si int) image.Rectangle {
-	x := ImageAreaX + si*thumbPitch
-	return image.Rect(x, thumbY, x+ThumbSize, thumbY+ThumbSize)
+// ThumbRect is where the preview after step si (0-based) of n is drawn: ThumbSize squares, smaller when
+// n of them would not fit under the image.
+func ThumbRect(si, n int) image.Rectangle {
+	size, pitch := ThumbSize, thumbPitch
+	if n*thumbPitch > ImageAreaSize+gap {
+		pitch = (ImageAreaSize + gap) / n
+		size = pitch - 3
+	}
+	x := ImageAreaX + si*pitch
+	return image.Rect(x, thumbY, x+size, thumbY+size)
 }
 
-// ThumbLabelPos is the top-left of the text under thumbnail si.
-func ThumbLabelPos(si int) image.Point { return image.Pt(ThumbRect(si).Min.X, thumbY+ThumbSize+3) }
+// ThumbLabelPos is the top-left of the text under thumbnail si of n.
+func ThumbLabelPos(si, n int) image.Point { return image.Pt(ThumbRect(si, n).Min.X, thumbY+ThumbSize+3) }
 
 // StatusPos is the top-left of the status line; ProgressRect the loading bar above it.
 func StatusPos() image.Point { return image.Pt(panelX, statusY+12) }
@@ -115,18 +149,22 @@ func (s *State) Widgets() []Widget {
 	stepper("seed", ActSeedDown, ActSeedUp, fmt.Sprint(s.Settings.Seed))
 	button(panelX+labelW+2*stepW+valueW+3*gap, 48, ActDice, "dice")
 	y += rowH
-	stepper("cfg", ActCFGDown, ActCFGUp, fmt.Sprintf("%.1f", s.Settings.CFG))
-	y += rowH
-	stepper("top-k", ActTopKDown, ActTopKUp, s.TopKLabel())
-	y += rowH
-	stepper("top-p", ActTopPDown, ActTopPUp, s.TopPLabel())
-	y += rowH
-	smooth := "more smooth: off (M)"
-	if s.Settings.MoreSmooth {
-		smooth = "more smooth: on (M)"
+	// One row per family setting: booleans are toggles, everything else a stepper.
+	for i, d := range s.Model.Settings {
+		v := s.Settings.Values[d.Name]
+		if d.Kind == gen.Bool {
+			on := v == "true"
+			text := d.Label + ": " + SettingLabel(d, v)
+			if d.Name == "more-smooth" {
+				text += " (M)"
+			}
+			button(panelX, 250, SettingUp(i), text)
+			ws[len(ws)-1].On = on
+		} else {
+			stepper(d.Label, SettingDown(i), SettingUp(i), SettingLabel(d, v))
+		}
+		y += rowH
 	}
-	button(panelX, 250, ActMoreSmooth, smooth)
-	ws[len(ws)-1].On = s.Settings.MoreSmooth
 	y += rowH + 8
 	if s.Phase == Stopped {
 		button(panelX, 150, ActGenerate, "Load (G)")
@@ -137,11 +175,14 @@ func (s *State) Widgets() []Widget {
 	y += rowH
 	button(panelX, 150, ActSave, "Save PNG (S)")
 	y += rowH + 8
-	stepper("keep", ActKDown, ActKUp, fmt.Sprintf("%d of %d scales", s.K, len(s.Model.PatchNums)))
+	noun := s.Model.StepNoun
+	stepper("keep", ActKDown, ActKUp, fmt.Sprintf("%d of %d %ss", s.K, s.rerollSteps(), noun))
 	y += rowH
-	button(panelX, 250, ActReroll, fmt.Sprintf("Reroll from scale %d (R)", s.K+1))
-	y += rowH
-	button(panelX, 250, ActRandomize, fmt.Sprintf("Randomize after scale %d (X)", s.K))
+	button(panelX, 250, ActReroll, fmt.Sprintf("Reroll from %s %d (R)", noun, s.K+1))
+	if s.Model.RandomAfter {
+		y += rowH
+		button(panelX, 250, ActRandomize, fmt.Sprintf("Randomize after %s %d (X)", noun, s.K))
+	}
 	return ws
 }
 
@@ -168,7 +209,11 @@ func (s *State) Title() string {
 	if s.Run == nil {
 		return "ready: press Generate"
 	}
-	return fmt.Sprintf("scale %d/%d, %s", len(s.Run.Scales), len(s.Model.PatchNums), s.Run.Total.Round(1e6))
+	steps := s.Run.Steps
+	if steps == 0 {
+		steps = s.Steps()
+	}
+	return fmt.Sprintf("%s %d/%d, %s", s.Model.StepNoun, len(s.Run.Scales), steps, s.Run.Total.Round(1e6))
 }
 
 // noticeChars is how many characters of the notice fit on one line of the control panel.

@@ -1,6 +1,10 @@
-// Package uistate is the preview UI without the drawing: the controls, what a click or key does, the
-// varmodel.Request a run uses, loading progress and the per-scale results. It imports no graphics
-// library, so everything here is tested without a display; package ui draws it with ebiten.
+// Package uistate is the app without the drawing, shared by every interactive front end (the native
+// preview window and the browser's canvas UI, both drawn by package ui with ebiten, and the browser's
+// HTML controls, wasm/): the controls, what a click or key does, the gen.Request a run uses, loading
+// progress, the per-step results and the name a saved image gets. Because all three act through this
+// one state, they cannot disagree. It works for every model family: the family's settings
+// (gen.Generator.Settings) become controls. It imports no graphics library, so everything here is
+// tested without a display.
 package uistate
 
 import (
@@ -9,9 +13,12 @@ import (
 	"fmt"
 	"image"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
-	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/gen"
 )
 
 // Phase is where the app is.
@@ -25,29 +32,16 @@ const (
 	Stopped                 // loading was cancelled: Generate (shown as "Load") starts it again
 )
 
-// Settings are the sampling controls.
+// Settings are the controls' values: the class and seed, and the family's settings by name (as text,
+// gen.Settings); a name the model does not take is dropped when it loads.
 type Settings struct {
-	Class      int
-	Seed       uint64
-	CFG        float64
-	TopK       int
-	TopP       float64
-	MoreSmooth bool
+	Class  int
+	Seed   uint64
+	Values gen.Settings
 }
 
-// Defaults are the official sampling settings (demo_sample.ipynb: cfg 4, top-k 900, top-p 0.95).
-func Defaults() Settings { return Settings{CFG: 4, TopK: 900, TopP: 0.95} }
-
-// Step sizes of the +/- steppers.
-const (
-	cfgStep  = 0.5
-	cfgMax   = 20
-	topPStep = 0.05
-)
-
-// topKSteps are the values the top-k stepper walks through: greedy, a few small ones, then the official
-// 900 and "off" (0 means off, shown last).
-var topKSteps = []int{1, 2, 5, 10, 50, 100, 300, 600, 900, 0}
+// Defaults are settings that take every family setting from the model: class 0, seed 0.
+func Defaults() Settings { return Settings{Values: gen.Settings{}} }
 
 // LoadProgress is the weights download as the loader reports it.
 type LoadProgress struct {
@@ -95,28 +89,53 @@ func (p LoadProgress) Fraction() float64 {
 
 // ModelInfo is what the UI needs to know about a loaded model.
 type ModelInfo struct {
+	Family     string
 	Classes    int
 	ClassNames []string // nil or one per class (weights metadata)
-	PatchNums  []int
-	ImageSize  int // output side in pixels
-	// LinearPreview says the model has a fitted linear preview map (varmodel.Pipeline.LinearPreview).
-	LinearPreview bool
+	StepNoun   string   // "scale", "step"
+	Steps      int      // at the model's default settings
+	// Settings are the family's knobs with the model's defaults (gen.Generator.Settings).
+	Settings []gen.Setting
+	// RandomAfter says the family has the randomize-after experiment (gen.Info.RandomAfter).
+	RandomAfter bool
+	// Size reports the image size settings give (gen.Generator.ImageSize); nil: not known.
+	Size func(gen.Settings) (h, w int, err error)
 }
 
-// ScaleResult is one finished scale of the current run.
+// InfoOf describes a loaded generator with its class names (nil: numbers are shown).
+func InfoOf(g gen.Generator, classNames []string) ModelInfo {
+	i := g.Info()
+	return ModelInfo{Family: i.Family, Classes: i.Classes, ClassNames: classNames, StepNoun: i.StepNoun, Steps: i.Steps,
+		Settings: g.Settings(), RandomAfter: i.RandomAfter, Size: g.ImageSize}
+}
+
+// Setting returns the declaration of the named setting.
+func (m ModelInfo) Setting(name string) (gen.Setting, int, bool) {
+	for i, d := range m.Settings {
+		if d.Name == name {
+			return d, i, true
+		}
+	}
+	return gen.Setting{}, -1, false
+}
+
+// ScaleResult is one finished step of the current run.
 type ScaleResult struct {
-	Scale, PN int
-	Took      time.Duration // this scale alone
-	Preview   *image.NRGBA  // the image decoded from f_hat after this scale (nil without previews)
+	Scale        int
+	GridH, GridW int           // the step's token grid
+	Label        string        // the family's words for it ("scale 3/4 (3x3)")
+	Took         time.Duration // this step alone
+	Preview      *image.NRGBA  // the image after this step (nil without previews)
 }
 
 // Run is the current or last generation.
 type Run struct {
 	ID       int // increases per started run: drawing code caches per-run images by it
-	Request  varmodel.Request
+	Request  gen.Request
 	Kind     string // "generate", "reroll from scale k", "randomize after scale k"
+	Steps    int    // the run's step count (from its events)
 	Scales   []ScaleResult
-	Tokens   [][]int // per scale, once the run finished: the prefix of a later reroll
+	Tokens   [][]int // per step, once the run finished: the prefix of a later reroll
 	Finished bool    // completed successfully
 	Err      error   // failure or cancellation
 	Total    time.Duration
@@ -133,10 +152,10 @@ const (
 	Load               // (re)start loading the model: after a cancelled download
 )
 
-// Command is the side effect an action asks of the driver (ebiten game, tests).
+// Command is the side effect an action asks of the driver (ebiten game, the HTML page, tests).
 type Command struct {
 	Kind    CommandKind
-	Request varmodel.Request
+	Request gen.Request
 	Name    string
 }
 
@@ -146,7 +165,7 @@ type State struct {
 	Progress LoadProgress
 	Model    ModelInfo
 	Settings Settings
-	// K is the scale count the reroll and randomize buttons keep (1..len(PatchNums)-1).
+	// K is the step count the reroll and randomize buttons keep (1..steps-1).
 	K       int
 	Run     *Run
 	Message string // status line: errors, "saved ...", hints
@@ -158,8 +177,12 @@ type State struct {
 	typedAt time.Time
 }
 
-// New is the state before the model has loaded, starting from the given settings.
+// New is the state before the model has loaded, starting from the given settings (the URL's or the
+// command line's; the others come from the model when it loads).
 func New(s Settings) *State {
+	if s.Values == nil {
+		s.Values = gen.Settings{}
+	}
 	return &State{Phase: Loading, Settings: s, Rand: rand.Uint64}
 }
 
@@ -193,11 +216,58 @@ func (s *State) OnLoaded(m ModelInfo, err error) {
 		s.Model.ClassNames = nil
 	}
 	s.Settings.Class = min(max(s.Settings.Class, 0), m.Classes-1)
-	if s.K == 0 {
-		s.K = max(1, len(m.PatchNums)/2)
+	// The values given before the model was known stay where the model takes them and they are valid;
+	// the rest come from the model's defaults.
+	var dropped []string
+	values := gen.Settings{}
+	for _, d := range m.Settings {
+		values[d.Name] = d.Default
+		if v, ok := s.Settings.Values[d.Name]; ok {
+			if d.Check(v) == nil {
+				values[d.Name] = v
+			} else {
+				dropped = append(dropped, d.Name+"="+v)
+			}
+		}
 	}
-	s.K = min(max(s.K, 1), max(1, len(m.PatchNums)-1))
-	s.Message = fmt.Sprintf("%d classes, %d scales, %dx%d images", m.Classes, len(m.PatchNums), m.ImageSize, m.ImageSize)
+	for k, v := range s.Settings.Values {
+		if _, ok := values[k]; !ok {
+			dropped = append(dropped, k+"="+v)
+		}
+	}
+	s.Settings.Values = values
+	steps := s.Steps()
+	if s.K == 0 {
+		s.K = max(1, steps/2)
+	}
+	s.K = min(max(s.K, 1), max(1, steps-1))
+	s.Message = fmt.Sprintf("%d classes, %d %ss, %s images", m.Classes, steps, m.StepNoun, s.SizeLabel())
+	if len(dropped) > 0 {
+		s.Message += "; ignored " + strings.Join(dropped, ", ") + " (not a setting of this model, or invalid)"
+	}
+}
+
+// Steps is the step count of the current settings: the schedule's length where the family has one
+// (FlexVAR), else the model's fixed count.
+func (s *State) Steps() int {
+	if v, ok := s.Settings.Values["schedule"]; ok {
+		if sides, err := gen.ParseInts(v); err == nil && len(sides) > 0 {
+			return len(sides)
+		}
+	}
+	return s.Model.Steps
+}
+
+// SizeLabel is the image size the current settings give, "64x64" ("?" when unknown or invalid).
+func (s *State) SizeLabel() string {
+	if s.Model.Size == nil {
+		return "?"
+	}
+	h, w, err := s.Model.Size(s.Settings.Values)
+	if err != nil {
+		return "?"
+	}
+	return fmt.Sprintf("%dx%d", w, h)
 }
 
 // ClassLabel is "207: golden retriever", or "class 207" without names.
@@ -209,30 +279,24 @@ func (s *State) ClassLabel() string {
 	return fmt.Sprintf("class %d", c)
 }
 
-// TopKLabel shows top-k 0 as "off".
-func (s *State) TopKLabel() string {
-	if s.Settings.TopK == 0 {
-		return "off"
-	}
-	return fmt.Sprint(s.Settings.TopK)
-}
-
-// TopPLabel shows top-p 0 as "off".
-func (s *State) TopPLabel() string {
-	if s.Settings.TopP == 0 {
-		return "off"
-	}
-	return fmt.Sprintf("%.2f", s.Settings.TopP)
-}
-
-// Request is the varmodel request of the current settings: one image, with the previews the window
-// shows as each scale finishes (varmodel.InteractivePreviews: linear ones for a model with a fitted map,
-// which cost next to nothing; else fast ones for large images, where full-resolution previews would cost
-// more than the transformer).
-func (s *State) Request() varmodel.Request {
+// Request is the generation of the current settings: one image, with every step's preview.
+func (s *State) Request() gen.Request {
 	st := s.Settings
-	return varmodel.Request{Labels: []int{st.Class}, CFG: st.CFG, TopK: st.TopK, TopP: st.TopP,
-		MoreSmooth: st.MoreSmooth, Seed: st.Seed, Previews: varmodel.InteractivePreviews(s.Model.ImageSize, s.Model.LinearPreview)}
+	return gen.Request{Labels: []int{st.Class}, Seed: st.Seed, Settings: st.Values.Clone(), Previews: true}
+}
+
+// SaveName is the file name a saved image gets, the same in every front end: the class's name in lower
+// case with dashes (its number without names) and the seed, "sneaker-seed3.png".
+func (s *State) SaveName(class int, seed uint64) string {
+	label := strconv.Itoa(class)
+	if class >= 0 && class < len(s.Model.ClassNames) {
+		if l := strings.ToLower(strings.Join(strings.FieldsFunc(s.Model.ClassNames[class], func(r rune) bool {
+			return !unicode.IsLetter(r) && !unicode.IsDigit(r)
+		}), "-")); l != "" {
+			label = l
+		}
+	}
+	return fmt.Sprintf("%s-seed%d.png", label, seed)
 }
 
 // Enabled says whether an action does anything now (disabled buttons are drawn dimmed).
@@ -242,8 +306,10 @@ func (s *State) Enabled(a Action) bool {
 		return s.Phase == Generating || s.Phase == Loading
 	case ActSave:
 		return s.Run != nil && s.Run.Finished
-	case ActReroll, ActRandomize:
-		return s.Phase == Idle && s.Run != nil && s.Run.Finished && len(s.Model.PatchNums) > 1
+	case ActReroll:
+		return s.Phase == Idle && s.Run != nil && s.Run.Finished && len(s.Run.Tokens) > 1
+	case ActRandomize:
+		return s.Model.RandomAfter && s.Phase == Idle && s.Run != nil && s.Run.Finished && len(s.Run.Tokens) > 1
 	case ActGenerate:
 		return s.Phase == Idle || s.Phase == Stopped
 	}
@@ -257,6 +323,13 @@ func (s *State) Apply(a Action) Command {
 		return Command{}
 	}
 	st := &s.Settings
+	if i, up, ok := a.setting(); ok {
+		if i < len(s.Model.Settings) {
+			d := s.Model.Settings[i]
+			st.Values[d.Name] = StepSetting(d, st.Values[d.Name], up)
+		}
+		return Command{}
+	}
 	switch a {
 	case ActClassPrev, ActClassNext:
 		if n := s.Model.Classes; n > 0 {
@@ -272,22 +345,10 @@ func (s *State) Apply(a Action) Command {
 		st.Seed++
 	case ActDice:
 		st.Seed = s.Rand() % 1_000_000 // short enough to read and type back into -seed
-	case ActCFGDown:
-		st.CFG = max(0, st.CFG-cfgStep)
-	case ActCFGUp:
-		st.CFG = min(cfgMax, st.CFG+cfgStep)
-	case ActTopKDown, ActTopKUp:
-		st.TopK = stepTopK(st.TopK, a == ActTopKUp)
-	case ActTopPDown:
-		st.TopP = roundTo(max(0, st.TopP-topPStep), topPStep)
-	case ActTopPUp:
-		st.TopP = roundTo(min(1, st.TopP+topPStep), topPStep)
-	case ActMoreSmooth:
-		st.MoreSmooth = !st.MoreSmooth
 	case ActKDown:
 		s.K = max(1, s.K-1)
 	case ActKUp:
-		s.K = min(max(1, len(s.Model.PatchNums)-1), s.K+1)
+		s.K = min(max(1, s.rerollSteps()-1), s.K+1)
 	case ActGenerate:
 		if s.Phase == Stopped {
 			s.Phase = Loading
@@ -295,19 +356,20 @@ func (s *State) Apply(a Action) Command {
 			return Command{Kind: Load}
 		}
 		return s.start(s.Request(), "generate")
-	case ActReroll:
-		// Keep the first K scales of the last run, resample the rest with a new seed.
+	case ActReroll, ActRandomize:
+		// Keep the first K steps of the last run (with its settings: the kept tokens belong to them),
+		// and with a new seed (every front end draws it here, so the seed shown made the image) either
+		// resample the rest or, for randomize, replace it with uniformly random tokens.
+		k := min(max(s.K, 1), len(s.Run.Tokens)-1)
 		st.Seed = s.Rand() % 1_000_000
 		req := s.Request()
-		req.Prefix = s.Run.Tokens[:s.K]
-		return s.start(req, fmt.Sprintf("reroll from scale %d", s.K))
-	case ActRandomize:
-		// Keep the first K scales of the last run; uniformly random tokens after them.
-		st.Seed = s.Rand() % 1_000_000
-		req := s.Request()
-		req.Prefix = s.Run.Tokens[:s.K]
-		req.RandomAfter = s.K
-		return s.start(req, fmt.Sprintf("randomize after scale %d", s.K))
+		req.Settings = s.Run.Request.Settings.Clone()
+		req.Prefix = s.Run.Tokens[:k]
+		if a == ActReroll {
+			return s.start(req, fmt.Sprintf("reroll from %s %d", s.Model.StepNoun, k+1))
+		}
+		req.RandomAfter = k
+		return s.start(req, fmt.Sprintf("randomize after %s %d", s.Model.StepNoun, k))
 	case ActCancel:
 		s.Message = "cancelling..."
 		if s.Phase == Loading {
@@ -316,12 +378,12 @@ func (s *State) Apply(a Action) Command {
 		return Command{Kind: Cancel}
 	case ActSave:
 		r := s.Run.Request
-		return Command{Kind: Save, Name: fmt.Sprintf("webvar_class%d_seed%d.png", r.Labels[0], r.Seed)}
+		return Command{Kind: Save, Name: s.SaveName(r.Labels[0], r.Seed)}
 	}
 	return Command{}
 }
 
-func (s *State) start(req varmodel.Request, kind string) Command {
+func (s *State) start(req gen.Request, kind string) Command {
 	s.nextID++
 	s.Phase = Generating
 	s.Run = &Run{ID: s.nextID, Request: req, Kind: kind}
@@ -329,17 +391,22 @@ func (s *State) start(req varmodel.Request, kind string) Command {
 	return Command{Kind: Start, Request: req}
 }
 
-// OnScale records a finished scale of run id (events of an older run are ignored). elapsed is since the
-// start of the run (varmodel.ScaleEvent.Elapsed).
-func (s *State) OnScale(id int, ev varmodel.ScaleEvent, preview *image.NRGBA) {
+// OnStep records a finished step of run id (events of an older run are ignored); preview is its image
+// (nil without one). st.Elapsed is since the start of the run.
+func (s *State) OnStep(id int, st gen.Step, preview *image.NRGBA) {
 	if s.Run == nil || s.Run.ID != id {
 		return
 	}
-	took := ev.Elapsed - s.Run.Total
-	s.Run.Total = ev.Elapsed
-	s.Run.Scales = append(s.Run.Scales, ScaleResult{Scale: ev.Scale, PN: ev.PN, Took: took, Preview: preview})
-	s.Message = fmt.Sprintf("%s: scale %d/%d (%dx%d) took %s", s.Run.Kind, ev.Scale+1, ev.Scales, ev.PN, ev.PN,
-		took.Round(time.Millisecond))
+	took := st.Elapsed - s.Run.Total
+	s.Run.Total = st.Elapsed
+	s.Run.Steps = st.Count
+	label := st.Label
+	if label == "" {
+		label = fmt.Sprintf("%s %d/%d", s.Model.StepNoun, st.Index+1, st.Count)
+	}
+	s.Run.Scales = append(s.Run.Scales, ScaleResult{Scale: st.Index, GridH: st.GridH, GridW: st.GridW, Label: label,
+		Took: took, Preview: preview})
+	s.Message = fmt.Sprintf("%s: %s took %s", s.Run.Kind, label, took.Round(time.Millisecond))
 }
 
 // OnDone ends run id with its tokens or an error (context.Canceled after Cancel).
@@ -354,7 +421,8 @@ func (s *State) OnDone(id int, tokens [][]int, err error) {
 		return
 	}
 	s.Run.Finished, s.Run.Tokens = true, tokens
-	s.Message = fmt.Sprintf("%s: %d scales in %s", s.Run.Kind, len(s.Run.Scales), s.Run.Total.Round(time.Millisecond))
+	s.K = min(max(s.K, 1), max(1, len(tokens)-1))
+	s.Message = fmt.Sprintf("%s: %d %ss in %s", s.Run.Kind, len(s.Run.Scales), s.Model.StepNoun, s.Run.Total.Round(time.Millisecond))
 }
 
 // OnSaved reports the result of a Save command.
@@ -379,10 +447,108 @@ func (s *State) Latest() *image.NRGBA {
 	return nil
 }
 
-// stepTopK moves to the next larger or smaller value of topKSteps; 0 (off) counts as above every k, and a
-// k between steps moves to the neighbouring step in that direction.
+// rerollSteps is the step count a reroll or randomize works on: the last finished run's.
+func (s *State) rerollSteps() int {
+	if s.Run != nil && s.Run.Finished {
+		return len(s.Run.Tokens)
+	}
+	return s.Steps()
+}
+
+// StepSetting is the value a setting's < or > control moves v to: numbers by their step within the
+// range (top-k through gen.TopKPresets, 0 meaning off counted above every k), booleans toggle, choices
+// and presets cycle.
+func StepSetting(d gen.Setting, v string, up bool) string {
+	switch d.Kind {
+	case gen.Bool:
+		b, _ := strconv.ParseBool(v)
+		return strconv.FormatBool(!b)
+	case gen.Float:
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return d.Default
+		}
+		step := d.Step
+		if step <= 0 {
+			step = 0.1
+		}
+		if up {
+			f += step
+		} else {
+			f -= step
+		}
+		if d.Max > d.Min {
+			f = min(max(f, d.Min), d.Max)
+		}
+		return strconv.FormatFloat(roundTo(f, step), 'f', -1, 64)
+	case gen.Int:
+		i, err := strconv.Atoi(v)
+		if err != nil {
+			return d.Default
+		}
+		if d.Name == "top-k" {
+			return strconv.Itoa(stepTopK(i, up))
+		}
+		step := max(1, int(d.Step))
+		if up {
+			i += step
+		} else {
+			i -= step
+		}
+		if d.Max > d.Min {
+			i = min(max(i, int(d.Min)), int(d.Max))
+		}
+		return strconv.Itoa(i)
+	}
+	list := d.Choices
+	if len(list) == 0 {
+		list = d.Presets
+	}
+	if len(list) == 0 {
+		return v
+	}
+	for i, c := range list {
+		if c == v {
+			if up {
+				return list[(i+1)%len(list)]
+			}
+			return list[(i+len(list)-1)%len(list)]
+		}
+	}
+	if up {
+		return list[0]
+	}
+	return list[len(list)-1]
+}
+
+// SettingLabel is how a setting's value is shown: top-k and top-p 0 as "off", a schedule as its step
+// count and last side, booleans as on/off.
+func SettingLabel(d gen.Setting, v string) string {
+	switch {
+	case (d.Name == "top-k" || d.Name == "top-p") && (v == "0" || v == "0.0"):
+		return "off"
+	case d.Kind == gen.Bool:
+		if b, _ := strconv.ParseBool(v); b {
+			return "on"
+		}
+		return "off"
+	case d.Kind == gen.List:
+		if sides, err := gen.ParseInts(v); err == nil && len(sides) > 0 {
+			return fmt.Sprintf("%d steps, to %d", len(sides), sides[len(sides)-1])
+		}
+	}
+	return v
+}
+
+// stepTopK moves to the next larger or smaller value of gen.TopKPresets; 0 (off) counts as above every
+// k, and a k between steps moves to the neighbouring step in that direction.
 func stepTopK(k int, up bool) int {
-	steps := topKSteps[:len(topKSteps)-1] // without the trailing 0 (off)
+	var steps []int
+	for _, p := range gen.TopKPresets {
+		if v, err := strconv.Atoi(p); err == nil && v > 0 {
+			steps = append(steps, v)
+		}
+	}
 	if up {
 		if k == 0 {
 			return 0
@@ -407,6 +573,9 @@ func stepTopK(k int, up bool) int {
 
 func roundTo(x, step float64) float64 {
 	n := x / step
+	if n < 0 {
+		return -float64(int64(-n+0.5)) * step
+	}
 	return float64(int64(n+0.5)) * step
 }
 

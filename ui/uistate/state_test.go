@@ -9,10 +9,32 @@ import (
 	"testing"
 	"time"
 
+	"github.com/webvar/webvar/core/flexvar"
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/varmodel"
 )
 
-var tiny = ModelInfo{Classes: 3, ClassNames: []string{"cat", "dog", "fox"}, PatchNums: []int{1, 2, 3, 4}, ImageSize: 64}
+// tiny is a VAR model of 4 scales with the official sampling defaults; flex a FlexVAR one.
+var (
+	tiny = ModelInfo{Family: "var", Classes: 3, ClassNames: []string{"cat", "dog", "fox"}, StepNoun: "scale", Steps: 4,
+		Settings: varmodel.OfficialSampling.Settings(64), RandomAfter: true,
+		Size: func(gen.Settings) (int, int, error) { return 64, 64, nil }}
+	flex = ModelInfo{Family: "flexvar", Classes: 10, StepNoun: "step", Steps: 4,
+		Settings: flexvar.Defaults{CFG: 2.5, TopK: 900, TopP: 0.95, Schedule: []int{1, 2, 3, 4}, MaxPN: 16}.Settings(64)}
+)
+
+// act is the action of the named setting's < or > control.
+func act(t *testing.T, s *State, name string, up bool) Action {
+	t.Helper()
+	_, i, ok := s.Model.Setting(name)
+	if !ok {
+		t.Fatalf("no setting %q", name)
+	}
+	if up {
+		return SettingUp(i)
+	}
+	return SettingDown(i)
+}
 
 func loaded(t *testing.T) *State {
 	t.Helper()
@@ -46,7 +68,7 @@ func click(t *testing.T, s *State, a Action) Command {
 func finish(s *State, tokens [][]int) {
 	id := s.Run.ID
 	for si := range tokens {
-		s.OnScale(id, varmodel.ScaleEvent{Scale: si, Scales: len(tokens), PN: si + 1,
+		s.OnStep(id, gen.Step{Index: si, Count: len(tokens), GridH: si + 1, GridW: si + 1,
 			Elapsed: time.Duration(si+1) * 100 * time.Millisecond}, image.NewNRGBA(image.Rect(0, 0, 64, 64)))
 	}
 	s.OnDone(id, tokens, nil)
@@ -88,12 +110,13 @@ func TestGenerateBuildsRequestFromControls(t *testing.T) {
 	}
 	click(t, s, ActDice)
 	click(t, s, ActSeedUp)
-	click(t, s, ActCFGDown)
-	click(t, s, ActTopKDown) // 900 -> 600
-	click(t, s, ActTopPUp)   // 0.95 -> 1
-	click(t, s, ActMoreSmooth)
+	click(t, s, act(t, s, "cfg", false))   // 4 -> 3.75
+	click(t, s, act(t, s, "top-k", false)) // 900 -> 600
+	click(t, s, act(t, s, "top-p", true))  // 0.95 -> 0.96
+	click(t, s, act(t, s, "more-smooth", true))
 	c := click(t, s, ActGenerate)
-	want := varmodel.Request{Labels: []int{2}, CFG: 3.5, TopK: 600, TopP: 1, MoreSmooth: true, Seed: 234568, Previews: varmodel.PreviewFull} // a 64-pixel model: full previews are cheap
+	want := gen.Request{Labels: []int{2}, Seed: 234568, Previews: true,
+		Settings: gen.Settings{"cfg": "3.75", "top-k": "600", "top-p": "0.96", "more-smooth": "true", "previews": "auto"}}
 	if c.Kind != Start || fmt.Sprint(c.Request) != fmt.Sprint(want) {
 		t.Fatalf("command %+v, want Start %+v", c, want)
 	}
@@ -117,8 +140,8 @@ func TestScalesArriveAndRerollKeepsPrefix(t *testing.T) {
 	s.Apply(ActGenerate)
 	first := s.Run.ID
 	tokens := [][]int{{1}, {2, 3, 4, 5}, make([]int, 9), make([]int, 16)}
-	s.OnScale(first, varmodel.ScaleEvent{Scale: 0, Scales: 4, PN: 1, Elapsed: 300 * time.Millisecond}, nil)
-	s.OnScale(first, varmodel.ScaleEvent{Scale: 1, Scales: 4, PN: 2, Elapsed: 500 * time.Millisecond}, nil)
+	s.OnStep(first, gen.Step{Index: 0, Count: 4, Elapsed: 300 * time.Millisecond}, nil)
+	s.OnStep(first, gen.Step{Index: 1, Count: 4, Elapsed: 500 * time.Millisecond}, nil)
 	if got := s.Run.Scales[1].Took; got != 200*time.Millisecond {
 		t.Fatalf("scale 2 took %v, want 200ms", got)
 	}
@@ -128,7 +151,7 @@ func TestScalesArriveAndRerollKeepsPrefix(t *testing.T) {
 	s.Run.Scales = nil
 	s.Run.Total = 0
 	finish(s, tokens)
-	if !s.Enabled(ActSave) || s.Apply(ActSave).Name != "webvar_class0_seed0.png" {
+	if !s.Enabled(ActSave) || s.Apply(ActSave).Name != "cat-seed0.png" {
 		t.Fatal("save after a run")
 	}
 
@@ -145,7 +168,7 @@ func TestScalesArriveAndRerollKeepsPrefix(t *testing.T) {
 		t.Fatalf("reroll request %+v", c.Request)
 	}
 	// A late event of the first run must not land in the reroll.
-	s.OnScale(first, varmodel.ScaleEvent{Scale: 3}, nil)
+	s.OnStep(first, gen.Step{Index: 3}, nil)
 	if len(s.Run.Scales) != 0 {
 		t.Fatal("an old run's scale was recorded")
 	}
@@ -154,8 +177,8 @@ func TestScalesArriveAndRerollKeepsPrefix(t *testing.T) {
 		click(t, s, ActKUp) // clamps at scales-1
 	}
 	c = click(t, s, ActRandomize)
-	if c.Request.RandomAfter != 3 || len(c.Request.Prefix) != 3 || c.Request.Seed != 42 {
-		t.Fatalf("randomize request %+v", c.Request)
+	if c.Request.RandomAfter != 3 || len(c.Request.Prefix) != 3 || c.Request.Seed != 42 || s.Settings.Seed != 42 {
+		t.Fatalf("randomize request %+v (seed shown %d)", c.Request, s.Settings.Seed)
 	}
 }
 
@@ -173,49 +196,79 @@ func TestTopKStepsAndClamps(t *testing.T) {
 		}
 	}
 	s := loaded(t)
-	s.Settings.TopP = 0.05
-	s.Apply(ActTopPDown)
-	s.Apply(ActTopPDown)
-	if s.Settings.TopP != 0 || s.TopPLabel() != "off" {
-		t.Fatalf("top-p %g %q", s.Settings.TopP, s.TopPLabel())
+	s.Settings.Values["top-p"] = "0.01"
+	s.Apply(act(t, s, "top-p", false))
+	s.Apply(act(t, s, "top-p", false))
+	d, _, _ := s.Model.Setting("top-p")
+	if v := s.Settings.Values["top-p"]; v != "0" || SettingLabel(d, v) != "off" {
+		t.Fatalf("top-p %q %q", v, SettingLabel(d, v))
 	}
-	s.Settings.CFG = 0.2
-	s.Apply(ActCFGDown)
-	if s.Settings.CFG != 0 {
-		t.Fatalf("cfg %g", s.Settings.CFG)
+	s.Settings.Values["cfg"] = "0.2"
+	s.Apply(act(t, s, "cfg", false))
+	if v := s.Settings.Values["cfg"]; v != "0" {
+		t.Fatalf("cfg %q", v)
 	}
 }
 
-// A model with a fitted linear preview map gets linear previews (next to free); one without keeps the
-// size rule (full for small images, fast for large ones).
-func TestRequestPreviewsFollowTheModel(t *testing.T) {
-	for _, c := range []struct {
-		side   int
-		linear bool
-		want   varmodel.PreviewMode
-	}{{32, true, varmodel.PreviewLinear}, {256, true, varmodel.PreviewLinear}, {32, false, varmodel.PreviewFull}, {256, false, varmodel.PreviewFast}} {
-		s := New(Defaults())
-		s.OnLoaded(ModelInfo{Classes: 3, PatchNums: []int{1, 2}, ImageSize: c.side, LinearPreview: c.linear}, nil)
-		if got := s.Request().Previews; got != c.want {
-			t.Errorf("%d pixels, linear map %v: previews %v, want %v", c.side, c.linear, got, c.want)
+// A FlexVAR model's own settings become controls: the schedule steps through its presets (and changes
+// the step count the reroll keeps), cfg mode cycles, and there is no randomize experiment.
+func TestFlexVARSettingsAreControls(t *testing.T) {
+	s := New(Settings{Values: gen.Settings{"more-smooth": "true", "cfg": "3"}})
+	s.OnLoaded(flex, nil)
+	if s.Settings.Values["cfg"] != "3" || s.Settings.Values["schedule"] != "1,2,3,4" {
+		t.Fatalf("values after load %v", s.Settings.Values)
+	}
+	if !strings.Contains(s.Message, "ignored more-smooth=true") {
+		t.Errorf("message %q does not say more-smooth was ignored", s.Message)
+	}
+	click(t, s, act(t, s, "schedule", true))
+	if got := s.Settings.Values["schedule"]; got != flexvar.SchedulePresets([]int{1, 2, 3, 4})[1] || s.Steps() != 6 {
+		t.Fatalf("schedule after > %q (%d steps)", got, s.Steps())
+	}
+	click(t, s, act(t, s, "cfg-mode", true))
+	click(t, s, act(t, s, "aspect", true))
+	c := click(t, s, ActGenerate)
+	if c.Request.Settings["cfg-mode"] != "llamagen" || c.Request.Settings["aspect"] != "4:3" {
+		t.Fatalf("request settings %v", c.Request.Settings)
+	}
+	finish(s, make([][]int, 6))
+	if !s.Enabled(ActReroll) || s.Enabled(ActRandomize) {
+		t.Fatal("FlexVAR: reroll should be on and randomize off")
+	}
+	for _, w := range s.Widgets() {
+		if w.Action == ActRandomize {
+			t.Fatal("a randomize button for a family without the experiment")
 		}
+	}
+	// The reroll keeps the finished run's settings, whatever the controls show now.
+	click(t, s, act(t, s, "schedule", true))
+	c = click(t, s, ActReroll)
+	if c.Request.Settings["schedule"] != flexvar.SchedulePresets([]int{1, 2, 3, 4})[1] || len(c.Request.Prefix) != s.K {
+		t.Fatalf("reroll settings %v, prefix %d", c.Request.Settings, len(c.Request.Prefix))
 	}
 }
 
 func TestLoadClampsSettingsAndDropsMismatchedNames(t *testing.T) {
-	s := New(Settings{Class: 99})
-	s.OnLoaded(ModelInfo{Classes: 10, ClassNames: []string{"only one"}, PatchNums: []int{1, 2}, ImageSize: 32}, nil)
+	s := New(Settings{Class: 99, Values: gen.Settings{"top-k": "x"}})
+	s.OnLoaded(ModelInfo{Classes: 10, ClassNames: []string{"only one"}, StepNoun: "scale", Steps: 2,
+		Settings: varmodel.OfficialSampling.Settings(64)}, nil)
 	if s.Settings.Class != 9 || s.ClassLabel() != "class 9" || s.K != 1 {
 		t.Fatalf("class %d label %q k %d", s.Settings.Class, s.ClassLabel(), s.K)
+	}
+	if s.Settings.Values["top-k"] != "900" || !strings.Contains(s.Message, "ignored top-k=x") {
+		t.Fatalf("invalid top-k kept: %v, %q", s.Settings.Values, s.Message)
 	}
 }
 
 func TestImageRectIsIntegerScaledInsideTheArea(t *testing.T) {
-	for _, c := range []struct{ size, scale int }{{64, 8}, {256, 2}, {512, 1}, {100, 5}} {
-		r, sc := ImageRect(c.size)
-		area := image.Rect(ImageAreaX, ImageAreaY, ImageAreaX+ImageAreaSize, ImageAreaY+ImageAreaSize)
-		if sc != c.scale || r.Dx() != c.size*sc || !r.In(area) {
-			t.Errorf("size %d: rect %v scale %d, want scale %d inside %v", c.size, r, sc, c.scale, area)
+	area := image.Rect(ImageAreaX, ImageAreaY, ImageAreaX+ImageAreaSize, ImageAreaY+ImageAreaSize)
+	for _, c := range []struct {
+		w, h  int
+		scale float64
+	}{{64, 64, 8}, {256, 256, 2}, {512, 512, 1}, {100, 100, 5}, {128, 80, 4}, {80, 128, 4}, {1024, 768, 0.5}} {
+		r, sc := ImageRect(c.w, c.h)
+		if sc != c.scale || r.Dx() != int(float64(c.w)*sc) || r.Dy() != int(float64(c.h)*sc) || !r.In(area) {
+			t.Errorf("%dx%d: rect %v scale %g, want scale %g inside %v", c.w, c.h, r, sc, c.scale, area)
 		}
 	}
 	// Widgets stay on the canvas and left of the image; buttons do not overlap.
@@ -231,8 +284,18 @@ func TestImageRectIsIntegerScaledInsideTheArea(t *testing.T) {
 			}
 		}
 	}
-	if ThumbRect(9).Max.X > Width || ThumbLabelPos(0).Y+14 > ProgressRect().Min.Y {
-		t.Errorf("ten thumbnails do not fit: %v, label at %v", ThumbRect(9), ThumbLabelPos(0))
+	for _, n := range []int{10, 14, 24} {
+		if ThumbRect(n-1, n).Max.X > Width || ThumbLabelPos(0, n).Y+14 > ProgressRect().Min.Y || ThumbRect(0, n).Overlaps(ThumbRect(1, n)) {
+			t.Errorf("%d thumbnails do not fit: %v, label at %v", n, ThumbRect(n-1, n), ThumbLabelPos(0, n))
+		}
+	}
+	// A FlexVAR model's controls fit too.
+	f := New(Defaults())
+	f.OnLoaded(flex, nil)
+	for _, w := range f.Widgets() {
+		if w.Rect.Max.X > ImageAreaX || w.Rect.Max.Y > ProgressRect().Min.Y {
+			t.Errorf("FlexVAR widget %q at %v overlaps the image or status", w.Text, w.Rect)
+		}
 	}
 }
 
@@ -304,7 +367,7 @@ func TestNoticeLinesWrapToThePanel(t *testing.T) {
 
 func TestTypedDigitsSelectAClass(t *testing.T) {
 	s := New(Defaults())
-	s.OnLoaded(ModelInfo{Classes: 1000, PatchNums: []int{1, 2}, ImageSize: 32}, nil)
+	s.OnLoaded(ModelInfo{Classes: 1000, StepNoun: "scale", Steps: 2}, nil)
 	t0 := time.Unix(100, 0)
 	for i, d := range []int{2, 0, 7} {
 		s.TypeDigit(d, t0.Add(time.Duration(i)*500*time.Millisecond))
