@@ -106,7 +106,9 @@ func ThumbRect(si, n int) image.Rectangle {
 }
 
 // ThumbLabelPos is the top-left of the text under thumbnail si of n.
-func ThumbLabelPos(si, n int) image.Point { return image.Pt(ThumbRect(si, n).Min.X, thumbY+ThumbSize+3) }
+func ThumbLabelPos(si, n int) image.Point {
+	return image.Pt(ThumbRect(si, n).Min.X, thumbY+ThumbSize+3)
+}
 
 // StatusPos is the top-left of the status line; ProgressRect the loading bar above it.
 func StatusPos() image.Point { return image.Pt(panelX, statusY+12) }
