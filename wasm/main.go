@@ -298,6 +298,15 @@ func settingID(name string) string {
 // an input that does not parse keeps the state's value.
 func (pg *page) readInputs() {
 	st := pg.st
+	if st.Model.Classes == 0 {
+		// No model yet: the class selector and the settings are placeholders (only the seed is real).
+		if el := byID("webvar-seed"); el.Truthy() {
+			if v, err := strconv.ParseUint(el.Get("value").String(), 10, 64); err == nil {
+				st.Settings.Seed = v
+			}
+		}
+		return
+	}
 	if el := byID("webvar-class"); el.Truthy() {
 		if v, err := strconv.Atoi(el.Get("value").String()); err == nil {
 			st.Settings.Class = v

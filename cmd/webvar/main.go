@@ -1,7 +1,9 @@
-// Command webvar runs VAR (visual autoregressive, next-scale prediction) image generators.
+// Command webvar runs visual autoregressive image generators of several families (VAR, FlexVAR), from
+// their official checkpoints or converted weights, on the CPU or through WebGPU.
 //
 //	webvar generate -class 7 -out image.png                          (the embedded default model)
 //	webvar generate -var var.pth -vae vae.pth -class 207 -out image.png
+//	webvar generate -var FlexVARd16-epo179.pth -vae FlexVAE.pth -patch-nums 1,2,3,4,5,6,8,10,13,16,23,32 -class 207 -out big.png
 //
 // Run `webvar help` for the subcommands and `webvar <subcommand> -h` for their flags.
 package main
@@ -23,12 +25,16 @@ func commands() []command {
 		{"convert", "convert official checkpoints into a chunked, quantized weights directory (with a fitted preview map)", runConvert},
 		{"serve", "serve the browser app (WebAssembly; WebGPU, else WebGL2 + CPU) on the embedded model or a converted weights directory", runServe},
 		{"preview", "open the interactive window: weights loading, then the image scale by scale (build with -tags preview)", runPreview},
-		{"bench", "time whole generations (-model tiny|d16|d20|fashionvar, -weights DIR; -previews all compares the preview modes) or each engine op (-kernels)", runBench},
+		{"bench", "time whole generations (-model tiny|d16|d20|fashionvar|flexvar-tiny|flexvar-d16|d20|d24, -weights DIR; -previews all compares the preview modes) or each engine op (-kernels)", runBench},
 	}
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "webvar: run VAR (next-scale prediction) image generators")
+	fmt.Fprintln(w, "webvar: run visual autoregressive image generators on your own machine and in the browser")
+	fmt.Fprintln(w, "\nfamilies (recognised from the checkpoints' keys; the same commands run each):")
+	for _, f := range familyHelp {
+		fmt.Fprintf(w, "  %-10s %s\n", f[0], f[1])
+	}
 	fmt.Fprintln(w, "\nusage: webvar <command> [flags]\n\ncommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
@@ -63,6 +69,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "webvar: unknown command %q\n\n", args[0])
 	usage(stderr)
 	return 2
+}
+
+// familyHelp is one line per model family for `webvar help`.
+var familyHelp = [][2]string{
+	{"VAR", "next-scale prediction (FoundationVision/VAR): var_d16.pth + vae_ch160v4096z32.pth; settings cfg, top-k, top-p, more-smooth"},
+	{"FlexVAR", "any steps, size and aspect (jiaosiyu1999/FlexVAR): FlexVARd16-epo179.pth + FlexVAE.pth; adds -patch-nums as the step"},
+	{"", "schedule (e.g. 1,2,3,5,8,16 fast; ...,16,23,32 for 512 px), -aspect 16:9, -cfg-mode linear|llamagen, -max-pn"},
 }
 
 // usageError marks bad flags or arguments (exit status 2).

@@ -64,8 +64,9 @@ func testControls(ctx context.Context, t *testing.T, chrome, base string) {
 	// Save PNG: the download goes through an <a download>; record it instead of letting the browser save.
 	eval(`window.saved = null; HTMLAnchorElement.prototype.click = function () { window.saved = [this.download, this.href.slice(0, 22)]; }`)
 	eval(`document.getElementById("webvar-save").click()`)
-	if got := str(`JSON.stringify(window.saved)`); got != `["5-0.png","data:image/png;base64,"]` {
-		t.Errorf("Save PNG made %s, want 5-0.png as a PNG data URL", got)
+	// The name is uistate.State.SaveName's, the same as the canvas UI's and the preview window's.
+	if got := str(`JSON.stringify(window.saved)`); got != `["5-seed0.png","data:image/png;base64,"]` {
+		t.Errorf("Save PNG made %s, want 5-seed0.png as a PNG data URL", got)
 	}
 
 	tokens := func() [][]int {
