@@ -15,6 +15,7 @@ import (
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/loader/convert"
 	"github.com/webvar/webvar/weights"
@@ -130,7 +131,11 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "wrote %s: %d tensors in %d chunks, %.1f MB (transformer %.1f MB, VQVAE %.1f MB; %.1f MB as f32)\n",
 		*out, len(man.Tensors), len(man.Chunks), float64(stored)/1e6, float64(parts["var"])/1e6, float64(parts["vae"])/1e6,
 		float64(raw)/1e6)
-	if *previewFit > 0 {
+	if *previewFit > 0 && man.Family != "var" {
+		// Linear previews map VAR's accumulated latent to RGB; a FlexVAR step is a whole image of its own,
+		// which the app decodes at the step's size.
+		fmt.Fprintf(stdout, "no preview map for a %s model: its previews are each step's own decode\n", man.Family)
+	} else if *previewFit > 0 {
 		if err := fitPreviewMap(*out, *heads, *previewFit, stdout, stderr); err != nil {
 			return err
 		}
@@ -146,31 +151,33 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 // PSNR.
 func verifyConversion(source *modelFlags, dir string, heads, n int, stdout io.Writer) error {
 	b := cpu.New(0)
-	ref, _, err := source.open(context.Background(), b, nil)
+	ref, _, err := source.openGenerator(context.Background(), b, nil)
 	if err != nil {
 		return err
 	}
-	conv, _, err := (&modelFlags{weightsDir: dir, heads: heads}).open(context.Background(), b, nil)
+	conv, _, err := (&modelFlags{weightsDir: dir, heads: heads}).openGenerator(context.Background(), b, nil)
 	if err != nil {
 		return err
 	}
-	classes := ref.VAR.Config().Classes
+	classes := ref.Info().Classes
 	same, total := 0, 0
 	minPSNR, sumPSNR := math.Inf(1), 0.0
+	// Greedy with cfg 4 and both models' defaults otherwise (the schedule recorded at conversion).
+	settings := gen.Settings{"cfg": "4", "top-k": "1"}
 	for c := 0; c < n; c++ {
-		req := varmodel.Request{Labels: []int{c % classes}, CFG: 4, TopK: 1}
-		a, err := ref.Generate(context.Background(), b, req, nil)
+		req := gen.Request{Labels: []int{c % classes}, Settings: settings}
+		a, err := ref.Generate(context.Background(), req, nil)
 		if err != nil {
 			return err
 		}
-		q, err := conv.Generate(context.Background(), b, req, nil)
+		q, err := conv.Generate(context.Background(), req, nil)
 		if err != nil {
 			return err
 		}
 		for si := range a.Tokens {
 			for i := range a.Tokens[si] {
 				total++
-				if a.Tokens[si][i] == q.Tokens[si][i] {
+				if si < len(q.Tokens) && i < len(q.Tokens[si]) && a.Tokens[si][i] == q.Tokens[si][i] {
 					same++
 				}
 			}
