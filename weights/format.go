@@ -264,6 +264,19 @@ func (m *Manifest) ConfigInts(key string) ([]int, error) {
 	return out, nil
 }
 
+// ConfigInt reads an integer entry of the config ("classes").
+func (m *Manifest) ConfigInt(key string) (int, error) {
+	raw, ok := m.Config[key]
+	if !ok {
+		return 0, fmt.Errorf("weights manifest: no %q in config", key)
+	}
+	n, ok := toInt64(raw)
+	if !ok || n != int64(int(n)) {
+		return 0, fmt.Errorf("weights manifest: config %q is %v, not an integer", key, raw)
+	}
+	return int(n), nil
+}
+
 func toInt64(v any) (int64, bool) {
 	switch n := v.(type) {
 	case int8:

@@ -869,3 +869,15 @@ func TestUpdateMeta(t *testing.T) {
 		t.Errorf("UpdateMeta of a directory without a manifest: %v, want ErrIO", err)
 	}
 }
+
+func TestManifestConfigInt(t *testing.T) {
+	m := &Manifest{Config: map[string]any{"classes": int8(10), "big": 1.5, "list": []any{1}}}
+	if n, err := m.ConfigInt("classes"); err != nil || n != 10 {
+		t.Fatalf("classes %d %v", n, err)
+	}
+	for _, k := range []string{"big", "list", "missing"} {
+		if _, err := m.ConfigInt(k); err == nil {
+			t.Errorf("ConfigInt(%q) accepted", k)
+		}
+	}
+}

@@ -279,8 +279,8 @@ func newServeHandlerModels(dir string, models []servedModel) (http.Handler, erro
 		if f, err := family.ByName(man.Family); err == nil {
 			title = f.Title
 		}
-		if c, err := man.ConfigInts("classes"); err == nil && len(c) == 1 {
-			title += fmt.Sprintf(", %d classes", c[0])
+		if c, err := man.ConfigInt("classes"); err == nil {
+			title += fmt.Sprintf(", %d classes", c)
 		}
 		url := "models/" + m.Name + "/"
 		if i == 0 {
