@@ -6,8 +6,10 @@
 // Every [data-webvar] element gets an <iframe> of the demo page in embed mode (index.html?embed=1&...),
 // sized to the element: each widget has its own wasm instance and page state, and nothing of the app
 // leaks into the host page. Attributes (all optional): data-weights or data-model (a converted weights
-// directory, resolved against the host page; default: the server's weights/), data-class, data-seed, data-cfg,
-// data-top-k, data-top-p, data-more-smooth, data-autostart (present: generate once loaded),
+// directory, resolved against the host page; default: the server's weights/), data-class, data-seed,
+// data-autostart (present: generate once loaded), and the model family's settings by name: data-cfg,
+// data-top-k, data-top-p, data-more-smooth (VAR), data-schedule, data-aspect, data-cfg-mode, data-max-pn
+// (FlexVAR),
 // data-width / data-height (CSS sizes; default: the element's own size, else 320px x 400px).
 // The app posts {type: "webvar-state", state, error} to this page; the widget mirrors it on the host
 // element (dataset.state: loading, cancelled, ready, generating, done, error; dataset.error) and dispatches a
@@ -20,8 +22,9 @@
   var script = document.currentScript;
   var base = script && script.src ? script.src : document.baseURI;
   var appURL = new URL("./", base);
-  var params = [["class", "class"], ["seed", "seed"], ["cfg", "cfg"], ["topK", "top_k"], ["topP", "top_p"],
-    ["moreSmooth", "more_smooth"]];
+  // Attributes that are not settings; every other data-* attribute is passed on as a setting (data-top-k
+  // as top_k=...), which the app checks against the model's own settings.
+  var own = {webvar: 1, webvarMounted: 1, weights: 1, model: 1, autostart: 1, width: 1, height: 1, state: 1, error: 1};
 
   function mount(el) {
     if (el.dataset.webvarMounted) return;
@@ -29,8 +32,10 @@
     var d = el.dataset;
     var u = new URL(appURL);
     u.searchParams.set("embed", "1");
-    for (var i = 0; i < params.length; i++) {
-      if (d[params[i][0]] !== undefined && d[params[i][0]] !== "") u.searchParams.set(params[i][1], d[params[i][0]]);
+    for (var k in d) {
+      if (own[k] || d[k] === "") continue;
+      // dataset names are camelCase: topK -> top_k, cfgMode -> cfg_mode.
+      u.searchParams.set(k.replace(/[A-Z]/g, function (c) { return "_" + c.toLowerCase(); }), d[k]);
     }
     const w = d.weights || d.model; // data-model is accepted as another name for data-weights
     if (w) u.searchParams.set("weights", new URL(w, document.baseURI).href);

@@ -208,7 +208,8 @@ func fitPreviewMap(dir string, heads, n int, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", dir, err)
 	}
-	s := convert.Sampling{CFG: 4, TopK: 900, TopP: 0.95} // generate's defaults
+	d := varmodel.OfficialSampling // generate's defaults
+	s := convert.Sampling{CFG: d.CFG, TopK: d.TopK, TopP: d.TopP}
 	if d, err := convert.SamplingOf(m.Manifest()); err != nil {
 		return fmt.Errorf("%s: %w", dir, err)
 	} else if d != nil {

@@ -129,6 +129,37 @@ func TestPreviewWindowScreenshotMatchesGenerate(t *testing.T) {
 			}
 		})
 	}
+
+	// FlexVAR in the same window: flexvar-tiny converted, golden run ar2's request (llamagen CFG, steps
+	// 1,2,3,5, class 0) from the flags, on the CPU: the window shows generate's image for the same flags.
+	t.Run("flexvar", func(t *testing.T) {
+		fdir := filepath.Join(tmp, "flexvar")
+		rc, _, stderr := runCLI(t, "convert", "-var", testutil.FlexVARTiny("var.pth"), "-vae", testutil.FlexVARTiny("vae.pth"),
+			"-patch-nums", "1,2,3,4", "-quant", "f32", "-out", fdir, "-verify", "0")
+		if rc != 0 {
+			t.Fatalf("convert: exit %d: %s", rc, stderr)
+		}
+		freq := []string{"-class", "0", "-cfg", "2", "-cfg-mode", "llamagen", "-top-k", "1", "-patch-nums", "1,2,3,5", "-seed", "0"}
+		ref := filepath.Join(tmp, "generate_flexvar.png")
+		if rc, _, stderr := runCLI(t, append([]string{"generate", "-weights", fdir, "-backend", "cpu", "-out", ref}, freq...)...); rc != 0 {
+			t.Fatalf("generate: exit %d: %s", rc, stderr)
+		}
+		shot := filepath.Join(tmp, "preview_flexvar.png")
+		args := append([]string{"preview", "-weights", fdir, "-backend", "cpu", "-autostart", "-screenshot", shot}, freq...)
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), "DISPLAY="+display)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("webvar %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+		if dir := os.Getenv("WEBVAR_ARTIFACTS"); dir != "" {
+			if data, err := os.ReadFile(shot); err == nil {
+				os.WriteFile(filepath.Join(dir, "preview_flexvar.png"), data, 0o644)
+			}
+		}
+		compareScreenshot(t, readPNG(t, shot), readPNG(t, ref), 1)
+	})
 }
 
 // compareScreenshot checks that every pixel of want appears as a scale x scale block at

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -42,7 +43,18 @@ func TestFlexVARInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	// A host page embedding a FlexVAR widget with its settings as data-* attributes.
+	const host = `<!doctype html><html><body><script src="webvar-widget.js"></script>
+<div data-webvar data-model="weights/" data-class="0" data-cfg="2" data-cfg-mode="llamagen" data-top-k="1"
+  data-schedule="1,2,3,5" data-backend="cpu" data-autostart></div></body></html>`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/flexvar-widget.html" {
+			w.Header().Set("Content-Type", "text/html")
+			io.WriteString(w, host)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
 	defer srv.Close()
 
 	g := testutil.OpenGolden(t, testutil.FlexVARTiny("golden.safetensors"))
@@ -87,6 +99,19 @@ func TestFlexVARInChromium(t *testing.T) {
 			t.Errorf("16:9 canvas %s, want 112x64 (grids 1x1, 2x3, 2x4, 4x7 of 16-pixel tokens)", wh)
 		}
 		screenshot(t, cctx, "serve_e2e_flexvar_html.png")
+	})
+	t.Run("widget", func(t *testing.T) {
+		cctx, dump := openPage(ctx, t, chrome, srv.URL+"/flexvar-widget.html", false)
+		state, err := chromedp.Run(cctx, chromedp.Poll[string](`(s => (s === "done" || s === "error") && s)(document.querySelector("[data-webvar]").dataset.state)`,
+			chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(120*time.Second)))
+		if err != nil || state != "done" {
+			t.Fatalf("widget state %q (%v)\n%s", state, err, dump())
+		}
+		var got [][]int
+		raw := evalString(t, cctx, `document.querySelector("[data-webvar] iframe").contentDocument.body.dataset.tokens ?? ""`)
+		if err := json.Unmarshal([]byte(raw), &got); err != nil || !slices.EqualFunc(got, want, slices.Equal) {
+			t.Errorf("widget tokens %v (%v), want the official %v", got, err, want)
+		}
 	})
 	t.Run("canvas-ui", func(t *testing.T) {
 		cctx, got := tokensOf(t, query)
