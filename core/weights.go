@@ -165,3 +165,57 @@ func (w *Weights) LinearWeight(name string, want ...int) (*Tensor, error) {
 	w.used[name] = true
 	return t, nil
 }
+
+// Loader reads a model's tensors from Weights with a sticky error: after the first failure every call
+// returns nil (or an empty HostTensor) and Err reports that failure, so a model's load reads as a list of
+// its tensors with one error check at the end.
+type Loader struct {
+	W   *Weights
+	err error
+}
+
+// NewLoader starts reading from w.
+func NewLoader(w *Weights) *Loader { return &Loader{W: w} }
+
+// Err is the first failure, or nil.
+func (l *Loader) Err() error { return l.err }
+
+// Tensor reads name (Weights.Tensor).
+func (l *Loader) Tensor(name string, shape ...int) *Tensor {
+	if l.err != nil {
+		return nil
+	}
+	t, err := l.W.Tensor(name, shape...)
+	l.err = err
+	return t
+}
+
+// Linear reads a Linear layer's weight, which may stay quantized (Weights.LinearWeight).
+func (l *Loader) Linear(name string, shape ...int) *Tensor {
+	if l.err != nil {
+		return nil
+	}
+	t, err := l.W.LinearWeight(name, shape...)
+	l.err = err
+	return t
+}
+
+// Host reads name into host memory (Weights.Host).
+func (l *Loader) Host(name string, shape ...int) HostTensor {
+	if l.err != nil {
+		return HostTensor{}
+	}
+	h, err := l.W.Host(name, shape...)
+	l.err = err
+	return h
+}
+
+// Upload copies a tensor computed on the host to the backend.
+func (l *Loader) Upload(h HostTensor) *Tensor {
+	if l.err != nil {
+		return nil
+	}
+	t, err := l.W.B.Upload(h)
+	l.err = err
+	return t
+}

@@ -46,23 +46,8 @@ func (m *Model) Config() Config { return m.cfg }
 func (m *Model) load(w *core.Weights) error {
 	c := m.cfg
 	C := c.C
-	var err error
-	get := func(name string, shape ...int) *core.Tensor {
-		if err != nil {
-			return nil
-		}
-		var t *core.Tensor
-		t, err = w.Tensor(name, shape...)
-		return t
-	}
-	linear := func(name string, shape ...int) *core.Tensor {
-		if err != nil {
-			return nil
-		}
-		var t *core.Tensor
-		t, err = w.LinearWeight(name, shape...)
-		return t
-	}
+	l := core.NewLoader(w)
+	get, linear := l.Tensor, l.Linear
 	// The training schedule's block-causal mask: derived from the schedule passed at run time instead.
 	w.MarkUsed("attn_bias_for_masking")
 	m.classEmb = get("class_emb.weight", c.Classes+1, C)
@@ -72,9 +57,10 @@ func (m *Model) load(w *core.Weights) error {
 	m.wordB = get("word_embed.bias", C)
 	m.headW = linear("head.weight", c.V, C)
 	m.headB = get("head.bias", c.V)
-	if err != nil {
-		return err
+	if l.Err() != nil {
+		return l.Err()
 	}
+	var err error
 	m.posStart, err = core.Reshape(m.posStart, 1, C)
 	if err != nil {
 		return err

@@ -99,39 +99,8 @@ type AdaLNStack struct {
 func LoadAdaLNStack(w *core.Weights, c AdaLNConfig) (*AdaLNStack, error) {
 	s := &AdaLNStack{Cfg: c}
 	C := c.C
-	var err error
-	get := func(name string, shape ...int) *core.Tensor {
-		if err != nil {
-			return nil
-		}
-		var t *core.Tensor
-		t, err = w.Tensor(name, shape...)
-		return t
-	}
-	linear := func(name string, shape ...int) *core.Tensor {
-		if err != nil {
-			return nil
-		}
-		var t *core.Tensor
-		t, err = w.LinearWeight(name, shape...)
-		return t
-	}
-	host := func(name string, shape ...int) core.HostTensor {
-		if err != nil {
-			return core.HostTensor{}
-		}
-		var h core.HostTensor
-		h, err = w.Host(name, shape...)
-		return h
-	}
-	upload := func(h core.HostTensor) *core.Tensor {
-		if err != nil {
-			return nil
-		}
-		var t *core.Tensor
-		t, err = w.B.Upload(h)
-		return t
-	}
+	l := core.NewLoader(w)
+	get, linear, host, upload := l.Tensor, l.Linear, l.Host, l.Upload
 	var sharedW *core.Tensor
 	var sharedB core.HostTensor
 	if c.SharedAdaLN {
@@ -150,8 +119,8 @@ func LoadAdaLNStack(w *core.Weights, c AdaLNConfig) (*AdaLNStack, error) {
 		if c.SharedAdaLN {
 			// ada_gss + shared_ada_lin(cond): fold ada_gss [1, 1, 6, C] into the shared linear's bias.
 			gss := host(p+"ada_gss", 1, 1, 6, C)
-			if err != nil {
-				return nil, err
+			if l.Err() != nil {
+				return nil, l.Err()
 			}
 			bias := make([]float32, 6*C)
 			for j := range bias {
@@ -166,8 +135,8 @@ func LoadAdaLNStack(w *core.Weights, c AdaLNConfig) (*AdaLNStack, error) {
 		qb := host(p+"attn.q_bias", C)
 		vb := host(p+"attn.v_bias", C)
 		host(p+"attn.zero_k_bias", C) // a buffer of zeros: checked for shape, never trusted
-		if err != nil {
-			return nil, err
+		if l.Err() != nil {
+			return nil, l.Err()
 		}
 		qkvB := make([]float32, 3*C)
 		copy(qkvB, qb.Data)
@@ -176,8 +145,8 @@ func LoadAdaLNStack(w *core.Weights, c AdaLNConfig) (*AdaLNStack, error) {
 		b.qkvW = linear(p+"attn.mat_qkv.weight", 3*C, C)
 		if c.L2NormAttn {
 			sm := host(p+"attn.scale_mul_1H11", 1, c.Heads, 1, 1)
-			if err != nil {
-				return nil, err
+			if l.Err() != nil {
+				return nil, l.Err()
 			}
 			sc := make([]float32, c.Heads)
 			for h := range sc {
@@ -195,8 +164,8 @@ func LoadAdaLNStack(w *core.Weights, c AdaLNConfig) (*AdaLNStack, error) {
 	}
 	s.headAdaW = linear("head_nm.ada_lin.1.weight", 2*C, C)
 	s.headAdaB = get("head_nm.ada_lin.1.bias", 2*C)
-	if err != nil {
-		return nil, err
+	if l.Err() != nil {
+		return nil, l.Err()
 	}
 	return s, nil
 }

@@ -49,41 +49,8 @@ func (m *Model) Config() Config { return m.cfg }
 func (m *Model) load(w *core.Weights) error {
 	c := m.cfg
 	C, L := c.C, c.L
-	var err error
-	get := func(name string, shape ...int) *core.Tensor {
-		if err != nil {
-			return nil
-		}
-		var t *core.Tensor
-		t, err = w.Tensor(name, shape...)
-		return t
-	}
-	// linear reads a Linear layer's weight, which may stay quantized (core.Weights.LinearWeight).
-	linear := func(name string, shape ...int) *core.Tensor {
-		if err != nil {
-			return nil
-		}
-		var t *core.Tensor
-		t, err = w.LinearWeight(name, shape...)
-		return t
-	}
-	host := func(name string, shape ...int) core.HostTensor {
-		if err != nil {
-			return core.HostTensor{}
-		}
-		var h core.HostTensor
-		h, err = w.Host(name, shape...)
-		return h
-	}
-	upload := func(h core.HostTensor) *core.Tensor {
-		if err != nil {
-			return nil
-		}
-		var t *core.Tensor
-		t, err = w.B.Upload(h)
-		return t
-	}
-
+	l := core.NewLoader(w)
+	get, linear, host, upload := l.Tensor, l.Linear, l.Host, l.Upload
 	// Token layout: scale si owns tokens [begin, end); its level is si.
 	m.levelOfTok = make([]int, L)
 	pos := 0
@@ -103,8 +70,8 @@ func (m *Model) load(w *core.Weights) error {
 	posStart := host("pos_start", 1, c.PatchNums[0]*c.PatchNums[0], C)
 	pos1LC := host("pos_1LC", 1, L, C)
 	lvlEmb := host("lvl_embed.weight", len(c.PatchNums), C)
-	if err != nil {
-		return err
+	if l.Err() != nil {
+		return l.Err()
 	}
 	// lvl_pos = lvl_embed(lvl_1L) + pos_1LC, computed once on the host.
 	lvlPos := make([]float32, L*C)
@@ -126,15 +93,16 @@ func (m *Model) load(w *core.Weights) error {
 		m.lvlPos = append(m.lvlPos, upload(core.HostTensor{Shape: core.Shape{n, C}, Data: lvlPos[be[0]*C : be[1]*C]}))
 	}
 
-	if err != nil {
-		return err
+	if l.Err() != nil {
+		return l.Err()
 	}
+	var err error
 	if m.stack, err = nn.LoadAdaLNStack(w, c.AdaLN()); err != nil {
 		return err
 	}
 	m.headW = linear("head.weight", c.V, C)
 	m.headB = get("head.bias", c.V)
-	return err
+	return l.Err()
 }
 
 // condition computes, for class labels (null class = Classes), the class embeddings cond [B, C] and the
