@@ -2,7 +2,6 @@ package randmodel
 
 import (
 	"fmt"
-	"math"
 )
 
 // FlexVARSpec is a FlexVAR transformer in the official layout (models/flexvar.py): VAR's blocks and head
@@ -52,30 +51,9 @@ func FlexVARTensors(s FlexVARSpec) []Tensor {
 
 // LlamaGenVQTensors lists the tokenizer's tensors, with VAETensors' distributions.
 func LlamaGenVQTensors(s LlamaGenVQSpec) []Tensor {
-	var ts []Tensor
-	conv := func(name string, out, in, k int) {
-		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{out, in, k, k}, Std: 1 / math.Sqrt(float64(in*k*k))},
-			Tensor{Name: name + ".bias", Shape: []int{out}, Std: 0.02})
-	}
-	norm := func(name string, c int) {
-		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{c}, Std: 0.1, Mean: 1},
-			Tensor{Name: name + ".bias", Shape: []int{c}, Std: 0.1})
-	}
-	res := func(name string, in, out int) {
-		norm(name+".norm1", in)
-		conv(name+".conv1", out, in, 3)
-		norm(name+".norm2", out)
-		conv(name+".conv2", out, out, 3)
-		if in != out {
-			conv(name+".nin_shortcut", out, in, 1)
-		}
-	}
-	attn := func(name string, c int) {
-		norm(name+".norm", c)
-		for _, p := range []string{".q", ".k", ".v", ".proj_out"} {
-			conv(name+p, c, c, 1)
-		}
-	}
+	c := &coderTensors{}
+	conv, norm, res := c.conv, c.norm, c.res
+	attn := func(name string, ch int) { c.attn(name, ch, ".q", ".k", ".v") }
 	mid := func(p string, c int) {
 		res(p+".mid.0", c, c)
 		attn(p+".mid.1", c)
@@ -124,6 +102,6 @@ func LlamaGenVQTensors(s LlamaGenVQSpec) []Tensor {
 	norm("decoder.norm_out", in)
 	conv("decoder.conv_out", 3, in, 3)
 	conv("post_quant_conv", s.Z, s.Cvae, 1)
-	return append(ts, Tensor{Name: "quantize.embedding.weight", Shape: []int{s.V, s.Cvae}, Std: 1},
+	return append(c.ts, Tensor{Name: "quantize.embedding.weight", Shape: []int{s.V, s.Cvae}, Std: 1},
 		Tensor{Name: "quantize.codebook_used", Shape: []int{65536}})
 }

@@ -150,32 +150,49 @@ type VAESpec struct {
 	Encoder bool
 }
 
-// VAETensors lists the VQVAE's tensors: convs with std 1/sqrt(fan_in), GroupNorm affines near identity,
-// so that every layer's output stays of unit scale whatever the depth.
-func VAETensors(s VAESpec) []Tensor {
-	var ts []Tensor
-	conv := func(name string, out, in, k int) {
-		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{out, in, k, k}, Std: 1 / math.Sqrt(float64(in*k*k))},
-			Tensor{Name: name + ".bias", Shape: []int{out}, Std: 0.02})
+// coderTensors collects the tensors of a conv encoder/decoder: convs with std 1/sqrt(fan_in), GroupNorm
+// affines near identity, so that every layer's output stays of unit scale whatever the depth.
+type coderTensors struct{ ts []Tensor }
+
+func (c *coderTensors) conv(name string, out, in, k int) {
+	c.ts = append(c.ts, Tensor{Name: name + ".weight", Shape: []int{out, in, k, k}, Std: 1 / math.Sqrt(float64(in*k*k))},
+		Tensor{Name: name + ".bias", Shape: []int{out}, Std: 0.02})
+}
+
+func (c *coderTensors) norm(name string, ch int) {
+	c.ts = append(c.ts, Tensor{Name: name + ".weight", Shape: []int{ch}, Std: 0.1, Mean: 1},
+		Tensor{Name: name + ".bias", Shape: []int{ch}, Std: 0.1})
+}
+
+// res is a res block; a 1x1 nin_shortcut when the channels change.
+func (c *coderTensors) res(name string, in, out int) {
+	c.norm(name+".norm1", in)
+	c.conv(name+".conv1", out, in, 3)
+	c.norm(name+".norm2", out)
+	c.conv(name+".conv2", out, out, 3)
+	if in != out {
+		c.conv(name+".nin_shortcut", out, in, 1)
 	}
-	norm := func(name string, c int) {
-		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{c}, Std: 0.1, Mean: 1},
-			Tensor{Name: name + ".bias", Shape: []int{c}, Std: 0.1})
-	}
-	res := func(name string, in, out int) {
-		norm(name+".norm1", in)
-		conv(name+".conv1", out, in, 3)
-		norm(name+".norm2", out)
-		conv(name+".conv2", out, out, 3)
-		if in != out {
-			conv(name+".nin_shortcut", out, in, 1)
+}
+
+// attn is an attention block: its 1x1 convs named by parts (".qkv" fused, or ".q", ".k", ".v").
+func (c *coderTensors) attn(name string, ch int, parts ...string) {
+	c.norm(name+".norm", ch)
+	for _, p := range parts {
+		mult := 1
+		if p == ".qkv" {
+			mult = 3
 		}
+		c.conv(name+p, mult*ch, ch, 1)
 	}
-	attn := func(name string, c int) {
-		norm(name+".norm", c)
-		conv(name+".qkv", 3*c, c, 1)
-		conv(name+".proj_out", c, c, 1)
-	}
+	c.conv(name+".proj_out", ch, ch, 1)
+}
+
+// VAETensors lists the VQVAE's tensors (coderTensors' distributions).
+func VAETensors(s VAESpec) []Tensor {
+	c := &coderTensors{}
+	conv, norm, res := c.conv, c.norm, c.res
+	attn := func(name string, ch int) { c.attn(name, ch, ".qkv") }
 	mid := func(p string, c int) {
 		res(p+".mid.block_1", c, c)
 		attn(p+".mid.attn_1", c)
@@ -223,7 +240,7 @@ func VAETensors(s VAESpec) []Tensor {
 	norm("decoder.norm_out", in)
 	conv("decoder.conv_out", 3, in, 3)
 	conv("post_quant_conv", s.Cvae, s.Cvae, 3)
-	ts = append(ts, Tensor{Name: "quantize.embedding.weight", Shape: []int{s.V, s.Cvae}, Std: 0.5},
+	c.ts = append(c.ts, Tensor{Name: "quantize.embedding.weight", Shape: []int{s.V, s.Cvae}, Std: 0.5},
 		Tensor{Name: "quantize.ema_vocab_hit_SV", Shape: []int{s.Scales, s.V}})
 	switch s.Phi {
 	case vqvae.PhiShared:
@@ -237,7 +254,7 @@ func VAETensors(s VAESpec) []Tensor {
 			conv(fmt.Sprintf("quantize.quant_resi.%d", i), s.Cvae, s.Cvae, 3)
 		}
 	}
-	return ts
+	return c.ts
 }
 
 // Source is a core.WeightSource over a tensor list that draws each tensor when it is loaded (see
