@@ -39,6 +39,9 @@ type Backend interface {
 
 	// LayerNorm normalizes over the last dimension without affine parameters (biased variance).
 	LayerNorm(x *Tensor, eps float32) (*Tensor, error)
+	// LayerNormAffine is LayerNorm with the elementwise affine of nn.LayerNorm(C): for x [..., C], w [C] and
+	// b [C] or nil, y = (x - mean) / sqrt(var + eps) * w + b.
+	LayerNormAffine(x, w, b *Tensor, eps float32) (*Tensor, error)
 	// Modulate is x * (1 + scale[b]) + shift[b] for x [B, L, C], scale and shift [B, C] (AdaLN).
 	Modulate(x, scale, shift *Tensor) (*Tensor, error)
 	// GroupNorm normalizes x [B, C, H, W] over groups of C/groups channels, applies the affine w, b [C], and
@@ -50,6 +53,8 @@ type Backend interface {
 
 	// GELUTanh is GELU with the tanh approximation.
 	GELUTanh(x *Tensor) (*Tensor, error)
+	// GELU is the exact GELU, x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))) (nn.GELU()).
+	GELU(x *Tensor) (*Tensor, error)
 	// SiLU is x * sigmoid(x).
 	SiLU(x *Tensor) (*Tensor, error)
 	// Add is a + b where b's shape is a suffix of a's (b is broadcast over a's leading dimensions).

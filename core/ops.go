@@ -200,6 +200,14 @@ func (o *Ops) LayerNorm(x *Tensor, eps float32) *Tensor {
 	return o.do("layernorm", func() (*Tensor, error) { return o.B.LayerNorm(x, eps) })
 }
 
+// LayerNormAffine: b may be nil.
+func (o *Ops) LayerNormAffine(x, w, b *Tensor, eps float32) *Tensor {
+	if !o.ok("layernorm", x, w) {
+		return nil
+	}
+	return o.do("layernorm", func() (*Tensor, error) { return o.B.LayerNormAffine(x, w, b, eps) })
+}
+
 func (o *Ops) Modulate(x, scale, shift *Tensor) *Tensor {
 	if !o.ok("modulate", x, scale, shift) {
 		return nil
@@ -227,6 +235,14 @@ func (o *Ops) GELUTanh(x *Tensor) *Tensor {
 		return nil
 	}
 	return o.do("gelu", func() (*Tensor, error) { return o.B.GELUTanh(x) })
+}
+
+// GELU is the exact (erf) GELU; GELUTanh is its tanh approximation.
+func (o *Ops) GELU(x *Tensor) *Tensor {
+	if !o.ok("gelu-erf", x) {
+		return nil
+	}
+	return o.do("gelu-erf", func() (*Tensor, error) { return o.B.GELU(x) })
 }
 
 func (o *Ops) SiLU(x *Tensor) *Tensor {

@@ -1,8 +1,8 @@
 // Row normalisation: y = (x - mean) / sqrt(var + eps) over contiguous rows of p.n values (biased variance).
-//   LayerNorm: a row is the last dimension (no affine).
+//   LayerNorm: a row is the last dimension; with .Affine (LayerNormAffine) hw = groups = 1, so c = i.
 //   GroupNorm: a row is one (batch element, group) of x [B, C, H, W], cg = C/groups channels of hw pixels
-//              (contiguous); .Affine applies w[c], b[c] with c = (row % groups) * cg + i / hw, and .SiLU
-//              then applies x * sigmoid(x) to the f32-rounded result.
+//              (contiguous); .Affine applies w[c] and, with .Bias, b[c], where c = (row % groups) * cg +
+//              i / hw, and .SiLU then applies x * sigmoid(x) to the f32-rounded result.
 //
 // One workgroup of WG invocations per row (rows flattened over a 2-D grid), each striding over the row so
 // that consecutive invocations read consecutive values; rows may be millions of values long. Statistics
@@ -12,7 +12,7 @@
 // sum(x*x) - n*mean^2 would cancel catastrophically there); the output uses (x - m1) - sum(d)/n for the
 // same reason. Partial sums combine by a tree reduction in workgroup memory.
 //
-// Variant parameters: .WG (power of two), .Affine, .SiLU.
+// Variant parameters: .WG (power of two), .Affine, .Bias (with .Affine only), .SiLU.
 struct P {
   rows: u32,
   n: u32,       // values per row
@@ -25,10 +25,13 @@ struct P {
 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-{{- if .Affine}}
+{{- if and .Affine .Bias}}
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+{{- else if .Affine}}
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
 {{- else}}
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 {{- end}}
@@ -87,7 +90,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec
     var y = ((x[base + i] - m1) - dm) * rstd;
 {{- if .Affine}}
     let c = c0 + i / p.hw;
-    y = y * w[c] + b[c];
+    y = y * w[c]{{if .Bias}} + b[c]{{end}};
 {{- end}}
 {{- if .SiLU}}
     y = y / (1.0 + exp(-y));

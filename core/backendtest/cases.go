@@ -1,6 +1,7 @@
 package backendtest
 
 import (
+	"math"
 	"math/rand"
 
 	"github.com/webvar/webvar/core"
@@ -27,6 +28,26 @@ func elementwiseCases() []Case {
 		{Name: "gelu-extreme", Inputs: func(r *rand.Rand) []core.HostTensor {
 			return []core.HostTensor{{Shape: core.Shape{6}, Data: []float32{-1e4, -30, -0.5, 0, 30, 1e4}}}
 		}, Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.GELUTanh(x) }), Tol: 1e-5},
+		{Name: "gelu-erf", Inputs: wide, Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.GELU(x) }), Tol: 1e-5},
+		{Name: "gelu-erf-extreme", Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{{Shape: core.Shape{11}, Data: []float32{-1e4, -30, -12, -8, -5.5, -0.5, 0, 0.5, 8, 30, 1e4}}}
+		}, Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.GELU(x) }), Tol: 1e-5},
+		// Every 2^-9 of [-9, 9] and the float32 values next to x = ±0.875*sqrt(2), where the float32 erf
+		// of the fast CPU path and of the WGSL kernel changes pieces.
+		{Name: "gelu-erf-grid", Inputs: func(r *rand.Rand) []core.HostTensor {
+			var d []float32
+			for x := -9.0; x <= 9; x += 1.0 / 512 {
+				d = append(d, float32(x))
+			}
+			for _, s := range []float32{1, -1} {
+				x := s * float32(0.875*math.Sqrt2)
+				for range 16 {
+					d = append(d, x, 2*s*float32(0.875*math.Sqrt2)-x)
+					x = math.Nextafter32(x, 0)
+				}
+			}
+			return []core.HostTensor{{Shape: core.Shape{len(d)}, Data: d}}
+		}, Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.GELU(x) }), Tol: 1e-6},
 		{Name: "silu", Inputs: wide, Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.SiLU(x) }), Tol: 1e-5},
 		{Name: "clamp", Inputs: wide, Op: one(func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.Clamp(x, -1, 1) }), Tol: 0},
 		{Name: "axpby", Inputs: func(r *rand.Rand) []core.HostTensor {

@@ -8,7 +8,7 @@ import (
 	"github.com/webvar/webvar/core"
 )
 
-// Rows for Linear, Attention, LayerNorm, GroupNorm and NormalizeHeads. Sizes straddle the kernels' tiles
+// Rows for Linear, Attention, LayerNorm(Affine), GroupNorm and NormalizeHeads. Sizes straddle the kernels' tiles
 // (64x64 matmul tiles with K slices of 16, attention key chunks of 64, norm workgroups of 256 and 64).
 func matmulNormAttentionCases() []Case {
 	var cs []Case
@@ -258,6 +258,28 @@ func normCases() []Case {
 			Tol:    tolNorm,
 		}
 	}
+	// layerNormAffine: w near 1 and b as a trained layer's; b nil when !bias (nn.LayerNorm(bias=False)).
+	layerNormAffine := func(bias bool, mean, std float64, shape ...int) Case {
+		C := shape[len(shape)-1]
+		return Case{
+			Name: fmt.Sprintf("layernorm-affine-%v-bias%v-mean%g-std%g", shape, bias, mean, std),
+			Inputs: func(r *rand.Rand) []core.HostTensor {
+				ins := []core.HostTensor{Randn(r, mean, std, shape...), Randn(r, 1, 0.5, C)}
+				if bias {
+					ins = append(ins, Randn(r, 0, 1, C))
+				}
+				return ins
+			},
+			Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+				var b *core.Tensor
+				if bias {
+					b = in[2]
+				}
+				return o.LayerNormAffine(in[0], in[1], b, 1e-6)
+			},
+			Tol: tolNorm,
+		}
+	}
 	groupNorm := func(groups int, silu bool, mean, std float64, shape ...int) Case {
 		C := shape[1]
 		return Case{
@@ -300,6 +322,17 @@ func normCases() []Case {
 		layerNorm("layernorm-C1000", 5, 3, 7, 1000),
 		// A mean large next to the spread: a one-pass E[x^2] - E[x]^2 in f32 would lose every digit.
 		layerNorm("layernorm-C1024-mean1000-std0.5", 1000, 0.5, 3, 1024),
+		// The affine LayerNorm of ViT and GPT-2 blocks: C = 1 (every output is b), C on both sides of the
+		// 256-wide workgroup and of 1024, a large mean next to the spread, with and without b.
+		layerNormAffine(true, 5, 3, 5, 1),
+		layerNormAffine(false, 5, 3, 5, 1),
+		layerNormAffine(true, 5, 3, 3, 4, 128),
+		layerNormAffine(true, -2, 3, 7, 255),
+		layerNormAffine(false, 0, 1, 2, 3, 257),
+		layerNormAffine(true, 0, 1, 3, 1024),
+		layerNormAffine(false, 5, 3, 2, 1025),
+		layerNormAffine(true, 1000, 0.5, 3, 1024),
+		layerNormAffine(false, -1000, 0.5, 2, 1025),
 		groupNorm(1, false, 5, 3, 2, 64, 5, 6),
 		groupNorm(32, false, 5, 3, 2, 64, 5, 6),
 		groupNorm(64, true, 5, 3, 2, 64, 5, 6),

@@ -120,9 +120,11 @@ func Kernels(size string) ([]Kernel, error) {
 		attention(d.attnB, d.heads, d.headDim, d.attnL, d.attnS),
 		attentionPrefix(d.attnB, d.heads, d.headDim, d.attnL, d.attnS),
 		layerNorm(d.lnB, d.lnL, C),
+		layerNormAffine(d.lnB, d.lnL, C),
 		modulate(d.lnB, d.lnL, C),
 		normalizeHeads(d.lnB, d.lnL, C, d.heads),
 		unary("gelu-tanh", "GELUTanh", 8, []int{d.tokens, d.hidden}, func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.GELUTanh(x) }),
+		unary("gelu-erf", "GELU", 16, []int{d.tokens, d.hidden}, func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.GELU(x) }),
 		addMulRows(d.lnB, d.lnL, C),
 		unary("silu", "SiLU", 4, []int{d.condB, C}, func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.SiLU(x) }),
 		sliceLast(d.tokens, 3*C, C),
@@ -290,6 +292,23 @@ func layerNorm(b, l, c int) Kernel {
 			return []core.HostTensor{random(r, b, l, c)}
 		},
 		Run: func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.LayerNorm(in[0], 1e-6) },
+	}
+}
+
+// layerNormAffine is the LayerNorm of ViT and GPT-2 blocks (MAR, RQ-Transformer), at VAR's shapes. Its
+// name avoids "layernorm", which selects the plain LayerNorm alone.
+func layerNormAffine(b, l, c int) Kernel {
+	n := int64(b * l * c)
+	return Kernel{
+		Name:  "ln-affine",
+		Op:    "LayerNormAffine",
+		Shape: fmt.Sprintf("%s w,b[%d]", dimsString([]int{b, l, c}), c),
+		FLOPs: 7 * n, // LayerNorm's 5, weight, bias
+		Bytes: f32 * (2*n + 2*int64(c)),
+		Inputs: func(r *core.RNG) []core.HostTensor {
+			return []core.HostTensor{random(r, b, l, c), random(r, c), random(r, c)}
+		},
+		Run: func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.LayerNormAffine(in[0], in[1], in[2], 1e-6) },
 	}
 }
 

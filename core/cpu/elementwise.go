@@ -24,6 +24,23 @@ func (be *Backend) GELUTanh(x *core.Tensor) (*core.Tensor, error) {
 	})
 }
 
+// GELU is the exact GELU (nn.GELU(), approximate='none'), x times the standard normal CDF, evaluated in
+// float64:
+//
+//	y = 0.5 * x * (1 + erf(x / sqrt(2)))
+//
+// Below x = -8.3 the float64 sum 1 + erf cancels to 0 (the true |y| is under 1e-15 there), as a float32
+// one such as PyTorch's does from about x = -5.6.
+func (be *Backend) GELU(x *core.Tensor) (*core.Tensor, error) {
+	if be.fastMath {
+		return be.unary("gelu-erf", x, geluErfFast)
+	}
+	return be.unary("gelu-erf", x, func(v float32) float32 {
+		x := float64(v)
+		return float32(0.5 * x * (1 + math.Erf(x/math.Sqrt2)))
+	})
+}
+
 // SiLU is x * sigmoid(x) (F.silu, the VAE's "nonlinearity").
 func (be *Backend) SiLU(x *core.Tensor) (*core.Tensor, error) {
 	if be.fastMath {

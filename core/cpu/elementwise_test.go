@@ -34,6 +34,21 @@ func TestGELUTanhLarge(t *testing.T) {
 	testutil.AbsClose(t, "gelu large", got, want, 1e-6)
 }
 
+// TestGELUValues: the exact GELU is x*Phi(x), checked at tabulated values of the normal CDF Phi, on the
+// reference and on New's float32 path.
+func TestGELUValues(t *testing.T) {
+	in := []float32{-3, -1, 0, 1, 2}
+	phi := []float64{0.0013498980316300946, 0.15865525393145707, 0.5, 0.8413447460685429, 0.9772498680518208}
+	want := make([]float32, len(in))
+	for i, x := range in {
+		want[i] = float32(float64(x) * phi[i])
+	}
+	for _, be := range []*Backend{NewReference(1), New(1)} {
+		got := download(t, be, must(t)(be.GELU(upload(t, be, core.Shape{len(in)}, in))), core.Shape{len(in)})
+		testutil.AbsClose(t, "gelu-erf "+be.Name(), got, want, 2e-7)
+	}
+}
+
 func TestAddBroadcast(t *testing.T) {
 	be := testBackend()
 	r := newRand(16)

@@ -64,6 +64,11 @@ func TestErrors(t *testing.T) {
 
 		{"layernorm scalar", true, func() (any, error) { return tensor(be.LayerNorm(T(), 1e-6)) }},
 		{"layernorm empty rows", true, func() (any, error) { return tensor(be.LayerNorm(T(3, 0), 1e-6)) }},
+		{"layernorm affine w", true, func() (any, error) { return tensor(be.LayerNormAffine(T(3, 4), T(3), nil, 1e-6)) }},
+		{"layernorm affine b", true, func() (any, error) { return tensor(be.LayerNormAffine(T(3, 4), T(4), T(1, 4), 1e-6)) }},
+		{"layernorm affine nil w", false, func() (any, error) { return tensor(be.LayerNormAffine(T(3, 4), nil, T(4), 1e-6)) }},
+		{"layernorm affine scalar", true, func() (any, error) { return tensor(be.LayerNormAffine(T(), T(1), nil, 1e-6)) }},
+		{"layernorm affine foreign b", false, func() (any, error) { return tensor(be.LayerNormAffine(T(3, 2), T(2), foreign, 1e-6)) }},
 		{"modulate", true, func() (any, error) { return tensor(be.Modulate(T(2, 3, 4), T(2, 3), T(2, 4))) }},
 		{"groupnorm groups", true, func() (any, error) { return tensor(be.GroupNorm(T(1, 6, 2, 2), 4, T(6), T(6), 1e-6, false)) }},
 		{"groupnorm affine", true, func() (any, error) { return tensor(be.GroupNorm(T(1, 6, 2, 2), 3, T(6), T(5), 1e-6, true)) }},
@@ -74,6 +79,7 @@ func TestErrors(t *testing.T) {
 		{"normalize rank", true, func() (any, error) { return tensor(be.NormalizeHeads(T(2, 6), 2, nil)) }},
 
 		{"gelu foreign", false, func() (any, error) { return tensor(be.GELUTanh(foreign)) }},
+		{"gelu-erf nil", false, func() (any, error) { return tensor(be.GELU(nil)) }},
 		{"silu nil", false, func() (any, error) { return tensor(be.SiLU(nil)) }},
 		{"add not suffix", true, func() (any, error) { return tensor(be.Add(T(2, 3), T(2))) }},
 		{"add b larger", true, func() (any, error) { return tensor(be.Add(T(3), T(2, 3))) }},

@@ -1,7 +1,7 @@
 package cpu
 
 // Float32 versions of the elementwise functions, used by New's backend (Backend.fastMath): the reference
-// code evaluates them in float64 with math.Exp and math.Tanh, several times slower per element and a
+// code evaluates them in float64 with math.Exp, math.Tanh and math.Erf, several times slower per element and a
 // visible share of a generation on the CPU (GELU over every FFN hidden value, SiLU and GroupNorm over every
 // decoder activation). Each is within a few float32 ulps of the reference (TestFastMath), as PyTorch's own
 // vectorised float32 kernels are.
@@ -24,6 +24,61 @@ func geluFast(x float32) float32 {
 		return x / (1 + e)
 	}
 	return x * e / (1 + e)
+}
+
+// geluErfFast is GELU's function 0.5*x*(1 + erf(z)), z = x/sqrt(2), with erf in float32 from erfSmall and
+// erfcLarge. For z <= -erfSplit, 1 + erf(z) is erfc(-z) itself, so the negative tail keeps its relative
+// accuracy instead of cancelling to 0 (as in geluFast).
+func geluErfFast(x float32) float32 {
+	z := x * 0.70710678118654752 // 1/sqrt(2)
+	switch {
+	case z > -erfSplit && z < erfSplit:
+		return 0.5 * x * (1 + erfSmall(z))
+	case z > 0:
+		return 0.5 * x * (2 - erfcLarge(z))
+	}
+	return 0.5 * x * erfcLarge(-z) // also NaN -> NaN
+}
+
+// erfSplit divides the two pieces of the float32 erf: erfSmall below, erfcLarge from there on.
+const erfSplit = 0.875
+
+// erfSmall is erf(z) for |z| < erfSplit, as z * P(z^2) with P of degree 5: the Chebyshev interpolant of
+// erf(sqrt(s))/sqrt(s) on s in [0, erfSplit^2] (a near-minimax fit), expanded into powers of s. The
+// coefficients were computed in float64 for this code; shaders/elementwise.wgsl has the same ones.
+// TestErfFast measures the float32 evaluation against math.Erf.
+func erfSmall(z float32) float32 {
+	const (
+		p0 = 1.128379158
+		p1 = -0.3761255451
+		p2 = 0.112824966
+		p3 = -0.02679294778
+		p4 = 0.005034370664
+		p5 = -0.0006214585368
+	)
+	s := z * z
+	return z * (p0 + s*(p1+s*(p2+s*(p3+s*(p4+s*p5)))))
+}
+
+// erfcLarge is erfc(a) for a >= erfSplit (and +Inf), as exp(-a^2) * t * R(t) with t = 2/(2+a) in (0,
+// 2/(2+erfSplit)]: erfc(a)*exp(a^2) falls like 1/(a*sqrt(pi)), so in t it is t times a smooth function
+// R, here of degree 7: the Chebyshev interpolant of erfc(a)*exp(a^2)/t in t (R(0) = 1/(2*sqrt(pi))),
+// expanded into powers of t. The result keeps its relative accuracy (2.3e-7, TestErfFast) down to
+// float32's subnormals (a = 9.1), except for the rounding of a^2, which exp scales by a^2: 4.1e-6 at
+// a = 8.4, as the rounding of the argument z itself would cause in any float32 evaluation.
+func erfcLarge(a float32) float32 {
+	const (
+		r0 = 0.2820947341
+		r1 = 0.2821055036
+		r2 = 0.2464953723
+		r3 = 0.180499493
+		r4 = 0.05749281891
+		r5 = 0.08638957021
+		r6 = -0.2284015991
+		r7 = 0.0938726033
+	)
+	t := 2 / (2 + a)
+	return expf(-a*a) * t * (r0 + t*(r1+t*(r2+t*(r3+t*(r4+t*(r5+t*(r6+t*r7)))))))
 }
 
 // siLUFast is siLU's function with the sigmoid from e = exp(-|x|): 1/(1+e) for x >= 0, e/(1+e) below, so

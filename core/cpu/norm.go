@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/webvar/webvar/core"
@@ -11,6 +12,22 @@ import (
 //
 //	y = (x - mean) / sqrt(var + eps),   mean and biased variance of the row, in float64.
 func (be *Backend) LayerNorm(x *core.Tensor, eps float32) (*core.Tensor, error) {
+	return be.layerNorm(x, nil, nil, eps)
+}
+
+// LayerNormAffine is PyTorch nn.LayerNorm(C, eps) with its elementwise affine, w [C] and b [C] (nil: no
+// bias, as with bias=False):
+//
+//	y = (x - mean) / sqrt(var + eps) * w[c] + b[c],   in float64 and rounded once, as LayerNorm.
+func (be *Backend) LayerNormAffine(x, w, b *core.Tensor, eps float32) (*core.Tensor, error) {
+	if w == nil {
+		return nil, fmt.Errorf("layernorm: w is nil (LayerNorm is the op without affine parameters)")
+	}
+	return be.layerNorm(x, w, b, eps)
+}
+
+// layerNorm is LayerNorm and LayerNormAffine: w and b are each [C] or nil (not applied).
+func (be *Backend) layerNorm(x, w, b *core.Tensor, eps float32) (*core.Tensor, error) {
 	const op = "layernorm"
 	x_NC, err := floats(op, "x", x)
 	if err != nil {
@@ -21,6 +38,14 @@ func (be *Backend) LayerNorm(x *core.Tensor, eps float32) (*core.Tensor, error) 
 		return nil, shapeError(op, "x %v needs a non-empty last dimension", xs)
 	}
 	C := xs[len(xs)-1]
+	w_C, err := rowParam(op, "w", w, C, xs)
+	if err != nil {
+		return nil, err
+	}
+	b_C, err := rowParam(op, "b", b, C, xs)
+	if err != nil {
+		return nil, err
+	}
 	N := len(x_NC) / C
 	y, y_NC := newTensor(xs...)
 	be.parallelFor(N, func(n0, n1 int) {
@@ -29,11 +54,33 @@ func (be *Backend) LayerNorm(x *core.Tensor, eps float32) (*core.Tensor, error) 
 			mean, variance := meanVar(row)
 			rstd := 1 / math.Sqrt(variance+float64(eps))
 			for c, v := range row {
-				out[c] = float32((float64(v) - mean) * rstd)
+				r := (float64(v) - mean) * rstd
+				if w_C != nil {
+					r *= float64(w_C[c])
+				}
+				if b_C != nil {
+					r += float64(b_C[c])
+				}
+				out[c] = float32(r)
 			}
 		}
 	})
 	return y, nil
+}
+
+// rowParam returns the data of a per-channel parameter t [C] of op on x of shape xs, or nil for t nil.
+func rowParam(op, name string, t *core.Tensor, C int, xs core.Shape) ([]float32, error) {
+	if t == nil {
+		return nil, nil
+	}
+	data, err := floats(op, name, t)
+	if err != nil {
+		return nil, err
+	}
+	if !t.Shape().Equal(core.Shape{C}) {
+		return nil, shapeError(op, "%s %v, want [%d] for x %v", name, t.Shape(), C, xs)
+	}
+	return data, nil
 }
 
 // meanVar returns the mean and the biased variance (divided by n, as PyTorch's normalisation layers use) of

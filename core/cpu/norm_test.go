@@ -57,6 +57,34 @@ func TestGroupNormProperty(t *testing.T) {
 	}
 }
 
+// TestLayerNormAffineProperty: LayerNormAffine is refNormalize's row times w plus b (b nil: no bias), and
+// LayerNorm is the same op without the affine.
+func TestLayerNormAffineProperty(t *testing.T) {
+	be := testBackend()
+	r := newRand(13)
+	const N, C = 4, 37
+	x, xv := randTensor(t, be, r, N, C)
+	w, wv := randTensor(t, be, r, C)
+	b, bv := randTensor(t, be, r, C)
+	for _, bias := range []bool{true, false} {
+		want := make([]float64, N*C)
+		for n := range N {
+			for c, y := range refNormalize(xv[n*C:(n+1)*C], 1e-5) {
+				want[n*C+c] = y * float64(wv[c])
+				if bias {
+					want[n*C+c] += float64(bv[c])
+				}
+			}
+		}
+		bt := b
+		if !bias {
+			bt = nil
+		}
+		got := download(t, be, must(t)(be.LayerNormAffine(x, w, bt, 1e-5)), core.Shape{N, C})
+		testutil.AbsClose(t, fmt.Sprintf("layernorm affine bias %v", bias), got, to32(want), 1e-6)
+	}
+}
+
 func TestLayerNormLargeMean(t *testing.T) {
 	// A large offset must not destroy the variance (two-pass float64 statistics).
 	be := testBackend()

@@ -11,12 +11,14 @@ type elemKernel struct {
 	WG     int
 	Inputs int
 	Expr   string
+	Erf    bool // define gelu_erf() (with its float32 erf) for Expr
 }
 
 const elemWG = 256
 
 var (
 	geluExpr  = geluOf("x")
+	geluErf   = "gelu_erf(x)" // the exact GELU (elemKernel.Erf)
 	siluExpr  = "x / (1.0 + exp(-x))"
 	clampExpr = "clamp(x, p.lo, p.hi)"
 	axpbyExpr = "p.alpha * x + p.beta * b[bi]"
@@ -34,6 +36,11 @@ func geluOf(v string) string {
 
 // elementwise runs one elementwise variant; the output has a's shape.
 func (b *Backend) elementwise(op, expr string, ins []*core.Tensor, u [8]uint32) (*core.Tensor, error) {
+	return b.elementwiseKernel(op, elemKernel{WG: elemWG, Inputs: len(ins), Expr: expr}, ins, u)
+}
+
+// elementwiseKernel runs the variant ek (ek.Inputs = len(ins)).
+func (b *Backend) elementwiseKernel(op string, ek elemKernel, ins []*core.Tensor, u [8]uint32) (*core.Tensor, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	bufs := make([]*gpuBuf, 0, len(ins)+1)
@@ -51,7 +58,7 @@ func (b *Backend) elementwise(op, expr string, ins []*core.Tensor, u [8]uint32) 
 	}
 	bufs = append(bufs, out)
 	u[0] = uint32(n)
-	k := kernel{file: "elementwise.wgsl", params: elemKernel{WG: elemWG, Inputs: len(ins), Expr: expr}, inputs: len(ins), outputs: 1}
+	k := kernel{file: "elementwise.wgsl", params: ek, inputs: len(ins), outputs: 1}
 	if n > 0 {
 		if err := b.dispatch(op, k, u[:], bufs, grid1D(n, elemWG)); err != nil {
 			return nil, err
@@ -62,6 +69,12 @@ func (b *Backend) elementwise(op, expr string, ins []*core.Tensor, u [8]uint32) 
 
 func (b *Backend) GELUTanh(x *core.Tensor) (*core.Tensor, error) {
 	return b.elementwise("gelu", geluExpr, []*core.Tensor{x}, [8]uint32{})
+}
+
+// GELU is the exact GELU, 0.5 * x * (1 + erf(x / sqrt(2))), with WGSL's missing erf written out in
+// float32 (shaders/elementwise.wgsl).
+func (b *Backend) GELU(x *core.Tensor) (*core.Tensor, error) {
+	return b.elementwiseKernel("gelu-erf", elemKernel{WG: elemWG, Inputs: 1, Expr: geluErf, Erf: true}, []*core.Tensor{x}, [8]uint32{})
 }
 
 func (b *Backend) SiLU(x *core.Tensor) (*core.Tensor, error) {

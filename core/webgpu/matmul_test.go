@@ -9,9 +9,9 @@ import (
 	"github.com/webvar/webvar/core/backendtest"
 )
 
-// TestLinalgErrors calls Linear, Attention and the norms with the arguments the CPU reference rejects:
-// each must return an error (a *core.ShapeError for bad shapes, ErrUnsupported for a head dimension
-// beyond the attention kernel), no tensor, and never panic.
+// TestLinalgErrors calls Linear, Attention, the norms and the exact GELU with the arguments the CPU
+// reference rejects: each must return an error (a *core.ShapeError for bad shapes, ErrUnsupported for a
+// head dimension beyond the attention kernel), no tensor, and never panic.
 func TestLinalgErrors(t *testing.T) {
 	b := newTestBackend(t)
 	r := rand.New(rand.NewSource(3))
@@ -67,6 +67,12 @@ func TestLinalgErrors(t *testing.T) {
 		{"layernorm scalar", shape, func() (*core.Tensor, error) { return b.LayerNorm(T(), 1e-6) }},
 		{"layernorm empty rows", shape, func() (*core.Tensor, error) { return b.LayerNorm(T(3, 0), 1e-6) }},
 		{"layernorm negative", shape, func() (*core.Tensor, error) { return b.LayerNorm(negative, 1e-6) }},
+		{"layernorm affine w", shape, func() (*core.Tensor, error) { return b.LayerNormAffine(T(3, 4), T(3), nil, 1e-6) }},
+		{"layernorm affine b", shape, func() (*core.Tensor, error) { return b.LayerNormAffine(T(3, 4), T(4), T(1, 4), 1e-6) }},
+		{"layernorm affine nil w", plain, func() (*core.Tensor, error) { return b.LayerNormAffine(T(3, 4), nil, T(4), 1e-6) }},
+		{"layernorm affine scalar", shape, func() (*core.Tensor, error) { return b.LayerNormAffine(T(), T(1), nil, 1e-6) }},
+		{"layernorm affine foreign b", plain, func() (*core.Tensor, error) { return b.LayerNormAffine(T(3, 2), T(2), foreign, 1e-6) }},
+		{"gelu-erf foreign", plain, func() (*core.Tensor, error) { return b.GELU(foreign) }},
 		{"groupnorm groups", shape, func() (*core.Tensor, error) { return b.GroupNorm(T(1, 6, 2, 2), 4, T(6), T(6), 1e-6, false) }},
 		{"groupnorm affine", shape, func() (*core.Tensor, error) { return b.GroupNorm(T(1, 6, 2, 2), 3, T(6), T(5), 1e-6, true) }},
 		{"groupnorm rank", shape, func() (*core.Tensor, error) { return b.GroupNorm(T(6, 2, 2), 3, T(6), T(6), 1e-6, false) }},

@@ -1,14 +1,17 @@
 package webgpu
 
 import (
+	"fmt"
+
 	"github.com/webvar/webvar/core"
 )
 
 // normKernel is a variant of shaders/norm.wgsl: one workgroup normalises one contiguous row (a LayerNorm
-// row, or a GroupNorm (batch element, group) block), optionally with the GroupNorm affine and SiLU.
+// row, or a GroupNorm (batch element, group) block), optionally with an affine and SiLU.
 type normKernel struct {
 	WG     int
-	Affine bool
+	Affine bool // multiply by w[c]
+	Bias   bool // then add b[c] (with Affine only)
 	SiLU   bool
 }
 
@@ -28,6 +31,20 @@ const (
 
 // LayerNorm normalizes x [..., C] over its last dimension (no affine, biased variance).
 func (b *Backend) LayerNorm(x *core.Tensor, eps float32) (*core.Tensor, error) {
+	return b.layerNorm(x, nil, nil, eps)
+}
+
+// LayerNormAffine is LayerNorm times w [C], plus b [C] unless b is nil.
+func (b *Backend) LayerNormAffine(x, w, bias *core.Tensor, eps float32) (*core.Tensor, error) {
+	if w == nil {
+		return nil, fmt.Errorf("layernorm: w is nil (LayerNorm is the op without affine parameters)")
+	}
+	return b.layerNorm(x, w, bias, eps)
+}
+
+// layerNorm is LayerNorm and LayerNormAffine: w and bias are each [C] or nil (not applied); bias only
+// with w. The affine is the GroupNorm variant's with one channel per value (hw = groups = 1).
+func (b *Backend) layerNorm(x, w, bias *core.Tensor, eps float32) (*core.Tensor, error) {
 	const op = "layernorm"
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -40,8 +57,26 @@ func (b *Backend) LayerNorm(x *core.Tensor, eps float32) (*core.Tensor, error) {
 		return nil, linalgShapeError(op, "x %v needs a non-empty last dimension", xs)
 	}
 	C := xs[len(xs)-1]
+	bufs := []*gpuBuf{xb}
+	for _, p := range []struct {
+		name string
+		t    *core.Tensor
+	}{{"w", w}, {"b", bias}} {
+		if p.t == nil {
+			continue
+		}
+		g, err := b.operand(op, p.name, p.t)
+		if err != nil {
+			return nil, err
+		}
+		if !p.t.Shape().Equal(core.Shape{C}) {
+			return nil, linalgShapeError(op, "%s %v, want [%d] for x %v", p.name, p.t.Shape(), C, xs)
+		}
+		bufs = append(bufs, g)
+	}
 	rows := xs.Numel() / C
-	return b.rowNorm(op, normKernel{WG: normWG}, xs, rows, C, C, 1, eps, []*gpuBuf{xb})
+	k := normKernel{WG: normWG, Affine: w != nil, Bias: bias != nil}
+	return b.rowNorm(op, k, xs, rows, C, 1, 1, eps, bufs)
 }
 
 // GroupNorm normalizes x [B, C, H, W] over groups of C/groups channels, applies w, b [C], then SiLU when
@@ -80,7 +115,7 @@ func (b *Backend) GroupNorm(x *core.Tensor, groups int, w, bias *core.Tensor, ep
 	if n > groupNormSplitAbove {
 		return b.groupNormSplit(op, xs, B*groups, n, HW, groups, eps, silu, xb, wb, bb)
 	}
-	k := normKernel{WG: normWG, Affine: true, SiLU: silu}
+	k := normKernel{WG: normWG, Affine: true, Bias: true, SiLU: silu}
 	return b.rowNorm(op, k, xs, B*groups, n, HW, groups, eps, []*gpuBuf{xb, wb, bb})
 }
 
