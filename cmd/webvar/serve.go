@@ -75,11 +75,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	h, err := newServeHandlerModels(dir, models)
-	if err != nil {
+	if err := checkModels(models); err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: newServeHandlerModels(dir, models), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "serving http://%s/ (weights: %s); Ctrl-C stops\n", ln.Addr(), weightsName)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
@@ -198,11 +197,7 @@ func copyFile(from, to string) error {
 // appBinaries, wasm_exec.js) and the weights
 // weights directory (a file system rooted at it) under /weights/.
 func newServeHandler(dir string, weightsFS fs.FS) http.Handler {
-	h, err := newServeHandlerModels(dir, []servedModel{{Name: "weights", FS: weightsFS}})
-	if err != nil {
-		panic(err) // one model and no manifest check: cannot fail
-	}
-	return h
+	return newServeHandlerModels(dir, []servedModel{{Name: "weights", FS: weightsFS}})
 }
 
 // servedModel is a converted weights directory the page may load: the first of a list at /weights/, every
@@ -242,10 +237,11 @@ type modelEntry struct {
 	URL    string `json:"url"`    // the weights directory, relative to the page
 }
 
-// newServeHandlerModels is newServeHandler for several models: the first is the page's default
-// (weights/), each is also at models/NAME/, and models.json lists them for the model menu. A model
-// whose manifest cannot be read is an error (it would fail in the page).
-func newServeHandlerModels(dir string, models []servedModel) (http.Handler, error) {
+// newServeHandlerModels is newServeHandler for several models (unique names): the first is the page's
+// default (weights/), each is also at models/NAME/, and models.json lists them for the model menu with
+// their family and class count (checkModels has read their manifests; one that cannot be read is
+// listed as such, and the page reports the error when it loads it).
+func newServeHandlerModels(dir string, models []servedModel) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		// The app changes with every build: let the browser revalidate rather than keep a stale page.
@@ -265,22 +261,16 @@ func newServeHandlerModels(dir string, models []servedModel) (http.Handler, erro
 		mux.Handle("GET /"+bin.name, gz)
 	}
 	var entries []modelEntry
-	seen := map[string]bool{}
 	for i, m := range models {
-		if seen[m.Name] {
-			return nil, fmt.Errorf("model %q listed twice", m.Name)
-		}
-		seen[m.Name] = true
-		man, err := weights.LoadManifest(context.Background(), weights.FSSource(m.FS))
-		if err != nil {
-			return nil, fmt.Errorf("model %s: %w", m.Name, err)
-		}
-		title := man.Family
-		if f, err := family.ByName(man.Family); err == nil {
-			title = f.Title
-		}
-		if c, err := man.ConfigInt("classes"); err == nil {
-			title += fmt.Sprintf(", %d classes", c)
+		title, fam := "unreadable manifest", ""
+		if man, err := weights.LoadManifest(context.Background(), weights.FSSource(m.FS)); err == nil {
+			title, fam = man.Family, man.Family
+			if f, err := family.ByName(man.Family); err == nil {
+				title = f.Title
+			}
+			if c, err := man.ConfigInt("classes"); err == nil {
+				title += fmt.Sprintf(", %d classes", c)
+			}
 		}
 		url := "models/" + m.Name + "/"
 		if i == 0 {
@@ -288,18 +278,35 @@ func newServeHandlerModels(dir string, models []servedModel) (http.Handler, erro
 			serveWeights(mux, "/weights/", m.FS)
 		}
 		serveWeights(mux, "/models/"+m.Name+"/", m.FS)
-		entries = append(entries, modelEntry{Name: m.Name, Title: title, Family: man.Family, URL: url})
+		entries = append(entries, modelEntry{Name: m.Name, Title: title, Family: fam, URL: url})
 	}
-	list, err := json.Marshal(entries)
-	if err != nil {
-		return nil, err
-	}
+	list, _ := json.Marshal(entries) // strings only: cannot fail
 	mux.HandleFunc("GET /models.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(list)
 	})
-	return mux, nil
+	return mux
+}
+
+// checkModels reads every model's manifest before serving, so that a bad directory or a name given
+// twice is an error at start-up rather than in the page.
+func checkModels(models []servedModel) error {
+	seen := map[string]bool{}
+	for _, m := range models {
+		if seen[m.Name] {
+			return fmt.Errorf("model %q given twice", m.Name)
+		}
+		seen[m.Name] = true
+		man, err := weights.LoadManifest(context.Background(), weights.FSSource(m.FS))
+		if err != nil {
+			return fmt.Errorf("model %s: %w", m.Name, err)
+		}
+		if _, err := family.ByName(man.Family); err != nil {
+			return fmt.Errorf("model %s: %w", m.Name, err)
+		}
+	}
+	return nil
 }
 
 // serveWeights serves a converted weights directory under prefix: the manifest revalidated on every

@@ -39,10 +39,11 @@ func TestFlexVARInChromium(t *testing.T) {
 	if err := buildApp(ctx, app, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	h, err := newServeHandlerModels(app, append([]servedModel{{Name: "flexvar-tiny", FS: os.DirFS(wdir)}}, demoModels()...))
-	if err != nil {
+	models := append([]servedModel{{Name: "flexvar-tiny", FS: os.DirFS(wdir)}}, demoModels()...)
+	if err := checkModels(models); err != nil {
 		t.Fatal(err)
 	}
+	h := newServeHandlerModels(app, models)
 	// A host page embedding a FlexVAR widget with its settings as data-* attributes.
 	const host = `<!doctype html><html><body><script src="webvar-widget.js"></script>
 <div data-webvar data-model="weights/" data-class="0" data-cfg="2" data-cfg-mode="llamagen" data-top-k="1"

@@ -144,3 +144,32 @@ func TestServeBadWeightsDir(t *testing.T) {
 		t.Fatalf("help does not list serve: %q", out)
 	}
 }
+
+// The model menu's list: the default model at weights/, every model at models/NAME/ with its family and
+// class count; a name given twice or an unreadable directory is an error before serving.
+func TestServeModelList(t *testing.T) {
+	models := []servedModel{{Name: "demo", FS: fashionvar.FS()}, {Name: "again", FS: fashionvar.FS()}}
+	if err := checkModels(models); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newServeHandlerModels(t.TempDir(), models))
+	defer srv.Close()
+	resp, body := get(t, srv, "/models.json", nil)
+	want := `[{"name":"demo","title":"VAR, 10 classes","family":"var","url":"weights/"},{"name":"again","title":"VAR, 10 classes","family":"var","url":"models/again/"}]`
+	if resp.StatusCode != 200 || string(body) != want {
+		t.Fatalf("models.json: %s %s", resp.Status, body)
+	}
+	if resp, _ := get(t, srv, "/models/again/manifest.msgpack", nil); resp.StatusCode != 200 {
+		t.Fatalf("models/again/manifest.msgpack: %s", resp.Status)
+	}
+	if err := checkModels(append(models, servedModel{Name: "demo", FS: fashionvar.FS()})); err == nil {
+		t.Error("a name given twice was accepted")
+	}
+	if err := checkModels([]servedModel{{Name: "empty", FS: os.DirFS(t.TempDir())}}); err == nil {
+		t.Error("a directory without a manifest was accepted")
+	}
+	var l modelList
+	if err := l.Set("noequals"); err == nil {
+		t.Error("-model without NAME=DIR was accepted")
+	}
+}
