@@ -361,3 +361,34 @@ func TestBenchLinearPlaceholder(t *testing.T) {
 		}
 	}
 }
+
+// FlexVAR through the same end-to-end benchmark: per-step entries, its family and settings in the
+// report, and the decode of every step counted (and timed) as previews when asked for.
+func TestBenchFlexVARTinyJSON(t *testing.T) {
+	for _, backend := range []string{"cpu", "webgpu"} {
+		t.Run(backend, func(t *testing.T) {
+			rc, stdout, stderr := runCLI(t, "bench", "-model", "flexvar-tiny", "-backend", backend, "-previews", "all", "-json", "-reps", "1")
+			if rc != 0 {
+				t.Fatalf("exit %d: %s", rc, stderr)
+			}
+			lines := strings.Split(strings.TrimSpace(stdout), "\n")
+			if len(lines) != 4 { // one report per -previews mode; FlexVAR renders every mode but none as step decodes
+				t.Fatalf("%d lines, want 4 JSON objects:\n%s", len(lines), stdout)
+			}
+			for i, line := range lines {
+				var r bench.ModelReport
+				if err := json.Unmarshal([]byte(line), &r); err != nil {
+					t.Fatal(err)
+				}
+				if r.Family != "flexvar" || r.Model != "flexvar-tiny" || len(r.PerScaleSeconds) != 4 || len(r.GFLOPPerScale) != 4 ||
+					r.Side != 64 || !strings.Contains(r.Sampling, "cfg 2.5 (linear)") {
+					t.Errorf("report %d: %s", i, line)
+				}
+				wantPreview := i > 0 // -previews all: none first
+				if (r.GFLOP.Preview > 0) != wantPreview || (r.Previews == "steps") != wantPreview || r.GFLOP.Decode <= 0 {
+					t.Errorf("report %d: previews %q, preview GFLOP %g, decode %g", i, r.Previews, r.GFLOP.Preview, r.GFLOP.Decode)
+				}
+			}
+		})
+	}
+}
