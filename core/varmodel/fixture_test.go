@@ -17,7 +17,10 @@ func TestVARFixtureCPU(t *testing.T) {
 				name string
 				new  func(int) *cpu.Backend
 			}{{"fast", cpu.New}, {"reference", cpu.NewReference}} {
-				t.Run(v.name, func(t *testing.T) { vartest.Check(t, f, v.new(0)) })
+				t.Run(v.name, func(t *testing.T) {
+					vartest.Check(t, f, v.new(0))
+					t.Run("edit", func(t *testing.T) { vartest.CheckEdit(t, f, v.new(0)) })
+				})
 			}
 			if !t.Failed() {
 				println("fixture " + f.Name + ": ok")

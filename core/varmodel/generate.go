@@ -54,6 +54,10 @@ type Request struct {
 	// how much of the image the coarse scales decide. Prefix scales win over it. The transformer is not run
 	// for randomized scales (no later scale samples from it). 0: off; >= the scale count: nothing changes.
 	RandomAfter int
+	// Edit, when set, keeps part of an input image (zero-shot editing, edit.go): its tokens replace the
+	// sampled ones wherever Edit.Keep says, at every scale. Labels may then also be Classes, the null
+	// class (in-painting without a class).
+	Edit *Edit
 	// Previews renders the accumulated f_hat after every scale into ScaleEvent.Preview: decoded at full
 	// quality (PreviewFull) or at the scale's own resolution (PreviewFast), or mapped to RGB by the
 	// model's linear map (PreviewLinear). The zero value is PreviewNone.
@@ -175,9 +179,16 @@ func (p *Pipeline) validate(req Request) error {
 	if len(req.Labels) == 0 {
 		return fmt.Errorf("no labels: nothing to generate")
 	}
+	maxLabel := c.Classes
+	if req.Edit != nil {
+		maxLabel++ // the null class
+		if err := req.Edit.check(c.PatchNums); err != nil {
+			return err
+		}
+	}
 	for _, l := range req.Labels {
-		if l < 0 || l >= c.Classes {
-			return fmt.Errorf("class %d outside [0, %d)", l, c.Classes)
+		if l < 0 || l >= maxLabel {
+			return fmt.Errorf("class %d outside [0, %d)", l, maxLabel)
 		}
 	}
 	if req.TopK < 0 || req.TopP < 0 || req.TopP > 1 {
@@ -313,6 +324,13 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 			} else {
 				h = p.VAE.Embed(o, ids, bsz, pn)
 			}
+		}
+		if req.Edit != nil {
+			// The kept positions take the input's tokens; h is rebuilt from the final ids (the soft
+			// embedding of more_smooth would mix the sampled codes in).
+			req.Edit.apply(si, ids)
+			o.Free(h)
+			h = p.VAE.Embed(o, ids, bsz, pn)
 		}
 		res.Tokens = append(res.Tokens, ids)
 

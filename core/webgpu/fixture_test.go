@@ -144,6 +144,7 @@ func TestVARFixtureOnWebGPU(t *testing.T) {
 	for _, f := range testutil.Fixtures(t, "var") {
 		t.Run(f.Name, func(t *testing.T) {
 			vartest.Check(t, f, b)
+			t.Run("edit", func(t *testing.T) { vartest.CheckEdit(t, f, b) })
 			if !t.Failed() {
 				println("fixture " + f.Name + ": ok (webgpu)")
 			}

@@ -177,3 +177,70 @@ func checkGeneration(t *testing.T, p *varmodel.Pipeline, g *testutil.Golden, b c
 	}
 	testutil.RelClose(t, run+".img", res.Images.Data, g.F32(run+".img").Data, relTol)
 }
+
+// CheckEdit runs the fixture's zero-shot editing goldens (edit.safetensors, edit.json: the official
+// notebook's functions), when it has them, on b: the input's tokens, each case's keep-masks at every
+// scale, its tokens exactly and its image within 3/255.
+func CheckEdit(t *testing.T, f testutil.Fixture, b core.Backend) {
+	raw, err := os.ReadFile(f.Path("edit.json"))
+	if os.IsNotExist(err) {
+		t.Logf("fixture %s has no edit goldens", f.Name)
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Cases []struct {
+			Name      string     `json:"name"`
+			Label     int        `json:"label"`
+			CFG       float64    `json:"cfg"`
+			Box       [4]float64 `json:"box_y0_x0_y1_x1"`
+			Inpaint   bool       `json:"inpainting"`
+			TopK      int        `json:"top_k"`
+			TopP      float64    `json:"top_p"`
+			GeneSeed  uint64     `json:"g_seed"`
+			Generated int        `json:"generated_tokens"`
+		} `json:"cases"`
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("edit.json: %v", err)
+	}
+	p := Load(t, f, b)
+	g := testutil.OpenGolden(t, f.Path("edit.safetensors"))
+	pn := p.VAR.Config().PatchNums
+	last := pn[len(pn)-1]
+	o := core.NewOps(b)
+	in := g.F32("edit.input")
+	for _, c := range cfg.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			mask := varmodel.BoxMask(last, c.Box, c.Inpaint)
+			testutil.AbsClose(t, "edit."+c.Name+".mask", mask, g.F32("edit."+c.Name+".mask").Data, 0)
+			e, err := p.EditOf(o, in, mask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for si := range pn {
+				testutil.IntsEqual(t, fmt.Sprintf("edit.input_idx.s%d", si), e.Tokens[si], g.Ints(fmt.Sprintf("edit.input_idx.s%d", si)))
+				want := g.Ints(fmt.Sprintf("edit.%s.force.s%d", c.Name, si))
+				got := make([]int, len(e.Keep[si]))
+				for i, k := range e.Keep[si] {
+					if k {
+						got[i] = 1
+					}
+				}
+				testutil.IntsEqual(t, fmt.Sprintf("edit.%s.force.s%d", c.Name, si), got, want)
+			}
+			res, err := p.Generate(context.Background(), b, varmodel.Request{Labels: []int{c.Label}, CFG: c.CFG, TopK: max(c.TopK, 1),
+				TopP: c.TopP, Seed: c.GeneSeed, Edit: e}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for si := range pn {
+				name := fmt.Sprintf("edit.%s.idx.s%d", c.Name, si)
+				testutil.IntsEqual(t, name, res.Tokens[si], g.Ints(name))
+			}
+			testutil.AbsClose(t, "edit."+c.Name+".img", res.Images.Data, g.F32("edit."+c.Name+".img").Data, 3.0/255)
+		})
+	}
+}
