@@ -22,6 +22,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"generate", "generate an image (or a class x seed grid) and write a PNG; default model: the embedded fashionvar", runGenerate},
+		{"edit", "zero-shot in-painting, out-painting and class-conditional editing of an image (VAR; -box or -mask)", runEdit},
 		{"convert", "convert official checkpoints into a chunked, quantized weights directory (with a fitted preview map)", runConvert},
 		{"serve", "serve the browser app (WebAssembly; WebGPU, else WebGL2 + CPU) on the embedded model or a converted weights directory", runServe},
 		{"preview", "open the interactive window: weights loading, then the image scale by scale (build with -tags preview)", runPreview},
