@@ -23,6 +23,7 @@ import (
 
 	"github.com/webvar/webvar/core/family"
 	"github.com/webvar/webvar/weights"
+	"github.com/webvar/webvar/weights/fashionflexvar"
 	"github.com/webvar/webvar/weights/fashionvar"
 )
 
@@ -226,7 +227,7 @@ func (l *modelList) Set(v string) error {
 
 // demoModels are the demo models built into webvar.
 func demoModels() []servedModel {
-	return []servedModel{{Name: fashionvar.Name, FS: fashionvar.FS()}}
+	return []servedModel{{Name: fashionvar.Name, FS: fashionvar.FS()}, {Name: fashionflexvar.Name, FS: fashionflexvar.FS()}}
 }
 
 // modelEntry is one line of models.json.
