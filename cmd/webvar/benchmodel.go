@@ -48,25 +48,7 @@ func benchModelNames() []string {
 func openBenchModel(name string) (*benchSource, error) {
 	switch name {
 	case "tiny":
-		dir, err := findUp(filepath.Join("testdata", "var-tiny"))
-		if err != nil {
-			return nil, fmt.Errorf("-model tiny needs the test fixture: %w (run from the webvar repository)", err)
-		}
-		vc, err := loader.Open(filepath.Join(dir, "var.pth"))
-		if err != nil {
-			return nil, err
-		}
-		ac, err := loader.Open(filepath.Join(dir, "vae.pth"))
-		if err != nil {
-			vc.Close()
-			return nil, err
-		}
-		return &benchSource{
-			desc:   "var-tiny test fixture (" + dir + ")",
-			varSrc: vc.WeightSource(), vaeSrc: ac.WeightSource(),
-			opt:   varmodel.Options{PatchNums: []int{1, 2, 3, 4}},
-			close: func() { vc.Close(); ac.Close() },
-		}, nil
+		return openBenchFixture("tiny", "var-tiny", "var", varmodel.Options{PatchNums: []int{1, 2, 3, 4}}, nil)
 	case "d16", "d20":
 		depth := 16
 		if name == "d20" {
@@ -92,22 +74,7 @@ func openBenchModel(name string) (*benchSource, error) {
 	case fashionvar.Name:
 		return openBenchConverted(context.Background(), fashionvar.Source(), "embedded model "+fashionvar.Name)
 	case "flexvar-tiny":
-		dir, err := findUp(filepath.Join("testdata", "flexvar-tiny"))
-		if err != nil {
-			return nil, fmt.Errorf("-model flexvar-tiny needs the test fixture: %w (run from the webvar repository)", err)
-		}
-		vc, err := loader.Open(filepath.Join(dir, "var.pth"))
-		if err != nil {
-			return nil, err
-		}
-		ac, err := loader.Open(filepath.Join(dir, "vae.pth"))
-		if err != nil {
-			vc.Close()
-			return nil, err
-		}
-		return &benchSource{desc: "flexvar-tiny test fixture (" + dir + ")", family: "flexvar",
-			varSrc: vc.WeightSource(), vaeSrc: ac.WeightSource(), schedule: []int{1, 2, 3, 4},
-			close: func() { vc.Close(); ac.Close() }}, nil
+		return openBenchFixture("flexvar-tiny", "flexvar-tiny", "flexvar", varmodel.Options{}, []int{1, 2, 3, 4})
 	case "flexvar-d16", "flexvar-d20", "flexvar-d24":
 		var depth int
 		fmt.Sscanf(strings.TrimPrefix(name, "flexvar-d"), "%d", &depth)
@@ -128,6 +95,26 @@ func openBenchModel(name string) (*benchSource, error) {
 		}, nil
 	}
 	return nil, usageError{fmt.Sprintf("-model %q: want one of %s, or -weights DIR", name, strings.Join(benchModelNames(), ", "))}
+}
+
+// openBenchFixture opens a test fixture's two checkpoints (testdata/NAME, found from the working
+// directory upwards) for -model tiny and flexvar-tiny; model is the -model name for messages.
+func openBenchFixture(model, name, family string, opt varmodel.Options, schedule []int) (*benchSource, error) {
+	dir, err := findUp(filepath.Join("testdata", name))
+	if err != nil {
+		return nil, fmt.Errorf("-model %s needs the test fixture: %w (run from the webvar repository)", model, err)
+	}
+	vc, err := loader.Open(filepath.Join(dir, "var.pth"))
+	if err != nil {
+		return nil, err
+	}
+	ac, err := loader.Open(filepath.Join(dir, "vae.pth"))
+	if err != nil {
+		vc.Close()
+		return nil, err
+	}
+	return &benchSource{desc: name + " test fixture (" + dir + ")", family: family, varSrc: vc.WeightSource(),
+		vaeSrc: ac.WeightSource(), opt: opt, schedule: schedule, close: func() { vc.Close(); ac.Close() }}, nil
 }
 
 // openBenchConverted loads converted weights (a -weights directory or the embedded model).

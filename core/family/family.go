@@ -149,37 +149,41 @@ func ByName(name string) (Family, error) {
 // more-smooth).
 func VARSampling(d gen.Settings) (varmodel.Sampling, error) {
 	s := varmodel.OfficialSampling
-	var err error
-	set := func(name string, f func(string) error) {
-		if v, ok := d[name]; ok && err == nil {
-			if e := f(v); e != nil {
-				err = fmt.Errorf("model default %s %q: %v", name, v, e)
-			}
-		}
-	}
+	o := overrides{d: d}
+	set := o.set
 	set("cfg", func(v string) (e error) { s.CFG, e = strconv.ParseFloat(v, 64); return })
 	set("top-k", func(v string) (e error) { s.TopK, e = strconv.Atoi(v); return })
 	set("top-p", func(v string) (e error) { s.TopP, e = strconv.ParseFloat(v, 64); return })
 	set("more-smooth", func(v string) (e error) { s.MoreSmooth, e = strconv.ParseBool(v); return })
-	return s, err
+	return s, o.err
 }
 
 // FlexVARDefaults is def overridden by the model's settings (cfg, top-k, top-p, schedule, cfg-mode,
 // max-pn; more-smooth, which FlexVAR does not take, is ignored).
 func FlexVARDefaults(def flexvar.Defaults, d gen.Settings) (flexvar.Defaults, error) {
-	var err error
-	set := func(name string, f func(string) error) {
-		if v, ok := d[name]; ok && err == nil {
-			if e := f(v); e != nil {
-				err = fmt.Errorf("model default %s %q: %v", name, v, e)
-			}
-		}
-	}
+	o := overrides{d: d}
+	set := o.set
 	set("cfg", func(v string) (e error) { def.CFG, e = strconv.ParseFloat(v, 64); return })
 	set("top-k", func(v string) (e error) { def.TopK, e = strconv.Atoi(v); return })
 	set("top-p", func(v string) (e error) { def.TopP, e = strconv.ParseFloat(v, 64); return })
 	set("schedule", func(v string) (e error) { def.Schedule, e = gen.ParseInts(v); return })
 	set("cfg-mode", func(v string) (e error) { def.CFGMode, e = flexvar.ParseCFGMode(v); return })
 	set("max-pn", func(v string) (e error) { def.MaxPN, e = strconv.Atoi(v); return })
-	return def, err
+	return def, o.err
+}
+
+// overrides applies a model's own settings d over a family's defaults, one named setting at a time; the
+// first value that does not parse is the error.
+type overrides struct {
+	d   gen.Settings
+	err error
+}
+
+// set parses the value of name, when d has one, with f.
+func (o *overrides) set(name string, f func(string) error) {
+	if v, ok := o.d[name]; ok && o.err == nil {
+		if e := f(v); e != nil {
+			o.err = fmt.Errorf("model default %s %q: %v", name, v, e)
+		}
+	}
 }

@@ -27,26 +27,15 @@ var OfficialDefaults = Defaults{CFG: 2.5, TopK: 900, TopP: 0.95, Schedule: Defau
 
 // Settings declares FlexVAR's knobs for a model predicting v codes.
 func (d Defaults) Settings(v int) []gen.Setting {
-	sides := make([]string, len(d.Schedule))
-	for i, s := range d.Schedule {
-		sides[i] = strconv.Itoa(s)
-	}
-	return []gen.Setting{
-		{Name: "cfg", Label: "cfg", Help: "classifier-free guidance strength (0: off)", Kind: gen.Float,
-			Default: fmt.Sprint(d.CFG), Min: 0, Max: 10, Step: 0.25},
-		{Name: "top-k", Label: "top-k", Help: "keep the k most likely tokens (0: off, 1: greedy)", Kind: gen.Int,
-			Default: fmt.Sprint(d.TopK), Min: 0, Max: float64(v), Step: 1, Presets: gen.TopKPresets},
-		{Name: "top-p", Label: "top-p", Help: "nucleus sampling mass (0: off)", Kind: gen.Float,
-			Default: fmt.Sprint(d.TopP), Min: 0, Max: 1, Step: 0.01},
-		{Name: "schedule", Label: "steps", Help: "grid side per step, increasing from 1: fewer steps are faster, the last side sets the image size (16 px a token for the releases)",
-			Kind: gen.List, Default: strings.Join(sides, ","), Presets: SchedulePresets(d.Schedule)},
-		{Name: "aspect", Label: "aspect", Help: "width:height of the image (1:1 is the official square schedule; others resize every step's grid)",
+	return append(gen.SamplingSettings(d.CFG, d.TopK, d.TopP, v),
+		gen.Setting{Name: "schedule", Label: "steps", Help: "grid side per step, increasing from 1: fewer steps are faster, the last side sets the image size (16 px a token for the releases)",
+			Kind: gen.List, Default: gen.JoinInts(d.Schedule), Presets: SchedulePresets(d.Schedule)},
+		gen.Setting{Name: "aspect", Label: "aspect", Help: "width:height of the image (1:1 is the official square schedule; others resize every step's grid)",
 			Kind: gen.Text, Default: "1:1", Presets: []string{"1:1", "4:3", "3:4", "16:9", "9:16"}},
-		{Name: "cfg-mode", Label: "cfg mode", Help: "linear: guidance grows with the step (FlexVAR); llamagen: constant",
+		gen.Setting{Name: "cfg-mode", Label: "cfg mode", Help: "linear: guidance grows with the step (FlexVAR); llamagen: constant",
 			Kind: gen.Choice, Default: d.CFGMode.String(), Choices: []string{"linear", "llamagen"}},
-		{Name: "max-pn", Label: "max pn", Help: "steps with a larger side use full guidance and greedy tokens",
-			Kind: gen.Int, Default: fmt.Sprint(d.MaxPN), Min: 1, Max: 64, Step: 1},
-	}
+		gen.Setting{Name: "max-pn", Label: "max pn", Help: "steps with a larger side use full guidance and greedy tokens",
+			Kind: gen.Int, Default: fmt.Sprint(d.MaxPN), Min: 1, Max: 64, Step: 1})
 }
 
 // SchedulePresets are schedules a front end offers beside the model's default: about half the steps to
@@ -54,14 +43,7 @@ func (d Defaults) Settings(v int) []gen.Setting {
 // 14; otherwise the midpoints), and larger images than the training size (for the official schedule
 // the spec's 512 px ending ..., 16, 23, 32).
 func SchedulePresets(def []int) []string {
-	join := func(s []int) string {
-		parts := make([]string, len(s))
-		for i, v := range s {
-			parts[i] = strconv.Itoa(v)
-		}
-		return strings.Join(parts, ",")
-	}
-	out := []string{join(def)}
+	out := []string{gen.JoinInts(def)}
 	if len(def) > 4 {
 		// Every other step, always keeping the first and the last.
 		var few []int
@@ -70,7 +52,7 @@ func SchedulePresets(def []int) []string {
 				few = append(few, s)
 			}
 		}
-		out = append(out, join(few))
+		out = append(out, gen.JoinInts(few))
 	}
 	if slices.Equal(def, DefaultSchedule) {
 		return append(out, "1,2,3,4,5,6,7,8,9,10,12,13,14,16", "1,2,3,4,5,6,8,10,13,16,23,32")
@@ -83,10 +65,10 @@ func SchedulePresets(def []int) []string {
 		more = append(more, s)
 	}
 	if len(more) > len(def) {
-		out = append(out, join(more))
+		out = append(out, gen.JoinInts(more))
 	}
 	last := def[len(def)-1]
-	return append(out, join(append(append([]int(nil), def...), (3*last+1)/2, 2*last)))
+	return append(out, gen.JoinInts(append(append([]int(nil), def...), (3*last+1)/2, 2*last)))
 }
 
 // ParseAspect reads "W:H" (or "WxH").

@@ -183,6 +183,28 @@ type Info struct {
 	RandomAfter bool
 }
 
+// SamplingSettings declares the token-sampling knobs every token family shares (cfg, top-k, top-p)
+// with the model's defaults; v is the vocabulary size (top-k's range).
+func SamplingSettings(cfg float64, topK int, topP float64, v int) []Setting {
+	return []Setting{
+		{Name: "cfg", Label: "cfg", Help: "classifier-free guidance strength (0: off)", Kind: Float,
+			Default: fmt.Sprint(cfg), Min: 0, Max: 10, Step: 0.25},
+		{Name: "top-k", Label: "top-k", Help: "keep the k most likely tokens (0: off, 1: greedy)", Kind: Int,
+			Default: fmt.Sprint(topK), Min: 0, Max: float64(v), Step: 1, Presets: TopKPresets},
+		{Name: "top-p", Label: "top-p", Help: "nucleus sampling mass (0: off)", Kind: Float,
+			Default: fmt.Sprint(topP), Min: 0, Max: 1, Step: 0.01},
+	}
+}
+
+// JoinInts writes a List setting's value: "1,2,3" (ParseInts reads it back).
+func JoinInts(v []int) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = strconv.Itoa(x)
+	}
+	return strings.Join(parts, ",")
+}
+
 // TopKPresets are the top-k values a front end steps through: greedy, a few small ones, the official 900
 // and off (0, last).
 var TopKPresets = []string{"1", "2", "5", "10", "50", "100", "300", "600", "900", "0"}

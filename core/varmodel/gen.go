@@ -22,18 +22,11 @@ var OfficialSampling = Sampling{CFG: 4, TopK: 900, TopP: 0.95}
 
 // Settings declares VAR's knobs with d as defaults. FlexVAR shares cfg, top-k and top-p.
 func (d Sampling) Settings(v int) []gen.Setting {
-	return []gen.Setting{
-		{Name: "cfg", Label: "cfg", Help: "classifier-free guidance strength (0: off)", Kind: gen.Float,
-			Default: fmt.Sprint(d.CFG), Min: 0, Max: 10, Step: 0.25},
-		{Name: "top-k", Label: "top-k", Help: "keep the k most likely tokens (0: off, 1: greedy)", Kind: gen.Int,
-			Default: fmt.Sprint(d.TopK), Min: 0, Max: float64(v), Step: 1, Presets: gen.TopKPresets},
-		{Name: "top-p", Label: "top-p", Help: "nucleus sampling mass (0: off)", Kind: gen.Float,
-			Default: fmt.Sprint(d.TopP), Min: 0, Max: 1, Step: 0.01},
-		{Name: "more-smooth", Label: "more smooth", Help: "Gumbel-softmax soft token embeddings (smoother, less detailed)",
+	return append(gen.SamplingSettings(d.CFG, d.TopK, d.TopP, v),
+		gen.Setting{Name: "more-smooth", Label: "more smooth", Help: "Gumbel-softmax soft token embeddings (smoother, less detailed)",
 			Kind: gen.Bool, Default: fmt.Sprint(d.MoreSmooth)},
-		{Name: "previews", Label: "previews", Help: "how the per-scale previews are made (gen.Request.Previews): auto (linear with a fitted map, else full up to 64 px, fast above), linear, fast or full",
-			Kind: gen.Choice, Default: "auto", Choices: []string{"auto", "linear", "fast", "full"}},
-	}
+		gen.Setting{Name: "previews", Label: "previews", Help: "how the per-scale previews are made (gen.Request.Previews): auto (linear with a fitted map, else full up to 64 px, fast above), linear, fast or full",
+			Kind: gen.Choice, Default: "auto", Choices: []string{"auto", "linear", "fast", "full"}})
 }
 
 // Generator is the pipeline on backend b as a family-neutral gen.Generator, with the model's default

@@ -643,7 +643,7 @@ func Defaults(m *weights.Manifest) (gen.Settings, error) {
 	}
 	if m.Family == "flexvar" {
 		if pn, err := m.ConfigInts("patch_nums"); err == nil {
-			d["schedule"] = strings.Trim(strings.Join(strings.Fields(fmt.Sprint(pn)), ","), "[]")
+			d["schedule"] = gen.JoinInts(pn)
 		}
 	}
 	return d, nil
@@ -652,7 +652,7 @@ func Defaults(m *weights.Manifest) (gen.Settings, error) {
 // LoadGenerator builds a loaded weights directory's models, of any family, on b as a gen.Generator with
 // the model's own default settings. A VAR model gets its linear preview map.
 func LoadGenerator(m *weights.Model, b core.Backend, opt family.Options) (gen.Generator, error) {
-	_, _, fam, _, err := Converted(m)
+	varSrc, vaeSrc, fam, pn, err := Converted(m)
 	if err != nil {
 		return nil, err
 	}
@@ -670,10 +670,6 @@ func LoadGenerator(m *weights.Model, b core.Backend, opt family.Options) (gen.Ge
 			return nil, err
 		}
 		return p.Generator(b, s), nil
-	}
-	varSrc, vaeSrc, _, pn, err := Converted(m)
-	if err != nil {
-		return nil, err
 	}
 	if opt.PatchNums == nil {
 		opt.PatchNums = pn
