@@ -199,10 +199,15 @@ func softmaxFast(row []float32) bool {
 	if math.IsInf(float64(maxScore), -1) {
 		return false
 	}
+	done := 0
+	if fastExpShift != nil {
+		done = fastExpShift(row, row, maxScore)
+	}
+	for s, x := range row[done:] {
+		row[done+s] = expf(x - maxScore)
+	}
 	var sum float64
-	for s, x := range row {
-		e := expf(x - maxScore)
-		row[s] = e
+	for _, e := range row {
 		sum += float64(e)
 	}
 	inv := float32(1 / sum)

@@ -12,7 +12,7 @@ import (
 //	y = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
 func (be *Backend) GELUTanh(x *core.Tensor) (*core.Tensor, error) {
 	if be.fastMath {
-		return be.unary("gelu", x, geluFast)
+		return be.unarySIMD("gelu", x, geluFast, fastGELU)
 	}
 	return be.unary("gelu", x, func(v float32) float32 {
 		const (
@@ -83,12 +83,21 @@ func (be *Backend) Clamp(x *core.Tensor, lo, hi float32) (*core.Tensor, error) {
 
 // unary applies f to every element of x.
 func (be *Backend) unary(op string, x *core.Tensor, f func(float32) float32) (*core.Tensor, error) {
+	return be.unarySIMD(op, x, f, nil)
+}
+
+// unarySIMD is unary with a SIMD loop (may be nil) that does the leading values of each range of
+// elements with f's results and reports how many; f does the rest.
+func (be *Backend) unarySIMD(op string, x *core.Tensor, f func(float32) float32, simd func(in, out []float32) int) (*core.Tensor, error) {
 	in, err := floats(op, "x", x)
 	if err != nil {
 		return nil, err
 	}
 	y, out := newTensor(x.Shape()...)
 	be.parallelElems(len(in), func(lo, hi int) {
+		if simd != nil {
+			lo += simd(in[lo:hi], out[lo:hi])
+		}
 		for i := lo; i < hi; i++ {
 			out[i] = f(in[i])
 		}

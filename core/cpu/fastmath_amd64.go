@@ -18,7 +18,25 @@ var fastSiLUAffine func(in, out []float32, mean, scale, shift float32) int = fun
 	return nil
 }()
 
-// siluTab holds the constants of siluAffineAVX2, each broadcast to 8 lanes, in the order of the T_
+// fastGELU is geluFast over the whole 8-value blocks of in where the CPU has AVX2 (the rest is the
+// caller's), returning how many values it wrote; nil otherwise.
+var fastGELU func(in, out []float32) int = func() func([]float32, []float32) int {
+	if cpu.X86.HasAVX2 {
+		return geluTanh8
+	}
+	return nil
+}()
+
+// fastExpShift writes expf(in[i] - shift) for the whole 8-value blocks of in where the CPU has AVX2,
+// returning how many values it wrote; nil otherwise. in and out may be the same slice.
+var fastExpShift func(in, out []float32, shift float32) int = func() func([]float32, []float32, float32) int {
+	if cpu.X86.HasAVX2 {
+		return expShift8
+	}
+	return nil
+}()
+
+// siluTab holds the constants of siluAffineAVX2, geluTanhAVX2 and expShiftAVX2, each broadcast to 8 lanes, in the order of the T_
 // offsets in fastmath_amd64.s; the float constants are expf's, rounded to float32 as there.
 var siluTab = func() (t [siluTabLen][8]uint32) {
 	f := math.Float32bits
@@ -26,7 +44,7 @@ var siluTab = func() (t [siluTabLen][8]uint32) {
 		0x80000000, 0x7fffffff, f(-104),
 		f(1.44269504088896341), f(1 << 23 * 1.5), f(0.693145751953125), f(1.42860682030941723212e-6),
 		f(1. / 5040), f(1. / 720), f(1. / 120), f(1. / 24), f(1. / 6), f(1. / 2), f(1),
-		64 + 127, f(1.0 / (1 << 64)),
+		64 + 127, f(1.0 / (1 << 64)), f(0.7978845608028654), f(0.044715),
 	}
 	for i, v := range vals {
 		for j := range t[i] {
@@ -36,7 +54,7 @@ var siluTab = func() (t [siluTabLen][8]uint32) {
 	return t
 }()
 
-const siluTabLen = 16
+const siluTabLen = 18
 
 func siluAffine8(in, out []float32, mean, scale, shift float32) int {
 	blocks := min(len(in), len(out)) / 8
@@ -51,3 +69,31 @@ func siluAffine8(in, out []float32, mean, scale, shift float32) int {
 //
 //go:noescape
 func siluAffineAVX2(blocks int, in, out *float32, mean, scale, shift float32, tab *[siluTabLen][8]uint32)
+
+func geluTanh8(in, out []float32) int {
+	blocks := min(len(in), len(out)) / 8
+	if blocks == 0 {
+		return 0
+	}
+	geluTanhAVX2(blocks, &in[0], &out[0], &siluTab)
+	return 8 * blocks
+}
+
+func expShift8(in, out []float32, shift float32) int {
+	blocks := min(len(in), len(out)) / 8
+	if blocks == 0 {
+		return 0
+	}
+	expShiftAVX2(blocks, &in[0], &out[0], shift, &siluTab)
+	return 8 * blocks
+}
+
+// geluTanhAVX2 is geluTanh8's loop over 8*blocks values (fastmath_amd64.s).
+//
+//go:noescape
+func geluTanhAVX2(blocks int, in, out *float32, tab *[siluTabLen][8]uint32)
+
+// expShiftAVX2 is expShift8's loop over 8*blocks values (fastmath_amd64.s).
+//
+//go:noescape
+func expShiftAVX2(blocks int, in, out *float32, shift float32, tab *[siluTabLen][8]uint32)

@@ -19,6 +19,41 @@
 #define T_ONE 416
 #define T_BIAS 448
 #define T_2M64 480
+#define T_S2PI 512
+#define T_KAPPA 544
+
+// EXPF: Y5 = expf(Y1) for the 8 lanes of Y1, as expf (attention.go) computes it: n = round(x*log2e),
+// the Cody-Waite reduction, the degree-7 polynomial, scaled as p * 2^(n+64) * 2^-64, and 0 below -104.
+// Clobbers Y2-Y5; R11 holds the constants table.
+#define EXPF \
+	VCMPPS  $1, T_M104(R11), Y1, Y2   \
+	VMULPS  T_LOG2E(R11), Y1, Y3      \
+	VADDPS  T_ROUND(R11), Y3, Y3      \
+	VSUBPS  T_ROUND(R11), Y3, Y3      \
+	VMULPS  T_LN2HI(R11), Y3, Y4      \
+	VSUBPS  Y4, Y1, Y4                \
+	VMULPS  T_LN2LO(R11), Y3, Y5      \
+	VSUBPS  Y5, Y4, Y4                \
+	VMULPS  T_C7(R11), Y4, Y5         \
+	VADDPS  T_C6(R11), Y5, Y5         \
+	VMULPS  Y4, Y5, Y5                \
+	VADDPS  T_C5(R11), Y5, Y5         \
+	VMULPS  Y4, Y5, Y5                \
+	VADDPS  T_C4(R11), Y5, Y5         \
+	VMULPS  Y4, Y5, Y5                \
+	VADDPS  T_C3(R11), Y5, Y5         \
+	VMULPS  Y4, Y5, Y5                \
+	VADDPS  T_C2(R11), Y5, Y5         \
+	VMULPS  Y4, Y5, Y5                \
+	VADDPS  T_ONE(R11), Y5, Y5        \
+	VMULPS  Y4, Y5, Y5                \
+	VADDPS  T_ONE(R11), Y5, Y5        \
+	VCVTTPS2DQ Y3, Y3                 \
+	VPADDD  T_BIAS(R11), Y3, Y3       \
+	VPSLLD  $23, Y3, Y3               \
+	VMULPS  Y3, Y5, Y5                \
+	VMULPS  T_2M64(R11), Y5, Y5       \
+	VANDNPS Y5, Y2, Y5
 
 // func siluAffineAVX2(blocks int, in, out *float32, mean, scale, shift float32, tab *[siluTabLen][8]uint32)
 //
@@ -47,34 +82,7 @@ loop:
 	VADDPS  Y9, Y0, Y0                // v
 	VANDPS  T_ABS(R11), Y0, Y1
 	VXORPS  T_SIGN(R11), Y1, Y1       // x = -|v|
-	VCMPPS  $1, T_M104(R11), Y1, Y2   // x < -104: e = 0
-	VMULPS  T_LOG2E(R11), Y1, Y3
-	VADDPS  T_ROUND(R11), Y3, Y3
-	VSUBPS  T_ROUND(R11), Y3, Y3      // n
-	VMULPS  T_LN2HI(R11), Y3, Y4
-	VSUBPS  Y4, Y1, Y4
-	VMULPS  T_LN2LO(R11), Y3, Y5
-	VSUBPS  Y5, Y4, Y4                // r = (x - n*ln2hi) - n*ln2lo
-	VMULPS  T_C7(R11), Y4, Y5
-	VADDPS  T_C6(R11), Y5, Y5
-	VMULPS  Y4, Y5, Y5
-	VADDPS  T_C5(R11), Y5, Y5
-	VMULPS  Y4, Y5, Y5
-	VADDPS  T_C4(R11), Y5, Y5
-	VMULPS  Y4, Y5, Y5
-	VADDPS  T_C3(R11), Y5, Y5
-	VMULPS  Y4, Y5, Y5
-	VADDPS  T_C2(R11), Y5, Y5
-	VMULPS  Y4, Y5, Y5
-	VADDPS  T_ONE(R11), Y5, Y5
-	VMULPS  Y4, Y5, Y5
-	VADDPS  T_ONE(R11), Y5, Y5        // p
-	VCVTTPS2DQ Y3, Y3
-	VPADDD  T_BIAS(R11), Y3, Y3
-	VPSLLD  $23, Y3, Y3               // 2^(n+64)
-	VMULPS  Y3, Y5, Y5
-	VMULPS  T_2M64(R11), Y5, Y5
-	VANDNPS Y5, Y2, Y5                // e
+	EXPF                              // e
 	VADDPS  T_ONE(R11), Y5, Y6        // 1 + e
 	VMULPS  Y5, Y0, Y7                // v*e
 	VCMPPS  $13, Y12, Y0, Y2          // v >= 0
@@ -87,5 +95,71 @@ loop:
 	JNZ     loop
 
 done:
+	VZEROUPPER
+	RET
+
+// func geluTanhAVX2(blocks int, in, out *float32, tab *[siluTabLen][8]uint32)
+//
+// out[i] = geluFast(in[i]) for 8*blocks values, with geluFast's and expf's operations in the same order
+// and rounding (no fused multiply-adds): u = s2pi*(x + ((kappa*x)*x)*x); e = expf(-2|u|); x/(1+e) for
+// u >= 0 and x*e/(1+e) below (NaN included, as in the Go code).
+TEXT ·geluTanhAVX2(SB), NOSPLIT, $0-32
+	MOVQ   blocks+0(FP), CX
+	MOVQ   in+8(FP), SI
+	MOVQ   out+16(FP), DI
+	MOVQ   tab+24(FP), R11
+	VXORPS Y12, Y12, Y12
+	TESTQ  CX, CX
+	JZ     gdone
+
+gloop:
+	VMOVUPS (SI), Y0                  // x
+	VMULPS  T_KAPPA(R11), Y0, Y1
+	VMULPS  Y0, Y1, Y1
+	VMULPS  Y0, Y1, Y1                // kappa*x*x*x
+	VADDPS  Y1, Y0, Y1
+	VMULPS  T_S2PI(R11), Y1, Y13      // u
+	VANDPS  T_ABS(R11), Y13, Y1
+	VADDPS  Y1, Y1, Y1
+	VXORPS  T_SIGN(R11), Y1, Y1       // -2|u|
+	EXPF
+	VADDPS  T_ONE(R11), Y5, Y6        // 1 + e
+	VMULPS  Y5, Y0, Y7                // x*e
+	VCMPPS  $13, Y12, Y13, Y2         // u >= 0
+	VBLENDVPS Y2, Y0, Y7, Y7
+	VDIVPS  Y6, Y7, Y7
+	VMOVUPS Y7, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     gloop
+
+gdone:
+	VZEROUPPER
+	RET
+
+// func expShiftAVX2(blocks int, in, out *float32, shift float32, tab *[siluTabLen][8]uint32)
+//
+// out[i] = expf(in[i] - shift) for 8*blocks values (softmaxFast's exponentials; in may equal out).
+TEXT ·expShiftAVX2(SB), NOSPLIT, $0-40
+	MOVQ         blocks+0(FP), CX
+	MOVQ         in+8(FP), SI
+	MOVQ         out+16(FP), DI
+	VBROADCASTSS shift+24(FP), Y10
+	MOVQ         tab+32(FP), R11
+	TESTQ        CX, CX
+	JZ           edone
+
+eloop:
+	VMOVUPS (SI), Y1
+	VSUBPS  Y10, Y1, Y1
+	EXPF
+	VMOVUPS Y5, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     eloop
+
+edone:
 	VZEROUPPER
 	RET

@@ -4,3 +4,9 @@ package cpu
 
 // fastSiLUAffine is nil: groupNormFast runs its Go loop.
 var fastSiLUAffine func(in, out []float32, mean, scale, shift float32) int
+
+// fastGELU is nil: GELU runs geluFast per value.
+var fastGELU func(in, out []float32) int
+
+// fastExpShift is nil: softmaxFast runs expf per value.
+var fastExpShift func(in, out []float32, shift float32) int

@@ -221,3 +221,88 @@ func TestMeanVarFast(t *testing.T) {
 		}
 	}
 }
+
+// simdInputs are the values the SIMD loops are checked on: a fine grid over the range where the
+// functions change, the special values, and 3 values past the last whole block.
+func simdInputs() []float32 {
+	var xs []float32
+	for x := float32(-120); x <= 120; x += 1.0 / 64 {
+		xs = append(xs, x)
+	}
+	inf := float32(math.Inf(1))
+	return append(xs, 0, float32(math.Copysign(0, -1)), 1e-30, -1e-30, -103.97, -104, -104.01, 87.5, -87.5,
+		1e4, -1e4, 3e38, -3e38, inf, -inf, float32(math.NaN()), 1, 2, 3)
+}
+
+// checkSIMD runs a SIMD loop on xs and checks that it wrote the whole 8-value blocks and nothing past them,
+// each value equal to want's (NaN for NaN) within ulps float32 ulps.
+func checkSIMD(t *testing.T, name string, xs []float32, simd func(in, out []float32) int, want func(float32) float32, ulps float64) {
+	t.Helper()
+	const guard = 5
+	sentinel := math.Float32frombits(0x7fc00bad)
+	out := make([]float32, len(xs)+guard)
+	for i := range out {
+		out[i] = sentinel
+	}
+	done := simd(xs, out[:len(xs)])
+	if done != len(xs)/8*8 {
+		t.Fatalf("%s wrote %d values of %d, want the whole blocks", name, done, len(xs))
+	}
+	for i, g := range out {
+		if i >= done {
+			if math.Float32bits(g) != math.Float32bits(sentinel) {
+				t.Fatalf("%s wrote out[%d] = %v past the %d values it reported", name, i, g, done)
+			}
+			continue
+		}
+		w := want(xs[i])
+		if math.IsNaN(float64(w)) || math.IsInf(float64(w), 0) {
+			if !(math.IsNaN(float64(g)) && math.IsNaN(float64(w))) && g != w {
+				t.Fatalf("%s(%v) = %v, want %v", name, xs[i], g, w)
+			}
+			continue
+		}
+		if d := math.Abs(float64(g - w)); d > ulps*0x1p-24*math.Abs(float64(w))+1e-40 {
+			t.Fatalf("%s(%v) = %v, want %v", name, xs[i], g, w)
+		}
+	}
+}
+
+// TestGELUSIMD: the SIMD GELU (tanh) gives geluFast's values bit for bit (the same operations in the same
+// order; a build that lets the Go compiler fuse multiply-adds, GOAMD64=v3, may need a few ulps of slack).
+func TestGELUSIMD(t *testing.T) {
+	if fastGELU == nil {
+		t.Skip("no SIMD loop on this platform")
+	}
+	checkSIMD(t, "gelu", simdInputs(), fastGELU, geluFast, 0)
+}
+
+// TestExpShiftSIMD: the SIMD exponentials of softmaxFast give expf(x - shift) bit for bit, in place too.
+func TestExpShiftSIMD(t *testing.T) {
+	if fastExpShift == nil {
+		t.Skip("no SIMD loop on this platform")
+	}
+	for _, shift := range []float32{0, 120, 3e38, -5.25} {
+		var xs []float32 // expf's domain: x - shift <= 0 (softmax's scores minus their maximum), and NaN
+		for _, x := range simdInputs() {
+			if !(x-shift > 0) {
+				xs = append(xs, x)
+			}
+		}
+		checkSIMD(t, "exp", xs, func(in, out []float32) int { return fastExpShift(in, out, shift) },
+			func(x float32) float32 { return expf(x - shift) }, 0)
+	}
+	row := append([]float32(nil), simdInputs()[:64]...)
+	want := make([]float32, len(row))
+	for i, x := range row {
+		want[i] = expf(x - 1)
+	}
+	if n := fastExpShift(row, row, 1); n != 64 {
+		t.Fatalf("in place: wrote %d values, want 64", n)
+	}
+	for i := range row {
+		if math.Abs(float64(row[i]-want[i])) > 4*0x1p-24*math.Abs(float64(want[i])) {
+			t.Fatalf("in place: exp(x - 1) at %d = %v, want %v", i, row[i], want[i])
+		}
+	}
+}

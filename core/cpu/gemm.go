@@ -66,7 +66,16 @@ type bRows struct {
 }
 
 func (b bRows) packPanel(panel []float32, j0, rows, k0, k1 int) {
-	interleave(panel, gemmNR, rows, k1-k0, func(r int) []float32 { return b.f[(j0+r)*b.ld+k0 : (j0+r)*b.ld+k1] })
+	done := 0 // k values written by the SIMD packer
+	if rows == gemmNR && fastPack16 != nil {
+		done = fastPack16(panel, b.f, b.ld, j0, k0, k1)
+		if done == k1-k0 {
+			return
+		}
+	}
+	interleave(panel[done*gemmNR:], gemmNR, rows, k1-k0-done, func(r int) []float32 {
+		return b.f[(j0+r)*b.ld+k0+done : (j0+r)*b.ld+k1]
+	})
 }
 
 // bQuantRows is a quantized weight as B: rows dequantized a segment at a time (never materialised).

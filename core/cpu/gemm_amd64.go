@@ -27,6 +27,34 @@ var fastWideKernel microKernel = func() microKernel {
 	return nil
 }()
 
+// fastPack16 is bRows' panel packer for full 16-row panels where the CPU has AVX2 (8x8 transposes in
+// registers instead of one value at a time), nil otherwise.
+var fastPack16 func(panel, f []float32, ld, j0, k0, k1 int) int = func() func([]float32, []float32, int, int, int, int) int {
+	if cpu.X86.HasAVX2 {
+		return pack16
+	}
+	return nil
+}()
+
+// pack16 writes panel[k*gemmNR + r] = f[(j0+r)*ld + k0 + k] for r < 16 and the whole 8-value blocks of
+// k < k1-k0, returning how many values of k it wrote (the caller writes the rest).
+func pack16(panel, f []float32, ld, j0, k0, k1 int) int {
+	blocks := (k1 - k0) / 8
+	if blocks == 0 {
+		return 0
+	}
+	// Bounds the assembly relies on: the last value of the last row it reads, and of the panel.
+	_ = f[(j0+gemmNR-1)*ld+k0+8*blocks-1]
+	_ = panel[8*blocks*gemmNR-1]
+	pack16AVX2(blocks, &f[j0*ld+k0], ld, &panel[0])
+	return 8 * blocks
+}
+
+// pack16AVX2 is pack16's loop (gemm_amd64.s).
+//
+//go:noescape
+func pack16AVX2(blocks int, src *float32, ld int, dst *float32)
+
 // fastDequantPanel is the int8 panel packer of quantized weights (bQuantRows) where the CPU has AVX2, nil
 // otherwise.
 var fastDequantPanel func(q core.QuantHost, j0, k0, k1 int, panel []float32) int = func() func(core.QuantHost, int, int, int, []float32) int {

@@ -284,3 +284,89 @@ codes:
 done:
 	VZEROUPPER
 	RET
+
+// TRANSPOSE8 transposes the 8x8 block of floats in Y0-Y7 (row r in Yr) into Y8-Y15 (column k in
+// Y(8+k)); clobbers Y0-Y7.
+#define TRANSPOSE8 \
+	VUNPCKLPS  Y1, Y0, Y8        \
+	VUNPCKHPS  Y1, Y0, Y9        \
+	VUNPCKLPS  Y3, Y2, Y10       \
+	VUNPCKHPS  Y3, Y2, Y11       \
+	VUNPCKLPS  Y5, Y4, Y12       \
+	VUNPCKHPS  Y5, Y4, Y13       \
+	VUNPCKLPS  Y7, Y6, Y14       \
+	VUNPCKHPS  Y7, Y6, Y15       \
+	VSHUFPS    $0x44, Y10, Y8, Y0 \
+	VSHUFPS    $0xEE, Y10, Y8, Y1 \
+	VSHUFPS    $0x44, Y11, Y9, Y2 \
+	VSHUFPS    $0xEE, Y11, Y9, Y3 \
+	VSHUFPS    $0x44, Y14, Y12, Y4 \
+	VSHUFPS    $0xEE, Y14, Y12, Y5 \
+	VSHUFPS    $0x44, Y15, Y13, Y6 \
+	VSHUFPS    $0xEE, Y15, Y13, Y7 \
+	VPERM2F128 $0x20, Y4, Y0, Y8 \
+	VPERM2F128 $0x20, Y5, Y1, Y9 \
+	VPERM2F128 $0x20, Y6, Y2, Y10 \
+	VPERM2F128 $0x20, Y7, Y3, Y11 \
+	VPERM2F128 $0x31, Y4, Y0, Y12 \
+	VPERM2F128 $0x31, Y5, Y1, Y13 \
+	VPERM2F128 $0x31, Y6, Y2, Y14 \
+	VPERM2F128 $0x31, Y7, Y3, Y15
+
+// STORE8(off) writes Y8-Y15 to the panel rows k = 0..7 (64 bytes apart) at byte offset off of DI.
+#define STORE8(off) \
+	VMOVUPS Y8, (0+off)(DI)    \
+	VMOVUPS Y9, (64+off)(DI)   \
+	VMOVUPS Y10, (128+off)(DI) \
+	VMOVUPS Y11, (192+off)(DI) \
+	VMOVUPS Y12, (256+off)(DI) \
+	VMOVUPS Y13, (320+off)(DI) \
+	VMOVUPS Y14, (384+off)(DI) \
+	VMOVUPS Y15, (448+off)(DI)
+
+// func pack16AVX2(blocks int, src *float32, ld int, dst *float32)
+//
+// Writes the B panel of 16 rows (row r at src + r*ld floats) over 8*blocks values of k: dst[k*16 + r] =
+// row r's value k, 8 values of k at a time (two 8x8 transposes in registers).
+TEXT ·pack16AVX2(SB), NOSPLIT, $0-32
+	MOVQ blocks+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ ld+16(FP), BX
+	MOVQ dst+24(FP), DI
+	SHLQ $2, BX                  // row stride in bytes
+	LEAQ (BX)(BX*2), DX          // 3 rows
+	TESTQ CX, CX
+	JZ   pdone
+
+ploop:
+	LEAQ    (SI)(BX*4), R10      // row 4
+	VMOVUPS (SI), Y0
+	VMOVUPS (SI)(BX*1), Y1
+	VMOVUPS (SI)(BX*2), Y2
+	VMOVUPS (SI)(DX*1), Y3
+	VMOVUPS (R10), Y4
+	VMOVUPS (R10)(BX*1), Y5
+	VMOVUPS (R10)(BX*2), Y6
+	VMOVUPS (R10)(DX*1), Y7
+	TRANSPOSE8
+	STORE8(0)
+	LEAQ    (R10)(BX*4), R12     // row 8
+	LEAQ    (R12)(BX*4), R13     // row 12
+	VMOVUPS (R12), Y0
+	VMOVUPS (R12)(BX*1), Y1
+	VMOVUPS (R12)(BX*2), Y2
+	VMOVUPS (R12)(DX*1), Y3
+	VMOVUPS (R13), Y4
+	VMOVUPS (R13)(BX*1), Y5
+	VMOVUPS (R13)(BX*2), Y6
+	VMOVUPS (R13)(DX*1), Y7
+	TRANSPOSE8
+	STORE8(32)
+	ADDQ    $32, SI
+	ADDQ    $512, DI
+	DECQ    CX
+	JNZ     ploop
+
+pdone:
+	VZEROUPPER
+	RET

@@ -13,3 +13,6 @@ var fastWideKernel microKernel
 
 // fastDequantPanel is nil: quantized panels are packed by the plain-Go code.
 var fastDequantPanel func(q core.QuantHost, j0, k0, k1 int, panel []float32) int
+
+// fastPack16 is nil: bRows' panels are packed by interleave.
+var fastPack16 func(panel, f []float32, ld, j0, k0, k1 int) int

@@ -109,3 +109,35 @@ func BenchmarkGemmKernel(b *testing.B) {
 		})
 	}
 }
+
+// TestPack16: the SIMD panel packer of bRows writes what interleave writes, for block lengths around
+// multiples of 8, row strides longer than the rows, and an offset first row; nothing past the panel.
+func TestPack16(t *testing.T) {
+	if fastPack16 == nil {
+		t.Skip("no SIMD packer on this platform")
+	}
+	r := newRand(21)
+	for _, kc := range []int{1, 7, 8, 9, 16, 63, 256} {
+		for _, ld := range []int{kc, kc + 5, 3*kc + 8} {
+			const j0, k0 = 3, 2
+			f := randn(r, (j0+gemmNR)*ld+k0+kc)
+			want := make([]float32, kc*gemmNR)
+			interleave(want, gemmNR, gemmNR, kc, func(row int) []float32 { return f[(j0+row)*ld+k0 : (j0+row)*ld+k0+kc] })
+			got := make([]float32, kc*gemmNR+8)
+			for i := range got {
+				got[i] = -7
+			}
+			bRows{f: f, ld: ld}.packPanel(got[:kc*gemmNR], j0, gemmNR, k0, k0+kc)
+			for i, w := range want {
+				if got[i] != w {
+					t.Fatalf("kc %d ld %d: panel[%d] = %v, want %v", kc, ld, i, got[i], w)
+				}
+			}
+			for i := kc * gemmNR; i < len(got); i++ {
+				if got[i] != -7 {
+					t.Fatalf("kc %d ld %d: wrote panel[%d] past the panel", kc, ld, i)
+				}
+			}
+		}
+	}
+}
