@@ -55,40 +55,53 @@ func pack16(panel, f []float32, ld, j0, k0, k1 int) int {
 //go:noescape
 func pack16AVX2(blocks int, src *float32, ld int, dst *float32)
 
-// fastDequantPanel is the int8 panel packer of quantized weights (bQuantRows) where the CPU has AVX2, nil
+// fastDequantPanel is the panel packer of int8 and int4 weights (bQuantRows) where the CPU has AVX2, nil
 // otherwise.
 var fastDequantPanel func(q core.QuantHost, j0, k0, k1 int, panel []float32) int = func() func(core.QuantHost, int, int, int, []float32) int {
 	if cpu.X86.HasAVX2 {
-		return dequantPanelInt8
+		return dequantPanel
 	}
 	return nil
 }()
 
-// dequantPanelInt8 writes the full 16-row panel of rows j0.. and k0..k1 of an int8 q (k0 a multiple of
-// QuantBlock) as packPanel does, for the whole 4-code words of the range, and returns how many k values
-// it wrote (the caller writes the rest). Other schemes: 0.
-func dequantPanelInt8(q core.QuantHost, j0, k0, k1 int, panel []float32) int {
-	if q.Scheme != core.QuantInt8 || k0%core.QuantBlock != 0 {
+// dequantPanel writes the full 16-row panel of rows j0.. and k0..k1 of an int8 or int4 q (k0 a multiple
+// of QuantBlock) as packPanel does, for the whole words of the range (4 int8 or 8 int4 codes each), and
+// returns how many k values it wrote (the caller writes the rest). Other schemes: 0.
+func dequantPanel(q core.QuantHost, j0, k0, k1 int, panel []float32) int {
+	perWord := 0
+	asm := dequantPanelInt8AVX2
+	switch q.Scheme {
+	case core.QuantInt8:
+		perWord = 4
+	case core.QuantInt4:
+		perWord, asm = 8, dequantPanelInt4AVX2
+	}
+	if perWord == 0 || k0%core.QuantBlock != 0 {
 		return 0
 	}
 	K := q.Shape[1]
 	wpr, nb := q.Scheme.WordsPerRow(K), core.QuantBlocks(K)
-	words := (k1 - k0) / 4
+	words := (k1 - k0) / perWord
 	if words == 0 {
 		return 0
 	}
 	// Bounds the assembly relies on: the last word and scale it gathers, and the panel.
-	_ = q.Codes[(j0+gemmNR-1)*wpr+k0/4+words-1]
-	_ = q.Scales[(j0+gemmNR-1)*nb+(k0+4*words-1)/core.QuantBlock]
-	_ = panel[4*words*gemmNR-1]
-	dequantPanelInt8AVX2(words, &q.Codes[j0*wpr+k0/4], wpr, &q.Scales[j0*nb+k0/core.QuantBlock], nb, &panel[0])
-	return 4 * words
+	_ = q.Codes[(j0+gemmNR-1)*wpr+k0/perWord+words-1]
+	_ = q.Scales[(j0+gemmNR-1)*nb+(k0+perWord*words-1)/core.QuantBlock]
+	_ = panel[perWord*words*gemmNR-1]
+	asm(words, &q.Codes[j0*wpr+k0/perWord], wpr, &q.Scales[j0*nb+k0/core.QuantBlock], nb, &panel[0])
+	return perWord * words
 }
 
 // dequantPanelInt8AVX2 is dequantPanelInt8's loop (gemm_amd64.s).
 //
 //go:noescape
 func dequantPanelInt8AVX2(words int, codes *uint32, wpr int, scales *float32, nb int, panel *float32)
+
+// dequantPanelInt4AVX2 is dequantPanel's loop for int4 (gemm_amd64.s).
+//
+//go:noescape
+func dequantPanelInt4AVX2(words int, codes *uint32, wpr int, scales *float32, nb int, panel *float32)
 
 // sgemm6x16AVX2 is kernel6x16Go in AVX2 assembly (gemm_amd64.s): a and b point at the A and B panels,
 // c at the tile's first output, ldc is c's row stride in elements, acc is 1 to add to c and 0 to store.

@@ -370,3 +370,82 @@ ploop:
 pdone:
 	VZEROUPPER
 	RET
+
+// One nibble position of the 8 gathered words in SRC: sign-extend nibble j (shift left by 28-4j, then
+// arithmetically right by 28), convert to float, scale, store 8 floats at OFF(DI).
+#define DEQ4(SRC, SHL, SCALE, OFF) \
+	VPSLLD    $SHL, SRC, Y2 \
+	VPSRAD    $28, Y2, Y2   \
+	VCVTDQ2PS Y2, Y2        \
+	VMULPS    SCALE, Y2, Y2 \
+	VMOVUPS   Y2, OFF(DI)
+
+// func dequantPanelInt4AVX2(words int, codes *uint32, wpr int, scales *float32, nb int, panel *float32)
+//
+// dequantPanelInt8AVX2 for int4 codes: 16 rows x 8*words codes as a [8*words][16] panel; a word holds 8
+// codes (nibble j is value j), a block of 32 values is 4 words.
+TEXT ·dequantPanelInt4AVX2(SB), NOSPLIT, $0-48
+	MOVQ words+0(FP), CX
+	MOVQ codes+8(FP), SI
+	MOVQ wpr+16(FP), R8
+	MOVQ scales+24(FP), R9
+	MOVQ nb+32(FP), R10
+	MOVQ panel+40(FP), DI
+
+	MOVQ         R8, X15
+	VPBROADCASTD X15, Y15
+	VPMULLD      iota8<>(SB), Y15, Y15
+	MOVQ         R10, X14
+	VPBROADCASTD X14, Y14
+	VPMULLD      iota8<>(SB), Y14, Y14
+	SHLQ         $5, R8
+	SHLQ         $5, R10
+	XORQ         R12, R12 // words done in the current block of 4
+
+	TESTQ CX, CX
+	JZ    done4
+
+loop4:
+	TESTQ R12, R12
+	JNZ   codes4
+	VPCMPEQD   Y11, Y11, Y11
+	VGATHERDPS Y11, (R9)(Y14*4), Y12
+	LEAQ       (R9)(R10*1), R11
+	VPCMPEQD   Y11, Y11, Y11
+	VGATHERDPS Y11, (R11)(Y14*4), Y13
+	ADDQ       $4, R9
+
+codes4:
+	VPCMPEQD   Y11, Y11, Y11
+	VPGATHERDD Y11, (SI)(Y15*4), Y0
+	LEAQ       (SI)(R8*1), R11
+	VPCMPEQD   Y11, Y11, Y11
+	VPGATHERDD Y11, (R11)(Y15*4), Y1
+
+	DEQ4(Y0, 28, Y12, 0)
+	DEQ4(Y1, 28, Y13, 32)
+	DEQ4(Y0, 24, Y12, 64)
+	DEQ4(Y1, 24, Y13, 96)
+	DEQ4(Y0, 20, Y12, 128)
+	DEQ4(Y1, 20, Y13, 160)
+	DEQ4(Y0, 16, Y12, 192)
+	DEQ4(Y1, 16, Y13, 224)
+	DEQ4(Y0, 12, Y12, 256)
+	DEQ4(Y1, 12, Y13, 288)
+	DEQ4(Y0, 8, Y12, 320)
+	DEQ4(Y1, 8, Y13, 352)
+	DEQ4(Y0, 4, Y12, 384)
+	DEQ4(Y1, 4, Y13, 416)
+	DEQ4(Y0, 0, Y12, 448)
+	DEQ4(Y1, 0, Y13, 480)
+
+	ADDQ $4, SI
+	ADDQ $512, DI
+	INCQ R12
+	ANDQ $3, R12
+	DECQ CX
+	JNZ  loop4
+
+done4:
+	VZEROUPPER
+	RET
