@@ -69,3 +69,13 @@ func (r *RNG) Gumbel() float64 {
 		}
 	}
 }
+
+// Normal returns a standard normal variate (Box-Muller: sqrt(-2 ln u) cos(2 pi v) for u in (0, 1)),
+// the Gaussian noise of MAR's diffusion sampler.
+func (r *RNG) Normal() float64 {
+	for {
+		if u := r.Float64(); u > 0 {
+			return math.Sqrt(-2*math.Log(u)) * math.Cos(2*math.Pi*r.Float64())
+		}
+	}
+}

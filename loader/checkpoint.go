@@ -322,6 +322,29 @@ func (c *Checkpoint) Float32(name string) ([]float32, error) {
 	return out, nil
 }
 
+// Float64 reads an F64 tensor exactly (float64 tables such as a diffusion schedule's); other dtypes are
+// an ErrUnsupported error.
+func (c *Checkpoint) Float64(name string) ([]float64, error) {
+	t, err := c.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if t.info.DType != F64 {
+		return nil, &Error{Kind: ErrUnsupported, File: c.name, Tensor: name,
+			Msg: fmt.Sprintf("Float64 needs an F64 tensor, this one is %s", t.info.DType)}
+	}
+	out := make([]float64, t.numel)
+	err = c.elements(t, func(first int, b []byte) {
+		for i := range len(b) / 8 {
+			out[first+i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Int64 reads an integer (or bool) tensor as int64 in row-major order.
 func (c *Checkpoint) Int64(name string) ([]int64, error) {
 	t, err := c.lookup(name)

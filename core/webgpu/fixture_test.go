@@ -12,6 +12,7 @@ import (
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/flexvar/flexvartest"
+	"github.com/webvar/webvar/core/mar/martest"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/core/varmodel/vartest"
 	"github.com/webvar/webvar/core/vqvae"
@@ -129,6 +130,21 @@ func TestFlexVARFixtureOnWebGPU(t *testing.T) {
 	for _, f := range testutil.Fixtures(t, "flexvar") {
 		t.Run(f.Name, func(t *testing.T) {
 			flexvartest.Check(t, f, b)
+			if !t.Failed() {
+				println("fixture " + f.Name + ": ok (webgpu)")
+			}
+		})
+	}
+}
+
+// Every golden of testdata/mar-tiny (and of each WEBVAR_FIXTURES MAR directory) on the GPU: the same
+// checks as the CPU's (core/mar/martest).
+func TestMARFixtureOnWebGPU(t *testing.T) {
+	b := newTestBackend(t)
+	b.guard = 0
+	for _, f := range testutil.Fixtures(t, "mar") {
+		t.Run(f.Name, func(t *testing.T) {
+			martest.Check(t, f, b)
 			if !t.Failed() {
 				println("fixture " + f.Name + ": ok (webgpu)")
 			}

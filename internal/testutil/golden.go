@@ -45,6 +45,16 @@ func (g *Golden) F32(name string) core.HostTensor {
 	return h
 }
 
+// F64 returns an F64 tensor exactly.
+func (g *Golden) F64(name string) []float64 {
+	g.t.Helper()
+	v, err := g.c.Float64(name)
+	if err != nil {
+		g.t.Fatalf("golden %s: %v", name, err)
+	}
+	return v
+}
+
 // Ints returns an integer tensor as ints.
 func (g *Golden) Ints(name string) []int {
 	g.t.Helper()

@@ -1,0 +1,454 @@
+package mar
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/webvar/webvar/core"
+)
+
+// Pipeline is a MAR model and its VAE: class labels in, images out.
+type Pipeline struct {
+	M     *Model
+	V     *VAE
+	Patch int // patch_size: a token is a Patch x Patch block of VAE latent pixels
+}
+
+// LoadPipeline loads the transformer and the VAE (opt: the head counts, see Options).
+func LoadPipeline(marSrc, vaeSrc core.WeightSource, b core.Backend, opt Options) (*Pipeline, error) {
+	m, err := Load(core.NewWeights(marSrc, b), opt)
+	if err != nil {
+		return nil, err
+	}
+	vw := core.NewWeights(vaeSrc, b)
+	v, err := LoadVAE(vw)
+	if err != nil {
+		return nil, err
+	}
+	if un := vw.Unused(); len(un) > 0 {
+		return nil, fmt.Errorf("mar vae: %w", &core.WeightError{Tensor: un[0],
+			Msg: fmt.Sprintf("unexpected in a KL VAE checkpoint (%d unknown tensors)", len(un))})
+	}
+	return NewPipeline(m, v)
+}
+
+// NewPipeline pairs a model with its VAE, deriving the patch size from the token width.
+func NewPipeline(m *Model, v *VAE) (*Pipeline, error) {
+	ct, e := m.cfg.Ct, v.cfg.Embed
+	p := int(math.Round(math.Sqrt(float64(ct) / float64(e))))
+	if p < 1 || p*p*e != ct {
+		return nil, fmt.Errorf("mar: tokens of %d values do not split into patches of the VAE's %d-channel latents", ct, e)
+	}
+	return &Pipeline{M: m, V: v, Patch: p}, nil
+}
+
+// ImageSize is the side of the generated images.
+func (p *Pipeline) ImageSize() int { return p.M.cfg.SeqH * p.Patch * p.V.cfg.Downsample() }
+
+// CFGSchedule is how the guidance scale grows over the iterations.
+type CFGSchedule int
+
+const (
+	// CFGLinear is the official default: 1 + (cfg-1) * (SeqLen - mask_len)/SeqLen, from the next
+	// iteration's mask_len.
+	CFGLinear CFGSchedule = iota
+	// CFGConstant uses cfg at every iteration.
+	CFGConstant
+)
+
+func (s CFGSchedule) String() string {
+	if s == CFGConstant {
+		return "constant"
+	}
+	return "linear"
+}
+
+// ParseCFGSchedule maps "linear" or "constant" to its schedule.
+func ParseCFGSchedule(s string) (CFGSchedule, error) {
+	switch s {
+	case "linear", "":
+		return CFGLinear, nil
+	case "constant":
+		return CFGConstant, nil
+	}
+	return 0, fmt.Errorf("cfg schedule %q: want linear or constant", s)
+}
+
+// Sampling is sample_tokens' arguments.
+type Sampling struct {
+	Iters       int     // num_iter: AR iterations
+	DiffSteps   int     // num_sampling_steps of the diffusion head (respaced)
+	CFG         float64 // 1: no guidance (no unconditional rows run at all)
+	Schedule    CFGSchedule
+	Temperature float64
+}
+
+// OfficialSampling are the settings of the official demo (64 iterations, 100 diffusion steps, cfg 4.0
+// linear, temperature 1.0).
+var OfficialSampling = Sampling{Iters: 64, DiffSteps: 100, CFG: 4.0, Schedule: CFGLinear, Temperature: 1.0}
+
+// Randomness supplies a generation's random draws: webvar's seeded RNG (NewRandom), or recorded draws
+// of the official code (tests replay them).
+type Randomness interface {
+	// Order is the generation order of one sample: a permutation of 0..seqLen-1.
+	Order(seqLen int) []int
+	// Normal fills dst with standard normal draws. Each diffusion loop draws its initial x_T (rows of
+	// the conditional half only) and then one draw per step for those rows.
+	Normal(dst []float32)
+}
+
+type seeded struct{ r *core.RNG }
+
+// NewRandom is webvar's own randomness: a shuffle and Box-Muller normals from core.RNG(seed). The same
+// seed gives the same image on the same backend.
+func NewRandom(seed uint64) Randomness { return seeded{core.NewRNG(seed)} }
+
+func (s seeded) Order(n int) []int {
+	p := make([]int, n)
+	for i := range p {
+		p[i] = i
+	}
+	for i := n - 1; i > 0; i-- {
+		j := s.r.Intn(i + 1)
+		p[i], p[j] = p[j], p[i]
+	}
+	return p
+}
+
+func (s seeded) Normal(dst []float32) {
+	for i := range dst {
+		dst[i] = float32(s.r.Normal())
+	}
+}
+
+// Iteration is what one AR iteration did, for progress and for tests.
+type Iteration struct {
+	Index, Count int
+	MaskIn       [][]bool // per sample, true = still to generate, entering the iteration
+	MaskLen      int      // tokens left masked after it
+	Predicted    [][]bool // per sample: the positions sampled in it
+	CFG          float32  // the guidance scale used
+	Z            *core.Tensor
+	Sampled      []float32 // [n, Ct]: the new tokens, row-major over (sample, position)
+	Tokens       []float32 // [B, SeqLen, Ct]: every token known after it (zeros elsewhere)
+}
+
+// Request is one generation.
+type Request struct {
+	Labels []int // class per sample; Classes (the class count) = unconditional
+	Sampling
+	Rand Randomness
+	// OnIteration, when set, is called after every iteration (before the next starts). Its Z is freed
+	// after the call.
+	OnIteration func(it Iteration) error
+	// OnDiffStep, when set, is called after each diffusion step of each iteration with the step's
+	// respaced index i, the network's input x_t and output (before CFG mixing) and p_sample's values.
+	OnDiffStep func(iter, i int, netIn, netOut []float32, out StepOut)
+}
+
+// MaskLen is the number of tokens still masked after iteration step of n, given how many are masked
+// before it: max(1, min(masked-1, floor(seqLen * cos(pi/2 * (step+1)/n)))).
+func MaskLen(seqLen, step, n, masked int) int {
+	ratio := math.Cos(math.Pi / 2 * float64(step+1) / float64(n))
+	l := math.Floor(float64(seqLen) * ratio)
+	return int(math.Max(1, math.Min(float64(masked-1), l)))
+}
+
+// CFGAt is the guidance scale of an iteration whose next mask length is maskLen, in float32 as the
+// official code computes it.
+func CFGAt(s Sampling, seqLen, maskLen int) float32 {
+	if s.Schedule == CFGConstant {
+		return float32(s.CFG)
+	}
+	return 1 + float32(s.CFG-1)*float32(seqLen-maskLen)/float32(seqLen)
+}
+
+// Run generates tokens for every label and returns them [B, SeqLen, Ct] (row-major over sample,
+// position; the input of unpatchify).
+func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request) ([]float32, error) {
+	c := p.M.cfg
+	B, L, Ct := len(req.Labels), c.SeqLen, c.Ct
+	s := req.Sampling
+	if B == 0 {
+		return nil, fmt.Errorf("mar: no labels")
+	}
+	if s.Iters < 1 || s.Iters > L {
+		return nil, fmt.Errorf("mar: %d iterations: want 1..%d (the tokens per image)", s.Iters, L)
+	}
+	if !(s.Temperature > 0) || math.IsInf(s.Temperature, 0) {
+		return nil, fmt.Errorf("mar: temperature %v: want > 0", s.Temperature)
+	}
+	if !(s.CFG > 0) || math.IsInf(s.CFG, 0) {
+		return nil, fmt.Errorf("mar: cfg %v: want > 0", s.CFG)
+	}
+	sched, err := NewSchedule(s.DiffSteps)
+	if err != nil {
+		return nil, fmt.Errorf("mar: %w", err)
+	}
+	rows := make([]int, 0, 2*B)
+	for _, l := range req.Labels {
+		r, err := p.M.classRow(l)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r)
+	}
+	guided := s.CFG != 1.0
+	if guided {
+		for range B {
+			rows = append(rows, c.Classes)
+		}
+	}
+	R := len(rows)
+	rnd := req.Rand
+	if rnd == nil {
+		rnd = NewRandom(0)
+	}
+	orders := make([][]int, B)
+	for b := range orders {
+		orders[b] = rnd.Order(L)
+		if err := checkOrder(orders[b], L); err != nil {
+			return nil, fmt.Errorf("mar: generation order of sample %d: %w", b, err)
+		}
+	}
+	tokens := make([]float32, B*L*Ct)
+	masked := make([][]bool, B)
+	for b := range masked {
+		masked[b] = make([]bool, L)
+		for i := range masked[b] {
+			masked[b][i] = true
+		}
+	}
+	for step := range s.Iters {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		rowMasks := make([][]bool, R)
+		for r := range rowMasks {
+			rowMasks[r] = masked[r%B]
+		}
+		in := make([]float32, 0, R*L*Ct)
+		for r := range R {
+			b := r % B
+			in = append(in, tokens[b*L*Ct:(b+1)*L*Ct]...)
+		}
+		x := o.Upload(core.HostTensor{Shape: core.Shape{R, L, Ct}, Data: in})
+		enc := p.M.Encode(o, x, rowMasks, rows)
+		o.Free(x)
+		o.Tap(fmt.Sprintf("mar.it%d.enc_out", step), enc)
+		z := p.M.Decode(o, enc, rowMasks)
+		o.Free(enc)
+		o.Tap(fmt.Sprintf("mar.it%d.dec_out", step), z)
+
+		count := 0
+		for _, m := range masked[0] {
+			if m {
+				count++
+			}
+		}
+		maskLen := MaskLen(L, step, s.Iters, count)
+		pred := make([][]bool, B)
+		next := make([][]bool, B)
+		for b := range B {
+			next[b] = make([]bool, L)
+			for _, pos := range orders[b][:maskLen] {
+				next[b][pos] = true
+			}
+			pred[b] = make([]bool, L)
+			for i := range L {
+				if step >= s.Iters-1 {
+					pred[b][i] = masked[b][i]
+				} else {
+					pred[b][i] = masked[b][i] != next[b][i]
+				}
+			}
+		}
+		// z rows of the predicted positions, row-major over (row, position): conditional rows, then
+		// the unconditional ones.
+		var ids []int
+		for r := range R {
+			for i, yes := range pred[r%B] {
+				if yes {
+					ids = append(ids, r*L+i)
+				}
+			}
+		}
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("mar: iteration %d predicts no tokens", step)
+		}
+		zp := o.Embedding(o.Reshape(z, R*L, c.Dec.C), ids)
+		o.Free(z)
+		o.Tap(fmt.Sprintf("mar.it%d.z_pred", step), zp)
+		cfg := float32(1)
+		if guided {
+			cfg = CFGAt(s, L, maskLen)
+		}
+		var onStep func(i int, netIn, netOut []float32, out StepOut)
+		if req.OnDiffStep != nil {
+			it := step
+			onStep = func(i int, netIn, netOut []float32, out StepOut) { req.OnDiffStep(it, i, netIn, netOut, out) }
+		}
+		sampled, err := p.sampleDiffusion(ctx, o, zp, sched, guided, cfg, float32(s.Temperature), rnd, onStep)
+		if err != nil {
+			o.Free(zp)
+			return nil, err
+		}
+		// Write the new tokens back in the same (sample, position) order.
+		k := 0
+		for b := range B {
+			for i, yes := range pred[b] {
+				if yes {
+					copy(tokens[(b*L+i)*Ct:(b*L+i+1)*Ct], sampled[k*Ct:(k+1)*Ct])
+					k++
+				}
+			}
+		}
+		if req.OnIteration != nil {
+			err := req.OnIteration(Iteration{Index: step, Count: s.Iters, MaskIn: masked, MaskLen: maskLen,
+				Predicted: pred, CFG: cfg, Z: zp, Sampled: sampled, Tokens: tokens})
+			if err != nil {
+				o.Free(zp)
+				return nil, err
+			}
+		}
+		o.Free(zp)
+		masked = next
+		if err := o.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return tokens, o.Err()
+}
+
+// sampleDiffusion is DiffLoss.sample: for the conditions zp [R*n... rows, Cdec] (with guidance the
+// conditional rows then as many unconditional ones), the p_sample loop from x_T ~ N(0, I) through every
+// respaced step; returns the conditional rows' samples [n, Ct].
+func (p *Pipeline) sampleDiffusion(ctx context.Context, o *core.Ops, zp *core.Tensor, s *Schedule, guided bool, cfg, temp float32, rnd Randomness, onStep func(int, []float32, []float32, StepOut)) ([]float32, error) {
+	if zp == nil {
+		return nil, o.Err()
+	}
+	Ct := p.M.cfg.Ct
+	rowsAll := zp.Dim(0)
+	n := rowsAll
+	if guided {
+		n = rowsAll / 2
+	}
+	net := p.M.net
+	cond := net.Cond(o, zp)
+	defer o.Free(cond)
+	x := make([]float32, n*Ct)
+	rnd.Normal(x)
+	noise := make([]float32, n*Ct)
+	for i := s.Steps() - 1; i >= 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		in := x
+		if guided {
+			in = append(append(make([]float32, 0, 2*len(x)), x...), x...)
+		}
+		xt := o.Upload(core.HostTensor{Shape: core.Shape{rowsAll, Ct}, Data: in})
+		outT := net.Forward(o, xt, []int{s.TimestepMap[i]}, cond)
+		o.Free(xt)
+		netOut := o.Download(outT).Data
+		o.Free(outT)
+		if err := o.Err(); err != nil {
+			return nil, err
+		}
+		modelOut := netOut[:n*2*Ct]
+		if guided {
+			// eps = uncond + cfg*(cond - uncond) for the conditional rows; their own variance values.
+			modelOut = make([]float32, n*2*Ct)
+			for r := range n {
+				for j := range Ct {
+					cv, uv := netOut[r*2*Ct+j], netOut[(n+r)*2*Ct+j]
+					modelOut[r*2*Ct+j] = uv + cfg*(cv-uv)
+					modelOut[r*2*Ct+Ct+j] = netOut[r*2*Ct+Ct+j]
+				}
+			}
+		}
+		rnd.Normal(noise)
+		out := s.PSample(i, x, modelOut, noise, Ct, temp)
+		if onStep != nil {
+			onStep(i, in, netOut, out)
+		}
+		x = out.Sample
+	}
+	return x, nil
+}
+
+func checkOrder(order []int, n int) error {
+	if len(order) != n {
+		return fmt.Errorf("%d positions, want %d", len(order), n)
+	}
+	seen := make([]bool, n)
+	for _, v := range order {
+		if v < 0 || v >= n || seen[v] {
+			return fmt.Errorf("not a permutation of 0..%d", n-1)
+		}
+		seen[v] = true
+	}
+	return nil
+}
+
+// Latents turns tokens [B, SeqLen, Ct] into VAE latents [B, Embed, h*p, w*p] divided by ScaleFactor
+// (unpatchify: each token is its patch's values channel-major, (c, p, q)).
+func (p *Pipeline) Latents(tokens []float32, b int) core.HostTensor {
+	c := p.M.cfg
+	e, P, h := p.V.cfg.Embed, p.Patch, c.SeqH
+	side := h * P
+	out := make([]float32, b*e*side*side)
+	for s := range b {
+		for ty := range h {
+			for tx := range h {
+				tok := tokens[((s*h+ty)*h+tx)*c.Ct:]
+				for ch := range e {
+					for py := range P {
+						for px := range P {
+							v := tok[(ch*P+py)*P+px]
+							out[((s*e+ch)*side+ty*P+py)*side+tx*P+px] = v / ScaleFactor
+						}
+					}
+				}
+			}
+		}
+	}
+	return core.HostTensor{Shape: core.Shape{b, e, side, side}, Data: out}
+}
+
+// Decode turns tokens [B, SeqLen, Ct] into images [B, 3, H, W] (about [-1, 1], not clamped).
+func (p *Pipeline) Decode(o *core.Ops, tokens []float32, b int) *core.Tensor {
+	z := o.Upload(p.Latents(tokens, b))
+	img := p.V.Decode(o, z)
+	o.Free(z)
+	return img
+}
+
+// Tokens is patchify(latent * ScaleFactor) for VAE latents [B, Embed, h*p, w*p] (a Gaussian's mean, for
+// an image input): [B, SeqLen, Ct], each token its patch's values channel-major.
+func (p *Pipeline) Tokens(latent core.HostTensor) ([]float32, error) {
+	c := p.M.cfg
+	e, P, h := p.V.cfg.Embed, p.Patch, c.SeqH
+	side := h * P
+	if len(latent.Shape) != 4 || latent.Shape[1] != e || latent.Shape[2] != side || latent.Shape[3] != side {
+		return nil, fmt.Errorf("mar: latent %v, want [B, %d, %d, %d]", latent.Shape, e, side, side)
+	}
+	b := latent.Shape[0]
+	out := make([]float32, b*c.SeqLen*c.Ct)
+	for s := range b {
+		for ty := range h {
+			for tx := range h {
+				tok := out[((s*h+ty)*h+tx)*c.Ct:]
+				for ch := range e {
+					for py := range P {
+						for px := range P {
+							tok[(ch*P+py)*P+px] = latent.Data[((s*e+ch)*side+ty*P+py)*side+tx*P+px] * ScaleFactor
+						}
+					}
+				}
+			}
+		}
+	}
+	return out, nil
+}
