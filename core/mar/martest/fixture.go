@@ -278,7 +278,7 @@ func checkRun(t *testing.T, p *mar.Pipeline, g *testutil.Golden, b core.Backend,
 			t.Errorf("%scfg_iter = %v, want %v", pre, it.CFG, want)
 		}
 		n := len(it.Sampled) / cfg.Ct
-		testutil.RelClose(t, pre+"sampled", it.Sampled, g.F32(pre+"sampled").Data[:n*cfg.Ct], sampleTol)
+		testutil.RelClose(t, pre+"sampled", it.Sampled, g.F32(pre + "sampled").Data[:n*cfg.Ct], sampleTol)
 		return nil
 	}
 	if run.Detailed {
