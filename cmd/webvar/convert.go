@@ -36,6 +36,8 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "output directory")
 	classNames := fs.String("class-names", "", "a text file of class names, one per line (line i = class i), stored in the weights' metadata; e.g. ImageNet's for official checkpoints")
 	noEncoder := fs.Bool("no-encoder", false, "leave out the VQVAE encoder: enough to generate, smaller to download; images cannot be tokenized (edited) with it")
+	var settings settingFlags
+	fs.Var(&settings, "set", "a default setting of the model by its family's setting name, name=value (repeatable; e.g. MAR's iters=16): stored in its metadata like -sampling")
 	sampling := fs.String("sampling", "", "the model's default sampling settings, stored in its metadata and used by generate/serve/preview unless flags override them: cfg=F,top_k=N,top_p=F[,more_smooth=true]")
 	previewFit := fs.Int("preview-fit", 8, "after converting, generate this many images on the CPU (classes spread over the model's, seeds 0..N-1, "+
 		"the model's sampling settings), decode every scale at full quality and fit the linear preview map (-previews linear) to them "+
@@ -100,7 +102,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	}
 	var stored, raw int64
 	parts := map[string]int64{}
-	opt := convert.ConvertOptions{Sampling: samp, PatchNums: pn, Heads: *heads, Quant: weights.Scheme(*quant),
+	opt := convert.ConvertOptions{Sampling: samp, Settings: gen.Settings(settings), PatchNums: pn, Heads: *heads, Quant: weights.Scheme(*quant),
 		VAEQuant: weights.Scheme(*vaeQuant), KeepF32: keepF32,
 		NoEncoder: *noEncoder, ClassNames: names, ChunkBytes: int64(*chunkMiB) << 20,
 		OnTensor: func(r convert.TensorReport) {
@@ -162,10 +164,20 @@ func verifyConversion(source *modelFlags, dir string, heads, n int, stdout io.Wr
 	classes := ref.Info().Classes
 	same, total := 0, 0
 	minPSNR, sumPSNR := math.Inf(1), 0.0
-	// Greedy with cfg 4 and both models' defaults otherwise (the schedule recorded at conversion).
+	// Greedy with cfg 4 and both models' defaults otherwise (the schedule recorded at conversion). A
+	// family without token ids (MAR) runs its defaults with the same seed on both: the same random
+	// draws, so the images differ only by what the storage changed.
 	settings := gen.Settings{"cfg": "4", "top-k": "1"}
+	greedy := hasSetting(ref.Settings(), "top-k")
+	if !greedy {
+		// The converted model's defaults (its -set settings) on both.
+		if settings, err = gen.Values(conv.Settings(), nil); err != nil {
+			return err
+		}
+	}
+	var latentErr float64
 	for c := 0; c < n; c++ {
-		req := gen.Request{Labels: []int{c % classes}, Settings: settings}
+		req := gen.Request{Labels: []int{c % classes}, Settings: settings, Seed: uint64(c)}
 		a, err := ref.Generate(context.Background(), req, nil)
 		if err != nil {
 			return err
@@ -182,6 +194,10 @@ func verifyConversion(source *modelFlags, dir string, heads, n int, stdout io.Wr
 				}
 			}
 		}
+		if a.Latents != nil && q.Latents != nil {
+			d := relDiff(a.Latents.Data, q.Latents.Data)
+			latentErr = math.Max(latentErr, d)
+		}
 		p := core.PSNR(a.Images.Data, q.Images.Data)
 		minPSNR = math.Min(minPSNR, p)
 		sumPSNR += p
@@ -190,9 +206,39 @@ func verifyConversion(source *modelFlags, dir string, heads, n int, stdout io.Wr
 	if source.weightsDir != "" {
 		what = "the source directory's"
 	}
+	if !greedy {
+		fmt.Fprintf(stdout, "verify: %d images (seeds 0..%d, the model's default settings) on cpu against %s: latents max error %.3g of their largest value; image PSNR mean %.1f dB, min %.1f dB\n",
+			n, n-1, what, latentErr, sumPSNR/float64(n), minPSNR)
+		return nil
+	}
 	fmt.Fprintf(stdout, "verify: %d greedy images (cfg 4) on cpu: %d/%d tokens (%.1f%%) equal to %s; image PSNR mean %.1f dB, min %.1f dB\n",
 		n, same, total, 100*float64(same)/float64(total), what, sumPSNR/float64(n), minPSNR)
 	return nil
+}
+
+func hasSetting(decl []gen.Setting, name string) bool {
+	for _, s := range decl {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// relDiff is max|a-b| relative to max|a| (1 for a length mismatch).
+func relDiff(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return 1
+	}
+	var d, m float64
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+		m = math.Max(m, math.Abs(float64(a[i])))
+	}
+	if m == 0 {
+		return d
+	}
+	return d / m
 }
 
 // fitPreviewMap fits the linear preview map of the converted directory dir to n of its own images on the

@@ -56,7 +56,7 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu, webgpu, or cpu-ref (the plain-Go reference code, without SIMD)")
 	fs.IntVar(&f.threads, "threads", 0, "CPU backend threads (0: all cores)")
 	fs.StringVar(&f.out, "out", "", "output PNG path (the grid with -classes/-seeds)")
-	fs.StringVar(&f.tokens, "tokens", "", "also write the sampled tokens as JSON {\"tokens\": [[scale 0 ids], ...]}")
+	fs.StringVar(&f.tokens, "tokens", "", "also write the sampled tokens as JSON {\"tokens\": [[scale 0 ids], ...]} (MAR: {\"latents\": [[token 0's values], ...]}, raster order)")
 	fs.StringVar(&f.scales, "scales", "", "also write one preview PNG per scale into this directory")
 	preview := fs.String("scales-preview", "full", "with -scales: full (decode every scale's f_hat at full resolution), fast "+
 		"(decode it at the scale's own resolution and upsample) or linear (map it to RGB with the model's fitted linear map and "+
@@ -262,8 +262,17 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", f.out)
 	if f.tokens != "" {
-		// Image 0's tokens, one row-major list per step (the batch is one image).
-		data, err := json.Marshal(map[string][][]int{"tokens": res.Tokens})
+		// Image 0's tokens, one row-major list per step (the batch is one image); a family with
+		// continuous tokens (MAR) writes {"latents": [[token 0's values], ...]} in raster order instead.
+		var v any = map[string][][]int{"tokens": res.Tokens}
+		if l := res.Latents; l != nil && len(l.Shape) == 3 {
+			rows := make([][]float32, l.Shape[1])
+			for i := range rows {
+				rows[i] = l.Data[i*l.Shape[2] : (i+1)*l.Shape[2]]
+			}
+			v = map[string][][]float32{"latents": rows}
+		}
+		data, err := json.Marshal(v)
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/webvar/webvar/core/family"
 	"github.com/webvar/webvar/core/flexvar"
 	"github.com/webvar/webvar/core/gen"
+	"github.com/webvar/webvar/core/mar"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/loader"
 	"github.com/webvar/webvar/loader/convert"
@@ -253,11 +254,34 @@ func (s *samplingFlags) given() gen.Settings {
 	return g
 }
 
-// flexFlags are FlexVAR's own settings (its schedule is -patch-nums).
+// flexFlags are the families' own settings: FlexVAR's (its schedule is -patch-nums), MAR's, and -set
+// for any setting by name.
 type flexFlags struct {
 	cfgMode, aspect string
 	maxPN           int
-	set             map[string]bool
+	// MAR
+	iters, diffSteps int
+	temperature      float64
+	cfgSchedule      string
+	extra            settingFlags
+	set              map[string]bool
+}
+
+// settingFlags collects repeated -set name=value flags.
+type settingFlags gen.Settings
+
+func (s *settingFlags) String() string { return "" }
+
+func (s *settingFlags) Set(v string) error {
+	name, val, ok := strings.Cut(v, "=")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("%q: want name=value", v)
+	}
+	if *s == nil {
+		*s = settingFlags{}
+	}
+	(*s)[strings.TrimSpace(name)] = strings.TrimSpace(val)
+	return nil
 }
 
 func (x *flexFlags) register(fs *flag.FlagSet) {
@@ -265,6 +289,12 @@ func (x *flexFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&x.cfgMode, "cfg-mode", d.CFGMode.String(), "FlexVAR: linear (guidance grows with the step, t = cfg*step/min(steps-1, 9)) or llamagen (constant: uncond + cfg*(cond-uncond))")
 	fs.IntVar(&x.maxPN, "max-pn", d.MaxPN, "FlexVAR: steps with a larger grid side use full guidance and greedy tokens")
 	fs.StringVar(&x.aspect, "aspect", "1:1", "FlexVAR: width:height of the image; each step's grid is resized to it (webvar's extension of the official square schedules)")
+	m := mar.OfficialSampling
+	fs.IntVar(&x.iters, "iters", m.Iters, "MAR: autoregressive iterations (at most the tokens per image; default: the model's own setting, else 64)")
+	fs.IntVar(&x.diffSteps, "diffusion-steps", m.DiffSteps, "MAR: diffusion steps per token (respaced from 1000)")
+	fs.Float64Var(&x.temperature, "temperature", m.Temperature, "MAR: diffusion noise temperature")
+	fs.StringVar(&x.cfgSchedule, "cfg-schedule", m.Schedule.String(), "MAR: linear (guidance grows as the image fills in) or constant")
+	fs.Var(&x.extra, "set", "any setting of the model's family by name, name=value (repeatable; the page's URL parameters)")
 }
 
 // parsed records which flags were given and checks them; call after fs.Parse.
@@ -279,6 +309,9 @@ func (x *flexFlags) parsed(fs *flag.FlagSet) error {
 	}
 	if x.maxPN < 1 {
 		return usageError{"-max-pn must be >= 1"}
+	}
+	if _, err := mar.ParseCFGSchedule(x.cfgSchedule); err != nil {
+		return usageError{"-cfg-schedule: " + err.Error()}
 	}
 	return nil
 }
@@ -297,6 +330,21 @@ func (x *flexFlags) given() gen.Settings {
 	}
 	if x.set["aspect"] {
 		g["aspect"] = x.aspect
+	}
+	if x.set["iters"] {
+		g["iters"] = strconv.Itoa(x.iters)
+	}
+	if x.set["diffusion-steps"] {
+		g["diffusion-steps"] = strconv.Itoa(x.diffSteps)
+	}
+	if x.set["temperature"] {
+		g["temperature"] = strconv.FormatFloat(x.temperature, 'g', -1, 64)
+	}
+	if x.set["cfg-schedule"] {
+		g["cfg-schedule"] = x.cfgSchedule
+	}
+	for k, v := range x.extra {
+		g[k] = v
 	}
 	return g
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/flexvar"
 	"github.com/webvar/webvar/core/gen"
+	"github.com/webvar/webvar/core/mar"
 	"github.com/webvar/webvar/core/varmodel"
 )
 
@@ -20,7 +21,8 @@ import (
 // attention.
 type Options struct {
 	PatchNums []int
-	Heads     int
+	Heads     int // MAR: the encoder's and, unless DecHeads, the decoder's
+	DecHeads  int // MAR's decoder, when it differs from the encoder
 }
 
 // Family is one generator family.
@@ -37,6 +39,8 @@ type Family struct {
 	// Skipped are transformer and tokenizer tensors the converter leaves out: derivable buffers and
 	// training statistics the loaders ignore.
 	SkippedVAR, SkippedVAE []string
+	// SkippedVAEPrefixes are tokenizer key prefixes left out the same way (training-only modules).
+	SkippedVAEPrefixes []string
 	// Load builds the models on b; defaults are the model's own settings (its manifest's), overriding
 	// the family's official ones by setting name.
 	Load func(varSrc, vaeSrc core.WeightSource, b core.Backend, opt Options, defaults gen.Settings) (gen.Generator, error)
@@ -112,7 +116,56 @@ func All() []Family {
 				return p.Generator(b, def), nil
 			},
 		},
+		{
+			Name: "mar", Title: "MAR",
+			Detect:      mar.Detect,
+			Quantizable: mar.Quantizable,
+			Config: func(src core.WeightSource, opt Options) (map[string]any, error) {
+				c, err := mar.InferConfig(src, marOptions(opt))
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"classes": c.Classes, "heads": c.Enc.Heads, "dec_heads": c.Dec.Heads,
+					"depth": c.Enc.Depth, "dec_depth": c.Dec.Depth, "width": c.Enc.C, "dec_width": c.Dec.C,
+					"seq_len": c.SeqLen, "buffer": c.Buffer, "token_dim": c.Ct, "diff_width": c.DiffW, "diff_depth": c.DiffDepth}, nil
+			},
+			// The KL VAE release keeps its training losses' modules (LPIPS, discriminator) under loss.*.
+			SkippedVAEPrefixes: []string{"loss."},
+			Load: func(varSrc, vaeSrc core.WeightSource, b core.Backend, opt Options, d gen.Settings) (gen.Generator, error) {
+				p, err := mar.LoadPipeline(varSrc, vaeSrc, b, marOptions(opt))
+				if err != nil {
+					return nil, err
+				}
+				def := mar.OfficialSampling
+				if def, err = MARDefaults(def, d); err != nil {
+					return nil, err
+				}
+				return p.Generator(b, def), nil
+			},
+		},
 	}
+}
+
+// marOptions are MAR's head counts from the family options.
+func marOptions(opt Options) mar.Options {
+	dec := opt.DecHeads
+	if dec == 0 {
+		dec = opt.Heads
+	}
+	return mar.Options{EncHeads: opt.Heads, DecHeads: dec}
+}
+
+// MARDefaults is def overridden by the model's settings (iters, diffusion-steps, temperature, cfg,
+// cfg-schedule; the token families' top-k, top-p and more-smooth do not apply and are ignored).
+func MARDefaults(def mar.Defaults, d gen.Settings) (mar.Defaults, error) {
+	o := overrides{d: d}
+	set := o.set
+	set("iters", func(v string) (e error) { def.Iters, e = strconv.Atoi(v); return })
+	set("diffusion-steps", func(v string) (e error) { def.DiffSteps, e = strconv.Atoi(v); return })
+	set("temperature", func(v string) (e error) { def.Temperature, e = strconv.ParseFloat(v, 64); return })
+	set("cfg", func(v string) (e error) { def.CFG, e = strconv.ParseFloat(v, 64); return })
+	set("cfg-schedule", func(v string) (e error) { def.Schedule, e = mar.ParseCFGSchedule(v); return })
+	return def, o.err
 }
 
 // Names lists the families' names.
@@ -131,8 +184,9 @@ func Detect(src core.WeightSource) (Family, error) {
 			return f, nil
 		}
 	}
-	return Family{}, fmt.Errorf("not a checkpoint of a known family (%s): no VAR position table (pos_1LC [1, L, C] with lvl_embed) "+
-		"or FlexVAR position grid (pos_1LC [1, C, H, W]) with transformer blocks", strings.Join(Names(), ", "))
+	return Family{}, fmt.Errorf("not a checkpoint of a known family (%s): no VAR position table (pos_1LC [1, L, C] with lvl_embed), "+
+		"FlexVAR position grid (pos_1LC [1, C, H, W]) with transformer blocks, or MAR encoder (z_proj, encoder_pos_embed_learned) "+
+		"with its diffusion head (diffloss.net)", strings.Join(Names(), ", "))
 }
 
 // ByName returns the family recorded in a manifest.

@@ -166,6 +166,8 @@ type Step struct {
 type Result struct {
 	Images core.HostTensor // [B, 3, H, W] in [0, 1]
 	Tokens [][]int         // per step: B*n ids, image-major
+	// Latents are the final continuous tokens of families without token ids (MAR): [B, L, Ct].
+	Latents *core.HostTensor
 }
 
 // Info describes a loaded model.

@@ -8,6 +8,7 @@ package mar
 import (
 	"fmt"
 	"math"
+	"regexp"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/nn"
@@ -122,3 +123,11 @@ func InferConfig(src core.WeightSource, opt Options) (Config, error) {
 	}
 	return c, nil
 }
+
+// quantizableRE matches the Linear weights (the ones only Linear consumes, which may be stored
+// quantized). Embedding tables (class_emb), positions, norms, biases and fake_latent/mask_token stay float.
+var quantizableRE = regexp.MustCompile(`^(z_proj|decoder_embed|(encoder|decoder)_blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)|` +
+	`diffloss\.net\.(time_embed\.mlp\.[02]|cond_embed|input_proj|res_blocks\.\d+\.(mlp\.[02]|adaLN_modulation\.1)|final_layer\.(linear|adaLN_modulation\.1)))\.weight$`)
+
+// Quantizable reports whether a MAR checkpoint tensor is a Linear weight that may be stored quantized.
+func Quantizable(name string) bool { return quantizableRE.MatchString(name) }

@@ -84,9 +84,9 @@ type Sampling struct {
 	Temperature float64
 }
 
-// OfficialSampling are the settings of the official demo (64 iterations, 100 diffusion steps, cfg 4.0
-// linear, temperature 1.0).
-var OfficialSampling = Sampling{Iters: 64, DiffSteps: 100, CFG: 4.0, Schedule: CFGLinear, Temperature: 1.0}
+// OfficialSampling are the official settings (main_mar.py's 64 iterations and 100 diffusion steps,
+// temperature 1.0, and MAR-B's published guidance: cfg 2.9, linear schedule).
+var OfficialSampling = Sampling{Iters: 64, DiffSteps: 100, CFG: 2.9, Schedule: CFGLinear, Temperature: 1.0}
 
 // Randomness supplies a generation's random draws: webvar's seeded RNG (NewRandom), or recorded draws
 // of the official code (tests replay them).

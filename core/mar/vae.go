@@ -2,6 +2,7 @@ package mar
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/convnet"
@@ -34,6 +35,12 @@ type VAE struct {
 // LoadVAE builds the VAE from w (the KL-16 release's {'model': state_dict}). The encoder is optional.
 func LoadVAE(w *core.Weights) (*VAE, error) {
 	v := &VAE{}
+	// The KL-16 release keeps its training losses (LPIPS, discriminator) under loss.*: not the VAE's.
+	for _, n := range w.Src.Names() {
+		if strings.HasPrefix(n, "loss.") {
+			w.MarkUsed(n)
+		}
+	}
 	bd := &convnet.Builder{W: w}
 	ps := w.Shape("post_quant_conv.weight")
 	if len(ps) != 4 || ps[2] != 1 || ps[3] != 1 {

@@ -43,6 +43,11 @@ func skipped(name string) bool {
 				return true
 			}
 		}
+		for _, pfx := range f.SkippedVAEPrefixes {
+			if strings.HasPrefix(name, VAEPrefix+pfx) {
+				return true
+			}
+		}
 	}
 	return false
 }
@@ -73,6 +78,12 @@ type ConvertOptions struct {
 	// Sampling, when set, is stored in the manifest's meta as the model's default sampling settings, which
 	// generate, serve and preview use unless told otherwise (Sampling.Meta).
 	Sampling *Sampling
+	// Settings, when set, are stored in the meta as the model's default settings by gen setting name
+	// (MetaSettingPrefix + name), for any family's settings (MAR's iters, diffusion-steps, ...); they
+	// override Sampling's. The family checks them when the model is loaded.
+	Settings gen.Settings
+	// linearOf is the family's Quantizable, set from the checkpoint's family (default VAR's).
+	linearOf func(string) bool
 	// OnTensor is called after each tensor is written (progress and the error it introduced).
 	OnTensor func(TensorReport)
 }
@@ -115,6 +126,15 @@ type TensorReport struct {
 
 // normalize checks the options and fills in the defaults (Quant DefaultQuant, VAEQuant
 // VAEQuantFor(Quant)).
+// quantizable reports whether a transformer tensor (name without prefix) is a Linear weight of the
+// model's family.
+func (opt ConvertOptions) quantizable(name string) bool {
+	if opt.linearOf != nil {
+		return opt.linearOf(name)
+	}
+	return varmodel.Quantizable(name)
+}
+
 func (opt *ConvertOptions) normalize() error {
 	if opt.Quant == "" {
 		opt.Quant = DefaultQuant
@@ -191,6 +211,9 @@ func Reconvert(m *weights.Model, outDir string, opt ConvertOptions) (*weights.Ma
 			return nil, err
 		}
 	}
+	if opt.Settings == nil {
+		opt.Settings = SettingsOf(man)
+	}
 	from := "webvar weights"
 	if f := man.Meta["converted_from"]; f != "" {
 		from += " (converted from " + f + ")"
@@ -228,6 +251,7 @@ func convertSources(varSrc, vaeSrc core.WeightSource, varName, from, outDir stri
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", varName, err)
 	}
+	opt.linearOf = fam.Quantizable
 	if classes := config["classes"].(int); opt.ClassNames != nil && len(opt.ClassNames) != classes {
 		return nil, fmt.Errorf("%d class names for a model with %d classes", len(opt.ClassNames), classes)
 	}
@@ -298,6 +322,9 @@ func convertSources(varSrc, vaeSrc core.WeightSource, varName, from, outDir stri
 			meta[k] = v
 		}
 	}
+	for k, v := range opt.Settings {
+		meta[MetaSettingPrefix+k] = v
+	}
 	return w.Close(fam.Name, config, meta)
 }
 
@@ -333,7 +360,7 @@ func (opt ConvertOptions) storage(name string, shape core.Shape) (s weights.Sche
 		}
 	}
 	floatRule := opt.Quant
-	if n, ok := strings.CutPrefix(name, VARPrefix); ok && varmodel.Quantizable(n) {
+	if n, ok := strings.CutPrefix(name, VARPrefix); ok && opt.quantizable(n) {
 		if _, ok := opt.Quant.Quant(); ok {
 			return opt.Quant, false
 		}
@@ -417,6 +444,9 @@ func DownloadSizes(varSrc, vaeSrc core.WeightSource, opt ConvertOptions) (Downlo
 	if err := opt.normalize(); err != nil {
 		return DownloadSize{}, err
 	}
+	if fam, err := family.Detect(varSrc); err == nil {
+		opt.linearOf = fam.Quantizable
+	}
 	var size DownloadSize
 	for _, src := range []struct {
 		s      core.WeightSource
@@ -471,12 +501,17 @@ func QuantizedView(src core.WeightSource, q weights.Scheme) (core.WeightSource, 
 	if _, ok := q.Quant(); !ok {
 		return nil, fmt.Errorf("quantized view: %q is not a quantized scheme (want int8 or int4)", q)
 	}
-	return quantView{src, q}, nil
+	quantizable := varmodel.Quantizable
+	if f, err := family.Detect(src); err == nil {
+		quantizable = f.Quantizable
+	}
+	return quantView{src, q, quantizable}, nil
 }
 
 type quantView struct {
 	core.WeightSource
-	q weights.Scheme
+	q           weights.Scheme
+	quantizable func(string) bool // the family's Linear weights
 }
 
 // quantized is h, the tensor name as loaded, as Convert stores it: packed, or ok false for a tensor
@@ -484,7 +519,7 @@ type quantView struct {
 // tensor that cannot be quantized (a non-finite weight) is an error naming it, as it is for Convert,
 // rather than served unquantized.
 func (v quantView) quantized(name string, h core.HostTensor) (qh core.QuantHost, ok bool, err error) {
-	if !varmodel.Quantizable(name) || len(h.Shape) != 2 {
+	if !v.quantizable(name) || len(h.Shape) != 2 {
 		return core.QuantHost{}, false, nil
 	}
 	if qh, err = quantizeRows(h, v.q); err != nil {
@@ -496,7 +531,7 @@ func (v quantView) quantized(name string, h core.HostTensor) (qh core.QuantHost,
 // Quant is the packed tensor (core.QuantSource); false also when loading or quantizing failed, which
 // Load reports.
 func (v quantView) Quant(name string) (core.QuantHost, bool) {
-	if !varmodel.Quantizable(name) {
+	if !v.quantizable(name) {
 		return core.QuantHost{}, false
 	}
 	h, err := v.WeightSource.Load(name)
@@ -597,8 +632,10 @@ func Converted(m *weights.Model) (varSrc, vaeSrc core.WeightSource, fam family.F
 	if fam, err = family.ByName(man.Family); err != nil {
 		return nil, nil, fam, nil, fmt.Errorf("weights: %w", err)
 	}
-	if patchNums, err = man.ConfigInts("patch_nums"); err != nil {
-		return nil, nil, fam, nil, err
+	if _, ok := man.Config["patch_nums"]; ok || fam.Name == "var" || fam.Name == "flexvar" { // scale families
+		if patchNums, err = man.ConfigInts("patch_nums"); err != nil {
+			return nil, nil, fam, nil, err
+		}
 	}
 	return prefixSource{m, VARPrefix}, prefixSource{m, VAEPrefix}, fam, patchNums, nil
 }
@@ -646,6 +683,9 @@ func Defaults(m *weights.Manifest) (gen.Settings, error) {
 			d["schedule"] = gen.JoinInts(pn)
 		}
 	}
+	for k, v := range SettingsOf(m) {
+		d[k] = v
+	}
 	return d, nil
 }
 
@@ -673,6 +713,18 @@ func LoadGenerator(m *weights.Model, b core.Backend, opt family.Options) (gen.Ge
 	}
 	if opt.PatchNums == nil {
 		opt.PatchNums = pn
+	}
+	// Head counts no tensor says: the ones recorded at conversion.
+	man := m.Manifest()
+	if opt.Heads == 0 {
+		if h, err := man.ConfigInt("heads"); err == nil {
+			opt.Heads = h
+		}
+	}
+	if opt.DecHeads == 0 {
+		if h, err := man.ConfigInt("dec_heads"); err == nil {
+			opt.DecHeads = h
+		}
 	}
 	return fam.Load(varSrc, vaeSrc, b, opt, d)
 }

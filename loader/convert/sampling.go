@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
+	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/weights"
 )
 
@@ -17,6 +19,21 @@ const (
 	MetaTopP       = "sampling.top_p"
 	MetaMoreSmooth = "sampling.more_smooth"
 )
+
+// MetaSettingPrefix starts the meta keys of a model's default settings by gen setting name
+// ("setting.iters" = "16"): any family's, checked by the family when the model is loaded.
+const MetaSettingPrefix = "setting."
+
+// SettingsOf reads the default settings stored under MetaSettingPrefix (empty when there are none).
+func SettingsOf(m *weights.Manifest) gen.Settings {
+	s := gen.Settings{}
+	for k, v := range m.Meta {
+		if name, ok := strings.CutPrefix(k, MetaSettingPrefix); ok && name != "" {
+			s[name] = v
+		}
+	}
+	return s
+}
 
 // Sampling is a model's default sampling settings.
 type Sampling struct {
