@@ -33,6 +33,8 @@ type benchFlags struct {
 	download   bool                   // print the download sizes only
 	previews   []varmodel.PreviewMode // timed in turn on the same loaded model
 	psnr       int                    // images for the preview quality table (0: none)
+	// MAR: iterations and diffusion steps (0: the official 64 and 100)
+	iters, diffSteps int
 }
 
 func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
@@ -60,6 +62,8 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs.StringVar(&f.backend, "backend", "all", "cpu, cpu-ref (the plain-Go reference code, without SIMD), webgpu, or all (cpu, then webgpu if an adapter opens)")
 	fs.StringVar(&f.size, "size", bench.SizeD16, "kernel shapes: d16 (VAR-d16) or small (quick)")
 	fs.StringVar(&f.filter, "filter", "", "only kernels whose names contain this (comma-separated: any of them)")
+	fs.IntVar(&f.iters, "iters", 0, "with a MAR -model: autoregressive iterations (0: the official 64, at most the tokens per image)")
+	fs.IntVar(&f.diffSteps, "diffusion-steps", 0, "with a MAR -model: diffusion steps per token (0: the official 100)")
 	fs.IntVar(&f.reps, "reps", 0, "timed runs per kernel (0: as many as fill about 0.5 s, at least 1); with -model, per backend (0: 3)")
 	fs.IntVar(&f.threads, "threads", 0, "CPU backend threads (0: all cores)")
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per kernel (or model run) and backend instead of a table")

@@ -392,3 +392,27 @@ func TestBenchFlexVARTinyJSON(t *testing.T) {
 		})
 	}
 }
+
+// `webvar bench -model mar-tiny -json`: one report with the MAR parts (transformer, diffusion, decode),
+// their arithmetic, and the diffusion passes the iterations and steps imply, on both backends.
+func TestBenchMARTinyJSON(t *testing.T) {
+	for _, backend := range []string{"cpu", "webgpu"} {
+		t.Run(backend, func(t *testing.T) {
+			rc, stdout, stderr := runCLI(t, "bench", "-model", "mar-tiny", "-backend", backend, "-iters", "4", "-diffusion-steps", "5", "-json", "-reps", "1")
+			if rc != 0 {
+				t.Fatalf("exit %d: %s", rc, stderr)
+			}
+			var r bench.ModelReport
+			if err := json.Unmarshal([]byte(strings.TrimSpace(stdout)), &r); err != nil {
+				t.Fatalf("%v: %s", err, stdout)
+			}
+			if r.Family != "mar" || r.Model != "mar-tiny" || r.Side != 64 || r.Iters != 4 || r.DiffusionSteps != 5 ||
+				r.DiffusionPasses != 20 || !strings.Contains(r.Sampling, "4 iterations x 5 diffusion steps") {
+				t.Errorf("report: %s", stdout)
+			}
+			if r.GFLOP.Transformer <= 0 || r.GFLOP.Diffusion <= 0 || r.GFLOP.Decode <= 0 || r.DiffusionSeconds <= 0 || r.TotalSeconds <= 0 {
+				t.Errorf("parts missing: %s", stdout)
+			}
+		})
+	}
+}

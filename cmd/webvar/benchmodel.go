@@ -40,7 +40,8 @@ type benchSource struct {
 
 // benchModelNames are the names -model accepts.
 func benchModelNames() []string {
-	return []string{"tiny", "d16", "d20", fashionvar.Name, "flexvar-tiny", "flexvar-d16", "flexvar-d20", "flexvar-d24"}
+	return []string{"tiny", "d16", "d20", fashionvar.Name, "flexvar-tiny", "flexvar-d16", "flexvar-d20", "flexvar-d24",
+		"mar-tiny", "mar-b", "mar-l", "mar-h"}
 }
 
 // openBenchModel maps a model name to its weights. This is the one place a new name is wired in (the
@@ -92,6 +93,41 @@ func openBenchModel(name string) (*benchSource, error) {
 			desc: fmt.Sprintf("random weights in FlexVAR-d%d's shapes (width %d, %d heads, %d codes; FlexVAE ch %d, z %d; drawn in memory)",
 				depth, vs.C, vs.Heads, vs.V, as.Ch, as.Z),
 			family: "flexvar", varSrc: varSrc, vaeSrc: vaeSrc, schedule: flexvar.DefaultSchedule, close: func() {},
+		}, nil
+	case "mar-tiny":
+		dir, err := findUp(filepath.Join("testdata", "mar-tiny"))
+		if err != nil {
+			return nil, fmt.Errorf("-model mar-tiny needs the test fixture: %w (run from the webvar repository)", err)
+		}
+		vc, err := loader.Open(filepath.Join(dir, "mar.pth"))
+		if err != nil {
+			return nil, err
+		}
+		ac, err := loader.Open(filepath.Join(dir, "vae.pth"))
+		if err != nil {
+			vc.Close()
+			return nil, err
+		}
+		return &benchSource{desc: "mar-tiny test fixture (" + dir + ")", family: "mar", varSrc: vc.WeightSource(),
+			vaeSrc: ac.WeightSource(), opt: varmodel.Options{Heads: 4}, close: func() { vc.Close(); ac.Close() }}, nil
+	case "mar-b", "mar-l", "mar-h":
+		ms, ks, err := randmodel.OfficialMAR(strings.TrimPrefix(name, "mar-"))
+		if err != nil {
+			return nil, err
+		}
+		ks.Encoder = false // generation never runs the encoder, as `webvar convert -no-encoder`
+		varSrc, err := randmodel.NewSource(randmodel.MARTensors(ms), randmodel.SeedVAR)
+		if err != nil {
+			return nil, err
+		}
+		vaeSrc, err := randmodel.NewSource(randmodel.KLVAETensors(ks), randmodel.SeedVAE)
+		if err != nil {
+			return nil, err
+		}
+		return &benchSource{
+			desc: fmt.Sprintf("random weights in MAR-%s's shapes (encoder and decoder %d x %d, diffusion MLP %d x %d, %d tokens; KL-16 ch %d; drawn in memory)",
+				strings.ToUpper(strings.TrimPrefix(name, "mar-")), ms.Depth, ms.C, ms.DiffDepth, ms.DiffW, ms.SeqLen, ks.Ch),
+			family: "mar", varSrc: varSrc, vaeSrc: vaeSrc, close: func() {},
 		}, nil
 	}
 	return nil, usageError{fmt.Sprintf("-model %q: want one of %s, or -weights DIR", name, strings.Join(benchModelNames(), ", "))}
@@ -352,6 +388,10 @@ func benchModelOn(ctx context.Context, b core.Backend, src *benchSource, varSrc 
 		reps, err := benchFlexVAROn(ctx, b, src, varSrc, f, reps, log)
 		return reps, nil, err
 	}
+	if src.family == "mar" {
+		reps, err := benchMAROn(ctx, b, src, varSrc, f, reps, log)
+		return reps, nil, err
+	}
 	p, err := varmodel.LoadPipeline(varSrc, src.vaeSrc, b, src.opt)
 	if err != nil {
 		return nil, nil, err
@@ -479,6 +519,10 @@ func printModelReport(w io.Writer, r bench.ModelReport) {
 		ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
 		fmt.Fprintf(w, "host per image: waiting for the GPU %.1f ms; recording %.1f ms (%d dispatches); submitting %.1f ms (%d submissions); creating buffers %.1f ms; copying readbacks %.1f ms\n",
 			ms(h.Wait), ms(h.Record), h.Dispatches, ms(h.Submit), h.Submissions, ms(h.Create), ms(h.Copy))
+	}
+	if r.Family == "mar" {
+		printMARReport(w, r)
+		return
 	}
 	fmt.Fprintf(w, "# GFLOP: matrix products (Linear, attention, convolutions), counted from the architecture\n")
 	fmt.Fprintf(w, "%-22s %10s %10s %10s %10s\n", "part", "GFLOP", "median s", "min s", "GFLOP/s")

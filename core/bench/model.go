@@ -353,6 +353,13 @@ type ModelReport struct {
 	PreviewSeconds     float64   `json:"preview_seconds"`
 	PerScaleSeconds    []float64 `json:"per_scale_seconds"`
 	TotalSecondsMin    float64   `json:"total_seconds_min"`
+	// MAR: the diffusion head's sampling loops (the transformer part is then the MAE encoder and
+	// decoder), how many network passes they made, and the iterations and diffusion steps.
+	DiffusionSeconds float64 `json:"diffusion_seconds,omitempty"`
+	DiffusionMin     float64 `json:"diffusion_seconds_min,omitempty"`
+	DiffusionPasses  int     `json:"diffusion_passes,omitempty"`
+	Iters            int     `json:"iters,omitempty"`
+	DiffusionSteps   int     `json:"diffusion_steps,omitempty"`
 	TransformerMin     float64   `json:"transformer_seconds_min"`
 	DecodeMin          float64   `json:"decode_seconds_min"`
 
@@ -377,6 +384,7 @@ type ModelReport struct {
 // PartGFLOP is one number per part of a generation.
 type PartGFLOP struct {
 	Transformer float64 `json:"transformer"`
+	Diffusion   float64 `json:"diffusion,omitempty"` // MAR's diffusion head
 	Decode      float64 `json:"decode"`
 	Preview     float64 `json:"preview"`
 	Total       float64 `json:"total"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/webvar/webvar/core"
 )
@@ -142,9 +143,19 @@ type Request struct {
 	// OnIteration, when set, is called after every iteration (before the next starts). Its Z is freed
 	// after the call.
 	OnIteration func(it Iteration) error
+	// Times, when set, accumulates where the generation spent its time (with a synchronising download
+	// after the transformer on asynchronous backends, so that each part gets its own time).
+	Times *Times
 	// OnDiffStep, when set, is called after each diffusion step of each iteration with the step's
 	// respaced index i, the network's input x_t and output (before CFG mixing) and p_sample's values.
 	OnDiffStep func(iter, i int, netIn, netOut []float32, out StepOut)
+}
+
+// Times are a generation's time by part.
+type Times struct {
+	Transformer time.Duration // MAE encoder + decoder, every iteration
+	Diffusion   time.Duration // the diffusion head's sampling loops
+	NetPasses   int           // diffusion network evaluations (each over every row of its iteration)
 }
 
 // MaskLen is the number of tokens still masked after iteration step of n, given how many are masked
@@ -233,6 +244,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request) ([]float32
 			b := r % B
 			in = append(in, tokens[b*L*Ct:(b+1)*L*Ct]...)
 		}
+		t0 := time.Now()
 		x := o.Upload(core.HostTensor{Shape: core.Shape{R, L, Ct}, Data: in})
 		enc := p.M.Encode(o, x, rowMasks, rows)
 		o.Free(x)
@@ -280,6 +292,13 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request) ([]float32
 		zp := o.Embedding(o.Reshape(z, R*L, c.Dec.C), ids)
 		o.Free(z)
 		o.Tap(fmt.Sprintf("mar.it%d.z_pred", step), zp)
+		if req.Times != nil {
+			if o.Asynchronous() {
+				o.Download(o.Reshape(zp, zp.Dim(0)*zp.Dim(1))) // wait for the transformer
+			}
+			req.Times.Transformer += time.Since(t0)
+			t0 = time.Now()
+		}
 		cfg := float32(1)
 		if guided {
 			cfg = CFGAt(s, L, maskLen)
@@ -293,6 +312,10 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request) ([]float32
 		if err != nil {
 			o.Free(zp)
 			return nil, err
+		}
+		if req.Times != nil {
+			req.Times.Diffusion += time.Since(t0)
+			req.Times.NetPasses += sched.Steps()
 		}
 		// Write the new tokens back in the same (sample, position) order.
 		k := 0
@@ -452,3 +475,44 @@ func (p *Pipeline) Tokens(latent core.HostTensor) ([]float32, error) {
 	}
 	return out, nil
 }
+
+// FLOPs counts a generation's matrix arithmetic for B images (2 per multiply-add; Linear layers and
+// attention's two products): the MAE encoder and decoder over every iteration, and the diffusion head's
+// passes. Norms, activations and the host's sampling are left out.
+func (p *Pipeline) FLOPs(s Sampling, B int) (transformer, diffusion int64) {
+	c := p.M.cfg
+	rows := int64(B)
+	if s.CFG != 1.0 {
+		rows *= 2
+	}
+	block := func(cfg nnShape, tokens int64) int64 {
+		C, F := int64(cfg.C), int64(cfg.FFN)
+		return rows * (2*tokens*(4*C*C+2*C*F) + 4*tokens*tokens*C)
+	}
+	masked := c.SeqLen
+	steps := int64(s.DiffSteps)
+	W, D, Ct, F := int64(c.DiffW), int64(c.Dec.C), int64(c.Ct), int64(c.FreqSize)
+	// Per row and pass: input_proj, each res block's two W x W Linears and its 3W x W adaLN, the final
+	// adaLN (2W x W) and Linear (2Ct x W); per pass: the time embedding (F x W, W x W).
+	perRow := 2 * (W*Ct + 5*W*W*int64(c.DiffDepth) + 2*W*W + 2*W*Ct)
+	perPass := 2 * (F*W + W*W)
+	for step := range s.Iters {
+		known := int64(c.SeqLen - masked)
+		P := int64(c.Buffer)
+		transformer += int64(c.Enc.Depth) * block(nnShape{c.Enc.C, c.Enc.FFN}, P+known)
+		transformer += rows * 2 * (P + known) * int64(c.Enc.C) * D // decoder_embed
+		transformer += int64(c.Dec.Depth) * block(nnShape{c.Dec.C, c.Dec.FFN}, P+int64(c.SeqLen))
+		ml := MaskLen(c.SeqLen, step, s.Iters, masked)
+		n := int64(masked - ml)
+		if step == s.Iters-1 {
+			n = int64(masked)
+		}
+		pr := n * rows              // diffusion rows of this iteration
+		diffusion += pr * 2 * D * W // cond_embed, once per iteration
+		diffusion += steps * (pr*perRow + perPass)
+		masked = ml
+	}
+	return transformer, diffusion
+}
+
+type nnShape struct{ C, FFN int }
