@@ -360,8 +360,8 @@ type ModelReport struct {
 	DiffusionPasses  int     `json:"diffusion_passes,omitempty"`
 	Iters            int     `json:"iters,omitempty"`
 	DiffusionSteps   int     `json:"diffusion_steps,omitempty"`
-	TransformerMin     float64   `json:"transformer_seconds_min"`
-	DecodeMin          float64   `json:"decode_seconds_min"`
+	TransformerMin   float64 `json:"transformer_seconds_min"`
+	DecodeMin        float64 `json:"decode_seconds_min"`
 
 	GFLOP         PartGFLOP `json:"gflop"`
 	GFLOPPerScale []float64 `json:"gflop_per_scale"`
