@@ -160,6 +160,31 @@ func TestPreviewWindowScreenshotMatchesGenerate(t *testing.T) {
 		}
 		compareScreenshot(t, readPNG(t, shot), readPNG(t, ref), 1)
 	})
+	// MAR in the same window: mar-tiny converted with its default settings (4 iterations, 5 diffusion
+	// steps), class 2, seed 7, cfg 2 from the flags: the window shows generate's image.
+	t.Run("mar", func(t *testing.T) {
+		mdir := filepath.Join(tmp, "mar")
+		rc, _, stderr := runCLI(t, "convert", "-var", testutil.MARTiny("mar.pth"), "-vae", testutil.MARTiny("vae.pth"), "-heads", "4",
+			"-set", "iters=4", "-set", "diffusion-steps=5", "-quant", "f32", "-vae-quant", "f32", "-out", mdir, "-verify", "0")
+		if rc != 0 {
+			t.Fatalf("convert: exit %d: %s", rc, stderr)
+		}
+		mreq := []string{"-class", "2", "-cfg", "2", "-seed", "7"}
+		ref := filepath.Join(tmp, "generate_mar.png")
+		if rc, _, stderr := runCLI(t, append([]string{"generate", "-weights", mdir, "-backend", "cpu", "-out", ref}, mreq...)...); rc != 0 {
+			t.Fatalf("generate: exit %d: %s", rc, stderr)
+		}
+		shot := filepath.Join(tmp, "preview_mar.png")
+		args := append([]string{"preview", "-weights", mdir, "-backend", "cpu", "-autostart", "-screenshot", shot}, mreq...)
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), "DISPLAY="+display)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("webvar %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+		compareScreenshot(t, readPNG(t, shot), readPNG(t, ref), 1)
+	})
 }
 
 // compareScreenshot checks that every pixel of want appears as a scale x scale block at

@@ -82,3 +82,6 @@ func Fixtures(t testing.TB, family string) []Fixture {
 
 // FlexVARTiny returns the path of a file of the flexvar-tiny fixture (testdata/flexvar-tiny).
 func FlexVARTiny(name string) string { return filepath.Join(Root(), "testdata", "flexvar-tiny", name) }
+
+// MARTiny returns the path of a file of the mar-tiny fixture (testdata/mar-tiny).
+func MARTiny(name string) string { return filepath.Join(Root(), "testdata", "mar-tiny", name) }
