@@ -381,6 +381,7 @@ func (pg *page) render() {
 		en[id] = st.Enabled(a)
 	}
 	hideRandomize := st.Phase != uistate.Loading && !st.Model.RandomAfter
+	hideReroll := st.Phase != uistate.Loading && !st.Model.Reroll
 	noun := st.Model.StepNoun
 	pg.mu.Unlock()
 	for id, on := range en {
@@ -388,6 +389,19 @@ func (pg *page) render() {
 	}
 	if el := byID("webvar-randomize"); el.Truthy() && hideRandomize {
 		el.Get("style").Set("display", "none")
+	}
+	// Families without token ids to keep (MAR) have no reroll: hide it and its k selector.
+	for _, id := range []string{"webvar-reroll", "webvar-k"} {
+		if el := byID(id); el.Truthy() {
+			show := ""
+			if hideReroll {
+				show = "none"
+			}
+			if id == "webvar-k" && el.Get("parentElement").Truthy() {
+				el = el.Get("parentElement") // its label
+			}
+			el.Get("style").Set("display", show)
+		}
 	}
 	if noun != "" {
 		setText("webvar-reroll", "Reroll from "+noun+" k")
@@ -574,6 +588,13 @@ func (pg *page) run(a *app, req gen.Request) {
 		if b, err := json.Marshal(tokens); err == nil {
 			// A debug hook: tests (and curious users) read the tokens of the image on the canvas.
 			doc.Get("body").Get("dataset").Set("tokens", string(b))
+		}
+		if res != nil && res.Latents != nil {
+			// The same for continuous tokens (MAR): image 0's, [[token 0's values], ...] in raster order
+			// as `webvar generate -tokens` writes them.
+			if b, err := json.Marshal(res.LatentRows()); err == nil {
+				doc.Get("body").Get("dataset").Set("latents", string(b))
+			}
 		}
 		setText("webvar-status", msg)
 		setState("done")

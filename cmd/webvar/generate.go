@@ -265,11 +265,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		// Image 0's tokens, one row-major list per step (the batch is one image); a family with
 		// continuous tokens (MAR) writes {"latents": [[token 0's values], ...]} in raster order instead.
 		var v any = map[string][][]int{"tokens": res.Tokens}
-		if l := res.Latents; l != nil && len(l.Shape) == 3 {
-			rows := make([][]float32, l.Shape[1])
-			for i := range rows {
-				rows[i] = l.Data[i*l.Shape[2] : (i+1)*l.Shape[2]]
-			}
+		if rows := res.LatentRows(); rows != nil {
 			v = map[string][][]float32{"latents": rows}
 		}
 		data, err := json.Marshal(v)

@@ -122,7 +122,7 @@ type generator struct {
 func (g *generator) Info() gen.Info {
 	c, t := g.p.VAR.Config(), g.p.VAE.Config()
 	h, w := g.p.ImageSize(Square(g.d.Schedule))
-	return gen.Info{Family: "flexvar", Classes: c.Classes, StepNoun: "step", Steps: len(g.d.Schedule),
+	return gen.Info{Family: "flexvar", Classes: c.Classes, StepNoun: "step", Steps: len(g.d.Schedule), Reroll: true,
 		Summary: fmt.Sprintf("FlexVAR depth %d, width %d, %d heads, %d classes, tokenizer V=%d D=%d (%d px a token), default steps %v (%dx%d images)",
 			c.Depth, c.C, c.Heads, c.Classes, t.V, t.Cvae, t.Downsample(), g.d.Schedule, w, h)}
 }

@@ -183,6 +183,9 @@ type Info struct {
 	// random ones show what the first scales decided; FlexVAR's steps each predict the whole image, so
 	// it has no such experiment).
 	RandomAfter bool
+	// Reroll says the family takes Request.Prefix ("reroll from step k" keeps the first steps' token
+	// ids): VAR and FlexVAR; MAR's continuous tokens have no ids to keep.
+	Reroll bool
 }
 
 // SamplingSettings declares the token-sampling knobs every token family shares (cfg, top-k, top-p)
@@ -227,4 +230,18 @@ type Generator interface {
 // settings ask (a preview mode the model cannot make, say), for front ends to show.
 type Noter interface {
 	Notes(s Settings) []string
+}
+
+// LatentRows is image 0's Latents as L rows of Ct values (raster order), nil without latents: what
+// `webvar generate -tokens` writes and the page exposes for continuous-token families.
+func (r *Result) LatentRows() [][]float32 {
+	l := r.Latents
+	if l == nil || len(l.Shape) != 3 {
+		return nil
+	}
+	rows := make([][]float32, l.Shape[1])
+	for i := range rows {
+		rows[i] = l.Data[i*l.Shape[2] : (i+1)*l.Shape[2]]
+	}
+	return rows
 }

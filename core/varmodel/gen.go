@@ -43,7 +43,7 @@ type generator struct {
 
 func (g *generator) Info() gen.Info {
 	c := g.p.VAR.Config()
-	return gen.Info{Family: "var", Classes: c.Classes, StepNoun: "scale", Steps: len(c.PatchNums), RandomAfter: true,
+	return gen.Info{Family: "var", Classes: c.Classes, StepNoun: "scale", Steps: len(c.PatchNums), RandomAfter: true, Reroll: true,
 		Summary: fmt.Sprintf("VAR depth %d, width %d, %d heads, %d classes, patch_nums %v, VQVAE V=%d Cvae=%d, %dx%d images",
 			c.Depth, c.C, c.Heads, c.Classes, c.PatchNums, c.V, c.Cvae, g.p.VAE.ImageSize(), g.p.VAE.ImageSize())}
 }

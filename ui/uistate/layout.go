@@ -178,6 +178,9 @@ func (s *State) Widgets() []Widget {
 	button(panelX, 150, ActSave, "Save PNG (S)")
 	y += rowH + 8
 	noun := s.Model.StepNoun
+	if !s.Model.Reroll {
+		return ws
+	}
 	stepper("keep", ActKDown, ActKUp, fmt.Sprintf("%d of %d %ss", s.K, s.rerollSteps(), noun))
 	y += rowH
 	button(panelX, 250, ActReroll, fmt.Sprintf("Reroll from %s %d (R)", noun, s.K+1))

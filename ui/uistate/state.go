@@ -98,6 +98,8 @@ type ModelInfo struct {
 	Settings []gen.Setting
 	// RandomAfter says the family has the randomize-after experiment (gen.Info.RandomAfter).
 	RandomAfter bool
+	// Reroll says the family can keep a run's first steps (gen.Info.Reroll).
+	Reroll bool
 	// Size reports the image size settings give (gen.Generator.ImageSize); nil: not known.
 	Size func(gen.Settings) (h, w int, err error)
 }
@@ -106,7 +108,7 @@ type ModelInfo struct {
 func InfoOf(g gen.Generator, classNames []string) ModelInfo {
 	i := g.Info()
 	return ModelInfo{Family: i.Family, Classes: i.Classes, ClassNames: classNames, StepNoun: i.StepNoun, Steps: i.Steps,
-		Settings: g.Settings(), RandomAfter: i.RandomAfter, Size: g.ImageSize}
+		Settings: g.Settings(), RandomAfter: i.RandomAfter, Reroll: i.Reroll, Size: g.ImageSize}
 }
 
 // Setting returns the declaration of the named setting.
@@ -307,7 +309,7 @@ func (s *State) Enabled(a Action) bool {
 	case ActSave:
 		return s.Run != nil && s.Run.Finished
 	case ActReroll:
-		return s.Phase == Idle && s.Run != nil && s.Run.Finished && len(s.Run.Tokens) > 1
+		return s.Model.Reroll && s.Phase == Idle && s.Run != nil && s.Run.Finished && len(s.Run.Tokens) > 1
 	case ActRandomize:
 		return s.Model.RandomAfter && s.Phase == Idle && s.Run != nil && s.Run.Finished && len(s.Run.Tokens) > 1
 	case ActGenerate:

@@ -11,15 +11,16 @@ import (
 
 	"github.com/webvar/webvar/core/flexvar"
 	"github.com/webvar/webvar/core/gen"
+	"github.com/webvar/webvar/core/mar"
 	"github.com/webvar/webvar/core/varmodel"
 )
 
 // tiny is a VAR model of 4 scales with the official sampling defaults; flex a FlexVAR one.
 var (
 	tiny = ModelInfo{Family: "var", Classes: 3, ClassNames: []string{"cat", "dog", "fox"}, StepNoun: "scale", Steps: 4,
-		Settings: varmodel.OfficialSampling.Settings(64), RandomAfter: true,
+		Settings: varmodel.OfficialSampling.Settings(64), RandomAfter: true, Reroll: true,
 		Size: func(gen.Settings) (int, int, error) { return 64, 64, nil }}
-	flex = ModelInfo{Family: "flexvar", Classes: 10, StepNoun: "step", Steps: 4,
+	flex = ModelInfo{Family: "flexvar", Classes: 10, StepNoun: "step", Steps: 4, Reroll: true,
 		Settings: flexvar.Defaults{CFG: 2.5, TopK: 900, TopP: 0.95, Schedule: []int{1, 2, 3, 4}, MaxPN: 16}.Settings(64)}
 )
 
@@ -384,5 +385,30 @@ func TestTypedDigitsSelectAClass(t *testing.T) {
 	}
 	if s.Settings.Class != 9 {
 		t.Errorf("typed 9999: class %d, want 9 (999 then a fourth 9 starts over)", s.Settings.Class)
+	}
+}
+
+// MAR: its own settings as controls, and no reroll or randomize (continuous tokens have no ids to keep),
+// in the canvas UI's widgets as in Enabled.
+func TestMARHasNoReroll(t *testing.T) {
+	m := ModelInfo{Family: "mar", Classes: 10, StepNoun: "iteration", Steps: 4, Settings: mar.OfficialSampling.Settings(16)}
+	s := New(Defaults())
+	s.OnLoaded(m, nil)
+	if s.Settings.Values["iters"] != "16" || s.Settings.Values["diffusion-steps"] != "100" || s.Settings.Values["cfg-schedule"] != "linear" {
+		t.Fatalf("settings %v", s.Settings.Values)
+	}
+	s.Apply(ActGenerate)
+	id := s.Run.ID
+	for i := range 4 {
+		s.OnStep(id, gen.Step{Index: i, Count: 4, GridH: 4, GridW: 4}, image.NewNRGBA(image.Rect(0, 0, 64, 64)))
+	}
+	s.OnDone(id, nil, nil)
+	if !s.Enabled(ActSave) || s.Enabled(ActReroll) || s.Enabled(ActRandomize) {
+		t.Fatalf("save %v reroll %v randomize %v", s.Enabled(ActSave), s.Enabled(ActReroll), s.Enabled(ActRandomize))
+	}
+	for _, w := range s.Widgets() {
+		if w.Action == ActReroll || w.Action == ActRandomize || w.Action == ActKUp {
+			t.Errorf("widget %q for MAR", w.Text)
+		}
 	}
 }
