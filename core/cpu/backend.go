@@ -34,14 +34,15 @@ import (
 	"github.com/webvar/webvar/core"
 )
 
-// Backend is the CPU reference backend. It holds no mutable state, so one Backend may be used by several
-// goroutines at once.
+// Backend is the CPU reference backend. Its only mutable state is New's cache of prepacked Linear weights
+// (prepack.go), guarded by a mutex, so one Backend may be used by several goroutines at once.
 type Backend struct {
 	threads  int         // goroutines an op may use at most
 	kernel   microKernel // the matrix products' SIMD micro-kernel (gemm.go), or nil for the reference code
 	wide     microKernel // a 6x32 kernel for two B panels at once (gemm.go), or nil: kernel only
 	fastMath bool        // float32 exp-based GELU, SiLU and GroupNorm (fastmath.go) instead of the float64 spec
 	offload  Offload     // Linear's products on another device first (offload.go), or nil
+	packs    *packCache  // prepacked weights of products with few rows (prepack.go), or nil
 }
 
 var _ core.Backend = (*Backend)(nil)
@@ -53,6 +54,9 @@ var _ core.Backend = (*Backend)(nil)
 func New(threads int) *Backend {
 	be := NewReference(threads)
 	be.kernel, be.wide, be.fastMath = fastKernel, fastWideKernel, true
+	if be.kernel != nil {
+		be.packs = &packCache{budget: DefaultPrepackBudget}
+	}
 	return be
 }
 
@@ -104,7 +108,7 @@ func (be *Backend) Download(t *core.Tensor) (core.HostTensor, error) {
 
 // Free is a no-op: CPU storage is ordinary Go memory that the garbage collector reclaims once the caller
 // drops its last reference to t (and to every view of it). The CPU backend cannot detect use after Free.
-func (be *Backend) Free(t *core.Tensor) {}
+func (be *Backend) Free(t *core.Tensor) { be.packs.drop(t) }
 
 // floats returns the storage of t, the argument called name of op, after checking that t is a tensor of
 // this backend whose storage matches its shape.

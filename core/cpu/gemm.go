@@ -163,10 +163,14 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 
 	// Columns per task: gemmNC, or fewer so that every thread gets work (whole micro-tiles).
 	nc := min(gemmNC, (m+threads*gemmNR-1)/(threads*gemmNR)*gemmNR)
+	pre, _ := b.(*prepacked)
 	run((m+nc-1)/nc, func(t0, t1 int) {
-		bBuf := bScratch.get(nc * min(K, gemmKC))
-		defer bScratch.put(bBuf)
-		bPack := *bBuf
+		var bPack []float32
+		if pre == nil {
+			bBuf := bScratch.get(nc * min(K, gemmKC))
+			defer bScratch.put(bBuf)
+			bPack = *bBuf
+		}
 		var edge [gemmMR * 2 * gemmNR]float32
 		wide := be.wide
 		for t := t0; t < t1; t++ {
@@ -175,7 +179,9 @@ func (be *Backend) gemmPacked(kernel microKernel, parallel bool, a []float32, ld
 			for k0 := 0; k0 < K; k0 += gemmKC {
 				k1 := min(k0+gemmKC, K)
 				kc := k1 - k0
-				if bb, ok := b.(blockPacker); ok {
+				if pre != nil {
+					bPack = pre.block(j0, j1, k0, k1)
+				} else if bb, ok := b.(blockPacker); ok {
 					bb.packBlock(bPack, j0, j1, k0, k1)
 				} else {
 					for jp := j0; jp < j1; jp += gemmNR {

@@ -36,8 +36,18 @@ func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 			return nil, fmt.Errorf("%s on %s: %w", op, be.offload.Name(), err)
 		}
 	}
+	var pre *prepacked
+	if !done && be.kernel != nil && a.N <= prepackRows {
+		var packer bPacker = bRows{f: w_MK, ld: a.K}
+		if quant {
+			packer = bQuantRows{q: q}
+		}
+		pre = be.packs.get(w, packer, a.M, a.K)
+	}
 	switch {
 	case done:
+	case pre != nil:
+		be.gemmPacked(be.kernel, true, a.x_NK, a.K, a.N, pre, a.M, a.K, y_NM, a.M, nil)
 	case quant:
 		be.gemmNTQuant(a.x_NK, a.N, q, y_NM)
 	default:
