@@ -1,6 +1,10 @@
 package core
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"math"
+)
 
 // Backend is the set of ops the models need. Every op takes backend-owned tensors, returns a new one and
 // never modifies its inputs, except WriteRows, which fills a cache in place. Shapes follow PyTorch: activations of the transformer are [B, L, C] (batch,
@@ -57,6 +61,10 @@ type Backend interface {
 	GELU(x *Tensor) (*Tensor, error)
 	// SiLU is x * sigmoid(x).
 	SiLU(x *Tensor) (*Tensor, error)
+	// DDPMStep is one reverse step of a learned-range-variance epsilon diffusion (MAR's diffusion head,
+	// DDPMCoefs): for x [n, C], the network's output out [n, 2C] (eps, then the variance values) or, with
+	// guidance (s.Guided), [2n, 2C] (conditional rows first) and noise [n, C], the sample [n, C].
+	DDPMStep(x, out, noise *Tensor, s DDPMCoefs) (*Tensor, error)
 	// Add is a + b where b's shape is a suffix of a's (b is broadcast over a's leading dimensions).
 	Add(a, b *Tensor) (*Tensor, error)
 	// AddMulRows is x + y * g[b] for x, y [B, L, C] and g [B, C] (the gated residual of AdaLN blocks).
@@ -172,3 +180,57 @@ type ShapeError struct {
 }
 
 func (e *ShapeError) Error() string { return e.Op + ": " + e.Msg }
+
+// DDPMCoefs are one step's float32 coefficients for Backend.DDPMStep (improved DDPM's p_sample with
+// LEARNED_RANGE variance and epsilon prediction, no clipping). With guidance eps = u + CFG*(c - u) from
+// the conditional row c and the unconditional row u; without, eps = c. Then
+//
+//	frac = (v + 1)/2, log_var = frac*MaxLog + (1 - frac)*MinLog,
+//	x0 = SqrtRecipAcp*x - SqrtRecipm1Acp*eps, mean = Coef1*x0 + Coef2*x,
+//	sample = mean + Nonzero*exp(0.5*log_var)*noise*Temperature
+//
+// each in float32, in that order (the official code's).
+type DDPMCoefs struct {
+	Guided                                                              bool
+	CFG                                                                 float32
+	SqrtRecipAcp, SqrtRecipm1Acp, Coef1, Coef2, MinLog, MaxLog, Nonzero float32
+	Temperature                                                         float32
+}
+
+// DDPMSample is DDPMStep's value for one element: x, the conditional row's eps and variance value v, the
+// unconditional row's eps u (used with guidance) and the noise. It is the specification every backend's
+// DDPMStep computes.
+func DDPMSample(s DDPMCoefs, x, eps, u, v, noise float32) float32 {
+	t := DDPMTermsOf(s, x, eps, u, v)
+	return t.Mean + s.Nonzero*float32(math.Exp(float64(0.5*t.LogVar)))*noise*s.Temperature
+}
+
+// DDPMTerms are a step's intermediate values for one element (the official p_mean_variance's).
+type DDPMTerms struct{ Eps, LogVar, X0, Mean float32 }
+
+// DDPMTermsOf computes them as DDPMSample does.
+func DDPMTermsOf(s DDPMCoefs, x, eps, u, v float32) DDPMTerms {
+	if s.Guided {
+		eps = u + s.CFG*(eps-u)
+	}
+	frac := (v + 1) / 2
+	logVar := frac*s.MaxLog + (1-frac)*s.MinLog
+	x0 := s.SqrtRecipAcp*x - s.SqrtRecipm1Acp*eps
+	return DDPMTerms{Eps: eps, LogVar: logVar, X0: x0, Mean: s.Coef1*x0 + s.Coef2*x}
+}
+
+// CheckDDPMStep checks DDPMStep's shapes: x [n, C], out [n or 2n (guided), 2C], noise [n, C].
+func CheckDDPMStep(x, out, noise Shape, guided bool) (n, c int, err error) {
+	if len(x) != 2 || len(out) != 2 || !noise.Equal(x) {
+		return 0, 0, &ShapeError{Op: "ddpm-step", Msg: fmt.Sprintf("want x [n, C], out [rows, 2C] and noise like x, got %v, %v, %v", x, out, noise)}
+	}
+	n, c = x[0], x[1]
+	rows := n
+	if guided {
+		rows = 2 * n
+	}
+	if out[0] != rows || out[1] != 2*c {
+		return 0, 0, &ShapeError{Op: "ddpm-step", Msg: fmt.Sprintf("out %v, want [%d, %d] for x %v (guided %v)", out, rows, 2*c, x, guided)}
+	}
+	return n, c, nil
+}

@@ -252,6 +252,14 @@ func (o *Ops) SiLU(x *Tensor) *Tensor {
 	return o.do("silu", func() (*Tensor, error) { return o.B.SiLU(x) })
 }
 
+// DDPMStep: see Backend.DDPMStep.
+func (o *Ops) DDPMStep(x, out, noise *Tensor, s DDPMCoefs) *Tensor {
+	if !o.ok("ddpm-step", x, out, noise) {
+		return nil
+	}
+	return o.do("ddpm-step", func() (*Tensor, error) { return o.B.DDPMStep(x, out, noise, s) })
+}
+
 func (o *Ops) Add(a, b *Tensor) *Tensor {
 	if !o.ok("add", a, b) {
 		return nil

@@ -62,5 +62,19 @@ func elementwiseCases() []Case {
 		{Name: "modulate", Inputs: func(r *rand.Rand) []core.HostTensor {
 			return []core.HostTensor{Randn(r, 0, 1, 4, 9, 130), Randn(r, 0, 1, 4, 130), Randn(r, 0, 1, 4, 130)}
 		}, Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.Modulate(in[0], in[1], in[2]) }, Tol: 1e-6},
+		// MAR's diffusion step at a large-t respaced step of the 100-step cosine schedule (sqrt(1/abar) ~ 160)
+		// with guidance, and at t = 0 without (no noise added).
+		{Name: "ddpm-step-guided", Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{Randn(r, 0, 1, 37, 16), Randn(r, 0, 1, 74, 32), Randn(r, 0, 1, 37, 16)}
+		}, Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+			return o.DDPMStep(in[0], in[1], in[2], core.DDPMCoefs{Guided: true, CFG: 2.9, SqrtRecipAcp: 160.3, SqrtRecipm1Acp: 160.3,
+				Coef1: 0.0081, Coef2: 0.65, MinLog: -0.7, MaxLog: -0.15, Nonzero: 1, Temperature: 0.9})
+		}, Tol: 1e-5},
+		{Name: "ddpm-step-last", Inputs: func(r *rand.Rand) []core.HostTensor {
+			return []core.HostTensor{Randn(r, 0, 1, 5, 16), Randn(r, 0, 1, 5, 32), Randn(r, 0, 1, 5, 16)}
+		}, Op: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+			return o.DDPMStep(in[0], in[1], in[2], core.DDPMCoefs{SqrtRecipAcp: 1.00002, SqrtRecipm1Acp: 0.0064,
+				Coef1: 1, Coef2: 0, MinLog: -10.7, MaxLog: -8.6, Nonzero: 0, Temperature: 1})
+		}, Tol: 1e-6},
 	}
 }

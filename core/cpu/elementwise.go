@@ -184,3 +184,36 @@ func (be *Backend) Axpby(alpha float32, x *core.Tensor, beta float32, y *core.Te
 	})
 	return out, nil
 }
+
+// DDPMStep is core.DDPMSample for every element: x [n, C], out [n or 2n, 2C], noise [n, C].
+func (be *Backend) DDPMStep(x, out, noise *core.Tensor, s core.DDPMCoefs) (*core.Tensor, error) {
+	const op = "ddpm-step"
+	xd, err := floats(op, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	od, err := floats(op, "out", out)
+	if err != nil {
+		return nil, err
+	}
+	nd, err := floats(op, "noise", noise)
+	if err != nil {
+		return nil, err
+	}
+	n, c, err := core.CheckDDPMStep(x.Shape(), out.Shape(), noise.Shape(), s.Guided)
+	if err != nil {
+		return nil, err
+	}
+	y, yd := newTensor(n, c)
+	for r := range n {
+		for j := range c {
+			i := r*c + j
+			var u float32
+			if s.Guided {
+				u = od[(n+r)*2*c+j]
+			}
+			yd[i] = core.DDPMSample(s, xd[i], od[r*2*c+j], u, od[r*2*c+c+j], nd[i])
+		}
+	}
+	return y, nil
+}

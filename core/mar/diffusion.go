@@ -256,33 +256,25 @@ type StepOut struct {
 	Eps, LogVariance, PredXStart, Mean, Sample []float32
 }
 
-// PSample is p_sample at respaced step i for x [n rows * ct] given the model output for those rows
-// (modelOut [n rows * 2ct]: the (CFG-mixed) eps, then the network's variance values), noise for the rows
-// and the temperature: every value in float32 in the official order of operations.
-func (s *Schedule) PSample(i int, x, modelOut, noise []float32, ct int, temperature float32) StepOut {
-	rows := len(x) / ct
-	f := func(v []float64) float32 { return float32(v[i]) }
-	minLog, maxLog := f(s.PosteriorLogVarClipped), f(s.LogBetas)
-	sra, srm1 := f(s.SqrtRecipAlphasCumprod), f(s.SqrtRecipm1AlphasCumprod)
-	c1, c2 := f(s.PosteriorMeanCoef1), f(s.PosteriorMeanCoef2)
-	var nonzero float32
-	if i != 0 {
-		nonzero = 1
-	}
-	out := StepOut{Eps: make([]float32, len(x)), LogVariance: make([]float32, len(x)), PredXStart: make([]float32, len(x)),
+// PSample is p_sample at respaced step i on the host, with its intermediate values: x [n*ct], the
+// network's output out [rows*2ct] (rows = 2n with guidance: conditional rows first) and the noise.
+func (s *Schedule) PSample(i int, x, out, noise []float32, ct int, guided bool, cfg, temperature float32) StepOut {
+	c := s.Coefs(i, guided, cfg, temperature)
+	n := len(x) / ct
+	o := StepOut{Eps: make([]float32, len(x)), LogVariance: make([]float32, len(x)), PredXStart: make([]float32, len(x)),
 		Mean: make([]float32, len(x)), Sample: make([]float32, len(x))}
-	for r := range rows {
+	for r := range n {
 		for j := range ct {
 			k := r*ct + j
-			eps, v := modelOut[r*2*ct+j], modelOut[r*2*ct+ct+j]
-			frac := (v + 1) / 2
-			logVar := frac*maxLog + (1-frac)*minLog
-			x0 := sra*x[k] - srm1*eps
-			mean := c1*x0 + c2*x[k]
-			std := float32(math.Exp(float64(0.5 * logVar)))
-			out.Eps[k], out.LogVariance[k], out.PredXStart[k], out.Mean[k] = eps, logVar, x0, mean
-			out.Sample[k] = mean + nonzero*std*noise[k]*temperature
+			var u float32
+			if guided {
+				u = out[(n+r)*2*ct+j]
+			}
+			eps, v := out[r*2*ct+j], out[r*2*ct+ct+j]
+			t := core.DDPMTermsOf(c, x[k], eps, u, v)
+			o.Eps[k], o.LogVariance[k], o.PredXStart[k], o.Mean[k] = t.Eps, t.LogVar, t.X0, t.Mean
+			o.Sample[k] = core.DDPMSample(c, x[k], eps, u, v, noise[k])
 		}
 	}
-	return out
+	return o
 }

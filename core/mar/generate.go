@@ -360,45 +360,55 @@ func (p *Pipeline) sampleDiffusion(ctx context.Context, o *core.Ops, zp *core.Te
 	net := p.M.net
 	cond := net.Cond(o, zp)
 	defer o.Free(cond)
-	x := make([]float32, n*Ct)
-	rnd.Normal(x)
-	noise := make([]float32, n*Ct)
+	// The whole loop stays on the backend: the noise goes up, nothing comes back until the end (unless a
+	// test watches the steps).
+	host := make([]float32, n*Ct)
+	rnd.Normal(host)
+	x := o.Upload(core.HostTensor{Shape: core.Shape{n, Ct}, Data: host})
 	for i := s.Steps() - 1; i >= 0; i-- {
 		if err := ctx.Err(); err != nil {
+			o.Free(x)
 			return nil, err
 		}
 		in := x
 		if guided {
-			in = append(append(make([]float32, 0, 2*len(x)), x...), x...)
+			in = o.Concat(0, x, x)
 		}
-		xt := o.Upload(core.HostTensor{Shape: core.Shape{rowsAll, Ct}, Data: in})
-		outT := net.Forward(o, xt, []int{s.TimestepMap[i]}, cond)
-		o.Free(xt)
-		netOut := o.Download(outT).Data
-		o.Free(outT)
+		outT := net.Forward(o, in, []int{s.TimestepMap[i]}, cond)
+		rnd.Normal(host)
+		noise := o.Upload(core.HostTensor{Shape: core.Shape{n, Ct}, Data: host})
+		next := o.DDPMStep(x, outT, noise, s.Coefs(i, guided, cfg, temp))
+		if onStep != nil {
+			netIn, netOut, xh := o.Download(in).Data, o.Download(outT).Data, o.Download(x).Data
+			out := s.PSample(i, xh, netOut, host, Ct, guided, cfg, temp)
+			out.Sample = o.Download(next).Data // the backend's own step
+			onStep(i, netIn, netOut, out)
+		}
+		if in != x {
+			o.Free(in)
+		}
+		o.Free(outT, noise, x)
+		x = next
 		if err := o.Err(); err != nil {
 			return nil, err
 		}
-		modelOut := netOut[:n*2*Ct]
-		if guided {
-			// eps = uncond + cfg*(cond - uncond) for the conditional rows; their own variance values.
-			modelOut = make([]float32, n*2*Ct)
-			for r := range n {
-				for j := range Ct {
-					cv, uv := netOut[r*2*Ct+j], netOut[(n+r)*2*Ct+j]
-					modelOut[r*2*Ct+j] = uv + cfg*(cv-uv)
-					modelOut[r*2*Ct+Ct+j] = netOut[r*2*Ct+Ct+j]
-				}
-			}
-		}
-		rnd.Normal(noise)
-		out := s.PSample(i, x, modelOut, noise, Ct, temp)
-		if onStep != nil {
-			onStep(i, in, netOut, out)
-		}
-		x = out.Sample
 	}
-	return x, nil
+	res := o.Download(x).Data
+	o.Free(x)
+	return res, o.Err()
+}
+
+// Coefs are respaced step i's coefficients for core.Backend.DDPMStep (each table value cast to float32,
+// as the official code's _extract_into_tensor does).
+func (s *Schedule) Coefs(i int, guided bool, cfg, temperature float32) core.DDPMCoefs {
+	f := func(v []float64) float32 { return float32(v[i]) }
+	c := core.DDPMCoefs{Guided: guided, CFG: cfg, SqrtRecipAcp: f(s.SqrtRecipAlphasCumprod), SqrtRecipm1Acp: f(s.SqrtRecipm1AlphasCumprod),
+		Coef1: f(s.PosteriorMeanCoef1), Coef2: f(s.PosteriorMeanCoef2), MinLog: f(s.PosteriorLogVarClipped), MaxLog: f(s.LogBetas),
+		Temperature: temperature}
+	if i != 0 {
+		c.Nonzero = 1
+	}
+	return c
 }
 
 func checkOrder(order []int, n int) error {

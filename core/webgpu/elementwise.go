@@ -143,3 +143,42 @@ func (b *Backend) Modulate(x, scale, shift *core.Tensor) (*core.Tensor, error) {
 }
 
 var _ core.Backend = (*Backend)(nil)
+
+// DDPMStep is core.DDPMSample for every element (shaders/ddpm.wgsl).
+func (b *Backend) DDPMStep(x, out, noise *core.Tensor, s core.DDPMCoefs) (*core.Tensor, error) {
+	const op = "ddpm-step"
+	if x == nil || out == nil || noise == nil {
+		return nil, fmt.Errorf("%s: nil operand", op)
+	}
+	n, c, err := core.CheckDDPMStep(x.Shape(), out.Shape(), noise.Shape(), s.Guided)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var bufs []*gpuBuf
+	for _, t := range []*core.Tensor{x, out, noise} {
+		g, err := b.storage(t, op)
+		if err != nil {
+			return nil, err
+		}
+		bufs = append(bufs, g)
+	}
+	y, err := b.alloc(uint64(max(n*c, 1))*4, op)
+	if err != nil {
+		return nil, err
+	}
+	guided := uint32(0)
+	if s.Guided {
+		guided = 1
+	}
+	u := []uint32{uint32(n), uint32(c), guided, 0, f32bits(s.CFG), f32bits(s.SqrtRecipAcp), f32bits(s.SqrtRecipm1Acp),
+		f32bits(s.Coef1), f32bits(s.Coef2), f32bits(s.MinLog), f32bits(s.MaxLog), f32bits(s.Nonzero), f32bits(s.Temperature)}
+	if n*c > 0 {
+		k := kernel{file: "ddpm.wgsl", params: struct{}{}, inputs: 3, outputs: 1}
+		if err := b.dispatch(op, k, u, append(bufs, y), grid1D(n*c, 256)); err != nil {
+			return nil, err
+		}
+	}
+	return core.NewTensor(core.Shape{n, c}, y), nil
+}
