@@ -126,6 +126,7 @@ func Kernels(size string) ([]Kernel, error) {
 		unary("gelu-tanh", "GELUTanh", 8, []int{d.tokens, d.hidden}, func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.GELUTanh(x) }),
 		unary("gelu-erf", "GELU", 16, []int{d.tokens, d.hidden}, func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.GELU(x) }),
 		addMulRows(d.lnB, d.lnL, C),
+		ddpmStep(2*d.condB*16, 16),
 		unary("silu", "SiLU", 4, []int{d.condB, C}, func(o *core.Ops, x *core.Tensor) *core.Tensor { return o.SiLU(x) }),
 		sliceLast(d.tokens, 3*C, C),
 		concat(d.attnB, d.attnS-d.attnL, d.attnL, C),
@@ -309,6 +310,26 @@ func layerNormAffine(b, l, c int) Kernel {
 			return []core.HostTensor{random(r, b, l, c), random(r, c), random(r, c)}
 		},
 		Run: func(o *core.Ops, in []*core.Tensor) *core.Tensor { return o.LayerNormAffine(in[0], in[1], in[2], 1e-6) },
+	}
+}
+
+// ddpmStep is MAR's fused diffusion step (core.Backend.DDPMStep) with guidance, for n tokens of c values
+// (MAR-B's busiest iteration predicts about 40 tokens of 16 per image).
+func ddpmStep(n, c int) Kernel {
+	e := int64(n * c)
+	return Kernel{
+		Name:  "ddpm-step",
+		Op:    "DDPMStep",
+		Shape: fmt.Sprintf("x,noise[%d,%d] out[%d,%d]", n, c, 2*n, 2*c),
+		FLOPs: 20 * e,
+		Bytes: f32 * (3*e + 4*e),
+		Inputs: func(r *core.RNG) []core.HostTensor {
+			return []core.HostTensor{random(r, n, c), random(r, 2*n, 2*c), random(r, n, c)}
+		},
+		Run: func(o *core.Ops, in []*core.Tensor) *core.Tensor {
+			return o.DDPMStep(in[0], in[1], in[2], core.DDPMCoefs{Guided: true, CFG: 2.9, SqrtRecipAcp: 160, SqrtRecipm1Acp: 160,
+				Coef1: 0.008, Coef2: 0.65, MinLog: -0.7, MaxLog: -0.15, Nonzero: 1, Temperature: 1})
+		},
 	}
 }
 
