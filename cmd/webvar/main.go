@@ -1,9 +1,10 @@
-// Command webvar runs visual autoregressive image generators of several families (VAR, FlexVAR), from
+// Command webvar runs visual autoregressive image generators of several families (VAR, FlexVAR, MAR), from
 // their official checkpoints or converted weights, on the CPU or through WebGPU.
 //
 //	webvar generate -class 7 -out image.png                          (the embedded default model)
 //	webvar generate -var var.pth -vae vae.pth -class 207 -out image.png
 //	webvar generate -var FlexVARd16-epo179.pth -vae FlexVAE.pth -patch-nums 1,2,3,4,5,6,8,10,13,16,23,32 -class 207 -out big.png
+//	webvar generate -var mar-base/checkpoint-last.pth -vae kl16.ckpt -iters 64 -diffusion-steps 100 -class 207 -out mar.png
 //
 // Run `webvar help` for the subcommands and `webvar <subcommand> -h` for their flags.
 package main
@@ -26,7 +27,7 @@ func commands() []command {
 		{"convert", "convert official checkpoints into a chunked, quantized weights directory (with a fitted preview map)", runConvert},
 		{"serve", "serve the browser app (WebAssembly; WebGPU, else WebGL2 + CPU) on the embedded model or a converted weights directory", runServe},
 		{"preview", "open the interactive window: weights loading, then the image scale by scale (build with -tags preview)", runPreview},
-		{"bench", "time whole generations (-model tiny|d16|d20|fashionvar|flexvar-tiny|flexvar-d16|d20|d24, -weights DIR; -previews all compares the preview modes) or each engine op (-kernels)", runBench},
+		{"bench", "time whole generations (-model tiny|d16|d20|fashionvar|flexvar-tiny|flexvar-d16|d20|d24|mar-tiny|mar-b|l|h, -weights DIR; -previews all compares the preview modes; MAR: -iters, -diffusion-steps) or each engine op (-kernels)", runBench},
 	}
 }
 
@@ -77,6 +78,8 @@ var familyHelp = [][2]string{
 	{"VAR", "next-scale prediction (FoundationVision/VAR): var_d16.pth + vae_ch160v4096z32.pth; settings cfg, top-k, top-p, more-smooth"},
 	{"FlexVAR", "any steps, size and aspect (jiaosiyu1999/FlexVAR): FlexVARd16-epo179.pth + FlexVAE.pth; adds -patch-nums as the step"},
 	{"", "schedule (e.g. 1,2,3,5,8,16 fast; ...,16,23,32 for 512 px), -aspect 16:9, -cfg-mode linear|llamagen, -max-pn"},
+	{"MAR", "continuous tokens + a diffusion head (LTH14/mar): checkpoint-last.pth + kl16.ckpt; settings -iters, -diffusion-steps,"},
+	{"", "-temperature, -cfg, -cfg-schedule linear|constant; -heads for models whose heads are not width/64"},
 }
 
 // usageError marks bad flags or arguments (exit status 2).
