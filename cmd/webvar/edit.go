@@ -17,15 +17,19 @@ import (
 	xdraw "golang.org/x/image/draw"
 
 	"github.com/webvar/webvar/core"
-	"github.com/webvar/webvar/core/varmodel"
+	"github.com/webvar/webvar/core/edit"
+	"github.com/webvar/webvar/core/gen"
 )
 
-// webvar edit: zero-shot in-painting, out-painting and class-conditional editing of an image with a VAR
-// model, as FoundationVision/VAR's demo_zero_shot_edit.ipynb does it (core/varmodel/edit.go).
+// webvar edit: image editing through the family's gen.Editor. VAR: zero-shot in-painting, out-painting
+// and class-conditional editing as FoundationVision/VAR's demo_zero_shot_edit.ipynb does it
+// (core/varmodel/edit.go); FlexVAR: image-to-image by teacher-forcing the kept region at every step
+// (refinement, in/out-painting, expansion to a larger canvas or another aspect; core/flexvar EditOf).
 
 type editFlags struct {
 	model    modelFlags
 	sampling samplingFlags
+	flex     flexFlags
 	class    int
 	seed     uint64
 	backend  string
@@ -34,6 +38,8 @@ type editFlags struct {
 	box      string
 	outpaint bool
 	mask     string
+	refine   int
+	expand   bool
 	out      string
 	tokens   string
 }
@@ -44,14 +50,17 @@ func parseEdit(args []string, stderr io.Writer) (*editFlags, error) {
 	fs.SetOutput(stderr)
 	f.model.register(fs)
 	f.sampling.register(fs)
+	f.flex.register(fs)
 	fs.IntVar(&f.class, "class", 0, "class to edit towards; the class count (e.g. 1000 for ImageNet) is the null class: plain in-painting")
 	fs.Uint64Var(&f.seed, "seed", 0, "random seed")
 	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu, webgpu, or cpu-ref")
 	fs.IntVar(&f.threads, "threads", 0, "CPU backend threads (0: all cores)")
-	fs.StringVar(&f.image, "image", "", "the input image (PNG); resized and centre-cropped to the model's size when it differs")
+	fs.StringVar(&f.image, "image", "", "the input image (PNG); centre-cropped to the output's aspect and resized to its size when it differs")
 	fs.StringVar(&f.box, "box", "", "y0,x0,y1,x1: the box, in fractions of the image (the notebook's get_edit_mask, Python rounding), that is regenerated (kept with -outpaint)")
 	fs.BoolVar(&f.outpaint, "outpaint", false, "keep the box and regenerate the rest (out-painting)")
-	fs.StringVar(&f.mask, "mask", "", "instead of -box: a mask PNG, white = regenerate, black = keep (any size: averaged onto the last scale's grid)")
+	fs.StringVar(&f.mask, "mask", "", "instead of -box: a mask PNG, white = regenerate, black = keep (any size: averaged onto the last step's grid)")
+	fs.IntVar(&f.refine, "refine", 0, "keep the first N steps (scales) of the image whole and generate the rest anew (refinement; alone or with -box/-mask)")
+	fs.BoolVar(&f.expand, "expand", false, "FlexVAR: fit the whole image inside the output (its size and aspect from -patch-nums and -aspect), keep it and generate the margins (expansion)")
 	fs.StringVar(&f.out, "out", "", "output PNG path")
 	fs.StringVar(&f.tokens, "tokens", "", "also write the final tokens as JSON {\"tokens\": [[scale 0 ids], ...]}")
 	if err := fs.Parse(args); err != nil {
@@ -69,17 +78,32 @@ func parseEdit(args []string, stderr io.Writer) (*editFlags, error) {
 	if err := f.sampling.parsed(fs); err != nil {
 		return nil, err
 	}
+	if err := f.flex.parsed(fs); err != nil {
+		return nil, err
+	}
+	masks := 0
+	for _, given := range []bool{f.box != "", f.mask != "", f.expand} {
+		if given {
+			masks++
+		}
+	}
 	switch {
 	case f.image == "":
 		return nil, usageError{"-image is required (the PNG to edit)"}
 	case f.out == "":
 		return nil, usageError{"-out is required"}
-	case (f.box == "") == (f.mask == ""):
-		return nil, usageError{"give either -box y0,x0,y1,x1 or -mask mask.png"}
+	case masks > 1:
+		return nil, usageError{"give one of -box, -mask and -expand"}
+	case masks == 0 && f.refine == 0:
+		return nil, usageError{"give either -box y0,x0,y1,x1, -mask mask.png, -expand or -refine N"}
 	case f.mask != "" && f.outpaint:
 		return nil, usageError{"-outpaint goes with -box (a mask says itself what to regenerate)"}
+	case f.outpaint && f.box == "":
+		return nil, usageError{"-outpaint goes with -box"}
 	case f.class < 0:
 		return nil, usageError{"-class must be >= 0"}
+	case f.refine < 0:
+		return nil, usageError{"-refine must be >= 0"}
 	}
 	if f.box != "" {
 		if _, err := parseBox(f.box); err != nil {
@@ -124,30 +148,57 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 	defer closeBackend()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	p, info, err := f.model.openPrinting(ctx, b, stderr)
+	g, _, err := f.model.openGeneratorPrinting(ctx, b, stderr)
 	if err != nil {
 		return err
 	}
-	f.sampling.apply(info.Sampling)
-	c := p.VAR.Config()
-	if f.class > c.Classes {
-		return usageError{fmt.Sprintf("-class %d: this model has classes 0..%d, and %d for the null class", f.class, c.Classes-1, c.Classes)}
+	ed, ok := g.(gen.Editor)
+	info := g.Info()
+	if !ok {
+		return fmt.Errorf("a %s model does not edit images (VAR and FlexVAR do)", info.Family)
 	}
-	side := p.VAE.ImageSize()
-	img, note, err := readEditImage(f.image, side)
+	if f.expand && info.Family != "flexvar" {
+		return usageError{fmt.Sprintf("-expand is FlexVAR's (any size and aspect); this is a %s model", info.Family)}
+	}
+	settings, err := resolveSettings(g, givenSettings(g, &f.sampling, &f.flex, f.model.patchNums))
+	if err != nil {
+		return err
+	}
+	if f.class > info.Classes {
+		return usageError{fmt.Sprintf("-class %d: this model has classes 0..%d, and %d for the null class", f.class, info.Classes-1, info.Classes)}
+	}
+	gh, gw, err := ed.EditGrid(settings)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	h, w, err := g.ImageSize(settings)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	var img core.HostTensor
+	var mask []float32
+	var note string
+	if f.expand {
+		img, mask, note, err = readExpandImage(f.image, h, w, gh, gw)
+	} else {
+		img, note, err = readEditImage(f.image, h, w)
+	}
 	if err != nil {
 		return err
 	}
 	if note != "" {
 		fmt.Fprintln(stderr, note)
 	}
-	last := c.PatchNums[len(c.PatchNums)-1]
-	var mask []float32
-	if f.box != "" {
+	switch {
+	case f.box != "":
 		box, _ := parseBox(f.box)
-		mask = varmodel.BoxMask(last, box, !f.outpaint)
-	} else if mask, err = readMaskPNG(f.mask, last); err != nil {
-		return err
+		mask = edit.BoxMask(gh, gw, box, !f.outpaint)
+	case f.mask != "":
+		if mask, err = readMaskPNG(f.mask, gh, gw); err != nil {
+			return err
+		}
+	case mask == nil: // -refine alone: the later steps are all generated
+		mask = make([]float32, gh*gw)
 	}
 	kept := 0
 	for _, v := range mask {
@@ -157,24 +208,24 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case f.box != "" && (f.outpaint && kept == 0 || !f.outpaint && kept == len(mask)):
-		return usageError{fmt.Sprintf("-box %s covers no token of the %dx%d grid (Python rounding of the fractions times %d)", f.box, last, last, last)}
+		return usageError{fmt.Sprintf("-box %s covers no token of the %dx%d grid (Python rounding of the fractions times %d and %d)", f.box, gh, gw, gh, gw)}
 	case kept == len(mask):
 		return usageError{"the mask keeps the whole image: nothing to regenerate"}
-	}
-	o := core.NewOps(b)
-	e, err := p.EditOf(o, img, mask)
-	if err != nil {
-		return err
+	case f.expand && kept == 0:
+		return usageError{fmt.Sprintf("-expand: the image covers no whole token of the %dx%d output grid", gh, gw)}
 	}
 	what := fmt.Sprintf("class %d", f.class)
-	if f.class == c.Classes {
+	if f.class == info.Classes {
 		what = "the null class (in-painting)"
 	}
-	fmt.Fprintf(stderr, "editing towards %s: %d of %d positions of the last scale kept; cfg %g, top-k %d, top-p %g\n",
-		what, kept, len(mask), f.sampling.cfg, f.sampling.topK, f.sampling.topP)
-	req := varmodel.Request{Labels: []int{f.class}, CFG: f.sampling.cfg, TopK: f.sampling.topK, TopP: f.sampling.topP,
-		MoreSmooth: f.sampling.moreSmooth, Seed: f.seed, Edit: e}
-	res, err := p.Generate(ctx, b, req, nil)
+	refine := ""
+	if f.refine > 0 {
+		refine = fmt.Sprintf("; the first %d %ss kept whole", f.refine, info.StepNoun)
+	}
+	fmt.Fprintf(stderr, "editing towards %s: %d of %d positions of the last %s kept%s; %s\n",
+		what, kept, len(mask), info.StepNoun, refine, describeSettings(g, settings))
+	res, err := ed.Edit(ctx, gen.EditRequest{Request: gen.Request{Labels: []int{f.class}, Seed: f.seed, Settings: settings},
+		Image: img, Keep: mask, KeepSteps: f.refine}, nil)
 	if err != nil {
 		return err
 	}
@@ -183,7 +234,7 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", f.out)
 	if f.tokens != "" {
-		data, err := json.Marshal(map[string][][]int{"tokens": res.TokensOf(0, c.PatchNums)})
+		data, err := json.Marshal(map[string][][]int{"tokens": res.Tokens})
 		if err != nil {
 			return err
 		}
@@ -198,57 +249,8 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 // maxEditPixels bounds the input image: larger files are refused before decoding their pixels.
 const maxEditPixels = 64 << 20
 
-// readEditImage loads a PNG as the notebook does (RGB bytes / 255, then x + x - 1, in [-1, 1]) into
-// [1, 3, side, side]. An image of another size is centre-cropped to a square and resized (bilinear);
-// note says so.
-func readEditImage(path string, side int) (core.HostTensor, string, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return core.HostTensor{}, "", err
-	}
-	defer fh.Close()
-	cfg, err := png.DecodeConfig(fh)
-	if err != nil {
-		return core.HostTensor{}, "", fmt.Errorf("%s: not a readable PNG: %w", path, err)
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > maxEditPixels {
-		return core.HostTensor{}, "", fmt.Errorf("%s: %dx%d pixels: want an image of at most %d pixels", path, cfg.Width, cfg.Height, maxEditPixels)
-	}
-	if _, err := fh.Seek(0, io.SeekStart); err != nil {
-		return core.HostTensor{}, "", err
-	}
-	src, err := png.Decode(fh)
-	if err != nil {
-		return core.HostTensor{}, "", fmt.Errorf("%s: %w", path, err)
-	}
-	note := ""
-	bnd := src.Bounds()
-	if bnd.Dx() != side || bnd.Dy() != side {
-		s := min(bnd.Dx(), bnd.Dy())
-		crop := image.Rect(bnd.Min.X+(bnd.Dx()-s)/2, bnd.Min.Y+(bnd.Dy()-s)/2, 0, 0)
-		crop.Max = crop.Min.Add(image.Pt(s, s))
-		dst := image.NewNRGBA(image.Rect(0, 0, side, side))
-		xdraw.BiLinear.Scale(dst, dst.Bounds(), src, crop, xdraw.Src, nil)
-		src = dst
-		note = fmt.Sprintf("%s is %dx%d: centre-cropped to %dx%d and resized to the model's %dx%d", path, bnd.Dx(), bnd.Dy(), s, s, side, side)
-	}
-	out := core.HostTensor{Shape: core.Shape{1, 3, side, side}, Data: make([]float32, 3*side*side)}
-	b := src.Bounds()
-	for y := 0; y < side; y++ {
-		for x := 0; x < side; x++ {
-			r, g, bl, _ := src.At(b.Min.X+x, b.Min.Y+y).RGBA() // 16-bit, alpha-premultiplied
-			for c, v := range []uint32{r, g, bl} {
-				t := float32(v>>8) / 255
-				out.Data[c*side*side+y*side+x] = t + t - 1
-			}
-		}
-	}
-	return out, note, nil
-}
-
-// readMaskPNG reads a mask PNG (white = regenerate) as a keep-mask on the p x p grid: 1 - the mean
-// brightness of the pixels each grid cell covers.
-func readMaskPNG(path string, p int) ([]float32, error) {
+// decodePNG reads a PNG, refusing files of more than maxEditPixels pixels before decoding them.
+func decodePNG(path string) (image.Image, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -258,8 +260,8 @@ func readMaskPNG(path string, p int) ([]float32, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a readable PNG: %w", path, err)
 	}
-	if cfg.Width < p || cfg.Height < p || cfg.Width*cfg.Height > maxEditPixels {
-		return nil, fmt.Errorf("%s: %dx%d pixels: want at least %dx%d and at most %d pixels", path, cfg.Width, cfg.Height, p, p, maxEditPixels)
+	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > maxEditPixels {
+		return nil, fmt.Errorf("%s: %dx%d pixels: want an image of at most %d pixels", path, cfg.Width, cfg.Height, maxEditPixels)
 	}
 	if _, err := fh.Seek(0, io.SeekStart); err != nil {
 		return nil, err
@@ -268,12 +270,99 @@ func readMaskPNG(path string, p int) ([]float32, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return img, nil
+}
+
+// toInput is img's w x h pixels as the notebook reads an image: RGB bytes / 255, then x + x - 1, in
+// [-1, 1], as [1, 3, h, w].
+func toInput(img image.Image, h, w int) core.HostTensor {
+	out := core.HostTensor{Shape: core.Shape{1, 3, h, w}, Data: make([]float32, 3*h*w)}
 	b := img.Bounds()
-	mask := make([]float32, p*p)
-	for gy := 0; gy < p; gy++ {
-		for gx := 0; gx < p; gx++ {
-			y0, y1 := b.Min.Y+gy*b.Dy()/p, b.Min.Y+(gy+1)*b.Dy()/p
-			x0, x1 := b.Min.X+gx*b.Dx()/p, b.Min.X+(gx+1)*b.Dx()/p
+	for y := range h {
+		for x := range w {
+			r, g, bl, _ := img.At(b.Min.X+x, b.Min.Y+y).RGBA() // 16-bit, alpha-premultiplied
+			for c, v := range []uint32{r, g, bl} {
+				t := float32(v>>8) / 255
+				out.Data[c*h*w+y*w+x] = t + t - 1
+			}
+		}
+	}
+	return out
+}
+
+// readEditImage loads a PNG as [1, 3, h, w] in [-1, 1]. An image of another size is centre-cropped to
+// the w:h aspect and resized (bilinear); note says so.
+func readEditImage(path string, h, w int) (core.HostTensor, string, error) {
+	src, err := decodePNG(path)
+	if err != nil {
+		return core.HostTensor{}, "", err
+	}
+	note := ""
+	bnd := src.Bounds()
+	if bnd.Dx() != w || bnd.Dy() != h {
+		// The largest w:h rectangle inside, centred.
+		cw, ch := bnd.Dx(), bnd.Dx()*h/w
+		if ch > bnd.Dy() {
+			cw, ch = bnd.Dy()*w/h, bnd.Dy()
+		}
+		crop := image.Rect(bnd.Min.X+(bnd.Dx()-cw)/2, bnd.Min.Y+(bnd.Dy()-ch)/2, 0, 0)
+		crop.Max = crop.Min.Add(image.Pt(cw, ch))
+		dst := image.NewNRGBA(image.Rect(0, 0, w, h))
+		xdraw.BiLinear.Scale(dst, dst.Bounds(), src, crop, xdraw.Src, nil)
+		src = dst
+		note = fmt.Sprintf("%s is %dx%d: centre-cropped to %dx%d and resized to the output's %dx%d", path, bnd.Dx(), bnd.Dy(), cw, ch, w, h)
+	}
+	return toInput(src, h, w), note, nil
+}
+
+// readExpandImage fits a PNG inside a w x h canvas (scaled to fit, aspect kept, centred, mid-grey
+// around it) and returns the canvas with its keep-mask on the gh x gw token grid: 1 for the tokens that
+// lie wholly on the image.
+func readExpandImage(path string, h, w, gh, gw int) (core.HostTensor, []float32, string, error) {
+	src, err := decodePNG(path)
+	if err != nil {
+		return core.HostTensor{}, nil, "", err
+	}
+	bnd := src.Bounds()
+	pw, ph := w, bnd.Dy()*w/bnd.Dx()
+	if ph > h {
+		pw, ph = bnd.Dx()*h/bnd.Dy(), h
+	}
+	at := image.Rect((w-pw)/2, (h-ph)/2, (w-pw)/2+pw, (h-ph)/2+ph)
+	dst := image.NewNRGBA(image.Rect(0, 0, w, h))
+	for i := 0; i < len(dst.Pix); i += 4 {
+		dst.Pix[i], dst.Pix[i+1], dst.Pix[i+2], dst.Pix[i+3] = 128, 128, 128, 255
+	}
+	xdraw.BiLinear.Scale(dst, at, src, bnd, xdraw.Src, nil)
+	mask := make([]float32, gh*gw)
+	th, tw := h/gh, w/gw // pixels per token
+	for r := range gh {
+		for c := range gw {
+			if image.Rect(c*tw, r*th, (c+1)*tw, (r+1)*th).In(at) {
+				mask[r*gw+c] = 1
+			}
+		}
+	}
+	note := fmt.Sprintf("%s (%dx%d) placed at %v of the %dx%d output; the rest is generated", path, bnd.Dx(), bnd.Dy(), at, w, h)
+	return toInput(dst, h, w), mask, note, nil
+}
+
+// readMaskPNG reads a mask PNG (white = regenerate) as a keep-mask on the gh x gw grid: 1 - the mean
+// brightness of the pixels each grid cell covers.
+func readMaskPNG(path string, gh, gw int) ([]float32, error) {
+	img, err := decodePNG(path)
+	if err != nil {
+		return nil, err
+	}
+	b := img.Bounds()
+	if b.Dx() < gw || b.Dy() < gh {
+		return nil, fmt.Errorf("%s: %dx%d pixels: want at least %dx%d", path, b.Dx(), b.Dy(), gw, gh)
+	}
+	mask := make([]float32, gh*gw)
+	for gy := range gh {
+		for gx := range gw {
+			y0, y1 := b.Min.Y+gy*b.Dy()/gh, b.Min.Y+(gy+1)*b.Dy()/gh
+			x0, x1 := b.Min.X+gx*b.Dx()/gw, b.Min.X+(gx+1)*b.Dx()/gw
 			var sum float64
 			for y := y0; y < y1; y++ {
 				for x := x0; x < x1; x++ {
@@ -281,7 +370,7 @@ func readMaskPNG(path string, p int) ([]float32, error) {
 					sum += float64(r+g+bl) / (3 * 65535)
 				}
 			}
-			mask[gy*p+gx] = float32(1 - sum/float64((y1-y0)*(x1-x0)))
+			mask[gy*gw+gx] = float32(1 - sum/float64((y1-y0)*(x1-x0)))
 		}
 	}
 	return mask, nil

@@ -42,7 +42,7 @@ func TestEditFixture(t *testing.T) {
 		g := testutil.OpenGolden(t, f.Path("edit.safetensors"))
 		// The PNG is read exactly as the notebook reads it.
 		side := g.F32("edit.input").Shape[3]
-		img, note, err := readEditImage(f.Path("edit_input.png"), side)
+		img, note, err := readEditImage(f.Path("edit_input.png"), side, side)
 		if err != nil || note != "" {
 			t.Fatalf("edit_input.png: %v %q", err, note)
 		}
@@ -158,5 +158,53 @@ func writeTestPNG(t *testing.T, path string, img image.Image) {
 	defer f.Close()
 	if err := png.Encode(f, img); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// webvar edit on a FlexVAR model (flexvar-tiny): refinement keeps the first steps' tokens of the input
+// (those of -refine with every step kept), expansion to 16:9 writes the wider image around the input, a
+// box keeping everything is refused, and -expand is refused for VAR.
+func TestEditFlexVAR(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.png")
+	ckpt := []string{"-var", testutil.FlexVARTiny("var.pth"), "-vae", testutil.FlexVARTiny("vae.pth"), "-patch-nums", "1,2,3,4"}
+	if rc, _, stderr := runCLI(t, append([]string{"generate", "-class", "1", "-seed", "4", "-out", in}, ckpt...)...); rc != 0 {
+		t.Fatalf("generate: exit %d: %s", rc, stderr)
+	}
+	tokens := func(args ...string) [][]int {
+		t.Helper()
+		tok := filepath.Join(dir, "t.json")
+		rc, _, stderr := runCLI(t, append(append([]string{"edit", "-image", in, "-class", "2", "-seed", "9", "-out", filepath.Join(dir, "o.png"), "-tokens", tok}, ckpt...), args...)...)
+		if rc != 0 {
+			t.Fatalf("edit %v: exit %d: %s", args, rc, stderr)
+		}
+		var v struct{ Tokens [][]int }
+		data, _ := os.ReadFile(tok)
+		if err := json.Unmarshal(data, &v); err != nil || len(v.Tokens) != 4 {
+			t.Fatalf("tokens %s: %v", data, err)
+		}
+		return v.Tokens
+	}
+	all, two := tokens("-refine", "4"), tokens("-refine", "2")
+	for si := range 2 {
+		if fmt.Sprint(two[si]) != fmt.Sprint(all[si]) {
+			t.Errorf("-refine 2, step %d: %v, the input's %v", si, two[si], all[si])
+		}
+	}
+	if fmt.Sprint(two[3]) == fmt.Sprint(all[3]) {
+		t.Errorf("-refine 2 regenerated nothing of the last step")
+	}
+	wide := filepath.Join(dir, "wide.png")
+	if rc, _, stderr := runCLI(t, append([]string{"edit", "-image", in, "-expand", "-aspect", "16:9", "-class", "1", "-out", wide}, ckpt...)...); rc != 0 {
+		t.Fatalf("expand: exit %d: %s", rc, stderr)
+	}
+	if b := readPNG(t, wide).Bounds(); b.Dx() != 80 || b.Dy() != 48 { // grids 1x1, 1x2, 2x3, 3x5 of 16-pixel tokens
+		t.Errorf("expanded image %v, want 80x48", b)
+	}
+	if rc, _, stderr := runCLI(t, append([]string{"edit", "-image", in, "-box", "0,0,1,1", "-outpaint", "-out", wide}, ckpt...)...); rc != 2 || !strings.Contains(stderr, "keeps the whole image") {
+		t.Errorf("keep-everything box: exit %d: %s", rc, stderr)
+	}
+	if rc, _, stderr := runCLI(t, "edit", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"), "-image", in, "-expand", "-out", wide); rc != 2 || !strings.Contains(stderr, "FlexVAR") {
+		t.Errorf("-expand on VAR: exit %d: %s", rc, stderr)
 	}
 }

@@ -283,16 +283,29 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 // settings are the generation settings the flags ask for: the flags the user gave, by the family's
 // setting names; the rest are the model's defaults. A flag the family does not take is an error.
 func (f *generateFlags) settings(g gen.Generator) (gen.Settings, error) {
-	given := f.sampling.given()
-	for k, v := range f.flex.given() {
-		given[k] = v
-	}
-	if f.model.patchNums != "" && g.Info().Family == "flexvar" {
-		given["schedule"] = f.model.patchNums
-	}
+	given := givenSettings(g, &f.sampling, &f.flex, f.model.patchNums)
 	if f.scales != "" && g.Info().Family == "var" {
 		given["previews"] = f.preview.String()
 	}
+	return resolveSettings(g, given)
+}
+
+// givenSettings are the settings the user's flags set, by the family's setting names (FlexVAR's schedule
+// is -patch-nums).
+func givenSettings(g gen.Generator, sampling *samplingFlags, flex *flexFlags, patchNums string) gen.Settings {
+	given := sampling.given()
+	for k, v := range flex.given() {
+		given[k] = v
+	}
+	if patchNums != "" && g.Info().Family == "flexvar" {
+		given["schedule"] = patchNums
+	}
+	return given
+}
+
+// resolveSettings checks the given settings against the family's and fills in the model's defaults. A
+// flag the family does not take is an error naming it.
+func resolveSettings(g gen.Generator, given gen.Settings) (gen.Settings, error) {
 	declared := map[string]bool{}
 	for _, d := range g.Settings() {
 		declared[d.Name] = true

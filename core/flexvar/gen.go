@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/edit"
 	"github.com/webvar/webvar/core/gen"
 )
 
@@ -164,10 +165,46 @@ func (g *generator) Request(req gen.Request) (Request, error) {
 }
 
 func (g *generator) Generate(ctx context.Context, req gen.Request, onStep func(gen.Step) error) (*gen.Result, error) {
+	return g.generate(ctx, req, nil, onStep)
+}
+
+// EditGrid is the grid the settings' schedule ends in.
+func (g *generator) EditGrid(s gen.Settings) (int, int, error) {
+	v, err := gen.Values(g.Settings(), s)
+	if err != nil {
+		return 0, 0, err
+	}
+	sched, err := ScheduleOf(v)
+	if err != nil {
+		return 0, 0, err
+	}
+	last := sched[len(sched)-1]
+	return last.H, last.W, nil
+}
+
+// Edit is image-to-image (EditOf) at the settings' schedule.
+func (g *generator) Edit(ctx context.Context, req gen.EditRequest, onStep func(gen.Step) error) (*gen.Result, error) {
+	v, err := gen.Values(g.Settings(), req.Settings)
+	if err != nil {
+		return nil, err
+	}
+	sched, err := ScheduleOf(v)
+	if err != nil {
+		return nil, err
+	}
+	e, err := g.p.EditOf(core.NewOps(g.b), req.Image, sched, req.Keep, req.KeepSteps)
+	if err != nil {
+		return nil, err
+	}
+	return g.generate(ctx, req.Request, e, onStep)
+}
+
+func (g *generator) generate(ctx context.Context, req gen.Request, e *edit.Edit, onStep func(gen.Step) error) (*gen.Result, error) {
 	r, err := g.Request(req)
 	if err != nil {
 		return nil, err
 	}
+	r.Edit = e
 	var cb func(StepEvent) error
 	if onStep != nil {
 		cb = func(ev StepEvent) error {

@@ -3,6 +3,8 @@ package flexvar
 import (
 	"context"
 	"fmt"
+	"github.com/webvar/webvar/core/edit"
+	"slices"
 	"time"
 
 	"github.com/webvar/webvar/core"
@@ -95,6 +97,10 @@ type Request struct {
 	// Previews decodes every step's own tokens (each step is a complete image at its grid's size),
 	// resized to the final image size, into StepEvent.Preview.
 	Previews bool
+	// Edit, when set, teacher-forces an input image's tokens (EditOf) at its kept positions of every
+	// step: image-to-image (refinement, in/out-painting, expansion). A label may then be Classes, the
+	// null class (plain in-painting).
+	Edit *edit.Edit
 }
 
 // StepEvent reports a finished step.
@@ -126,9 +132,13 @@ func (p *Pipeline) validate(req Request) error {
 	if len(req.Labels) == 0 {
 		return fmt.Errorf("no labels: nothing to generate")
 	}
+	maxLabel := c.Classes
+	if req.Edit != nil {
+		maxLabel++ // the null class
+	}
 	for _, l := range req.Labels {
-		if l < 0 || l >= c.Classes {
-			return fmt.Errorf("class %d outside [0, %d)", l, c.Classes)
+		if l < 0 || l >= maxLabel {
+			return fmt.Errorf("class %d outside [0, %d)", l, maxLabel)
 		}
 	}
 	if req.TopK < 0 || req.TopP < 0 || req.TopP > 1 {
@@ -143,6 +153,22 @@ func (p *Pipeline) validate(req Request) error {
 	s := p.schedule(req)
 	if err := CheckSchedule(s); err != nil {
 		return err
+	}
+	if req.Edit != nil {
+		sizes := make([]int, len(s))
+		for i, g := range s {
+			sizes[i] = g.N()
+		}
+		if err := req.Edit.Check(sizes); err != nil {
+			return err
+		}
+		for si, ids := range req.Edit.Tokens {
+			for _, id := range ids {
+				if id < 0 || id >= c.V {
+					return fmt.Errorf("edit step %d: token %d outside [0, %d)", si, id, c.V)
+				}
+			}
+		}
 	}
 	if len(req.Prefix) > len(s) {
 		return fmt.Errorf("prefix has %d steps, the schedule %d", len(req.Prefix), len(s))
@@ -254,6 +280,9 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onStep fun
 			}
 			ids, _ = sample.Scale(mixed, c.V, topK, topP, false, 0, rng)
 		}
+		if req.Edit != nil {
+			req.Edit.Apply(si, ids)
+		}
 		res.Tokens = append(res.Tokens, ids)
 		if si+1 < k {
 			next := sched[si+1]
@@ -334,4 +363,56 @@ func toUnit(o *core.Ops, img *core.Tensor) core.HostTensor {
 		h.Data[i] = min(max((v+1)*0.5, 0), 1)
 	}
 	return h
+}
+
+// EditOf tokenizes image [1, 3, H, W] (values in [-1, 1], the size the schedule ends in) at every step of
+// sched, as FlexVAR's image-to-image does (the paper's; the released code has none): encoder ->
+// quant_conv -> area-downsampled to each step's grid -> the nearest l2-normalised code, each step on its
+// own. mask is a keep-mask on the last step's grid (1 = keep; edit.BoxMask makes a box), resized to every
+// step (edit.KeepMasks); the first keepSteps steps are kept entirely (refinement: they fix the layout, the
+// later steps are generated anew).
+func (p *Pipeline) EditOf(o *core.Ops, image core.HostTensor, sched []Grid, mask []float32, keepSteps int) (*edit.Edit, error) {
+	if err := CheckSchedule(sched); err != nil {
+		return nil, err
+	}
+	last := sched[len(sched)-1]
+	h, w := p.ImageSize(sched)
+	if !image.Shape.Equal(core.Shape{1, 3, h, w}) {
+		return nil, fmt.Errorf("edit image %v, want [1, 3, %d, %d] (the size the schedule ends in)", image.Shape, h, w)
+	}
+	if keepSteps < 0 || keepSteps > len(sched) {
+		return nil, fmt.Errorf("keep steps %d: want 0..%d", keepSteps, len(sched))
+	}
+	grids := make([][2]int, len(sched))
+	for i, g := range sched {
+		grids[i] = [2]int{g.H, g.W}
+	}
+	keep, err := edit.KeepMasks(mask, last.H, last.W, grids)
+	if err != nil {
+		return nil, err
+	}
+	// The notebook's rule keeps grids of at most 3 tokens whatever the mask; a mask that keeps nothing
+	// keeps nothing at all here, so that it is plain generation (with keepSteps: pure refinement).
+	if !slices.ContainsFunc(mask, func(v float32) bool { return v > 0.5 }) {
+		for _, k := range keep {
+			clear(k)
+		}
+	}
+	for si := range keepSteps {
+		for i := range keep[si] {
+			keep[si][i] = true
+		}
+	}
+	x := o.Upload(image)
+	lat := p.VAE.Encode(o, x)
+	o.Free(x)
+	e := &edit.Edit{Keep: keep}
+	for _, g := range sched {
+		e.Tokens = append(e.Tokens, p.VAE.Quantize(o, lat, g))
+	}
+	o.Free(lat)
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
+	return e, nil
 }

@@ -245,3 +245,26 @@ func (r *Result) LatentRows() [][]float32 {
 	}
 	return rows
 }
+
+// EditRequest is an image-to-image generation (Editor): an input image and what of it to keep.
+type EditRequest struct {
+	// Request's labels may include the class count, the null class (in-painting without a class).
+	Request
+	// Image is the input, [1, 3, H, W] in [-1, 1], at the size ImageSize gives for the settings.
+	Image core.HostTensor
+	// Keep is a keep-mask on the last step's token grid (EditGrid; row-major, 1 = keep the input's token);
+	// the family resizes it to every step.
+	Keep []float32
+	// KeepSteps keeps the first steps whole (refinement: they fix the layout, the later steps are
+	// generated anew).
+	KeepSteps int
+}
+
+// Editor is a Generator that also edits images (VAR's zero-shot editing, FlexVAR's image-to-image).
+type Editor interface {
+	Generator
+	// EditGrid is the last step's token grid for the settings (the grid EditRequest.Keep is on).
+	EditGrid(s Settings) (h, w int, err error)
+	// Edit generates with the input image's tokens kept where the request says.
+	Edit(ctx context.Context, req EditRequest, onStep func(Step) error) (*Result, error)
+}

@@ -2,6 +2,7 @@ package varmodel
 
 import (
 	"fmt"
+	"github.com/webvar/webvar/core/edit"
 	"testing"
 )
 
@@ -35,7 +36,7 @@ func TestKeepMasks(t *testing.T) {
 		t.Fatal("a mask of the wrong size was accepted")
 	}
 	// Resizing to the same size is the identity.
-	if got := resizeBilinear(mask, 4, 4); fmt.Sprint(got) != fmt.Sprint(mask) {
+	if got := edit.ResizeBilinear(mask, 4, 4, 4, 4); fmt.Sprint(got) != fmt.Sprint(mask) {
 		t.Fatalf("identity resize %v", got)
 	}
 }

@@ -73,10 +73,15 @@ func (g *generator) request(req gen.Request) (Request, error) {
 }
 
 func (g *generator) Generate(ctx context.Context, req gen.Request, onStep func(gen.Step) error) (*gen.Result, error) {
+	return g.generate(ctx, req, nil, onStep)
+}
+
+func (g *generator) generate(ctx context.Context, req gen.Request, e *Edit, onStep func(gen.Step) error) (*gen.Result, error) {
 	r, err := g.request(req)
 	if err != nil {
 		return nil, err
 	}
+	r.Edit = e
 	var cb func(ScaleEvent) error
 	if onStep != nil {
 		cb = func(ev ScaleEvent) error {
@@ -101,4 +106,28 @@ func (g *generator) Notes(s gen.Settings) []string {
 		}
 	}
 	return nil
+}
+
+// EditGrid is the last scale's grid, the one an edit's keep-mask is on.
+func (g *generator) EditGrid(gen.Settings) (int, int, error) {
+	pn := g.p.VAR.Config().PatchNums
+	return pn[len(pn)-1], pn[len(pn)-1], nil
+}
+
+// Edit is the notebook's zero-shot editing (EditOf); KeepSteps also keeps the first scales whole.
+func (g *generator) Edit(ctx context.Context, req gen.EditRequest, onStep func(gen.Step) error) (*gen.Result, error) {
+	o := core.NewOps(g.b)
+	e, err := g.p.EditOf(o, req.Image, req.Keep)
+	if err != nil {
+		return nil, err
+	}
+	if req.KeepSteps < 0 || req.KeepSteps > len(e.Keep) {
+		return nil, fmt.Errorf("keep steps %d: want 0..%d", req.KeepSteps, len(e.Keep))
+	}
+	for si := range req.KeepSteps {
+		for i := range e.Keep[si] {
+			e.Keep[si][i] = true
+		}
+	}
+	return g.generate(ctx, req.Request, e, onStep)
 }

@@ -182,7 +182,11 @@ func (p *Pipeline) validate(req Request) error {
 	maxLabel := c.Classes
 	if req.Edit != nil {
 		maxLabel++ // the null class
-		if err := req.Edit.check(c.PatchNums); err != nil {
+		sizes := make([]int, len(c.PatchNums))
+		for i, pn := range c.PatchNums {
+			sizes[i] = pn * pn
+		}
+		if err := req.Edit.Check(sizes); err != nil {
 			return err
 		}
 	}
@@ -328,7 +332,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 		if req.Edit != nil {
 			// The kept positions take the input's tokens; h is rebuilt from the final ids (the soft
 			// embedding of more_smooth would mix the sampled codes in).
-			req.Edit.apply(si, ids)
+			req.Edit.Apply(si, ids)
 			o.Free(h)
 			h = p.VAE.Embed(o, ids, bsz, pn)
 		}
