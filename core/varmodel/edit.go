@@ -52,4 +52,3 @@ func (p *Pipeline) EditOf(o *core.Ops, image core.HostTensor, mask []float32) (*
 	}
 	return &Edit{Tokens: ids, Keep: keep}, nil
 }
-
