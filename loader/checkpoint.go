@@ -202,6 +202,32 @@ var legacyMagic = []byte{0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0
 // OpenReaderAt opens a checkpoint of size bytes readable from r; name is only used in error messages. r must
 // stay readable until the Checkpoint is no longer used; Close does not close it.
 func OpenReaderAt(r io.ReaderAt, size int64, name string) (*Checkpoint, error) {
+	return openReaderAt(r, size, name, "")
+}
+
+// OpenStateDict is Open for a training checkpoint that nests several state dicts (RQ-Transformer's
+// {'state_dict': sd, 'state_dict_ema': ema, 'optimizer': ...}): it reads the one under key instead of the
+// first of the names Open tries.
+func OpenStateDict(path, key string) (*Checkpoint, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: "open", Err: err}
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, &Error{File: path, Msg: "stat", Err: err}
+	}
+	c, err := openReaderAt(f, st.Size(), path, key)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	c.closer = f
+	return c, nil
+}
+
+func openReaderAt(r io.ReaderAt, size int64, name, key string) (*Checkpoint, error) {
 	if r == nil || size < 0 {
 		return nil, &Error{Kind: ErrFormat, File: name, Msg: "no data"}
 	}
@@ -213,7 +239,7 @@ func OpenReaderAt(r io.ReaderAt, size int64, name string) (*Checkpoint, error) {
 	var err error
 	switch {
 	case len(head) >= 4 && (string(head[:4]) == "PK\x03\x04" || string(head[:4]) == "PK\x05\x06"):
-		c, err = openPTH(r, size)
+		c, err = openPTH(r, size, key)
 	case len(head) >= len(legacyMagic) && string(head[:len(legacyMagic)]) == string(legacyMagic):
 		err = &Error{Kind: ErrUnsupported, Msg: "legacy torch format: re-save with torch>=1.6"}
 	case len(head) >= 9 && head[8] == '{':

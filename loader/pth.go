@@ -26,7 +26,7 @@ const maxPickleBytes = 256 << 20
 // further is lying about its size.
 const maxDeflateRatio = 1032
 
-func openPTH(r io.ReaderAt, size int64) (*Checkpoint, error) {
+func openPTH(r io.ReaderAt, size int64, key string) (*Checkpoint, error) {
 	zr, err := zip.NewReader(r, size)
 	// Insecure names (absolute, "..") only matter when extracting to disk, which never happens here.
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
@@ -70,7 +70,7 @@ func openPTH(r io.ReaderAt, size int64) (*Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	items, err := stateDict(obj)
+	items, err := stateDictAt(obj, key)
 	if err != nil {
 		return nil, err
 	}
@@ -215,6 +215,22 @@ func lookupDict(d *pyDict, path []string) (any, bool) {
 type namedTensor struct {
 	name string
 	ref  *tensorRef
+}
+
+// stateDictAt is stateDict of the dict under the top-level key (OpenStateDict), or of obj for "".
+func stateDictAt(obj any, key string) ([]namedTensor, error) {
+	if key == "" {
+		return stateDict(obj)
+	}
+	d, ok := obj.(*pyDict)
+	if !ok {
+		return nil, &Error{Kind: ErrUnsupported, Msg: fmt.Sprintf("the pickled object is %s, not a dict with %q", typeName(obj), key)}
+	}
+	sub, ok := lookupDict(d, []string{key})
+	if !ok {
+		return nil, &Error{Kind: ErrUnsupported, Msg: fmt.Sprintf("no %q in the checkpoint", key)}
+	}
+	return stateDict(sub)
 }
 
 // stateDict extracts the tensors of a plain state_dict, in insertion order. Values that are not tensors

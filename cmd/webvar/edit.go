@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +38,7 @@ type editFlags struct {
 	outpaint bool
 	mask     string
 	refine   int
+	keepRows int
 	expand   bool
 	out      string
 	tokens   string
@@ -60,6 +60,7 @@ func parseEdit(args []string, stderr io.Writer) (*editFlags, error) {
 	fs.BoolVar(&f.outpaint, "outpaint", false, "keep the box and regenerate the rest (out-painting)")
 	fs.StringVar(&f.mask, "mask", "", "instead of -box: a mask PNG, white = regenerate, black = keep (any size: averaged onto the last step's grid)")
 	fs.IntVar(&f.refine, "refine", 0, "keep the first N steps (scales) of the image whole and generate the rest anew (refinement; alone or with -box/-mask)")
+	fs.IntVar(&f.keepRows, "keep-rows", 0, "RQ-Transformer: image completion: keep the input's codes of the first R rows of the code map and generate the rest")
 	fs.BoolVar(&f.expand, "expand", false, "FlexVAR: fit the whole image inside the output (its size and aspect from -patch-nums and -aspect), keep it and generate the margins (expansion)")
 	fs.StringVar(&f.out, "out", "", "output PNG path")
 	fs.StringVar(&f.tokens, "tokens", "", "also write the final tokens as JSON {\"tokens\": [[scale 0 ids], ...]}")
@@ -94,8 +95,12 @@ func parseEdit(args []string, stderr io.Writer) (*editFlags, error) {
 		return nil, usageError{"-out is required"}
 	case masks > 1:
 		return nil, usageError{"give one of -box, -mask and -expand"}
-	case masks == 0 && f.refine == 0:
-		return nil, usageError{"give either -box y0,x0,y1,x1, -mask mask.png, -expand or -refine N"}
+	case masks == 0 && f.refine == 0 && f.keepRows == 0:
+		return nil, usageError{"give either -box y0,x0,y1,x1, -mask mask.png, -expand, -refine N or (RQ) -keep-rows R"}
+	case f.keepRows < 0:
+		return nil, usageError{"-keep-rows must be >= 0"}
+	case f.keepRows > 0 && (masks > 0 || f.refine > 0):
+		return nil, usageError{"-keep-rows (RQ image completion) goes alone"}
 	case f.mask != "" && f.outpaint:
 		return nil, usageError{"-outpaint goes with -box (a mask says itself what to regenerate)"}
 	case f.outpaint && f.box == "":
@@ -157,6 +162,12 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 	if !ok {
 		return fmt.Errorf("a %s model does not edit images (VAR and FlexVAR do)", info.Family)
 	}
+	if (f.keepRows > 0) != (info.Family == "rq") {
+		if f.keepRows > 0 {
+			return usageError{fmt.Sprintf("-keep-rows is the RQ-Transformer's image completion; this is a %s model", info.Family)}
+		}
+		return usageError{"an RQ-Transformer completes images in raster order: give -keep-rows R"}
+	}
 	if f.expand && info.Family != "flexvar" {
 		return usageError{fmt.Sprintf("-expand is FlexVAR's (any size and aspect); this is a %s model", info.Family)}
 	}
@@ -197,8 +208,14 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 		if mask, err = readMaskPNG(f.mask, gh, gw); err != nil {
 			return err
 		}
-	case mask == nil: // -refine alone: the later steps are all generated
+	case mask == nil: // -refine or -keep-rows alone: the later steps are all generated
 		mask = make([]float32, gh*gw)
+		if f.keepRows > gh {
+			return usageError{fmt.Sprintf("-keep-rows %d: the code map has %d rows", f.keepRows, gh)}
+		}
+		for i := range f.keepRows * gw {
+			mask[i] = 1
+		}
 	}
 	kept := 0
 	for _, v := range mask {
@@ -222,8 +239,8 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 	if f.refine > 0 {
 		refine = fmt.Sprintf("; the first %d %ss kept whole", f.refine, info.StepNoun)
 	}
-	fmt.Fprintf(stderr, "editing towards %s: %d of %d positions of the last %s kept%s; %s\n",
-		what, kept, len(mask), info.StepNoun, refine, describeSettings(g, settings))
+	fmt.Fprintf(stderr, "editing towards %s: %d of the %dx%d positions of the last %s's grid kept%s; %s\n",
+		what, kept, gh, gw, info.StepNoun, refine, describeSettings(g, settings))
 	res, err := ed.Edit(ctx, gen.EditRequest{Request: gen.Request{Labels: []int{f.class}, Seed: f.seed, Settings: settings},
 		Image: img, Keep: mask, KeepSteps: f.refine}, nil)
 	if err != nil {
@@ -234,11 +251,7 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", f.out)
 	if f.tokens != "" {
-		data, err := json.Marshal(map[string][][]int{"tokens": res.Tokens})
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(f.tokens, append(data, '\n'), 0o644); err != nil {
+		if err := writeTokens(f.tokens, info.Family, res, gh, gw); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s\n", f.tokens)

@@ -56,7 +56,7 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 	fs.StringVar(&f.backend, "backend", "cpu", "compute backend: cpu, webgpu, or cpu-ref (the plain-Go reference code, without SIMD)")
 	fs.IntVar(&f.threads, "threads", 0, "CPU backend threads (0: all cores)")
 	fs.StringVar(&f.out, "out", "", "output PNG path (the grid with -classes/-seeds)")
-	fs.StringVar(&f.tokens, "tokens", "", "also write the sampled tokens as JSON {\"tokens\": [[scale 0 ids], ...]} (MAR: {\"latents\": [[token 0's values], ...]}, raster order)")
+	fs.StringVar(&f.tokens, "tokens", "", "also write the sampled tokens as JSON {\"tokens\": [[scale 0 ids], ...]} (MAR: {\"latents\": [[token 0's values], ...]}, raster order; RQ: {\"codes\": [[[d0, d1, ...] per column] per row]})")
 	fs.StringVar(&f.scales, "scales", "", "also write one preview PNG per scale into this directory")
 	preview := fs.String("scales-preview", "full", "with -scales: full (decode every scale's f_hat at full resolution), fast "+
 		"(decode it at the scale's own resolution and upsample) or linear (map it to RGB with the model's fitted linear map and "+
@@ -246,7 +246,9 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	req := gen.Request{Labels: []int{f.class}, Seed: f.seed, Settings: settings, Previews: f.scales != ""}
+	var gridH, gridW int
 	res, err := g.Generate(ctx, req, func(st gen.Step) error {
+		gridH, gridW = st.GridH, st.GridW
 		fmt.Fprintf(stderr, "%s %.2fs\n", st.Label, st.Elapsed.Seconds())
 		if f.scales != "" && st.Preview != nil {
 			name := filepath.Join(f.scales, fmt.Sprintf("%s_%02d_%dx%d.png", gi.StepNoun, st.Index, st.GridW, st.GridH))
@@ -262,22 +264,39 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", f.out)
 	if f.tokens != "" {
-		// Image 0's tokens, one row-major list per step (the batch is one image); a family with
-		// continuous tokens (MAR) writes {"latents": [[token 0's values], ...]} in raster order instead.
-		var v any = map[string][][]int{"tokens": res.Tokens}
-		if rows := res.LatentRows(); rows != nil {
-			v = map[string][][]float32{"latents": rows}
-		}
-		data, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(f.tokens, append(data, '\n'), 0o644); err != nil {
+		if err := writeTokens(f.tokens, gi.Family, res, gridH, gridW); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s\n", f.tokens)
 	}
 	return nil
+}
+
+// writeTokens writes image 0's tokens as JSON: {"tokens": [[step 0 ids], ...]} (row-major per step),
+// for MAR {"latents": [[token 0's values], ...]} (raster order), for RQ {"codes": [[[d0, d1, ...] per
+// column] per row]} (H x W x D; one step per position).
+func writeTokens(path, family string, res *gen.Result, gridH, gridW int) error {
+	var v any = map[string][][]int{"tokens": res.Tokens}
+	if rows := res.LatentRows(); rows != nil {
+		v = map[string][][]float32{"latents": rows}
+	}
+	if family == "rq" {
+		codes := make([][][]int, gridH)
+		for r := range codes {
+			codes[r] = make([][]int, gridW)
+			for c := range codes[r] {
+				if i := r*gridW + c; i < len(res.Tokens) {
+					codes[r][c] = res.Tokens[i]
+				}
+			}
+		}
+		v = map[string][][][]int{"codes": codes}
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
 // settings are the generation settings the flags ask for: the flags the user gave, by the family's

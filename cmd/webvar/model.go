@@ -14,6 +14,7 @@ import (
 	"github.com/webvar/webvar/core/flexvar"
 	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/mar"
+	"github.com/webvar/webvar/core/rq"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/loader"
 	"github.com/webvar/webvar/loader/convert"
@@ -25,6 +26,8 @@ import (
 // checkpoints (-var, -vae), or, when none is given, the embedded default model (weights/fashionvar).
 type modelFlags struct {
 	varPath, vaePath, weightsDir string
+	rqPath                       string // an RQ-Transformer release: stage1/ + stage2/ directory or .tar.gz
+	ema                          bool   // RQ: the releases' EMA weights
 	patchNums                    string
 	heads                        int
 }
@@ -35,11 +38,17 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.vaePath, "vae", "", "VQVAE checkpoint (.pth or .safetensors), e.g. vae_ch160v4096z32.pth, with -var")
 	fs.StringVar(&m.patchNums, "patch-nums", "", "token map sides per scale, e.g. 1,2,3,4 (needed with -var unless the checkpoint's L is an official schedule or determines them)")
 	fs.IntVar(&m.heads, "heads", 0, "attention heads, only for checkpoints without l2-norm attention (default width/64)")
+	fs.StringVar(&m.rqPath, "rq", "", "an RQ-Transformer release: a directory with stage1/ and stage2/ (config.yaml + model.pt each) or its .tar.gz, instead of -weights or -var/-vae")
+	fs.BoolVar(&m.ema, "ema", false, "with -rq: the EMA weights (state_dict_ema) instead of state_dict, as the official --ema")
 }
 
 // check validates the combination.
 func (m *modelFlags) check() error {
 	switch {
+	case m.rqPath != "" && (m.weightsDir != "" || m.varPath != "" || m.vaePath != ""):
+		return usageError{"give one of -rq, -weights and -var/-vae"}
+	case m.ema && m.rqPath == "":
+		return usageError{"-ema goes with -rq"}
 	case m.weightsDir != "" && (m.varPath != "" || m.vaePath != ""):
 		return usageError{"give either -weights or -var and -vae, not both"}
 	case m.weightsDir == "" && m.varPath == "" && m.vaePath != "":
@@ -55,7 +64,7 @@ func (m *modelFlags) check() error {
 
 // isDefault reports whether no model was named, so the embedded default model is used.
 func (m *modelFlags) isDefault() bool {
-	return m.weightsDir == "" && m.varPath == "" && m.vaePath == ""
+	return m.weightsDir == "" && m.varPath == "" && m.vaePath == "" && m.rqPath == ""
 }
 
 // source returns the weights source and a name for messages (checkpoints have none).
@@ -133,6 +142,13 @@ func (m *modelFlags) openGenerator(ctx context.Context, b core.Backend, onProgre
 		return nil, modelInfo{}, usageError{"-patch-nums: " + err.Error()}
 	}
 	opt := family.Options{PatchNums: pn, Heads: m.heads}
+	if m.rqPath != "" {
+		p, err := rq.LoadRelease(m.rqPath, b, rq.ReleaseOptions{Open: openStateDict, EMA: m.ema})
+		if err != nil {
+			return nil, modelInfo{}, err
+		}
+		return p.Generator(b, rq.Defaults{}), modelInfo{Name: m.rqPath}, nil
+	}
 	src, name := m.source()
 	if src == nil {
 		g, err := openCheckpoints(m.varPath, m.vaePath, b, opt)
@@ -382,4 +398,13 @@ func (s *samplingFlags) apply(d *convert.Sampling) {
 	if !s.set["more-smooth"] {
 		s.moreSmooth = d.MoreSmooth
 	}
+}
+
+// openStateDict opens a torch checkpoint's nested state dict key (rq.Opener).
+func openStateDict(path, key string) (core.WeightSource, func() error, error) {
+	c, err := loader.OpenStateDict(path, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.WeightSource(), c.Close, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/webvar/webvar/core/flexvar"
 	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/mar"
+	"github.com/webvar/webvar/core/rq"
 	"github.com/webvar/webvar/core/varmodel"
 )
 
@@ -21,8 +22,8 @@ import (
 // attention.
 type Options struct {
 	PatchNums []int
-	Heads     int // MAR: the encoder's and, unless DecHeads, the decoder's
-	DecHeads  int // MAR's decoder, when it differs from the encoder
+	Heads     int // MAR: the encoder's and, unless DecHeads, the decoder's; RQ: the body's and, unless DecHeads, the head's
+	DecHeads  int // MAR's decoder, RQ's head transformer, when it differs
 }
 
 // Family is one generator family.
@@ -143,7 +144,69 @@ func All() []Family {
 				return p.Generator(b, def), nil
 			},
 		},
+		{
+			Name: "rq", Title: "RQ-Transformer",
+			Detect:      rq.Detect,
+			Quantizable: rq.Quantizable,
+			Config: func(src core.WeightSource, opt Options) (map[string]any, error) {
+				c, err := rq.InferConfig(src, rqOptions(opt))
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"classes": c.Classes(), "heads": c.Body.Heads, "dec_heads": c.Head.Heads,
+					"depth": c.Body.Layers, "dec_depth": c.Head.Layers, "width": c.C, "vocab": c.V,
+					"code_shape": []int{c.H, c.W, c.D}}, nil
+			},
+			// The quantizer's EMA buffers are training state; the shared codebook's copies for depths 1.. are
+			// identical to depth 0's (LoadVAE takes the depth from the transformer when they are absent).
+			SkippedVAE: rqSkippedVAE(),
+			Load: func(varSrc, vaeSrc core.WeightSource, b core.Backend, opt Options, d gen.Settings) (gen.Generator, error) {
+				p, err := rq.LoadPipeline(varSrc, vaeSrc, b, rqOptions(opt))
+				if err != nil {
+					return nil, err
+				}
+				def, err := RQDefaults(rq.Defaults{}, d)
+				if err != nil {
+					return nil, err
+				}
+				return p.Generator(b, def), nil
+			},
+		},
 	}
+}
+
+// rqOptions are RQ's head counts from the family options.
+func rqOptions(opt Options) rq.Options {
+	dec := opt.DecHeads
+	if dec == 0 {
+		dec = opt.Heads
+	}
+	return rq.Options{BodyHeads: opt.Heads, HeadHeads: dec}
+}
+
+// rqSkippedVAE lists the RQ-VAE tensors the converter leaves out: every codebook's EMA buffers and the
+// copies of the shared codebook (depths 1..15).
+func rqSkippedVAE() []string {
+	var out []string
+	for d := range 16 {
+		p := fmt.Sprintf("quantizer.codebooks.%d.", d)
+		out = append(out, p+"cluster_size_ema", p+"embed_ema")
+		if d > 0 {
+			out = append(out, p+"weight")
+		}
+	}
+	return out
+}
+
+// RQDefaults is def overridden by the model's settings (temperature, top-k, top-p; cfg and the other
+// families' settings do not apply and are ignored).
+func RQDefaults(def rq.Defaults, d gen.Settings) (rq.Defaults, error) {
+	o := overrides{d: d}
+	set := o.set
+	set("temperature", func(v string) (e error) { def.Temperature, e = strconv.ParseFloat(v, 64); return })
+	set("top-k", func(v string) (e error) { def.TopK, e = strconv.Atoi(v); return })
+	set("top-p", func(v string) (e error) { def.TopP, e = strconv.ParseFloat(v, 64); return })
+	return def, o.err
 }
 
 // marOptions are MAR's head counts from the family options.
@@ -186,7 +249,7 @@ func Detect(src core.WeightSource) (Family, error) {
 	}
 	return Family{}, fmt.Errorf("not a checkpoint of a known family (%s): no VAR position table (pos_1LC [1, L, C] with lvl_embed), "+
 		"FlexVAR position grid (pos_1LC [1, C, H, W]) with transformer blocks, or MAR encoder (z_proj, encoder_pos_embed_learned) "+
-		"with its diffusion head (diffloss.net)", strings.Join(Names(), ", "))
+		"with its diffusion head (diffloss.net), or RQ-Transformer (pos_emb_hw, pos_emb_d, body_transformer)", strings.Join(Names(), ", "))
 }
 
 // ByName returns the family recorded in a manifest.

@@ -216,8 +216,9 @@ func softmax64(row []float32) []float64 {
 	return p
 }
 
-// multinomial draws an index with probability p[i] from one uniform variate.
-func multinomial(p []float64, rng *core.RNG) int {
+// Multinomial draws an index with probability p[i] from one uniform variate (torch.multinomial with one
+// sample; p need not be normalised exactly: the last possible index takes what rounding leaves).
+func Multinomial(p []float64, rng *core.RNG) int {
 	u := rng.Float64()
 	cum, last := 0.0, 0
 	for i, x := range p {
@@ -278,7 +279,7 @@ func Scale(logits []float32, v, topK int, topP float64, moreSmooth bool, ratio f
 	wg.Wait()
 	ids := make([]int, n)
 	for r := range ids {
-		ids[r] = multinomial(probs[r], rng)
+		ids[r] = Multinomial(probs[r], rng)
 	}
 	if !moreSmooth {
 		return ids, nil

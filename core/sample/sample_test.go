@@ -59,7 +59,7 @@ func TestMultinomialFollowsProbabilities(t *testing.T) {
 	counts := make([]int, len(p))
 	const n = 200000
 	for i := 0; i < n; i++ {
-		counts[multinomial(p, rng)]++
+		counts[Multinomial(p, rng)]++
 	}
 	for i, want := range p {
 		got := float64(counts[i]) / n

@@ -21,7 +21,7 @@ func (f Fixture) Path(name string) string { return filepath.Join(f.Dir, name) }
 
 // Families whose fixtures the tests can run. A WEBVAR_FIXTURES directory of another family fails
 // TestFixtureDirectoriesAreRunnable.
-var Families = []string{"var", "flexvar", "mar"}
+var Families = []string{"var", "flexvar", "mar", "rq"}
 
 // DetectFixtureFamily tells a fixture directory's family from its files: an RQ release layout
 // (stage1/, stage2/), a MAR checkpoint (mar.pth), or var.pth, whose position table says VAR (pos_1LC
