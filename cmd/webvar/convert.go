@@ -16,6 +16,7 @@ import (
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/gen"
+	"github.com/webvar/webvar/core/rq"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/loader/convert"
 	"github.com/webvar/webvar/weights"
@@ -28,6 +29,8 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	vaePath := fs.String("vae", "", "VQVAE checkpoint (.pth or .safetensors)")
 	patchNums := fs.String("patch-nums", "", "token map sides per scale (as for generate)")
 	heads := fs.Int("heads", 0, "attention heads, only for checkpoints without l2-norm attention")
+	rqPath := fs.String("rq", "", "an RQ-Transformer release (directory with stage1/ and stage2/, or its .tar.gz) instead of -var and -vae: head counts and default sampling come from its config.yaml")
+	ema := fs.Bool("ema", false, "with -rq: convert the EMA weights (state_dict_ema)")
 	from := fs.String("from", "", "a converted weights directory to convert again (other storage options) instead of -var and -vae; its tensors are read as stored (quantized ones dequantized), its class names, sampling settings and patch_nums kept unless given")
 	quant := fs.String("quant", string(convert.DefaultQuant), "storage of the transformer's Linear weights: f32, f16, int8 or int4 (blockwise, 32 weights per float16 scale; other tensors: f16 where its measured error is small, else f32); int8 is the high-fidelity choice, int4 keeps VAR-d16 under 250 MB")
 	vaeQuant := fs.String("vae-quant", "", "storage of the VQVAE decoder's convolution weights: f32, f16 (f16 where its measured error is small, else f32), int8 or int4 (blockwise per output channel, dequantized when loaded: a smaller download, the same float convolutions) (default: as -quant, but int8 when -quant is int4)")
@@ -62,9 +65,13 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		return usageError{"-weights DIR needs -preview-fit N >= 1 (the images to fit the preview map to)"}
 	case *refit != "":
 		return fitPreviewMap(*refit, *heads, *previewFit, stdout, stderr)
+	case *rqPath != "" && (*varPath != "" || *vaePath != "" || *from != ""):
+		return usageError{"give one of -rq, -from and -var/-vae"}
+	case *ema && *rqPath == "":
+		return usageError{"-ema goes with -rq"}
 	case *from != "" && (*varPath != "" || *vaePath != ""):
 		return usageError{"give either -from or -var and -vae, not both"}
-	case *from == "" && (*varPath == "" || *vaePath == ""):
+	case *from == "" && *rqPath == "" && (*varPath == "" || *vaePath == ""):
 		return usageError{"-var and -vae are required (the checkpoints to convert), or -from (a converted directory)"}
 	case *out == "":
 		return usageError{"-out is required (the directory to write)"}
@@ -116,9 +123,11 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "[%4d/%d] %-48s %-4s %-18v %9.3f MB  %s\n", r.Index+1, r.Total, r.Name, r.Scheme,
 				r.Shape, float64(r.Bytes)/1e6, errs)
 		}}
-	ref := modelFlags{varPath: *varPath, vaePath: *vaePath, weightsDir: *from, heads: *heads, patchNums: *patchNums}
+	ref := modelFlags{varPath: *varPath, vaePath: *vaePath, weightsDir: *from, heads: *heads, patchNums: *patchNums, rqPath: *rqPath, ema: *ema}
 	var man *weights.Manifest
-	if *from != "" {
+	if *rqPath != "" {
+		man, err = convertRelease(*rqPath, *ema, *out, opt)
+	} else if *from != "" {
 		m, err := weights.Load(context.Background(), weights.DirSource(*from), weights.LoadOptions{})
 		if err != nil {
 			return fmt.Errorf("%s: %w", *from, err)
@@ -167,7 +176,10 @@ func verifyConversion(source *modelFlags, dir string, heads, n int, stdout io.Wr
 	// Greedy with cfg 4 and both models' defaults otherwise (the schedule recorded at conversion). A
 	// family without token ids (MAR) runs its defaults with the same seed on both: the same random
 	// draws, so the images differ only by what the storage changed.
-	settings := gen.Settings{"cfg": "4", "top-k": "1"}
+	settings := gen.Settings{"top-k": "1"}
+	if hasSetting(ref.Settings(), "cfg") {
+		settings["cfg"] = "4"
+	}
 	greedy := hasSetting(ref.Settings(), "top-k")
 	if !greedy {
 		// The converted model's defaults (its -set settings) on both.
@@ -211,8 +223,8 @@ func verifyConversion(source *modelFlags, dir string, heads, n int, stdout io.Wr
 			n, n-1, what, latentErr, sumPSNR/float64(n), minPSNR)
 		return nil
 	}
-	fmt.Fprintf(stdout, "verify: %d greedy images (cfg 4) on cpu: %d/%d tokens (%.1f%%) equal to %s; image PSNR mean %.1f dB, min %.1f dB\n",
-		n, same, total, 100*float64(same)/float64(total), what, sumPSNR/float64(n), minPSNR)
+	fmt.Fprintf(stdout, "verify: %d greedy images (%s) on cpu: %d/%d tokens (%.1f%%) equal to %s; image PSNR mean %.1f dB, min %.1f dB\n",
+		n, describeSettings(ref, settings), same, total, 100*float64(same)/float64(total), what, sumPSNR/float64(n), minPSNR)
 	return nil
 }
 
@@ -322,4 +334,38 @@ func parseSampling(s string) (*convert.Sampling, error) {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// convertRelease converts an RQ-Transformer release: its two model.pt state dicts, with the head counts
+// and the default sampling of its config.yaml (unless -heads, -set or -sampling say otherwise).
+func convertRelease(path string, ema bool, out string, opt convert.ConvertOptions) (*weights.Manifest, error) {
+	r, err := rq.OpenRelease(path, rq.ReleaseOptions{EMA: ema})
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	key := rq.ReleaseOptions{EMA: ema}.StateDictKey()
+	s2, close2, err := openStateDict(r.Stage2Path, key)
+	if err != nil {
+		return nil, err
+	}
+	defer close2()
+	s1, close1, err := openStateDict(r.Stage1Path, key)
+	if err != nil {
+		return nil, err
+	}
+	defer close1()
+	if opt.Heads == 0 {
+		opt.Heads, opt.DecHeads = r.Config.Body.Heads, r.Config.Head.Heads
+	}
+	if opt.Settings == nil {
+		opt.Settings = gen.Settings{}
+	}
+	d := r.Defaults
+	for name, v := range map[string]string{"temperature": fmt.Sprint(d.Temperature), "top-k": fmt.Sprint(d.TopK), "top-p": fmt.Sprint(d.TopP)} {
+		if _, given := opt.Settings[name]; !given && v != "0" {
+			opt.Settings[name] = v
+		}
+	}
+	return convert.ConvertSources(s2, s1, filepath.Base(filepath.Clean(path)), out, opt)
 }

@@ -160,6 +160,29 @@ func TestPreviewWindowScreenshotMatchesGenerate(t *testing.T) {
 		}
 		compareScreenshot(t, readPNG(t, shot), readPNG(t, ref), 1)
 	})
+	// The RQ-Transformer in the same window: rq-tiny's release converted, greedy, class 3.
+	t.Run("rq", func(t *testing.T) {
+		rdir := filepath.Join(tmp, "rq")
+		if rc, _, stderr := runCLI(t, "convert", "-rq", filepath.Join(testutil.Root(), "testdata", "rq-tiny"), "-quant", "f32",
+			"-vae-quant", "f32", "-out", rdir, "-verify", "0"); rc != 0 {
+			t.Fatalf("convert: exit %d: %s", rc, stderr)
+		}
+		rreq := []string{"-class", "3", "-top-k", "1", "-seed", "1"}
+		ref := filepath.Join(tmp, "generate_rq.png")
+		if rc, _, stderr := runCLI(t, append([]string{"generate", "-weights", rdir, "-backend", "cpu", "-out", ref}, rreq...)...); rc != 0 {
+			t.Fatalf("generate: exit %d: %s", rc, stderr)
+		}
+		shot := filepath.Join(tmp, "preview_rq.png")
+		args := append([]string{"preview", "-weights", rdir, "-backend", "cpu", "-autostart", "-screenshot", shot}, rreq...)
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), "DISPLAY="+display)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("webvar %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+		compareScreenshot(t, readPNG(t, shot), readPNG(t, ref), 1)
+	})
 	// MAR in the same window: mar-tiny converted with its default settings (4 iterations, 5 diffusion
 	// steps), class 2, seed 7, cfg 2 from the flags: the window shows generate's image.
 	t.Run("mar", func(t *testing.T) {

@@ -55,7 +55,8 @@ func skipped(name string) bool {
 // ConvertOptions configure Convert.
 type ConvertOptions struct {
 	PatchNums []int // as for generate; recorded in the manifest
-	Heads     int   // as for generate (checkpoints without l2-norm attention)
+	Heads     int   // as for generate (checkpoints without l2-norm attention; MAR's encoder, RQ's body)
+	DecHeads  int   // MAR's decoder, RQ's head transformer, when they differ from Heads
 	// Quant is the scheme of the transformer's Linear weights (varmodel.Quantizable). With f16, int8 or
 	// int4, the other float tensors are stored f16 when that costs little precision (see F16MaxRelRMS)
 	// and f32 otherwise; with f32 everything is f32.
@@ -175,6 +176,15 @@ func Convert(varPath, vaePath, outDir string, opt ConvertOptions) (*weights.Mani
 	return convertSources(vc.WeightSource(), ac.WeightSource(), varPath, from, outDir, opt, nil)
 }
 
+// ConvertSources is Convert for sources already opened (an RQ release's model.pt state dicts, say); name
+// says where they come from in the manifest and messages.
+func ConvertSources(varSrc, vaeSrc core.WeightSource, name, outDir string, opt ConvertOptions) (*weights.Manifest, error) {
+	if err := opt.normalize(); err != nil {
+		return nil, err
+	}
+	return convertSources(varSrc, vaeSrc, name, name, outDir, opt, nil)
+}
+
 // Reconvert writes a converted weights directory m again into outDir with other storage options: to
 // store the shipped default model's decoder quantized, say, when its training checkpoints are gone. Its
 // tensors are read as Load serves them (quantized ones dequantized), so the errors reported and the
@@ -247,7 +257,7 @@ func convertSources(varSrc, vaeSrc core.WeightSource, varName, from, outDir stri
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", varName, err)
 	}
-	config, err := fam.Config(varSrc, family.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
+	config, err := fam.Config(varSrc, family.Options{PatchNums: opt.PatchNums, Heads: opt.Heads, DecHeads: opt.DecHeads})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", varName, err)
 	}
