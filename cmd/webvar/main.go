@@ -1,4 +1,5 @@
-// Command webvar runs visual autoregressive image generators of several families (VAR, FlexVAR, MAR), from
+// Command webvar runs visual autoregressive image generators of several families (VAR, FlexVAR, MAR,
+// RQ-Transformer), from
 // their official checkpoints or converted weights, on the CPU or through WebGPU.
 //
 //	webvar generate -class 7 -out image.png                          (the embedded default model)
@@ -80,6 +81,8 @@ var familyHelp = [][2]string{
 	{"", "schedule (e.g. 1,2,3,5,8,16 fast; ...,16,23,32 for 512 px), -aspect 16:9, -cfg-mode linear|llamagen, -max-pn"},
 	{"MAR", "continuous tokens + a diffusion head (LTH14/mar): checkpoint-last.pth + kl16.ckpt; settings -iters, -diffusion-steps,"},
 	{"", "-temperature, -cfg, -cfg-schedule linear|constant; -heads for models whose heads are not width/64"},
+	{"RQ-Transformer", "residual codes position by position (kakaobrain/rq-vae-transformer): -rq imagenet_480M.tar.gz (or its directory:"},
+	{"", "stage1/ + stage2/ with config.yaml + model.pt); settings -temperature, -top-k, -top-p; edit -keep-rows R completes images"},
 }
 
 // usageError marks bad flags or arguments (exit status 2).
