@@ -416,3 +416,23 @@ func TestBenchMARTinyJSON(t *testing.T) {
 		})
 	}
 }
+
+// `webvar bench -model rq-tiny -json`: one report with the transformer and decode parts on both backends.
+func TestBenchRQTinyJSON(t *testing.T) {
+	for _, backend := range []string{"cpu", "webgpu"} {
+		t.Run(backend, func(t *testing.T) {
+			rc, stdout, stderr := runCLI(t, "bench", "-model", "rq-tiny", "-backend", backend, "-json", "-reps", "1")
+			if rc != 0 {
+				t.Fatalf("exit %d: %s", rc, stderr)
+			}
+			var r bench.ModelReport
+			if err := json.Unmarshal([]byte(strings.TrimSpace(stdout)), &r); err != nil {
+				t.Fatalf("%v: %s", err, stdout)
+			}
+			if r.Family != "rq" || r.Model != "rq-tiny" || r.Side != 32 || r.GFLOP.Transformer <= 0 || r.GFLOP.Decode <= 0 ||
+				r.TotalSeconds <= 0 || !strings.Contains(r.Sampling, "4x4x4 codes") {
+				t.Errorf("report: %s", stdout)
+			}
+		})
+	}
+}

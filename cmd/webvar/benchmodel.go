@@ -41,7 +41,7 @@ type benchSource struct {
 // benchModelNames are the names -model accepts.
 func benchModelNames() []string {
 	return []string{"tiny", "d16", "d20", fashionvar.Name, "flexvar-tiny", "flexvar-d16", "flexvar-d20", "flexvar-d24",
-		"mar-tiny", "mar-b", "mar-l", "mar-h"}
+		"mar-tiny", "mar-b", "mar-l", "mar-h", "rq-tiny", "rq-480m", "rq-1400m"}
 }
 
 // openBenchModel maps a model name to its weights. This is the one place a new name is wired in (the
@@ -110,6 +110,41 @@ func openBenchModel(name string) (*benchSource, error) {
 		}
 		return &benchSource{desc: "mar-tiny test fixture (" + dir + ")", family: "mar", varSrc: vc.WeightSource(),
 			vaeSrc: ac.WeightSource(), opt: varmodel.Options{Heads: 4}, close: func() { vc.Close(); ac.Close() }}, nil
+	case "rq-tiny":
+		dir, err := findUp(filepath.Join("testdata", "rq-tiny"))
+		if err != nil {
+			return nil, fmt.Errorf("-model rq-tiny needs the test fixture: %w (run from the webvar repository)", err)
+		}
+		vc, err := loader.Open(filepath.Join(dir, "stage2.pth"))
+		if err != nil {
+			return nil, err
+		}
+		ac, err := loader.Open(filepath.Join(dir, "stage1.pth"))
+		if err != nil {
+			vc.Close()
+			return nil, err
+		}
+		return &benchSource{desc: "rq-tiny test fixture (" + dir + ")", family: "rq", varSrc: vc.WeightSource(),
+			vaeSrc: ac.WeightSource(), opt: varmodel.Options{Heads: 2}, close: func() { vc.Close(); ac.Close() }}, nil
+	case "rq-480m", "rq-1400m":
+		rs, vs, err := randmodel.OfficialRQ(strings.TrimPrefix(name, "rq-"))
+		if err != nil {
+			return nil, err
+		}
+		vs.Encoder = false // generation never runs the encoder, as `webvar convert -no-encoder`
+		varSrc, err := randmodel.NewSource(randmodel.RQTensors(rs), randmodel.SeedVAR)
+		if err != nil {
+			return nil, err
+		}
+		vaeSrc, err := randmodel.NewSource(randmodel.RQVAETensors(vs), randmodel.SeedVAE)
+		if err != nil {
+			return nil, err
+		}
+		return &benchSource{
+			desc: fmt.Sprintf("random weights in the shapes of RQ-Transformer %s as its parameter count fixes them (width %d, %d body + %d head layers, %d heads, %dx%dx%d codes of %d; RQ-VAE ch %d; drawn in memory)",
+				strings.TrimPrefix(name, "rq-"), rs.C, rs.BodyLayers, rs.HeadLayers, rs.Heads, rs.H, rs.W, rs.D, rs.V, vs.Ch),
+			family: "rq", varSrc: varSrc, vaeSrc: vaeSrc, opt: varmodel.Options{Heads: rs.Heads}, close: func() {},
+		}, nil
 	case "mar-b", "mar-l", "mar-h":
 		ms, ks, err := randmodel.OfficialMAR(strings.TrimPrefix(name, "mar-"))
 		if err != nil {
@@ -390,6 +425,10 @@ func benchModelOn(ctx context.Context, b core.Backend, src *benchSource, varSrc 
 	}
 	if src.family == "mar" {
 		reps, err := benchMAROn(ctx, b, src, varSrc, f, reps, log)
+		return reps, nil, err
+	}
+	if src.family == "rq" {
+		reps, err := benchRQOn(ctx, b, src, varSrc, f, reps, log)
 		return reps, nil, err
 	}
 	p, err := varmodel.LoadPipeline(varSrc, src.vaeSrc, b, src.opt)

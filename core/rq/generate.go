@@ -315,3 +315,29 @@ func ToUnit(h core.HostTensor) core.HostTensor {
 	}
 	return out
 }
+
+// FLOPs counts one generation's transformer arithmetic for B images (2 per multiply-add; Linear layers and
+// attention's two products over the cached keys): per position one body token and D head tokens, the
+// input and head MLPs and the classifier at every depth. Norms and sampling are left out.
+func (p *Pipeline) FLOPs(B int) int64 {
+	c := p.M.cfg
+	C, V, E := int64(c.C), int64(c.V), int64(c.InEmbed)
+	layer := func(ffn int64, past int64) int64 { return 2*(4*C*C+2*C*ffn) + 4*past*C }
+	var total int64
+	for pos := range int64(c.Positions()) {
+		total += 2 * int64(c.D) * E * C // input_mlp per depth of the previous position
+		for range c.Body.Layers {
+			total += layer(int64(c.Body.FFN), pos+1)
+		}
+		for d := range int64(c.D) {
+			if d > 0 {
+				total += 2 * E * C // head_mlp of the cumulative sum
+			}
+			for range c.Head.Layers {
+				total += layer(int64(c.Head.FFN), d+1)
+			}
+			total += 2 * C * V // the classifier
+		}
+	}
+	return total * int64(B)
+}

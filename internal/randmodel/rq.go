@@ -1,0 +1,138 @@
+package randmodel
+
+import (
+	"fmt"
+	"math"
+)
+
+// RQSpec is an RQ-Transformer (stage 2) in the official layout (rqtransformer/transformers.py): width C,
+// Body and Head layers of GPT-2 blocks (separate query/key/value/proj, MLP 4C), an H x W map of D codes
+// from a codebook of V codes of width Embed, Classes class embeddings.
+type RQSpec struct {
+	C, BodyLayers, HeadLayers, Heads int
+	H, W, D, V, Embed, Classes       int
+}
+
+// RQVAESpec is the RQ-VAE (stage 1): the taming-layout coder (base width Ch times Mult per level, NumRes
+// res blocks per encoder level and NumRes+1 per decoder level, attention at the coarsest level and in
+// mid, separate q/k/v), Z coder channels, Embed code width, a shared codebook of V codes (plus the padding
+// row).
+type RQVAESpec struct {
+	Ch       int
+	Mult     []int
+	NumRes   int
+	Z, Embed int
+	V        int
+	Encoder  bool
+}
+
+// OfficialRQ returns the released ImageNet models' shapes as far as their parameter counts fix them (the
+// configs are in the release archives, which cannot be fetched here): 8 x 8 x 4 codes of 16384, width
+// 1280 with 24 + 4 layers and 20 heads for "480m" (about 0.57B parameters with embeddings), width 1536
+// with 42 + 6 layers and 24 heads for "1400m" (about 1.4B); and the RQ-VAE (ch 128, ch_mult
+// 1,1,2,2,4,4, two res blocks, z 256, 256-wide codes).
+func OfficialRQ(size string) (RQSpec, RQVAESpec, error) {
+	s := RQSpec{H: 8, W: 8, D: 4, V: 16384, Embed: 256, Classes: 1000}
+	switch size {
+	case "480m":
+		s.C, s.BodyLayers, s.HeadLayers, s.Heads = 1280, 24, 4, 20
+	case "1400m":
+		s.C, s.BodyLayers, s.HeadLayers, s.Heads = 1536, 42, 6, 24
+	default:
+		return s, RQVAESpec{}, fmt.Errorf("RQ size %q: want 480m or 1400m", size)
+	}
+	return s, RQVAESpec{Ch: 128, Mult: []int{1, 1, 2, 2, 4, 4}, NumRes: 2, Z: 256, Embed: 256, V: 16384, Encoder: true}, nil
+}
+
+// RQTensors lists stage 2's tensors (Linear weights with std 1/sqrt(fan_in), LayerNorms near identity).
+func RQTensors(s RQSpec) []Tensor {
+	var ts []Tensor
+	lin := func(name string, out, in int) {
+		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{out, in}, Std: 1 / math.Sqrt(float64(in))},
+			Tensor{Name: name + ".bias", Shape: []int{out}, Std: 0.02})
+	}
+	ln := func(name string) {
+		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{s.C}, Std: 0.05, Mean: 1},
+			Tensor{Name: name + ".bias", Shape: []int{s.C}, Std: 0.05})
+	}
+	ts = append(ts, Tensor{Name: "pos_emb_cond", Shape: []int{1, 1, s.C}, Std: 0.02},
+		Tensor{Name: "pos_emb_hw", Shape: []int{1, s.H * s.W, s.C}, Std: 0.02},
+		Tensor{Name: "pos_emb_d", Shape: []int{1, s.D, s.C}, Std: 0.02},
+		Tensor{Name: "cond_emb.weight", Shape: []int{s.Classes, s.C}, Std: 0.02})
+	lin("input_mlp", s.C, s.Embed)
+	lin("head_mlp", s.C, s.Embed)
+	for _, stack := range []struct {
+		name   string
+		layers int
+	}{{"body_transformer", s.BodyLayers}, {"head_transformer", s.HeadLayers}} {
+		for i := range stack.layers {
+			p := fmt.Sprintf("%s.blocks.%d.", stack.name, i)
+			ln(p + "ln1")
+			ln(p + "ln2")
+			for _, n := range []string{"key", "query", "value", "proj"} {
+				lin(p+"attn."+n, s.C, s.C)
+			}
+			lin(p+"mlp.0", 4*s.C, s.C)
+			lin(p+"mlp.2", s.C, 4*s.C)
+		}
+	}
+	ln("classifier.layer_norm")
+	lin("classifier.linear", s.V, s.C)
+	return ts
+}
+
+// RQVAETensors lists stage 1's tensors (coderTensors' distributions; the codebook of unit scale).
+func RQVAETensors(s RQVAESpec) []Tensor {
+	c := &coderTensors{}
+	conv, norm, res := c.conv, c.norm, c.res
+	attn := func(name string, ch int) { c.attn(name, ch, ".q", ".k", ".v") }
+	mid := func(p string, ch int) {
+		res(p+".mid.block_1", ch, ch)
+		attn(p+".mid.attn_1", ch)
+		res(p+".mid.block_2", ch, ch)
+	}
+	n := len(s.Mult)
+	top := s.Ch * s.Mult[n-1]
+	if s.Encoder {
+		conv("encoder.conv_in", s.Ch, 3, 3)
+		in := s.Ch
+		for i := range n {
+			out := s.Ch * s.Mult[i]
+			for j := range s.NumRes {
+				res(fmt.Sprintf("encoder.down.%d.block.%d", i, j), in, out)
+				in = out
+				if i == n-1 {
+					attn(fmt.Sprintf("encoder.down.%d.attn.%d", i, j), in)
+				}
+			}
+			if i != n-1 {
+				conv(fmt.Sprintf("encoder.down.%d.downsample.conv", i), in, in, 3)
+			}
+		}
+		mid("encoder", in)
+		norm("encoder.norm_out", in)
+		conv("encoder.conv_out", s.Z, in, 3)
+		conv("quant_conv", s.Embed, s.Z, 1)
+	}
+	conv("decoder.conv_in", top, s.Z, 3)
+	mid("decoder", top)
+	in := top
+	for i := n - 1; i >= 0; i-- {
+		out := s.Ch * s.Mult[i]
+		for j := range s.NumRes + 1 {
+			res(fmt.Sprintf("decoder.up.%d.block.%d", i, j), in, out)
+			in = out
+			if i == n-1 {
+				attn(fmt.Sprintf("decoder.up.%d.attn.%d", i, j), in)
+			}
+		}
+		if i != 0 {
+			conv(fmt.Sprintf("decoder.up.%d.upsample.conv", i), in, in, 3)
+		}
+	}
+	norm("decoder.norm_out", in)
+	conv("decoder.conv_out", 3, in, 3)
+	conv("post_quant_conv", s.Z, s.Embed, 1)
+	// The shared codebook once (the official state dict repeats it per depth; the loader takes either).
+	return append(c.ts, Tensor{Name: "quantizer.codebooks.0.weight", Shape: []int{s.V + 1, s.Embed}, Std: 1})
+}
