@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 
-	xdraw "golang.org/x/image/draw"
-
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/edit"
 	"github.com/webvar/webvar/core/gen"
@@ -209,13 +207,10 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	case mask == nil: // -refine or -keep-rows alone: the later steps are all generated
-		mask = make([]float32, gh*gw)
 		if f.keepRows > gh {
 			return usageError{fmt.Sprintf("-keep-rows %d: the code map has %d rows", f.keepRows, gh)}
 		}
-		for i := range f.keepRows * gw {
-			mask[i] = 1
-		}
+		mask = edit.RowsMask(gh, gw, f.keepRows)
 	}
 	kept := 0
 	for _, v := range mask {
@@ -286,105 +281,41 @@ func decodePNG(path string) (image.Image, error) {
 	return img, nil
 }
 
-// toInput is img's w x h pixels as the notebook reads an image: RGB bytes / 255, then x + x - 1, in
-// [-1, 1], as [1, 3, h, w].
-func toInput(img image.Image, h, w int) core.HostTensor {
-	out := core.HostTensor{Shape: core.Shape{1, 3, h, w}, Data: make([]float32, 3*h*w)}
-	b := img.Bounds()
-	for y := range h {
-		for x := range w {
-			r, g, bl, _ := img.At(b.Min.X+x, b.Min.Y+y).RGBA() // 16-bit, alpha-premultiplied
-			for c, v := range []uint32{r, g, bl} {
-				t := float32(v>>8) / 255
-				out.Data[c*h*w+y*w+x] = t + t - 1
-			}
-		}
-	}
-	return out
-}
-
 // readEditImage loads a PNG as [1, 3, h, w] in [-1, 1]. An image of another size is centre-cropped to
-// the w:h aspect and resized (bilinear); note says so.
+// the w:h aspect and resized (bilinear, edit.Fit); note says so.
 func readEditImage(path string, h, w int) (core.HostTensor, string, error) {
 	src, err := decodePNG(path)
 	if err != nil {
 		return core.HostTensor{}, "", err
 	}
+	in, crop := edit.Fit(src, h, w)
 	note := ""
-	bnd := src.Bounds()
-	if bnd.Dx() != w || bnd.Dy() != h {
-		// The largest w:h rectangle inside, centred.
-		cw, ch := bnd.Dx(), bnd.Dx()*h/w
-		if ch > bnd.Dy() {
-			cw, ch = bnd.Dy()*w/h, bnd.Dy()
-		}
-		crop := image.Rect(bnd.Min.X+(bnd.Dx()-cw)/2, bnd.Min.Y+(bnd.Dy()-ch)/2, 0, 0)
-		crop.Max = crop.Min.Add(image.Pt(cw, ch))
-		dst := image.NewNRGBA(image.Rect(0, 0, w, h))
-		xdraw.BiLinear.Scale(dst, dst.Bounds(), src, crop, xdraw.Src, nil)
-		src = dst
-		note = fmt.Sprintf("%s is %dx%d: centre-cropped to %dx%d and resized to the output's %dx%d", path, bnd.Dx(), bnd.Dy(), cw, ch, w, h)
+	if bnd := src.Bounds(); bnd.Dx() != w || bnd.Dy() != h {
+		note = fmt.Sprintf("%s is %dx%d: centre-cropped to %dx%d and resized to the output's %dx%d", path, bnd.Dx(), bnd.Dy(), crop.Dx(), crop.Dy(), w, h)
 	}
-	return toInput(src, h, w), note, nil
+	return in, note, nil
 }
 
-// readExpandImage fits a PNG inside a w x h canvas (scaled to fit, aspect kept, centred, mid-grey
-// around it) and returns the canvas with its keep-mask on the gh x gw token grid: 1 for the tokens that
-// lie wholly on the image.
+// readExpandImage fits a PNG inside a w x h canvas with its keep-mask on the gh x gw grid (edit.Place).
 func readExpandImage(path string, h, w, gh, gw int) (core.HostTensor, []float32, string, error) {
 	src, err := decodePNG(path)
 	if err != nil {
 		return core.HostTensor{}, nil, "", err
 	}
+	in, mask, at := edit.Place(src, h, w, gh, gw)
 	bnd := src.Bounds()
-	pw, ph := w, bnd.Dy()*w/bnd.Dx()
-	if ph > h {
-		pw, ph = bnd.Dx()*h/bnd.Dy(), h
-	}
-	at := image.Rect((w-pw)/2, (h-ph)/2, (w-pw)/2+pw, (h-ph)/2+ph)
-	dst := image.NewNRGBA(image.Rect(0, 0, w, h))
-	for i := 0; i < len(dst.Pix); i += 4 {
-		dst.Pix[i], dst.Pix[i+1], dst.Pix[i+2], dst.Pix[i+3] = 128, 128, 128, 255
-	}
-	xdraw.BiLinear.Scale(dst, at, src, bnd, xdraw.Src, nil)
-	mask := make([]float32, gh*gw)
-	th, tw := h/gh, w/gw // pixels per token
-	for r := range gh {
-		for c := range gw {
-			if image.Rect(c*tw, r*th, (c+1)*tw, (r+1)*th).In(at) {
-				mask[r*gw+c] = 1
-			}
-		}
-	}
-	note := fmt.Sprintf("%s (%dx%d) placed at %v of the %dx%d output; the rest is generated", path, bnd.Dx(), bnd.Dy(), at, w, h)
-	return toInput(dst, h, w), mask, note, nil
+	return in, mask, fmt.Sprintf("%s (%dx%d) placed at %v of the %dx%d output; the rest is generated", path, bnd.Dx(), bnd.Dy(), at, w, h), nil
 }
 
-// readMaskPNG reads a mask PNG (white = regenerate) as a keep-mask on the gh x gw grid: 1 - the mean
-// brightness of the pixels each grid cell covers.
+// readMaskPNG reads a mask PNG (white = regenerate) as a keep-mask on the gh x gw grid (edit.MaskOf).
 func readMaskPNG(path string, gh, gw int) ([]float32, error) {
 	img, err := decodePNG(path)
 	if err != nil {
 		return nil, err
 	}
-	b := img.Bounds()
-	if b.Dx() < gw || b.Dy() < gh {
-		return nil, fmt.Errorf("%s: %dx%d pixels: want at least %dx%d", path, b.Dx(), b.Dy(), gw, gh)
+	m, err := edit.MaskOf(img, gh, gw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	mask := make([]float32, gh*gw)
-	for gy := range gh {
-		for gx := range gw {
-			y0, y1 := b.Min.Y+gy*b.Dy()/gh, b.Min.Y+(gy+1)*b.Dy()/gh
-			x0, x1 := b.Min.X+gx*b.Dx()/gw, b.Min.X+(gx+1)*b.Dx()/gw
-			var sum float64
-			for y := y0; y < y1; y++ {
-				for x := x0; x < x1; x++ {
-					r, g, bl, _ := img.At(x, y).RGBA()
-					sum += float64(r+g+bl) / (3 * 65535)
-				}
-			}
-			mask[gy*gw+gx] = float32(1 - sum/float64((y1-y0)*(x1-x0)))
-		}
-	}
-	return mask, nil
+	return m, nil
 }
