@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
 	"net/http"
 	"strconv"
 	"strings"
@@ -212,7 +213,7 @@ func main() {
 		select {}
 	}
 	pg := &page{st: uistate.New(uistate.Settings{Class: p.class, Seed: p.seed, Values: p.values}), url: p,
-		runs: make(chan gen.Request, 1), resume: make(chan struct{}, 1)}
+		runs: make(chan runOrder, 1), resume: make(chan struct{}, 1)}
 	pg.setSeedInput()
 	// Every handler reads the inputs into the shared state (uistate, the same the canvas UI and the
 	// preview window use), applies its action under the mutex and hands work to the worker goroutine:
@@ -223,6 +224,7 @@ func main() {
 	pg.on("webvar-dice", uistate.ActDice)
 	pg.on("webvar-cancel", uistate.ActCancel)
 	pg.on("webvar-save", uistate.ActSave)
+	pg.setupEdit()
 	go pg.worker()
 	select {} // keep the Go runtime alive for the callbacks
 }
@@ -236,7 +238,11 @@ type page struct {
 	cancel context.CancelFunc // of the load or run in flight; nil when idle
 	app    *app
 	// runs carries a started run's request to the worker (one slot: a run is started only from Idle).
-	runs chan gen.Request
+	runs chan runOrder
+	// The edit panel (edit.go): the input image and the last image made (for "Use this image").
+	editImg image.Image
+	last    *core.HostTensor
+	drag    *dragBox
 	// resume wakes the loader after a cancelled download (the Load command).
 	resume chan struct{}
 }
@@ -264,7 +270,7 @@ func (pg *page) do(a uistate.Action) {
 		setState("generating")
 		setBusy()
 		select {
-		case pg.runs <- cmd.Request:
+		case pg.runs <- runOrder{req: cmd.Request, edit: cmd.Edit}:
 		default: // cannot happen: a run starts only from Idle
 		}
 	case uistate.Cancel:
@@ -322,6 +328,7 @@ func (pg *page) readInputs() {
 			st.K = k
 		}
 	}
+	pg.readEditInputs()
 	for _, d := range st.Model.Settings {
 		el := byID(settingID(d.Name))
 		if !el.Truthy() {
@@ -377,9 +384,11 @@ func (pg *page) render() {
 	st := pg.st
 	en := map[string]bool{}
 	for id, a := range map[string]uistate.Action{"webvar-generate": uistate.ActGenerate, "webvar-cancel": uistate.ActCancel,
-		"webvar-reroll": uistate.ActReroll, "webvar-randomize": uistate.ActRandomize, "webvar-save": uistate.ActSave} {
+		"webvar-reroll": uistate.ActReroll, "webvar-randomize": uistate.ActRandomize, "webvar-save": uistate.ActSave,
+		"webvar-edit": uistate.ActEdit} {
 		en[id] = st.Enabled(a)
 	}
+	en["webvar-edit-use"] = pg.last != nil && st.Phase == uistate.Idle
 	hideRandomize := st.Phase != uistate.Loading && !st.Model.RandomAfter
 	hideReroll := st.Phase != uistate.Loading && !st.Model.Reroll
 	noun := st.Model.StepNoun
@@ -534,13 +543,15 @@ func (pg *page) worker() {
 	default:
 		setText("webvar-status", "ready ("+a.cacheNote+"; "+note+"): press Generate")
 	}
-	for req := range pg.runs {
-		pg.run(a, req)
+	pg.showEditPanel()
+	for r := range pg.runs {
+		pg.run(a, r)
 	}
 }
 
 // run generates req, drawing every step's image as it lands, and ends the run in the state.
-func (pg *page) run(a *app, req gen.Request) {
+func (pg *page) run(a *app, order runOrder) {
+	req := order.req
 	ctx, cancel := context.WithCancel(context.Background())
 	pg.mu.Lock()
 	pg.cancel = cancel
@@ -549,7 +560,7 @@ func (pg *page) run(a *app, req gen.Request) {
 	pg.mu.Unlock()
 	setText("webvar-status", fmt.Sprintf("%s: class %s, seed %d ...", kind, label, req.Seed))
 	done, count := 0, 0
-	res, err := a.g.Generate(ctx, req, func(ev gen.Step) error {
+	res, err := pg.generateOrEdit(ctx, a, order, func(ev gen.Step) error {
 		if ev.Preview == nil {
 			return errors.New("no preview for a step")
 		}
@@ -585,6 +596,9 @@ func (pg *page) run(a *app, req gen.Request) {
 	pg.mu.Unlock()
 	switch {
 	case err == nil:
+		pg.mu.Lock()
+		pg.last = &res.Images
+		pg.mu.Unlock()
 		if b, err := json.Marshal(tokens); err == nil {
 			// A debug hook: tests (and curious users) read the tokens of the image on the canvas.
 			doc.Get("body").Get("dataset").Set("tokens", string(b))

@@ -25,6 +25,7 @@ const (
 	ActKUp
 	ActReroll
 	ActRandomize
+	ActEdit // edit the input image the driver holds (State.Edit says how)
 	// actSettings is the first of the family settings' actions: SettingDown(i) and SettingUp(i) step
 	// ModelInfo.Settings[i] (a boolean toggles either way).
 	actSettings Action = 1000

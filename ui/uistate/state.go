@@ -100,6 +100,8 @@ type ModelInfo struct {
 	RandomAfter bool
 	// Reroll says the family can keep a run's first steps (gen.Info.Reroll).
 	Reroll bool
+	// Editor says the model edits images (gen.Editor): EditModes lists how.
+	Editor bool
 	// Size reports the image size settings give (gen.Generator.ImageSize); nil: not known.
 	Size func(gen.Settings) (h, w int, err error)
 }
@@ -108,7 +110,7 @@ type ModelInfo struct {
 func InfoOf(g gen.Generator, classNames []string) ModelInfo {
 	i := g.Info()
 	return ModelInfo{Family: i.Family, Classes: i.Classes, ClassNames: classNames, StepNoun: i.StepNoun, Steps: i.Steps,
-		Settings: g.Settings(), RandomAfter: i.RandomAfter, Reroll: i.Reroll, Size: g.ImageSize}
+		Settings: g.Settings(), RandomAfter: i.RandomAfter, Reroll: i.Reroll, Size: g.ImageSize, Editor: isEditor(g)}
 }
 
 // Setting returns the declaration of the named setting.
@@ -159,6 +161,8 @@ type Command struct {
 	Kind    CommandKind
 	Request gen.Request
 	Name    string
+	// Edit, with Start, makes the run an edit of the driver's input image (EditSpec.Request builds it).
+	Edit *EditSpec
 }
 
 // State is the whole UI model. The zero value is not usable: use New.
@@ -172,8 +176,12 @@ type State struct {
 	Run     *Run
 	Message string // status line: errors, "saved ...", hints
 	// Rand draws seeds for the dice, reroll and randomize (a field, not a package global, so tests fix it).
-	Rand   func() uint64
-	nextID int
+	Rand func() uint64
+	// Edit is how the next edit keeps the input image; EditReady says the driver holds one (loaded from a
+	// file, pasted, or the image just made).
+	Edit      EditSpec
+	EditReady bool
+	nextID    int
 	// typed is the class number being typed (TypeDigit) and typedAt when its last digit came.
 	typed   int
 	typedAt time.Time
@@ -308,6 +316,8 @@ func (s *State) Enabled(a Action) bool {
 		return s.Phase == Generating || s.Phase == Loading
 	case ActSave:
 		return s.Run != nil && s.Run.Finished
+	case ActEdit:
+		return s.Model.Editor && s.EditReady && s.Phase == Idle
 	case ActReroll:
 		return s.Model.Reroll && s.Phase == Idle && s.Run != nil && s.Run.Finished && len(s.Run.Tokens) > 1
 	case ActRandomize:
@@ -322,6 +332,11 @@ func (s *State) Enabled(a Action) bool {
 // Apply performs a user action and returns what the driver must do.
 func (s *State) Apply(a Action) Command {
 	if !s.Enabled(a) {
+		if a == ActEdit && s.Phase == Idle {
+			if err := s.checkEdit(); err != nil {
+				s.Message = err.Error() // say what is missing
+			}
+		}
 		return Command{}
 	}
 	st := &s.Settings
@@ -372,6 +387,15 @@ func (s *State) Apply(a Action) Command {
 		}
 		req.RandomAfter = k
 		return s.start(req, fmt.Sprintf("randomize after %s %d", s.Model.StepNoun, k))
+	case ActEdit:
+		if err := s.checkEdit(); err != nil {
+			s.Message = err.Error()
+			return Command{}
+		}
+		spec := s.Edit
+		cmd := s.start(s.Request(), "edit ("+string(spec.Mode)+")")
+		cmd.Edit = &spec
+		return cmd
 	case ActCancel:
 		s.Message = "cancelling..."
 		if s.Phase == Loading {

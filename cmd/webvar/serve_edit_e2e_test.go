@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/webvar/webvar/internal/browsertest"
+	"github.com/webvar/webvar/internal/testutil"
+)
+
+// Editing in the page, end to end: var-tiny converted, the notebook's input image loaded through the file
+// picker, the box of golden case inpaint_null dragged across the image, "no class", Edit: the official
+// in-painting tokens, scale by scale (greedy, cfg 4). Then "Use this image" with refinement runs too.
+func TestEditInChromium(t *testing.T) {
+	chrome := browsertest.RequireChromium(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	wdir := filepath.Join(t.TempDir(), "var-tiny")
+	if rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "f32", "-out", wdir, "-verify", "0"); rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	g := testutil.OpenGolden(t, testutil.VarTiny("edit.safetensors"))
+	var want [][]int
+	for si := 0; g.Has(fmt.Sprintf("edit.inpaint_null.idx.s%d", si)); si++ {
+		want = append(want, g.Ints(fmt.Sprintf("edit.inpaint_null.idx.s%d", si)))
+	}
+	if len(want) != 4 {
+		t.Fatalf("golden has %d scales of inpaint_null tokens", len(want))
+	}
+	app := t.TempDir()
+	if err := buildApp(ctx, app, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newServeHandler(app, os.DirFS(wdir)))
+	defer srv.Close()
+	cctx, dump := openPage(ctx, t, chrome, srv.URL+"/?ui=html&backend=cpu&cfg=4&top_k=1&top_p=0&seed=0", false)
+	waitState(t, cctx, dump, "ready")
+	str := func(js string) string { t.Helper(); return evalString(t, cctx, js) }
+	if h := str(`String(document.getElementById("webvar-edit-panel").hidden)`); h != "false" {
+		t.Fatalf("edit panel hidden for a VAR model\n%s", dump())
+	}
+	if _, err := chromedp.Run(cctx, chromedp.SetUploadFiles(chromedp.ID("webvar-edit-file"), []string{testutil.VarTiny("edit_input.png")})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`document.getElementById("webvar-edit-note").textContent.startsWith("editing")`,
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the image did not load: %v\n%s", err, str(`document.getElementById("webvar-edit-note").textContent`))
+	}
+	// Drag the box 0.1,0.1 -> 0.8,0.8 across the image, tick "no class", pick in-painting and Edit.
+	if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`(() => {
+		const cv = document.getElementById("webvar-canvas"), r = cv.getBoundingClientRect();
+		const at = (type, fy, fx) => cv.dispatchEvent(new MouseEvent(type, {bubbles: true,
+			clientX: r.left + fx * r.width, clientY: r.top + fy * r.height}));
+		at("mousedown", 0.1, 0.1); at("mousemove", 0.5, 0.5); at("mouseup", 0.8, 0.8);
+		document.getElementById("webvar-edit-null").checked = true;
+		document.getElementById("webvar-edit-mode").value = "inpaint";
+		document.body.dataset.state = "clicked";
+		document.getElementById("webvar-edit").click();
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, cctx, dump, "done")
+	var got [][]int
+	if err := json.Unmarshal([]byte(str(`document.body.dataset.tokens ?? ""`)), &got); err != nil {
+		t.Fatalf("dataset.tokens: %v\n%s", err, dump())
+	}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("edit tokens %v, want the notebook's %v", got, want)
+	}
+	if s := str(`document.getElementById("webvar-status").textContent`); !strings.Contains(s, "edit (inpaint)") {
+		t.Errorf("status %q", s)
+	}
+	screenshot(t, cctx, "serve_e2e_edit.png")
+	// Refine the image just made: keep 2 scales.
+	if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`(() => {
+		document.getElementById("webvar-edit-use").click();
+		document.getElementById("webvar-edit-mode").value = "refine";
+		document.getElementById("webvar-edit-k").value = "2";
+		document.body.dataset.state = "clicked";
+		document.getElementById("webvar-edit").click();
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, cctx, dump, "done")
+	if s := str(`document.getElementById("webvar-status").textContent`); !strings.Contains(s, "edit (refine)") {
+		t.Errorf("status after refine %q", s)
+	}
+}

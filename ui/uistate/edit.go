@@ -1,0 +1,113 @@
+package uistate
+
+import (
+	"fmt"
+	"image"
+	"slices"
+
+	"github.com/webvar/webvar/core/edit"
+	"github.com/webvar/webvar/core/gen"
+)
+
+// EditMode is what an edit keeps of its input image.
+type EditMode string
+
+const (
+	EditInpaint  EditMode = "inpaint"  // regenerate the box, keep the rest
+	EditOutpaint EditMode = "outpaint" // keep the box, regenerate the rest
+	EditRefine   EditMode = "refine"   // keep the first K steps whole, generate the rest anew
+	EditExpand   EditMode = "expand"   // FlexVAR: fit the image inside the output, generate the margins
+	EditComplete EditMode = "complete" // RQ: keep the first K rows of codes, generate the rest
+)
+
+// EditSpec is the edit the controls describe; the input image itself is the driver's.
+type EditSpec struct {
+	Mode EditMode
+	Box  [4]float64 // y0, x0, y1, x1 in fractions of the image (inpaint, outpaint)
+	K    int        // steps (refine) or rows (complete) kept
+	// NullClass edits without a class (the null class: plain in-painting), whatever the class control says.
+	NullClass bool
+}
+
+// EditModes lists the modes a family offers (nil: it does not edit).
+func EditModes(family string) []EditMode {
+	switch family {
+	case "var":
+		return []EditMode{EditInpaint, EditOutpaint, EditRefine}
+	case "flexvar":
+		return []EditMode{EditInpaint, EditOutpaint, EditRefine, EditExpand}
+	case "rq":
+		return []EditMode{EditComplete}
+	}
+	return nil
+}
+
+func isEditor(g gen.Generator) bool { _, ok := g.(gen.Editor); return ok }
+
+// checkEdit says why ActEdit cannot start now.
+func (s *State) checkEdit() error {
+	e := s.Edit
+	switch {
+	case !s.Model.Editor:
+		return fmt.Errorf("this %s model does not edit images", s.Model.Family)
+	case !s.EditReady:
+		return fmt.Errorf("load an image to edit first (a file, or the image just made)")
+	case s.Phase != Idle:
+		return fmt.Errorf("wait for the run in flight to end")
+	case !slices.Contains(EditModes(s.Model.Family), e.Mode):
+		return fmt.Errorf("edit mode %q: a %s model offers %v", e.Mode, s.Model.Family, EditModes(s.Model.Family))
+	case (e.Mode == EditInpaint || e.Mode == EditOutpaint) && !(e.Box[0] < e.Box[2] && e.Box[1] < e.Box[3]):
+		return fmt.Errorf("draw a box on the image first (drag across it)")
+	case (e.Mode == EditRefine || e.Mode == EditComplete) && e.K < 1:
+		return fmt.Errorf("keep at least one %s", map[EditMode]string{EditRefine: "step", EditComplete: "row"}[e.Mode])
+	}
+	return nil
+}
+
+// Request builds the edit of img (any size: fitted to the output) for generator g: the run's request
+// req (labels, seed, settings) with the image and the keep-mask e describes.
+func (e EditSpec) Request(g gen.Generator, img image.Image, req gen.Request) (gen.EditRequest, error) {
+	ed, ok := g.(gen.Editor)
+	if !ok {
+		return gen.EditRequest{}, fmt.Errorf("a %s model does not edit images", g.Info().Family)
+	}
+	h, w, err := g.ImageSize(req.Settings)
+	if err != nil {
+		return gen.EditRequest{}, err
+	}
+	gh, gw, err := ed.EditGrid(req.Settings)
+	if err != nil {
+		return gen.EditRequest{}, err
+	}
+	if e.NullClass {
+		req.Labels = []int{g.Info().Classes}
+	}
+	er := gen.EditRequest{Request: req}
+	switch e.Mode {
+	case EditExpand:
+		er.Image, er.Keep, _ = edit.Place(img, h, w, gh, gw)
+	default:
+		er.Image, _ = edit.Fit(img, h, w)
+	}
+	switch e.Mode {
+	case EditInpaint, EditOutpaint:
+		er.Keep = edit.BoxMask(gh, gw, e.Box, e.Mode == EditInpaint)
+	case EditRefine:
+		er.Keep, er.KeepSteps = make([]float32, gh*gw), e.K
+	case EditComplete:
+		er.Keep = edit.RowsMask(gh, gw, e.K)
+	}
+	kept := 0
+	for _, v := range er.Keep {
+		if v > 0.5 {
+			kept++
+		}
+	}
+	switch {
+	case e.Mode != EditRefine && kept == len(er.Keep):
+		return gen.EditRequest{}, fmt.Errorf("the edit keeps the whole image: nothing to regenerate")
+	case (e.Mode == EditOutpaint || e.Mode == EditExpand) && kept == 0:
+		return gen.EditRequest{}, fmt.Errorf("the box covers no whole token of the %dx%d grid", gh, gw)
+	}
+	return er, nil
+}

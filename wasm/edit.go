@@ -1,0 +1,281 @@
+//go:build js
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	_ "image/gif" // input images: PNG, JPEG, GIF
+	_ "image/jpeg"
+	_ "image/png"
+	"strconv"
+	"syscall/js"
+
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/edit"
+	"github.com/webvar/webvar/core/gen"
+	"github.com/webvar/webvar/ui/uistate"
+)
+
+// The edit panel of the HTML page (index.html's #webvar-edit-panel): load an image (file picker, drag
+// and drop onto the image, paste) or take the image just made, drag a box across the image (in- and
+// out-painting), or keep the first k steps (refinement) or rows (an RQ model's completion), pick the mode
+// and Edit. The run goes through the same app state as a generation (uistate.ActEdit) and the model's
+// gen.Editor; the image is fitted to the model's size (uistate.EditSpec.Request).
+
+// runOrder is a started run: a generation, or an edit of the page's input image.
+type runOrder struct {
+	req  gen.Request
+	edit *uistate.EditSpec
+}
+
+// dragBox is a box being dragged across the canvas: its corners in fractions of the image.
+type dragBox struct{ y0, x0, y1, x1 float64 }
+
+// maxEditBytes bounds an input image file (decoded images are bounded by the decoders' own checks and
+// then fitted to the model's size).
+const maxEditBytes = 64 << 20
+
+// setupEdit wires the edit panel's inputs (they exist before the model loads; showEditPanel shows them).
+func (pg *page) setupEdit() {
+	pg.on("webvar-edit", uistate.ActEdit)
+	if el := byID("webvar-edit-file"); el.Truthy() {
+		el.Call("addEventListener", "change", js.FuncOf(func(this js.Value, _ []js.Value) any {
+			if files := this.Get("files"); files.Truthy() && files.Length() > 0 {
+				go pg.loadEditFile(files.Index(0))
+			}
+			return nil
+		}))
+	}
+	if el := byID("webvar-edit-use"); el.Truthy() {
+		el.Call("addEventListener", "click", js.FuncOf(func(js.Value, []js.Value) any {
+			pg.mu.Lock()
+			last := pg.last
+			pg.mu.Unlock()
+			if last == nil {
+				return nil
+			}
+			img, err := core.ToImage(*last, 0)
+			if err != nil {
+				setText("webvar-edit-note", err.Error())
+				return nil
+			}
+			pg.setEditImage(img, "the image just made")
+			return nil
+		}))
+	}
+	// Paste anywhere on the page, or drop a file onto the image.
+	doc.Call("addEventListener", "paste", js.FuncOf(func(_ js.Value, args []js.Value) any {
+		if files := args[0].Get("clipboardData").Get("files"); files.Truthy() && files.Length() > 0 {
+			go pg.loadEditFile(files.Index(0))
+		}
+		return nil
+	}))
+	cv := byID("webvar-canvas")
+	if !cv.Truthy() {
+		return
+	}
+	cv.Call("addEventListener", "dragover", js.FuncOf(func(_ js.Value, args []js.Value) any {
+		args[0].Call("preventDefault")
+		return nil
+	}))
+	cv.Call("addEventListener", "drop", js.FuncOf(func(_ js.Value, args []js.Value) any {
+		args[0].Call("preventDefault")
+		if files := args[0].Get("dataTransfer").Get("files"); files.Truthy() && files.Length() > 0 {
+			go pg.loadEditFile(files.Index(0))
+		}
+		return nil
+	}))
+	// A box: drag across the image.
+	frac := func(e js.Value) (y, x float64) {
+		r := cv.Call("getBoundingClientRect")
+		w, h := r.Get("width").Float(), r.Get("height").Float()
+		y = (e.Get("clientY").Float() - r.Get("top").Float()) / max(h, 1)
+		x = (e.Get("clientX").Float() - r.Get("left").Float()) / max(w, 1)
+		return min(max(y, 0), 1), min(max(x, 0), 1)
+	}
+	cv.Call("addEventListener", "mousedown", js.FuncOf(func(_ js.Value, args []js.Value) any {
+		y, x := frac(args[0])
+		pg.mu.Lock()
+		pg.drag = &dragBox{y, x, y, x}
+		pg.mu.Unlock()
+		return nil
+	}))
+	cv.Call("addEventListener", "mousemove", js.FuncOf(func(_ js.Value, args []js.Value) any {
+		pg.mu.Lock()
+		defer pg.mu.Unlock()
+		if pg.drag != nil {
+			pg.drag.y1, pg.drag.x1 = frac(args[0])
+			showBox(pg.drag.box())
+		}
+		return nil
+	}))
+	cv.Call("addEventListener", "mouseup", js.FuncOf(func(_ js.Value, args []js.Value) any {
+		pg.mu.Lock()
+		if pg.drag != nil {
+			pg.drag.y1, pg.drag.x1 = frac(args[0])
+			b := pg.drag.box()
+			pg.drag = nil
+			pg.st.Edit.Box = b
+			showBox(b)
+		}
+		pg.mu.Unlock()
+		pg.render()
+		return nil
+	}))
+}
+
+// box is the dragged box as y0, x0, y1, x1 with y0 <= y1 and x0 <= x1.
+func (d *dragBox) box() [4]float64 {
+	return [4]float64{min(d.y0, d.y1), min(d.x0, d.x1), max(d.y0, d.y1), max(d.x0, d.x1)}
+}
+
+// showBox outlines a box (fractions of the image) over the canvas.
+func showBox(b [4]float64) {
+	el := byID("webvar-edit-box")
+	if !el.Truthy() {
+		return
+	}
+	st := el.Get("style")
+	if !(b[0] < b[2] && b[1] < b[3]) {
+		st.Set("display", "none")
+		return
+	}
+	pct := func(v float64) string { return strconv.FormatFloat(100*v, 'f', 2, 64) + "%" }
+	st.Set("top", pct(b[0]))
+	st.Set("left", pct(b[1]))
+	st.Set("height", pct(b[2]-b[0]))
+	st.Set("width", pct(b[3]-b[1]))
+	st.Set("display", "block")
+}
+
+// loadEditFile reads a File (from the picker, a drop or a paste) and decodes it as the input image.
+func (pg *page) loadEditFile(f js.Value) {
+	name := f.Get("name").String()
+	if size := f.Get("size").Int(); size > maxEditBytes {
+		setText("webvar-edit-note", fmt.Sprintf("%s: %d bytes: images of at most %d MB", name, size, maxEditBytes>>20))
+		return
+	}
+	buf, err := await(f.Call("arrayBuffer"))
+	if err != nil {
+		setText("webvar-edit-note", fmt.Sprintf("%s: %v", name, err))
+		return
+	}
+	u8 := js.Global().Get("Uint8Array").New(buf)
+	data := make([]byte, u8.Length())
+	js.CopyBytesToGo(data, u8)
+	img, format, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		setText("webvar-edit-note", fmt.Sprintf("%s: not an image this page reads (PNG, JPEG, GIF): %v", name, err))
+		return
+	}
+	pg.setEditImage(img, fmt.Sprintf("%s (%s, %dx%d)", name, format, img.Bounds().Dx(), img.Bounds().Dy()))
+}
+
+// await waits for a JS promise.
+func await(p js.Value) (js.Value, error) {
+	done := make(chan struct{})
+	var v js.Value
+	var err error
+	then := js.FuncOf(func(_ js.Value, args []js.Value) any {
+		v = args[0]
+		close(done)
+		return nil
+	})
+	catch := js.FuncOf(func(_ js.Value, args []js.Value) any {
+		err = fmt.Errorf("%s", args[0].Call("toString").String())
+		close(done)
+		return nil
+	})
+	defer then.Release()
+	defer catch.Release()
+	p.Call("then", then).Call("catch", catch)
+	<-done
+	return v, err
+}
+
+// setEditImage makes img the edit input and shows it on the canvas as the model will see it (fitted).
+func (pg *page) setEditImage(img image.Image, what string) {
+	pg.mu.Lock()
+	pg.editImg = img
+	pg.st.EditReady = true
+	g := pg.app
+	settings := pg.st.Settings.Values
+	pg.mu.Unlock()
+	note := "editing " + what
+	if g != nil {
+		if h, w, err := g.g.ImageSize(settings); err == nil {
+			in, crop := edit.Fit(img, h, w)
+			if b := img.Bounds(); crop != b {
+				note += fmt.Sprintf(", cropped to %v and resized to %dx%d", crop, w, h)
+			}
+			unit := core.HostTensor{Shape: in.Shape, Data: make([]float32, len(in.Data))}
+			for i, v := range in.Data {
+				unit.Data[i] = (v + 1) / 2
+			}
+			draw(unit)
+		}
+	}
+	setText("webvar-edit-note", note+": drag a box across the image for in/out-painting")
+	pg.render()
+}
+
+// showEditPanel shows the panel with the model's edit modes (hidden for models that do not edit).
+func (pg *page) showEditPanel() {
+	pg.mu.Lock()
+	modes := uistate.EditModes(pg.st.Model.Family)
+	editor := pg.st.Model.Editor
+	pg.mu.Unlock()
+	panel := byID("webvar-edit-panel")
+	if !panel.Truthy() {
+		return
+	}
+	if !editor || len(modes) == 0 {
+		panel.Set("hidden", true)
+		return
+	}
+	sel := byID("webvar-edit-mode")
+	sel.Set("innerHTML", "")
+	for _, m := range modes {
+		sel.Call("add", js.Global().Get("Option").New(string(m), string(m)))
+	}
+	panel.Set("hidden", false)
+	pg.render()
+}
+
+// readEditInputs copies the panel's mode and k into the state (pg.mu held).
+func (pg *page) readEditInputs() {
+	if el := byID("webvar-edit-mode"); el.Truthy() && el.Get("value").String() != "" {
+		pg.st.Edit.Mode = uistate.EditMode(el.Get("value").String())
+	}
+	if el := byID("webvar-edit-k"); el.Truthy() {
+		if k, err := strconv.Atoi(el.Get("value").String()); err == nil {
+			pg.st.Edit.K = k
+		}
+	}
+	if el := byID("webvar-edit-null"); el.Truthy() {
+		pg.st.Edit.NullClass = el.Get("checked").Bool()
+	}
+}
+
+// generateOrEdit runs the order: a generation, or an edit of the input image.
+func (pg *page) generateOrEdit(ctx context.Context, a *app, order runOrder, onStep func(gen.Step) error) (*gen.Result, error) {
+	if order.edit == nil {
+		return a.g.Generate(ctx, order.req, onStep)
+	}
+	pg.mu.Lock()
+	img := pg.editImg
+	pg.mu.Unlock()
+	ed, ok := a.g.(gen.Editor)
+	if !ok || img == nil {
+		return nil, fmt.Errorf("nothing to edit")
+	}
+	er, err := order.edit.Request(a.g, img, order.req)
+	if err != nil {
+		return nil, err
+	}
+	showBox([4]float64{}) // the box stays in the state; the outline would hide the result
+	return ed.Edit(ctx, er, onStep)
+}
