@@ -40,6 +40,7 @@ type editFlags struct {
 	expand   bool
 	out      string
 	tokens   string
+	strip    string
 }
 
 func parseEdit(args []string, stderr io.Writer) (*editFlags, error) {
@@ -61,6 +62,7 @@ func parseEdit(args []string, stderr io.Writer) (*editFlags, error) {
 	fs.IntVar(&f.keepRows, "keep-rows", 0, "RQ-Transformer: image completion: keep the input's codes of the first R rows of the code map and generate the rest")
 	fs.BoolVar(&f.expand, "expand", false, "FlexVAR: fit the whole image inside the output (its size and aspect from -patch-nums and -aspect), keep it and generate the margins (expansion)")
 	fs.StringVar(&f.out, "out", "", "output PNG path")
+	fs.StringVar(&f.strip, "strip", "", "also write a before / mask / after PNG: the input as the model sees it, the regenerated tokens tinted, the result (small images enlarged to 128 pixels)")
 	fs.StringVar(&f.tokens, "tokens", "", "also write the final tokens as JSON {\"tokens\": [[scale 0 ids], ...]}")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -245,6 +247,16 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s\n", f.out)
+	if f.strip != "" {
+		strip, err := edit.Strip(img, mask, gh, gw, res.Images, max(1, 128/max(h, w)))
+		if err != nil {
+			return err
+		}
+		if err := savePNG(f.strip, strip); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s\n", f.strip)
+	}
 	if f.tokens != "" {
 		if err := writeTokens(f.tokens, info.Family, res, gh, gw); err != nil {
 			return err

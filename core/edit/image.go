@@ -104,3 +104,42 @@ func RowsMask(gh, gw, rows int) []float32 {
 	}
 	return m
 }
+
+// Strip is a before / mask / after picture of an edit: the input (in, [1, 3, h, w] in [-1, 1]), the input
+// with the regenerated tokens of keep (gh x gw, 1 = kept) tinted magenta, and the result (out, image 0 of
+// [B, 3, h, w] in [0, 1]), side by side with a white gap, each pixel a scale x scale block.
+func Strip(in core.HostTensor, keep []float32, gh, gw int, out core.HostTensor, scale int) (*image.NRGBA, error) {
+	if len(in.Shape) != 4 || len(out.Shape) != 4 || in.Shape[2] != out.Shape[2] || in.Shape[3] != out.Shape[3] || len(keep) != gh*gw || scale < 1 {
+		return nil, fmt.Errorf("strip: input %v, output %v, a %dx%d mask of %d values and scale %d do not match", in.Shape, out.Shape, gh, gw, len(keep), scale)
+	}
+	h, w := in.Shape[2], in.Shape[3]
+	gap := 4 * scale
+	dst := image.NewNRGBA(image.Rect(0, 0, scale*3*w+2*gap, scale*h))
+	for i := range dst.Pix {
+		dst.Pix[i] = 255
+	}
+	to8 := func(v float32) uint8 { return uint8(min(max(v, 0), 1)*255 + 0.5) }
+	set := func(panel, x, y, c int, v float32) {
+		x0 := panel*(scale*w+gap) + scale*x
+		for dy := range scale {
+			for dx := range scale {
+				dst.Pix[dst.PixOffset(x0+dx, scale*y+dy)+c] = to8(v)
+			}
+		}
+	}
+	for y := range h {
+		for x := range w {
+			regen := keep[(y*gh/h)*gw+x*gw/w] <= 0.5
+			for c := range 3 {
+				v := (in.Data[(c*h+y)*w+x] + 1) / 2
+				set(0, x, y, c, v)
+				if regen {
+					v = 0.45*v + 0.55*[3]float32{1, 0, 1}[c]
+				}
+				set(1, x, y, c, v)
+				set(2, x, y, c, out.Data[(c*h+y)*w+x])
+			}
+		}
+	}
+	return dst, nil
+}
