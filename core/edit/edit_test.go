@@ -3,6 +3,8 @@ package edit
 import (
 	"fmt"
 	"testing"
+
+	"github.com/webvar/webvar/core"
 )
 
 func TestBoxMaskRectangle(t *testing.T) {
@@ -52,5 +54,32 @@ func TestKeepMasksAndApply(t *testing.T) {
 	e.Apply(2, ids)
 	if fmt.Sprint(ids) != "[1 2 0 0 5 6 0 0 1 2 0 0 5 6 0 0]" {
 		t.Fatalf("applied %v", ids)
+	}
+}
+
+// Strip puts input, tinted input and output side by side, enlarged; regenerated cells are tinted, kept
+// ones are the input's pixels.
+func TestStrip(t *testing.T) {
+	in := core.HostTensor{Shape: core.Shape{1, 3, 2, 2}, Data: make([]float32, 12)} // mid-grey 0 -> 0.5
+	out := core.HostTensor{Shape: core.Shape{1, 3, 2, 2}, Data: []float32{1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0}}
+	s, err := Strip(in, []float32{1, 0}, 1, 2, out, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := s.Bounds(); b.Dx() != 3*4+2*8 || b.Dy() != 4 {
+		t.Fatalf("strip %v", b)
+	}
+	px := func(x, y int) [3]uint8 { o := s.PixOffset(x, y); return [3]uint8{s.Pix[o], s.Pix[o+1], s.Pix[o+2]} }
+	if got := px(4+8, 0); got != [3]uint8{128, 128, 128} {
+		t.Errorf("kept cell %v, want the input's grey", got)
+	}
+	if got := px(4+8+2, 0); got[1] >= got[0] {
+		t.Errorf("regenerated cell %v, want a magenta tint", got)
+	}
+	if got := px(2*(4+8), 0); got != [3]uint8{255, 0, 0} {
+		t.Errorf("output pixel %v, want red", got)
+	}
+	if _, err := Strip(in, []float32{1}, 1, 2, out, 2); err == nil {
+		t.Error("a mask of the wrong size was accepted")
 	}
 }
