@@ -34,6 +34,63 @@ type runOrder struct {
 // dragBox is a box being dragged across the canvas: its corners in fractions of the image.
 type dragBox struct{ y0, x0, y1, x1 float64 }
 
+// paintMask is the brush's mask over the image at the model's pixel size: 1 where painted.
+type paintMask struct {
+	h, w     int
+	v        []float32
+	painting bool
+}
+
+// stroke paints (or, with erase, clears) a disc of radius r (a fraction of the image's width) at (y, x)
+// (fractions of the image).
+func (m *paintMask) stroke(y, x, r float64, erase bool) {
+	cy, cx, rad := y*float64(m.h), x*float64(m.w), r*float64(m.w)
+	val := float32(1)
+	if erase {
+		val = 0
+	}
+	for py := max(0, int(cy-rad)); py < min(m.h, int(cy+rad)+1); py++ {
+		for px := max(0, int(cx-rad)); px < min(m.w, int(cx+rad)+1); px++ {
+			if dy, dx := float64(py)+0.5-cy, float64(px)+0.5-cx; dy*dy+dx*dx <= rad*rad {
+				m.v[py*m.w+px] = val
+			}
+		}
+	}
+}
+
+// show draws the painted area in translucent magenta on the overlay canvas (#webvar-edit-mask).
+func (m *paintMask) show() {
+	cv := byID("webvar-edit-mask")
+	if !cv.Truthy() {
+		return
+	}
+	if cv.Get("width").Int() != m.w || cv.Get("height").Int() != m.h {
+		cv.Set("width", m.w)
+		cv.Set("height", m.h)
+	}
+	pix := make([]byte, 4*m.w*m.h)
+	for i, v := range m.v {
+		if v > 0 {
+			pix[4*i], pix[4*i+2], pix[4*i+3] = 230, 230, 140
+		}
+	}
+	u8 := js.Global().Get("Uint8ClampedArray").New(len(pix))
+	js.CopyBytesToJS(u8, pix)
+	cv.Call("getContext", "2d").Call("putImageData", js.Global().Get("ImageData").New(u8, m.w, m.h), 0, 0)
+}
+
+// brush is the brush radius the panel's slider gives (a fraction of the image's width; 0: box mode) and
+// whether it erases.
+func brush() (r float64, erase bool) {
+	if el := byID("webvar-edit-brush"); el.Truthy() {
+		r, _ = strconv.ParseFloat(el.Get("value").String(), 64)
+	}
+	if el := byID("webvar-edit-erase"); el.Truthy() {
+		erase = el.Get("checked").Bool()
+	}
+	return r, erase
+}
+
 // maxEditBytes bounds an input image file (decoded images are bounded by the decoders' own checks and
 // then fitted to the model's size).
 const maxEditBytes = 64 << 20
@@ -46,6 +103,19 @@ func (pg *page) setupEdit() {
 			if files := this.Get("files"); files.Truthy() && files.Length() > 0 {
 				go pg.loadEditFile(files.Index(0))
 			}
+			return nil
+		}))
+	}
+	if el := byID("webvar-edit-clear"); el.Truthy() {
+		el.Call("addEventListener", "click", js.FuncOf(func(js.Value, []js.Value) any {
+			pg.mu.Lock()
+			if pg.paint != nil {
+				clear(pg.paint.v)
+				pg.paint.show()
+			}
+			pg.st.Edit.Box = [4]float64{}
+			pg.mu.Unlock()
+			showBox([4]float64{})
 			return nil
 		}))
 	}
@@ -99,13 +169,26 @@ func (pg *page) setupEdit() {
 	cv.Call("addEventListener", "mousedown", js.FuncOf(func(_ js.Value, args []js.Value) any {
 		y, x := frac(args[0])
 		pg.mu.Lock()
+		defer pg.mu.Unlock()
+		if r, erase := brush(); r > 0 && pg.paint != nil {
+			pg.paint.painting = true
+			pg.paint.stroke(y, x, r, erase)
+			pg.paint.show()
+			return nil
+		}
 		pg.drag = &dragBox{y, x, y, x}
-		pg.mu.Unlock()
 		return nil
 	}))
 	cv.Call("addEventListener", "mousemove", js.FuncOf(func(_ js.Value, args []js.Value) any {
 		pg.mu.Lock()
 		defer pg.mu.Unlock()
+		if m := pg.paint; m != nil && m.painting {
+			y, x := frac(args[0])
+			r, erase := brush()
+			m.stroke(y, x, r, erase)
+			m.show()
+			return nil
+		}
 		if pg.drag != nil {
 			pg.drag.y1, pg.drag.x1 = frac(args[0])
 			showBox(pg.drag.box())
@@ -114,6 +197,9 @@ func (pg *page) setupEdit() {
 	}))
 	cv.Call("addEventListener", "mouseup", js.FuncOf(func(_ js.Value, args []js.Value) any {
 		pg.mu.Lock()
+		if pg.paint != nil {
+			pg.paint.painting = false
+		}
 		if pg.drag != nil {
 			pg.drag.y1, pg.drag.x1 = frac(args[0])
 			b := pg.drag.box()
@@ -207,6 +293,10 @@ func (pg *page) setEditImage(img image.Image, what string) {
 	note := "editing " + what
 	if g != nil {
 		if h, w, err := g.g.ImageSize(settings); err == nil {
+			pg.mu.Lock()
+			pg.paint = &paintMask{h: h, w: w, v: make([]float32, h*w)}
+			pg.paint.show()
+			pg.mu.Unlock()
 			in, crop := edit.Fit(img, h, w)
 			if b := img.Bounds(); crop != b {
 				note += fmt.Sprintf(", cropped to %v and resized to %dx%d", crop, w, h)
@@ -258,6 +348,11 @@ func (pg *page) readEditInputs() {
 	if el := byID("webvar-edit-null"); el.Truthy() {
 		pg.st.Edit.NullClass = el.Get("checked").Bool()
 	}
+	pg.st.Edit.Painted, pg.st.Edit.MaskH, pg.st.Edit.MaskW = nil, 0, 0
+	if r, _ := brush(); r > 0 && pg.paint != nil {
+		pg.st.Edit.Painted = append([]float32(nil), pg.paint.v...)
+		pg.st.Edit.MaskH, pg.st.Edit.MaskW = pg.paint.h, pg.paint.w
+	}
 }
 
 // generateOrEdit runs the order: a generation, or an edit of the input image.
@@ -277,5 +372,11 @@ func (pg *page) generateOrEdit(ctx context.Context, a *app, order runOrder, onSt
 		return nil, err
 	}
 	showBox([4]float64{}) // the box stays in the state; the outline would hide the result
+	pg.mu.Lock()
+	if pg.paint != nil {
+		clear(pg.paint.v)
+		pg.paint.show()
+	}
+	pg.mu.Unlock()
 	return ed.Edit(ctx, er, onStep)
 }

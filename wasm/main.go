@@ -243,6 +243,7 @@ type page struct {
 	editImg image.Image
 	last    *core.HostTensor
 	drag    *dragBox
+	paint   *paintMask
 	// resume wakes the loader after a cancelled download (the Load command).
 	resume chan struct{}
 }

@@ -97,4 +97,57 @@ func TestEditInChromium(t *testing.T) {
 	if s := str(`document.getElementById("webvar-status").textContent`); !strings.Contains(s, "edit (refine)") {
 		t.Errorf("status after refine %q", s)
 	}
+	// A brush mask on the notebook's image again: paint the left half (brush 0.2 of the width), in-paint,
+	// class 3: every position of the last scale that the painting does not cover keeps the input's token.
+	// (The picker holds the same file already: clear it so that choosing it again is a change.)
+	if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`(() => {
+		document.getElementById("webvar-edit-note").textContent = "";
+		document.getElementById("webvar-edit-file").value = "";
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(cctx, chromedp.SetUploadFiles(chromedp.ID("webvar-edit-file"), []string{testutil.VarTiny("edit_input.png")})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`document.getElementById("webvar-edit-note").textContent.startsWith("editing")`,
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the image did not load again: %v", err)
+	}
+	if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`(() => {
+		document.getElementById("webvar-edit-brush").value = "0.2";
+		const cv = document.getElementById("webvar-canvas"), r = cv.getBoundingClientRect();
+		const at = (type, fy, fx) => cv.dispatchEvent(new MouseEvent(type, {bubbles: true,
+			clientX: r.left + fx * r.width, clientY: r.top + fy * r.height}));
+		at("mousedown", 0.05, 0.1);
+		for (let y = 0.05; y <= 0.95; y += 0.05) { at("mousemove", y, 0.1); at("mousemove", y, 0.3); }
+		at("mouseup", 0.95, 0.3);
+		document.getElementById("webvar-edit-null").checked = false;
+		document.getElementById("webvar-class").value = "3";
+		document.getElementById("webvar-edit-mode").value = "inpaint";
+		document.body.dataset.state = "clicked";
+		document.getElementById("webvar-edit").click();
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, cctx, dump, "done")
+	if err := json.Unmarshal([]byte(str(`document.body.dataset.tokens ?? ""`)), &got); err != nil {
+		t.Fatalf("dataset.tokens: %v\n%s", err, dump())
+	}
+	in := g.Ints("edit.input_idx.s3")
+	last := got[len(got)-1]
+	kept, regen := 0, 0
+	for i, id := range last { // 4 x 4: the right half (columns 2, 3) is not painted
+		if i%4 >= 2 {
+			kept++
+			if id != in[i] {
+				t.Errorf("unpainted position %d: token %d, the input's %d", i, id, in[i])
+			}
+		} else if id != in[i] {
+			regen++
+		}
+	}
+	if kept != 8 || regen == 0 {
+		t.Errorf("brush edit: %d kept positions, %d regenerated ones changed", kept, regen)
+	}
+	screenshot(t, cctx, "serve_e2e_edit_brush.png")
 }

@@ -27,6 +27,44 @@ type EditSpec struct {
 	K    int        // steps (refine) or rows (complete) kept
 	// NullClass edits without a class (the null class: plain in-painting), whatever the class control says.
 	NullClass bool
+	// Painted, when set, is a brush mask over the image instead of the box (inpaint, outpaint): MaskH x
+	// MaskW values, 1 where painted. In-painting regenerates the painted area, out-painting keeps it.
+	Painted      []float32
+	MaskH, MaskW int
+}
+
+// painted reports whether anything is painted.
+func (e EditSpec) painted() bool {
+	for _, v := range e.Painted {
+		if v > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// paintedKeep is the brush mask as a keep-mask on the gh x gw grid: the painted share of each cell's
+// pixels, 1 - that for in-painting.
+func (e EditSpec) paintedKeep(gh, gw int) []float32 {
+	keep := make([]float32, gh*gw)
+	for r := range gh {
+		for c := range gw {
+			y0, y1 := r*e.MaskH/gh, max((r+1)*e.MaskH/gh, r*e.MaskH/gh+1)
+			x0, x1 := c*e.MaskW/gw, max((c+1)*e.MaskW/gw, c*e.MaskW/gw+1)
+			var sum float32
+			for y := y0; y < min(y1, e.MaskH); y++ {
+				for x := x0; x < min(x1, e.MaskW); x++ {
+					sum += e.Painted[y*e.MaskW+x]
+				}
+			}
+			p := sum / float32((y1-y0)*(x1-x0))
+			if e.Mode == EditInpaint {
+				p = 1 - p
+			}
+			keep[r*gw+c] = p
+		}
+	}
+	return keep
 }
 
 // EditModes lists the modes a family offers (nil: it does not edit).
@@ -56,7 +94,11 @@ func (s *State) checkEdit() error {
 		return fmt.Errorf("wait for the run in flight to end")
 	case !slices.Contains(EditModes(s.Model.Family), e.Mode):
 		return fmt.Errorf("edit mode %q: a %s model offers %v", e.Mode, s.Model.Family, EditModes(s.Model.Family))
-	case (e.Mode == EditInpaint || e.Mode == EditOutpaint) && !(e.Box[0] < e.Box[2] && e.Box[1] < e.Box[3]):
+	case (e.Mode == EditInpaint || e.Mode == EditOutpaint) && e.Painted != nil && len(e.Painted) != e.MaskH*e.MaskW:
+		return fmt.Errorf("the painted mask has %d values for %dx%d pixels", len(e.Painted), e.MaskH, e.MaskW)
+	case (e.Mode == EditInpaint || e.Mode == EditOutpaint) && e.Painted != nil && !e.painted():
+		return fmt.Errorf("paint over the image first (or set the brush to 0 and drag a box)")
+	case (e.Mode == EditInpaint || e.Mode == EditOutpaint) && e.Painted == nil && !(e.Box[0] < e.Box[2] && e.Box[1] < e.Box[3]):
 		return fmt.Errorf("draw a box on the image first (drag across it)")
 	case (e.Mode == EditRefine || e.Mode == EditComplete) && e.K < 1:
 		return fmt.Errorf("keep at least one %s", map[EditMode]string{EditRefine: "step", EditComplete: "row"}[e.Mode])
@@ -91,7 +133,14 @@ func (e EditSpec) Request(g gen.Generator, img image.Image, req gen.Request) (ge
 	}
 	switch e.Mode {
 	case EditInpaint, EditOutpaint:
-		er.Keep = edit.BoxMask(gh, gw, e.Box, e.Mode == EditInpaint)
+		if e.Painted != nil {
+			if len(e.Painted) != e.MaskH*e.MaskW || e.MaskH < 1 || e.MaskW < 1 {
+				return gen.EditRequest{}, fmt.Errorf("the painted mask has %d values for %dx%d pixels", len(e.Painted), e.MaskH, e.MaskW)
+			}
+			er.Keep = e.paintedKeep(gh, gw)
+		} else {
+			er.Keep = edit.BoxMask(gh, gw, e.Box, e.Mode == EditInpaint)
+		}
 	case EditRefine:
 		er.Keep, er.KeepSteps = make([]float32, gh*gw), e.K
 	case EditComplete:

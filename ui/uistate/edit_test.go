@@ -2,6 +2,7 @@ package uistate
 
 import (
 	"context"
+	"fmt"
 	"image"
 	"strings"
 	"testing"
@@ -90,5 +91,37 @@ func TestEditSpecRequest(t *testing.T) {
 	}
 	if _, err := (EditSpec{Mode: EditComplete, K: 2}).Request(fakeEditor{"rq"}, img, req); err == nil {
 		t.Fatal("completion keeping every row was accepted")
+	}
+}
+
+// A painted mask: in-painting regenerates the cells mostly painted, out-painting keeps them; nothing
+// painted is refused.
+func TestEditSpecPainted(t *testing.T) {
+	g := fakeEditor{"flexvar"}
+	img := image.NewNRGBA(image.Rect(0, 0, 64, 32))
+	// 4 x 8 pixels over the 2 x 4 grid: paint the whole left half.
+	p := make([]float32, 32)
+	for y := range 4 {
+		for x := range 4 {
+			p[y*8+x] = 1
+		}
+	}
+	er, err := EditSpec{Mode: EditInpaint, Painted: p, MaskH: 4, MaskW: 8}.Request(g, img, gen.Request{Labels: []int{0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(er.Keep) != "[0 0 1 1 0 0 1 1]" {
+		t.Fatalf("in-paint keep %v", er.Keep)
+	}
+	er, _ = EditSpec{Mode: EditOutpaint, Painted: p, MaskH: 4, MaskW: 8}.Request(g, img, gen.Request{Labels: []int{0}})
+	if fmt.Sprint(er.Keep) != "[1 1 0 0 1 1 0 0]" {
+		t.Fatalf("out-paint keep %v", er.Keep)
+	}
+	s := New(Defaults())
+	s.OnLoaded(InfoOf(g, nil), nil)
+	s.EditReady = true
+	s.Edit = EditSpec{Mode: EditInpaint, Painted: make([]float32, 32), MaskH: 4, MaskW: 8}
+	if cmd := s.Apply(ActEdit); cmd.Kind != None || !strings.Contains(s.Message, "paint") {
+		t.Fatalf("nothing painted: %v %q", cmd.Kind, s.Message)
 	}
 }
