@@ -10,7 +10,9 @@ import (
 	_ "image/gif" // input images: PNG, JPEG, GIF
 	_ "image/jpeg"
 	_ "image/png"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall/js"
 
 	"github.com/webvar/webvar/core"
@@ -379,4 +381,113 @@ func (pg *page) generateOrEdit(ctx context.Context, a *app, order runOrder, onSt
 	}
 	pg.mu.Unlock()
 	return ed.Edit(ctx, er, onStep)
+}
+
+// fetchImage downloads and decodes an image URL.
+func fetchImage(url string) (image.Image, error) {
+	resp, err := await(js.Global().Call("fetch", url))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", url, err)
+	}
+	if !resp.Get("ok").Bool() {
+		return nil, fmt.Errorf("%s: HTTP %d", url, resp.Get("status").Int())
+	}
+	buf, err := await(resp.Call("arrayBuffer"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", url, err)
+	}
+	u8 := js.Global().Get("Uint8Array").New(buf)
+	if u8.Length() > maxEditBytes {
+		return nil, fmt.Errorf("%s: %d bytes: images of at most %d MB", url, u8.Length(), maxEditBytes>>20)
+	}
+	data := make([]byte, u8.Length())
+	js.CopyBytesToGo(data, u8)
+	img, _, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("%s: not an image this page reads (PNG, JPEG, GIF): %v", url, err)
+	}
+	return img, nil
+}
+
+// urlEdit sets up the edit the URL describes (image, mask, edit, box, keep, no_class) and reports
+// whether it is ready to run; a problem is named in the edit note and the status line.
+func (pg *page) urlEdit() bool {
+	p := pg.url
+	bad := func(err error) bool {
+		setText("webvar-edit-note", err.Error())
+		setText("webvar-status", "edit: "+err.Error())
+		setState("ready")
+		return false
+	}
+	img, err := fetchImage(p.editImage)
+	if err != nil {
+		return bad(err)
+	}
+	pg.setEditImage(img, p.editImage)
+	pg.mu.Lock()
+	defer pg.mu.Unlock()
+	spec := &pg.st.Edit
+	spec.Mode, spec.NullClass = uistate.EditInpaint, p.editNoClass
+	if modes := uistate.EditModes(pg.st.Model.Family); len(modes) > 0 && !slices.Contains(modes, spec.Mode) {
+		spec.Mode = modes[0]
+	}
+	if p.editMode != "" {
+		spec.Mode = uistate.EditMode(p.editMode)
+	}
+	if p.editKeep != "" {
+		k, err := strconv.Atoi(p.editKeep)
+		if err != nil {
+			return bad(fmt.Errorf("URL parameter keep=%q: %v", p.editKeep, err))
+		}
+		spec.K = k
+	}
+	if p.editBox != "" {
+		var b [4]float64
+		parts := strings.Split(p.editBox, ",")
+		if len(parts) != 4 {
+			return bad(fmt.Errorf("URL parameter box=%q: want y0,x0,y1,x1 in fractions of the image", p.editBox))
+		}
+		for i, s := range parts {
+			if b[i], err = strconv.ParseFloat(strings.TrimSpace(s), 64); err != nil {
+				return bad(fmt.Errorf("URL parameter box=%q: %v", p.editBox, err))
+			}
+		}
+		spec.Box = b
+		showBox(b)
+	}
+	if p.editMask != "" && pg.paint != nil {
+		pg.mu.Unlock()
+		m, err := fetchImage(p.editMask)
+		pg.mu.Lock()
+		if err != nil {
+			return bad(err)
+		}
+		// White = regenerate, as webvar edit -mask: the painted (regenerated) share of each pixel.
+		b := m.Bounds()
+		for y := range pg.paint.h {
+			for x := range pg.paint.w {
+				r, g, bl, _ := m.At(b.Min.X+x*b.Dx()/pg.paint.w, b.Min.Y+y*b.Dy()/pg.paint.h).RGBA()
+				pg.paint.v[y*pg.paint.w+x] = float32(r+g+bl) / (3 * 65535)
+			}
+		}
+		pg.paint.show()
+		if b.Dx() != pg.paint.w || b.Dy() != pg.paint.h {
+			setText("webvar-edit-note", fmt.Sprintf("mask %dx%d resized to the image's %dx%d", b.Dx(), b.Dy(), pg.paint.w, pg.paint.h))
+		}
+		spec.Painted = append([]float32(nil), pg.paint.v...)
+		spec.MaskH, spec.MaskW = pg.paint.h, pg.paint.w
+		spec.Mode = uistate.EditInpaint
+	}
+	// The panel shows the URL's choices (a run reads them back).
+	setValue("webvar-edit-mode", string(spec.Mode))
+	if spec.K > 0 {
+		setValue("webvar-edit-k", strconv.Itoa(spec.K))
+	}
+	if el := byID("webvar-edit-null"); el.Truthy() {
+		el.Set("checked", spec.NullClass)
+	}
+	if spec.Painted != nil {
+		setValue("webvar-edit-brush", "0.1")
+	}
+	return true
 }

@@ -91,13 +91,17 @@ type params struct {
 	// and the state names those the model does not take.
 	values    gen.Settings
 	autostart bool
-	backend   string // URL parameter backend: auto (the default), webgpu, webgl, cpu
+	// An edit from the URL (the widget's data-image, data-mask, data-edit, data-box, data-keep,
+	// data-no-class): image and mask URLs (resolved against the page), the mode, a box y0,x0,y1,x1, k.
+	editImage, editMask, editMode, editBox, editKeep string
+	editNoClass                                      bool
+	backend                                          string // URL parameter backend: auto (the default), webgpu, webgl, cpu
 	canvasUI  bool   // the ebiten UI (canvas.go; the default) instead of the HTML controls (ui=html, embed=1)
 }
 
 // pageParams are the URL parameters that are not family settings.
 var pageParams = map[string]bool{"weights": true, "model": true, "class": true, "seed": true, "autostart": true,
-	"backend": true, "ui": true, "embed": true}
+	"backend": true, "ui": true, "embed": true, "image": true, "mask": true, "edit": true, "box": true, "keep": true, "no_class": true}
 
 func readURL() (params, error) {
 	loc := js.Global().Get("location").Get("href")
@@ -138,6 +142,15 @@ func readURL() (params, error) {
 		}
 	}
 	p.autostart = q.Call("get", "autostart").String() == "1"
+	for k, dst := range map[string]*string{"image": &p.editImage, "mask": &p.editMask} {
+		if v, ok := get(k); ok && v != "" {
+			*dst = js.Global().Get("URL").New(v, loc).Get("href").String()
+		}
+	}
+	p.editMode, _ = get("edit")
+	p.editBox, _ = get("box")
+	p.editKeep, _ = get("keep")
+	p.editNoClass = q.Call("get", "no_class").String() == "1"
 	if s, ok := get("backend"); ok {
 		switch s {
 		case "auto", "webgpu", "webgl", "cpu":
@@ -538,6 +551,12 @@ func (pg *page) worker() {
 	case err != nil:
 		fail(err)
 		return
+	case pg.url.editImage != "":
+		// An edit from the URL (the widget's data-image): load the image (and mask), then edit.
+		pg.showEditPanel()
+		if pg.urlEdit() && (pg.url.autostart || resumed) {
+			pg.do(uistate.ActEdit)
+		}
 	case pg.url.autostart || resumed:
 		// resumed: Generate after a cancelled download resumed it and asked for an image.
 		pg.do(uistate.ActGenerate)

@@ -11,6 +11,11 @@
 // data-top-k, data-top-p, data-more-smooth (VAR), data-schedule, data-aspect, data-cfg-mode, data-max-pn
 // (FlexVAR),
 // data-width / data-height (CSS sizes; default: the element's own size, else 320px x 400px).
+// Editing (models that edit): data-image (an image URL, resolved against the host page; the host must
+// serve it to the app's origin, CORS), data-mask (a mask image URL: white = regenerate) or data-box
+// ("y0,x0,y1,x1" in fractions), data-edit (inpaint, outpaint, refine, expand, complete), data-keep (steps or
+// rows kept), data-no-class (present: in-paint without a class); with data-autostart the edit runs once
+// the image has loaded.
 // The app posts {type: "webvar-state", state, error} to this page; the widget mirrors it on the host
 // element (dataset.state: loading, cancelled, ready, generating, done, error; dataset.error) and dispatches a
 // "webvar-state" CustomEvent on it with that object as detail.
@@ -24,7 +29,8 @@
   var appURL = new URL("./", base);
   // Attributes that are not settings; every other data-* attribute is passed on as a setting (data-top-k
   // as top_k=...), which the app checks against the model's own settings.
-  var own = {webvar: 1, webvarMounted: 1, weights: 1, model: 1, autostart: 1, width: 1, height: 1, state: 1, error: 1};
+  var own = {webvar: 1, webvarMounted: 1, weights: 1, model: 1, autostart: 1, width: 1, height: 1, state: 1, error: 1,
+    image: 1, mask: 1, noClass: 1};
 
   function mount(el) {
     if (el.dataset.webvarMounted) return;
@@ -40,6 +46,9 @@
     const w = d.weights || d.model; // data-model is accepted as another name for data-weights
     if (w) u.searchParams.set("weights", new URL(w, document.baseURI).href);
     if (d.autostart !== undefined && d.autostart !== "false") u.searchParams.set("autostart", "1");
+    if (d.image) u.searchParams.set("image", new URL(d.image, document.baseURI).href);
+    if (d.mask) u.searchParams.set("mask", new URL(d.mask, document.baseURI).href);
+    if (d.noClass !== undefined && d.noClass !== "false") u.searchParams.set("no_class", "1");
     var f = document.createElement("iframe");
     f.src = u.href;
     f.title = "webvar image generator";

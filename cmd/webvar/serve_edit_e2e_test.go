@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -43,7 +44,22 @@ func TestEditInChromium(t *testing.T) {
 	if err := buildApp(ctx, app, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(newServeHandler(app, os.DirFS(wdir)))
+	h := newServeHandler(app, os.DirFS(wdir))
+	// A host page embedding an editing widget: the notebook's image, the inpaint_null box, no class.
+	const host = `<!doctype html><html><body><script src="webvar-widget.js"></script>
+<div data-webvar data-image="edit_input.png" data-box="0.1,0.1,0.8,0.8" data-no-class data-cfg="4" data-top-k="1"
+  data-top-p="0" data-backend="cpu" data-autostart></div></body></html>`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/edit-widget.html":
+			w.Header().Set("Content-Type", "text/html")
+			io.WriteString(w, host)
+		case "/edit_input.png":
+			http.ServeFile(w, r, testutil.VarTiny("edit_input.png"))
+		default:
+			h.ServeHTTP(w, r)
+		}
+	}))
 	defer srv.Close()
 	cctx, dump := openPage(ctx, t, chrome, srv.URL+"/?ui=html&backend=cpu&cfg=4&top_k=1&top_p=0&seed=0", false)
 	waitState(t, cctx, dump, "ready")
@@ -83,6 +99,19 @@ func TestEditInChromium(t *testing.T) {
 		t.Errorf("status %q", s)
 	}
 	screenshot(t, cctx, "serve_e2e_edit.png")
+	t.Run("widget", func(t *testing.T) {
+		wctx, wdump := openPage(ctx, t, chrome, srv.URL+"/edit-widget.html", false)
+		state, err := chromedp.Run(wctx, chromedp.Poll[string](`(s => (s === "done" || s === "error") && s)(document.querySelector("[data-webvar]").dataset.state)`,
+			chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(120*time.Second)))
+		if err != nil || state != "done" {
+			t.Fatalf("widget state %q (%v)\n%s", state, err, wdump())
+		}
+		var wt [][]int
+		raw := evalString(t, wctx, `document.querySelector("[data-webvar] iframe").contentDocument.body.dataset.tokens ?? ""`)
+		if err := json.Unmarshal([]byte(raw), &wt); err != nil || !slices.EqualFunc(wt, want, slices.Equal) {
+			t.Errorf("widget edit tokens %v (%v), want the notebook's %v", wt, err, want)
+		}
+	})
 	// Refine the image just made: keep 2 scales.
 	if _, err := chromedp.Run(cctx, chromedp.Evaluate[any](`(() => {
 		document.getElementById("webvar-edit-use").click();
