@@ -96,7 +96,7 @@ type params struct {
 	editImage, editMask, editMode, editBox, editKeep string
 	editNoClass                                      bool
 	backend                                          string // URL parameter backend: auto (the default), webgpu, webgl, cpu
-	canvasUI  bool   // the ebiten UI (canvas.go; the default) instead of the HTML controls (ui=html, embed=1)
+	canvasUI                                         bool   // the ebiten UI (canvas.go; the default) instead of the HTML controls (ui=html, embed=1)
 }
 
 // pageParams are the URL parameters that are not family settings.
