@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	_ "image/gif" // dropped edit inputs: PNG, JPEG, GIF
+	_ "image/jpeg"
+	_ "image/png"
+	"io/fs"
 	"time"
 
 	"github.com/hajimehoshi/ebiten/v2"
@@ -11,6 +15,8 @@ import (
 	"github.com/hajimehoshi/ebiten/v2/text/v2"
 	"github.com/hajimehoshi/ebiten/v2/vector"
 
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/edit"
 	"github.com/webvar/webvar/ui/uistate"
 )
 
@@ -44,6 +50,7 @@ var keys = []struct {
 	{ebiten.KeyBracketRight, uistate.ActKUp},
 	{ebiten.KeyR, uistate.ActReroll},
 	{ebiten.KeyX, uistate.ActRandomize},
+	{ebiten.KeyE, uistate.ActEdit},
 }
 
 // input turns this tick's clicks, taps and key presses into actions.
@@ -52,6 +59,25 @@ func (g *Game) input() []uistate.Action {
 	if inpututil.IsMouseButtonJustPressed(ebiten.MouseButtonLeft) {
 		x, y := ebiten.CursorPosition()
 		acts = append(acts, g.st.Hit(image.Pt(x, y)))
+		if p := image.Pt(x, y); g.editImg != nil && p.In(g.imageRect()) {
+			g.dragFrom = &p // a box across the image (edits)
+		}
+	}
+	if g.dragFrom != nil && inpututil.IsMouseButtonJustReleased(ebiten.MouseButtonLeft) {
+		x, y := ebiten.CursorPosition()
+		g.st.DragBox(g.imageRect(), *g.dragFrom, image.Pt(x, y))
+		g.dragFrom = nil
+	}
+	// U: edit the image just made.
+	if inpututil.IsKeyJustPressed(ebiten.KeyU) && g.st.Phase == uistate.Idle {
+		if latest := g.st.Latest(); latest != nil && g.st.Model.Editor {
+			g.editImg, g.editShow, g.st.EditReady = latest, nil, true
+			g.st.Message = "editing the image just made: drag a box across it, pick the mode, Edit (E)"
+		}
+	}
+	// A dropped image file becomes the edit input.
+	if files := ebiten.DroppedFiles(); files != nil {
+		g.dropped(files)
 	}
 	for _, id := range inpututil.AppendJustPressedTouchIDs(nil) {
 		x, y := ebiten.TouchPosition(id)
@@ -130,6 +156,7 @@ func (g *Game) drawImages(screen *ebiten.Image) {
 	fillRect(screen, area, colPanel)
 	run := g.st.Run
 	if run == nil {
+		g.drawEditInput(screen)
 		return
 	}
 	if g.imageOf != run.ID {
@@ -201,4 +228,73 @@ func fmtDur(d time.Duration) string {
 		return fmt.Sprintf("%dms", d.Milliseconds())
 	}
 	return fmt.Sprintf("%.1fs", d.Seconds())
+}
+
+// imageRect is where the image shown now is drawn: the latest run's, else the edit input's.
+func (g *Game) imageRect() image.Rectangle {
+	if latest := g.st.Latest(); latest != nil {
+		r, _ := uistate.ImageRect(latest.Bounds().Dx(), latest.Bounds().Dy())
+		return r
+	}
+	if g.editShow != nil {
+		r, _ := uistate.ImageRect(g.editShow.Bounds().Dx(), g.editShow.Bounds().Dy())
+		return r
+	}
+	return image.Rectangle{}
+}
+
+// drawEditInput shows the edit input fitted to the model's size (before any run) and the edit box.
+func (g *Game) drawEditInput(screen *ebiten.Image) {
+	if g.editImg == nil || g.gen == nil {
+		return
+	}
+	if g.editShow == nil {
+		h, w, err := g.gen.ImageSize(g.st.Settings.Values)
+		if err != nil {
+			return
+		}
+		in, _ := edit.Fit(g.editImg, h, w)
+		unit := core.HostTensor{Shape: in.Shape, Data: make([]float32, len(in.Data))}
+		for i, v := range in.Data {
+			unit.Data[i] = (v + 1) / 2
+		}
+		img, err := core.ToImage(unit, 0)
+		if err != nil {
+			return
+		}
+		g.editShow = ebiten.NewImageFromImage(img)
+	}
+	r, scale := uistate.ImageRect(g.editShow.Bounds().Dx(), g.editShow.Bounds().Dy())
+	op := &ebiten.DrawImageOptions{}
+	op.GeoM.Scale(scale, scale)
+	op.GeoM.Translate(float64(r.Min.X), float64(r.Min.Y))
+	screen.DrawImage(g.editShow, op)
+	if b := g.st.Edit.Box; b[0] < b[2] && b[1] < b[3] {
+		x0, y0 := float32(r.Min.X)+float32(b[1])*float32(r.Dx()), float32(r.Min.Y)+float32(b[0])*float32(r.Dy())
+		x1, y1 := float32(r.Min.X)+float32(b[3])*float32(r.Dx()), float32(r.Min.Y)+float32(b[2])*float32(r.Dy())
+		vector.StrokeRect(screen, x0, y0, x1-x0, y1-y0, 2, color.RGBA{0xe0, 0x20, 0xe0, 0xff}, false)
+	}
+}
+
+// dropped makes the first readable image among the dropped files the edit input.
+func (g *Game) dropped(files fs.FS) {
+	entries, err := fs.ReadDir(files, ".")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		f, err := files.Open(e.Name())
+		if err != nil {
+			continue
+		}
+		img, _, err := image.Decode(f)
+		f.Close()
+		if err != nil {
+			g.st.Message = fmt.Sprintf("%s: not an image this app reads (PNG, JPEG, GIF)", e.Name())
+			continue
+		}
+		g.editImg, g.editShow, g.st.EditReady = img, nil, true
+		g.st.Message = fmt.Sprintf("editing %s (%dx%d): drag a box across it, pick the mode, Edit (E)", e.Name(), img.Bounds().Dx(), img.Bounds().Dy())
+		return
+	}
 }

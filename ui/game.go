@@ -62,6 +62,11 @@ type Config struct {
 	// Started, if set, is called on the game goroutine when a run starts (the browser page's
 	// "generating" state).
 	Started func()
+	// EditImage, when set, is an image to edit (webvar preview -image, the page's image=): Edit (E) edits
+	// it as Edit describes (the mode, box, kept steps; a box can also be dragged across the image), and
+	// AutoStart edits instead of generating. Files dropped onto the window replace it.
+	EditImage image.Image
+	Edit      uistate.EditSpec
 }
 
 // SaveToDir is a Config.Save that writes PNG files into dir.
@@ -96,6 +101,10 @@ type Game struct {
 	images  map[*image.NRGBA]*ebiten.Image // previews uploaded once, per run
 	imageOf int                            // the run ID images belong to
 
+	editImg  image.Image   // the input of edits (Config.EditImage, a dropped file, or the image just made)
+	editShow *ebiten.Image // it, fitted to the model's size, shown until a run draws over it
+	dragFrom *image.Point  // a box being dragged across the image
+
 	shotDone bool
 	exitErr  error // ends the game (Screenshot mode) after the screenshot
 }
@@ -112,13 +121,16 @@ func New(cfg Config) (*Game, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ui: font: %w", err)
 	}
+	st := uistate.New(cfg.Settings)
+	st.Edit, st.EditReady = cfg.Edit, cfg.EditImage != nil
 	return &Game{
-		cfg:    cfg,
-		st:     uistate.New(cfg.Settings),
-		face:   &text.GoTextFace{Source: src, Size: 14},
-		inbox:  make(chan func(), 64),
-		quit:   make(chan struct{}),
-		images: map[*image.NRGBA]*ebiten.Image{},
+		editImg: cfg.EditImage,
+		cfg:     cfg,
+		st:      st,
+		face:    &text.GoTextFace{Source: src, Size: 14},
+		inbox:   make(chan func(), 64),
+		quit:    make(chan struct{}),
+		images:  map[*image.NRGBA]*ebiten.Image{},
 	}, nil
 }
 
@@ -176,7 +188,17 @@ func (g *Game) loaded(p gen.Generator, classNames []string, err error) {
 	}
 	g.gen = p
 	g.st.OnLoaded(uistate.InfoOf(p, classNames), nil)
-	if g.cfg.AutoStart {
+	if g.cfg.Edit.Mode != "" {
+		g.st.Edit.Mode = g.cfg.Edit.Mode // the caller's mode, checked when the edit starts
+	}
+	switch {
+	case g.cfg.AutoStart && g.editImg != nil:
+		g.do(uistate.ActEdit)
+		if g.st.Phase != uistate.Generating && g.cfg.Screenshot != "" {
+			g.exitErr = errors.New(g.st.Message) // the edit could not start: say why and end
+			g.shotDone = true
+		}
+	case g.cfg.AutoStart:
 		g.do(uistate.ActGenerate)
 	}
 }
@@ -211,7 +233,7 @@ func (g *Game) do(a uistate.Action) {
 	cmd := g.st.Apply(a)
 	switch cmd.Kind {
 	case uistate.Start:
-		g.startRun(g.st.Run.ID, cmd.Request)
+		g.startRun(g.st.Run.ID, cmd.Request, cmd.Edit)
 	case uistate.Cancel:
 		if g.cancel != nil {
 			g.cancel()
@@ -227,16 +249,26 @@ func (g *Game) do(a uistate.Action) {
 
 // startRun generates in a goroutine so that the window stays responsive; each scale's preview comes
 // back through the inbox as soon as it is decoded. Cancel stops the engine between scales.
-func (g *Game) startRun(id int, req gen.Request) {
+func (g *Game) startRun(id int, req gen.Request, e *uistate.EditSpec) {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	if g.cfg.Started != nil {
 		g.cfg.Started()
 	}
-	p := g.gen
+	p, img := g.gen, g.editImg
+	run := p.Generate
+	if e != nil {
+		run = func(ctx context.Context, req gen.Request, onStep func(gen.Step) error) (*gen.Result, error) {
+			er, err := e.Request(p, img, req)
+			if err != nil {
+				return nil, err
+			}
+			return p.(gen.Editor).Edit(ctx, er, onStep)
+		}
+	}
 	go func() {
 		defer cancel()
-		res, err := p.Generate(ctx, req, func(ev gen.Step) error {
+		res, err := run(ctx, req, func(ev gen.Step) error {
 			var img *image.NRGBA
 			if ev.Preview != nil {
 				var err error

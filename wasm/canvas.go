@@ -8,8 +8,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image"
 	"image/png"
+	"strconv"
+	"strings"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
@@ -51,9 +54,33 @@ func runCanvas(p params) {
 	_, onCPU := b.(*cpu.Backend)
 	// openBackend wrote the backend line: the UI shows it, so that a CPU fallback is visible here too.
 	notice := byID("webvar-backend").Get("textContent").String()
+	// An edit from the URL (image=, edit=, box=, keep=, no_class=): the game edits it (E; autostart at once).
+	var editImg image.Image
+	var editSpec uistate.EditSpec
+	if p.editImage != "" {
+		if editImg, err = fetchImage(p.editImage); err != nil {
+			fail(err)
+			return
+		}
+		editSpec = uistate.EditSpec{Mode: uistate.EditMode(p.editMode), NullClass: p.editNoClass}
+		if p.editKeep != "" {
+			if editSpec.K, err = strconv.Atoi(p.editKeep); err != nil {
+				fail(fmt.Errorf("URL parameter keep=%q: %v", p.editKeep, err))
+				return
+			}
+		}
+		if p.editBox != "" {
+			parts := strings.Split(p.editBox, ",")
+			for i := 0; i < 4 && i < len(parts); i++ {
+				editSpec.Box[i], _ = strconv.ParseFloat(strings.TrimSpace(parts[i]), 64)
+			}
+		}
+	}
 	g, err := ebitenui.New(ebitenui.Config{
-		Backend: b,
-		Notice:  notice,
+		Backend:   b,
+		Notice:    notice,
+		EditImage: editImg,
+		Edit:      editSpec,
 		// On the CPU fallback a run would not yield to the page between scales: no frame, no Cancel.
 		SyncScales: onCPU,
 		Load: func(ctx context.Context, progress func(done, total int64)) (gen.Generator, []string, error) {

@@ -7,7 +7,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"image"
+	_ "image/gif"
+	_ "image/jpeg"
+	_ "image/png"
 	"io"
+	"os"
 
 	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/webgpu"
@@ -44,6 +49,23 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeBackend()
+	var editImg image.Image
+	var editSpec uistate.EditSpec
+	if f.image != "" {
+		fh, err := os.Open(f.image)
+		if err != nil {
+			return err
+		}
+		editImg, _, err = image.Decode(io.LimitReader(fh, maxEditPixels))
+		fh.Close()
+		if err != nil {
+			return fmt.Errorf("%s: not an image this command reads (PNG, JPEG, GIF): %w", f.image, err)
+		}
+		editSpec = uistate.EditSpec{Mode: uistate.EditMode(f.editMode), K: f.keep, NullClass: f.noClass}
+		if f.box != "" {
+			editSpec.Box, _ = parseBox(f.box)
+		}
+	}
 	values := f.settings()
 	if f.model.varPath != "" {
 		delete(values, "schedule") // -patch-nums of a VAR checkpoint: given to the loader below
@@ -63,6 +85,8 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 		AutoStart:  f.autostart,
 		Screenshot: f.screenshot,
 		Save:       ui.SaveToDir(f.saveDir),
+		EditImage:  editImg,
+		Edit:       editSpec,
 	})
 	if err != nil {
 		return err

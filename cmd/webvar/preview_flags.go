@@ -21,6 +21,10 @@ type previewFlags struct {
 	autostart  bool
 	screenshot string
 	saveDir    string
+	// Editing: an input image and how to edit it (E in the window; -autostart edits at once).
+	image, editMode, box string
+	keep                 int
+	noClass              bool
 }
 
 func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
@@ -37,6 +41,11 @@ func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
 	fs.BoolVar(&f.autostart, "autostart", false, "generate once as soon as the model has loaded")
 	fs.StringVar(&f.screenshot, "screenshot", "", "with -autostart: after the first image, save the window's canvas as this PNG and exit")
 	fs.StringVar(&f.saveDir, "save-dir", ".", "directory that the Save PNG button writes to")
+	fs.StringVar(&f.image, "image", "", "an image (PNG, JPEG, GIF) to edit: E edits it (a box can be dragged across it; files dropped onto the window replace it); with -autostart the edit runs at once")
+	fs.StringVar(&f.editMode, "edit", "", "with -image: inpaint, outpaint, refine, expand (FlexVAR) or complete (RQ) (default: the family's first)")
+	fs.StringVar(&f.box, "box", "", "with -image: y0,x0,y1,x1, the box in fractions of the image (in- and out-painting)")
+	fs.IntVar(&f.keep, "keep", 0, "with -image: steps kept whole (refine) or rows of codes kept (complete)")
+	fs.BoolVar(&f.noClass, "no-class", false, "with -image: in-paint without a class (the null class)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -62,6 +71,13 @@ func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
 		return nil, usageError{"-screenshot needs -autostart (it captures the first generated image)"}
 	case f.class < 0:
 		return nil, usageError{"-class must be >= 0"}
+	case f.image == "" && (f.editMode != "" || f.box != "" || f.keep != 0 || f.noClass):
+		return nil, usageError{"-edit, -box, -keep and -no-class go with -image"}
+	}
+	if f.box != "" {
+		if _, err := parseBox(f.box); err != nil {
+			return nil, usageError{"-box: " + err.Error()}
+		}
 	}
 	return f, nil
 }

@@ -160,6 +160,27 @@ func TestPreviewWindowScreenshotMatchesGenerate(t *testing.T) {
 		}
 		compareScreenshot(t, readPNG(t, shot), readPNG(t, ref), 1)
 	})
+	// Editing in the window: the notebook's image in-painted in its box without a class (-autostart edits
+	// at once): the window shows webvar edit's image for the same request.
+	t.Run("edit", func(t *testing.T) {
+		ereq := []string{"-cfg", "4", "-top-k", "1", "-top-p", "0", "-seed", "0"}
+		ref := filepath.Join(tmp, "edit.png")
+		if rc, _, stderr := runCLI(t, append([]string{"edit", "-weights", wdir, "-image", testutil.VarTiny("edit_input.png"),
+			"-box", "0.1,0.1,0.8,0.8", "-class", "10", "-backend", "cpu", "-out", ref}, ereq...)...); rc != 0 {
+			t.Fatalf("edit: exit %d: %s", rc, stderr)
+		}
+		shot := filepath.Join(tmp, "preview_edit.png")
+		args := append([]string{"preview", "-weights", wdir, "-backend", "cpu", "-image", testutil.VarTiny("edit_input.png"),
+			"-edit", "inpaint", "-box", "0.1,0.1,0.8,0.8", "-no-class", "-autostart", "-screenshot", shot}, ereq...)
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), "DISPLAY="+display)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("webvar %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+		compareScreenshot(t, readPNG(t, shot), readPNG(t, ref), 1)
+	})
 	// The RQ-Transformer in the same window: rq-tiny's release converted, greedy, class 3.
 	t.Run("rq", func(t *testing.T) {
 		rdir := filepath.Join(tmp, "rq")

@@ -99,6 +99,17 @@ func TestEditInChromium(t *testing.T) {
 		t.Errorf("status %q", s)
 	}
 	screenshot(t, cctx, "serve_e2e_edit.png")
+	t.Run("canvas-ui", func(t *testing.T) {
+		// The ebiten UI (the page's default) takes the same URL edit and edits at autostart.
+		q := "/?backend=cpu&cfg=4&top_k=1&top_p=0&seed=0&image=edit_input.png&edit=inpaint&box=0.1,0.1,0.8,0.8&no_class=1&autostart=1"
+		ectx, edump := openPage(ctx, t, chrome, srv.URL+q, false)
+		waitState(t, ectx, edump, "done")
+		var ct [][]int
+		if err := json.Unmarshal([]byte(evalString(t, ectx, `document.body.dataset.tokens ?? ""`)), &ct); err != nil || !slices.EqualFunc(ct, want, slices.Equal) {
+			t.Errorf("canvas UI edit tokens %v (%v), want the notebook's %v", ct, err, want)
+		}
+		screenshot(t, ectx, "serve_e2e_edit_canvas.png")
+	})
 	t.Run("widget", func(t *testing.T) {
 		wctx, wdump := openPage(ctx, t, chrome, srv.URL+"/edit-widget.html", false)
 		state, err := chromedp.Run(wctx, chromedp.Poll[string](`(s => (s === "done" || s === "error") && s)(document.querySelector("[data-webvar]").dataset.state)`,

@@ -160,3 +160,29 @@ func (e EditSpec) Request(g gen.Generator, img image.Image, req gen.Request) (ge
 	}
 	return er, nil
 }
+
+// defaultEditMode picks the family's first edit mode when the current one is not the family's (on load).
+func (s *State) defaultEditMode() {
+	if modes := EditModes(s.Model.Family); len(modes) > 0 && !slices.Contains(modes, s.Edit.Mode) {
+		s.Edit.Mode = modes[0]
+	}
+}
+
+// DragBox sets the edit box from a drag between two points of the image drawn at r (the box in fractions
+// of the image, clamped to it); a drag outside r or of no extent changes nothing. It reports whether it
+// set the box.
+func (s *State) DragBox(r image.Rectangle, a, b image.Point) bool {
+	if !a.In(r) || r.Dx() <= 0 || r.Dy() <= 0 {
+		return false
+	}
+	f := func(v, lo, n int) float64 { return min(max(float64(v-lo)/float64(n), 0), 1) }
+	y0, y1 := f(a.Y, r.Min.Y, r.Dy()), f(b.Y, r.Min.Y, r.Dy())
+	x0, x1 := f(a.X, r.Min.X, r.Dx()), f(b.X, r.Min.X, r.Dx())
+	box := [4]float64{min(y0, y1), min(x0, x1), max(y0, y1), max(x0, x1)}
+	if !(box[0] < box[2] && box[1] < box[3]) {
+		return false
+	}
+	s.Edit.Box = box
+	s.Edit.Painted = nil
+	return true
+}

@@ -25,7 +25,9 @@ const (
 	ActKUp
 	ActReroll
 	ActRandomize
-	ActEdit // edit the input image the driver holds (State.Edit says how)
+	ActEdit         // edit the input image the driver holds (State.Edit says how)
+	ActEditModePrev // the edit mode stepper
+	ActEditModeNext
 	// actSettings is the first of the family settings' actions: SettingDown(i) and SettingUp(i) step
 	// ModelInfo.Settings[i] (a boolean toggles either way).
 	actSettings Action = 1000
@@ -177,6 +179,11 @@ func (s *State) Widgets() []Widget {
 	button(panelX+150+gap, 96, ActCancel, "Cancel (Esc)")
 	y += rowH
 	button(panelX, 150, ActSave, "Save PNG (S)")
+	if s.Model.Editor && s.EditReady {
+		button(panelX+150+gap, 96, ActEdit, "Edit (E)")
+		y += rowH
+		stepper("edit", ActEditModePrev, ActEditModeNext, string(s.Edit.Mode))
+	}
 	y += rowH + 8
 	noun := s.Model.StepNoun
 	if !s.Model.Reroll {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"image"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -222,6 +223,7 @@ func (s *State) OnLoaded(m ModelInfo, err error) {
 		return
 	}
 	s.Phase, s.Model = Idle, m
+	s.defaultEditMode()
 	if len(m.ClassNames) != m.Classes {
 		s.Model.ClassNames = nil
 	}
@@ -318,6 +320,8 @@ func (s *State) Enabled(a Action) bool {
 		return s.Run != nil && s.Run.Finished
 	case ActEdit:
 		return s.Model.Editor && s.EditReady && s.Phase == Idle
+	case ActEditModePrev, ActEditModeNext:
+		return len(EditModes(s.Model.Family)) > 1
 	case ActReroll:
 		return s.Model.Reroll && s.Phase == Idle && s.Run != nil && s.Run.Finished && len(s.Run.Tokens) > 1
 	case ActRandomize:
@@ -387,7 +391,19 @@ func (s *State) Apply(a Action) Command {
 		}
 		req.RandomAfter = k
 		return s.start(req, fmt.Sprintf("randomize after %s %d", s.Model.StepNoun, k))
+	case ActEditModePrev, ActEditModeNext:
+		modes := EditModes(s.Model.Family)
+		i := slices.Index(modes, s.Edit.Mode)
+		if a == ActEditModeNext {
+			i = (i + 1) % len(modes)
+		} else {
+			i = (i + len(modes) - 1) % len(modes)
+		}
+		s.Edit.Mode = modes[max(i, 0)]
 	case ActEdit:
+		if s.Edit.K == 0 {
+			s.Edit.K = s.K // the canvas UI's "keep" stepper (the page has its own input)
+		}
 		if err := s.checkEdit(); err != nil {
 			s.Message = err.Error()
 			return Command{}
