@@ -373,13 +373,17 @@ func (pg *page) generateOrEdit(ctx context.Context, a *app, order runOrder, onSt
 	if err != nil {
 		return nil, err
 	}
-	showBox([4]float64{}) // the box stays in the state; the outline would hide the result
-	pg.mu.Lock()
-	if pg.paint != nil {
-		clear(pg.paint.v)
-		pg.paint.show()
-	}
-	pg.mu.Unlock()
+	// The box or the painted mask stays over the image while the steps come in (what is regenerated),
+	// and goes when the edit ends (the box stays in the state for the next edit).
+	defer func() {
+		showBox([4]float64{})
+		pg.mu.Lock()
+		if pg.paint != nil {
+			clear(pg.paint.v)
+			pg.paint.show()
+		}
+		pg.mu.Unlock()
+	}()
 	return ed.Edit(ctx, er, onStep)
 }
 
