@@ -11,6 +11,8 @@ import (
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
+	"github.com/webvar/webvar/core/edit"
+	"github.com/webvar/webvar/core/flexvar"
 	"github.com/webvar/webvar/core/flexvar/flexvartest"
 	"github.com/webvar/webvar/core/mar/martest"
 	"github.com/webvar/webvar/core/varmodel"
@@ -165,5 +167,44 @@ func TestVARFixtureOnWebGPU(t *testing.T) {
 				println("fixture " + f.Name + ": ok (webgpu)")
 			}
 		})
+	}
+}
+
+// FlexVAR image-to-image on the GPU: a full keep-mask keeps the input's tokens at every step and an edit
+// with a box keeps exactly the positions its masks keep (the construction tests of core/flexvar).
+func TestFlexVAREditOnWebGPU(t *testing.T) {
+	b := newTestBackend(t)
+	b.guard = 0
+	f := testutil.Fixtures(t, "flexvar")[0]
+	p := flexvartest.Load(t, f, b)
+	sched := flexvar.Square([]int{1, 2, 3, 4})
+	base, err := p.Generate(context.Background(), b, flexvar.Request{Labels: []int{1}, Schedule: sched, CFG: 2, TopK: 20, Seed: 3}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := core.HostTensor{Shape: base.Images.Shape, Data: make([]float32, len(base.Images.Data))}
+	for i, v := range base.Images.Data {
+		img.Data[i] = 2*v - 1
+	}
+	o := core.NewOps(b)
+	for _, mask := range [][]float32{
+		{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+		edit.BoxMask(4, 4, [4]float64{0, 0, 0.6, 0.6}, false),
+	} {
+		e, err := p.EditOf(o, img, sched, mask, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := p.Generate(context.Background(), b, flexvar.Request{Labels: []int{0}, Schedule: sched, CFG: 2, TopK: 20, Seed: 5, Edit: e}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for si := range sched {
+			for j, k := range e.Keep[si] {
+				if k && res.Tokens[si][j] != e.Tokens[si][j] {
+					t.Fatalf("step %d: kept position %d has %d, the input's %d", si, j, res.Tokens[si][j], e.Tokens[si][j])
+				}
+			}
+		}
 	}
 }
