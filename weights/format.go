@@ -277,6 +277,24 @@ func (m *Manifest) ConfigInt(key string) (int, error) {
 	return int(n), nil
 }
 
+// ConfigFloat reads a number of the config ("vae_scale"), integer or float.
+func (m *Manifest) ConfigFloat(key string) (float64, error) {
+	raw, ok := m.Config[key]
+	if !ok {
+		return 0, fmt.Errorf("weights manifest: no %q in config", key)
+	}
+	switch f := raw.(type) {
+	case float32:
+		return float64(f), nil
+	case float64:
+		return f, nil
+	}
+	if n, ok := toInt64(raw); ok {
+		return float64(n), nil
+	}
+	return 0, fmt.Errorf("weights manifest: config %q is %v, not a number", key, raw)
+}
+
 func toInt64(v any) (int64, bool) {
 	switch n := v.(type) {
 	case int8:

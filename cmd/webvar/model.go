@@ -30,6 +30,7 @@ type modelFlags struct {
 	ema                          bool   // RQ: the releases' EMA weights
 	patchNums                    string
 	heads                        int
+	vaeScale                     float64 // MAR: the latent scale of a VAE other than the released KL-16
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
@@ -38,6 +39,7 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.vaePath, "vae", "", "VQVAE checkpoint (.pth or .safetensors), e.g. vae_ch160v4096z32.pth, with -var")
 	fs.StringVar(&m.patchNums, "patch-nums", "", "token map sides per scale, e.g. 1,2,3,4 (needed with -var unless the checkpoint's L is an official schedule or determines them)")
 	fs.IntVar(&m.heads, "heads", 0, "attention heads, only for checkpoints without l2-norm attention (default width/64)")
+	fs.Float64Var(&m.vaeScale, "vae-scale", 0, "MAR: the latent scale of a VAE other than the released KL-16 (tokens = latents * scale; default 0.2325, or the one a converted model recorded)")
 	fs.StringVar(&m.rqPath, "rq", "", "an RQ-Transformer release: a directory with stage1/ and stage2/ (config.yaml + model.pt each) or its .tar.gz, instead of -weights or -var/-vae")
 	fs.BoolVar(&m.ema, "ema", false, "with -rq: the EMA weights (state_dict_ema) instead of state_dict, as the official --ema")
 }
@@ -141,7 +143,7 @@ func (m *modelFlags) openGenerator(ctx context.Context, b core.Backend, onProgre
 	if err != nil {
 		return nil, modelInfo{}, usageError{"-patch-nums: " + err.Error()}
 	}
-	opt := family.Options{PatchNums: pn, Heads: m.heads}
+	opt := family.Options{PatchNums: pn, Heads: m.heads, VAEScale: m.vaeScale}
 	if m.rqPath != "" {
 		p, err := rq.LoadRelease(m.rqPath, b, rq.ReleaseOptions{Open: openStateDict, EMA: m.ema})
 		if err != nil {

@@ -22,8 +22,9 @@ import (
 // attention.
 type Options struct {
 	PatchNums []int
-	Heads     int // MAR: the encoder's and, unless DecHeads, the decoder's; RQ: the body's and, unless DecHeads, the head's
-	DecHeads  int // MAR's decoder, RQ's head transformer, when it differs
+	Heads     int     // MAR: the encoder's and, unless DecHeads, the decoder's; RQ: the body's and, unless DecHeads, the head's
+	DecHeads  int     // MAR's decoder, RQ's head transformer, when it differs
+	VAEScale  float64 // MAR: the latent scale of a VAE other than the released KL-16 (0: 0.2325)
 }
 
 // Family is one generator family.
@@ -126,7 +127,11 @@ func All() []Family {
 				if err != nil {
 					return nil, err
 				}
-				return map[string]any{"classes": c.Classes, "heads": c.Enc.Heads, "dec_heads": c.Dec.Heads,
+				scale := opt.VAEScale
+				if scale == 0 {
+					scale = mar.ScaleFactor
+				}
+				return map[string]any{"classes": c.Classes, "heads": c.Enc.Heads, "dec_heads": c.Dec.Heads, "vae_scale": scale,
 					"depth": c.Enc.Depth, "dec_depth": c.Dec.Depth, "width": c.Enc.C, "dec_width": c.Dec.C,
 					"seq_len": c.SeqLen, "buffer": c.Buffer, "token_dim": c.Ct, "diff_width": c.DiffW, "diff_depth": c.DiffDepth}, nil
 			},
@@ -215,7 +220,7 @@ func marOptions(opt Options) mar.Options {
 	if dec == 0 {
 		dec = opt.Heads
 	}
-	return mar.Options{EncHeads: opt.Heads, DecHeads: dec}
+	return mar.Options{EncHeads: opt.Heads, DecHeads: dec, VAEScale: opt.VAEScale}
 }
 
 // MARDefaults is def overridden by the model's settings (iters, diffusion-steps, temperature, cfg,

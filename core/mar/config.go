@@ -30,7 +30,11 @@ type Config struct {
 
 // Options are what a checkpoint cannot say: the encoder's and decoder's head counts (0: width/64, the
 // head width of every official MAR).
-type Options struct{ EncHeads, DecHeads int }
+type Options struct {
+	EncHeads, DecHeads int
+	// VAEScale is the latent scale (tokens = latents * VAEScale); 0: ScaleFactor, the released KL-16's.
+	VAEScale float64
+}
 
 // Detect reports whether a checkpoint is a MAR transformer: its MAE encoder's z_proj and buffer
 // positions and the diffusion head.

@@ -14,6 +14,9 @@ type Pipeline struct {
 	M     *Model
 	V     *VAE
 	Patch int // patch_size: a token is a Patch x Patch block of VAE latent pixels
+	// Scale is the latent scale: tokens are VAE latents times Scale (ScaleFactor for the released KL-16; a
+	// VAE trained for webvar records its own, Options.VAEScale).
+	Scale float32
 }
 
 // LoadPipeline loads the transformer and the VAE (opt: the head counts, see Options).
@@ -31,7 +34,17 @@ func LoadPipeline(marSrc, vaeSrc core.WeightSource, b core.Backend, opt Options)
 		return nil, fmt.Errorf("mar vae: %w", &core.WeightError{Tensor: un[0],
 			Msg: fmt.Sprintf("unexpected in a KL VAE checkpoint (%d unknown tensors)", len(un))})
 	}
-	return NewPipeline(m, v)
+	p, err := NewPipeline(m, v)
+	if err != nil {
+		return nil, err
+	}
+	if opt.VAEScale != 0 {
+		if !(opt.VAEScale > 0) || math.IsInf(opt.VAEScale, 0) {
+			return nil, fmt.Errorf("mar: VAE scale %v: want a positive number", opt.VAEScale)
+		}
+		p.Scale = float32(opt.VAEScale)
+	}
+	return p, nil
 }
 
 // NewPipeline pairs a model with its VAE, deriving the patch size from the token width.
@@ -41,7 +54,7 @@ func NewPipeline(m *Model, v *VAE) (*Pipeline, error) {
 	if p < 1 || p*p*e != ct {
 		return nil, fmt.Errorf("mar: tokens of %d values do not split into patches of the VAE's %d-channel latents", ct, e)
 	}
-	return &Pipeline{M: m, V: v, Patch: p}, nil
+	return &Pipeline{M: m, V: v, Patch: p, Scale: ScaleFactor}, nil
 }
 
 // ImageSize is the side of the generated images.
@@ -425,7 +438,7 @@ func checkOrder(order []int, n int) error {
 	return nil
 }
 
-// Latents turns tokens [B, SeqLen, Ct] into VAE latents [B, Embed, h*p, w*p] divided by ScaleFactor
+// Latents turns tokens [B, SeqLen, Ct] into VAE latents [B, Embed, h*p, w*p] divided by the scale
 // (unpatchify: each token is its patch's values channel-major, (c, p, q)).
 func (p *Pipeline) Latents(tokens []float32, b int) core.HostTensor {
 	c := p.M.cfg
@@ -440,7 +453,7 @@ func (p *Pipeline) Latents(tokens []float32, b int) core.HostTensor {
 					for py := range P {
 						for px := range P {
 							v := tok[(ch*P+py)*P+px]
-							out[((s*e+ch)*side+ty*P+py)*side+tx*P+px] = v / ScaleFactor
+							out[((s*e+ch)*side+ty*P+py)*side+tx*P+px] = v / p.Scale
 						}
 					}
 				}
@@ -458,7 +471,7 @@ func (p *Pipeline) Decode(o *core.Ops, tokens []float32, b int) *core.Tensor {
 	return img
 }
 
-// Tokens is patchify(latent * ScaleFactor) for VAE latents [B, Embed, h*p, w*p] (a Gaussian's mean, for
+// Tokens is patchify(latent * scale) for VAE latents [B, Embed, h*p, w*p] (a Gaussian's mean, for
 // an image input): [B, SeqLen, Ct], each token its patch's values channel-major.
 func (p *Pipeline) Tokens(latent core.HostTensor) ([]float32, error) {
 	c := p.M.cfg
@@ -476,7 +489,7 @@ func (p *Pipeline) Tokens(latent core.HostTensor) ([]float32, error) {
 				for ch := range e {
 					for py := range P {
 						for px := range P {
-							tok[(ch*P+py)*P+px] = latent.Data[((s*e+ch)*side+ty*P+py)*side+tx*P+px] * ScaleFactor
+							tok[(ch*P+py)*P+px] = latent.Data[((s*e+ch)*side+ty*P+py)*side+tx*P+px] * p.Scale
 						}
 					}
 				}

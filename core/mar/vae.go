@@ -8,7 +8,8 @@ import (
 	"github.com/webvar/webvar/core/convnet"
 )
 
-// ScaleFactor is MAR's latent scale for the KL-16 VAE: tokens are latents times 0.2325 (vae_scale in
+// ScaleFactor is MAR's latent scale for the released KL-16 VAE (the default of Pipeline.Scale): tokens are
+// latents times 0.2325 (vae_scale in
 // sample_tokens' caller: vae.decode(tokens / 0.2325)).
 const ScaleFactor = 0.2325
 

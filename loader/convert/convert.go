@@ -54,9 +54,10 @@ func skipped(name string) bool {
 
 // ConvertOptions configure Convert.
 type ConvertOptions struct {
-	PatchNums []int // as for generate; recorded in the manifest
-	Heads     int   // as for generate (checkpoints without l2-norm attention; MAR's encoder, RQ's body)
-	DecHeads  int   // MAR's decoder, RQ's head transformer, when they differ from Heads
+	PatchNums []int   // as for generate; recorded in the manifest
+	Heads     int     // as for generate (checkpoints without l2-norm attention; MAR's encoder, RQ's body)
+	DecHeads  int     // MAR's decoder, RQ's head transformer, when they differ from Heads
+	VAEScale  float64 // MAR: the latent scale of a VAE other than the released KL-16 (recorded as vae_scale)
 	// Quant is the scheme of the transformer's Linear weights (varmodel.Quantizable). With f16, int8 or
 	// int4, the other float tensors are stored f16 when that costs little precision (see F16MaxRelRMS)
 	// and f32 otherwise; with f32 everything is f32.
@@ -257,7 +258,7 @@ func convertSources(varSrc, vaeSrc core.WeightSource, varName, from, outDir stri
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", varName, err)
 	}
-	config, err := fam.Config(varSrc, family.Options{PatchNums: opt.PatchNums, Heads: opt.Heads, DecHeads: opt.DecHeads})
+	config, err := fam.Config(varSrc, family.Options{PatchNums: opt.PatchNums, Heads: opt.Heads, DecHeads: opt.DecHeads, VAEScale: opt.VAEScale})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", varName, err)
 	}
@@ -734,6 +735,11 @@ func LoadGenerator(m *weights.Model, b core.Backend, opt family.Options) (gen.Ge
 	if opt.DecHeads == 0 {
 		if h, err := man.ConfigInt("dec_heads"); err == nil {
 			opt.DecHeads = h
+		}
+	}
+	if opt.VAEScale == 0 {
+		if f, err := man.ConfigFloat("vae_scale"); err == nil {
+			opt.VAEScale = f
 		}
 	}
 	return fam.Load(varSrc, vaeSrc, b, opt, d)
