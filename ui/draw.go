@@ -177,6 +177,12 @@ func (g *Game) drawImages(screen *ebiten.Image) {
 		op.GeoM.Scale(scale, scale)
 		op.GeoM.Translate(float64(r.Min.X), float64(r.Min.Y))
 		screen.DrawImage(g.image(latest), op)
+		// While an in- or out-painting runs, its box marks what is regenerated (or kept).
+		if run.Kind == "edit (inpaint)" || run.Kind == "edit (outpaint)" {
+			if !run.Finished {
+				strokeBox(screen, r, g.st.Edit.Box)
+			}
+		}
 	}
 	n := max(run.Steps, len(run.Scales))
 	for i, s := range run.Scales {
@@ -269,11 +275,17 @@ func (g *Game) drawEditInput(screen *ebiten.Image) {
 	op.GeoM.Scale(scale, scale)
 	op.GeoM.Translate(float64(r.Min.X), float64(r.Min.Y))
 	screen.DrawImage(g.editShow, op)
-	if b := g.st.Edit.Box; b[0] < b[2] && b[1] < b[3] {
-		x0, y0 := float32(r.Min.X)+float32(b[1])*float32(r.Dx()), float32(r.Min.Y)+float32(b[0])*float32(r.Dy())
-		x1, y1 := float32(r.Min.X)+float32(b[3])*float32(r.Dx()), float32(r.Min.Y)+float32(b[2])*float32(r.Dy())
-		vector.StrokeRect(screen, x0, y0, x1-x0, y1-y0, 2, color.RGBA{0xe0, 0x20, 0xe0, 0xff}, false)
+	strokeBox(screen, r, g.st.Edit.Box)
+}
+
+// strokeBox outlines a box (fractions y0, x0, y1, x1 of the image drawn at r); nothing for an empty box.
+func strokeBox(screen *ebiten.Image, r image.Rectangle, b [4]float64) {
+	if !(b[0] < b[2] && b[1] < b[3]) {
+		return
 	}
+	x0, y0 := float32(r.Min.X)+float32(b[1])*float32(r.Dx()), float32(r.Min.Y)+float32(b[0])*float32(r.Dy())
+	x1, y1 := float32(r.Min.X)+float32(b[3])*float32(r.Dx()), float32(r.Min.Y)+float32(b[2])*float32(r.Dy())
+	vector.StrokeRect(screen, x0, y0, x1-x0, y1-y0, 2, color.RGBA{0xe0, 0x20, 0xe0, 0xff}, false)
 }
 
 // dropped makes the first readable image among the dropped files the edit input.

@@ -100,13 +100,17 @@ func TestEditInChromium(t *testing.T) {
 	}
 	screenshot(t, cctx, "serve_e2e_edit.png")
 	t.Run("canvas-ui", func(t *testing.T) {
-		// The ebiten UI (the page's default) takes the same URL edit and edits at autostart.
-		q := "/?backend=cpu&cfg=4&top_k=1&top_p=0&seed=0&image=edit_input.png&edit=inpaint&box=0.1,0.1,0.8,0.8&no_class=1&autostart=1"
+		// The ebiten UI (the page's default) takes the same URL edit and edits at autostart, on the default
+		// backend: WebGL2 for the products here (headless Chromium has no WebGPU without a flag).
+		q := "/?cfg=4&top_k=1&top_p=0&seed=0&image=edit_input.png&edit=inpaint&box=0.1,0.1,0.8,0.8&no_class=1&autostart=1"
 		ectx, edump := openPage(ctx, t, chrome, srv.URL+q, false)
 		waitState(t, ectx, edump, "done")
 		var ct [][]int
 		if err := json.Unmarshal([]byte(evalString(t, ectx, `document.body.dataset.tokens ?? ""`)), &ct); err != nil || !slices.EqualFunc(ct, want, slices.Equal) {
 			t.Errorf("canvas UI edit tokens %v (%v), want the notebook's %v", ct, err, want)
+		}
+		if b := evalString(t, ectx, `document.getElementById("webvar-backend").textContent`); !strings.Contains(b, "WebGL2") {
+			t.Logf("the canvas UI edit ran on %q, not WebGL2", b)
 		}
 		screenshot(t, ectx, "serve_e2e_edit_canvas.png")
 	})
