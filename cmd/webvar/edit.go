@@ -208,6 +208,7 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 		if mask, err = readMaskPNG(f.mask, gh, gw); err != nil {
 			return err
 		}
+		fmt.Fprintf(stderr, "%s averaged onto the %dx%d grid of the last %s\n", f.mask, gh, gw, info.StepNoun)
 	case mask == nil: // -refine or -keep-rows alone: the later steps are all generated
 		if f.keepRows > gh {
 			return usageError{fmt.Sprintf("-keep-rows %d: the code map has %d rows", f.keepRows, gh)}
