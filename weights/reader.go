@@ -26,6 +26,15 @@ type Source interface {
 	Open(ctx context.Context, name string) (rc io.ReadCloser, size int64, err error)
 }
 
+// VersionedSource is a Source that can ask for a chunk by its content (its SHA-256 from the manifest): the
+// HTTP source adds it to the URL, so that an HTTP cache may keep a chunk forever without ever serving an old
+// conversion's bytes under the new manifest (chunk names are positional: chunk-00000.bin again after a
+// new conversion).
+type VersionedSource interface {
+	Source
+	OpenVersion(ctx context.Context, name, sha256 string) (rc io.ReadCloser, size int64, err error)
+}
+
 // DirSource reads a weights directory on the local file system.
 func DirSource(dir string) Source { return dirSource(dir) }
 
@@ -66,7 +75,15 @@ type httpSource struct {
 }
 
 func (h *httpSource) Open(ctx context.Context, name string) (io.ReadCloser, int64, error) {
-	u := h.base + "/" + url.PathEscape(name)
+	return h.get(ctx, h.base+"/"+url.PathEscape(name))
+}
+
+// OpenVersion asks for name?sha256=<hex>: servers may cache such a URL forever (webvar serve does).
+func (h *httpSource) OpenVersion(ctx context.Context, name, sha256 string) (io.ReadCloser, int64, error) {
+	return h.get(ctx, h.base+"/"+url.PathEscape(name)+"?sha256="+url.QueryEscape(sha256))
+}
+
+func (h *httpSource) get(ctx context.Context, u string) (io.ReadCloser, int64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, -1, err
@@ -228,7 +245,14 @@ func fetchChunk(ctx context.Context, src Source, c ChunkEntry, cache Cache, prog
 			return data, nil
 		}
 	}
-	rc, size, err := src.Open(ctx, c.File)
+	var rc io.ReadCloser
+	var size int64
+	var err error
+	if vs, ok := src.(VersionedSource); ok {
+		rc, size, err = vs.OpenVersion(ctx, c.File, c.SHA256)
+	} else {
+		rc, size, err = src.Open(ctx, c.File)
+	}
 	if err != nil {
 		return nil, ioErr(ctx, c.File, "open", err)
 	}

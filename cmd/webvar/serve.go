@@ -324,10 +324,13 @@ func serveWeights(mux *http.ServeMux, prefix string, weightsFS fs.FS) {
 		case name == weights.ManifestFile:
 			// The manifest changes when the directory is converted again.
 			w.Header().Set("Cache-Control", "no-cache")
-		case strings.HasPrefix(name, "chunk-") && strings.HasSuffix(name, ".bin"):
-			// A chunk is verified against the SHA-256 in the manifest, and a new conversion changes the
-			// manifest; the loader's cache keys chunks by that hash, so a long-lived copy is safe.
+		case strings.HasPrefix(name, "chunk-") && strings.HasSuffix(name, ".bin") && r.URL.Query().Get("sha256") != "":
+			// Asked for by content (the loader adds the manifest's SHA-256, weights.VersionedSource): a
+			// long-lived copy is safe. Chunk names are positional, so the plain name is not: a new conversion
+			// reuses it for other bytes.
 			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		default:
+			w.Header().Set("Cache-Control", "no-cache")
 		}
 		wfs.ServeHTTP(w, r)
 	})
