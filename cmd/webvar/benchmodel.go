@@ -59,11 +59,7 @@ func openBenchModel(name string) (*benchSource, error) {
 		// Generation never runs the encoder: leave it out, as `webvar convert -no-encoder` does, so that
 		// memory and download describe what generating needs.
 		as.Encoder = false
-		varSrc, err := randmodel.NewSource(randmodel.VARTensors(vs), randmodel.SeedVAR)
-		if err != nil {
-			return nil, err
-		}
-		vaeSrc, err := randmodel.NewSource(randmodel.VAETensors(as), randmodel.SeedVAE)
+		varSrc, vaeSrc, err := randomSources(randmodel.VARTensors(vs), randmodel.VAETensors(as))
 		if err != nil {
 			return nil, err
 		}
@@ -81,11 +77,7 @@ func openBenchModel(name string) (*benchSource, error) {
 		fmt.Sscanf(strings.TrimPrefix(name, "flexvar-d"), "%d", &depth)
 		vs, as := randmodel.OfficialFlexVAR(depth)
 		as.Encoder = false // generation never runs the encoder, as `webvar convert -no-encoder`
-		varSrc, err := randmodel.NewSource(randmodel.FlexVARTensors(vs), randmodel.SeedVAR)
-		if err != nil {
-			return nil, err
-		}
-		vaeSrc, err := randmodel.NewSource(randmodel.LlamaGenVQTensors(as), randmodel.SeedVAE)
+		varSrc, vaeSrc, err := randomSources(randmodel.FlexVARTensors(vs), randmodel.LlamaGenVQTensors(as))
 		if err != nil {
 			return nil, err
 		}
@@ -95,48 +87,16 @@ func openBenchModel(name string) (*benchSource, error) {
 			family: "flexvar", varSrc: varSrc, vaeSrc: vaeSrc, schedule: flexvar.DefaultSchedule, close: func() {},
 		}, nil
 	case "mar-tiny":
-		dir, err := findUp(filepath.Join("testdata", "mar-tiny"))
-		if err != nil {
-			return nil, fmt.Errorf("-model mar-tiny needs the test fixture: %w (run from the webvar repository)", err)
-		}
-		vc, err := loader.Open(filepath.Join(dir, "mar.pth"))
-		if err != nil {
-			return nil, err
-		}
-		ac, err := loader.Open(filepath.Join(dir, "vae.pth"))
-		if err != nil {
-			vc.Close()
-			return nil, err
-		}
-		return &benchSource{desc: "mar-tiny test fixture (" + dir + ")", family: "mar", varSrc: vc.WeightSource(),
-			vaeSrc: ac.WeightSource(), opt: varmodel.Options{Heads: 4}, close: func() { vc.Close(); ac.Close() }}, nil
+		return openBenchFixtureFiles("mar-tiny", "mar-tiny", "mar", "mar.pth", "vae.pth", varmodel.Options{Heads: 4}, nil)
 	case "rq-tiny":
-		dir, err := findUp(filepath.Join("testdata", "rq-tiny"))
-		if err != nil {
-			return nil, fmt.Errorf("-model rq-tiny needs the test fixture: %w (run from the webvar repository)", err)
-		}
-		vc, err := loader.Open(filepath.Join(dir, "stage2.pth"))
-		if err != nil {
-			return nil, err
-		}
-		ac, err := loader.Open(filepath.Join(dir, "stage1.pth"))
-		if err != nil {
-			vc.Close()
-			return nil, err
-		}
-		return &benchSource{desc: "rq-tiny test fixture (" + dir + ")", family: "rq", varSrc: vc.WeightSource(),
-			vaeSrc: ac.WeightSource(), opt: varmodel.Options{Heads: 2}, close: func() { vc.Close(); ac.Close() }}, nil
+		return openBenchFixtureFiles("rq-tiny", "rq-tiny", "rq", "stage2.pth", "stage1.pth", varmodel.Options{Heads: 2}, nil)
 	case "rq-480m", "rq-1400m":
 		rs, vs, err := randmodel.OfficialRQ(strings.TrimPrefix(name, "rq-"))
 		if err != nil {
 			return nil, err
 		}
 		vs.Encoder = false // generation never runs the encoder, as `webvar convert -no-encoder`
-		varSrc, err := randmodel.NewSource(randmodel.RQTensors(rs), randmodel.SeedVAR)
-		if err != nil {
-			return nil, err
-		}
-		vaeSrc, err := randmodel.NewSource(randmodel.RQVAETensors(vs), randmodel.SeedVAE)
+		varSrc, vaeSrc, err := randomSources(randmodel.RQTensors(rs), randmodel.RQVAETensors(vs))
 		if err != nil {
 			return nil, err
 		}
@@ -151,11 +111,7 @@ func openBenchModel(name string) (*benchSource, error) {
 			return nil, err
 		}
 		ks.Encoder = false // generation never runs the encoder, as `webvar convert -no-encoder`
-		varSrc, err := randmodel.NewSource(randmodel.MARTensors(ms), randmodel.SeedVAR)
-		if err != nil {
-			return nil, err
-		}
-		vaeSrc, err := randmodel.NewSource(randmodel.KLVAETensors(ks), randmodel.SeedVAE)
+		varSrc, vaeSrc, err := randomSources(randmodel.MARTensors(ms), randmodel.KLVAETensors(ks))
 		if err != nil {
 			return nil, err
 		}
@@ -168,18 +124,37 @@ func openBenchModel(name string) (*benchSource, error) {
 	return nil, usageError{fmt.Sprintf("-model %q: want one of %s, or -weights DIR", name, strings.Join(benchModelNames(), ", "))}
 }
 
+// randomSources serves a random transformer and tokenizer (randmodel.Source, drawn when loaded).
+func randomSources(transformer, tokenizer []randmodel.Tensor) (varSrc, vaeSrc core.WeightSource, err error) {
+	vs, err := randmodel.NewSource(transformer, randmodel.SeedVAR)
+	if err != nil {
+		return nil, nil, err
+	}
+	as, err := randmodel.NewSource(tokenizer, randmodel.SeedVAE)
+	if err != nil {
+		return nil, nil, err
+	}
+	return vs, as, nil
+}
+
 // openBenchFixture opens a test fixture's two checkpoints (testdata/NAME, found from the working
 // directory upwards) for -model tiny and flexvar-tiny; model is the -model name for messages.
 func openBenchFixture(model, name, family string, opt varmodel.Options, schedule []int) (*benchSource, error) {
+	return openBenchFixtureFiles(model, name, family, "var.pth", "vae.pth", opt, schedule)
+}
+
+// openBenchFixtureFiles is openBenchFixture for a fixture whose two checkpoints have other names (mar.pth,
+// stage2.pth + stage1.pth).
+func openBenchFixtureFiles(model, name, family, varFile, vaeFile string, opt varmodel.Options, schedule []int) (*benchSource, error) {
 	dir, err := findUp(filepath.Join("testdata", name))
 	if err != nil {
 		return nil, fmt.Errorf("-model %s needs the test fixture: %w (run from the webvar repository)", model, err)
 	}
-	vc, err := loader.Open(filepath.Join(dir, "var.pth"))
+	vc, err := loader.Open(filepath.Join(dir, varFile))
 	if err != nil {
 		return nil, err
 	}
-	ac, err := loader.Open(filepath.Join(dir, "vae.pth"))
+	ac, err := loader.Open(filepath.Join(dir, vaeFile))
 	if err != nil {
 		vc.Close()
 		return nil, err

@@ -84,55 +84,11 @@ func RQTensors(s RQSpec) []Tensor {
 // RQVAETensors lists stage 1's tensors (coderTensors' distributions; the codebook of unit scale).
 func RQVAETensors(s RQVAESpec) []Tensor {
 	c := &coderTensors{}
-	conv, norm, res := c.conv, c.norm, c.res
-	attn := func(name string, ch int) { c.attn(name, ch, ".q", ".k", ".v") }
-	mid := func(p string, ch int) {
-		res(p+".mid.block_1", ch, ch)
-		attn(p+".mid.attn_1", ch)
-		res(p+".mid.block_2", ch, ch)
-	}
-	n := len(s.Mult)
-	top := s.Ch * s.Mult[n-1]
+	c.taming(tamingSpec{Ch: s.Ch, Mult: s.Mult, NumRes: s.NumRes, Encoder: s.Encoder, EncOut: s.Z, DecIn: s.Z, DecAttnTop: true})
 	if s.Encoder {
-		conv("encoder.conv_in", s.Ch, 3, 3)
-		in := s.Ch
-		for i := range n {
-			out := s.Ch * s.Mult[i]
-			for j := range s.NumRes {
-				res(fmt.Sprintf("encoder.down.%d.block.%d", i, j), in, out)
-				in = out
-				if i == n-1 {
-					attn(fmt.Sprintf("encoder.down.%d.attn.%d", i, j), in)
-				}
-			}
-			if i != n-1 {
-				conv(fmt.Sprintf("encoder.down.%d.downsample.conv", i), in, in, 3)
-			}
-		}
-		mid("encoder", in)
-		norm("encoder.norm_out", in)
-		conv("encoder.conv_out", s.Z, in, 3)
-		conv("quant_conv", s.Embed, s.Z, 1)
+		c.conv("quant_conv", s.Embed, s.Z, 1)
 	}
-	conv("decoder.conv_in", top, s.Z, 3)
-	mid("decoder", top)
-	in := top
-	for i := n - 1; i >= 0; i-- {
-		out := s.Ch * s.Mult[i]
-		for j := range s.NumRes + 1 {
-			res(fmt.Sprintf("decoder.up.%d.block.%d", i, j), in, out)
-			in = out
-			if i == n-1 {
-				attn(fmt.Sprintf("decoder.up.%d.attn.%d", i, j), in)
-			}
-		}
-		if i != 0 {
-			conv(fmt.Sprintf("decoder.up.%d.upsample.conv", i), in, in, 3)
-		}
-	}
-	norm("decoder.norm_out", in)
-	conv("decoder.conv_out", 3, in, 3)
-	conv("post_quant_conv", s.Z, s.Embed, 1)
+	c.conv("post_quant_conv", s.Z, s.Embed, 1)
 	// The shared codebook once (the official state dict repeats it per depth; the loader takes either).
 	return append(c.ts, Tensor{Name: "quantizer.codebooks.0.weight", Shape: []int{s.V + 1, s.Embed}, Std: 1})
 }
