@@ -158,6 +158,11 @@ func IsAsynchronous(b Backend) bool {
 // ErrUnsupported is wrapped by errors of ops a backend cannot run.
 var ErrUnsupported = errors.New("unsupported by backend")
 
+// ErrDeviceLost is wrapped by every backend's "the GPU device is gone" error (a driver reset, the browser
+// reclaiming the GPU, out of memory): the model's weights are fine, and a backend opened again (or
+// another backend) can run the same request. Front ends test for it with errors.Is.
+var ErrDeviceLost = errors.New("GPU device lost")
+
 // Reshape returns a view of t with a new shape of the same element count. Backends store tensors densely
 // in row-major order, so a reshape never moves data.
 func Reshape(t *Tensor, shape ...int) (*Tensor, error) {

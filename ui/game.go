@@ -56,6 +56,10 @@ type Config struct {
 	// thread), this lets each scale be drawn and a Cancel be seen before the next scale starts. It costs
 	// up to a frame per scale, so native windows leave it off.
 	SyncScales bool
+	// RunError, if set, maps a run's error before the state sees it (on the run's goroutine; it may
+	// wait): the browser explains a failed buffer map as the device loss that caused it, so that the game
+	// reopens the GPU (see DeviceLost) instead of reporting an error.
+	RunError func(error) error
 	// Notice, if set, is a line about how the game computes (the browser's "WebGPU unavailable ...; using
 	// the CPU"), drawn at the bottom of the control panel.
 	Notice string
@@ -97,6 +101,8 @@ type Game struct {
 
 	gen    gen.Generator
 	cancel context.CancelFunc // of the load or run in flight
+	// autoDone: the first load has happened, and with it Config.AutoStart's run.
+	autoDone bool
 
 	images  map[*image.NRGBA]*ebiten.Image // previews uploaded once, per run
 	imageOf int                            // the run ID images belong to
@@ -177,6 +183,7 @@ func (g *Game) loaded(p gen.Generator, classNames []string, err error) {
 		if errors.Is(err, context.Canceled) {
 			return // Stopped: the user may load again
 		}
+		// A network failure also stops (Load tries again); Finished hears of it so that the page can say so.
 		if g.cfg.Finished != nil {
 			g.cfg.Finished(nil, err)
 		}
@@ -191,14 +198,16 @@ func (g *Game) loaded(p gen.Generator, classNames []string, err error) {
 	if g.cfg.Edit.Mode != "" {
 		g.st.Edit.Mode = g.cfg.Edit.Mode // the caller's mode, checked when the edit starts
 	}
+	auto := g.cfg.AutoStart && !g.autoDone
+	g.autoDone = true // a later load (after a cancel or a device loss) does not start a run by itself
 	switch {
-	case g.cfg.AutoStart && g.editImg != nil:
+	case auto && g.editImg != nil:
 		g.do(uistate.ActEdit)
 		if g.st.Phase != uistate.Generating && g.cfg.Screenshot != "" {
 			g.exitErr = errors.New(g.st.Message) // the edit could not start: say why and end
 			g.shotDone = true
 		}
-	case g.cfg.AutoStart:
+	case auto:
 		g.do(uistate.ActGenerate)
 	}
 }
@@ -268,7 +277,7 @@ func (g *Game) startRun(id int, req gen.Request, e *uistate.EditSpec) {
 	}
 	go func() {
 		defer cancel()
-		res, err := run(ctx, req, func(ev gen.Step) error {
+		onStep := func(ev gen.Step) error {
 			var img *image.NRGBA
 			if ev.Preview != nil {
 				var err error
@@ -291,7 +300,12 @@ func (g *Game) startRun(id int, req gen.Request, e *uistate.EditSpec) {
 				}
 			}
 			return nil
-		})
+		}
+		// A panicking backend ends the run with an error instead of taking the program down.
+		res, err := gen.Safely(func() (*gen.Result, error) { return run(ctx, req, onStep) })
+		if g.cfg.RunError != nil {
+			err = g.cfg.RunError(err)
+		}
 		var tokens [][]int
 		if res != nil {
 			tokens = res.Tokens
@@ -304,9 +318,30 @@ func (g *Game) startRun(id int, req gen.Request, e *uistate.EditSpec) {
 			if g.cfg.Screenshot != "" && err != nil {
 				g.exitErr = err
 				g.shotDone = true
+				return
 			}
+			g.reopenIfLost()
 		})
 	}()
+}
+
+// DeviceLost tells the game that its backend's GPU device is gone (err wraps core.ErrDeviceLost), e.g.
+// from the platform's device-lost notification while no run is in flight: the state names the loss and
+// the game calls Config.Load again, which must then open a new backend (keeping the weights it has). A
+// loss during a run or a load is taken at its end. Safe from any goroutine; it does not block.
+func (g *Game) DeviceLost(err error) {
+	go g.post(context.Background(), func() {
+		g.st.OnDeviceLost(err)
+		g.reopenIfLost()
+	})
+}
+
+// reopenIfLost loads again (Config.Load: a new backend, the same weights) when the state stopped for a
+// lost device.
+func (g *Game) reopenIfLost() {
+	if g.st.Phase == uistate.Stopped && g.st.Lost != nil {
+		g.do(uistate.ActGenerate) // in Stopped, Generate is Load
+	}
 }
 
 // Update applies what the goroutines sent, then the user's input.

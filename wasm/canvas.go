@@ -13,6 +13,7 @@ import (
 	"image/png"
 	"strconv"
 	"strings"
+	"syscall/js"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
@@ -46,7 +47,7 @@ func runCanvas(p params) {
 	// ebiten's canvas fills the body, which then spans the window (index.html narrows it for the HTML
 	// controls); the backend line is drawn in the UI (Config.Notice).
 	doc.Get("body").Get("style").Set("maxWidth", "none")
-	b, err := openBackend(p.backend)
+	b, watch, err := openBackend(p.backend)
 	if err != nil {
 		fail(err)
 		return
@@ -76,8 +77,23 @@ func runCanvas(p params) {
 			}
 		}
 	}
-	g, err := ebitenui.New(ebitenui.Config{
-		Backend:   b,
+	ld := newWeightsLoader(p.weightsURL)
+	var kept *weights.Model // the weights, kept across a reopened backend
+	var g *ebitenui.Game
+	// watchLoss tells the game of a loss of w's device while no run is in flight (a run's own failure
+	// comes through RunError); a backend the page replaced is not watched any more.
+	watchLoss := func(w *gpuWatch) {
+		go func() {
+			<-w.lost()
+			if !w.closed.Load() && g != nil {
+				g.DeviceLost(w.err)
+			}
+		}()
+	}
+	if watch != nil {
+		watchLoss(watch)
+	}
+	g, err = ebitenui.New(ebitenui.Config{
 		Notice:    notice,
 		EditImage: editImg,
 		Edit:      editSpec,
@@ -85,7 +101,22 @@ func runCanvas(p params) {
 		SyncScales: onCPU,
 		Load: func(ctx context.Context, progress func(done, total int64)) (gen.Generator, []string, error) {
 			setState("loading")
-			a, err := loadWith(ctx, p.weightsURL, func() (core.Backend, error) { return b, nil }, func(pr weights.Progress) {
+			reopened := watch.fired()
+			if reopened {
+				// The device is lost: a new backend for the weights already here.
+				lost := watch
+				(&app{b: b, watch: lost}).close()
+				if b, watch, err = openBackend(p.backend); err != nil {
+					return nil, nil, err
+				}
+				if watch != nil {
+					watchLoss(watch)
+				}
+				msg := fmt.Sprintf("%v: reopened (%s)", lost.err, byID("webvar-backend").Get("textContent").String())
+				doc.Get("body").Get("dataset").Set("deviceLost", msg)
+				js.Global().Get("console").Call("log", "webvar: "+msg)
+			}
+			a, err := ld.loadWith(ctx, kept, func() (core.Backend, *gpuWatch, error) { return b, watch, nil }, func(pr weights.Progress) {
 				progress(pr.BytesDone, pr.BytesTotal)
 			})
 			switch {
@@ -95,13 +126,21 @@ func runCanvas(p params) {
 			case err != nil:
 				return nil, nil, err
 			}
+			kept = a.m
 			if err := a.checkURLClass(p.class); err != nil {
 				return nil, nil, err
 			}
-			if !p.autostart {
+			if !p.autostart || reopened {
 				setState("ready")
 			}
 			return a.g, a.names, nil
+		},
+		RunError: func(err error) error {
+			err = watch.explain(err)
+			if watch != nil && errors.Is(err, core.ErrDeviceLost) {
+				watch.fire(err.Error()) // a device that failed without its lost promise: replace it too
+			}
+			return err
 		},
 		Settings:  uistate.Settings{Class: p.class, Seed: p.seed, Values: p.values},
 		AutoStart: p.autostart,
@@ -119,6 +158,10 @@ func runCanvas(p params) {
 				setState("done")
 			case errors.Is(err, context.Canceled):
 				setState("ready")
+			case errors.Is(err, core.ErrDeviceLost) || weights.Retryable(err):
+				// Not a dead end: the game reopens the GPU (a loss) or offers Load again (the network).
+				doc.Get("body").Get("dataset").Set("error", err.Error())
+				setState("stopped")
 			default:
 				fail(err)
 			}

@@ -27,9 +27,11 @@ import (
 	"fmt"
 	"image"
 	"net/http"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall/js"
 	"time"
 
@@ -174,9 +176,12 @@ func readURL() (params, error) {
 
 // app is the loaded model and the backend it runs on.
 type app struct {
+	// m is the downloaded weights, kept so that a new backend (after a GPU device loss) needs no download.
+	m     *weights.Model
 	g     gen.Generator
 	b     core.Backend
-	names []string // class names from the model's metadata (nil: numbers)
+	watch *gpuWatch // b's device-loss notice (nil on the CPU backends)
+	names []string  // class names from the model's metadata (nil: numbers)
 	// cacheNote says where the weights came from: how many MB from the browser cache and how many from
 	// the network, or why there was no cache.
 	cacheNote string
@@ -193,25 +198,122 @@ func (a *app) checkURLClass(class int) error {
 // cacheName is the CacheStorage cache holding verified weight chunks, keyed by their SHA-256.
 const cacheName = "webvar-weights-v1"
 
-// countingCache counts what a load took from the cache and what it stored there. The loader stores
-// every chunk it had to download (after verifying it), so the bytes put are the bytes from the network;
-// a cached entry that failed verification is counted there too, as it is fetched again.
+// countingCache is the loader's cache: the browser's Cache API (c; nil where the page has none) behind
+// this page's memory (mem, which also keeps what the browser refused to store, until the load succeeds).
+// It counts the bytes the loader had to fetch (every chunk it stores was downloaded and verified; a cached
+// entry that failed verification is fetched again and counted there too).
 type countingCache struct {
-	c         weights.Cache
-	hit, miss int64 // bytes returned by Get; bytes stored by Put
+	c       *jscache.Cache
+	mem     *memCache
+	fetched int64
 }
 
 func (c *countingCache) Get(name, sha256 string) ([]byte, bool) {
-	data, ok := c.c.Get(name, sha256)
-	if ok {
-		c.hit += int64(len(data))
+	if data, ok := c.mem.Get(name, sha256); ok {
+		return data, true
 	}
-	return data, ok
+	if c.c == nil {
+		return nil, false
+	}
+	return c.c.Get(name, sha256)
 }
 
 func (c *countingCache) Put(name, sha256 string, data []byte) {
-	c.miss += int64(len(data))
-	c.c.Put(name, sha256, data)
+	c.fetched += int64(len(data))
+	if c.c == nil || c.c.Store(name, sha256, data) != nil {
+		c.mem.Put(name, sha256, data)
+	}
+}
+
+// refused is the browser's reason for not storing a chunk (quota, a denied or closed cache), if any.
+func (c *countingCache) refused() error {
+	if c.c == nil {
+		return nil
+	}
+	return c.c.Refused()
+}
+
+// memCache keeps verified chunks in memory for one page (a map: a load is one goroutine at a time).
+type memCache struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (c *memCache) Get(name, sha256 string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.m[sha256]
+	return d, ok
+}
+
+func (c *memCache) Put(name, sha256 string, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string][]byte{}
+	}
+	c.m[sha256] = data
+}
+
+func (c *memCache) drop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m = nil
+}
+
+// gpuWatch carries a WebGPU backend's device-loss notice (the device's lost promise) to the page. A loss
+// after the page closed the backend itself is not reported.
+type gpuWatch struct {
+	once   sync.Once
+	done   chan struct{} // closed at the loss
+	err    error         // wraps core.ErrDeviceLost; set before done closes
+	closed atomic.Bool
+}
+
+func newGPUWatch() *gpuWatch { return &gpuWatch{done: make(chan struct{})} }
+
+// fire records the loss; it does not block (it runs in the promise's callback).
+func (w *gpuWatch) fire(msg string) {
+	if w.closed.Load() {
+		return
+	}
+	w.once.Do(func() {
+		w.err = fmt.Errorf("%w: %s", webgpu.ErrDeviceLost, msg)
+		close(w.done)
+	})
+}
+
+// fired reports whether the device was lost.
+func (w *gpuWatch) fired() bool {
+	select {
+	case <-w.lost():
+		return true
+	default:
+		return false
+	}
+}
+
+// lost is closed when the device is lost (nil for a nil watch: never).
+func (w *gpuWatch) lost() <-chan struct{} {
+	if w == nil {
+		return nil
+	}
+	return w.done
+}
+
+// explain returns a run's error as the device loss when the device was lost around it: a destroyed
+// device rejects the pending buffer map before its lost promise settles, so the loss may arrive a moment
+// after the error it caused.
+func (w *gpuWatch) explain(err error) error {
+	if w == nil || err == nil || errors.Is(err, context.Canceled) || errors.Is(err, core.ErrDeviceLost) {
+		return err
+	}
+	select {
+	case <-w.done:
+		return fmt.Errorf("%w (the run stopped with: %v)", w.err, err)
+	case <-time.After(500 * time.Millisecond):
+		return err
+	}
 }
 
 func main() {
@@ -526,46 +628,81 @@ func fillSelectors(st *uistate.State, steps int) {
 	}
 }
 
-// worker loads the model, then runs the generations the handlers start, one at a time.
+// worker loads the model, then runs the generations the handlers start, one at a time. When the GPU
+// device is lost (during a run or between runs) it names the loss, opens a new backend for the weights it
+// already has (no download) and waits for the next Generate.
 func (pg *page) worker() {
 	defer func() {
 		if r := recover(); r != nil {
 			fail(fmt.Errorf("internal error: %v", r))
 		}
 	}()
-	a, resumed := pg.load()
-	if a == nil {
-		return
-	}
-	pg.mu.Lock()
-	pg.app = a
-	pg.st.OnLoaded(uistate.InfoOf(a.g, a.names), nil)
-	st := pg.st
-	buildSettings(st)
-	fillSelectors(st, st.Steps())
-	note := st.Message
-	pg.mu.Unlock()
-	pg.render()
-	setState("ready")
-	switch err := a.checkURLClass(pg.url.class); {
-	case err != nil:
-		fail(err)
-		return
-	case pg.url.editImage != "":
-		// An edit from the URL (the widget's data-image): load the image (and mask), then edit.
-		pg.showEditPanel()
-		if pg.urlEdit() && (pg.url.autostart || resumed) {
-			pg.do(uistate.ActEdit)
+	ld := newWeightsLoader(pg.url.weightsURL)
+	var kept *weights.Model
+	for first := true; ; first = false {
+		a, resumed := pg.load(ld, kept)
+		if a == nil {
+			return
 		}
-	case pg.url.autostart || resumed:
-		// resumed: Generate after a cancelled download resumed it and asked for an image.
-		pg.do(uistate.ActGenerate)
-	default:
-		setText("webvar-status", "ready ("+a.cacheNote+"; "+note+"): press Generate")
+		kept = a.m
+		pg.mu.Lock()
+		pg.app = a
+		pg.st.OnLoaded(uistate.InfoOf(a.g, a.names), nil)
+		st := pg.st
+		buildSettings(st)
+		fillSelectors(st, st.Steps())
+		note := st.Message
+		pg.mu.Unlock()
+		pg.render()
+		setState("ready")
+		switch err := a.checkURLClass(pg.url.class); {
+		case !first:
+			setText("webvar-status", note) // "recovered from ...: press Generate"
+		case err != nil:
+			fail(err)
+			return
+		case pg.url.editImage != "":
+			// An edit from the URL (the widget's data-image): load the image (and mask), then edit.
+			pg.showEditPanel()
+			if pg.urlEdit() && (pg.url.autostart || resumed) {
+				pg.do(uistate.ActEdit)
+			}
+		case pg.url.autostart || resumed:
+			// resumed: Generate after a cancelled download resumed it and asked for an image.
+			pg.do(uistate.ActGenerate)
+		default:
+			setText("webvar-status", "ready ("+a.cacheNote+"; "+note+"): press Generate")
+		}
+		pg.showEditPanel()
+		pg.serve(a)
+		// The device is lost: free what is left of the backend and open a new one for the same weights.
+		a.close()
+		pg.mu.Lock()
+		msg := pg.st.Message
+		pg.mu.Unlock()
+		setText("webvar-status", msg)
+		doc.Get("body").Get("dataset").Set("deviceLost", msg)
+		js.Global().Get("console").Call("log", "webvar: "+msg)
 	}
-	pg.showEditPanel()
-	for r := range pg.runs {
-		pg.run(a, r)
+}
+
+// serve runs the generations the handlers start until a's GPU device is lost.
+func (pg *page) serve(a *app) {
+	for {
+		select {
+		case r := <-pg.runs:
+			pg.run(a, r)
+		case <-a.watch.lost():
+			pg.mu.Lock()
+			pg.st.OnDeviceLost(a.watch.err)
+			pg.mu.Unlock()
+		}
+		pg.mu.Lock()
+		lost := pg.st.Lost != nil
+		pg.mu.Unlock()
+		if lost {
+			return
+		}
 	}
 }
 
@@ -580,7 +717,7 @@ func (pg *page) run(a *app, order runOrder) {
 	pg.mu.Unlock()
 	setText("webvar-status", fmt.Sprintf("%s: class %s, seed %d ...", kind, label, req.Seed))
 	done, count := 0, 0
-	res, err := pg.generateOrEdit(ctx, a, order, func(ev gen.Step) error {
+	onStep := func(ev gen.Step) error {
 		if ev.Preview == nil {
 			return errors.New("no preview for a step")
 		}
@@ -599,8 +736,15 @@ func (pg *page) run(a *app, order runOrder) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		return nil
-	})
+	}
+	// A panic in the backend (the WebGPU binding panics on a JavaScript exception, as when a destroyed
+	// device's buffer is mapped) ends the run with an error, which explain names as the device loss.
+	res, err := gen.Safely(func() (*gen.Result, error) { return pg.generateOrEdit(ctx, a, order, onStep) })
+	if pe := (*gen.PanicError)(nil); errors.As(err, &pe) {
+		js.Global().Get("console").Call("log", "webvar: "+pe.Error()+"\n"+string(pe.Stack))
+	}
 	cancel()
+	err = a.watch.explain(err)
 	var tokens [][]int
 	if res != nil {
 		tokens = res.Tokens
@@ -635,18 +779,25 @@ func (pg *page) run(a *app, order runOrder) {
 	case errors.Is(err, context.Canceled):
 		setText("webvar-status", fmt.Sprintf("cancelled after %s %d/%d", noun, done, max(count, done)))
 		setState("ready")
+	case errors.Is(err, core.ErrDeviceLost):
+		// Not the end: the worker reopens the GPU for the same weights (state "loading", then "ready").
+		setText("webvar-status", msg)
 	default:
 		fail(err)
 	}
+	publishMemory(a.b)
 	pg.render()
 }
 
-// load downloads the model, with Cancel enabled: a cancelled download leaves the page in state
-// "cancelled" until Generate (the state's Load command) resumes it (from the cache for the chunks
-// already verified). It returns nil after failing the page; resumed says the user pressed Generate to
-// resume, so an image is wanted.
-func (pg *page) load() (a *app, resumed bool) {
+// load downloads the model (or takes kept, the weights downloaded before a device loss) and opens a
+// backend for it, with Cancel enabled: a cancelled download, or one that failed on the network after the
+// loader's retries, leaves the page in state "cancelled" (or "stopped", with dataset.error naming the
+// chunk) until Generate (the state's Load command) resumes it, from the cache for the chunks already
+// verified. It returns nil after failing the page; resumed says the user pressed Generate to resume, so
+// an image is wanted.
+func (pg *page) load(ld *weightsLoader, kept *weights.Model) (a *app, resumed bool) {
 	for {
+		setState("loading")
 		ctx, cancel := context.WithCancel(context.Background())
 		pg.mu.Lock()
 		pg.cancel = cancel
@@ -654,7 +805,7 @@ func (pg *page) load() (a *app, resumed bool) {
 		setEnabled("webvar-generate", false)
 		setEnabled("webvar-cancel", true)
 		var last weights.Progress
-		a, err := loadWith(ctx, pg.url.weightsURL, func() (core.Backend, error) { return openBackend(pg.url.backend) },
+		a, err := ld.loadWith(ctx, kept, func() (core.Backend, *gpuWatch, error) { return openBackend(pg.url.backend) },
 			func(pr weights.Progress) { last = pr })
 		pg.mu.Lock()
 		pg.cancel = nil
@@ -662,44 +813,111 @@ func (pg *page) load() (a *app, resumed bool) {
 			pg.st.OnProgress(uistate.LoadProgress{BytesDone: last.BytesDone, BytesTotal: last.BytesTotal})
 			pg.st.OnLoaded(uistate.ModelInfo{}, err)
 		}
+		msg := pg.st.Message
 		pg.mu.Unlock()
 		cancel()
 		setEnabled("webvar-cancel", false)
 		switch {
 		case err == nil:
 			return a, resumed
-		case !errors.Is(err, context.Canceled):
+		case errors.Is(err, context.Canceled):
+			setText("webvar-status", fmt.Sprintf("download cancelled at %.1f of %.1f MB: press Generate to go on "+
+				"(the %d chunks already verified are kept)",
+				float64(last.BytesDone)/1e6, float64(last.BytesTotal)/1e6, last.ChunksDone))
+			setState("cancelled")
+		case weights.Retryable(err):
+			// The network failed after the loader's retries: say which chunk, and let Generate try again.
+			doc.Get("body").Get("dataset").Set("error", err.Error())
+			setText("webvar-status", msg)
+			setState("stopped")
+		default:
 			fail(err)
 			return nil, false
 		}
-		setText("webvar-status", fmt.Sprintf("download cancelled at %.1f of %.1f MB: press Generate to go on "+
-			"(the %d chunks already verified are kept in the browser cache)",
-			float64(last.BytesDone)/1e6, float64(last.BytesTotal)/1e6, last.ChunksDone))
-		setState("cancelled")
 		setEnabled("webvar-generate", true)
 		<-pg.resume // only Generate is enabled: the state's Load command resumes the download, then runs
 		resumed = true
-		setState("loading")
 	}
 }
 
 // loadWith streams the weights from url (through the browser cache), then opens the backend with open
-// and builds the model (any family) on it. progress, if set, gets the loader's reports too (the canvas UI's
-// progress bar; the HTML status line is written here). Cancelling ctx stops the download with ctx.Err():
-// the chunks verified so far stay in the cache, so the next load takes them from there.
-func loadWith(ctx context.Context, url string, open func() (core.Backend, error), progress func(weights.Progress)) (*app, error) {
+// and builds the model (any family) on it. kept, if not nil, is the weights downloaded before (a device
+// loss reopens the backend, not the download). progress, if set, gets the loader's reports too (the canvas
+// UI's progress bar; the HTML status line is written here). Cancelling ctx stops the download with
+// ctx.Err(): the chunks verified so far stay in the cache (the browser's, or this page's memory where the
+// browser will not store them), so the next load takes them from there. A chunk that fails is tried again
+// with backoff (weights.NetworkRetry), each retry shown in the status line and counted in
+// dataset.retries.
+func (ld *weightsLoader) loadWith(ctx context.Context, kept *weights.Model, open func() (core.Backend, *gpuWatch, error), progress func(weights.Progress)) (*app, error) {
+	start := time.Now()
+	a := &app{m: kept}
+	if a.m == nil {
+		m, note, err := ld.download(ctx, progress)
+		if err != nil {
+			return nil, err
+		}
+		a.m, a.cacheNote = m, note
+	} else {
+		a.cacheNote = "weights kept in memory, nothing downloaded"
+	}
+	total := totalBytes(a.m)
+	setText("webvar-status", "weights loaded: "+a.cacheNote)
+	var err error
+	if a.b, a.watch, err = open(); err != nil {
+		return nil, err
+	}
+	a.g, err = convert.LoadGenerator(a.m, a.b, family.Options{})
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("%s: %w", ld.url, err)
+	}
+	if names, err := convert.ClassNames(a.m.Manifest()); err == nil {
+		a.names = names
+	}
+	setText("webvar-model", fmt.Sprintf("%s; weights %.1f MB in %.1f s (%s)", a.g.Info().Summary,
+		float64(total)/1e6, time.Since(start).Seconds(), a.cacheNote))
+	publishMemory(a.b)
+	return a, nil
+}
+
+// close releases the app's backend (its GPU buffers); a loss notice after this is not a loss.
+func (a *app) close() {
+	if a.watch != nil {
+		a.watch.closed.Store(true)
+	}
+	if c, ok := a.b.(interface{ Close() }); ok {
+		c.Close()
+	}
+}
+
+// weightsLoader downloads one model's weights for a page: through the browser's Cache API when it has
+// one, else (and for what the browser refuses to store) through a cache in the page's memory that lives
+// until the weights have loaded, so that Load after a failure resumes from the verified chunks either way.
+type weightsLoader struct {
+	url string
+	mem *memCache
+}
+
+func newWeightsLoader(url string) *weightsLoader { return &weightsLoader{url: url, mem: &memCache{}} }
+
+func (ld *weightsLoader) download(ctx context.Context, progress func(weights.Progress)) (*weights.Model, string, error) {
 	start := time.Now()
 	lastDraw := time.Time{}
-	opt := weights.LoadOptions{}
-	var cc *countingCache
+	cc := &countingCache{mem: ld.mem}
 	cacheErr := error(nil)
 	if jc, err := jscache.Open(cacheName); err != nil {
 		cacheErr = err
 		js.Global().Get("console").Call("log", "webvar: no weights cache: "+err.Error())
 	} else {
-		cc = &countingCache{c: jc}
-		opt.Cache = cc
+		cc.c = jc
 	}
+	retries := 0
+	opt := weights.LoadOptions{Cache: cc, OnRetry: func(e weights.RetryEvent) {
+		retries++
+		doc.Get("body").Get("dataset").Set("retries", strconv.Itoa(retries))
+		setText("webvar-status", "loading weights: "+e.String())
+		js.Global().Get("console").Call("log", "webvar: "+e.String())
+	}}
 	opt.OnProgress = func(pr weights.Progress) {
 		if progress != nil {
 			progress(pr)
@@ -718,35 +936,30 @@ func loadWith(ctx context.Context, url string, open func() (core.Backend, error)
 		setText("webvar-status", fmt.Sprintf("loading weights: %.1f / %.1f MB (%.1f MB/s, ETA %s), chunk %d/%d",
 			float64(pr.BytesDone)/1e6, float64(pr.BytesTotal)/1e6, rate/1e6, eta, pr.ChunksDone, pr.ChunksTotal))
 	}
-	m, err := weights.Load(ctx, weights.HTTPSource(url, http.DefaultClient), opt)
+	m, err := weights.Load(ctx, weights.HTTPSource(ld.url, http.DefaultClient), opt)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, "", ctx.Err()
 		}
-		return nil, fmt.Errorf("loading weights from %s: %w", url, err)
+		return nil, "", fmt.Errorf("loading weights from %s: %w", ld.url, err)
 	}
-	a := &app{}
+	ld.mem.drop() // loaded: the model holds the tensors now
 	total := totalBytes(m)
-	if cc != nil {
-		net := min(cc.miss, total)
-		a.cacheNote = fmt.Sprintf("%.1f MB from cache, %.1f MB from the network", float64(total-net)/1e6, float64(net)/1e6)
-	} else {
-		a.cacheNote = fmt.Sprintf("no browser cache (%v): %.1f MB from the network", cacheErr, float64(total)/1e6)
+	net := min(cc.fetched, total)
+	var note string
+	switch refused := cc.refused(); {
+	case cacheErr != nil:
+		note = fmt.Sprintf("no browser cache (%v): %.1f MB from the network; the weights will not be cached", cacheErr, float64(total)/1e6)
+		doc.Get("body").Get("dataset").Set("cache", "none")
+	case refused != nil:
+		note = fmt.Sprintf("%.1f MB from cache, %.1f MB from the network; the browser would not store them (%v): they will not be cached",
+			float64(total-net)/1e6, float64(net)/1e6, refused)
+		doc.Get("body").Get("dataset").Set("cache", "refused")
+	default:
+		note = fmt.Sprintf("%.1f MB from cache, %.1f MB from the network", float64(total-net)/1e6, float64(net)/1e6)
+		doc.Get("body").Get("dataset").Set("cache", "ok")
 	}
-	setText("webvar-status", "weights loaded: "+a.cacheNote)
-	if a.b, err = open(); err != nil {
-		return nil, err
-	}
-	a.g, err = convert.LoadGenerator(m, a.b, family.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", url, err)
-	}
-	if names, err := convert.ClassNames(m.Manifest()); err == nil {
-		a.names = names
-	}
-	setText("webvar-model", fmt.Sprintf("%s; weights %.1f MB in %.1f s (%s)", a.g.Info().Summary,
-		float64(total)/1e6, time.Since(start).Seconds(), a.cacheNote))
-	return a, nil
+	return m, note, nil
 }
 
 func totalBytes(m *weights.Model) int64 {
@@ -761,14 +974,17 @@ func totalBytes(m *weights.Model) int64 {
 // convolutions on WebGL2 (wasm/webgl), and without that the CPU alone (slowly). The backend line says
 // which and why.
 // pref (URL parameter backend) limits the choice: "auto", "webgpu", "webgl" or "cpu".
-func openBackend(pref string) (core.Backend, error) {
+// The watch (nil for the CPU backends) reports a later loss of the WebGPU device.
+func openBackend(pref string) (core.Backend, *gpuWatch, error) {
 	var why []string
 	if pref == "auto" || pref == "webgpu" {
 		var gb *webgpu.Backend
+		watch := newGPUWatch()
 		d, err := jsgpu.Open(func(msg string) {
 			if gb != nil {
 				gb.DeviceLost(msg)
 			}
+			watch.fire(msg)
 		})
 		if err == nil {
 			info := webgpu.AdapterInfo{Name: d.Name, Vendor: d.Vendor, Backend: "browser WebGPU"}
@@ -779,11 +995,11 @@ func openBackend(pref string) (core.Backend, error) {
 					name = "unnamed adapter"
 				}
 				setText("webvar-backend", "WebGPU: "+name)
-				return gb, nil
+				return gb, watch, nil
 			}
 		}
 		if pref == "webgpu" {
-			return nil, fmt.Errorf("URL parameter backend=webgpu: %w", err)
+			return nil, nil, fmt.Errorf("URL parameter backend=webgpu: %w", err)
 		}
 		why = append(why, fmt.Sprintf("WebGPU unavailable: %v", err))
 	}
@@ -794,16 +1010,35 @@ func openBackend(pref string) (core.Backend, error) {
 		if err == nil {
 			why = append(why, fmt.Sprintf("using WebGL2 (%s) for the matrix products and convolutions, the CPU for the rest", o.Renderer()))
 			setText("webvar-backend", strings.Join(why, "; "))
-			return c.WithOffload(o), nil
+			return c.WithOffload(o), nil, nil
 		}
 		if pref == "webgl" {
-			return nil, fmt.Errorf("URL parameter backend=webgl: %w", err)
+			return nil, nil, fmt.Errorf("URL parameter backend=webgl: %w", err)
 		}
 		why = append(why, fmt.Sprintf("WebGL2 unavailable: %v", err))
 	}
 	why = append(why, "using the CPU")
 	setText("webvar-backend", strings.Join(why, "; "))
-	return c, nil
+	return c, nil, nil
+}
+
+// publishMemory puts the backend's GPU buffer accounting on document.body.dataset (gpuLive, gpuPooled,
+// gpuReadback: bytes; gpuBuffers: pooled buffer count) and the Go heap in use (goHeap, bytes), for the
+// soak tests and for users watching a long session: after each run they return to the same level.
+func publishMemory(b core.Backend) {
+	ds := doc.Get("body").Get("dataset")
+	var ms goruntime.MemStats
+	goruntime.ReadMemStats(&ms)
+	ds.Set("goHeap", strconv.FormatUint(ms.HeapAlloc, 10))
+	gb, ok := b.(*webgpu.Backend)
+	if !ok {
+		return
+	}
+	st := gb.MemoryStats()
+	ds.Set("gpuLive", strconv.FormatUint(st.Live, 10))
+	ds.Set("gpuPooled", strconv.FormatUint(st.Pooled, 10))
+	ds.Set("gpuReadback", strconv.FormatUint(st.Readback, 10))
+	ds.Set("gpuBuffers", strconv.Itoa(st.PoolBuffers))
 }
 
 // draw puts image 0 of x ([B, 3, H, W] in [0, 1]) on the canvas; CSS scales it up.

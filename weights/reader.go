@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/webvar/webvar/core"
@@ -83,6 +84,16 @@ func (h *httpSource) OpenVersion(ctx context.Context, name, sha256 string) (io.R
 	return h.get(ctx, h.base+"/"+url.PathEscape(name)+"?sha256="+url.QueryEscape(sha256))
 }
 
+// openAttempt is OpenVersion for a retry: try n > 1 adds &retry=n, so that no HTTP cache (the browser's,
+// a proxy's: versioned URLs are cached as immutable) can answer a retry with the bytes that just failed.
+func (h *httpSource) openAttempt(ctx context.Context, name, sha256 string, n int) (io.ReadCloser, int64, error) {
+	u := h.base + "/" + url.PathEscape(name) + "?sha256=" + url.QueryEscape(sha256)
+	if n > 1 {
+		u += "&retry=" + strconv.Itoa(n)
+	}
+	return h.get(ctx, u)
+}
+
 func (h *httpSource) get(ctx context.Context, u string) (io.ReadCloser, int64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -101,7 +112,7 @@ func (h *httpSource) get(ctx context.Context, u string) (io.ReadCloser, int64, e
 		return nil, -1, err
 	}
 	// ContentLength is -1 when unknown, including when the transport decompressed the body.
-	return resp.Body, resp.ContentLength, nil
+	return &httpBody{rc: resp.Body}, resp.ContentLength, nil
 }
 
 // Progress reports loading progress. BytesDone never decreases and reaches BytesTotal (the sum of the
@@ -124,6 +135,11 @@ type Cache interface {
 type LoadOptions struct {
 	OnProgress func(Progress) // called on the loading goroutine; may be nil
 	Cache      Cache          // may be nil
+	// Retry is how failed downloads are tried again; nil means the source's default (NetworkRetry for
+	// HTTPSource, no retry for local sources).
+	Retry *Retry
+	// OnRetry, if set, hears of every failed try that is about to be repeated (on the loading goroutine).
+	OnRetry func(RetryEvent)
 }
 
 // progressStep is how many bytes of a chunk are read between progress reports.
@@ -131,13 +147,20 @@ const progressStep = 256 << 10
 
 // Load reads a weights directory from src: the manifest is read and validated first, then each chunk is
 // read into memory once, its size and SHA-256 verified before any tensor is decoded from it, and its
-// tensors decoded. A cancelled ctx stops it between and during chunk reads with ctx.Err(). Other errors
-// are *Error with kind ErrFormat, ErrUnsupported, ErrIntegrity or ErrIO.
+// tensors decoded. A file whose download fails or does not verify is tried again per opt.Retry; a chunk's
+// bytes are never used unless they verify. A cancelled ctx stops it between and during chunk reads (and
+// retry waits) with ctx.Err(). Other errors are *Error with kind ErrFormat, ErrUnsupported, ErrIntegrity
+// or ErrIO, naming the chunk.
 func Load(ctx context.Context, src Source, opt LoadOptions) (*Model, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	m, err := LoadManifest(ctx, src)
+	retry := retryPolicy(src, opt)
+	data, err := withRetry(ctx, retry, ManifestFile, opt.OnRetry, manifestRetryable, func() ([]byte, error) { return readManifest(ctx, src) })
+	if err != nil {
+		return nil, err
+	}
+	m, err := DecodeManifest(data)
 	if err != nil {
 		return nil, err
 	}
@@ -160,9 +183,16 @@ func Load(ctx context.Context, src Source, opt LoadOptions) (*Model, error) {
 		}
 		p.Chunk = c.File
 		before := p.BytesDone
-		data, err := fetchChunk(ctx, src, c, opt.Cache, func(n int64) {
-			p.BytesDone = before + n
-			report()
+		attempt := 0
+		data, err := withRetry(ctx, retry, c.File, opt.OnRetry, Retryable, func() ([]byte, error) {
+			attempt++
+			return fetchChunk(ctx, src, c, opt.Cache, attempt, func(n int64) {
+				// A retried chunk reads from 0 again: the total never goes backwards.
+				if before+n > p.BytesDone {
+					p.BytesDone = before + n
+					report()
+				}
+			})
 		})
 		if err != nil {
 			return nil, err
@@ -238,8 +268,9 @@ func verifyChunk(c ChunkEntry, data []byte) error {
 }
 
 // fetchChunk returns a chunk's verified bytes, from the cache when it holds a valid copy, otherwise from
-// src (then stored in the cache). progress gets the bytes read so far.
-func fetchChunk(ctx context.Context, src Source, c ChunkEntry, cache Cache, progress func(int64)) ([]byte, error) {
+// src (then stored in the cache). attempt counts the tries of this chunk, from 1. progress gets the bytes
+// read so far.
+func fetchChunk(ctx context.Context, src Source, c ChunkEntry, cache Cache, attempt int, progress func(int64)) ([]byte, error) {
 	if cache != nil {
 		if data, ok := cache.Get(c.File, c.SHA256); ok && verifyChunk(c, data) == nil {
 			return data, nil
@@ -248,7 +279,9 @@ func fetchChunk(ctx context.Context, src Source, c ChunkEntry, cache Cache, prog
 	var rc io.ReadCloser
 	var size int64
 	var err error
-	if vs, ok := src.(VersionedSource); ok {
+	if hs, ok := src.(*httpSource); ok {
+		rc, size, err = hs.openAttempt(ctx, c.File, c.SHA256, attempt)
+	} else if vs, ok := src.(VersionedSource); ok {
 		rc, size, err = vs.OpenVersion(ctx, c.File, c.SHA256)
 	} else {
 		rc, size, err = src.Open(ctx, c.File)

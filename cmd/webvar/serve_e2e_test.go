@@ -22,6 +22,7 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
+	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -228,7 +229,9 @@ func screenshot(t *testing.T, cctx context.Context, name string) {
 // openPage opens page in a fresh Chromium profile and returns the browser's context (valid until the
 // test ends) and a function describing the page (its status lines and console) for failure messages.
 // Console errors and uncaught exceptions, in the page or its same-origin frames, fail the test.
-func openPage(ctx context.Context, t *testing.T, chrome, page string, webgpu bool) (context.Context, func() string) {
+// initScripts run in every document of the page before its own scripts (fault injection: wrapping
+// requestDevice, stubbing the Cache API).
+func openPage(ctx context.Context, t *testing.T, chrome, page string, webgpu bool, initScripts ...string) (context.Context, func() string) {
 	profile := t.TempDir()
 	// A window that holds the ebiten UI (860 x 660 logical pixels) at about its own size.
 	opts := append(browsertest.AllocatorOptions(chrome, profile, webgpu), chromedp.WindowSize(880, 760))
@@ -268,6 +271,14 @@ func openPage(ctx context.Context, t *testing.T, chrome, page string, webgpu boo
 		}
 	}); err != nil {
 		t.Fatal(err)
+	}
+	for _, src := range initScripts {
+		if err := chromedp.Do(cctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, cdppage.AddScriptToEvaluateOnNewDocument, cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: src})
+			return err
+		})); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := chromedp.Run(cctx, chromedp.Navigate(page)); err != nil {
 		t.Fatalf("open %s: %v", page, err)

@@ -19,7 +19,9 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/gen"
+	"github.com/webvar/webvar/weights"
 )
 
 // Phase is where the app is.
@@ -30,7 +32,7 @@ const (
 	Idle                    // a model is loaded and nothing runs
 	Generating              // a run is in flight
 	Failed                  // loading failed: nothing but the message is left to show
-	Stopped                 // loading was cancelled: Generate (shown as "Load") starts it again
+	Stopped                 // loading was cancelled or failed on the network, or the GPU device was lost: Generate (shown as "Load") loads again
 )
 
 // Settings are the controls' values: the class and seed, and the family's settings by name (as text,
@@ -182,7 +184,10 @@ type State struct {
 	// file, pasted, or the image just made).
 	Edit      EditSpec
 	EditReady bool
-	nextID    int
+	// Lost is the GPU device loss the state stopped for (Stopped until the front end has opened a new
+	// backend: Load); nil otherwise. Front ends reload at once when it is set (the weights stay in memory).
+	Lost   error
+	nextID int
 	// typed is the class number being typed (TypeDigit) and typedAt when its last digit came.
 	typed   int
 	typedAt time.Time
@@ -217,12 +222,26 @@ func (s *State) OnLoaded(m ModelInfo, err error) {
 		}
 		return
 	}
+	if weights.Retryable(err) {
+		// The network failed (after the loader's own retries) or served bytes that did not verify: not a
+		// dead end. Load tries again, taking the chunks verified so far from the cache.
+		s.Phase = Stopped
+		s.Message = "loading failed: " + err.Error() + ": press Load to try again (the chunks verified so far are kept)"
+		return
+	}
 	if err != nil {
 		s.Phase = Failed
 		s.Message = "loading failed: " + err.Error()
 		return
 	}
 	s.Phase, s.Model = Idle, m
+	lost := s.Lost
+	s.Lost = nil
+	defer func() {
+		if lost != nil {
+			s.Message = fmt.Sprintf("recovered from %v: the GPU was reopened and the weights kept; press Generate", lost)
+		}
+	}()
 	s.defaultEditMode()
 	if len(m.ClassNames) != m.Classes {
 		s.Model.ClassNames = nil
@@ -457,6 +476,11 @@ func (s *State) OnDone(id int, tokens [][]int, err error) {
 		return
 	}
 	s.Phase = Idle
+	if errors.Is(err, core.ErrDeviceLost) {
+		s.Run.Err = err
+		s.OnDeviceLost(err)
+		return
+	}
 	if err != nil {
 		s.Run.Err = err
 		s.Message = fmt.Sprintf("%s stopped: %v", s.Run.Kind, err)
@@ -465,6 +489,18 @@ func (s *State) OnDone(id int, tokens [][]int, err error) {
 	s.Run.Finished, s.Run.Tokens = true, tokens
 	s.K = min(max(s.K, 1), max(1, len(tokens)-1))
 	s.Message = fmt.Sprintf("%s: %d %ss in %s", s.Run.Kind, len(s.Run.Scales), s.Model.StepNoun, s.Run.Total.Round(time.Millisecond))
+}
+
+// OnDeviceLost records that the backend's GPU device is gone (err wraps core.ErrDeviceLost): from Idle, or
+// at the end of the run it broke, the state stops (Generate reads "Load") with a message naming the loss.
+// The model's weights are fine: Load opens a new backend (the front end keeps the downloaded weights),
+// and the next Generate runs the same request again. During a load or a run it waits for their end.
+func (s *State) OnDeviceLost(err error) {
+	if s.Phase != Idle {
+		return
+	}
+	s.Phase, s.Lost = Stopped, err
+	s.Message = fmt.Sprintf("%v: reopening the GPU (the weights stay loaded)", err)
 }
 
 // OnSaved reports the result of a Save command.

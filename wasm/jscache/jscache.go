@@ -23,7 +23,8 @@ const KeyPrefix = "/webvar-weights/"
 
 // Cache is one opened CacheStorage cache.
 type Cache struct {
-	c js.Value
+	c       js.Value
+	refused error // the first failed Store
 }
 
 // Open opens (creating if needed) the named cache. It fails where the page has no CacheStorage, as on an
@@ -79,13 +80,25 @@ func (c *Cache) Get(name, sha256 string) (data []byte, ok bool) {
 	return data, true
 }
 
-// Put stores data under sha256, replacing any entry there. Failures (quota, a closed cache) are ignored:
-// the next load simply fetches the chunk again.
-func (c *Cache) Put(name, sha256 string, data []byte) {
+// Put stores data under sha256, replacing any entry there (weights.Cache). A failure (quota, a closed or
+// denied cache) is not an error for the loader: Refused reports it, and the next load fetches the chunk
+// again.
+func (c *Cache) Put(name, sha256 string, data []byte) { _ = c.Store(name, sha256, data) }
+
+// Store is Put that returns the browser's refusal (QuotaExceededError, a closed or denied cache), which
+// Refused then reports too.
+func (c *Cache) Store(name, sha256 string, data []byte) (err error) {
 	if c == nil || sha256 == "" {
-		return
+		return errors.New("jscache: no cache")
 	}
-	defer func() { _ = recover() }()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("jscache: storing %s: %v", name, r)
+		}
+		if err != nil && c.refused == nil {
+			c.refused = err
+		}
+	}()
 	u8 := js.Global().Get("Uint8Array").New(len(data))
 	js.CopyBytesToJS(u8, data)
 	headers := js.Global().Get("Object").New()
@@ -93,7 +106,18 @@ func (c *Cache) Put(name, sha256 string, data []byte) {
 	init := js.Global().Get("Object").New()
 	init.Set("headers", headers)
 	resp := js.Global().Get("Response").New(u8, init)
-	_, _ = await(c.c.Call("put", key(sha256), resp))
+	if _, err := await(c.c.Call("put", key(sha256), resp)); err != nil {
+		return fmt.Errorf("jscache: storing %s: %w", name, err)
+	}
+	return nil
+}
+
+// Refused is the first failure to store a chunk since Open, or nil.
+func (c *Cache) Refused() error {
+	if c == nil {
+		return nil
+	}
+	return c.refused
 }
 
 // await blocks the calling goroutine until promise settles, returning its value or its rejection.

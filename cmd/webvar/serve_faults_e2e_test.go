@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/webvar/webvar/internal/browsertest"
+	"github.com/webvar/webvar/internal/faulthttp"
+	"github.com/webvar/webvar/internal/testutil"
+	"github.com/webvar/webvar/weights"
+)
+
+// faultSite is the app and var-tiny (f32, in 1 MiB chunks: 26 of them) served with a fault injector in
+// front of the weights, plus a few hostile weights directories.
+type faultSite struct {
+	url    string
+	faults *faulthttp.Injector
+	wdir   string
+}
+
+// newFaultSite converts var-tiny, builds the app and serves both.
+func newFaultSite(ctx context.Context, t *testing.T) *faultSite {
+	t.Helper()
+	wdir := filepath.Join(t.TempDir(), "w")
+	rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "f32", "-chunk-mib", "1", "-out", wdir, "-verify", "0")
+	if rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	app := t.TempDir()
+	if err := buildApp(ctx, app, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	site := &faultSite{wdir: wdir}
+	h := newServeHandler(app, os.DirFS(wdir))
+	site.faults = faulthttp.New(h)
+	hostile := hostileDirs(t, wdir)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/hostile/"):
+			if body, ok := hostile[strings.TrimPrefix(r.URL.Path, "/hostile/")]; ok {
+				w.Write(body)
+				return
+			}
+			http.NotFound(w, r)
+		case strings.HasPrefix(r.URL.Path, "/weights/"):
+			site.faults.ServeHTTP(w, r)
+		default:
+			h.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	site.url = srv.URL
+	return site
+}
+
+// hostileDirs are manifests a hostile or broken server might send, by path: absurd sizes and counts, and
+// bytes that are not msgpack at all.
+func hostileDirs(t *testing.T, wdir string) map[string][]byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(wdir, weights.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(f func(m map[string]any)) []byte {
+		var m map[string]any
+		if err := msgpack.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		f(m)
+		out, err := msgpack.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	return map[string][]byte{
+		"huge-chunk/" + weights.ManifestFile: edit(func(m map[string]any) {
+			m["chunks"].([]any)[0].(map[string]any)["size"] = int64(1) << 50 // a petabyte chunk
+		}),
+		"many-chunks/" + weights.ManifestFile: edit(func(m map[string]any) {
+			cs := m["chunks"].([]any)
+			for len(cs) < 5_000_000 {
+				cs = append(cs, cs...)
+			}
+			m["chunks"] = cs
+		}),
+		"huge-tensor/" + weights.ManifestFile: edit(func(m map[string]any) {
+			m["tensors"].([]any)[0].(map[string]any)["shape"] = []any{1 << 30, 1 << 30}
+		}),
+		"not-msgpack/" + weights.ManifestFile: []byte("<!doctype html><title>404</title>this is not a weights manifest\n"),
+	}
+}
+
+// The app under faults from outside it, each injected where a user meets it: a network that drops,
+// errors or corrupts chunks, a browser that will not store them, hostile weights URLs, a GPU device
+// that is destroyed. Each case checks the app's answer: a named message, recovery, nothing lost.
+func TestFaultsInChromium(t *testing.T) {
+	chrome := browsertest.RequireChromium(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	site := newFaultSite(ctx, t)
+	want := cpuImage(t, 1)
+	// The HTML controls on the CPU backend: seconds per var-tiny image.
+	const greedy = "class=1&cfg=1.5&top_k=1&top_p=0&seed=0"
+	cpuPage := site.url + "/?ui=html&backend=cpu&" + greedy
+
+	t.Run("network", func(t *testing.T) { testNetworkFaults(ctx, t, chrome, site, cpuPage, want) })
+	t.Run("storage", func(t *testing.T) { testStorageFaults(ctx, t, chrome, site, cpuPage, want) })
+	t.Run("hostile", func(t *testing.T) { testHostileWeights(ctx, t, chrome, site) })
+	t.Run("device-lost", func(t *testing.T) {
+		testDeviceLost(ctx, t, chrome, site, site.url+"/?ui=html&backend=webgpu&autostart=1&"+greedy, want)
+	})
+}
+
+// evalJS runs a JavaScript expression in the page and fails the test on an error.
+func evalJS[T any](t *testing.T, cctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(cctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("%s: %v", expr, err)
+	}
+	return v
+}
+
+// chunkRequests is how many requests the site's chunks got so far.
+func (s *faultSite) chunkRequests(t *testing.T) map[string]int {
+	t.Helper()
+	m := map[string]int{}
+	entries, err := os.ReadDir(s.wdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "chunk-") {
+			m[e.Name()] = s.faults.Requests(e.Name())
+		}
+	}
+	return m
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// Network: a connection dropped in the middle of a chunk, a 500 and a 404 for one chunk each, and a
+// chunk served with wrong bytes are retried with backoff and the page loads and draws the right image;
+// a chunk that keeps failing is named after the last retry (state "stopped"), and Generate resumes from
+// the verified chunks (none fetched twice) once the server recovers.
+func testNetworkFaults(ctx context.Context, t *testing.T, chrome string, site *faultSite, page string, want *image.NRGBA) {
+	site.faults.Reset()
+	site.faults.Queue("chunk-00001.bin", faulthttp.Drop)
+	site.faults.Queue("chunk-00003.bin", faulthttp.Status500)
+	site.faults.Queue("chunk-00005.bin", faulthttp.Status404)
+	site.faults.Queue("chunk-00007.bin", faulthttp.Corrupt)
+	cctx, dump := openPage(ctx, t, chrome, page+"&autostart=1", false)
+	if !waitAndCompare(t, cctx, dump, want) {
+		return
+	}
+	retries := evalJS[string](t, cctx, `document.body.dataset.retries ?? "0"`)
+	if retries != "4" || site.faults.Injected() != 4 {
+		t.Errorf("4 faults injected (%d taken): the page retried %s times, want 4\n%s", site.faults.Injected(), retries, dump())
+	}
+	for _, c := range []string{"chunk-00001.bin", "chunk-00003.bin", "chunk-00005.bin", "chunk-00007.bin"} {
+		if n := site.faults.Requests(c); n != 2 {
+			t.Errorf("%s requested %d times, want 2 (the fault and the retry)", c, n)
+		}
+	}
+
+	// A chunk that always fails: named after the last retry, then resumed.
+	site.faults.Reset()
+	const bad = "chunk-00009.bin"
+	site.faults.Always(bad, faulthttp.Status500)
+	cctx, dump = openPage(ctx, t, chrome, page+"&autostart=1", false) // a fresh profile: nothing cached
+	waitState(t, cctx, dump, "stopped")
+	msg := evalJS[string](t, cctx, `document.body.dataset.error ?? ""`)
+	status := evalJS[string](t, cctx, `document.getElementById("webvar-status").textContent`)
+	if !strings.Contains(msg, bad) || !strings.Contains(msg, "gave up after 5 tries") || !strings.Contains(status, "try again") {
+		t.Errorf("after %s failed for good: error %q, status %q: want the chunk named, the tries counted and a way on", bad, msg, status)
+	}
+	if n := site.faults.Requests(bad); n != 5 {
+		t.Errorf("%s requested %d times, want 5 tries", bad, n)
+	}
+	before := site.chunkRequests(t)
+	site.faults.Reset()
+	evalJS[any](t, cctx, `document.getElementById("webvar-generate").click()`)
+	if !waitAndCompare(t, cctx, dump, want) {
+		return
+	}
+	after := site.chunkRequests(t)
+	for name, n := range after {
+		if n > 1 || n == 1 && before[name] > 0 && name != bad {
+			t.Errorf("resuming requested %s %d times (before: %d): want only the chunks not yet verified", name, n, before[name])
+		}
+	}
+	t.Logf("failing %s: %d chunk requests before giving up; the resume fetched %d chunks", bad, total(before), total(after))
+}
+
+// Storage: the Cache API missing, denied, or over quota: the model still loads and draws, the page says
+// it will not be cached, and no error state.
+func testStorageFaults(ctx context.Context, t *testing.T, chrome string, site *faultSite, page string, want *image.NRGBA) {
+	for _, c := range []struct{ name, script, cache, says string }{
+		{"missing", `delete window.caches; Object.defineProperty(window, "caches", {value: undefined});`, "none", "no browser cache"},
+		{"denied", `window.caches.open = () => Promise.reject(new DOMException("The operation is insecure.", "SecurityError"));`,
+			"none", "SecurityError"},
+		{"quota", `Cache.prototype.put = function() { return Promise.reject(new DOMException("Quota exceeded.", "QuotaExceededError")); };`,
+			"refused", "QuotaExceededError"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			site.faults.Reset()
+			cctx, dump := openPage(ctx, t, chrome, page+"&autostart=1", false, c.script)
+			if !waitAndCompare(t, cctx, dump, want) {
+				return
+			}
+			cache := evalJS[string](t, cctx, `document.body.dataset.cache ?? ""`)
+			note := evalJS[string](t, cctx, `document.getElementById("webvar-model").textContent`)
+			if cache != c.cache || !strings.Contains(note, "will not be cached") || !strings.Contains(note, c.says) {
+				t.Errorf("dataset.cache %q (want %q), model line %q: want it to say the weights will not be cached and why (%s)",
+					cache, c.cache, note, c.says)
+			}
+		})
+	}
+}
+
+// Hostile weights URLs: absurd sizes or counts in the manifest, a manifest that is not msgpack, and a
+// cross-origin server without CORS: a named error in the page, and a page that still answers.
+func testHostileWeights(ctx context.Context, t *testing.T, chrome string, site *faultSite) {
+	// A second origin (another port) serving the same weights without CORS headers.
+	other := httptest.NewServer(http.FileServer(http.Dir(site.wdir)))
+	defer other.Close()
+	for _, c := range []struct{ name, weights, state, says string }{
+		{"huge-chunk", "hostile/huge-chunk/", "error", "malformed weights"},
+		{"many-chunks", "hostile/many-chunks/", "error", "malformed weights"},
+		{"huge-tensor", "hostile/huge-tensor/", "error", "malformed weights"},
+		{"not-msgpack", "hostile/not-msgpack/", "error", "malformed weights"},
+		{"cross-origin", other.URL + "/", "stopped", "gave up after 5 tries"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			page := site.url + "/?ui=html&backend=cpu&weights=" + c.weights
+			start := time.Now()
+			cctx, dump := openPage(ctx, t, chrome, page, false)
+			waitState(t, cctx, dump, c.state)
+			msg := evalJS[string](t, cctx, `document.body.dataset.error ?? ""`)
+			if !strings.Contains(msg, c.says) || !strings.Contains(msg, strings.TrimSuffix(c.weights, "/")) {
+				t.Errorf("error %q: want it to say %q and name the weights URL", msg, c.says)
+			}
+			// The tab lives: the page still evaluates script and has not grown past a small heap.
+			if v := evalJS[int](t, cctx, `1 + 1`); v != 2 {
+				t.Errorf("the page does not answer")
+			}
+			t.Logf("%s: %q after %.1f s", c.name, msg, time.Since(start).Seconds())
+		})
+	}
+}
+
+// captureDevices records every GPUDevice the page gets, so that the test can destroy it from outside.
+const captureDevices = `(() => {
+	window.__gpuDevices = [];
+	if (!self.GPUAdapter) return;
+	const request = GPUAdapter.prototype.requestDevice;
+	GPUAdapter.prototype.requestDevice = async function(...args) {
+		const d = await request.apply(this, args);
+		window.__gpuDevices.push(d);
+		return d;
+	};
+})();`
+
+// GPU device lost between generations and in the middle of one: the page names the loss, opens a new
+// device, downloads nothing again, and the next Generate draws the same image for the same seed.
+func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faultSite, page string, want *image.NRGBA) {
+	site.faults.Reset()
+	cctx, dump := openPage(ctx, t, chrome, page, true, captureDevices)
+	if !waitAndCompare(t, cctx, dump, want) {
+		return
+	}
+	if b := evalJS[string](t, cctx, `document.getElementById("webvar-backend").textContent`); !strings.HasPrefix(b, "WebGPU") {
+		t.Skipf("the page is not on WebGPU (%s): no device to lose", b)
+	}
+	downloads := total(site.chunkRequests(t))
+	gpu := func() string {
+		return evalJS[string](t, cctx, `["gpuLive", "gpuPooled", "gpuBuffers"].map(k => document.body.dataset[k]).join("/")`)
+	}
+	idle := gpu()
+	generate := func() {
+		evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
+	}
+	recovered := func(n int, when string) {
+		t.Helper()
+		start := time.Now()
+		_, err := chromedp.Run(cctx, chromedp.Poll[bool](fmt.Sprintf(
+			`window.__gpuDevices.length === %d && document.body.dataset.state === "ready" && !!document.body.dataset.deviceLost`, n),
+			chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second)))
+		if err != nil {
+			t.Fatalf("device destroyed %s: no recovery: %v\n%s", when, err, dump())
+		}
+		status := evalJS[string](t, cctx, `document.getElementById("webvar-status").textContent`)
+		if !strings.Contains(status, "GPU device lost") {
+			t.Errorf("device destroyed %s: status %q does not name the loss", when, status)
+		}
+		t.Logf("device destroyed %s: recovered in %.1f s: %s", when, time.Since(start).Seconds(), status)
+		generate()
+		if !waitAndCompare(t, cctx, dump, want) {
+			t.FailNow()
+		}
+		if n := total(site.chunkRequests(t)); n != downloads {
+			t.Errorf("device destroyed %s: %d chunk requests after the first load's %d: the weights were fetched again", when, n, downloads)
+		}
+		if g := gpu(); g != idle {
+			t.Errorf("device destroyed %s: GPU accounting %s after the next run, want %s as before", when, g, idle)
+		}
+	}
+
+	evalJS[any](t, cctx, `window.__gpuDevices.at(-1).destroy()`)
+	recovered(2, "between generations")
+
+	generate()
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`document.body.dataset.state === "generating"`,
+		chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	evalJS[any](t, cctx, `delete document.body.dataset.deviceLost; window.__gpuDevices.at(-1).destroy()`)
+	recovered(3, "mid-generation")
+	t.Logf("GPU accounting live/pooled/buffers at idle: %s", strconv.Quote(idle))
+}
