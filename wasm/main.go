@@ -328,7 +328,7 @@ func main() {
 		select {}
 	}
 	pg := &page{st: uistate.New(uistate.Settings{Class: p.class, Seed: p.seed, Values: p.values}), url: p,
-		runs: make(chan runOrder, 1), resume: make(chan struct{}, 1)}
+		runs: make(chan runOrder, 1), resume: make(chan struct{}, 1), switchTo: make(chan string, 1)}
 	pg.setSeedInput()
 	// Every handler reads the inputs into the shared state (uistate, the same the canvas UI and the
 	// preview window use), applies its action under the mutex and hands work to the worker goroutine:
@@ -340,6 +340,31 @@ func main() {
 	pg.on("webvar-cancel", uistate.ActCancel)
 	pg.on("webvar-save", uistate.ActSave)
 	pg.setupEdit()
+	// The model menu (index.html) switches models in this page, without reloading it, through
+	// window.webvarSwitchModel(url): the run in flight is cancelled and the old model's backend freed.
+	js.Global().Set("webvarSwitchModel", js.FuncOf(func(_ js.Value, args []js.Value) any {
+		if len(args) != 1 || args[0].Type() != js.TypeString {
+			return false
+		}
+		pg.mu.Lock()
+		loaded := pg.app != nil
+		pg.mu.Unlock()
+		if !loaded {
+			return false // loading (or failed): the menu reloads the page instead
+		}
+		select {
+		case <-pg.switchTo: // a newer pick replaces one not yet taken
+		default:
+		}
+		pg.switchTo <- args[0].String()
+		pg.mu.Lock()
+		cancel := pg.cancel
+		pg.mu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+		return true
+	}))
 	go pg.worker()
 	select {} // keep the Go runtime alive for the callbacks
 }
@@ -361,6 +386,8 @@ type page struct {
 	paint   *paintMask
 	// resume wakes the loader after a cancelled download (the Load command).
 	resume chan struct{}
+	// switchTo carries a model picked in the model menu (its weights URL) to the worker.
+	switchTo chan string
 }
 
 // on makes clicks on the element id perform action a.
@@ -639,7 +666,7 @@ func (pg *page) worker() {
 	}()
 	ld := newWeightsLoader(pg.url.weightsURL)
 	var kept *weights.Model
-	for first := true; ; first = false {
+	for why := ""; ; {
 		a, resumed := pg.load(ld, kept)
 		if a == nil {
 			return
@@ -656,8 +683,10 @@ func (pg *page) worker() {
 		pg.render()
 		setState("ready")
 		switch err := a.checkURLClass(pg.url.class); {
-		case !first:
+		case why == "lost":
 			setText("webvar-status", note) // "recovered from ...: press Generate"
+		case why == "switch":
+			setText("webvar-status", "ready ("+a.cacheNote+"; "+note+"): press Generate")
 		case err != nil:
 			fail(err)
 			return
@@ -674,20 +703,37 @@ func (pg *page) worker() {
 			setText("webvar-status", "ready ("+a.cacheNote+"; "+note+"): press Generate")
 		}
 		pg.showEditPanel()
-		pg.serve(a)
-		// The device is lost: free what is left of the backend and open a new one for the same weights.
+		next := pg.serve(a)
+		// Free the old backend (its GPU buffers) before opening another.
 		a.close()
 		pg.mu.Lock()
-		msg := pg.st.Message
+		pg.app = nil
+		if next == "" {
+			// The device is lost: a new backend for the same weights.
+			why = "lost"
+			msg := pg.st.Message
+			pg.mu.Unlock()
+			setText("webvar-status", msg)
+			doc.Get("body").Get("dataset").Set("deviceLost", msg)
+			js.Global().Get("console").Call("log", "webvar: "+msg)
+			continue
+		}
+		// Another model: a fresh state as a reload of the page's URL would make (the URL keeps its other
+		// parameters: the settings it gives, where the new model takes them, the model's defaults for the
+		// rest), keeping the class and seed in use (the class clamped to the new model's when it loads).
+		why = "switch"
+		pg.st = uistate.New(uistate.Settings{Class: pg.st.Settings.Class, Seed: pg.st.Settings.Seed, Values: pg.url.values})
+		pg.url.weightsURL, pg.url.class = next, pg.st.Settings.Class
+		pg.last, pg.editImg = nil, nil
 		pg.mu.Unlock()
-		setText("webvar-status", msg)
-		doc.Get("body").Get("dataset").Set("deviceLost", msg)
-		js.Global().Get("console").Call("log", "webvar: "+msg)
+		ld, kept = newWeightsLoader(next), nil
+		goruntime.GC() // the old model's weights are garbage now: give the heap back before the next load
 	}
 }
 
-// serve runs the generations the handlers start until a's GPU device is lost.
-func (pg *page) serve(a *app) {
+// serve runs the generations the handlers start until a's GPU device is lost (it returns "") or another
+// model is picked (it returns its weights URL).
+func (pg *page) serve(a *app) string {
 	for {
 		select {
 		case r := <-pg.runs:
@@ -696,12 +742,14 @@ func (pg *page) serve(a *app) {
 			pg.mu.Lock()
 			pg.st.OnDeviceLost(a.watch.err)
 			pg.mu.Unlock()
+		case url := <-pg.switchTo:
+			return url
 		}
 		pg.mu.Lock()
 		lost := pg.st.Lost != nil
 		pg.mu.Unlock()
 		if lost {
-			return
+			return ""
 		}
 	}
 }
@@ -1023,13 +1071,15 @@ func openBackend(pref string) (core.Backend, *gpuWatch, error) {
 }
 
 // publishMemory puts the backend's GPU buffer accounting on document.body.dataset (gpuLive, gpuPooled,
-// gpuReadback: bytes; gpuBuffers: pooled buffer count) and the Go heap in use (goHeap, bytes), for the
-// soak tests and for users watching a long session: after each run they return to the same level.
+// gpuReadback: bytes; gpuBuffers: pooled buffer count), the Go heap in use (goHeap) and the memory the
+// Go runtime holds (goSys: the wasm memory it has grown), for the soak tests and for users watching a
+// long session: after each run they return to the same level.
 func publishMemory(b core.Backend) {
 	ds := doc.Get("body").Get("dataset")
 	var ms goruntime.MemStats
 	goruntime.ReadMemStats(&ms)
 	ds.Set("goHeap", strconv.FormatUint(ms.HeapAlloc, 10))
+	ds.Set("goSys", strconv.FormatUint(ms.Sys, 10))
 	gb, ok := b.(*webgpu.Backend)
 	if !ok {
 		return

@@ -124,6 +124,9 @@ func TestFaultsInChromium(t *testing.T) {
 	t.Run("device-lost", func(t *testing.T) {
 		testDeviceLost(ctx, t, chrome, site, site.url+"/?ui=html&backend=webgpu&autostart=1&"+greedy, want)
 	})
+	t.Run("device-lost-canvas-ui", func(t *testing.T) {
+		testDeviceLostCanvasUI(ctx, t, chrome, site, site.url+"/?ui=canvas&backend=webgpu&autostart=1&"+greedy, want)
+	})
 }
 
 // evalJS runs a JavaScript expression in the page and fails the test on an error.
@@ -299,6 +302,7 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 	}
 	idle := gpu()
 	generate := func() {
+		t.Helper()
 		evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
 	}
 	recovered := func(n int, when string) {
@@ -327,6 +331,20 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 		}
 	}
 
+	// Cancel in the middle of a run: the buffers of the cancelled run go back (the weights' stay).
+	generate()
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/scale [1-3]\//.test(document.getElementById("webvar-status").textContent)`,
+		chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("waiting for a scale: %v\n%s", err, dump())
+	}
+	evalJS[any](t, cctx, `document.getElementById("webvar-cancel").click()`)
+	waitState(t, cctx, dump, "ready")
+	if g := gpu(); strings.Split(g, "/")[0] != strings.Split(idle, "/")[0] {
+		t.Errorf("after Cancel during a scale: GPU accounting live/pooled/buffers %s, want live as at idle (%s)", g, idle)
+	} else {
+		t.Logf("after Cancel during a scale: GPU accounting %s (idle %s)", g, idle)
+	}
+
 	evalJS[any](t, cctx, `window.__gpuDevices.at(-1).destroy()`)
 	recovered(2, "between generations")
 
@@ -339,4 +357,34 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 	evalJS[any](t, cctx, `delete document.body.dataset.deviceLost; window.__gpuDevices.at(-1).destroy()`)
 	recovered(3, "mid-generation")
 	t.Logf("GPU accounting live/pooled/buffers at idle: %s", strconv.Quote(idle))
+}
+
+// The same on the canvas UI (the demo's default): a device destroyed between generations is named, a new
+// one opened with the weights kept, and G draws the same image.
+func testDeviceLostCanvasUI(ctx context.Context, t *testing.T, chrome string, site *faultSite, page string, want *image.NRGBA) {
+	site.faults.Reset()
+	cctx, dump := openPage(ctx, t, chrome, page, true, captureDevices)
+	if !waitAndCompare(t, cctx, dump, want) {
+		return
+	}
+	if n := evalJS[int](t, cctx, `window.__gpuDevices.length`); n != 1 {
+		t.Skipf("the page is not on WebGPU (%d devices)", n)
+	}
+	downloads := total(site.chunkRequests(t))
+	evalJS[any](t, cctx, `window.__gpuDevices.at(-1).destroy()`)
+	start := time.Now()
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](
+		`window.__gpuDevices.length === 2 && document.body.dataset.state === "ready" && !!document.body.dataset.deviceLost`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("no recovery: %v\n%s", err, dump())
+	}
+	t.Logf("recovered in %.1f s: %s", time.Since(start).Seconds(), evalJS[string](t, cctx, `document.body.dataset.deviceLost`))
+	evalJS[any](t, cctx, `document.body.dataset.state = "clicked"`)
+	pressKey(t, cctx, "g")
+	if !waitAndCompare(t, cctx, dump, want) {
+		return
+	}
+	if n := total(site.chunkRequests(t)); n != downloads {
+		t.Errorf("%d chunk requests after the first load's %d: the weights were fetched again", n, downloads)
+	}
 }

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/webvar/webvar/internal/browsertest"
+	"github.com/webvar/webvar/internal/testutil"
+	"github.com/webvar/webvar/weights/fashionflexvar"
+)
+
+// soakRuns is the number of generations in a row (WEBVAR_SOAK_RUNS overrides the issue's 200).
+func soakRuns(t *testing.T) int {
+	if s := os.Getenv("WEBVAR_SOAK_RUNS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 10 {
+			t.Fatalf("WEBVAR_SOAK_RUNS=%q: want a number >= 10", s)
+		}
+		return n
+	}
+	return 200
+}
+
+// memSample is what the page reports about its memory: the Go heap in use (dataset.goHeap), the Go
+// runtime's memory from the system (goSys: the wasm linear memory it has grown), the JavaScript heap
+// (performance.memory) and the GPU buffer accounting (dataset.gpuLive / gpuPooled / gpuBuffers).
+type memSample struct {
+	Run        int   `json:"run"`
+	GoHeap     int64 `json:"goHeap"`
+	GoSys      int64 `json:"goSys"`
+	JSHeap     int64 `json:"jsHeap"`
+	GPULive    int64 `json:"gpuLive"`
+	GPUPooled  int64 `json:"gpuPooled"`
+	GPUBuffers int64 `json:"gpuBuffers"`
+}
+
+const sampleJS = `(() => {
+	const d = document.body.dataset, n = k => Number(d[k] ?? -1);
+	return {goHeap: n("goHeap"), goSys: n("goSys"), jsHeap: performance.memory ? performance.memory.usedJSHeapSize : -1,
+		gpuLive: n("gpuLive"), gpuPooled: n("gpuPooled"), gpuBuffers: n("gpuBuffers")};
+})()`
+
+// Hours of use in one page: 200 generations in a row, Generate pressed repeatedly during one, Cancel in
+// the middle of one, and 20 switches between models (in place, through the model menu). The Go heap
+// and the JavaScript heap stay bounded and the GPU buffer accounting of each model returns to its level;
+// the figures are printed.
+func TestSoakInChromium(t *testing.T) {
+	chrome := browsertest.RequireChromium(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	wdir := filepath.Join(t.TempDir(), "w")
+	rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "f32", "-out", wdir, "-verify", "0")
+	if rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	app := t.TempDir()
+	if err := buildApp(ctx, app, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newServeHandlerModels(app, []servedModel{
+		{Name: "var-tiny", FS: os.DirFS(wdir)}, {Name: fashionflexvar.Name, FS: fashionflexvar.FS()}}))
+	defer srv.Close()
+	want := cpuImage(t, 1)
+	const greedy = "class=1&cfg=1.5&top_k=1&top_p=0&seed=0"
+
+	t.Run("generations", func(t *testing.T) {
+		// The CPU backend: seconds per image where SwiftShader's WebGPU takes twenty.
+		cctx, dump := openPage(ctx, t, chrome, srv.URL+"/?ui=html&backend=cpu&autostart=1&"+greedy, false)
+		if !waitAndCompare(t, cctx, dump, want) {
+			return
+		}
+		n := soakRuns(t)
+		start := time.Now()
+		// The page itself clicks Generate n-1 more times, each after the previous run is done, sampling
+		// its memory every 10 runs.
+		loop := fmt.Sprintf(`(async () => {
+			const samples = [], wait = s => new Promise(r => { const f = () => s() ? r() : setTimeout(f, 5); f(); });
+			for (let i = 2; i <= %d; i++) {
+				document.body.dataset.state = "clicked";
+				document.getElementById("webvar-generate").click();
+				await wait(() => ["done", "error"].includes(document.body.dataset.state));
+				if (document.body.dataset.state !== "done") return {error: document.body.dataset.error, run: i};
+				if (i %% 10 === 0 || i === 2) samples.push(Object.assign(%s, {run: i}));
+			}
+			return {samples};
+		})()`, n, sampleJS)
+		var res struct {
+			Error   string      `json:"error"`
+			Run     int         `json:"run"`
+			Samples []memSample `json:"samples"`
+		}
+		raw, err := chromedp.Run(cctx, chromedp.Evaluate[json.RawMessage](loop, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatalf("%d generations: %v\n%s", n, err, dump())
+		}
+		if err := json.Unmarshal(raw, &res); err != nil {
+			t.Fatal(err)
+		}
+		if res.Error != "" {
+			t.Fatalf("run %d failed: %s", res.Run, res.Error)
+		}
+		secs := time.Since(start).Seconds()
+		t.Logf("%d generations in %.0f s (%.2f s each)", n, secs, secs/float64(n-1))
+		logSamples(t, res.Samples)
+		checkBounded(t, res.Samples, func(s memSample) int64 { return s.GoHeap }, "Go heap", 32<<20)
+		checkBounded(t, res.Samples, func(s memSample) int64 { return s.JSHeap }, "JS heap", 16<<20)
+		checkBounded(t, res.Samples, func(s memSample) int64 { return s.GoSys }, "wasm memory", 32<<20)
+		if !waitAndCompare(t, cctx, dump, want) {
+			return
+		}
+
+		// Generate pressed five times during a run: one run, the same image.
+		evalJS[any](t, cctx, `document.body.dataset.state = "clicked";
+			for (let i = 0; i < 5; i++) document.getElementById("webvar-generate").click();`)
+		if !waitAndCompare(t, cctx, dump, want) {
+			return
+		}
+		// Cancel during a scale: back to ready, then the same image.
+		evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
+		if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/scale [1-3]\//.test(document.getElementById("webvar-status").textContent)`,
+			chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+			t.Fatalf("waiting for a scale: %v\n%s", err, dump())
+		}
+		evalJS[any](t, cctx, `document.getElementById("webvar-cancel").click()`)
+		waitState(t, cctx, dump, "ready")
+		if s := evalJS[string](t, cctx, `document.getElementById("webvar-status").textContent`); !strings.Contains(s, "cancelled after") {
+			t.Errorf("after Cancel during a scale the status says %q", s)
+		}
+		evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
+		waitAndCompare(t, cctx, dump, want)
+	})
+
+	t.Run("model-switches", func(t *testing.T) {
+		// WebGPU: each switch frees the old model's backend and opens one for the new model.
+		cctx, dump := openPage(ctx, t, chrome, srv.URL+"/?ui=html&backend=webgpu&"+greedy, true)
+		waitState(t, cctx, dump, "ready")
+		if b := evalJS[string](t, cctx, `document.getElementById("webvar-backend").textContent`); !strings.HasPrefix(b, "WebGPU") {
+			t.Skipf("the page is not on WebGPU (%s)", b)
+		}
+		// The menu lists var-tiny (the default, at weights/) and fashionflexvar: pick them in turn.
+		options := evalJS[[]string](t, cctx, `[...document.getElementById("webvar-model-menu").options].map(o => o.value)`)
+		if len(options) != 2 {
+			t.Fatalf("model menu %q, want two models", options)
+		}
+		var samples []memSample
+		levels := map[string]int64{}
+		for i := 1; i <= 20; i++ {
+			m := options[i%2]
+			evalJS[any](t, cctx, fmt.Sprintf(`(() => {
+				document.body.dataset.state = "switching";
+				const menu = document.getElementById("webvar-model-menu");
+				menu.value = %q;
+				menu.dispatchEvent(new Event("change"));
+			})()`, m))
+			waitState(t, cctx, dump, "ready")
+			if u := evalJS[string](t, cctx, `new URLSearchParams(location.search).get("model")`); u != m {
+				t.Errorf("switch %d: the URL names model %q, want %q", i, u, m)
+			}
+			var s memSample
+			raw := evalJS[json.RawMessage](t, cctx, sampleJS)
+			if err := json.Unmarshal(raw, &s); err != nil {
+				t.Fatal(err)
+			}
+			s.Run = i
+			samples = append(samples, s)
+			if l, ok := levels[m]; ok && l != s.GPULive {
+				t.Errorf("switch %d to %s: %d bytes of live GPU buffers, %d the first time", i, m, s.GPULive, l)
+			}
+			levels[m] = s.GPULive
+		}
+		if n := evalJS[int](t, cctx, `performance.getEntriesByType("navigation").length`); n != 1 {
+			t.Errorf("%d navigations: the switches reloaded the page", n)
+		}
+		logSamples(t, samples)
+		checkBounded(t, samples, func(s memSample) int64 { return s.GoHeap }, "Go heap", 48<<20)
+		checkBounded(t, samples, func(s memSample) int64 { return s.JSHeap }, "JS heap", 16<<20)
+		// And the last model generates what it should.
+		evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
+		waitAndCompare(t, cctx, dump, want)
+	})
+}
+
+func logSamples(t *testing.T, samples []memSample) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%6s %10s %10s %10s %10s %10s %8s\n", "run", "Go heap", "wasm mem", "JS heap", "GPU live", "GPU pooled", "buffers")
+	for _, s := range samples {
+		fmt.Fprintf(&b, "%6d %10.1f %10.1f %10.1f %10.1f %10.1f %8d\n", s.Run, mb(s.GoHeap), mb(s.GoSys), mb(s.JSHeap),
+			mb(s.GPULive), mb(s.GPUPooled), s.GPUBuffers)
+	}
+	t.Logf("memory (MB):\n%s", b.String())
+}
+
+func mb(n int64) float64 {
+	if n < 0 {
+		return -1
+	}
+	return float64(n) / 1e6
+}
+
+// checkBounded fails when the figure's second half reaches past the most of its first half by more than
+// slack: growth without bound shows there, a heap that the collector keeps at a level does not.
+func checkBounded(t *testing.T, samples []memSample, f func(memSample) int64, what string, slack int64) {
+	t.Helper()
+	if len(samples) < 4 {
+		t.Fatalf("%d memory samples, want 4 or more", len(samples))
+	}
+	half := len(samples) / 2
+	var first, second int64
+	for i, s := range samples {
+		v := f(s)
+		if v < 0 {
+			t.Errorf("%s not reported", what)
+			return
+		}
+		if i < half {
+			first = max(first, v)
+		} else {
+			second = max(second, v)
+		}
+	}
+	if second > first+slack {
+		t.Errorf("%s grows: at most %.1f MB in the first half of the samples, %.1f MB in the second", what, mb(first), mb(second))
+	}
+}
