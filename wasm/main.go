@@ -13,10 +13,15 @@
 // webvar-widget.js uses it). They prefill the inputs (sampling settings not given come from the model's
 // metadata); every run reads the inputs. document.body.dataset.state goes "loading" -> "ready" ->
 // "generating" -> "done" (or "error", with dataset.error; a cancelled run goes back to "ready", a
-// download cancelled during "loading" goes to "cancelled" until Generate resumes it) so that tests and
+// download cancelled during "loading" goes to "cancelled" until Generate resumes it, one that failed on the
+// network after the loader's retries to "stopped" with dataset.error naming the chunk; a lost GPU device
+// goes through "loading" back to "ready", with dataset.deviceLost saying what happened) so that tests and
 // embedding pages can wait on it; inside an iframe every state is also posted to the parent window as
 // {type: "webvar-state", state, error}. dataset.tokens holds the last finished image's tokens as JSON
-// (one row-major array per step), a debug hook for tests. The HTML controls act on the same app state as
+// (one row-major array per step), a debug hook for tests; dataset.goHeap, goSys, gpuLive, gpuPooled and
+// gpuBuffers the memory figures (publishMemory), dataset.retries the chunk retries and dataset.cache
+// whether the browser caches the weights ("ok", "none", "refused"). window.webvarSwitchModel(url) loads
+// another model in place (the model menu). The HTML controls act on the same app state as
 // the canvas UI and the preview window (ui/uistate), so the three cannot disagree.
 package main
 
