@@ -59,14 +59,25 @@ func NewTensor(shape Shape, storage any) *Tensor {
 	return &Tensor{shape: shape.Clone(), storage: storage}
 }
 
-// Shape returns the tensor's shape. The caller must not modify it.
-func (t *Tensor) Shape() Shape { return t.shape }
+// Shape returns the tensor's shape. The caller must not modify it. A nil tensor, what an op returns once
+// an Ops sequence has failed, has no shape (nil): model code between the failure and its error check
+// reads no dimensions from it instead of panicking.
+func (t *Tensor) Shape() Shape {
+	if t == nil {
+		return nil
+	}
+	return t.shape
+}
 
 // Storage returns the backend-owned storage. Only the owning backend may use it.
 func (t *Tensor) Storage() any { return t.storage }
 
-// Dim returns dimension i; negative i counts from the end.
+// Dim returns dimension i; negative i counts from the end. Every dimension of a nil tensor (a failed
+// op's result, see Shape) is 0.
 func (t *Tensor) Dim(i int) int {
+	if t == nil {
+		return 0
+	}
 	if i < 0 {
 		i += len(t.shape)
 	}

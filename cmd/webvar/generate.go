@@ -197,6 +197,13 @@ func writePNG(path string, x core.HostTensor, b int) error {
 }
 
 func runGenerate(args []string, stdout, stderr io.Writer) error {
+	return generateWithHook(args, stdout, stderr, nil)
+}
+
+// generateWithHook is runGenerate with a hook (nil: none) called with the run's backend once the model is
+// loaded (step -1) and after each step (its index): where a test (generate_faults_test.go) injects a
+// fault, such as a lost device, at the moment a real one could strike.
+func generateWithHook(args []string, stdout, stderr io.Writer, generateHook func(b core.Backend, step int)) error {
 	f, err := parseGenerate(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -247,7 +254,13 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	}
 	req := gen.Request{Labels: []int{f.class}, Seed: f.seed, Settings: settings, Previews: f.scales != ""}
 	var gridH, gridW int
+	if generateHook != nil {
+		generateHook(b, -1)
+	}
 	res, err := g.Generate(ctx, req, func(st gen.Step) error {
+		if generateHook != nil {
+			defer generateHook(b, st.Index)
+		}
 		gridH, gridW = st.GridH, st.GridW
 		fmt.Fprintf(stderr, "%s %.2fs\n", st.Label, st.Elapsed.Seconds())
 		if f.scales != "" && st.Preview != nil {

@@ -13,7 +13,9 @@ import (
 	_ "image/png"
 	"io"
 	"os"
+	"sync"
 
+	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/webgpu"
 	"github.com/webvar/webvar/ui"
@@ -48,7 +50,30 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer closeBackend()
+	// Load replaces a backend whose device was lost (the game loads again after a loss, and no run is in
+	// flight then): mu guards b and closeBackend, which Load changes on its goroutine.
+	var mu sync.Mutex
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		closeBackend()
+	}()
+	reopenIfLost := func() (core.Backend, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if wb, ok := b.(*webgpu.Backend); ok && wb.Lost() != nil {
+			closeBackend()
+			b, closeBackend = nil, func() {}
+		}
+		if b == nil {
+			nb, nclose, err := newBackend("webgpu", f.threads, stderr)
+			if err != nil {
+				return nil, fmt.Errorf("reopening the GPU: %w", err)
+			}
+			b, closeBackend = nb, nclose
+		}
+		return b, nil
+	}
 	var editImg image.Image
 	var editSpec uistate.EditSpec
 	if f.image != "" {
@@ -75,7 +100,11 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 		Notice:  notice,
 		// Loading runs beside the window so that the download progress is drawn while it happens.
 		Load: func(ctx context.Context, progress func(done, total int64)) (gen.Generator, []string, error) {
-			p, info, err := f.model.openGenerator(ctx, b, func(p weights.Progress) { progress(p.BytesDone, p.BytesTotal) })
+			cur, err := reopenIfLost()
+			if err != nil {
+				return nil, nil, err
+			}
+			p, info, err := f.model.openGenerator(ctx, cur, func(p weights.Progress) { progress(p.BytesDone, p.BytesTotal) })
 			if err == nil {
 				err = checkClass(p, f.class)
 			}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cogentcore/webgpu/wgpu"
@@ -21,7 +22,7 @@ var ErrNoAdapter = errors.New("webgpu: no usable adapter")
 
 // ErrDeviceLost: the GPU device was lost (driver reset, out of memory, tab in the background too long).
 // Tensors of the backend are gone; build a new backend to continue.
-var ErrDeviceLost = errors.New("webgpu: device lost")
+var ErrDeviceLost = fmt.Errorf("webgpu: %w", core.ErrDeviceLost)
 
 // AdapterInfo names the GPU a backend runs on.
 type AdapterInfo struct {
@@ -70,10 +71,20 @@ type Backend struct {
 	arenaCPU []byte
 	pending  []string // op names of pending dispatches, for error messages
 	release  []func() // objects to release once the pending work is submitted
-	lostMsg  string   // set by the device-lost callback
-	sync     bool     // WEBVAR_WGPU_SYNC
-	dumpDir  string   // WEBVAR_DUMP_WGSL
-	closed   bool
+	// lost is the device-lost message: set once, by DeviceLost, from any goroutine (the browser's
+	// device.lost promise, a test, a front end's watchdog) or by a wait that gave up on the device.
+	lost atomic.Pointer[string]
+	// waitLimit bounds a wait for the GPU (gpuWaitLimit; tests shorten it).
+	waitLimit time.Duration
+	// abandoned counts waits that gave up with a wgpu-native callback still outstanding: Close keeps
+	// the collector off while it releases the device, in case releasing runs the callback (callback_native.go).
+	abandoned int
+	sync      bool   // WEBVAR_WGPU_SYNC
+	dumpDir   string // WEBVAR_DUMP_WGSL
+	closed    bool
+	// loseAfter, when > 0 (tests), counts ops down to a simulated device loss: the op that brings it to
+	// 0 fails with ErrDeviceLost, as if the device had been lost just before it (faults_test.go).
+	loseAfter int
 	// guard, when > 0 (tests), pads every op output with guard bytes of a sentinel pattern that the
 	// kernels can reach (the binding covers it) and Download verifies, catching out-of-bounds writes.
 	guard uint64
@@ -133,14 +144,18 @@ func newBackend() *Backend {
 		batch = n
 	}
 	return &Backend{pipelines: map[pipeKey]*pipeline{}, pool: map[uint64][]*wgpu.Buffer{},
-		outputs: map[uint64]int{}, batch: batch,
+		outputs: map[uint64]int{}, batch: batch, waitLimit: gpuWaitLimit,
 		sync: os.Getenv("WEBVAR_WGPU_SYNC") == "1", dumpDir: os.Getenv("WEBVAR_DUMP_WGSL")}
 }
 
 // DeviceLost marks the device lost (called from the platform's device-lost notification): every later op
-// fails with ErrDeviceLost and msg.
+// fails with ErrDeviceLost and msg, and a wait for the GPU in progress gives up within a poll. It may be
+// called from any goroutine, while another uses the backend; the first message is kept.
 func (b *Backend) DeviceLost(msg string) {
-	b.lostMsg = msg
+	if msg == "" {
+		msg = "no reason given"
+	}
+	b.lost.CompareAndSwap(nil, &msg)
 }
 
 func (b *Backend) init(dev *wgpu.Device, info AdapterInfo, limits wgpu.Limits) error {
@@ -177,7 +192,16 @@ func (b *Backend) Close() {
 		return
 	}
 	b.closed = true
-	_ = b.flushLocked()
+	if b.abandoned > 0 {
+		defer holdGC()() // a mapping given up on may call back while the device is released
+	}
+	if b.lostErr() != nil {
+		// Never submit to a lost device: wgpu-native treats a failed submission as fatal (it aborts the
+		// process instead of reporting an error).
+		b.abandonLocked()
+	} else {
+		_ = b.flushLocked()
+	}
 	for _, p := range b.pipelines {
 		p.release()
 	}
@@ -198,8 +222,28 @@ func (b *Backend) usable() error {
 	if b.closed {
 		return errors.New("webgpu: backend closed")
 	}
-	if b.lostMsg != "" {
-		return fmt.Errorf("%w: %s", ErrDeviceLost, b.lostMsg)
+	return b.lostErr()
+}
+
+// Lost returns the error every op now fails with once the device is lost (DeviceLost, or a wait for the
+// GPU that gave up), else nil: a front end that keeps a backend between runs opens a new one instead.
+func (b *Backend) Lost() error { return b.lostErr() }
+
+// opUsable is usable at the start of an op (an upload, a download, a dispatch): where tests simulate a
+// loss at a chosen op (loseAfter).
+func (b *Backend) opUsable() error {
+	if b.loseAfter > 0 {
+		if b.loseAfter--; b.loseAfter == 0 {
+			b.DeviceLost("simulated loss (test)")
+		}
+	}
+	return b.usable()
+}
+
+// lostErr is the device-lost error once DeviceLost has been called, else nil.
+func (b *Backend) lostErr() error {
+	if msg := b.lost.Load(); msg != nil {
+		return fmt.Errorf("%w: %s", ErrDeviceLost, *msg)
 	}
 	return nil
 }
@@ -310,7 +354,7 @@ func checkDims(op, name string, s core.Shape) error {
 func (b *Backend) Upload(h core.HostTensor) (*core.Tensor, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := b.usable(); err != nil {
+	if err := b.opUsable(); err != nil {
 		return nil, err
 	}
 	for _, d := range h.Shape {
@@ -345,7 +389,7 @@ func (b *Backend) Upload(h core.HostTensor) (*core.Tensor, error) {
 func (b *Backend) Download(t *core.Tensor) (core.HostTensor, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := b.usable(); err != nil {
+	if err := b.opUsable(); err != nil {
 		return core.HostTensor{}, err
 	}
 	g, err := b.storage(t, "download")
@@ -380,7 +424,12 @@ func (b *Backend) readLocked(buf *wgpu.Buffer, size uint64, use func(raw []byte)
 	}
 	b.endPassLocked()
 	if err := b.enc.CopyBufferToBuffer(buf, 0, staging, 0, size); err != nil {
-		return fmt.Errorf("download: copy: %w", err)
+		// The encoder now holds a command that failed validation: submitting it would abort the process
+		// (flushLocked), so the pending work is dropped with it and the backend cannot be trusted again.
+		b.abandonLocked()
+		b.dropStagingLocked()
+		b.DeviceLost(fmt.Sprintf("download: copying into the readback buffer failed, the pending GPU work was dropped: %v", err))
+		return b.lostErr()
 	}
 	b.pending = append(b.pending, "download")
 	if err := b.flushLocked(); err != nil {
@@ -546,10 +595,34 @@ func (b *Backend) endPassLocked() {
 	}
 }
 
+// abandonLocked drops the pending work without submitting it, releasing what it held.
+func (b *Backend) abandonLocked() {
+	if b.pass != nil {
+		b.pass.End()
+		b.pass.Release()
+		b.pass = nil
+	}
+	if b.enc != nil {
+		b.enc.Release()
+		b.enc = nil
+	}
+	b.arenaCPU = b.arenaCPU[:0]
+	b.pending = nil
+	for _, r := range b.release {
+		r()
+	}
+	b.release = nil
+}
+
 // flushLocked submits the pending work (with its uniforms) and releases what it no longer needs.
 func (b *Backend) flushLocked() error {
 	if b.enc == nil {
 		return nil
+	}
+	if err := b.lostErr(); err != nil {
+		// The device may be gone: a submission wgpu-native rejects aborts the process.
+		b.abandonLocked()
+		return err
 	}
 	b.endPassLocked()
 	ops := b.pending
@@ -694,7 +767,7 @@ func (b *Backend) dispatch(op string, k kernel, uniforms []uint32, bufs []*gpuBu
 }
 
 func (b *Backend) record(op string, k kernel, uniforms []uint32, bufs []*gpuBuf, grid [3]uint32) error {
-	if err := b.usable(); err != nil {
+	if err := b.opUsable(); err != nil {
 		return err
 	}
 	if len(bufs) != k.inputs+k.outputs {
@@ -773,13 +846,17 @@ func (b *Backend) finishLocked(what string) error {
 	return b.waitLocked(&done, what)
 }
 
-// gpuWaitLimit bounds how long a readback waits for the GPU before declaring it hung.
+// gpuWaitLimit bounds how long a readback waits for the GPU before declaring the device hung, and so lost.
+// It is long because one submission of a large model on lavapipe can take minutes.
 const gpuWaitLimit = 10 * time.Minute
 
 // waitLocked polls the device until *done is set by a callback. It never uses a blocking Poll(true):
 // wgpu-native gives up on that after 5 s, reports the work finished and frees buffers the GPU is still
 // using (long kernels on lavapipe take that long). In the browser the callback has already run when
-// MapAsync returned, so this returns at once.
+// MapAsync returned, so this returns at once. It gives up, with an error wrapping ErrDeviceLost, as soon
+// as the device is reported lost (DeviceLost, from any goroutine) and after b.waitLimit, marking the
+// device lost then: natively nothing reports a loss, and a callback that never comes must not hang the
+// caller.
 func (b *Backend) waitLocked(done *bool, what string) error {
 	start := time.Now()
 	defer func() { b.host.Wait += time.Since(start) }()
@@ -790,10 +867,13 @@ func (b *Backend) waitLocked(done *bool, what string) error {
 			return nil
 		}
 		if err := b.usable(); err != nil {
+			b.abandoned++
 			return fmt.Errorf("%s: %w", what, err)
 		}
-		if time.Since(start) > gpuWaitLimit {
-			return fmt.Errorf("%s: the GPU did not finish within %v (device hung or lost)", what, gpuWaitLimit)
+		if time.Since(start) > b.waitLimit {
+			b.abandoned++
+			b.DeviceLost(fmt.Sprintf("%s: the GPU did not finish within %v (device hung)", what, b.waitLimit))
+			return b.lostErr()
 		}
 		time.Sleep(pause)
 		// Capped low: a readback ends every transformer scale, and each microsecond slept past the GPU's

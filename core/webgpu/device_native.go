@@ -104,8 +104,11 @@ func openDevice(lost func(string)) (*wgpu.Device, AdapterInfo, wgpu.Limits, erro
 	// Workgroup limits stay at WebGPU's defaults (16 KiB shared memory, 256 invocations): kernels must run
 	// in every browser, and lavapipe would otherwise accept tiles a browser rejects.
 	// No DeviceLostCallback: the v0.23.0 binding passes a Go pointer to C for it, which the cgo pointer
-	// check rejects with a panic. Natively a lost device shows up as failing submissions and mappings,
-	// which the backend reports as errors.
+	// check rejects with a panic. Natively a loss shows up as a wait for the GPU that never ends, which
+	// waitLocked bounds (and then marks the device lost), or as a failing command; the binding's
+	// wgpuDeviceDestroy is no help for drills either: on this wgpu-native build the device keeps working
+	// after it (tested on lavapipe). A submission that wgpu-native rejects aborts the process (its
+	// handle_error_fatal), so the backend never submits after a failed command or a loss (abandonLocked).
 	_ = lost
 	dev, err := ad.RequestDevice(&wgpu.DeviceDescriptor{
 		Label:          "webvar",

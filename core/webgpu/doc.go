@@ -9,6 +9,13 @@
 // reused as op outputs, which WebGPU orders after every earlier read in the same queue. ReleaseIdle empties
 // the pool between phases whose tensors have other sizes (MemoryStats breaks the memory down).
 //
+// Faults: a lost device (DeviceLost, from the browser's device.lost promise or any goroutine) makes every
+// later op, and a wait for the GPU in progress, fail with an error wrapping ErrDeviceLost (and
+// core.ErrDeviceLost); a wait that outlasts its limit (10 minutes) marks the device lost too. A command
+// that fails while recording (a readback's copy) drops the pending batch unsubmitted and marks the device
+// lost: wgpu-native aborts the process on a submission it rejects. Lost() tells a front end to open a new
+// backend; faults_test.go drills each case on lavapipe.
+//
 // Debug switches (environment variables, read by New):
 //
 //	WEBVAR_WGPU_BACKEND   native API: vulkan (default on Linux/Windows), metal (default on macOS), gl, dx12, any
