@@ -19,11 +19,10 @@ import (
 
 	"github.com/webvar/webvar/internal/browsertest"
 	"github.com/webvar/webvar/internal/faulthttp"
-	"github.com/webvar/webvar/internal/testutil"
 	"github.com/webvar/webvar/weights"
 )
 
-// faultSite is the app and var-tiny (f32, in 1 MiB chunks: 26 of them) served with a fault injector in
+// faultSite is the app and a tiny random VAR served with a fault injector in
 // front of the weights, plus a few hostile weights directories.
 type faultSite struct {
 	url    string
@@ -31,20 +30,16 @@ type faultSite struct {
 	wdir   string
 }
 
-// newFaultSite converts var-tiny, builds the app and serves both.
-func newFaultSite(ctx context.Context, t *testing.T) *faultSite {
+// newFaultSite converts a tiny random VAR (in 64 KiB chunks: a dozen of them), builds the app and serves
+// both; want is the image of the tests' request.
+func newFaultSite(ctx context.Context, t *testing.T) (site *faultSite, want *image.NRGBA) {
 	t.Helper()
-	wdir := filepath.Join(t.TempDir(), "w")
-	rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
-		"-quant", "f32", "-chunk-mib", "1", "-out", wdir, "-verify", "0")
-	if rc != 0 {
-		t.Fatalf("convert: exit %d: %s", rc, stderr)
-	}
+	wdir, want := tinyVAR(t, 64<<10)
 	app := t.TempDir()
 	if err := buildApp(ctx, app, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	site := &faultSite{wdir: wdir}
+	site = &faultSite{wdir: wdir}
 	h := newServeHandler(app, os.DirFS(wdir))
 	site.faults = faulthttp.New(h)
 	hostile := hostileDirs(t, wdir)
@@ -64,7 +59,7 @@ func newFaultSite(ctx context.Context, t *testing.T) *faultSite {
 	}))
 	t.Cleanup(srv.Close)
 	site.url = srv.URL
-	return site
+	return site, want
 }
 
 // hostileDirs are manifests a hostile or broken server might send, by path: absurd sizes and counts, and
@@ -112,9 +107,8 @@ func TestFaultsInChromium(t *testing.T) {
 	chrome := browsertest.RequireChromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	site := newFaultSite(ctx, t)
-	want := cpuImage(t, 1)
-	// The HTML controls on the CPU backend: seconds per var-tiny image.
+	site, want := newFaultSite(ctx, t)
+	// The HTML controls on the CPU backend: a fraction of a second per image.
 	const greedy = "class=1&cfg=1.5&top_k=1&top_p=0&seed=0"
 	cpuPage := site.url + "/?ui=html&backend=cpu&" + greedy
 
@@ -333,7 +327,7 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 
 	// Cancel in the middle of a run: the buffers of the cancelled run go back (the weights' stay).
 	generate()
-	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/scale [1-3]\//.test(document.getElementById("webvar-status").textContent)`,
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/scale [1-2]\//.test(document.getElementById("webvar-status").textContent)`,
 		chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
 		t.Fatalf("waiting for a scale: %v\n%s", err, dump())
 	}

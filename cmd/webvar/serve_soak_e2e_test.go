@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/webvar/webvar/internal/browsertest"
-	"github.com/webvar/webvar/internal/testutil"
 	"github.com/webvar/webvar/weights/fashionflexvar"
 )
 
@@ -59,24 +57,18 @@ func TestSoakInChromium(t *testing.T) {
 	chrome := browsertest.RequireChromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	wdir := filepath.Join(t.TempDir(), "w")
-	rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
-		"-quant", "f32", "-out", wdir, "-verify", "0")
-	if rc != 0 {
-		t.Fatalf("convert: exit %d: %s", rc, stderr)
-	}
+	wdir, want := tinyVAR(t, 0)
 	app := t.TempDir()
 	if err := buildApp(ctx, app, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(newServeHandlerModels(app, []servedModel{
-		{Name: "var-tiny", FS: os.DirFS(wdir)}, {Name: fashionflexvar.Name, FS: fashionflexvar.FS()}}))
+		{Name: "tiny", FS: os.DirFS(wdir)}, {Name: fashionflexvar.Name, FS: fashionflexvar.FS()}}))
 	defer srv.Close()
-	want := cpuImage(t, 1)
 	const greedy = "class=1&cfg=1.5&top_k=1&top_p=0&seed=0"
 
 	t.Run("generations", func(t *testing.T) {
-		// The CPU backend: seconds per image where SwiftShader's WebGPU takes twenty.
+		// The CPU backend: a fraction of a second per image, where SwiftShader's WebGPU takes seconds.
 		cctx, dump := openPage(ctx, t, chrome, srv.URL+"/?ui=html&backend=cpu&autostart=1&"+greedy, false)
 		if !waitAndCompare(t, cctx, dump, want) {
 			return
@@ -129,7 +121,7 @@ func TestSoakInChromium(t *testing.T) {
 		}
 		// Cancel during a scale: back to ready, then the same image.
 		evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
-		if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/scale [1-3]\//.test(document.getElementById("webvar-status").textContent)`,
+		if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/scale [1-2]\//.test(document.getElementById("webvar-status").textContent)`,
 			chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(30*time.Second))); err != nil {
 			t.Fatalf("waiting for a scale: %v\n%s", err, dump())
 		}
@@ -149,7 +141,7 @@ func TestSoakInChromium(t *testing.T) {
 		if b := evalJS[string](t, cctx, `document.getElementById("webvar-backend").textContent`); !strings.HasPrefix(b, "WebGPU") {
 			t.Skipf("the page is not on WebGPU (%s)", b)
 		}
-		// The menu lists var-tiny (the default, at weights/) and fashionflexvar: pick them in turn.
+		// The menu lists the tiny model (the default, at weights/) and fashionflexvar: pick them in turn.
 		options := evalJS[[]string](t, cctx, `[...document.getElementById("webvar-model-menu").options].map(o => o.value)`)
 		if len(options) != 2 {
 			t.Fatalf("model menu %q, want two models", options)
