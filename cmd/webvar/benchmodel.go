@@ -641,7 +641,7 @@ func benchFlexVAROn(ctx context.Context, b core.Backend, src *benchSource, varSr
 	for i, gr := range sched {
 		tokens[i] = gr.N()
 	}
-	steps := bench.StepFLOPs(bench.TransformerShape{Depth: c.Depth, C: c.C, FFN: c.FFN, V: c.V, Cvae: c.Cvae}, tokens, 1)
+	steps := bench.StepFLOPs(flexvar.Tensors(c), c.Depth, c.C, tokens, 1)
 	var out []bench.ModelReport
 	for _, mode := range f.previews {
 		previews := mode != varmodel.PreviewNone

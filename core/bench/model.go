@@ -11,6 +11,7 @@ import (
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/gen"
+	"github.com/webvar/webvar/core/tensortable"
 	"github.com/webvar/webvar/core/varmodel"
 )
 
@@ -36,12 +37,6 @@ type ModelFLOPs struct {
 	Mode    varmodel.PreviewMode // as rendered (varmodel.Pipeline.EffectivePreviews)
 }
 
-// TransformerShape is what the arithmetic of a VAR-style transformer (VAR, FlexVAR: AdaLN blocks, a KV
-// cache across steps, a vocabulary head) depends on.
-type TransformerShape struct {
-	Depth, C, FFN, V, Cvae int
-}
-
 // TransformerFLOPs counts the transformer's work per scale for a batch of images with classifier-free
 // guidance (2 rows per image: conditional and null class), as varmodel.Pipeline.Run computes it.
 func TransformerFLOPs(c varmodel.Config, images int) []int64 {
@@ -49,32 +44,32 @@ func TransformerFLOPs(c varmodel.Config, images int) []int64 {
 	for i, pn := range c.PatchNums {
 		tokens[i] = pn * pn
 	}
-	return StepFLOPs(TransformerShape{Depth: c.Depth, C: c.C, FFN: c.FFN, V: c.V, Cvae: c.Cvae}, tokens, images)
+	return StepFLOPs(varmodel.Tensors(c), c.Depth, c.C, tokens, images)
 }
 
 // StepFLOPs counts a VAR-style transformer's work per step whose token counts are tokens, for a batch
-// of images with classifier-free guidance: step 0 includes the class conditioning (the AdaLN linears,
-// computed once per generation) and every step but the last word_embed of the next step's input.
-func StepFLOPs(sh TransformerShape, tokens []int, images int) []int64 {
+// of images with classifier-free guidance. The Linear products come from the model's tensor table t
+// (varmodel.Tensors, flexvar.Tensors): its PerToken weights (each block's mat_qkv, proj, fc1, fc2 and
+// the head) on every row of the step, at step 0 its PerClass weights (the AdaLN linears, computed once
+// per generation) and at every step but the last its PerInput weight (word_embed of the next step's
+// input, on the conditional rows only). Attention over the KV cache is counted from depth and width c.
+func StepFLOPs(t tensortable.Table, depth, c int, tokens []int, images int) []int64 {
 	B := int64(2 * images)
-	C, F, V, Cvae := int64(sh.C), int64(sh.FFN), int64(sh.V), int64(sh.Cvae)
-	depth := int64(sh.Depth)
+	C, D := int64(c), int64(depth)
+	perToken, perClass, perInput := t.MACs(tensortable.PerToken), t.MACs(tensortable.PerClass), t.MACs(tensortable.PerInput)
 	out := make([]int64, len(tokens))
 	var seen int64 // tokens of the KV cache before this step
 	for si, n := range tokens {
 		l := int64(n)
 		s := seen + l // keys each query attends to: all earlier steps and its own
-		// mat_qkv [3C, C], proj [C, C], fc1 [F, C], fc2 [C, F] on B*l rows.
-		linears := 2 * B * l * C * (3*C + C + 2*F)
 		// Per head h: q·k is l*s*headDim multiply-adds and p·v as many; summed over heads, headDim*H = C.
 		attention := 2 * 2 * B * l * s * C
-		f := depth*(linears+attention) + 2*B*l*C*V // blocks, then the head [V, C]
+		f := 2*B*l*perToken + D*attention
 		if si == 0 {
-			f += 2 * B * C * (depth*6*C + 2*C) // ada_lin [6C, C] per block and head_nm's [2C, C]
+			f += 2 * B * perClass
 		}
 		if si+1 < len(tokens) {
-			next := int64(tokens[si+1])
-			f += 2 * int64(images) * next * Cvae * C // word_embed [C, Cvae], on the conditional rows only
+			f += 2 * int64(images) * int64(tokens[si+1]) * perInput
 		}
 		out[si] = f
 		seen = s

@@ -7,6 +7,8 @@ import (
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
+	"github.com/webvar/webvar/core/flexvar"
+	"github.com/webvar/webvar/core/nn"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/core/vqvae"
 	"github.com/webvar/webvar/internal/testutil"
@@ -181,5 +183,24 @@ func TestCoderDecodeFLOPsAgree(t *testing.T) {
 	}
 	if got := m.DecodeFLOPs(4); got != want {
 		t.Fatalf("coder count %d, checkpoint walk %d", got, want)
+	}
+}
+
+// VAR-d36's shared AdaLN linear runs once per block, each with its block's ada_gss in the bias: the same
+// products as a linear per block, so the count must not change with the layout.
+func TestTableCountsAcrossLayouts(t *testing.T) {
+	c := varmodel.Config{Depth: 3, C: 64, Heads: 1, FFN: 256, Cvae: 8, V: 32, Classes: 4, L2NormAttn: true,
+		PatchNums: []int{1, 2, 3}, L: 14}
+	own := TransformerFLOPs(c, 1)
+	c.SharedAdaLN = true
+	if shared := TransformerFLOPs(c, 1); fmt.Sprint(shared) != fmt.Sprint(own) {
+		t.Fatalf("shared AdaLN %v, own AdaLN %v", shared, own)
+	}
+	// FlexVAR's table differs from VAR's only in its positions, which are no products: the same blocks,
+	// word_embed and head count the same on the same steps.
+	fc := flexvar.Config{AdaLNConfig: nn.AdaLNConfig{Depth: 3, C: 64, Heads: 1, FFN: 256, L2NormAttn: true},
+		Cvae: 8, V: 32, Classes: 4, PosH: 8, PosW: 8}
+	if flex := StepFLOPs(flexvar.Tensors(fc), 3, 64, []int{1, 4, 9}, 1); fmt.Sprint(flex) != fmt.Sprint(own) {
+		t.Fatalf("FlexVAR %v, VAR %v", flex, own)
 	}
 }

@@ -1,7 +1,8 @@
 // Package family is the registry of the model families webvar runs: for each, how to recognise its
-// checkpoints, which of its tensors are Linear weights that may be stored quantized, what its converted
-// manifest records, and how to build a gen.Generator from its two weight sources (the transformer's and
-// the image tokenizer's). Front ends and the converter go through it instead of switching on families.
+// checkpoints, its table of transformer tensors (the engine's Tensors: names, shapes from the inferred
+// config, which are Linear weights that may be stored quantized), what its converted manifest records,
+// and how to build a gen.Generator from its two weight sources (the transformer's and the image
+// tokenizer's). Front ends and the converter go through it instead of switching on families.
 package family
 
 import (
@@ -14,6 +15,7 @@ import (
 	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/mar"
 	"github.com/webvar/webvar/core/rq"
+	"github.com/webvar/webvar/core/tensortable"
 	"github.com/webvar/webvar/core/varmodel"
 )
 
@@ -33,8 +35,10 @@ type Family struct {
 	Title string // for people: "VAR", "FlexVAR"
 	// Detect reports whether a transformer checkpoint belongs to the family.
 	Detect func(src core.WeightSource) bool
-	// Quantizable reports whether a transformer tensor is a Linear weight that may be stored quantized.
-	Quantizable func(name string) bool
+	// Tensors infers the architecture of a transformer checkpoint and returns the family's table of its
+	// tensors for it (names, shapes, which Linear weights may be stored quantized, how generation uses
+	// them); the checkpoint has been checked against it. Skipped buffers are not in it.
+	Tensors func(src core.WeightSource, opt Options) (tensortable.Table, error)
 	// Config infers the architecture and returns what a converted manifest records of it ("patch_nums"
 	// is the schedule, "classes" the class count).
 	Config func(src core.WeightSource, opt Options) (map[string]any, error)
@@ -59,7 +63,13 @@ func All() []Family {
 				ps, ok := src.Shape("pos_1LC")
 				return lvl && ok && len(ps) == 3
 			},
-			Quantizable: varmodel.Quantizable,
+			Tensors: func(src core.WeightSource, opt Options) (tensortable.Table, error) {
+				c, err := varmodel.InferConfig(src, varmodel.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
+				if err != nil {
+					return nil, err
+				}
+				return varmodel.Tensors(c), nil
+			},
 			Config: func(src core.WeightSource, opt Options) (map[string]any, error) {
 				c, err := varmodel.InferConfig(src, varmodel.Options{PatchNums: opt.PatchNums, Heads: opt.Heads})
 				if err != nil {
@@ -84,8 +94,14 @@ func All() []Family {
 		},
 		{
 			Name: "flexvar", Title: "FlexVAR",
-			Detect:      flexvar.Detect,
-			Quantizable: varmodel.Quantizable, // the same Linear layers under the same names
+			Detect: flexvar.Detect,
+			Tensors: func(src core.WeightSource, opt Options) (tensortable.Table, error) {
+				c, err := flexvar.InferConfig(src, opt.Heads)
+				if err != nil {
+					return nil, err
+				}
+				return flexvar.Tensors(c), nil
+			},
 			Config: func(src core.WeightSource, opt Options) (map[string]any, error) {
 				c, err := flexvar.InferConfig(src, opt.Heads)
 				if err != nil {
@@ -120,8 +136,14 @@ func All() []Family {
 		},
 		{
 			Name: "mar", Title: "MAR",
-			Detect:      mar.Detect,
-			Quantizable: mar.Quantizable,
+			Detect: mar.Detect,
+			Tensors: func(src core.WeightSource, opt Options) (tensortable.Table, error) {
+				c, err := mar.InferConfig(src, marOptions(opt))
+				if err != nil {
+					return nil, err
+				}
+				return mar.Tensors(c), nil
+			},
 			Config: func(src core.WeightSource, opt Options) (map[string]any, error) {
 				c, err := mar.InferConfig(src, marOptions(opt))
 				if err != nil {
@@ -151,8 +173,14 @@ func All() []Family {
 		},
 		{
 			Name: "rq", Title: "RQ-Transformer",
-			Detect:      rq.Detect,
-			Quantizable: rq.Quantizable,
+			Detect: rq.Detect,
+			Tensors: func(src core.WeightSource, opt Options) (tensortable.Table, error) {
+				c, err := rq.InferConfig(src, rqOptions(opt))
+				if err != nil {
+					return nil, err
+				}
+				return rq.Tensors(c), nil
+			},
 			Config: func(src core.WeightSource, opt Options) (map[string]any, error) {
 				c, err := rq.InferConfig(src, rqOptions(opt))
 				if err != nil {
@@ -178,6 +206,16 @@ func All() []Family {
 			},
 		},
 	}
+}
+
+// Quantizer returns the family's test of whether a tensor of the transformer checkpoint src is a Linear
+// weight that may be stored quantized: its Tensors table's, for the config inferred from src with opt.
+func (f Family) Quantizer(src core.WeightSource, opt Options) (func(name string) bool, error) {
+	t, err := f.Tensors(src, opt)
+	if err != nil {
+		return nil, err
+	}
+	return t.Quantizer(), nil
 }
 
 // rqOptions are RQ's head counts from the family options.

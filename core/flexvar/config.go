@@ -88,7 +88,8 @@ func InferConfig(src core.WeightSource, heads int) (Config, error) {
 	if c.AdaLNConfig, err = nn.InferAdaLN(src, C, heads); err != nil {
 		return c, err
 	}
-	return c, nil
+	// Every tensor the model reads, with the shape the inferred architecture gives it.
+	return c, Tensors(c).Check(src)
 }
 
 // Grid is one step's token map: H rows of W tokens.

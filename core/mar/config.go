@@ -8,7 +8,6 @@ package mar
 import (
 	"fmt"
 	"math"
-	"regexp"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/nn"
@@ -103,12 +102,7 @@ func InferConfig(src core.WeightSource, opt Options) (Config, error) {
 		return c, &core.WeightError{Tensor: "diffloss.net.input_proj.weight", Msg: fmt.Sprintf("shape %v, want [width, %d]", is, c.Ct)}
 	}
 	c.DiffW = is[0]
-	for {
-		if _, ok := src.Shape(fmt.Sprintf("diffloss.net.res_blocks.%d.mlp.0.weight", c.DiffDepth)); !ok {
-			break
-		}
-		c.DiffDepth++
-	}
+	c.DiffDepth = nn.CountBlocks(src, "diffloss.net.res_blocks")
 	ts, err := shape("diffloss.net.time_embed.mlp.0.weight", 2)
 	if err != nil {
 		return c, err
@@ -125,13 +119,6 @@ func InferConfig(src core.WeightSource, opt Options) (Config, error) {
 		return c, &core.WeightError{Tensor: "diffloss.net.final_layer.linear.weight",
 			Msg: fmt.Sprintf("shape %v: %d outputs, want 2 x %d (epsilon and the learned variance range)", fs, fs[0], c.Ct)}
 	}
-	return c, nil
+	// Every tensor the model reads, with the shape the inferred architecture gives it.
+	return c, Tensors(c).Check(src)
 }
-
-// quantizableRE matches the Linear weights (the ones only Linear consumes, which may be stored
-// quantized). Embedding tables (class_emb), positions, norms, biases and fake_latent/mask_token stay float.
-var quantizableRE = regexp.MustCompile(`^(z_proj|decoder_embed|(encoder|decoder)_blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)|` +
-	`diffloss\.net\.(time_embed\.mlp\.[02]|cond_embed|input_proj|res_blocks\.\d+\.(mlp\.[02]|adaLN_modulation\.1)|final_layer\.(linear|adaLN_modulation\.1)))\.weight$`)
-
-// Quantizable reports whether a MAR checkpoint tensor is a Linear weight that may be stored quantized.
-func Quantizable(name string) bool { return quantizableRE.MatchString(name) }

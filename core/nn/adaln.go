@@ -30,24 +30,30 @@ func (c AdaLNConfig) HeadDim() int { return c.C / c.Heads }
 // width = 64*depth, heads = depth convention).
 func InferAdaLN(src core.WeightSource, c, heads int) (AdaLNConfig, error) {
 	cfg := AdaLNConfig{C: c, NormEps: 1e-6}
-	for {
-		if _, ok := src.Shape(fmt.Sprintf("blocks.%d.attn.mat_qkv.weight", cfg.Depth)); !ok {
+	// The depth counts any block key and l2-norm attention is any block's scale_mul_1H11, so that a
+	// checkpoint missing one of a block's tensors is reported by name (tensortable.Table.Check) rather
+	// than read as a shallower or another kind of model.
+	cfg.Depth = CountBlocks(src, "blocks")
+	scaleMul := ""
+	for i := range cfg.Depth {
+		if name := fmt.Sprintf("blocks.%d.attn.scale_mul_1H11", i); hasShape(src, name) {
+			scaleMul = name
 			break
 		}
-		cfg.Depth++
 	}
 	if cfg.Depth == 0 {
 		return cfg, &core.WeightError{Tensor: "blocks.0.attn.mat_qkv.weight", Msg: "missing from checkpoint: no transformer blocks"}
 	}
-	_, cfg.SharedAdaLN = src.Shape("blocks.0.ada_gss")
-	if sm, ok := src.Shape("blocks.0.attn.scale_mul_1H11"); ok {
+	cfg.SharedAdaLN = hasShape(src, "blocks.0.ada_gss") || hasShape(src, "shared_ada_lin.1.weight")
+	if scaleMul != "" {
+		sm, _ := src.Shape(scaleMul)
 		cfg.L2NormAttn = true
 		if len(sm) != 4 {
-			return cfg, &core.WeightError{Tensor: "blocks.0.attn.scale_mul_1H11", Msg: fmt.Sprintf("shape %v, want [1, H, 1, 1]", sm)}
+			return cfg, &core.WeightError{Tensor: scaleMul, Msg: fmt.Sprintf("shape %v, want [1, H, 1, 1]", sm)}
 		}
 		cfg.Heads = sm[1]
 		if heads != 0 && heads != cfg.Heads {
-			return cfg, fmt.Errorf("heads %d given, but blocks.0.attn.scale_mul_1H11 says %d", heads, cfg.Heads)
+			return cfg, fmt.Errorf("heads %d given, but %s says %d", heads, scaleMul, cfg.Heads)
 		}
 	} else {
 		switch {

@@ -119,18 +119,16 @@ type PreNormStack struct {
 // heads (which no tensor says) is given; 0 means C/64, the head width of every official ViT-style model.
 func InferPreNorm(src core.WeightSource, prefix string, k PreNormKeys, heads int) (PreNormConfig, error) {
 	cfg := PreNormConfig{Heads: heads, Eps: 1e-6, Act: GELUExact}
-	for {
-		if _, ok := src.Shape(fmt.Sprintf("%s.%d.%s.weight", prefix, cfg.Depth, k.QKV)); !ok {
-			break
-		}
-		cfg.Depth++
-	}
+	cfg.Depth = CountBlocks(src, prefix)
 	if cfg.Depth == 0 {
 		name := fmt.Sprintf("%s.0.%s.weight", prefix, k.QKV)
 		return cfg, &core.WeightError{Tensor: name, Msg: "missing from checkpoint: no transformer blocks"}
 	}
 	name := fmt.Sprintf("%s.0.%s.weight", prefix, k.QKV)
-	qs, _ := src.Shape(name)
+	qs, ok := src.Shape(name)
+	if !ok {
+		return cfg, &core.WeightError{Tensor: name, Msg: "missing from checkpoint"}
+	}
 	if len(qs) != 2 || qs[0] != 3*qs[1] || qs[1] < 1 {
 		return cfg, &core.WeightError{Tensor: name, Msg: fmt.Sprintf("shape %v, want [3C, C]", qs)}
 	}

@@ -12,9 +12,9 @@ package rq
 import (
 	"fmt"
 	"math"
-	"regexp"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/nn"
 )
 
 // LayerNormEps is nn.LayerNorm's default eps, which every LayerNorm of the RQ-Transformer uses.
@@ -76,15 +76,6 @@ func DetectVAE(src core.WeightSource) bool {
 	return cb && pq
 }
 
-// quantizableRE matches the Linear weights of the RQ-Transformer (consumed by Linear only, so they may be
-// stored quantized). cond_emb (an embedding), the position tables, norms and biases stay float.
-var quantizableRE = regexp.MustCompile(`^(input_mlp|head_mlp|classifier\.linear|` +
-	`(body|head)_transformer\.blocks\.\d+\.(attn\.(query|key|value|proj)|mlp\.[02]))\.weight$`)
-
-// Quantizable reports whether an RQ-Transformer checkpoint tensor is a Linear weight that may be stored
-// quantized.
-func Quantizable(name string) bool { return quantizableRE.MatchString(name) }
-
 // shapeOf returns a tensor's shape, checking its rank.
 func shapeOf(src core.WeightSource, name string, rank int) (core.Shape, error) {
 	s, ok := src.Shape(name)
@@ -105,12 +96,7 @@ func shapeOf(src core.WeightSource, name string, rank int) (core.Shape, error) {
 // inferStack reads a transformer's depth, MLP width and biases from prefix.blocks.N.*.
 func inferStack(src core.WeightSource, prefix string, c, heads int) (StackConfig, error) {
 	var s StackConfig
-	for {
-		if _, ok := src.Shape(fmt.Sprintf("%s.blocks.%d.attn.query.weight", prefix, s.Layers)); !ok {
-			break
-		}
-		s.Layers++
-	}
+	s.Layers = nn.CountBlocks(src, prefix+".blocks")
 	if s.Layers == 0 {
 		return s, &core.WeightError{Tensor: prefix + ".blocks.0.attn.query.weight", Msg: "missing from checkpoint: no transformer blocks"}
 	}
@@ -123,8 +109,18 @@ func inferStack(src core.WeightSource, prefix string, c, heads int) (StackConfig
 		return s, &core.WeightError{Tensor: name, Msg: fmt.Sprintf("shape %v, want [hidden, %d]", fs, c)}
 	}
 	s.FFN = fs[0]
-	_, s.AttnBias = src.Shape(prefix + ".blocks.0.attn.query.bias")
-	_, s.MLPBias = src.Shape(prefix + ".blocks.0.mlp.0.bias")
+	// Any of the first block's biases says the stack has them, so that a checkpoint missing one is
+	// reported by its name (tensortable.Table.Check) rather than read as a stack without biases.
+	has := func(names ...string) bool {
+		for _, n := range names {
+			if _, ok := src.Shape(prefix + ".blocks.0." + n + ".bias"); ok {
+				return true
+			}
+		}
+		return false
+	}
+	s.AttnBias = has("attn.query", "attn.key", "attn.value", "attn.proj")
+	s.MLPBias = has("mlp.0", "mlp.2")
 	s.Heads = heads
 	if s.Heads == 0 {
 		s.Heads = max(1, c/64)
@@ -213,7 +209,8 @@ func InferConfig(src core.WeightSource, opt Options) (Config, error) {
 	if c.Head, err = inferStack(src, "head_transformer", c.C, opt.HeadHeads); err != nil {
 		return c, err
 	}
-	return c, nil
+	// Every tensor the model reads, with the shape the inferred architecture gives it.
+	return c, Tensors(c).Check(src)
 }
 
 // VAEConfig is the RQ-VAE's architecture (stage 1), read from its tensors.

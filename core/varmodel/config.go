@@ -107,8 +107,11 @@ func InferConfig(src core.WeightSource, opt Options) (Config, error) {
 	if err != nil {
 		return c, err
 	}
-	c.PatchNums, err = resolvePatchNums(c.L, lv[0], ps[1], opt.PatchNums)
-	return c, err
+	if c.PatchNums, err = resolvePatchNums(c.L, lv[0], ps[1], opt.PatchNums); err != nil {
+		return c, err
+	}
+	// Every tensor the model reads, with the shape the inferred architecture gives it.
+	return c, Tensors(c).Check(src)
 }
 
 // resolvePatchNums picks the patch_nums: the explicit ones (checked against L, the scale count and

@@ -32,8 +32,13 @@ func (s quantSource) Load(name string) (core.HostTensor, error) {
 func quantized(t *testing.T, src core.WeightSource, scheme core.QuantScheme) quantSource {
 	t.Helper()
 	qs := quantSource{WeightSource: src, q: map[string]core.QuantHost{}}
+	cfg, err := InferConfig(src, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quantizable := Tensors(cfg).Quantizer()
 	for _, name := range src.Names() {
-		if !Quantizable(name) {
+		if !quantizable(name) {
 			continue
 		}
 		h, err := src.Load(name)
@@ -50,15 +55,22 @@ func quantized(t *testing.T, src core.WeightSource, scheme core.QuantScheme) qua
 }
 
 func TestQuantizableNames(t *testing.T) {
+	c := Config{Depth: 12, C: 64, Heads: 1, FFN: 256, Cvae: 8, V: 32, Classes: 4, L2NormAttn: true, PatchNums: []int{1, 2}, L: 5}
+	own := Tensors(c).Quantizer()
+	c.SharedAdaLN = true
+	shared := Tensors(c).Quantizer()
 	for name, want := range map[string]bool{
 		"blocks.3.attn.mat_qkv.weight": true, "blocks.0.ffn.fc2.weight": true, "head.weight": true,
-		"word_embed.weight": true, "shared_ada_lin.1.weight": true, "blocks.11.ada_lin.1.weight": true,
+		"word_embed.weight": true, "blocks.11.ada_lin.1.weight": true,
 		"class_emb.weight": false, "head.bias": false, "pos_1LC": false, "blocks.0.attn.q_bias": false,
-		"blocks.0.ada_gss": false, "quantize.embedding.weight": false, "xhead.weight": false,
+		"quantize.embedding.weight": false, "xhead.weight": false, "blocks.12.ffn.fc1.weight": false,
 	} {
-		if Quantizable(name) != want {
-			t.Errorf("Quantizable(%q) = %v", name, !want)
+		if own(name) != want {
+			t.Errorf("quantizable(%q) = %v", name, !want)
 		}
+	}
+	if !shared("shared_ada_lin.1.weight") || shared("blocks.0.ada_gss") || shared("blocks.0.ada_lin.1.weight") {
+		t.Error("shared AdaLN: only shared_ada_lin.1.weight is a Linear weight of the modulation")
 	}
 }
 

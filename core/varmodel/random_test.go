@@ -1,4 +1,4 @@
-package varmodel
+package varmodel_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
+	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/core/vqvae"
 	"github.com/webvar/webvar/internal/randmodel"
 	"github.com/webvar/webvar/internal/testutil"
@@ -25,74 +26,66 @@ type randomSpec struct {
 	phiCount                          int
 }
 
-type randGen struct {
-	r *rand.Rand
-	m core.MapSource
-}
-
-func (g *randGen) put(name string, std, mean float64, shape ...int) {
-	s := core.Shape(shape)
-	d := make([]float32, s.Numel())
-	for i := range d {
-		d[i] = float32(mean + std*g.r.NormFloat64())
-	}
-	g.m[name] = core.HostTensor{Shape: s, Data: d}
-}
-
-func (g *randGen) linear(name string, out, in int) {
-	g.put(name+".weight", 1/math.Sqrt(float64(in)), 0, out, in)
-	g.put(name+".bias", 0.1, 0, out)
-}
-
+// randomVAR is a VAR checkpoint of spec s with the key layout of varmodel.Tensors and the official
+// state dict's buffers (lvl_1L, and attn_bias_for_masking filled with -Inf: it must never be loaded).
+// The values are drawn in table order from seed, scaled so that a random model samples non-degenerately.
 func randomVAR(s randomSpec, seed int64) core.MapSource {
-	g := &randGen{r: rand.New(rand.NewSource(seed)), m: core.MapSource{}}
+	r := rand.New(rand.NewSource(seed))
+	m := core.MapSource{}
+	put := func(name string, std float64, shape []int) {
+		d := make([]float32, core.Shape(shape).Numel())
+		for i := range d {
+			if v := r.NormFloat64(); std != 0 { // a zero tensor still advances the stream
+				d[i] = float32(std * v)
+			}
+		}
+		m[name] = core.HostTensor{Shape: core.Shape(shape), Data: d}
+	}
 	C, L := s.c, 0
 	for _, p := range s.patchNums {
 		L += p * p
 	}
-	g.put("pos_start", 0.3, 0, 1, s.patchNums[0]*s.patchNums[0], C)
-	g.put("pos_1LC", 0.3, 0, 1, L, C)
-	g.put("lvl_1L", 0, 0, 1, L)
-	mask := make([]float32, L*L)
-	for i := range mask {
-		mask[i] = float32(math.Inf(-1)) // must never be loaded
-	}
-	g.m["attn_bias_for_masking"] = core.HostTensor{Shape: core.Shape{1, 1, L, L}, Data: mask}
-	g.linear("word_embed", C, s.cvae)
-	g.put("class_emb.weight", 1, 0, s.classes+1, C)
-	g.put("lvl_embed.weight", 0.3, 0, len(s.patchNums), C)
-	if s.shared {
-		g.put("shared_ada_lin.1.weight", 0.08, 0, 6*C, C)
-		g.put("shared_ada_lin.1.bias", 0.25, 0, 6*C)
-	}
-	for i := 0; i < s.depth; i++ {
-		p := fmt.Sprintf("blocks.%d.", i)
-		if s.l2 {
+	table := varmodel.Tensors(varmodel.Config{Depth: s.depth, C: C, Heads: s.heads, FFN: 4 * C, Cvae: s.cvae, V: s.v,
+		Classes: s.classes, SharedAdaLN: s.shared, L2NormAttn: s.l2, PatchNums: s.patchNums, L: L})
+	linear := table.Quantizer()
+	for _, t := range table {
+		stem, isBias := strings.CutSuffix(t.Name, ".bias")
+		switch {
+		case strings.HasSuffix(t.Name, "scale_mul_1H11"):
 			sm := make([]float32, s.heads)
 			for h := range sm {
-				sm[h] = float32(math.Log(6 + 24*g.r.Float64()))
+				sm[h] = float32(math.Log(6 + 24*r.Float64()))
 			}
-			g.m[p+"attn.scale_mul_1H11"] = core.HostTensor{Shape: core.Shape{1, s.heads, 1, 1}, Data: sm}
+			m[t.Name] = core.HostTensor{Shape: core.Shape(t.Shape), Data: sm}
+		case strings.HasSuffix(t.Name, "zero_k_bias"):
+			put(t.Name, 0, t.Shape)
+		case t.Name == "class_emb.weight" || t.Name == "head.bias":
+			put(t.Name, 1, t.Shape)
+		case t.Name == "head.weight":
+			put(t.Name, 4.5/math.Sqrt(float64(C)), t.Shape)
+		case strings.HasSuffix(t.Name, "mat_qkv.weight"):
+			put(t.Name, 1.5/math.Sqrt(float64(C)), t.Shape)
+		case strings.HasSuffix(t.Name, "ada_lin.1.weight"):
+			put(t.Name, 0.08, t.Shape)
+		case strings.HasSuffix(t.Name, "ada_lin.1.bias") || strings.HasSuffix(t.Name, "ada_gss"):
+			put(t.Name, 0.25, t.Shape)
+		case linear(t.Name):
+			put(t.Name, 1/math.Sqrt(float64(t.Shape[1])), t.Shape)
+		case isBias && linear(stem+".weight"):
+			put(t.Name, 0.1, t.Shape)
+		default: // positions, level embedding, q and v biases
+			put(t.Name, 0.3, t.Shape)
 		}
-		g.put(p+"attn.q_bias", 0.3, 0, C)
-		g.put(p+"attn.v_bias", 0.3, 0, C)
-		g.put(p+"attn.zero_k_bias", 0, 0, C)
-		g.put(p+"attn.mat_qkv.weight", 1.5/math.Sqrt(float64(C)), 0, 3*C, C)
-		g.linear(p+"attn.proj", C, C)
-		g.linear(p+"ffn.fc1", 4*C, C)
-		g.linear(p+"ffn.fc2", C, 4*C)
-		if s.shared {
-			g.put(p+"ada_gss", 0.25, 0, 1, 1, 6, C)
-		} else {
-			g.put(p+"ada_lin.1.weight", 0.08, 0, 6*C, C)
-			g.put(p+"ada_lin.1.bias", 0.25, 0, 6*C)
+		if t.Name == "pos_1LC" { // the buffers follow the positions in the official state dict
+			put("lvl_1L", 0, []int{1, L})
+			mask := make([]float32, L*L)
+			for i := range mask {
+				mask[i] = float32(math.Inf(-1))
+			}
+			m["attn_bias_for_masking"] = core.HostTensor{Shape: core.Shape{1, 1, L, L}, Data: mask}
 		}
 	}
-	g.put("head_nm.ada_lin.1.weight", 0.08, 0, 2*C, C)
-	g.put("head_nm.ada_lin.1.bias", 0.25, 0, 2*C)
-	g.put("head.weight", 4.5/math.Sqrt(float64(C)), 0, s.v, C)
-	g.put("head.bias", 1, 0, s.v)
-	return g.m
+	return m
 }
 
 // randomVAE: ch 32, ch_mult (1, 2), one res block per encoder level (two per decoder level), attention at
@@ -113,10 +106,10 @@ var randomSpecs = map[string]randomSpec{
 		l2: true, phi: vqvae.PhiIdentity},
 }
 
-func loadRandom(t *testing.T, s randomSpec, opt Options) (*Pipeline, core.Backend) {
+func loadRandom(t *testing.T, s randomSpec, opt varmodel.Options) (*varmodel.Pipeline, core.Backend) {
 	t.Helper()
 	b := cpu.New(0)
-	p, err := LoadPipeline(randomVAR(s, 1), randomVAE(s, 2), b, opt)
+	p, err := varmodel.LoadPipeline(randomVAR(s, 1), randomVAE(s, 2), b, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +122,7 @@ func loadRandom(t *testing.T, s randomSpec, opt Options) (*Pipeline, core.Backen
 func TestRandomConfigsKVCacheMatchesTeacherForcing(t *testing.T) {
 	for name, s := range randomSpecs {
 		t.Run(name, func(t *testing.T) {
-			opt := Options{}
+			opt := varmodel.Options{}
 			if name == "shared-adaln-plain-attn" {
 				opt.PatchNums = s.patchNums // L = 66 over 5 scales has several decompositions
 			}
@@ -151,7 +144,7 @@ func TestRandomConfigsKVCacheMatchesTeacherForcing(t *testing.T) {
 					raw[si] = o.Download(x)
 				}
 			}
-			res, err := p.Run(context.Background(), o, Request{Labels: labels, CFG: 0, TopK: 1}, nil)
+			res, err := p.Run(context.Background(), o, varmodel.Request{Labels: labels, CFG: 0, TopK: 1}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -186,13 +179,13 @@ func TestSharedAdaLNModulation(t *testing.T) {
 	s := randomSpecs["shared-adaln-plain-attn"]
 	src := randomVAR(s, 1)
 	b := cpu.New(0)
-	m, err := Load(core.NewWeights(src, b), Options{PatchNums: s.patchNums})
+	m, err := varmodel.Load(core.NewWeights(src, b), varmodel.Options{PatchNums: s.patchNums})
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := core.NewOps(b)
 	label := 3
-	_, mod := m.condition(o, []int{label})
+	_, mod := varmodel.Condition(m, o, []int{label})
 	C := s.c
 	cond := src["class_emb.weight"].Data[label*C : (label+1)*C]
 	w, bias := src["shared_ada_lin.1.weight"].Data, src["shared_ada_lin.1.bias"].Data
@@ -219,10 +212,10 @@ func TestSharedAdaLNModulation(t *testing.T) {
 func TestPlainAttentionNeedsHeadsWhenWidthIsNotMultipleOf64(t *testing.T) {
 	s := randomSpec{depth: 1, c: 96, heads: 3, classes: 4, v: 16, cvae: 4, patchNums: []int{1, 2, 3}, l2: false}
 	src := randomVAR(s, 5)
-	if _, err := InferConfig(src, Options{}); err == nil {
+	if _, err := varmodel.InferConfig(src, varmodel.Options{}); err == nil {
 		t.Fatal("expected an error asking for the head count")
 	}
-	c, err := InferConfig(src, Options{Heads: 3})
+	c, err := varmodel.InferConfig(src, varmodel.Options{Heads: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +226,8 @@ func TestPlainAttentionNeedsHeadsWhenWidthIsNotMultipleOf64(t *testing.T) {
 
 func TestSamplingIsSeededAndMoreSmoothGreedyIsExact(t *testing.T) {
 	s := randomSpecs["head-dim-48-shared-phi"]
-	p, b := loadRandom(t, s, Options{})
-	gen := func(req Request) *Result {
+	p, b := loadRandom(t, s, varmodel.Options{})
+	gen := func(req varmodel.Request) *varmodel.Result {
 		t.Helper()
 		r, err := p.Generate(context.Background(), b, req, nil)
 		if err != nil {
@@ -242,7 +235,7 @@ func TestSamplingIsSeededAndMoreSmoothGreedyIsExact(t *testing.T) {
 		}
 		return r
 	}
-	req := Request{Labels: []int{1, 2}, CFG: 2, TopK: 20, TopP: 0.9, Seed: 7}
+	req := varmodel.Request{Labels: []int{1, 2}, CFG: 2, TopK: 20, TopP: 0.9, Seed: 7}
 	a, a2 := gen(req), gen(req)
 	if fmt.Sprint(a.Tokens) != fmt.Sprint(a2.Tokens) {
 		t.Fatal("same seed gave different tokens")
@@ -253,23 +246,23 @@ func TestSamplingIsSeededAndMoreSmoothGreedyIsExact(t *testing.T) {
 	}
 	// With top-k 1 only one logit survives the mask, so the Gumbel-softmax weights are one-hot and
 	// more_smooth must reproduce the greedy embedding exactly.
-	g1 := gen(Request{Labels: []int{1, 2}, CFG: 2, TopK: 1})
-	g2 := gen(Request{Labels: []int{1, 2}, CFG: 2, TopK: 1, MoreSmooth: true, Seed: 99})
+	g1 := gen(varmodel.Request{Labels: []int{1, 2}, CFG: 2, TopK: 1})
+	g2 := gen(varmodel.Request{Labels: []int{1, 2}, CFG: 2, TopK: 1, MoreSmooth: true, Seed: 99})
 	if fmt.Sprint(g1.Tokens) != fmt.Sprint(g2.Tokens) {
 		t.Fatal("more_smooth changed greedy tokens")
 	}
 	testutil.AbsClose(t, "more_smooth greedy image", g2.Images.Data, g1.Images.Data, 1e-6)
 	// more_smooth with sampling: deterministic for a seed too.
-	ms := Request{Labels: []int{1}, CFG: 1, TopK: 10, MoreSmooth: true, Seed: 3}
+	ms := varmodel.Request{Labels: []int{1}, CFG: 1, TopK: 10, MoreSmooth: true, Seed: 3}
 	m1, m2 := gen(ms), gen(ms)
 	testutil.AbsClose(t, "more_smooth repeat", m2.Images.Data, m1.Images.Data, 0)
 }
 
 func TestGenerateIsCancellable(t *testing.T) {
-	p, b := loadRandom(t, randomSpecs["no-phi"], Options{})
+	p, b := loadRandom(t, randomSpecs["no-phi"], varmodel.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	n := 0
-	_, err := p.Generate(ctx, b, Request{Labels: []int{0}, TopK: 1}, func(ev ScaleEvent) error {
+	_, err := p.Generate(ctx, b, varmodel.Request{Labels: []int{0}, TopK: 1}, func(ev varmodel.ScaleEvent) error {
 		n++
 		cancel()
 		return nil
@@ -280,28 +273,28 @@ func TestGenerateIsCancellable(t *testing.T) {
 }
 
 func TestPrefixTokensAreKept(t *testing.T) {
-	p, b := loadRandom(t, randomSpecs["no-phi"], Options{})
-	ref, err := p.Generate(context.Background(), b, Request{Labels: []int{1}, TopK: 5, Seed: 1}, nil)
+	p, b := loadRandom(t, randomSpecs["no-phi"], varmodel.Options{})
+	ref, err := p.Generate(context.Background(), b, varmodel.Request{Labels: []int{1}, TopK: 5, Seed: 1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Reroll from scale 2: scales 0 and 1 are kept, the rest resampled with another seed.
-	r, err := p.Generate(context.Background(), b, Request{Labels: []int{1}, TopK: 5, Seed: 2, Prefix: ref.Tokens[:2]}, nil)
+	r, err := p.Generate(context.Background(), b, varmodel.Request{Labels: []int{1}, TopK: 5, Seed: 2, Prefix: ref.Tokens[:2]}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(r.Tokens[:2]) != fmt.Sprint(ref.Tokens[:2]) {
 		t.Fatal("prefix not kept")
 	}
-	if _, err := p.Generate(context.Background(), b, Request{Labels: []int{1}, Prefix: [][]int{{99}}}, nil); err == nil {
+	if _, err := p.Generate(context.Background(), b, varmodel.Request{Labels: []int{1}, Prefix: [][]int{{99}}}, nil); err == nil {
 		t.Fatal("out-of-range prefix token accepted")
 	}
 }
 
 func TestRandomAfterKeepsEarlyScalesAndRandomizesTheRest(t *testing.T) {
-	p, b := loadRandom(t, randomSpecs["no-phi"], Options{}) // patch_nums 1, 3, 5; V = 32
+	p, b := loadRandom(t, randomSpecs["no-phi"], varmodel.Options{}) // patch_nums 1, 3, 5; V = 32
 	v := p.VAR.Config().V
-	base := Request{Labels: []int{1, 2}, CFG: 1.5, TopK: 1, Seed: 4}
+	base := varmodel.Request{Labels: []int{1, 2}, CFG: 1.5, TopK: 1, Seed: 4}
 	ref, err := p.Generate(context.Background(), b, base, nil)
 	if err != nil {
 		t.Fatal(err)

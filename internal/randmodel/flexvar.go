@@ -2,6 +2,9 @@ package randmodel
 
 import (
 	"fmt"
+
+	"github.com/webvar/webvar/core/flexvar"
+	"github.com/webvar/webvar/core/nn"
 )
 
 // FlexVARSpec is a FlexVAR transformer in the official layout (models/flexvar.py): VAR's blocks and head
@@ -33,20 +36,12 @@ func OfficialFlexVAR(depth int) (FlexVARSpec, LlamaGenVQSpec) {
 		LlamaGenVQSpec{Ch: 128, Mult: []int{1, 1, 2, 2, 4}, NumRes: 2, Z: 256, V: 8912, Cvae: 32, Encoder: true}
 }
 
-// FlexVARTensors lists the transformer's tensors, with VARTensors' distributions for the shared parts.
+// FlexVARTensors lists the transformer's tensors: flexvar.Tensors' table with adaLNValues'
+// distributions, and the training schedule's attn_bias_for_masking as zeros.
 func FlexVARTensors(s FlexVARSpec) []Tensor {
-	var ts []Tensor
-	// VAR's list for a one-token first scale, minus what FlexVAR does not have.
-	for _, t := range VARTensors(VARSpec{Depth: s.Depth, C: s.C, Heads: s.Heads, Classes: s.Classes, V: s.V, Cvae: s.Cvae,
-		PatchNums: []int{1}, L2NormAttn: true}) {
-		switch t.Name {
-		case "lvl_1L", "lvl_embed.weight", "attn_bias_for_masking", "pos_1LC":
-			continue
-		}
-		ts = append(ts, t)
-	}
-	return append(ts, Tensor{Name: "pos_1LC", Shape: []int{1, s.C, s.PosSide, s.PosSide}, Std: 0.02},
-		Tensor{Name: "attn_bias_for_masking", Shape: []int{1, 1, s.TrainL, s.TrainL}})
+	ts := fromTable(flexvar.Tensors(flexvar.Config{AdaLNConfig: nn.AdaLNConfig{Depth: s.Depth, C: s.C, Heads: s.Heads, FFN: 4 * s.C,
+		L2NormAttn: true}, Cvae: s.Cvae, V: s.V, Classes: s.Classes, PosH: s.PosSide, PosW: s.PosSide}), adaLNValues)
+	return append(ts, Tensor{Name: "attn_bias_for_masking", Shape: []int{1, 1, s.TrainL, s.TrainL}})
 }
 
 // LlamaGenVQTensors lists the tokenizer's tensors, with VAETensors' distributions.

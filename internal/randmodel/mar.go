@@ -2,7 +2,9 @@ package randmodel
 
 import (
 	"fmt"
-	"math"
+
+	"github.com/webvar/webvar/core/mar"
+	"github.com/webvar/webvar/core/nn"
 )
 
 // MARSpec is a MAR model in the official layout (models/mar.py with its DiffLoss): an MAE-style encoder
@@ -42,60 +44,12 @@ func OfficialMAR(size string) (MARSpec, KLVAESpec, error) {
 	return s, KLVAESpec{Ch: 128, Mult: []int{1, 1, 2, 2, 4}, NumRes: 2, Embed: 16, Encoder: true}, nil
 }
 
-// MARTensors lists the model's tensors: Linear weights with std 1/sqrt(fan_in) (so activations keep
-// their scale through the depth), LayerNorm affines near identity, embeddings of std 0.02.
+// MARTensors lists the model's tensors: mar.Tensors' table with linearNormValues' distributions.
 func MARTensors(s MARSpec) []Tensor {
-	var ts []Tensor
-	lin := func(name string, out, in int) {
-		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{out, in}, Std: 1 / math.Sqrt(float64(in))},
-			Tensor{Name: name + ".bias", Shape: []int{out}, Std: 0.02})
-	}
-	ln := func(name string, c int) {
-		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{c}, Std: 0.05, Mean: 1},
-			Tensor{Name: name + ".bias", Shape: []int{c}, Std: 0.05})
-	}
-	emb := func(name string, shape ...int) { ts = append(ts, Tensor{Name: name, Shape: shape, Std: 0.02}) }
-	blocks := func(prefix string) {
-		for i := range s.Depth {
-			p := fmt.Sprintf("%s.%d.", prefix, i)
-			ln(p+"norm1", s.C)
-			lin(p+"attn.qkv", 3*s.C, s.C)
-			lin(p+"attn.proj", s.C, s.C)
-			ln(p+"norm2", s.C)
-			lin(p+"mlp.fc1", 4*s.C, s.C)
-			lin(p+"mlp.fc2", s.C, 4*s.C)
-		}
-	}
-	P := s.Buffer + s.SeqLen
-	lin("z_proj", s.C, s.Ct)
-	ln("z_proj_ln", s.C)
-	emb("class_emb.weight", s.Classes, s.C)
-	emb("fake_latent", 1, s.C)
-	emb("encoder_pos_embed_learned", 1, P, s.C)
-	blocks("encoder_blocks")
-	ln("encoder_norm", s.C)
-	lin("decoder_embed", s.C, s.C)
-	emb("mask_token", 1, 1, s.C)
-	emb("decoder_pos_embed_learned", 1, P, s.C)
-	blocks("decoder_blocks")
-	ln("decoder_norm", s.C)
-	emb("diffusion_pos_embed_learned", 1, s.SeqLen, s.C)
-	const d = "diffloss.net."
-	W := s.DiffW
-	lin(d+"time_embed.mlp.0", W, 256)
-	lin(d+"time_embed.mlp.2", W, W)
-	lin(d+"cond_embed", W, s.C)
-	lin(d+"input_proj", W, s.Ct)
-	for i := range s.DiffDepth {
-		p := fmt.Sprintf("%sres_blocks.%d.", d, i)
-		ln(p+"in_ln", W)
-		lin(p+"mlp.0", W, W)
-		lin(p+"mlp.2", W, W)
-		lin(p+"adaLN_modulation.1", 3*W, W)
-	}
-	lin(d+"final_layer.linear", 2*s.Ct, W)
-	lin(d+"final_layer.adaLN_modulation.1", 2*W, W)
-	return ts
+	enc := nn.PreNormConfig{Depth: s.Depth, C: s.C, Heads: max(1, s.C/64), FFN: 4 * s.C}
+	t := mar.Tensors(mar.Config{Enc: enc, Dec: enc, Ct: s.Ct, Classes: s.Classes, Buffer: s.Buffer, SeqLen: s.SeqLen,
+		DiffW: s.DiffW, DiffDepth: s.DiffDepth, FreqSize: 256})
+	return fromTable(t, linearNormValues(t))
 }
 
 // KLVAETensors lists the VAE's tensors (coderTensors' distributions).

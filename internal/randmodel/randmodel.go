@@ -13,9 +13,11 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 
 	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/core/vqvae"
 )
 
@@ -82,55 +84,19 @@ func Official(depth int) (VARSpec, VAESpec) {
 			Phi: vqvae.PhiPartiallyShared, PhiCount: 4, Encoder: true}
 }
 
-// VARTensors lists the transformer's tensors. The scales keep activations of a deep random model finite
-// and sampling non-degenerate: Linear weights have std 1/sqrt(fan_in) (unit gain), the AdaLN linears a
-// tenth of that (modulations near their biases, as in a trained model's early layers), and embeddings
-// and biases are small. Buffers the models derive (lvl_1L, attn_bias_for_masking, zero_k_bias) are
-// zeros, as in the official checkpoints.
+// VARTensors lists the transformer's tensors: varmodel.Tensors' table with adaLNValues' distributions,
+// and the buffers the models derive (lvl_1L, attn_bias_for_masking) as zeros, as in the official
+// checkpoints.
 func VARTensors(s VARSpec) []Tensor {
-	c := s.C
 	l := 0
 	for _, p := range s.PatchNums {
 		l += p * p
 	}
-	w := func(in int) float64 { return 1 / math.Sqrt(float64(in)) }
-	first := s.PatchNums[0] * s.PatchNums[0]
-	ts := []Tensor{
-		{Name: "pos_start", Shape: []int{1, first, c}, Std: 0.02}, {Name: "pos_1LC", Shape: []int{1, l, c}, Std: 0.02},
-		{Name: "lvl_1L", Shape: []int{1, l}}, {Name: "attn_bias_for_masking", Shape: []int{1, 1, l, l}},
-		{Name: "word_embed.weight", Shape: []int{c, s.Cvae}, Std: w(s.Cvae)}, {Name: "word_embed.bias", Shape: []int{c}, Std: 0.02},
-		{Name: "class_emb.weight", Shape: []int{s.Classes + 1, c}, Std: 0.02},
-		{Name: "lvl_embed.weight", Shape: []int{len(s.PatchNums), c}, Std: 0.02},
-	}
-	if s.SharedAdaLN {
-		ts = append(ts, Tensor{Name: "shared_ada_lin.1.weight", Shape: []int{6 * c, c}, Std: w(c) * 0.1},
-			Tensor{Name: "shared_ada_lin.1.bias", Shape: []int{6 * c}, Std: 0.02})
-	}
-	for i := 0; i < s.Depth; i++ {
-		p := fmt.Sprintf("blocks.%d.", i)
-		if s.L2NormAttn {
-			// log(U(6, 30)): per-head temperatures of the magnitude trained models learn.
-			ts = append(ts, Tensor{Name: p + "attn.scale_mul_1H11", Shape: []int{1, s.Heads, 1, 1}, LogUniform: true, Lo: 6, Hi: 30})
-		}
-		ts = append(ts,
-			Tensor{Name: p + "attn.q_bias", Shape: []int{c}, Std: 0.02}, Tensor{Name: p + "attn.v_bias", Shape: []int{c}, Std: 0.02},
-			Tensor{Name: p + "attn.zero_k_bias", Shape: []int{c}},
-			Tensor{Name: p + "attn.mat_qkv.weight", Shape: []int{3 * c, c}, Std: w(c)},
-			Tensor{Name: p + "attn.proj.weight", Shape: []int{c, c}, Std: w(c)}, Tensor{Name: p + "attn.proj.bias", Shape: []int{c}, Std: 0.02},
-			Tensor{Name: p + "ffn.fc1.weight", Shape: []int{4 * c, c}, Std: w(c)}, Tensor{Name: p + "ffn.fc1.bias", Shape: []int{4 * c}, Std: 0.02},
-			Tensor{Name: p + "ffn.fc2.weight", Shape: []int{c, 4 * c}, Std: w(4 * c)}, Tensor{Name: p + "ffn.fc2.bias", Shape: []int{c}, Std: 0.02},
-		)
-		if s.SharedAdaLN {
-			ts = append(ts, Tensor{Name: p + "ada_gss", Shape: []int{1, 1, 6, c}, Std: 0.02})
-		} else {
-			ts = append(ts, Tensor{Name: p + "ada_lin.1.weight", Shape: []int{6 * c, c}, Std: w(c) * 0.1},
-				Tensor{Name: p + "ada_lin.1.bias", Shape: []int{6 * c}, Std: 0.02})
-		}
-	}
-	return append(ts,
-		Tensor{Name: "head_nm.ada_lin.1.weight", Shape: []int{2 * c, c}, Std: w(c) * 0.1},
-		Tensor{Name: "head_nm.ada_lin.1.bias", Shape: []int{2 * c}, Std: 0.02},
-		Tensor{Name: "head.weight", Shape: []int{s.V, c}, Std: w(c)}, Tensor{Name: "head.bias", Shape: []int{s.V}, Std: 0.02})
+	ts := fromTable(varmodel.Tensors(varmodel.Config{Depth: s.Depth, C: s.C, Heads: s.Heads, FFN: 4 * s.C, Cvae: s.Cvae,
+		V: s.V, Classes: s.Classes, SharedAdaLN: s.SharedAdaLN, L2NormAttn: s.L2NormAttn, PatchNums: s.PatchNums, L: l}), adaLNValues)
+	// The buffers after the positions, where the official state dict has them.
+	buffers := []Tensor{{Name: "lvl_1L", Shape: []int{1, l}}, {Name: "attn_bias_for_masking", Shape: []int{1, 1, l, l}}}
+	return slices.Insert(ts, 2, buffers...)
 }
 
 // VAESpec is VAR's VQVAE (models/vqvae.py with the taming/LDM encoder and decoder of basic_vae.py): base

@@ -2,7 +2,8 @@ package randmodel
 
 import (
 	"fmt"
-	"math"
+
+	"github.com/webvar/webvar/core/rq"
 )
 
 // RQSpec is an RQ-Transformer (stage 2) in the official layout (rqtransformer/transformers.py): width C,
@@ -44,41 +45,14 @@ func OfficialRQ(size string) (RQSpec, RQVAESpec, error) {
 	return s, RQVAESpec{Ch: 128, Mult: []int{1, 1, 2, 2, 4, 4}, NumRes: 2, Z: 256, Embed: 256, V: 16384, Encoder: true}, nil
 }
 
-// RQTensors lists stage 2's tensors (Linear weights with std 1/sqrt(fan_in), LayerNorms near identity).
+// RQTensors lists stage 2's tensors: rq.Tensors' table with linearNormValues' distributions.
 func RQTensors(s RQSpec) []Tensor {
-	var ts []Tensor
-	lin := func(name string, out, in int) {
-		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{out, in}, Std: 1 / math.Sqrt(float64(in))},
-			Tensor{Name: name + ".bias", Shape: []int{out}, Std: 0.02})
+	stack := func(layers int) rq.StackConfig {
+		return rq.StackConfig{Layers: layers, Heads: s.Heads, FFN: 4 * s.C, AttnBias: true, MLPBias: true}
 	}
-	ln := func(name string) {
-		ts = append(ts, Tensor{Name: name + ".weight", Shape: []int{s.C}, Std: 0.05, Mean: 1},
-			Tensor{Name: name + ".bias", Shape: []int{s.C}, Std: 0.05})
-	}
-	ts = append(ts, Tensor{Name: "pos_emb_cond", Shape: []int{1, 1, s.C}, Std: 0.02},
-		Tensor{Name: "pos_emb_hw", Shape: []int{1, s.H * s.W, s.C}, Std: 0.02},
-		Tensor{Name: "pos_emb_d", Shape: []int{1, s.D, s.C}, Std: 0.02},
-		Tensor{Name: "cond_emb.weight", Shape: []int{s.Classes, s.C}, Std: 0.02})
-	lin("input_mlp", s.C, s.Embed)
-	lin("head_mlp", s.C, s.Embed)
-	for _, stack := range []struct {
-		name   string
-		layers int
-	}{{"body_transformer", s.BodyLayers}, {"head_transformer", s.HeadLayers}} {
-		for i := range stack.layers {
-			p := fmt.Sprintf("%s.blocks.%d.", stack.name, i)
-			ln(p + "ln1")
-			ln(p + "ln2")
-			for _, n := range []string{"key", "query", "value", "proj"} {
-				lin(p+"attn."+n, s.C, s.C)
-			}
-			lin(p+"mlp.0", 4*s.C, s.C)
-			lin(p+"mlp.2", s.C, 4*s.C)
-		}
-	}
-	ln("classifier.layer_norm")
-	lin("classifier.linear", s.V, s.C)
-	return ts
+	t := rq.Tensors(rq.Config{H: s.H, W: s.W, D: s.D, C: s.C, V: s.V, CondRows: s.Classes, InEmbed: s.Embed,
+		Body: stack(s.BodyLayers), Head: stack(s.HeadLayers)})
+	return fromTable(t, linearNormValues(t))
 }
 
 // RQVAETensors lists stage 1's tensors (coderTensors' distributions; the codebook of unit scale).

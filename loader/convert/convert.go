@@ -58,9 +58,9 @@ type ConvertOptions struct {
 	Heads     int     // as for generate (checkpoints without l2-norm attention; MAR's encoder, RQ's body)
 	DecHeads  int     // MAR's decoder, RQ's head transformer, when they differ from Heads
 	VAEScale  float64 // MAR: the latent scale of a VAE other than the released KL-16 (recorded as vae_scale)
-	// Quant is the scheme of the transformer's Linear weights (varmodel.Quantizable). With f16, int8 or
-	// int4, the other float tensors are stored f16 when that costs little precision (see F16MaxRelRMS)
-	// and f32 otherwise; with f32 everything is f32.
+	// Quant is the scheme of the transformer's Linear weights (those its family's tensor table marks
+	// Quantizable). With f16, int8 or int4, the other float tensors are stored f16 when that costs little
+	// precision (see F16MaxRelRMS) and f32 otherwise; with f32 everything is f32.
 	Quant weights.Scheme
 	// VAEQuant is the storage of the VQVAE decoder's convolution weights (VAEQuantizable): int8 or int4
 	// quantize each output channel's Ci·kh·kw weights blockwise like a Linear weight's row (the engine
@@ -84,7 +84,7 @@ type ConvertOptions struct {
 	// (MetaSettingPrefix + name), for any family's settings (MAR's iters, diffusion-steps, ...); they
 	// override Sampling's. The family checks them when the model is loaded.
 	Settings gen.Settings
-	// linearOf is the family's Quantizable, set from the checkpoint's family (default VAR's).
+	// linearOf is the family's Quantizer, set from the checkpoint's family and config (default: none).
 	linearOf func(string) bool
 	// OnTensor is called after each tensor is written (progress and the error it introduced).
 	OnTensor func(TensorReport)
@@ -131,10 +131,12 @@ type TensorReport struct {
 // quantizable reports whether a transformer tensor (name without prefix) is a Linear weight of the
 // model's family.
 func (opt ConvertOptions) quantizable(name string) bool {
-	if opt.linearOf != nil {
-		return opt.linearOf(name)
-	}
-	return varmodel.Quantizable(name)
+	return opt.linearOf != nil && opt.linearOf(name)
+}
+
+// familyOptions are what the family needs besides the checkpoint to infer its architecture.
+func (opt ConvertOptions) familyOptions() family.Options {
+	return family.Options{PatchNums: opt.PatchNums, Heads: opt.Heads, DecHeads: opt.DecHeads, VAEScale: opt.VAEScale}
 }
 
 func (opt *ConvertOptions) normalize() error {
@@ -258,11 +260,13 @@ func convertSources(varSrc, vaeSrc core.WeightSource, varName, from, outDir stri
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", varName, err)
 	}
-	config, err := fam.Config(varSrc, family.Options{PatchNums: opt.PatchNums, Heads: opt.Heads, DecHeads: opt.DecHeads, VAEScale: opt.VAEScale})
+	config, err := fam.Config(varSrc, opt.familyOptions())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", varName, err)
 	}
-	opt.linearOf = fam.Quantizable
+	if opt.linearOf, err = fam.Quantizer(varSrc, opt.familyOptions()); err != nil {
+		return nil, fmt.Errorf("%s: %w", varName, err)
+	}
 	if classes := config["classes"].(int); opt.ClassNames != nil && len(opt.ClassNames) != classes {
 		return nil, fmt.Errorf("%d class names for a model with %d classes", len(opt.ClassNames), classes)
 	}
@@ -456,7 +460,9 @@ func DownloadSizes(varSrc, vaeSrc core.WeightSource, opt ConvertOptions) (Downlo
 		return DownloadSize{}, err
 	}
 	if fam, err := family.Detect(varSrc); err == nil {
-		opt.linearOf = fam.Quantizable
+		if opt.linearOf, err = fam.Quantizer(varSrc, opt.familyOptions()); err != nil {
+			return DownloadSize{}, err
+		}
 	}
 	var size DownloadSize
 	for _, src := range []struct {
@@ -503,18 +509,24 @@ func DownloadBytes(varSrc, vaeSrc core.WeightSource, opt ConvertOptions) (int64,
 }
 
 // QuantizedView serves a transformer source as Convert would store it with scheme q (int8 or int4): its
-// quantizable Linear weights (varmodel.Quantizable) become packed core.QuantHost tensors through the
-// core.QuantSource ability, so that core.Weights.LinearWeight uploads them quantized, and Load returns
-// them dequantized, as a converted directory does. Other tensors pass through unchanged (f16 storage,
-// which only rounds values, is not reproduced). It lets benchmarks and tests run the quantized path on
-// a checkpoint without writing a weights directory.
+// quantizable Linear weights (its family's tensor table's, for the architecture inferred without
+// options) become packed core.QuantHost tensors through the core.QuantSource ability, so that
+// core.Weights.LinearWeight uploads them quantized, and Load returns them dequantized, as a converted
+// directory does. Other tensors pass through unchanged (f16 storage, which only rounds values, is not
+// reproduced). It lets benchmarks and tests run the quantized path on a checkpoint without writing a
+// weights directory. A checkpoint of no known family, or whose architecture cannot be inferred, is an
+// error.
 func QuantizedView(src core.WeightSource, q weights.Scheme) (core.WeightSource, error) {
 	if _, ok := q.Quant(); !ok {
 		return nil, fmt.Errorf("quantized view: %q is not a quantized scheme (want int8 or int4)", q)
 	}
-	quantizable := varmodel.Quantizable
-	if f, err := family.Detect(src); err == nil {
-		quantizable = f.Quantizable
+	f, err := family.Detect(src)
+	if err != nil {
+		return nil, fmt.Errorf("quantized view: %w", err)
+	}
+	quantizable, err := f.Quantizer(src, family.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("quantized view: %w", err)
 	}
 	return quantView{src, q, quantizable}, nil
 }

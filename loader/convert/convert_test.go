@@ -366,9 +366,16 @@ func TestReconvert(t *testing.T) {
 // while saying int4.
 func TestQuantizedViewReportsUnquantizableWeights(t *testing.T) {
 	const name = "blocks.0.ffn.fc1.weight"
-	data := make([]float32, 64*32)
-	data[70] = float32(math.NaN())
-	src := core.MapSource{name: {Shape: core.Shape{64, 32}, Data: data}, "pos_start": {Shape: core.Shape{1, 1, 32}, Data: make([]float32, 32)}}
+	tiny := testutil.Source(t, testutil.VarTiny("var.pth"))
+	src := core.MapSource{}
+	for _, n := range tiny.Names() {
+		h, err := tiny.Load(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src[n] = h
+	}
+	src[name].Data[70] = float32(math.NaN())
 	view, err := QuantizedView(src, weights.Int4)
 	if err != nil {
 		t.Fatal(err)
@@ -380,7 +387,11 @@ func TestQuantizedViewReportsUnquantizableWeights(t *testing.T) {
 	if _, err := view.Load(name); !errors.As(err, &we) || we.Tensor != name {
 		t.Errorf("Load(%s) = %v, want a WeightError naming it", name, err)
 	}
-	if h, err := view.Load("pos_start"); err != nil || len(h.Data) != 32 {
+	if h, err := view.Load("pos_start"); err != nil || !h.Shape.Equal(src["pos_start"].Shape) {
 		t.Errorf("Load(pos_start) = %v, %v; want it unchanged", h.Shape, err)
+	}
+	// A source of no known family has no table to say which weights are Linear ones.
+	if _, err := QuantizedView(core.MapSource{name: src[name]}, weights.Int4); err == nil {
+		t.Error("a source of no known family was given a quantized view")
 	}
 }
