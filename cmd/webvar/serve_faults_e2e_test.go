@@ -19,6 +19,7 @@ import (
 
 	"github.com/webvar/webvar/internal/browsertest"
 	"github.com/webvar/webvar/internal/faulthttp"
+	"github.com/webvar/webvar/internal/testutil"
 	"github.com/webvar/webvar/weights"
 )
 
@@ -40,7 +41,8 @@ func newFaultSite(ctx context.Context, t *testing.T) (site *faultSite, want *ima
 		t.Fatal(err)
 	}
 	site = &faultSite{wdir: wdir}
-	h := newServeHandler(app, os.DirFS(wdir))
+	models := append([]servedModel{{Name: "tiny", FS: os.DirFS(wdir)}}, familyModels(t)...)
+	h := newServeHandlerModels(app, models)
 	site.faults = faulthttp.New(h)
 	hostile := hostileDirs(t, wdir)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -51,7 +53,7 @@ func newFaultSite(ctx context.Context, t *testing.T) (site *faultSite, want *ima
 				return
 			}
 			http.NotFound(w, r)
-		case strings.HasPrefix(r.URL.Path, "/weights/"):
+		case strings.HasPrefix(r.URL.Path, "/weights/") || strings.HasPrefix(r.URL.Path, "/models/"):
 			site.faults.ServeHTTP(w, r)
 		default:
 			h.ServeHTTP(w, r)
@@ -118,6 +120,7 @@ func TestFaultsInChromium(t *testing.T) {
 	t.Run("device-lost", func(t *testing.T) {
 		testDeviceLost(ctx, t, chrome, site, site.url+"/?ui=html&backend=webgpu&autostart=1&"+greedy, want)
 	})
+	t.Run("device-lost-families", func(t *testing.T) { testDeviceLostFamilies(ctx, t, chrome, site) })
 	t.Run("device-lost-canvas-ui", func(t *testing.T) {
 		testDeviceLostCanvasUI(ctx, t, chrome, site, site.url+"/?ui=canvas&backend=webgpu&autostart=1&"+greedy, want)
 	})
@@ -288,7 +291,7 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 		return
 	}
 	if b := evalJS[string](t, cctx, `document.getElementById("webvar-backend").textContent`); !strings.HasPrefix(b, "WebGPU") {
-		t.Skipf("the page is not on WebGPU (%s): no device to lose", b)
+		browsertest.NoWebGPU(t, b)
 	}
 	downloads := total(site.chunkRequests(t))
 	gpu := func() string {
@@ -362,7 +365,7 @@ func testDeviceLostCanvasUI(ctx context.Context, t *testing.T, chrome string, si
 		return
 	}
 	if n := evalJS[int](t, cctx, `window.__gpuDevices.length`); n != 1 {
-		t.Skipf("the page is not on WebGPU (%d devices)", n)
+		browsertest.NoWebGPU(t, fmt.Sprintf("%d devices", n))
 	}
 	downloads := total(site.chunkRequests(t))
 	evalJS[any](t, cctx, `window.__gpuDevices.at(-1).destroy()`)
@@ -380,5 +383,62 @@ func testDeviceLostCanvasUI(ctx context.Context, t *testing.T, chrome string, si
 	}
 	if n := total(site.chunkRequests(t)); n != downloads {
 		t.Errorf("%d chunk requests after the first load's %d: the weights were fetched again", n, downloads)
+	}
+}
+
+// familyModels converts the other families' fixtures (small settings for SwiftShader) for the model menu.
+func familyModels(t *testing.T) []servedModel {
+	t.Helper()
+	var ms []servedModel
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"flexvar-tiny", []string{"-var", testutil.FlexVARTiny("var.pth"), "-vae", testutil.FlexVARTiny("vae.pth"), "-patch-nums", "1,2,3"}},
+		{"mar-tiny", []string{"-var", testutil.MARTiny("mar.pth"), "-vae", testutil.MARTiny("vae.pth"), "-heads", "4",
+			"-set", "iters=2", "-set", "diffusion-steps=3", "-vae-quant", "f32"}},
+		{"rq-tiny", []string{"-rq", filepath.Join(testutil.Root(), "testdata", "rq-tiny"), "-vae-quant", "f32"}},
+	} {
+		dir := filepath.Join(t.TempDir(), c.name)
+		args := append(append([]string{"convert"}, c.args...), "-quant", "f32", "-out", dir, "-verify", "0")
+		if rc, _, stderr := runCLI(t, args...); rc != 0 {
+			t.Fatalf("convert %s: exit %d: %s", c.name, rc, stderr)
+		}
+		ms = append(ms, servedModel{Name: c.name, FS: os.DirFS(dir)})
+	}
+	return ms
+}
+
+// Every other family on WebGPU: a device destroyed between generations is recovered from with the weights
+// kept, and the next Generate makes the same tokens (and MAR's the same latents) as before the loss.
+func testDeviceLostFamilies(ctx context.Context, t *testing.T, chrome string, site *faultSite) {
+	for _, name := range []string{"flexvar-tiny", "mar-tiny", "rq-tiny"} {
+		t.Run(name, func(t *testing.T) {
+			site.faults.Reset()
+			page := site.url + "/?ui=html&backend=webgpu&autostart=1&class=1&seed=3&top_k=1&model=models/" + name + "/"
+			cctx, dump := openPage(ctx, t, chrome, page, true, captureDevices)
+			waitState(t, cctx, dump, "done")
+			if n := evalJS[int](t, cctx, `window.__gpuDevices.length`); n != 1 {
+				browsertest.NoWebGPU(t, fmt.Sprintf("%d devices", n))
+			}
+			const result = `(document.body.dataset.tokens ?? "") + "|" + (document.body.dataset.latents ?? "")`
+			before := evalJS[string](t, cctx, result)
+			downloads := total(site.chunkRequests(t))
+			evalJS[any](t, cctx, `window.__gpuDevices.at(-1).destroy()`)
+			if _, err := chromedp.Run(cctx, chromedp.Poll[bool](
+				`window.__gpuDevices.length === 2 && document.body.dataset.state === "ready" && !!document.body.dataset.deviceLost`,
+				chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+				t.Fatalf("no recovery: %v\n%s", err, dump())
+			}
+			evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; delete document.body.dataset.tokens;
+				document.getElementById("webvar-generate").click()`)
+			waitState(t, cctx, dump, "done")
+			if after := evalJS[string](t, cctx, result); after != before || len(before) < 10 {
+				t.Errorf("after the loss the run made %.200q, before it %.200q", after, before)
+			}
+			if n := total(site.chunkRequests(t)); n != downloads {
+				t.Errorf("%d chunk requests after the first load's %d: the weights were fetched again", n, downloads)
+			}
+		})
 	}
 }

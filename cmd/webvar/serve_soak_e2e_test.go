@@ -139,7 +139,7 @@ func TestSoakInChromium(t *testing.T) {
 		cctx, dump := openPage(ctx, t, chrome, srv.URL+"/?ui=html&backend=webgpu&"+greedy, true)
 		waitState(t, cctx, dump, "ready")
 		if b := evalJS[string](t, cctx, `document.getElementById("webvar-backend").textContent`); !strings.HasPrefix(b, "WebGPU") {
-			t.Skipf("the page is not on WebGPU (%s)", b)
+			browsertest.NoWebGPU(t, b)
 		}
 		// The menu lists the tiny model (the default, at weights/) and fashionflexvar: pick them in turn.
 		options := evalJS[[]string](t, cctx, `[...document.getElementById("webvar-model-menu").options].map(o => o.value)`)

@@ -68,6 +68,17 @@ func RequireChromium(t testing.TB) string {
 	return chrome
 }
 
+// NoWebGPU ends a test whose page came up without WebGPU (why says what the page reported): a skip on a
+// developer's machine whose Chromium has no WebGPU, a failure under WEBVAR_REQUIRE_BROWSER=1 (CI), whose
+// Chromium runs WebGPU on SwiftShader, so a WebGPU test there can never pass by skipping.
+func NoWebGPU(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("WEBVAR_REQUIRE_BROWSER") == "1" {
+		t.Fatalf("WEBVAR_REQUIRE_BROWSER=1 but the page is not on WebGPU (%s)", why)
+	}
+	t.Skipf("the page is not on WebGPU (%s)", why)
+}
+
 // Build compiles pkg's tests for the browser into dir/test.wasm and copies the matching wasm_exec.js.
 func Build(ctx context.Context, pkg, dir string) error {
 	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", filepath.Join(dir, "test.wasm"), pkg)
