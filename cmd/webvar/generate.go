@@ -220,6 +220,8 @@ func generateWithHook(args []string, stdout, stderr io.Writer, generateHook func
 	defer stop()
 	if f.model.isDefault() {
 		fmt.Fprintf(stderr, "no -weights or -var/-vae: using the %s\n", "embedded default model "+fashionvar.Name+" (Fashion-MNIST, 32x32)")
+	} else if f.model.demo != "" {
+		fmt.Fprintf(stderr, "using the embedded demo model %s\n", f.model.demo)
 	}
 	g, info, err := f.model.openGeneratorPrinting(ctx, b, stderr)
 	if err != nil {

@@ -31,10 +31,12 @@ type modelFlags struct {
 	patchNums                    string
 	heads                        int
 	vaeScale                     float64 // MAR: the latent scale of a VAE other than the released KL-16
+	demo                         string  // an embedded demo model by name
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.weightsDir, "weights", "", "a converted weights directory (webvar convert) or its http(s) URL (default: the embedded "+fashionvar.Name+" model)")
+	fs.StringVar(&m.demo, "demo", "", "an embedded demo model by name instead of -weights: "+strings.Join(demoNames(), ", ")+" (default "+fashionvar.Name+")")
 	fs.StringVar(&m.varPath, "var", "", "VAR transformer checkpoint (.pth or .safetensors), e.g. var_d16.pth, instead of -weights")
 	fs.StringVar(&m.vaePath, "vae", "", "VQVAE checkpoint (.pth or .safetensors), e.g. vae_ch160v4096z32.pth, with -var")
 	fs.StringVar(&m.patchNums, "patch-nums", "", "token map sides per scale, e.g. 1,2,3,4 (needed with -var unless the checkpoint's L is an official schedule or determines them)")
@@ -47,6 +49,10 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 // check validates the combination.
 func (m *modelFlags) check() error {
 	switch {
+	case m.demo != "" && (m.weightsDir != "" || m.varPath != "" || m.vaePath != "" || m.rqPath != ""):
+		return usageError{"give one of -demo, -weights, -rq and -var/-vae"}
+	case m.demo != "" && demoModel(m.demo) == nil:
+		return usageError{fmt.Sprintf("-demo %q: no such demo model (there are %s)", m.demo, strings.Join(demoNames(), ", "))}
 	case m.rqPath != "" && (m.weightsDir != "" || m.varPath != "" || m.vaePath != ""):
 		return usageError{"give one of -rq, -weights and -var/-vae"}
 	case m.ema && m.rqPath == "":
@@ -66,7 +72,7 @@ func (m *modelFlags) check() error {
 
 // isDefault reports whether no model was named, so the embedded default model is used.
 func (m *modelFlags) isDefault() bool {
-	return m.weightsDir == "" && m.varPath == "" && m.vaePath == "" && m.rqPath == ""
+	return m.weightsDir == "" && m.varPath == "" && m.vaePath == "" && m.rqPath == "" && m.demo == ""
 }
 
 // source returns the weights source and a name for messages (checkpoints have none).
@@ -74,6 +80,10 @@ func (m *modelFlags) source() (weights.Source, string) {
 	switch {
 	case m.isDefault():
 		return fashionvar.Source(), "embedded model " + fashionvar.Name
+	case m.demo != "":
+		if d := demoModel(m.demo); d != nil {
+			return weights.FSSource(d.FS), "embedded model " + d.Name
+		}
 	case strings.HasPrefix(m.weightsDir, "http://") || strings.HasPrefix(m.weightsDir, "https://"):
 		return weights.HTTPSource(m.weightsDir, http.DefaultClient), m.weightsDir
 	case m.weightsDir != "":

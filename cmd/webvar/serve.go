@@ -24,6 +24,7 @@ import (
 	"github.com/webvar/webvar/core/family"
 	"github.com/webvar/webvar/weights"
 	"github.com/webvar/webvar/weights/fashionflexvar"
+	"github.com/webvar/webvar/weights/fashionmar"
 	"github.com/webvar/webvar/weights/fashionvar"
 )
 
@@ -35,6 +36,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	weightsDir := fs.String("weights", "", "a converted weights directory (webvar convert ... -out DIR); default: the embedded "+fashionvar.Name+" model")
+	demo := fs.String("demo", "", "the embedded demo model the page opens with: "+strings.Join(demoNames(), ", ")+" (default "+fashionvar.Name+"; all are in its model menu)")
 	var extra modelList
 	fs.Var(&extra, "model", "NAME=DIR: also offer the converted weights directory DIR in the page's model menu (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -48,6 +50,16 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	weightsFS, weightsName := fashionvar.FS(), "the embedded "+fashionvar.Name+" model (Fashion-MNIST, 32x32)"
 	defName := fashionvar.Name
+	if *demo != "" {
+		d := demoModel(*demo)
+		switch {
+		case d == nil:
+			return usageError{fmt.Sprintf("-demo %q: no such demo model (there are %s)", *demo, strings.Join(demoNames(), ", "))}
+		case *weightsDir != "":
+			return usageError{"give -demo or -weights, not both"}
+		}
+		weightsFS, weightsName, defName = d.FS, "the embedded "+d.Name+" model", d.Name
+	}
 	if *weightsDir != "" {
 		if _, err := os.Stat(filepath.Join(*weightsDir, weights.ManifestFile)); err != nil {
 			return fmt.Errorf("-weights %s: no %s there (make the directory with webvar convert ... -out DIR): %w",
@@ -225,9 +237,29 @@ func (l *modelList) Set(v string) error {
 	return nil
 }
 
-// demoModels are the demo models built into webvar.
+// demoModels are the demo models built into webvar, the default first.
 func demoModels() []servedModel {
-	return []servedModel{{Name: fashionvar.Name, FS: fashionvar.FS()}, {Name: fashionflexvar.Name, FS: fashionflexvar.FS()}}
+	return []servedModel{{Name: fashionvar.Name, FS: fashionvar.FS()}, {Name: fashionflexvar.Name, FS: fashionflexvar.FS()},
+		{Name: fashionmar.Name, FS: fashionmar.FS()}}
+}
+
+// demoNames lists the demo models' names (-demo).
+func demoNames() []string {
+	var names []string
+	for _, m := range demoModels() {
+		names = append(names, m.Name)
+	}
+	return names
+}
+
+// demoModel returns the demo model of that name, or nil.
+func demoModel(name string) *servedModel {
+	for _, m := range demoModels() {
+		if m.Name == name {
+			return &m
+		}
+	}
+	return nil
 }
 
 // modelEntry is one line of models.json.

@@ -98,4 +98,37 @@ func TestMARInChromium(t *testing.T) {
 		waitState(t, cctx, dump, "done")
 		screenshot(t, cctx, "serve_e2e_mar_canvas.png")
 	})
+	// The trained demo model from the menu's URL (fewer diffusion steps than its default, for time): its
+	// latents equal generate's for the same settings, as for mar-tiny.
+	t.Run("fashionmar", func(t *testing.T) {
+		ref := filepath.Join(t.TempDir(), "ref.json")
+		if rc, _, stderr := runCLI(t, "generate", "-demo", "fashionmar", "-class", "8", "-seed", "2", "-iters", "4",
+			"-diffusion-steps", "20", "-out", filepath.Join(t.TempDir(), "ref.png"), "-tokens", ref); rc != 0 {
+			t.Fatalf("generate: exit %d: %s", rc, stderr)
+		}
+		var want struct{ Latents [][]float32 }
+		if data, err := os.ReadFile(ref); err != nil || json.Unmarshal(data, &want) != nil || len(want.Latents) != 16 {
+			t.Fatalf("reference latents: %v %s", err, ref)
+		}
+		cctx, dump := openPage(ctx, t, chrome, srv.URL+"/?ui=html&backend=cpu&class=8&seed=2&iters=4&diffusion-steps=20&autostart=1&model=models/fashionmar/", false)
+		waitState(t, cctx, dump, "done")
+		var got [][]float32
+		if err := json.Unmarshal([]byte(evalString(t, cctx, `document.body.dataset.latents ?? ""`)), &got); err != nil || len(got) != 16 {
+			t.Fatalf("dataset.latents: %v (%d rows)\n%s", err, len(got), dump())
+		}
+		var d, m float64
+		for i := range want.Latents {
+			for j := range want.Latents[i] {
+				d = math.Max(d, math.Abs(float64(got[i][j]-want.Latents[i][j])))
+				m = math.Max(m, math.Abs(float64(want.Latents[i][j])))
+			}
+		}
+		if d > 1e-3*m {
+			t.Errorf("latents differ from generate's by %g (max |value| %g)", d, m)
+		}
+		if m := evalString(t, cctx, `[...document.getElementById("webvar-model-menu").options].filter(o => o.selected).map(o => o.text).join()`); m != "fashionmar (MAR, 10 classes)" {
+			t.Errorf("model menu shows %q", m)
+		}
+		screenshot(t, cctx, "serve_e2e_fashionmar_html.png")
+	})
 }
