@@ -233,7 +233,7 @@ func screenshot(t *testing.T, cctx context.Context, name string) {
 // requestDevice, stubbing the Cache API).
 func openPage(ctx context.Context, t *testing.T, chrome, page string, webgpu bool, initScripts ...string) (context.Context, func() string) {
 	profile := t.TempDir()
-	// A window that holds the ebiten UI (860 x 660 logical pixels) at about its own size.
+	// A window that holds the ebiten UI (892 x 660 logical pixels) at about its own size.
 	opts := append(browsertest.AllocatorOptions(chrome, profile, webgpu), chromedp.WindowSize(880, 760))
 	actx, cancelA := chromedp.NewExecAllocator(ctx, opts...)
 	t.Cleanup(cancelA)

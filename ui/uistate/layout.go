@@ -61,11 +61,11 @@ func (s *State) SettingAction(name string) Action {
 // integer nearest-neighbour scale inside ImageArea (so a screenshot holds the exact generated pixels), the
 // per-scale previews below it and the status line at the bottom.
 const (
-	Width, Height = 860, 660
+	Width, Height = 892, 660
 	panelX        = 16
 	rowH          = 36 // row pitch
 	buttonH       = 28
-	labelW        = 64
+	labelW        = 96  // fits "diffusion steps"
 	stepW         = 28  // a < or > button
 	valueW        = 130 // the value between two steppers
 	gap           = 4
@@ -77,7 +77,7 @@ const (
 
 // ImageArea is the square the generated image is drawn into.
 const (
-	ImageAreaX, ImageAreaY, ImageAreaSize = 336, 16, 512
+	ImageAreaX, ImageAreaY, ImageAreaSize = 368, 16, 512
 )
 
 // ImageRect is where an image of w x h pixels is drawn: scaled by the largest integer factor that fits
