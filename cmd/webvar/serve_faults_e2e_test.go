@@ -47,6 +47,9 @@ func newFaultSite(ctx context.Context, t *testing.T) (site *faultSite, want *ima
 	hostile := hostileDirs(t, wdir)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
+		case r.URL.Path == "/two-widgets.html":
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			io.WriteString(w, twoWidgets)
 		case strings.HasPrefix(r.URL.Path, "/hostile/"):
 			if body, ok := hostile[strings.TrimPrefix(r.URL.Path, "/hostile/")]; ok {
 				w.Write(body)
@@ -121,6 +124,7 @@ func TestFaultsInChromium(t *testing.T) {
 		testDeviceLost(ctx, t, chrome, site, site.url+"/?ui=html&backend=webgpu&autostart=1&"+greedy, want)
 	})
 	t.Run("device-lost-families", func(t *testing.T) { testDeviceLostFamilies(ctx, t, chrome, site) })
+	t.Run("two-widgets", func(t *testing.T) { testTwoWidgets(ctx, t, chrome, site) })
 	t.Run("device-lost-canvas-ui", func(t *testing.T) {
 		testDeviceLostCanvasUI(ctx, t, chrome, site, site.url+"/?ui=canvas&backend=webgpu&autostart=1&"+greedy, want)
 	})
@@ -341,6 +345,29 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 	} else {
 		t.Logf("after Cancel during a scale: GPU accounting %s (idle %s)", g, idle)
 	}
+	// Cancel during the last scale, whose time is mostly the final decode (the tiny model's transformer is
+	// one block; its VQVAE decoder tens of dispatches): the run ends either cancelled or done, never stuck,
+	// with the same live GPU memory as at idle, and the next run draws the same image.
+	generate()
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/scale 2\/3/.test(document.getElementById("webvar-status").textContent)`,
+		chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("waiting for the last scale: %v\n%s", err, dump())
+	}
+	evalJS[any](t, cctx, `document.getElementById("webvar-cancel").click()`)
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`["ready", "done"].includes(document.body.dataset.state)`,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("Cancel during the decode: the page is stuck: %v\n%s", err, dump())
+	}
+	outcome := evalJS[string](t, cctx, `document.body.dataset.state`)
+	if g := gpu(); strings.Split(g, "/")[0] != strings.Split(idle, "/")[0] {
+		t.Errorf("after Cancel during the decode (%s): GPU accounting live/pooled/buffers %s, want live as at idle (%s)", outcome, g, idle)
+	} else {
+		t.Logf("after Cancel during the decode: state %s, GPU accounting %s (idle %s)", outcome, g, idle)
+	}
+	generate()
+	if !waitAndCompare(t, cctx, dump, want) {
+		t.FailNow()
+	}
 
 	evalJS[any](t, cctx, `window.__gpuDevices.at(-1).destroy()`)
 	recovered(2, "between generations")
@@ -441,4 +468,88 @@ func testDeviceLostFamilies(ctx context.Context, t *testing.T, chrome string, si
 			}
 		})
 	}
+}
+
+// twoWidgets is a host page with two widgets on WebGPU, each its own app, generating at once.
+const twoWidgets = `<!doctype html><title>two widgets</title>
+<script src="/webvar-widget.js"></script>
+<div data-webvar data-class="1" data-seed="0" data-cfg="1.5" data-top-k="1" data-top-p="0" data-backend="webgpu" data-autostart data-width="320px" data-height="360px"></div>
+<div data-webvar data-class="4" data-seed="5" data-cfg="1.5" data-top-k="1" data-top-p="0" data-backend="webgpu" data-autostart data-width="320px" data-height="360px"></div>`
+
+// Two widgets on one page generating at once, Generate pressed repeatedly in both during a run, then
+// Cancel in both mid-run: no deadlock, each widget makes the same tokens every time, and each app's GPU
+// buffer accounting returns to its idle level.
+func testTwoWidgets(ctx context.Context, t *testing.T, chrome string, site *faultSite) {
+	site.faults.Reset()
+	cctx, dump := openPage(ctx, t, chrome, site.url+"/two-widgets.html", true)
+	const states = `[...document.querySelectorAll("[data-webvar]")].map(e => e.dataset.state).join(" ")`
+	waitBoth := func(want, what string) {
+		t.Helper()
+		js := fmt.Sprintf(`(() => { const s = %s; return (s === %q || s.includes("error")) && s; })()`, states, want+" "+want)
+		got, err := chromedp.Run(cctx, chromedp.Poll[string](js,
+			chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(3*time.Minute)))
+		if err != nil {
+			t.Fatalf("%s: waiting for both widgets to be %s: %v (states %q)\n%s", what, want, err, evalJS[string](t, cctx, states), dump())
+		}
+		if got != want+" "+want {
+			t.Fatalf("%s: widget states %q\n%s", what, got, dump())
+		}
+	}
+	// frames evaluates expr in each widget's app document (d) and joins the answers with " | ".
+	frames := func(expr string) string {
+		t.Helper()
+		return evalJS[string](t, cctx, `[...document.querySelectorAll("[data-webvar] iframe")].map(f => {
+			const d = f.contentDocument; return String(`+expr+`); }).join(" | ")`)
+	}
+	const accounting = `["gpuLive", "gpuPooled", "gpuBuffers"].map(k => d.body.dataset[k]).join("/")`
+	const live = `d.body.dataset.gpuLive`
+	click := func(times int) {
+		t.Helper()
+		evalJS[any](t, cctx, fmt.Sprintf(`[...document.querySelectorAll("[data-webvar]")].forEach(e => e.dataset.state = "clicked");
+			[...document.querySelectorAll("[data-webvar] iframe")].forEach(f => {
+				for (let i = 0; i < %d; i++) f.contentDocument.getElementById("webvar-generate").click(); })`, times))
+	}
+
+	waitBoth("done", "first runs")
+	if b := frames(`d.getElementById("webvar-backend").textContent`); strings.Count(b, "WebGPU:") != 2 {
+		browsertest.NoWebGPU(t, b)
+	}
+	tokens := frames(`d.body.dataset.tokens`)
+	idleLive := frames(live)
+	t.Logf("two widgets: GPU accounting live/pooled/buffers after the first runs: %s", frames(accounting))
+
+	// Both at once, Generate pressed three times in each during the run: one run each, the same tokens.
+	click(3)
+	waitBoth("done", "runs at once")
+	if got := frames(`d.body.dataset.tokens`); got != tokens {
+		t.Errorf("runs at once made tokens %.200q, the first runs %.200q", got, tokens)
+	}
+	if got := frames(live); got != idleLive {
+		t.Errorf("after the runs at once: live GPU memory %s, want %s", got, idleLive)
+	}
+
+	// Cancel in both during a scale: both back to ready, the accounting at its idle level, then the same
+	// tokens again.
+	click(1)
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`[...document.querySelectorAll("[data-webvar] iframe")].every(f =>
+			/scale [1-2]\//.test(f.contentDocument.getElementById("webvar-status").textContent))`,
+		chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("waiting for both widgets to be mid-run: %v\n%s", err, dump())
+	}
+	evalJS[any](t, cctx, `[...document.querySelectorAll("[data-webvar] iframe")].forEach(f => f.contentDocument.getElementById("webvar-cancel").click())`)
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`[...document.querySelectorAll("[data-webvar] iframe")].every(f =>
+			["ready", "done"].includes(f.contentDocument.body.dataset.state))`,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("Cancel in both widgets: stuck: %v\n%s", err, dump())
+	}
+	if got := frames(live); got != idleLive {
+		t.Errorf("after Cancel in both: live GPU memory %s, want %s (states %s)", got, idleLive, frames(`d.body.dataset.state`))
+	}
+	click(1)
+	waitBoth("done", "after Cancel")
+	if got := frames(`d.body.dataset.tokens`); got != tokens {
+		t.Errorf("after Cancel: tokens %.200q, the first runs %.200q", got, tokens)
+	}
+	t.Logf("two widgets: GPU accounting at the end: %s", frames(accounting))
+	screenshot(t, cctx, "faults_two_widgets.png")
 }
