@@ -31,7 +31,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	heads := fs.Int("heads", 0, "attention heads, only for checkpoints without l2-norm attention")
 	vaeScale := fs.Float64("vae-scale", 0, "MAR: the latent scale of a VAE other than the released KL-16 (tokens = latents * scale; default 0.2325), recorded in the manifest")
 	rqPath := fs.String("rq", "", "an RQ-Transformer release (directory with stage1/ and stage2/, or its .tar.gz) instead of -var and -vae: head counts and default sampling come from its config.yaml")
-	ema := fs.Bool("ema", false, "with -rq: convert the EMA weights (state_dict_ema)")
+	ema := fs.Bool("ema", false, "with -rq: convert the RQ-Transformer's EMA weights (stage2's state_dict_ema; the RQ-VAE's state_dict as officially)")
 	from := fs.String("from", "", "a converted weights directory to convert again (other storage options) instead of -var and -vae; its tensors are read as stored (quantized ones dequantized), its class names, sampling settings and patch_nums kept unless given")
 	quant := fs.String("quant", string(convert.DefaultQuant), "storage of the transformer's Linear weights: f32, f16, int8 or int4 (blockwise, 32 weights per float16 scale; other tensors: f16 where its measured error is small, else f32); int8 is the high-fidelity choice, int4 keeps VAR-d16 under 250 MB")
 	vaeQuant := fs.String("vae-quant", "", "storage of the VQVAE decoder's convolution weights: f32, f16 (f16 where its measured error is small, else f32), int8 or int4 (blockwise per output channel, dequantized when loaded: a smaller download, the same float convolutions) (default: as -quant, but int8 when -quant is int4)")
@@ -351,7 +351,7 @@ func convertRelease(path string, ema bool, out string, opt convert.ConvertOption
 		return nil, err
 	}
 	defer close2()
-	s1, close1, err := openStateDict(r.Stage1Path, key)
+	s1, close1, err := openStateDict(r.Stage1Path, rq.Stage1Key) // --ema is stage 2's only, as officially
 	if err != nil {
 		return nil, err
 	}

@@ -43,7 +43,7 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&m.heads, "heads", 0, "attention heads, only for checkpoints without l2-norm attention (default width/64)")
 	fs.Float64Var(&m.vaeScale, "vae-scale", 0, "MAR: the latent scale of a VAE other than the released KL-16 (tokens = latents * scale; default 0.2325, or the one a converted model recorded)")
 	fs.StringVar(&m.rqPath, "rq", "", "an RQ-Transformer release: a directory with stage1/ and stage2/ (config.yaml + model.pt each) or its .tar.gz, instead of -weights or -var/-vae")
-	fs.BoolVar(&m.ema, "ema", false, "with -rq: the EMA weights (state_dict_ema) instead of state_dict, as the official --ema")
+	fs.BoolVar(&m.ema, "ema", false, "with -rq: the RQ-Transformer's EMA weights (stage2's state_dict_ema) instead of its state_dict, as the official --ema (the RQ-VAE is read from state_dict either way)")
 }
 
 // check validates the combination.

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -386,14 +387,24 @@ func TestRQReleaseArchive(t *testing.T) {
 	if _, err := rq.OpenRelease(arc, rq.ReleaseOptions{TempDir: tmp, MaxModelBytes: 1000}); err == nil || !strings.Contains(err.Error(), "allowed") {
 		t.Errorf("size guard: %v", err)
 	}
-	// The EMA weights are asked of the opener by name.
-	var asked []string
+	// The EMA weights are asked of the opener by name, for the RQ-Transformer only: the official sampler
+	// loads the RQ-VAE from state_dict even with --ema.
+	var stage1, stage2 string
 	open := func(path, key string) (core.WeightSource, func() error, error) {
-		asked = append(asked, key)
-		return rqtest.Open(path, "state_dict")
+		src, closeFn, err := rqtest.Open(path, "state_dict")
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, vae := src.Shape("quantizer.codebooks.0.weight"); vae || slices.ContainsFunc(src.Names(), func(n string) bool { return strings.HasPrefix(n, "encoder.") }) {
+			stage1 = key
+		} else {
+			stage2 = key
+		}
+		return src, closeFn, nil
 	}
-	if _, err := rq.LoadRelease(arc, cpu.New(1), rq.ReleaseOptions{Open: open, EMA: true, TempDir: tmp}); err != nil || len(asked) != 2 || asked[0] != "state_dict_ema" {
-		t.Errorf("EMA: %v, keys asked %v", err, asked)
+	if _, err := rq.LoadRelease(arc, cpu.New(1), rq.ReleaseOptions{Open: open, EMA: true, TempDir: tmp}); err != nil ||
+		stage2 != "state_dict_ema" || stage1 != "state_dict" {
+		t.Errorf("EMA: %v, keys asked: stage1 %q, stage2 %q", err, stage1, stage2)
 	}
 	if _, err := rq.LoadRelease(filepath.Join(dir, "none"), cpu.New(1), rq.ReleaseOptions{Open: rqtest.Open}); err == nil {
 		t.Error("a missing path loaded")

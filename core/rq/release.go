@@ -23,7 +23,8 @@ import (
 //
 // Each model.pt is a torch.save of {'state_dict': sd} (the training code's save_ckpt; it may also hold
 // 'optimizer', 'scheduler', 'discriminator' and 'state_dict_ema'). The official sampler reads
-// ['state_dict'], or ['state_dict_ema'] with --ema.
+// ['state_dict'], or ['state_dict_ema'] with --ema for the RQ-Transformer (stage 2) only: the RQ-VAE is
+// always read from ['state_dict'].
 
 // Member names of a release.
 const (
@@ -46,7 +47,8 @@ type Opener func(path, key string) (src core.WeightSource, close func() error, e
 type ReleaseOptions struct {
 	// Open opens the model.pt files (required by LoadRelease).
 	Open Opener
-	// EMA reads the EMA weights (state_dict_ema, the official --ema) instead of state_dict.
+	// EMA reads the RQ-Transformer's EMA weights (stage2's state_dict_ema, the official --ema) instead of
+	// its state_dict; the RQ-VAE is read from state_dict either way, as officially.
 	EMA bool
 	// TempDir is where a .tar.gz's model.pt files are extracted ("": the system's temporary directory);
 	// the files are removed by Release.Close.
@@ -55,7 +57,12 @@ type ReleaseOptions struct {
 	MaxModelBytes int64
 }
 
-// StateDictKey is the nested state dict the options ask for.
+// Stage1Key is the nested state dict of stage1/model.pt: always state_dict, as the official sampler
+// (main_sampling_fid.py) loads the RQ-VAE without --ema whatever it is given.
+const Stage1Key = "state_dict"
+
+// StateDictKey is the nested state dict of stage2/model.pt the options ask for (--ema applies to the
+// RQ-Transformer only).
 func (opt ReleaseOptions) StateDictKey() string {
 	if opt.EMA {
 		return "state_dict_ema"
@@ -355,7 +362,7 @@ func LoadRelease(p string, b core.Backend, opt ReleaseOptions) (*Pipeline, error
 		return nil, fmt.Errorf("rq release %s: %s: %w", p, Stage2Model, err)
 	}
 	defer close2()
-	src1, close1, err := opt.Open(r.Stage1Path, key)
+	src1, close1, err := opt.Open(r.Stage1Path, Stage1Key)
 	if err != nil {
 		return nil, fmt.Errorf("rq release %s: %s: %w", p, Stage1Model, err)
 	}

@@ -156,8 +156,8 @@ def train_vae(run, x_train, x_test, y_test):
 
     def checkpoint(final=False):
         write_yaml(cfg, run.p("stage1/config.yaml"))
-        # state_dict_ema = the same weights (no EMA of the VAE weights): webvar's -ema (as the official --ema)
-        # reads state_dict_ema from both stages.
+        # state_dict_ema = the same weights (no EMA of the VAE weights), so the file has the official trainer's
+        # shape; the sampler (official and webvar's -ema alike) reads stage 1's state_dict.
         save_atomic({"state_dict": official_state(vae), "state_dict_ema": official_state(vae)},
                     run.p("stage1/model.pt"))
         save_atomic(dict(model=vae.state_dict(), opt=opt.state_dict(), st=st), sp)
