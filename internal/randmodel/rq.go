@@ -27,16 +27,15 @@ type RQVAESpec struct {
 	Encoder  bool
 }
 
-// OfficialRQ returns the released ImageNet models' shapes as far as their parameter counts fix them (the
-// configs are in the release archives, which cannot be fetched here): 8 x 8 x 4 codes of 16384, width
-// 1280 with 24 + 4 layers and 20 heads for "480m" (about 0.57B parameters with embeddings), width 1536
-// with 42 + 6 layers and 24 heads for "1400m" (about 1.4B); and the RQ-VAE (ch 128, ch_mult
-// 1,1,2,2,4,4, two res blocks, z 256, 256-wide codes).
+// OfficialRQ returns the released ImageNet models' shapes, from the official configs
+// (configs/imagenet256/stage2/in256-rqtransformer-8x8x4-480M.yaml and -1400M.yaml, stage1/in256-rqvae-8x8x4.yaml):
+// 8 x 8 x 4 codes of 16384, width 1536 and 24 heads, 12 + 4 layers for "480m" and 42 + 6 for "1400m"; and
+// the RQ-VAE (ch 128, ch_mult 1,1,2,2,4,4, two res blocks, attention at 8x8, z 256, 256-wide codes).
 func OfficialRQ(size string) (RQSpec, RQVAESpec, error) {
 	s := RQSpec{H: 8, W: 8, D: 4, V: 16384, Embed: 256, Classes: 1000}
 	switch size {
 	case "480m":
-		s.C, s.BodyLayers, s.HeadLayers, s.Heads = 1280, 24, 4, 20
+		s.C, s.BodyLayers, s.HeadLayers, s.Heads = 1536, 12, 4, 24
 	case "1400m":
 		s.C, s.BodyLayers, s.HeadLayers, s.Heads = 1536, 42, 6, 24
 	default:
