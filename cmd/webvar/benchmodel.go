@@ -101,7 +101,7 @@ func openBenchModel(name string) (*benchSource, error) {
 			return nil, err
 		}
 		return &benchSource{
-			desc: fmt.Sprintf("random weights in the shapes of RQ-Transformer %s as its parameter count fixes them (width %d, %d body + %d head layers, %d heads, %dx%dx%d codes of %d; RQ-VAE ch %d; drawn in memory)",
+			desc: fmt.Sprintf("random weights in the shapes of RQ-Transformer %s as its official config gives them (width %d, %d body + %d head layers, %d heads, %dx%dx%d codes of %d; RQ-VAE ch %d; drawn in memory)",
 				strings.TrimPrefix(name, "rq-"), rs.C, rs.BodyLayers, rs.HeadLayers, rs.Heads, rs.H, rs.W, rs.D, rs.V, vs.Ch),
 			family: "rq", varSrc: varSrc, vaeSrc: vaeSrc, opt: varmodel.Options{Heads: rs.Heads}, close: func() {},
 		}, nil
