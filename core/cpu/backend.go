@@ -37,23 +37,25 @@ import (
 // Backend is the CPU reference backend. Its only mutable state is New's cache of prepacked Linear weights
 // (prepack.go), guarded by a mutex, so one Backend may be used by several goroutines at once.
 type Backend struct {
-	threads  int         // goroutines an op may use at most
-	kernel   microKernel // the matrix products' SIMD micro-kernel (gemm.go), or nil for the reference code
-	wide     microKernel // a 6x32 kernel for two B panels at once (gemm.go), or nil: kernel only
-	fastMath bool        // float32 exp-based GELU, SiLU and GroupNorm (fastmath.go) instead of the float64 spec
-	offload  Offload     // Linear's products on another device first (offload.go), or nil
-	packs    *packCache  // prepacked weights of products with few rows (prepack.go), or nil
+	threads  int          // goroutines an op may use at most
+	kernel   microKernel  // the matrix products' SIMD micro-kernel (gemm.go), or nil for the reference code
+	wide     microKernel  // a 6x32 kernel for two B panels at once (gemm.go), or nil: kernel only
+	fastMath bool         // float32 exp-based GELU, SiLU and GroupNorm (fastmath.go) instead of the float64 spec
+	offload  Offload      // Linear's products on another device first (offload.go), or nil
+	packs    *packCache   // prepacked weights of products with few rows (prepack.go), or nil
+	gemvPath *gemvKernels // Linear's matrix-vector path for few rows of x (gemv.go), or nil: none
 }
 
 var _ core.Backend = (*Backend)(nil)
 
 // New returns a CPU backend whose ops use up to threads goroutines; threads <= 0 means runtime.NumCPU().
 // Its matrix products (Linear, Conv2d, Attention) use the SIMD micro-kernel of this CPU where there is one
-// (AVX2+FMA on amd64, AVX-512 where present), and GELU, SiLU and GroupNorm compute in float32 (fastmath.go); both change float32
-// rounding, not what is computed. NewReference does neither.
+// (AVX2+FMA on amd64, AVX-512 where present), Linear with 1 or 2 rows of x runs as matrix-vector products
+// where there are AVX2 kernels for them (gemv.go), and GELU, SiLU and GroupNorm compute in float32
+// (fastmath.go); all change float32 rounding, not what is computed. NewReference does none of it.
 func New(threads int) *Backend {
 	be := NewReference(threads)
-	be.kernel, be.wide, be.fastMath = fastKernel, fastWideKernel, true
+	be.kernel, be.wide, be.fastMath, be.gemvPath = fastKernel, fastWideKernel, true, fastGemv
 	if be.kernel != nil {
 		be.packs = &packCache{budget: DefaultPrepackBudget}
 	}

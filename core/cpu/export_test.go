@@ -21,6 +21,8 @@ type TableBackend struct {
 //     that the table checks it on every platform, purego included;
 //   - "packed-simd-narrow": the AVX2 kernel alone, what New runs on an AVX2 CPU without AVX-512, where
 //     this one has both;
+//   - "gemv-go": Linear of 1 and 2 rows through the plain-Go matrix-vector path (gemv.go), the spec of the
+//     AVX2 kernels New runs (no platform's New runs it);
 //   - "new+offload": New with Linear's and Conv2d's sums on an offload (offload_test.go's convOffload),
 //     the CPU's side of wasm/webgl: the bias, residual and dequantization around the offloaded sums.
 //
@@ -31,6 +33,7 @@ func TableBackends() []TableBackend {
 		{"new-1-thread", New(1)},
 		{"packed-go", &Backend{threads: 3, kernel: kernel6x16Go, fastMath: true}},
 		{"packed-go-wide", &Backend{threads: 3, kernel: kernel6x16Go, wide: kernel6x32Go, fastMath: true}},
+		{"gemv-go", &Backend{threads: 3, fastMath: true, gemvPath: gemvGo}},
 		{"new+offload", New(3).WithOffload(&convOffload{})},
 	}
 	if fastKernel != nil { // otherwise "new" is this configuration

@@ -13,7 +13,7 @@ func testBackend() *Backend { return New(3) }
 // gemmVariants are backends that differ only in how they compute matrix products: the reference code, the
 // packed path with the plain-Go micro-kernels (runs everywhere), with and without the wide kernel, and the
 // packed path with this machine's SIMD kernels where there are some (New's, and the narrow kernel alone
-// where New also has a wide one).
+// where New also has a wide one), and the matrix-vector path of Linear.
 func gemmVariants() map[string]*Backend {
 	v := map[string]*Backend{
 		"reference":      NewReference(3),
@@ -25,6 +25,12 @@ func gemmVariants() map[string]*Backend {
 	}
 	if fastWideKernel != nil {
 		v["packed-simd-narrow"] = &Backend{threads: 3, kernel: fastKernel, fastMath: true}
+	}
+	// The matrix-vector path (Linear with few rows of x) beside the reference products, in plain Go and,
+	// where New has it, in assembly.
+	v["gemv-go"] = &Backend{threads: 3, gemvPath: gemvGo}
+	if fastGemv != nil {
+		v["gemv-simd"] = &Backend{threads: 3, gemvPath: fastGemv}
 	}
 	return v
 }

@@ -36,8 +36,9 @@ func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 			return nil, fmt.Errorf("%s on %s: %w", op, be.offload.Name(), err)
 		}
 	}
+	gemv := !done && be.gemvPath != nil && a.N <= gemvMaxRows
 	var pre *prepacked
-	if !done && be.kernel != nil && a.N <= prepackRows {
+	if !done && !gemv && be.kernel != nil && a.N <= prepackRows {
 		var packer bPacker = bRows{f: w_MK, ld: a.K}
 		if quant {
 			packer = bQuantRows{q: q}
@@ -46,6 +47,8 @@ func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 	}
 	switch {
 	case done:
+	case gemv:
+		be.gemv(a.x_NK, a.N, a.K, w_MK, q, quant, a.M, y_NM)
 	case pre != nil:
 		be.gemmPacked(be.kernel, true, a.x_NK, a.K, a.N, pre, a.M, a.K, y_NM, a.M, nil)
 	case quant:
