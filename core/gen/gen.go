@@ -268,3 +268,16 @@ type Editor interface {
 	// Edit generates with the input image's tokens kept where the request says.
 	Edit(ctx context.Context, req EditRequest, onStep func(Step) error) (*Result, error)
 }
+
+// DepthViewer is an optional ability of a Generator whose tokens at each step are residual codes that
+// add up (RQ's code depths): the image of the first k depths of a finished result, coarse to fine,
+// without generating again (one decode).
+type DepthViewer interface {
+	Generator
+	// Depths is the number of code depths D: each step of Result.Tokens holds B*D ids, image-major.
+	Depths() int
+	// DecodeDepths is the images of r's codes summed over depths 0..k-1, k in 1..Depths(), in
+	// Result.Images' layout ([B, 3, H, W] in [0, 1]); k = Depths() gives r.Images exactly. Only
+	// r.Tokens is read.
+	DecodeDepths(r *Result, k int) (core.HostTensor, error)
+}

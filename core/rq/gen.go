@@ -174,7 +174,55 @@ func (g *generator) preview(o *core.Ops, c Codes, i int) (core.HostTensor, error
 	return ToUnit(h), o.Err()
 }
 
-var _ gen.Editor = (*generator)(nil)
+var (
+	_ gen.Editor      = (*generator)(nil)
+	_ gen.DepthViewer = (*generator)(nil)
+)
+
+// Depths is the code depth D.
+func (g *generator) Depths() int { return g.p.M.cfg.D }
+
+// DecodeDepths decodes r's codes summed over depths 0..k-1 (decode_partial_code with 'add', the coarse
+// to fine reconstructions: the codes of a position are residuals, so their partial sums are coarser
+// latents). It is the decode Generate ends with, stopped k depths in, so k = D is the final image bit
+// for bit.
+func (g *generator) DecodeDepths(r *gen.Result, k int) (core.HostTensor, error) {
+	c := g.p.M.cfg
+	if k < 1 || k > c.D {
+		return core.HostTensor{}, fmt.Errorf("rq depths: %d, want 1..%d", k, c.D)
+	}
+	codes, err := codesOfSteps(r.Tokens, c.H, c.W, c.D)
+	if err != nil {
+		return core.HostTensor{}, err
+	}
+	o := core.NewOps(g.b)
+	defer o.ReleaseIdle()
+	img := g.p.V.DecodePartial(o, codes, k-1, SumFirst)
+	h := o.Download(img)
+	o.Free(img)
+	if err := o.Err(); err != nil {
+		return core.HostTensor{}, err
+	}
+	return ToUnit(h), nil
+}
+
+// codesOfSteps is the code map of per-position ids (Result.Tokens: per position B*D ids, image-major),
+// the inverse of positionIDs.
+func codesOfSteps(steps [][]int, h, w, d int) (Codes, error) {
+	if len(steps) != h*w || len(steps[0])%d != 0 || len(steps[0]) == 0 {
+		return Codes{}, fmt.Errorf("rq depths: %d positions, want %d x %d of B*%d codes", len(steps), h, w, d)
+	}
+	c := NewCodes(len(steps[0])/d, h, w, d)
+	for pos, ids := range steps {
+		if len(ids) != c.B*d {
+			return Codes{}, fmt.Errorf("rq depths: position %d has %d codes, want %d", pos, len(ids), c.B*d)
+		}
+		for b := range c.B {
+			copy(c.IDs[c.At(b, pos, 0):c.At(b, pos, 0)+d], ids[b*d:(b+1)*d])
+		}
+	}
+	return c, nil
+}
 
 // EditGrid is the code map's grid (the keep-mask's).
 func (g *generator) EditGrid(gen.Settings) (int, int, error) { return g.p.M.cfg.H, g.p.M.cfg.W, nil }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/rq"
@@ -172,5 +173,76 @@ func TestRQGeneratorBadRequests(t *testing.T) {
 	})
 	if err == nil || n != 3 {
 		t.Errorf("cancelled at position 3: %v after %d events", err, n)
+	}
+}
+
+// The depth view: the first k code depths of a finished image, decoded. All D depths are the generated
+// image bit for bit; fewer are decode_partial_code's 'add' of the same codes, a different image; k outside
+// 1..D is an error.
+func TestRQGeneratorDepths(t *testing.T) {
+	b := cpu.New(1)
+	p, err := rq.LoadRelease(rqTiny(""), b, rq.ReleaseOptions{Open: rqtest.Open})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := p.Generator(b, rq.Defaults{})
+	dv, ok := g.(gen.DepthViewer)
+	if !ok {
+		t.Fatal("the RQ generator is not a gen.DepthViewer")
+	}
+	D := dv.Depths()
+	if D != p.M.Config().D || D < 2 {
+		t.Fatalf("Depths() %d, config D %d", D, p.M.Config().D)
+	}
+	res, err := g.Generate(context.Background(), gen.Request{Labels: []int{3, 7}, Seed: 4}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := dv.DecodeDepths(res, D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !full.Shape.Equal(res.Images.Shape) || !slices.Equal(full.Data, res.Images.Data) {
+		t.Fatalf("all %d depths: %v, not the generated image %v bit for bit", D, full.Shape, res.Images.Shape)
+	}
+	// The reference: the code map rebuilt from Result.Tokens (per position, B*D ids image-major).
+	c := p.M.Config()
+	codes := rq.NewCodes(2, c.H, c.W, D)
+	for pos, ids := range res.Tokens {
+		for b := range 2 {
+			for d := range D {
+				codes.IDs[codes.At(b, pos, d)] = ids[b*D+d]
+			}
+		}
+	}
+	o := core.NewOps(b)
+	for k := 1; k < D; k++ {
+		got, err := dv.DecodeDepths(res, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(got.Data, res.Images.Data) {
+			t.Errorf("depths 1..%d: the same image as all %d", k, D)
+		}
+		ref := o.Download(p.V.DecodePartial(o, codes, k-1, rq.SumFirst))
+		if err := o.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got.Data, rq.ToUnit(ref).Data) {
+			t.Errorf("depths 1..%d differ from DecodePartial(%d, SumFirst)", k, k-1)
+		}
+	}
+	for _, k := range []int{0, -1, D + 1} {
+		if _, err := dv.DecodeDepths(res, k); err == nil || !strings.Contains(err.Error(), "depths") {
+			t.Errorf("k = %d: error %v", k, err)
+		}
+	}
+	if _, err := dv.DecodeDepths(&gen.Result{Tokens: res.Tokens[:3]}, 1); err == nil {
+		t.Error("3 positions of 16 decoded")
+	}
+	bad := slices.Clone(res.Tokens)
+	bad[0] = []int{1, 2, 3, 1000, 0, 0, 0, 0}
+	if _, err := dv.DecodeDepths(&gen.Result{Tokens: bad}, 1); err == nil {
+		t.Error("code 1000 decoded")
 	}
 }
