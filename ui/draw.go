@@ -51,6 +51,8 @@ var keys = []struct {
 	{ebiten.KeyR, uistate.ActReroll},
 	{ebiten.KeyX, uistate.ActRandomize},
 	{ebiten.KeyE, uistate.ActEdit},
+	{ebiten.KeyComma, uistate.ActDepthDown},
+	{ebiten.KeyPeriod, uistate.ActDepthUp},
 }
 
 // input turns this tick's clicks, taps and key presses into actions.
@@ -166,7 +168,7 @@ func (g *Game) drawImages(screen *ebiten.Image) {
 		clear(g.images)
 		g.imageOf = run.ID
 	}
-	if latest := g.st.Latest(); latest != nil {
+	if latest := g.st.Shown(); latest != nil {
 		// Nearest-neighbour at an integer scale (DrawImageOptions' default filter): every generated
 		// pixel becomes an exact scale x scale block, which the screenshot test relies on.
 		r, scale := uistate.ImageRect(latest.Bounds().Dx(), latest.Bounds().Dy())

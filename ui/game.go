@@ -15,6 +15,8 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hajimehoshi/ebiten/v2"
@@ -101,6 +103,12 @@ type Game struct {
 
 	gen    gen.Generator
 	cancel context.CancelFunc // of the load or run in flight
+	// last is the last finished run's result: a depth view (gen.DepthViewer) decodes its tokens.
+	last *gen.Result
+	// compute serialises the backend's work between a run and depth decodes (both off the game
+	// goroutine); depthWant is the depth last picked, so that decodes already overtaken are skipped.
+	compute   sync.Mutex
+	depthWant atomic.Int64
 	// autoDone: the first load has happened, and with it Config.AutoStart's run.
 	autoDone bool
 
@@ -250,9 +258,60 @@ func (g *Game) do(a uistate.Action) {
 	case uistate.Load:
 		g.startLoad()
 	case uistate.Save:
-		if img := g.st.Latest(); img != nil {
+		if img := g.st.Shown(); img != nil {
 			g.st.OnSaved(g.cfg.Save(img, cmd.Name))
 		}
+	case uistate.ShowDepth:
+		g.showDepth(g.st.Run.ID, cmd.Depth)
+	}
+}
+
+// showDepth decodes the last image from its first k code depths in a goroutine and hands it to the state
+// (OnDepth); all depths are the final image, already here.
+func (g *Game) showDepth(id, k int) {
+	g.depthWant.Store(int64(k))
+	dv, ok := g.gen.(gen.DepthViewer)
+	res := g.last
+	if !ok || res == nil {
+		return
+	}
+	if k == dv.Depths() {
+		g.setDepth(id, k, nil, nil)
+		return
+	}
+	go func() {
+		g.compute.Lock()
+		defer g.compute.Unlock()
+		if g.depthWant.Load() != int64(k) {
+			return // another depth was picked meanwhile
+		}
+		var img *image.NRGBA
+		_, err := gen.Safely(func() (*gen.Result, error) {
+			x, err := dv.DecodeDepths(res, k)
+			if err == nil {
+				img, err = core.ToImage(x, 0)
+			}
+			return nil, err
+		})
+		if g.cfg.RunError != nil {
+			err = g.cfg.RunError(err)
+		}
+		g.post(context.Background(), func() { g.setDepth(id, k, img, err) })
+	}()
+}
+
+// setDepth records a depth's image on the game goroutine, freeing the texture of the one it replaces.
+func (g *Game) setDepth(id, k int, img *image.NRGBA, err error) {
+	old := g.st.DepthImage
+	if g.st.OnDepth(id, k, img, err) && old != nil && old != img {
+		if im, ok := g.images[old]; ok {
+			im.Deallocate()
+			delete(g.images, old)
+		}
+	}
+	if errors.Is(err, core.ErrDeviceLost) {
+		g.st.OnDeviceLost(err)
+		g.reopenIfLost()
 	}
 }
 
@@ -277,6 +336,8 @@ func (g *Game) startRun(id int, req gen.Request, e *uistate.EditSpec) {
 	}
 	go func() {
 		defer cancel()
+		g.compute.Lock()
+		defer g.compute.Unlock()
 		onStep := func(ev gen.Step) error {
 			var img *image.NRGBA
 			if ev.Preview != nil {
@@ -311,6 +372,9 @@ func (g *Game) startRun(id int, req gen.Request, e *uistate.EditSpec) {
 			tokens = res.Tokens
 		}
 		g.post(context.Background(), func() {
+			if err == nil {
+				g.last = res
+			}
 			g.st.OnDone(id, tokens, err)
 			if g.cfg.Finished != nil {
 				g.cfg.Finished(tokens, err)

@@ -18,7 +18,8 @@
 // goes through "loading" back to "ready", with dataset.deviceLost saying what happened) so that tests and
 // embedding pages can wait on it; inside an iframe every state is also posted to the parent window as
 // {type: "webvar-state", state, error}. dataset.tokens holds the last finished image's tokens as JSON
-// (one row-major array per step), a debug hook for tests; dataset.goHeap, goSys, gpuLive, gpuPooled and
+// (one row-major array per step), a debug hook for tests, and dataset.depth the code depths the image on
+// the canvas is made of (models with code depths, RQ: the depth slider, depth.go); dataset.goHeap, goSys, gpuLive, gpuPooled and
 // gpuBuffers the memory figures (publishMemory), dataset.retries the chunk retries and dataset.cache
 // whether the browser caches the weights ("ok", "none", "refused"). window.webvarSwitchModel(url) loads
 // another model in place (the model menu). The HTML controls act on the same app state as
@@ -333,7 +334,8 @@ func main() {
 		select {}
 	}
 	pg := &page{st: uistate.New(uistate.Settings{Class: p.class, Seed: p.seed, Values: p.values}), url: p,
-		runs: make(chan runOrder, 1), resume: make(chan struct{}, 1), switchTo: make(chan string, 1)}
+		runs: make(chan runOrder, 1), resume: make(chan struct{}, 1), switchTo: make(chan string, 1),
+		depths: make(chan depthOrder, 1)}
 	pg.setSeedInput()
 	// Every handler reads the inputs into the shared state (uistate, the same the canvas UI and the
 	// preview window use), applies its action under the mutex and hands work to the worker goroutine:
@@ -345,6 +347,7 @@ func main() {
 	pg.on("webvar-cancel", uistate.ActCancel)
 	pg.on("webvar-save", uistate.ActSave)
 	pg.setupEdit()
+	pg.setupDepth()
 	// The model menu (index.html) switches models in this page, without reloading it, through
 	// window.webvarSwitchModel(url): the run in flight is cancelled and the old model's backend freed.
 	js.Global().Set("webvarSwitchModel", js.FuncOf(func(_ js.Value, args []js.Value) any {
@@ -393,6 +396,10 @@ type page struct {
 	resume chan struct{}
 	// switchTo carries a model picked in the model menu (its weights URL) to the worker.
 	switchTo chan string
+	// lastRes is the last finished run's result (its tokens: the depth view decodes them); depths
+	// carries the depth picked on the slider to the worker (depth.go).
+	lastRes *gen.Result
+	depths  chan depthOrder
 }
 
 // on makes clicks on the element id perform action a.
@@ -415,6 +422,8 @@ func (pg *page) do(a uistate.Action) {
 	switch cmd.Kind {
 	case uistate.Start:
 		doc.Get("body").Get("dataset").Delete("error")
+		doc.Get("body").Get("dataset").Delete("depth")
+		pg.renderDepth()
 		setState("generating")
 		setBusy()
 		select {
@@ -729,7 +738,7 @@ func (pg *page) worker() {
 		why = "switch"
 		pg.st = uistate.New(uistate.Settings{Class: pg.st.Settings.Class, Seed: pg.st.Settings.Seed, Values: pg.url.values})
 		pg.url.weightsURL, pg.url.class = next, pg.st.Settings.Class
-		pg.last, pg.editImg = nil, nil
+		pg.last, pg.lastRes, pg.editImg = nil, nil, nil
 		pg.mu.Unlock()
 		ld, kept = newWeightsLoader(next), nil
 		goruntime.GC() // the old model's weights are garbage now: give the heap back before the next load
@@ -743,6 +752,8 @@ func (pg *page) serve(a *app) string {
 		select {
 		case r := <-pg.runs:
 			pg.run(a, r)
+		case o := <-pg.depths:
+			pg.showDepth(a, o)
 		case <-a.watch.lost():
 			pg.mu.Lock()
 			pg.st.OnDeviceLost(a.watch.err)
@@ -814,8 +825,13 @@ func (pg *page) run(a *app, order runOrder) {
 	switch {
 	case err == nil:
 		pg.mu.Lock()
-		pg.last = &res.Images
+		pg.last, pg.lastRes = &res.Images, res
+		depth := pg.st.Depth
 		pg.mu.Unlock()
+		if depth > 0 {
+			// Every code depth: the image just drawn (the slider moves it, depth.go).
+			doc.Get("body").Get("dataset").Set("depth", strconv.Itoa(depth))
+		}
 		if b, err := json.Marshal(tokens); err == nil {
 			// A debug hook: tests (and curious users) read the tokens of the image on the canvas.
 			doc.Get("body").Get("dataset").Set("tokens", string(b))
@@ -840,6 +856,7 @@ func (pg *page) run(a *app, order runOrder) {
 	}
 	publishMemory(a.b)
 	pg.render()
+	pg.renderDepth()
 }
 
 // load downloads the model (or takes kept, the weights downloaded before a device loss) and opens a
@@ -1098,10 +1115,15 @@ func publishMemory(b core.Backend) {
 
 // draw puts image 0 of x ([B, 3, H, W] in [0, 1]) on the canvas; CSS scales it up.
 func draw(x core.HostTensor) error {
-	img, err := core.ToImage(x, 0) // NRGBA: Pix is exactly ImageData's unpremultiplied RGBA layout
+	img, err := core.ToImage(x, 0)
 	if err != nil {
 		return err
 	}
+	return drawImage(img)
+}
+
+// drawImage puts img on the canvas (NRGBA: Pix is exactly ImageData's unpremultiplied RGBA layout).
+func drawImage(img *image.NRGBA) error {
 	cv := byID("webvar-canvas")
 	if !cv.Truthy() {
 		return nil

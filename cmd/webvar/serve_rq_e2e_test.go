@@ -66,8 +66,44 @@ func TestRQInChromium(t *testing.T) {
 				if s := evalString(t, cctx, `document.getElementById("webvar-status").textContent`); !strings.Contains(s, "position") {
 					t.Errorf("status %q does not count positions", s)
 				}
+				checkDepthSlider(t, cctx, dump, len(want)/len(steps))
 			}
 			screenshot(t, cctx, "serve_e2e_rq_"+ui+".png")
 		})
+	}
+}
+
+// checkDepthSlider moves the page's depth slider (RQ's code depths, d of them) to 1 and back: the canvas
+// shows a different image from the first depth alone, and exactly the generated one again at every depth.
+func checkDepthSlider(t *testing.T, cctx context.Context, dump func() string, d int) {
+	t.Helper()
+	const pixels = `(() => { const c = document.getElementById("webvar-canvas");
+		return Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data).join(","); })()`
+	if got := evalString(t, cctx, `[document.getElementById("webvar-depth-panel").hidden, document.getElementById("webvar-depth").max,
+		document.getElementById("webvar-depth-label").textContent, document.body.dataset.depth].join()`); got != fmt.Sprintf("false,%d,%d/%d,%d", d, d, d, d) {
+		t.Fatalf("after the run the depth slider (hidden, max, label, dataset.depth) is %q, want every one of %d depths shown", got, d)
+	}
+	full := evalString(t, cctx, pixels)
+	move := func(k int) {
+		t.Helper()
+		evalString(t, cctx, fmt.Sprintf(`(() => { const el = document.getElementById("webvar-depth");
+			el.value = "%d"; el.dispatchEvent(new Event("input")); return ""; })()`, k))
+		for deadline := time.Now().Add(30 * time.Second); evalString(t, cctx, `document.body.dataset.depth ?? ""`) != fmt.Sprint(k); {
+			if time.Now().After(deadline) {
+				t.Fatalf("dataset.depth never became %d\n%s", k, dump())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if l := evalString(t, cctx, `document.getElementById("webvar-depth-label").textContent`); l != fmt.Sprintf("%d/%d", k, d) {
+			t.Errorf("depth label %q at depth %d", l, k)
+		}
+	}
+	move(1)
+	if coarse := evalString(t, cctx, pixels); coarse == full {
+		t.Error("the canvas from the first code depth alone is the image of every depth")
+	}
+	move(d)
+	if back := evalString(t, cctx, pixels); back != full {
+		t.Error("back at every depth, the canvas is not the generated image")
 	}
 }

@@ -28,6 +28,8 @@ const (
 	ActEdit         // edit the input image the driver holds (State.Edit says how)
 	ActEditModePrev // the edit mode stepper
 	ActEditModeNext
+	ActDepthDown // the depth stepper (ModelInfo.Depths): the image from one code depth fewer or more
+	ActDepthUp
 	// actSettings is the first of the family settings' actions: SettingDown(i) and SettingUp(i) step
 	// ModelInfo.Settings[i] (a boolean toggles either way).
 	actSettings Action = 1000
@@ -186,15 +188,19 @@ func (s *State) Widgets() []Widget {
 	}
 	y += rowH + 8
 	noun := s.Model.StepNoun
-	if !s.Model.Reroll {
-		return ws
-	}
-	stepper("keep", ActKDown, ActKUp, fmt.Sprintf("%d of %d %ss", s.K, s.rerollSteps(), noun))
-	y += rowH
-	button(panelX, 250, ActReroll, fmt.Sprintf("Reroll from %s %d (R)", noun, s.K+1))
-	if s.Model.RandomAfter {
+	if s.Model.Reroll {
+		stepper("keep", ActKDown, ActKUp, fmt.Sprintf("%d of %d %ss", s.K, s.rerollSteps(), noun))
 		y += rowH
-		button(panelX, 250, ActRandomize, fmt.Sprintf("Randomize after %s %d (X)", noun, s.K))
+		button(panelX, 250, ActReroll, fmt.Sprintf("Reroll from %s %d (R)", noun, s.K+1))
+		if s.Model.RandomAfter {
+			y += rowH
+			button(panelX, 250, ActRandomize, fmt.Sprintf("Randomize after %s %d (X)", noun, s.K))
+		}
+		y += rowH
+	}
+	// The code depths of a finished image (RQ): coarse to fine, below everything that was there before.
+	if s.DepthView() {
+		stepper("depth (, .)", ActDepthDown, ActDepthUp, s.DepthLabel())
 	}
 	return ws
 }

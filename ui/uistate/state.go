@@ -107,13 +107,25 @@ type ModelInfo struct {
 	Editor bool
 	// Size reports the image size settings give (gen.Generator.ImageSize); nil: not known.
 	Size func(gen.Settings) (h, w int, err error)
+	// Depths is the code depth of a family whose codes add up (gen.DepthViewer, RQ): a finished image
+	// can be shown from its first k depths. 0: no depth view.
+	Depths int
 }
 
 // InfoOf describes a loaded generator with its class names (nil: numbers are shown).
 func InfoOf(g gen.Generator, classNames []string) ModelInfo {
 	i := g.Info()
 	return ModelInfo{Family: i.Family, Classes: i.Classes, ClassNames: classNames, StepNoun: i.StepNoun, Steps: i.Steps,
-		Settings: g.Settings(), RandomAfter: i.RandomAfter, Reroll: i.Reroll, Size: g.ImageSize, Editor: isEditor(g)}
+		Settings: g.Settings(), RandomAfter: i.RandomAfter, Reroll: i.Reroll, Size: g.ImageSize, Editor: isEditor(g),
+		Depths: depthsOf(g)}
+}
+
+// depthsOf is a gen.DepthViewer's depth count (0 for other generators).
+func depthsOf(g gen.Generator) int {
+	if dv, ok := g.(gen.DepthViewer); ok {
+		return dv.Depths()
+	}
+	return 0
 }
 
 // Setting returns the declaration of the named setting.
@@ -157,6 +169,9 @@ const (
 	Cancel             // cancel the run in flight
 	Save               // save the current image (Command.Name is a suggested file name)
 	Load               // (re)start loading the model: after a cancelled download
+	// ShowDepth: decode the last run's image from its first Command.Depth code depths
+	// (gen.DepthViewer.DecodeDepths, off the UI thread) and report it with OnDepth.
+	ShowDepth
 )
 
 // Command is the side effect an action asks of the driver (ebiten game, the HTML page, tests).
@@ -166,6 +181,8 @@ type Command struct {
 	Name    string
 	// Edit, with Start, makes the run an edit of the driver's input image (EditSpec.Request builds it).
 	Edit *EditSpec
+	// Depth, with ShowDepth, is the depth count k to show (1..ModelInfo.Depths).
+	Depth int
 }
 
 // State is the whole UI model. The zero value is not usable: use New.
@@ -186,8 +203,13 @@ type State struct {
 	EditReady bool
 	// Lost is the GPU device loss the state stopped for (Stopped until the front end has opened a new
 	// backend: Load); nil otherwise. Front ends reload at once when it is set (the weights stay in memory).
-	Lost   error
-	nextID int
+	Lost error
+	// Depth is the code depth count the finished image is shown from (1..Model.Depths; Model.Depths after
+	// every run), 0 without a finished run or a depth view; DepthImage is the image of the first Depth
+	// depths once decoded (OnDepth), nil while it is the run's final image (Depth == Model.Depths).
+	Depth      int
+	DepthImage *image.NRGBA
+	nextID     int
 	// typed is the class number being typed (TypeDigit) and typedAt when its last digit came.
 	typed   int
 	typedAt time.Time
@@ -347,6 +369,10 @@ func (s *State) Enabled(a Action) bool {
 		return s.Model.RandomAfter && s.Phase == Idle && s.Run != nil && s.Run.Finished && len(s.Run.Tokens) > 1
 	case ActGenerate:
 		return s.Phase == Idle || s.Phase == Stopped
+	case ActDepthDown:
+		return s.DepthView() && s.Depth > 1
+	case ActDepthUp:
+		return s.DepthView() && s.Depth < s.Model.Depths
 	}
 	// Settings can change while loading or generating: they apply to the next run.
 	return s.Phase != Failed
@@ -440,14 +466,63 @@ func (s *State) Apply(a Action) Command {
 	case ActSave:
 		r := s.Run.Request
 		return Command{Kind: Save, Name: s.SaveName(r.Labels[0], r.Seed)}
+	case ActDepthDown:
+		return s.SetDepth(s.Depth - 1)
+	case ActDepthUp:
+		return s.SetDepth(s.Depth + 1)
 	}
 	return Command{}
 }
+
+// DepthView says whether the depth control is shown and works: a model with code depths and a finished
+// run, with nothing in flight.
+func (s *State) DepthView() bool {
+	return s.Model.Depths > 1 && s.Phase == Idle && s.Run != nil && s.Run.Finished && s.Depth > 0
+}
+
+// SetDepth picks the depth count k the finished image is shown from (clamped to 1..Model.Depths; the
+// depth stepper and the HTML slider both come here): ShowDepth asks the driver for its image, which it
+// hands back with OnDepth.
+func (s *State) SetDepth(k int) Command {
+	if !s.DepthView() {
+		return Command{}
+	}
+	k = min(max(k, 1), s.Model.Depths)
+	if k == s.Depth {
+		return Command{}
+	}
+	s.Depth = k
+	s.Message = fmt.Sprintf("decoding the first %d of %d code depths...", k, s.Model.Depths)
+	return Command{Kind: ShowDepth, Depth: k}
+}
+
+// OnDepth records the image of the first k depths of run id (img may be nil for k == Model.Depths: the
+// final image). A result for an older run or for a depth no longer picked is ignored (it reports false:
+// the driver must not show it).
+func (s *State) OnDepth(id, k int, img *image.NRGBA, err error) bool {
+	if s.Run == nil || s.Run.ID != id || !s.Run.Finished || k != s.Depth {
+		return false
+	}
+	if err != nil {
+		s.Message = fmt.Sprintf("depths 1..%d: %v", k, err)
+		return false
+	}
+	s.DepthImage = img
+	if k == s.Model.Depths {
+		s.DepthImage = nil
+	}
+	s.Message = fmt.Sprintf("the image from code depths 1..%d of %d", k, s.Model.Depths)
+	return true
+}
+
+// DepthLabel is the depth control's value, "2/4".
+func (s *State) DepthLabel() string { return fmt.Sprintf("%d/%d", s.Depth, s.Model.Depths) }
 
 func (s *State) start(req gen.Request, kind string) Command {
 	s.nextID++
 	s.Phase = Generating
 	s.Run = &Run{ID: s.nextID, Request: req, Kind: kind}
+	s.Depth, s.DepthImage = 0, nil
 	s.Message = kind + "..."
 	return Command{Kind: Start, Request: req}
 }
@@ -488,6 +563,9 @@ func (s *State) OnDone(id int, tokens [][]int, err error) {
 	}
 	s.Run.Finished, s.Run.Tokens = true, tokens
 	s.K = min(max(s.K, 1), max(1, len(tokens)-1))
+	if s.Model.Depths > 1 {
+		s.Depth = s.Model.Depths // a new image shows every depth
+	}
 	s.Message = fmt.Sprintf("%s: %d %ss in %s", s.Run.Kind, len(s.Run.Scales), s.Model.StepNoun, s.Run.Total.Round(time.Millisecond))
 }
 
@@ -510,6 +588,15 @@ func (s *State) OnSaved(path string, err error) {
 		return
 	}
 	s.Message = "saved " + path
+}
+
+// Shown is the image in the image area: the first Depth code depths of the finished run where a smaller
+// depth is picked, else Latest. Save saves it.
+func (s *State) Shown() *image.NRGBA {
+	if s.DepthImage != nil {
+		return s.DepthImage
+	}
+	return s.Latest()
 }
 
 // Latest is the most recent preview of the current run, or nil.
