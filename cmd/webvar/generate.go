@@ -360,7 +360,9 @@ func resolveSettings(g gen.Generator, given gen.Settings) (gen.Settings, error) 
 func describeSettings(g gen.Generator, s gen.Settings) string {
 	var parts []string
 	for _, d := range g.Settings() {
-		parts = append(parts, d.Name+" "+s[d.Name])
+		if v, ok := s[d.Name]; ok { // a partial set (convert -verify's) names only what it sets
+			parts = append(parts, d.Name+" "+v)
+		}
 	}
 	return strings.Join(parts, ", ")
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/webvar/webvar/weights"
 	"github.com/webvar/webvar/weights/fashionflexvar"
 	"github.com/webvar/webvar/weights/fashionmar"
+	"github.com/webvar/webvar/weights/fashionrq"
 	"github.com/webvar/webvar/weights/fashionvar"
 )
 
@@ -240,7 +241,7 @@ func (l *modelList) Set(v string) error {
 // demoModels are the demo models built into webvar, the default first.
 func demoModels() []servedModel {
 	return []servedModel{{Name: fashionvar.Name, FS: fashionvar.FS()}, {Name: fashionflexvar.Name, FS: fashionflexvar.FS()},
-		{Name: fashionmar.Name, FS: fashionmar.FS()}}
+		{Name: fashionmar.Name, FS: fashionmar.FS()}, {Name: fashionrq.Name, FS: fashionrq.FS()}}
 }
 
 // demoNames lists the demo models' names (-demo).

@@ -71,6 +71,38 @@ func TestRQInChromium(t *testing.T) {
 			screenshot(t, cctx, "serve_e2e_rq_"+ui+".png")
 		})
 	}
+	// The trained demo model from the menu's URL at its own sampling defaults (top-k 4): the page draws the
+	// codes `webvar generate` draws for the same class and seed.
+	t.Run("fashionrq", func(t *testing.T) {
+		ref := filepath.Join(t.TempDir(), "codes.json")
+		if rc, _, stderr := runCLI(t, "generate", "-demo", "fashionrq", "-class", "8", "-seed", "2", "-backend", "cpu",
+			"-out", filepath.Join(t.TempDir(), "ref.png"), "-tokens", ref); rc != 0 {
+			t.Fatalf("generate: exit %d: %s", rc, stderr)
+		}
+		var codes struct{ Codes [][][]int }
+		if data, err := os.ReadFile(ref); err != nil || json.Unmarshal(data, &codes) != nil || len(codes.Codes) != 4 {
+			t.Fatalf("reference codes: %v %s", err, ref)
+		}
+		var want []int
+		for _, row := range codes.Codes {
+			for _, col := range row {
+				want = append(want, col...)
+			}
+		}
+		cctx, dump := openPage(ctx, t, chrome, srv.URL+"/?ui=html&backend=cpu&class=8&seed=2&autostart=1&model=models/fashionrq/", false)
+		waitState(t, cctx, dump, "done")
+		var steps [][]int
+		if err := json.Unmarshal([]byte(evalString(t, cctx, `document.body.dataset.tokens ?? ""`)), &steps); err != nil {
+			t.Fatalf("dataset.tokens: %v\n%s", err, dump())
+		}
+		if got := slices.Concat(steps...); !slices.Equal(got, want) {
+			t.Errorf("codes %v, generate's %v", got, want)
+		}
+		if m := evalString(t, cctx, `[...document.getElementById("webvar-model-menu").options].filter(o => o.selected).map(o => o.text).join()`); m != "fashionrq (RQ-Transformer, 10 classes)" {
+			t.Errorf("model menu shows %q", m)
+		}
+		screenshot(t, cctx, "serve_e2e_fashionrq_html.png")
+	})
 }
 
 // checkDepthSlider moves the page's depth slider (RQ's code depths, d of them) to 1 and back: the canvas
