@@ -45,6 +45,9 @@ type Config struct {
 	// Screenshot, when set, writes the canvas as a PNG here once the first run has finished and ends
 	// the game (Run returns the run's error, if any): the headless test of the whole UI.
 	Screenshot string
+	// Depth, with Screenshot, shows the first run's image from its first Depth code depths
+	// (gen.DepthViewer: the depth stepper) and captures that instead.
+	Depth int
 	// Save stores a finished image under the suggested file name and returns where it went (shown in the
 	// status line). Nil: SaveToDir(".").
 	Save func(img image.Image, name string) (string, error)
@@ -313,6 +316,18 @@ func (g *Game) setDepth(id, k int, img *image.NRGBA, err error) {
 		g.st.OnDeviceLost(err)
 		g.reopenIfLost()
 	}
+	if err != nil && g.cfg.Screenshot != "" && g.cfg.Depth > 0 {
+		g.exitErr, g.shotDone = err, true
+	}
+}
+
+// depthReady says the screenshot may be taken: the image of Config.Depth depths is shown.
+func (g *Game) depthReady() bool {
+	if g.cfg.Depth == 0 {
+		return true
+	}
+	k := min(g.cfg.Depth, g.st.Model.Depths)
+	return g.st.Depth == k && (k == g.st.Model.Depths || g.st.DepthImage != nil)
 }
 
 // startRun generates in a goroutine so that the window stays responsive; each scale's preview comes
@@ -384,6 +399,16 @@ func (g *Game) startRun(id int, req gen.Request, e *uistate.EditSpec) {
 				g.shotDone = true
 				return
 			}
+			if g.cfg.Screenshot != "" && g.cfg.Depth > 0 && err == nil {
+				if g.st.Model.Depths == 0 {
+					g.exitErr = errors.New("this model has no code depths to show (-depth)")
+					g.shotDone = true
+					return
+				}
+				if cmd := g.st.SetDepth(g.cfg.Depth); cmd.Kind == uistate.ShowDepth {
+					g.showDepth(id, cmd.Depth)
+				}
+			}
 			g.reopenIfLost()
 		})
 	}()
@@ -434,7 +459,7 @@ func (g *Game) Layout(int, int) (int, int) { return uistate.Width, uistate.Heigh
 // Draw draws the state, then takes the screenshot when one is due.
 func (g *Game) Draw(screen *ebiten.Image) {
 	g.draw(screen)
-	if g.cfg.Screenshot == "" || g.shotDone || g.st.Run == nil || !g.st.Run.Finished {
+	if g.cfg.Screenshot == "" || g.shotDone || g.st.Run == nil || !g.st.Run.Finished || !g.depthReady() {
 		return
 	}
 	g.shotDone = true

@@ -113,6 +113,7 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 		Settings:   uistate.Settings{Class: f.class, Seed: f.seed, Values: values},
 		AutoStart:  f.autostart,
 		Screenshot: f.screenshot,
+		Depth:      f.depth,
 		Save:       ui.SaveToDir(f.saveDir),
 		EditImage:  editImg,
 		Edit:       editSpec,

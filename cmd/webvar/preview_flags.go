@@ -20,6 +20,7 @@ type previewFlags struct {
 	flex       flexFlags
 	autostart  bool
 	screenshot string
+	depth      int
 	saveDir    string
 	// Editing: an input image and how to edit it (E in the window; -autostart edits at once).
 	image, editMode, box string
@@ -40,6 +41,7 @@ func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
 	f.flex.register(fs)
 	fs.BoolVar(&f.autostart, "autostart", false, "generate once as soon as the model has loaded")
 	fs.StringVar(&f.screenshot, "screenshot", "", "with -autostart: after the first image, save the window's canvas as this PNG and exit")
+	fs.IntVar(&f.depth, "depth", 0, "with -screenshot: capture the image from the first k code depths (RQ's depth stepper; 0: every depth)")
 	fs.StringVar(&f.saveDir, "save-dir", ".", "directory that the Save PNG button writes to")
 	fs.StringVar(&f.image, "image", "", "an image (PNG, JPEG, GIF) to edit: E edits it (a box can be dragged across it; files dropped onto the window replace it); with -autostart the edit runs at once")
 	fs.StringVar(&f.editMode, "edit", "", "with -image: inpaint, outpaint, refine, expand (FlexVAR) or complete (RQ) (default: the family's first)")
@@ -69,6 +71,8 @@ func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
 		return nil, usageError{fmt.Sprintf("-backend %q: want auto, webgpu or cpu", f.backend)}
 	case f.screenshot != "" && !f.autostart:
 		return nil, usageError{"-screenshot needs -autostart (it captures the first generated image)"}
+	case f.depth < 0 || f.depth > 0 && f.screenshot == "":
+		return nil, usageError{"-depth takes k >= 1 and goes with -screenshot"}
 	case f.class < 0:
 		return nil, usageError{"-class must be >= 0"}
 	case f.image == "" && (f.editMode != "" || f.box != "" || f.keep != 0 || f.noClass):

@@ -15,6 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/webvar/webvar/core"
+	"github.com/webvar/webvar/core/cpu"
+	"github.com/webvar/webvar/core/gen"
+	"github.com/webvar/webvar/core/rq"
+	"github.com/webvar/webvar/core/rq/rqtest"
 	"github.com/webvar/webvar/internal/testutil"
 	"github.com/webvar/webvar/ui/uistate"
 )
@@ -32,6 +37,7 @@ func TestPreviewFlags(t *testing.T) {
 		{"bad backend", append([]string{"-backend", "tpu"}, w...), "want auto, webgpu or cpu"},
 		{"screenshot alone", append([]string{"-screenshot", "s.png"}, w...), "needs -autostart"},
 		{"top-p", append([]string{"-top-p", "2"}, w...), "-top-p"},
+		{"depth alone", append([]string{"-depth", "1"}, w...), "goes with -screenshot"},
 		{"extra", append(w, "x"), "unexpected"},
 	}
 	for _, c := range cases {
@@ -203,6 +209,22 @@ func TestPreviewWindowScreenshotMatchesGenerate(t *testing.T) {
 			t.Fatalf("webvar %s: %v\n%s", strings.Join(args, " "), err, out.String())
 		}
 		compareScreenshot(t, readPNG(t, shot), readPNG(t, ref), 1)
+		// The depth stepper at 1 (-depth 1): the window shows the same codes decoded from their first
+		// depth alone, which the engine's depth view of the release gives.
+		coarse := rqDepthImage(t, filepath.Join(testutil.Root(), "testdata", "rq-tiny"), 3, 1, 1)
+		if compareImages(coarse, readPNG(t, ref)) == 0 {
+			t.Fatal("rq-tiny's first code depth alone decodes to the image of every depth")
+		}
+		shot1 := filepath.Join(tmp, "preview_rq_depth1.png")
+		args = append([]string{"preview", "-weights", rdir, "-backend", "cpu", "-autostart", "-screenshot", shot1, "-depth", "1"}, rreq...)
+		cmd = exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), "DISPLAY="+display)
+		out.Reset()
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("webvar %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+		compareScreenshot(t, readPNG(t, shot1), coarse, 1)
 	})
 	// MAR in the same window: mar-tiny converted with its default settings (4 iterations, 5 diffusion
 	// steps), class 2, seed 7, cfg 2 from the flags: the window shows generate's image.
@@ -330,4 +352,44 @@ func startXvfb(t *testing.T) string {
 		t.Fatalf("Xvfb did not report a display within 30 s\n%s", log.String())
 	}
 	return ""
+}
+
+// rqDepthImage is the greedy image of class and seed of the RQ release at dir, decoded from its first k
+// code depths (gen.DepthViewer).
+func rqDepthImage(t *testing.T, dir string, class int, seed uint64, k int) image.Image {
+	t.Helper()
+	b := cpu.New(0)
+	p, err := rq.LoadRelease(dir, b, rq.ReleaseOptions{Open: rqtest.Open})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := p.Generator(b, rq.Defaults{})
+	res, err := g.Generate(context.Background(), gen.Request{Labels: []int{class}, Seed: seed, Settings: gen.Settings{"top-k": "1"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := g.(gen.DepthViewer).DecodeDepths(res, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := core.ToImage(x, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// compareImages is the largest channel difference of two images of the same size, in 8-bit levels.
+func compareImages(a, b image.Image) int {
+	maxDiff := 0
+	for y := a.Bounds().Min.Y; y < a.Bounds().Max.Y; y++ {
+		for x := a.Bounds().Min.X; x < a.Bounds().Max.X; x++ {
+			ar, ag, ab, _ := a.At(x, y).RGBA()
+			br, bg, bb, _ := b.At(x, y).RGBA()
+			for _, d := range []int{int(ar>>8) - int(br>>8), int(ag>>8) - int(bg>>8), int(ab>>8) - int(bb>>8)} {
+				maxDiff = max(maxDiff, d, -d)
+			}
+		}
+	}
+	return maxDiff
 }
