@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/webvar/webvar/core/cpu"
 	"github.com/webvar/webvar/core/gen"
-	"github.com/webvar/webvar/loader/model"
+	"github.com/webvar/webvar/internal/demotest"
 	"github.com/webvar/webvar/weights/fashionflexvar"
 )
 
@@ -16,22 +15,8 @@ import (
 // for), the same image for the same seed.
 func TestDemoModelGenerates(t *testing.T) {
 	ctx := context.Background()
-	m, err := model.OpenFS(ctx, fashionflexvar.FS(), model.Options{Backend: cpu.New(0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info := m.Info(); info.Family != "flexvar" || info.Classes != 10 || len(m.ClassNames) != 10 {
-		t.Fatalf("info %+v, names %v", info, m.ClassNames)
-	}
-	for c := 0; c < 10; c++ {
-		res, err := m.Generate(ctx, gen.Request{Labels: []int{c}, Seed: 1}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s := res.Images.Shape; fmt.Sprint(s) != "[1, 3, 32, 32]" {
-			t.Fatalf("class %d: image %v", c, s)
-		}
-	}
+	m := demotest.Check(t, fashionflexvar.FS(), demotest.Want{Family: "flexvar", Classes: 10, Shape: "[1, 3, 32, 32]",
+		Defaults: gen.Settings{"cfg": "1", "top-k": "20", "top-p": "0.9"}})
 	a, err := m.Generate(ctx, gen.Request{Labels: []int{7}, Seed: 3, Settings: gen.Settings{"schedule": "1,2,4,6,8", "aspect": "4:3"}}, nil)
 	if err != nil {
 		t.Fatal(err)
