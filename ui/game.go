@@ -43,7 +43,8 @@ type Config struct {
 	// AutoStart generates once as soon as the model has loaded.
 	AutoStart bool
 	// Screenshot, when set, writes the canvas as a PNG here once the first run has finished and ends
-	// the game (Run returns the run's error, if any): the headless test of the whole UI.
+	// the game (Run returns the run's error, if any): the headless test of the whole UI. A run that a
+	// device loss ended is run again once, after the GPU is reopened (with AutoStart).
 	Screenshot string
 	// Depth, with Screenshot, shows the first run's image from its first Depth code depths
 	// (gen.DepthViewer: the depth stepper) and captures that instead.
@@ -76,6 +77,10 @@ type Config struct {
 	// AutoStart edits instead of generating. Files dropped onto the window replace it.
 	EditImage image.Image
 	Edit      uistate.EditSpec
+	// StepHook, if set, is called on the run's goroutine after each step of a run has been handed to the
+	// state, with the step's index: where a test injects a fault, such as a lost device, at the moment a
+	// real one could strike (webvar preview's WEBVAR_TEST_LOSE_DEVICE).
+	StepHook func(step int)
 }
 
 // SaveToDir is a Config.Save that writes PNG files into dir.
@@ -114,6 +119,8 @@ type Game struct {
 	depthWant atomic.Int64
 	// autoDone: the first load has happened, and with it Config.AutoStart's run.
 	autoDone bool
+	// shotRetried: in Screenshot mode, the run was already started again once after a device loss.
+	shotRetried bool
 
 	images  map[*image.NRGBA]*ebiten.Image // previews uploaded once, per run
 	imageOf int                            // the run ID images belong to
@@ -210,7 +217,9 @@ func (g *Game) loaded(p gen.Generator, classNames []string, err error) {
 		g.st.Edit.Mode = g.cfg.Edit.Mode // the caller's mode, checked when the edit starts
 	}
 	auto := g.cfg.AutoStart && !g.autoDone
-	g.autoDone = true // a later load (after a cancel or a device loss) does not start a run by itself
+	// A later load (after a cancel or a device loss) does not start a run by itself, except that
+	// Screenshot mode clears autoDone to run again after a loss (startRun).
+	g.autoDone = true
 	switch {
 	case auto && g.editImg != nil:
 		g.do(uistate.ActEdit)
@@ -375,6 +384,9 @@ func (g *Game) startRun(id int, req gen.Request, e *uistate.EditSpec) {
 					return context.Canceled
 				}
 			}
+			if g.cfg.StepHook != nil {
+				g.cfg.StepHook(ev.Index)
+			}
 			return nil
 		}
 		// A panicking backend ends the run with an error instead of taking the program down.
@@ -394,10 +406,17 @@ func (g *Game) startRun(id int, req gen.Request, e *uistate.EditSpec) {
 			if g.cfg.Finished != nil {
 				g.cfg.Finished(tokens, err)
 			}
+			// Screenshot mode has nobody to press Generate: after a device loss it reopens the GPU
+			// (reopenIfLost below) and, once, runs the autostart run again for the screenshot; a
+			// second loss, like any other error, ends the game with the error.
 			if g.cfg.Screenshot != "" && err != nil {
-				g.exitErr = err
-				g.shotDone = true
-				return
+				if g.st.Lost != nil && g.cfg.AutoStart && !g.shotRetried {
+					g.shotRetried, g.autoDone = true, false
+				} else {
+					g.exitErr = err
+					g.shotDone = true
+					return
+				}
 			}
 			if g.cfg.Screenshot != "" && g.cfg.Depth > 0 && err == nil {
 				if g.st.Model.Depths == 0 {

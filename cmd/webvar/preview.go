@@ -13,6 +13,8 @@ import (
 	_ "image/png"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/webvar/webvar/core"
@@ -62,6 +64,7 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if wb, ok := b.(*webgpu.Backend); ok && wb.Lost() != nil {
+			fmt.Fprintf(stderr, "%v: reopening the GPU\n", wb.Lost())
 			closeBackend()
 			b, closeBackend = nil, func() {}
 		}
@@ -73,6 +76,14 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 			b, closeBackend = nb, nclose
 		}
 		return b, nil
+	}
+	stepHook, err := loseDeviceHook(os.Getenv("WEBVAR_TEST_LOSE_DEVICE"), func() core.Backend {
+		mu.Lock()
+		defer mu.Unlock()
+		return b
+	})
+	if err != nil {
+		return err
 	}
 	var editImg image.Image
 	var editSpec uistate.EditSpec
@@ -117,6 +128,7 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 		Save:       ui.SaveToDir(f.saveDir),
 		EditImage:  editImg,
 		Edit:       editSpec,
+		StepHook:   stepHook,
 	})
 	if err != nil {
 		return err
@@ -128,6 +140,33 @@ func runPreview(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "wrote %s\n", f.screenshot)
 	}
 	return nil
+}
+
+// loseDeviceHook is the test hook behind WEBVAR_TEST_LOSE_DEVICE=step:N (preview_faults_test.go), nil when it
+// is unset: the first time a generation reaches step N (0-based, after the step is shown) its WebGPU
+// device is declared lost, as a real loss could strike, so that a test sees the window name the loss,
+// reopen the GPU and generate again. backend is the backend in use then.
+func loseDeviceHook(spec string, backend func() core.Backend) (func(step int), error) {
+	if spec == "" {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(spec, "step:"))
+	if !strings.HasPrefix(spec, "step:") || err != nil || n < 0 {
+		return nil, fmt.Errorf("WEBVAR_TEST_LOSE_DEVICE=%q: want step:N with N >= 0", spec)
+	}
+	if _, ok := backend().(*webgpu.Backend); !ok {
+		return nil, fmt.Errorf("WEBVAR_TEST_LOSE_DEVICE needs the webgpu backend, not %s", backend().Name())
+	}
+	var once sync.Once
+	return func(step int) {
+		if step == n {
+			once.Do(func() {
+				if wb, ok := backend().(*webgpu.Backend); ok {
+					wb.DeviceLost("test: WEBVAR_TEST_LOSE_DEVICE=" + spec)
+				}
+			})
+		}
+	}, nil
 }
 
 // checkClass rejects a -class the model does not have (the UI would otherwise clamp it silently).

@@ -71,26 +71,9 @@ func TestPreviewWindowScreenshotMatchesGenerate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "webvar")
-	start := time.Now()
-	build := exec.CommandContext(ctx, "go", "build", "-tags", "preview", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build -tags preview: %v\n%s", err, out)
-	}
-	t.Logf("preview build %.1f s", time.Since(start).Seconds())
-
-	wdir := filepath.Join(tmp, "w")
-	names := filepath.Join(tmp, "names.txt")
-	if err := os.WriteFile(names, []byte("zero\none\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
-		"-quant", "f32", "-class-names", names, "-out", wdir, "-verify", "0")
-	if rc != 0 {
-		t.Fatalf("convert: exit %d: %s", rc, stderr)
-	}
-	// ar1's image 0 of the goldens: class 1, cfg 1.5, greedy.
-	req := []string{"-class", "1", "-cfg", "1.5", "-top-k", "1", "-top-p", "0", "-seed", "0"}
+	bin := buildPreview(ctx, t, tmp)
+	wdir := convertVarTiny(t, tmp)
+	req := varTinyRequest
 	// CPU first: the other runs are also compared with its image. "auto" with an API this machine lacks
 	// (Metal on Linux) must fall back to the CPU and say so.
 	for _, backend := range []string{"cpu", "webgpu", "auto"} {
@@ -251,6 +234,38 @@ func TestPreviewWindowScreenshotMatchesGenerate(t *testing.T) {
 		}
 		compareScreenshot(t, readPNG(t, shot), readPNG(t, ref), 1)
 	})
+}
+
+// varTinyRequest is ar1's image 0 of the goldens: class 1, cfg 1.5, greedy.
+var varTinyRequest = []string{"-class", "1", "-cfg", "1.5", "-top-k", "1", "-top-p", "0", "-seed", "0"}
+
+// buildPreview builds webvar with the preview window (-tags preview) into dir and returns its path.
+func buildPreview(ctx context.Context, t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "webvar")
+	start := time.Now()
+	build := exec.CommandContext(ctx, "go", "build", "-tags", "preview", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags preview: %v\n%s", err, out)
+	}
+	t.Logf("preview build %.1f s", time.Since(start).Seconds())
+	return bin
+}
+
+// convertVarTiny converts var-tiny at f32, with class names, into dir/w and returns that directory.
+func convertVarTiny(t *testing.T, dir string) string {
+	t.Helper()
+	wdir := filepath.Join(dir, "w")
+	names := filepath.Join(dir, "names.txt")
+	if err := os.WriteFile(names, []byte("zero\none\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, stderr := runCLI(t, "convert", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
+		"-quant", "f32", "-class-names", names, "-out", wdir, "-verify", "0")
+	if rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	return wdir
 }
 
 // compareScreenshot checks that every pixel of want appears as a scale x scale block at
