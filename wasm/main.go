@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"image"
 	"net/http"
+	"net/url"
 	goruntime "runtime"
 	"strconv"
 	"strings"
@@ -1011,7 +1012,7 @@ func (ld *weightsLoader) download(ctx context.Context, progress func(weights.Pro
 		if ctx.Err() != nil {
 			return nil, "", ctx.Err()
 		}
-		return nil, "", fmt.Errorf("loading weights from %s: %w", ld.url, err)
+		return nil, "", fmt.Errorf("loading weights from %s%s: %w", ld.url, crossOriginHint(ld.url, err), err)
 	}
 	ld.mem.drop() // loaded: the model holds the tensors now
 	total := totalBytes(m)
@@ -1138,4 +1139,15 @@ func drawImage(img *image.NRGBA) error {
 	data := js.Global().Get("ImageData").New(u8, w, h)
 	cv.Call("getContext", "2d").Call("putImageData", data, 0, 0)
 	return nil
+}
+
+// crossOriginHint explains a fetch the browser refused for weights on another origin: the browser says
+// only "Failed to fetch", and the usual cause there is a server that does not allow CORS.
+func crossOriginHint(weightsURL string, err error) string {
+	u, perr := url.Parse(weightsURL)
+	page := js.Global().Get("location").Get("origin").String()
+	if perr != nil || u.Host == "" || u.Scheme+"://"+u.Host == page || !strings.Contains(err.Error(), "Failed to fetch") {
+		return ""
+	}
+	return " (the browser refused the request: a server on another origin than this page's must allow it with CORS, Access-Control-Allow-Origin)"
 }

@@ -254,7 +254,7 @@ func testHostileWeights(ctx context.Context, t *testing.T, chrome string, site *
 		{"many-chunks", "hostile/many-chunks/", "error", "malformed weights"},
 		{"huge-tensor", "hostile/huge-tensor/", "error", "malformed weights"},
 		{"not-msgpack", "hostile/not-msgpack/", "error", "malformed weights"},
-		{"cross-origin", other.URL + "/", "stopped", "gave up after 5 tries"},
+		{"cross-origin", other.URL + "/", "stopped", "must allow it with CORS"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			page := site.url + "/?ui=html&backend=cpu&weights=" + c.weights
