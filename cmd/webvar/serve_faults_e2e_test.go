@@ -437,7 +437,8 @@ func familyModels(t *testing.T) []servedModel {
 }
 
 // Every other family on WebGPU: a device destroyed between generations is recovered from with the weights
-// kept, and the next Generate makes the same tokens (and MAR's the same latents) as before the loss.
+// kept, and the next Generate makes the same tokens (and MAR's the same latents) as before the loss; then
+// Cancel after a first step leaves no buffers behind.
 func testDeviceLostFamilies(ctx context.Context, t *testing.T, chrome string, site *faultSite) {
 	for _, name := range []string{"flexvar-tiny", "mar-tiny", "rq-tiny"} {
 		t.Run(name, func(t *testing.T) {
@@ -465,6 +466,26 @@ func testDeviceLostFamilies(ctx context.Context, t *testing.T, chrome string, si
 			}
 			if n := total(site.chunkRequests(t)); n != downloads {
 				t.Errorf("%d chunk requests after the first load's %d: the weights were fetched again", n, downloads)
+			}
+			// Cancel after the first step: the run ends cancelled (or done, if it finished first), never
+			// stuck, with the GPU accounting back at its level after a whole run.
+			const gpu = `["gpuLive", "gpuPooled", "gpuBuffers"].map(k => document.body.dataset[k]).join("/")`
+			idle := evalJS[string](t, cctx, gpu)
+			evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
+			if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/(step|iteration|position) 1\//.test(document.getElementById("webvar-status").textContent) || document.body.dataset.state === "done"`,
+				chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+				t.Fatalf("waiting for the first step: %v\n%s", err, dump())
+			}
+			evalJS[any](t, cctx, `document.getElementById("webvar-cancel").click()`)
+			if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`["ready", "done"].includes(document.body.dataset.state)`,
+				chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+				t.Fatalf("Cancel: the page is stuck: %v\n%s", err, dump())
+			}
+			if g := evalJS[string](t, cctx, gpu); strings.Split(g, "/")[0] != strings.Split(idle, "/")[0] {
+				t.Errorf("after Cancel (%s): GPU accounting live/pooled/buffers %s, want live as after a run (%s)",
+					evalJS[string](t, cctx, `document.body.dataset.state`), g, idle)
+			} else {
+				t.Logf("after Cancel: state %s, GPU accounting %s (after a run %s)", evalJS[string](t, cctx, `document.body.dataset.state`), g, idle)
 			}
 		})
 	}
