@@ -51,8 +51,6 @@ func (m *modelFlags) check() error {
 	switch {
 	case m.demo != "" && (m.weightsDir != "" || m.varPath != "" || m.vaePath != "" || m.rqPath != ""):
 		return usageError{"give one of -demo, -weights, -rq and -var/-vae"}
-	case m.demo != "" && demoModel(m.demo) == nil:
-		return usageError{fmt.Sprintf("-demo %q: no such demo model (there are %s)", m.demo, strings.Join(demoNames(), ", "))}
 	case m.rqPath != "" && (m.weightsDir != "" || m.varPath != "" || m.vaePath != ""):
 		return usageError{"give one of -rq, -weights and -var/-vae"}
 	case m.ema && m.rqPath == "":
@@ -63,6 +61,11 @@ func (m *modelFlags) check() error {
 		return usageError{"-var is required with -vae (a VAR checkpoint such as var_d16.pth)"}
 	case m.weightsDir == "" && m.varPath != "" && m.vaePath == "":
 		return usageError{"-vae is required with -var (a VQVAE checkpoint such as vae_ch160v4096z32.pth)"}
+	}
+	if m.demo != "" {
+		if _, err := demoModel(m.demo); err != nil {
+			return err
+		}
 	}
 	if _, err := parseInts(m.patchNums); err != nil {
 		return usageError{"-patch-nums: " + err.Error()}
@@ -81,7 +84,7 @@ func (m *modelFlags) source() (weights.Source, string) {
 	case m.isDefault():
 		return fashionvar.Source(), "embedded model " + fashionvar.Name
 	case m.demo != "":
-		if d := demoModel(m.demo); d != nil {
+		if d, err := demoModel(m.demo); err == nil {
 			return weights.FSSource(d.FS), "embedded model " + d.Name
 		}
 	case strings.HasPrefix(m.weightsDir, "http://") || strings.HasPrefix(m.weightsDir, "https://"):

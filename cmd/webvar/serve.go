@@ -52,10 +52,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	weightsFS, weightsName := fashionvar.FS(), "the embedded "+fashionvar.Name+" model (Fashion-MNIST, 32x32)"
 	defName := fashionvar.Name
 	if *demo != "" {
-		d := demoModel(*demo)
+		d, err := demoModel(*demo)
 		switch {
-		case d == nil:
-			return usageError{fmt.Sprintf("-demo %q: no such demo model (there are %s)", *demo, strings.Join(demoNames(), ", "))}
+		case err != nil:
+			return err
 		case *weightsDir != "":
 			return usageError{"give -demo or -weights, not both"}
 		}
@@ -253,14 +253,14 @@ func demoNames() []string {
 	return names
 }
 
-// demoModel returns the demo model of that name, or nil.
-func demoModel(name string) *servedModel {
+// demoModel returns the demo model of that name, or a usage error listing the names (-demo).
+func demoModel(name string) (*servedModel, error) {
 	for _, m := range demoModels() {
 		if m.Name == name {
-			return &m
+			return &m, nil
 		}
 	}
-	return nil
+	return nil, usageError{fmt.Sprintf("-demo %q: no such demo model (there are %s)", name, strings.Join(demoNames(), ", "))}
 }
 
 // modelEntry is one line of models.json.

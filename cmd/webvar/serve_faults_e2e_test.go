@@ -274,6 +274,12 @@ func testHostileWeights(ctx context.Context, t *testing.T, chrome string, site *
 	}
 }
 
+// gpuAccounting is the script that reads the app's GPU buffer accounting, "live/pooled/buffers", from the
+// document doc (a widget's frame document, or the page's).
+func gpuAccounting(doc string) string {
+	return `["gpuLive", "gpuPooled", "gpuBuffers"].map(k => ` + doc + `.body.dataset[k]).join("/")`
+}
+
 // captureDevices records every GPUDevice the page gets, so that the test can destroy it from outside.
 const captureDevices = `(() => {
 	window.__gpuDevices = [];
@@ -299,7 +305,7 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 	}
 	downloads := total(site.chunkRequests(t))
 	gpu := func() string {
-		return evalJS[string](t, cctx, `["gpuLive", "gpuPooled", "gpuBuffers"].map(k => document.body.dataset[k]).join("/")`)
+		return evalJS[string](t, cctx, gpuAccounting("document"))
 	}
 	idle := gpu()
 	generate := func() {
@@ -469,7 +475,7 @@ func testDeviceLostFamilies(ctx context.Context, t *testing.T, chrome string, si
 			}
 			// Cancel after the first step: the run ends cancelled (or done, if it finished first), never
 			// stuck, with the GPU accounting back at its level after a whole run.
-			const gpu = `["gpuLive", "gpuPooled", "gpuBuffers"].map(k => document.body.dataset[k]).join("/")`
+			gpu := gpuAccounting("document")
 			idle := evalJS[string](t, cctx, gpu)
 			evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
 			if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/(step|iteration|position) 1\//.test(document.getElementById("webvar-status").textContent) || document.body.dataset.state === "done"`,
@@ -522,7 +528,7 @@ func testTwoWidgets(ctx context.Context, t *testing.T, chrome string, site *faul
 		return evalJS[string](t, cctx, `[...document.querySelectorAll("[data-webvar] iframe")].map(f => {
 			const d = f.contentDocument; return String(`+expr+`); }).join(" | ")`)
 	}
-	const accounting = `["gpuLive", "gpuPooled", "gpuBuffers"].map(k => d.body.dataset[k]).join("/")`
+	accounting := gpuAccounting("d")
 	const live = `d.body.dataset.gpuLive`
 	click := func(times int) {
 		t.Helper()
