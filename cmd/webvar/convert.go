@@ -37,6 +37,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	vaeQuant := fs.String("vae-quant", "", "storage of the VQVAE decoder's convolution weights: f32, f16 (f16 where its measured error is small, else f32), int8 or int4 (blockwise per output channel, dequantized when loaded: a smaller download, the same float convolutions) (default: as -quant, but int8 when -quant is int4)")
 	keep := fs.String("keep-f32", "", "comma-separated name patterns (path.Match, with the var./vae. prefix) stored f32 regardless, e.g. 'var.head.weight,vae.*'")
 	chunkMiB := fs.Int("chunk-mib", 4, "chunk file size in MiB (a larger tensor gets a chunk of its own)")
+	chunkKiB := fs.Int("chunk-kib", 0, "chunk file size in KiB instead of -chunk-mib (for tiny models: more, smaller chunks)")
 	out := fs.String("out", "", "output directory")
 	classNames := fs.String("class-names", "", "a text file of class names, one per line (line i = class i), stored in the weights' metadata; e.g. ImageNet's for official checkpoints")
 	noEncoder := fs.Bool("no-encoder", false, "leave out the VQVAE encoder: enough to generate, smaller to download; images cannot be tokenized (edited) with it")
@@ -80,6 +81,8 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		return usageError{"-out must differ from -from (an interrupted conversion would leave neither)"}
 	case *chunkMiB < 1:
 		return usageError{"-chunk-mib must be >= 1"}
+	case *chunkKiB < 0:
+		return usageError{"-chunk-kib must be >= 1"}
 	case *verify < 0:
 		return usageError{"-verify must be >= 0"}
 	}
@@ -112,7 +115,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	parts := map[string]int64{}
 	opt := convert.ConvertOptions{Sampling: samp, Settings: gen.Settings(settings), PatchNums: pn, Heads: *heads, VAEScale: *vaeScale, Quant: weights.Scheme(*quant),
 		VAEQuant: weights.Scheme(*vaeQuant), KeepF32: keepF32,
-		NoEncoder: *noEncoder, ClassNames: names, ChunkBytes: int64(*chunkMiB) << 20,
+		NoEncoder: *noEncoder, ClassNames: names, ChunkBytes: chunkBytes(*chunkMiB, *chunkKiB),
 		OnTensor: func(r convert.TensorReport) {
 			stored += r.Bytes
 			parts[strings.SplitN(r.Name, ".", 2)[0]] += r.Bytes
@@ -369,4 +372,12 @@ func convertRelease(path string, ema bool, out string, opt convert.ConvertOption
 		}
 	}
 	return convert.ConvertSources(s2, s1, filepath.Base(filepath.Clean(path)), out, opt)
+}
+
+// chunkBytes is the chunk size the -chunk-mib and -chunk-kib flags ask for (KiB when given).
+func chunkBytes(mib, kib int) int64 {
+	if kib > 0 {
+		return int64(kib) << 10
+	}
+	return int64(mib) << 20
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,16 +24,18 @@ import (
 	"github.com/webvar/webvar/weights"
 )
 
-// faultSite is the app and a tiny random VAR served with a fault injector in
-// front of the weights, plus a few hostile weights directories.
+// faultSite is the app, a tiny random VAR (the default, at weights/) and one tiny model of every other
+// family (at models/NAME/) served with a fault injector in front of the weights, plus hostile manifests
+// made from each model's.
 type faultSite struct {
 	url    string
 	faults *faulthttp.Injector
-	wdir   string
+	models map[string]servedModel // by name: "tiny" and the families'
 }
 
-// newFaultSite converts a tiny random VAR (in 64 KiB chunks: a dozen of them), builds the app and serves
-// both; want is the image of the tests' request.
+// newFaultSite converts a tiny random VAR (in 64 KiB chunks: 35 of them) and the other families'
+// tiny fixtures (in 512 KiB chunks), builds the app and serves them; want is the tiny VAR's image of the
+// tests' request.
 func newFaultSite(ctx context.Context, t *testing.T) (site *faultSite, want *image.NRGBA) {
 	t.Helper()
 	wdir, want := tinyVAR(t, 64<<10)
@@ -40,11 +43,17 @@ func newFaultSite(ctx context.Context, t *testing.T) (site *faultSite, want *ima
 	if err := buildApp(ctx, app, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	site = &faultSite{wdir: wdir}
-	models := append([]servedModel{{Name: "tiny", FS: os.DirFS(wdir)}}, familyModels(t)...)
+	site = &faultSite{models: map[string]servedModel{}}
+	models := append([]servedModel{{Name: "tiny", FS: os.DirFS(wdir)}}, familyModels(t, "-chunk-kib", "512")...)
+	hostile := map[string][]byte{}
+	for _, m := range models {
+		site.models[m.Name] = m
+		for k, v := range hostileManifests(t, m.FS) {
+			hostile[m.Name+"/"+k] = v
+		}
+	}
 	h := newServeHandlerModels(app, models)
 	site.faults = faulthttp.New(h)
-	hostile := hostileDirs(t, wdir)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/two-widgets.html":
@@ -67,11 +76,11 @@ func newFaultSite(ctx context.Context, t *testing.T) (site *faultSite, want *ima
 	return site, want
 }
 
-// hostileDirs are manifests a hostile or broken server might send, by path: absurd sizes and counts, and
-// bytes that are not msgpack at all.
-func hostileDirs(t *testing.T, wdir string) map[string][]byte {
+// hostileManifests are manifests a hostile or broken server might send in place of the model's, by
+// path: absurd sizes and counts, and bytes that are not msgpack at all.
+func hostileManifests(t *testing.T, fsys fs.FS) map[string][]byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(wdir, weights.ManifestFile))
+	data, err := fs.ReadFile(fsys, weights.ManifestFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,21 +114,83 @@ func hostileDirs(t *testing.T, wdir string) map[string][]byte {
 	}
 }
 
+// faultTarget is one served model the loader faults are tried on: its weights' URL path, a page that
+// generates with it on the CPU backend (without autostart), and a check that the page finished the run
+// with the model's right result.
+type faultTarget struct {
+	name   string
+	prefix string // "/weights/" or "/models/NAME/"
+	page   string
+	check  func(t *testing.T, cctx context.Context, dump func() string) bool
+}
+
+// tinyTarget is the tiny VAR at weights/ (the page's default), checked by its image.
+func (s *faultSite) tinyTarget(want *image.NRGBA) faultTarget {
+	return faultTarget{name: "tiny", prefix: "/weights/",
+		page: s.url + "/?ui=html&backend=cpu&class=1&cfg=1.5&top_k=1&top_p=0&seed=0",
+		check: func(t *testing.T, cctx context.Context, dump func() string) bool {
+			return waitAndCompare(t, cctx, dump, want)
+		}}
+}
+
+// resultJS is a family-neutral record of the last run: its tokens (VAR, FlexVAR, RQ) and latents (MAR).
+const resultJS = `(document.body.dataset.tokens ?? "") + "|" + (document.body.dataset.latents ?? "")`
+
+// familyTarget is the model NAME at models/NAME/, checked by its tokens or latents, which a first run on
+// a network without faults records.
+func (s *faultSite) familyTarget(ctx context.Context, t *testing.T, chrome, name string) faultTarget {
+	t.Helper()
+	page := s.url + "/?ui=html&backend=cpu&class=1&seed=3&top_k=1&model=models/" + name + "/"
+	s.faults.Reset()
+	cctx, dump := openPage(ctx, t, chrome, page+"&autostart=1", false)
+	waitState(t, cctx, dump, "done")
+	want := evalJS[string](t, cctx, resultJS)
+	if len(want) < 10 {
+		t.Fatalf("%s: the run recorded %q: no tokens or latents", name, want)
+	}
+	return faultTarget{name: name, prefix: "/models/" + name + "/", page: page,
+		check: func(t *testing.T, cctx context.Context, dump func() string) bool {
+			t.Helper()
+			if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`["done", "error"].includes(document.body.dataset.state)`,
+				chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(120*time.Second))); err != nil {
+				t.Errorf("waiting for the run: %v\n%s", err, dump())
+				return false
+			}
+			if st := evalJS[string](t, cctx, `document.body.dataset.state`); st != "done" {
+				t.Errorf("state %s: %s\n%s", st, evalJS[string](t, cctx, `document.body.dataset.error ?? ""`), dump())
+				return false
+			}
+			if got := evalJS[string](t, cctx, resultJS); got != want {
+				t.Errorf("the run made %.200q, without faults %.200q", got, want)
+				return false
+			}
+			return true
+		}}
+}
+
 // The app under faults from outside it, each injected where a user meets it: a network that drops,
 // errors or corrupts chunks, a browser that will not store them, hostile weights URLs, a GPU device
-// that is destroyed. Each case checks the app's answer: a named message, recovery, nothing lost.
+// that is destroyed. Each case checks the app's answer: a named message, recovery, nothing lost. The
+// loader's cases run on every family's model, the GPU cases on each family on WebGPU.
 func TestFaultsInChromium(t *testing.T) {
 	chrome := browsertest.RequireChromium(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	site, want := newFaultSite(ctx, t)
-	// The HTML controls on the CPU backend: a fraction of a second per image.
 	const greedy = "class=1&cfg=1.5&top_k=1&top_p=0&seed=0"
-	cpuPage := site.url + "/?ui=html&backend=cpu&" + greedy
 
-	t.Run("network", func(t *testing.T) { testNetworkFaults(ctx, t, chrome, site, cpuPage, want) })
-	t.Run("storage", func(t *testing.T) { testStorageFaults(ctx, t, chrome, site, cpuPage, want) })
-	t.Run("hostile", func(t *testing.T) { testHostileWeights(ctx, t, chrome, site) })
+	// The loader's faults on the CPU backend (a fraction of a second per image), for every family.
+	for _, name := range []string{"tiny", "flexvar-tiny", "mar-tiny", "rq-tiny"} {
+		t.Run(name, func(t *testing.T) {
+			target := site.tinyTarget(want)
+			if name != "tiny" {
+				target = site.familyTarget(ctx, t, chrome, name)
+			}
+			t.Run("network", func(t *testing.T) { testNetworkFaults(ctx, t, chrome, site, target) })
+			t.Run("storage", func(t *testing.T) { testStorageFaults(ctx, t, chrome, site, target) })
+			t.Run("hostile", func(t *testing.T) { testHostileWeights(ctx, t, chrome, site, target) })
+		})
+	}
 	t.Run("device-lost", func(t *testing.T) {
 		testDeviceLost(ctx, t, chrome, site, site.url+"/?ui=html&backend=webgpu&autostart=1&"+greedy, want)
 	})
@@ -140,20 +211,44 @@ func evalJS[T any](t *testing.T, cctx context.Context, expr string) T {
 	return v
 }
 
-// chunkRequests is how many requests the site's chunks got so far.
-func (s *faultSite) chunkRequests(t *testing.T) map[string]int {
+// chunks lists the model's chunk files.
+func (s *faultSite) chunks(t *testing.T, model string) []string {
 	t.Helper()
-	m := map[string]int{}
-	entries, err := os.ReadDir(s.wdir)
+	m, ok := s.models[model]
+	if !ok {
+		t.Fatalf("no model %q served", model)
+	}
+	entries, err := fs.ReadDir(m.FS, ".")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var names []string
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), "chunk-") {
-			m[e.Name()] = s.faults.Requests(e.Name())
+			names = append(names, e.Name())
 		}
 	}
+	return names
+}
+
+// chunkRequests is how many requests each chunk of the model at prefix got so far.
+func (s *faultSite) chunkRequests(t *testing.T, target faultTarget) map[string]int {
+	t.Helper()
+	m := map[string]int{}
+	for _, c := range s.chunks(t, target.name) {
+		m[c] = s.faults.Requests(target.prefix + c)
+	}
 	return m
+}
+
+// downloads is how many chunk requests the model got so far.
+func (s *faultSite) downloads(t *testing.T, model string) int {
+	t.Helper()
+	prefix := "/models/" + model + "/"
+	if model == "tiny" {
+		prefix = "/weights/"
+	}
+	return total(s.chunkRequests(t, faultTarget{name: model, prefix: prefix}))
 }
 
 func total(m map[string]int) int {
@@ -165,61 +260,66 @@ func total(m map[string]int) int {
 }
 
 // Network: a connection dropped in the middle of a chunk, a 500 and a 404 for one chunk each, and a
-// chunk served with wrong bytes are retried with backoff and the page loads and draws the right image;
+// chunk served with wrong bytes are retried with backoff and the page loads and draws the right result;
 // a chunk that keeps failing is named after the last retry (state "stopped"), and Generate resumes from
 // the verified chunks (none fetched twice) once the server recovers.
-func testNetworkFaults(ctx context.Context, t *testing.T, chrome string, site *faultSite, page string, want *image.NRGBA) {
+func testNetworkFaults(ctx context.Context, t *testing.T, chrome string, site *faultSite, target faultTarget) {
+	chunks := site.chunks(t, target.name)
+	if len(chunks) < 10 {
+		t.Fatalf("%s has %d chunks: the test needs 10", target.name, len(chunks))
+	}
 	site.faults.Reset()
-	site.faults.Queue("chunk-00001.bin", faulthttp.Drop)
-	site.faults.Queue("chunk-00003.bin", faulthttp.Status500)
-	site.faults.Queue("chunk-00005.bin", faulthttp.Status404)
-	site.faults.Queue("chunk-00007.bin", faulthttp.Corrupt)
-	cctx, dump := openPage(ctx, t, chrome, page+"&autostart=1", false)
-	if !waitAndCompare(t, cctx, dump, want) {
+	faulty := []string{chunks[1], chunks[3], chunks[5], chunks[7]}
+	for i, f := range []faulthttp.Fault{faulthttp.Drop, faulthttp.Status500, faulthttp.Status404, faulthttp.Corrupt} {
+		site.faults.Queue(target.prefix+faulty[i], f)
+	}
+	cctx, dump := openPage(ctx, t, chrome, target.page+"&autostart=1", false)
+	if !target.check(t, cctx, dump) {
 		return
 	}
 	retries := evalJS[string](t, cctx, `document.body.dataset.retries ?? "0"`)
 	if retries != "4" || site.faults.Injected() != 4 {
 		t.Errorf("4 faults injected (%d taken): the page retried %s times, want 4\n%s", site.faults.Injected(), retries, dump())
 	}
-	for _, c := range []string{"chunk-00001.bin", "chunk-00003.bin", "chunk-00005.bin", "chunk-00007.bin"} {
-		if n := site.faults.Requests(c); n != 2 {
+	for _, c := range faulty {
+		if n := site.faults.Requests(target.prefix + c); n != 2 {
 			t.Errorf("%s requested %d times, want 2 (the fault and the retry)", c, n)
 		}
 	}
 
 	// A chunk that always fails: named after the last retry, then resumed.
 	site.faults.Reset()
-	const bad = "chunk-00009.bin"
-	site.faults.Always(bad, faulthttp.Status500)
-	cctx, dump = openPage(ctx, t, chrome, page+"&autostart=1", false) // a fresh profile: nothing cached
+	bad := chunks[9]
+	site.faults.Always(target.prefix+bad, faulthttp.Status500)
+	cctx, dump = openPage(ctx, t, chrome, target.page+"&autostart=1", false) // a fresh profile: nothing cached
 	waitState(t, cctx, dump, "stopped")
 	msg := evalJS[string](t, cctx, `document.body.dataset.error ?? ""`)
 	status := evalJS[string](t, cctx, `document.getElementById("webvar-status").textContent`)
 	if !strings.Contains(msg, bad) || !strings.Contains(msg, "gave up after 5 tries") || !strings.Contains(status, "try again") {
 		t.Errorf("after %s failed for good: error %q, status %q: want the chunk named, the tries counted and a way on", bad, msg, status)
 	}
-	if n := site.faults.Requests(bad); n != 5 {
+	if n := site.faults.Requests(target.prefix + bad); n != 5 {
 		t.Errorf("%s requested %d times, want 5 tries", bad, n)
 	}
-	before := site.chunkRequests(t)
+	before := site.chunkRequests(t, target)
 	site.faults.Reset()
-	evalJS[any](t, cctx, `document.getElementById("webvar-generate").click()`)
-	if !waitAndCompare(t, cctx, dump, want) {
+	evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
+	if !target.check(t, cctx, dump) {
 		return
 	}
-	after := site.chunkRequests(t)
+	after := site.chunkRequests(t, target)
 	for name, n := range after {
 		if n > 1 || n == 1 && before[name] > 0 && name != bad {
 			t.Errorf("resuming requested %s %d times (before: %d): want only the chunks not yet verified", name, n, before[name])
 		}
 	}
-	t.Logf("failing %s: %d chunk requests before giving up; the resume fetched %d chunks", bad, total(before), total(after))
+	t.Logf("%s: failing %s: %d chunk requests before giving up; the resume fetched %d of %d chunks",
+		target.name, bad, total(before), total(after), len(chunks))
 }
 
 // Storage: the Cache API missing, denied, or over quota: the model still loads and draws, the page says
 // it will not be cached, and no error state.
-func testStorageFaults(ctx context.Context, t *testing.T, chrome string, site *faultSite, page string, want *image.NRGBA) {
+func testStorageFaults(ctx context.Context, t *testing.T, chrome string, site *faultSite, target faultTarget) {
 	for _, c := range []struct{ name, script, cache, says string }{
 		{"missing", `delete window.caches; Object.defineProperty(window, "caches", {value: undefined});`, "none", "no browser cache"},
 		{"denied", `window.caches.open = () => Promise.reject(new DOMException("The operation is insecure.", "SecurityError"));`,
@@ -229,8 +329,8 @@ func testStorageFaults(ctx context.Context, t *testing.T, chrome string, site *f
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			site.faults.Reset()
-			cctx, dump := openPage(ctx, t, chrome, page+"&autostart=1", false, c.script)
-			if !waitAndCompare(t, cctx, dump, want) {
+			cctx, dump := openPage(ctx, t, chrome, target.page+"&autostart=1", false, c.script)
+			if !target.check(t, cctx, dump) {
 				return
 			}
 			cache := evalJS[string](t, cctx, `document.body.dataset.cache ?? ""`)
@@ -243,17 +343,19 @@ func testStorageFaults(ctx context.Context, t *testing.T, chrome string, site *f
 	}
 }
 
-// Hostile weights URLs: absurd sizes or counts in the manifest, a manifest that is not msgpack, and a
-// cross-origin server without CORS: a named error in the page, and a page that still answers.
-func testHostileWeights(ctx context.Context, t *testing.T, chrome string, site *faultSite) {
+// Hostile weights URLs in place of the model's: absurd sizes or counts in its manifest, a manifest that
+// is not msgpack, and a cross-origin server without CORS: a named error in the page, and a page that
+// still answers.
+func testHostileWeights(ctx context.Context, t *testing.T, chrome string, site *faultSite, target faultTarget) {
 	// A second origin (another port) serving the same weights without CORS headers.
-	other := httptest.NewServer(http.FileServer(http.Dir(site.wdir)))
+	other := httptest.NewServer(http.FileServerFS(site.models[target.name].FS))
 	defer other.Close()
+	hostile := "hostile/" + target.name + "/"
 	for _, c := range []struct{ name, weights, state, says string }{
-		{"huge-chunk", "hostile/huge-chunk/", "error", "malformed weights"},
-		{"many-chunks", "hostile/many-chunks/", "error", "malformed weights"},
-		{"huge-tensor", "hostile/huge-tensor/", "error", "malformed weights"},
-		{"not-msgpack", "hostile/not-msgpack/", "error", "malformed weights"},
+		{"huge-chunk", hostile + "huge-chunk/", "error", "malformed weights"},
+		{"many-chunks", hostile + "many-chunks/", "error", "malformed weights"},
+		{"huge-tensor", hostile + "huge-tensor/", "error", "malformed weights"},
+		{"not-msgpack", hostile + "not-msgpack/", "error", "malformed weights"},
 		{"cross-origin", other.URL + "/", "stopped", "must allow it with CORS"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -265,7 +367,7 @@ func testHostileWeights(ctx context.Context, t *testing.T, chrome string, site *
 			if !strings.Contains(msg, c.says) || !strings.Contains(msg, strings.TrimSuffix(c.weights, "/")) {
 				t.Errorf("error %q: want it to say %q and name the weights URL", msg, c.says)
 			}
-			// The tab lives: the page still evaluates script and has not grown past a small heap.
+			// The tab lives: the page still evaluates script.
 			if v := evalJS[int](t, cctx, `1 + 1`); v != 2 {
 				t.Errorf("the page does not answer")
 			}
@@ -303,7 +405,7 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 	if b := evalJS[string](t, cctx, `document.getElementById("webvar-backend").textContent`); !strings.HasPrefix(b, "WebGPU") {
 		browsertest.NoWebGPU(t, b)
 	}
-	downloads := total(site.chunkRequests(t))
+	downloads := site.downloads(t, "tiny")
 	gpu := func() string {
 		return evalJS[string](t, cctx, gpuAccounting("document"))
 	}
@@ -330,7 +432,7 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 		if !waitAndCompare(t, cctx, dump, want) {
 			t.FailNow()
 		}
-		if n := total(site.chunkRequests(t)); n != downloads {
+		if n := site.downloads(t, "tiny"); n != downloads {
 			t.Errorf("device destroyed %s: %d chunk requests after the first load's %d: the weights were fetched again", when, n, downloads)
 		}
 		if g := gpu(); g != idle {
@@ -400,7 +502,7 @@ func testDeviceLostCanvasUI(ctx context.Context, t *testing.T, chrome string, si
 	if n := evalJS[int](t, cctx, `window.__gpuDevices.length`); n != 1 {
 		browsertest.NoWebGPU(t, fmt.Sprintf("%d devices", n))
 	}
-	downloads := total(site.chunkRequests(t))
+	downloads := site.downloads(t, "tiny")
 	evalJS[any](t, cctx, `window.__gpuDevices.at(-1).destroy()`)
 	start := time.Now()
 	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](
@@ -414,13 +516,14 @@ func testDeviceLostCanvasUI(ctx context.Context, t *testing.T, chrome string, si
 	if !waitAndCompare(t, cctx, dump, want) {
 		return
 	}
-	if n := total(site.chunkRequests(t)); n != downloads {
+	if n := site.downloads(t, "tiny"); n != downloads {
 		t.Errorf("%d chunk requests after the first load's %d: the weights were fetched again", n, downloads)
 	}
 }
 
-// familyModels converts the other families' fixtures (small settings for SwiftShader) for the model menu.
-func familyModels(t *testing.T) []servedModel {
+// familyModels converts the other families' fixtures (small settings for SwiftShader) for the model menu,
+// with convertArgs added to each convert command.
+func familyModels(t *testing.T, convertArgs ...string) []servedModel {
 	t.Helper()
 	var ms []servedModel
 	for _, c := range []struct {
@@ -434,6 +537,7 @@ func familyModels(t *testing.T) []servedModel {
 	} {
 		dir := filepath.Join(t.TempDir(), c.name)
 		args := append(append([]string{"convert"}, c.args...), "-quant", "f32", "-out", dir, "-verify", "0")
+		args = append(args, convertArgs...)
 		if rc, _, stderr := runCLI(t, args...); rc != 0 {
 			t.Fatalf("convert %s: exit %d: %s", c.name, rc, stderr)
 		}
@@ -457,7 +561,7 @@ func testDeviceLostFamilies(ctx context.Context, t *testing.T, chrome string, si
 			}
 			const result = `(document.body.dataset.tokens ?? "") + "|" + (document.body.dataset.latents ?? "")`
 			before := evalJS[string](t, cctx, result)
-			downloads := total(site.chunkRequests(t))
+			downloads := site.downloads(t, name)
 			evalJS[any](t, cctx, `window.__gpuDevices.at(-1).destroy()`)
 			if _, err := chromedp.Run(cctx, chromedp.Poll[bool](
 				`window.__gpuDevices.length === 2 && document.body.dataset.state === "ready" && !!document.body.dataset.deviceLost`,
@@ -470,7 +574,7 @@ func testDeviceLostFamilies(ctx context.Context, t *testing.T, chrome string, si
 			if after := evalJS[string](t, cctx, result); after != before || len(before) < 10 {
 				t.Errorf("after the loss the run made %.200q, before it %.200q", after, before)
 			}
-			if n := total(site.chunkRequests(t)); n != downloads {
+			if n := site.downloads(t, name); n != downloads {
 				t.Errorf("%d chunk requests after the first load's %d: the weights were fetched again", n, downloads)
 			}
 			// Cancel after the first step: the run ends cancelled (or done, if it finished first), never

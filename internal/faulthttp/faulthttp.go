@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -48,15 +49,17 @@ func (f Fault) String() string {
 	return "fault(" + strconv.Itoa(int(f)) + ")"
 }
 
-// Injector is an http.Handler serving Next with the faults queued for each file. Files are named by the
-// last element of the request path ("chunk-00001.bin"). Safe for concurrent use.
+// Injector is an http.Handler serving Next with the faults queued for each file. A file is named either by
+// its full request path ("/models/a/chunk-00001.bin": that file only) or by the last element of the path
+// ("chunk-00001.bin": that name under any directory); a fault for the full path is taken first. Safe for
+// concurrent use.
 type Injector struct {
 	Next http.Handler
 
 	mu       sync.Mutex
 	queued   map[string][]Fault // consumed one per request, in order
 	always   map[string]Fault
-	requests map[string]int
+	requests map[string]int // by full request path
 	injected int
 }
 
@@ -90,11 +93,17 @@ func (in *Injector) Reset() {
 	in.queued, in.always, in.requests, in.injected = map[string][]Fault{}, map[string]Fault{}, map[string]int{}, 0
 }
 
-// Requests returns how many requests file got.
+// Requests returns how many requests file (a full path, or a name under any directory) got.
 func (in *Injector) Requests(file string) int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.requests[file]
+	n := 0
+	for p, c := range in.requests {
+		if p == file || !strings.Contains(file, "/") && path.Base(p) == file {
+			n += c
+		}
+	}
+	return n
 }
 
 // Injected returns how many requests got a fault.
@@ -104,13 +113,20 @@ func (in *Injector) Injected() int {
 	return in.injected
 }
 
-func (in *Injector) next(file string) Fault {
+func (in *Injector) next(urlPath string) Fault {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.requests[file]++
-	f := in.always[file]
-	if q := in.queued[file]; len(q) > 0 {
-		f, in.queued[file] = q[0], q[1:]
+	in.requests[urlPath]++
+	f := Pass
+	for _, key := range []string{urlPath, path.Base(urlPath)} {
+		if q := in.queued[key]; len(q) > 0 {
+			f, in.queued[key] = q[0], q[1:]
+			break
+		}
+		if a, ok := in.always[key]; ok {
+			f = a
+			break
+		}
 	}
 	if f != Pass {
 		in.injected++
@@ -119,7 +135,7 @@ func (in *Injector) next(file string) Fault {
 }
 
 func (in *Injector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f := in.next(path.Base(r.URL.Path))
+	f := in.next(r.URL.Path)
 	switch f {
 	case Pass:
 		in.Next.ServeHTTP(w, r)
