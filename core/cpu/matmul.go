@@ -37,13 +37,13 @@ func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 		}
 	}
 	gemv := !done && be.gemvPath != nil && a.N <= gemvMaxRows
-	var pre *prepacked
+	var pre bPacker
 	if !done && !gemv && be.kernel != nil && a.N <= prepackRows {
-		var packer bPacker = bRows{f: w_MK, ld: a.K}
 		if quant {
-			packer = bQuantRows{q: q}
+			pre = be.packs.get(w, nil, &q, a.M, a.K)
+		} else {
+			pre = be.packs.get(w, bRows{f: w_MK, ld: a.K}, nil, a.M, a.K)
 		}
-		pre = be.packs.get(w, packer, a.M, a.K)
 	}
 	switch {
 	case done:

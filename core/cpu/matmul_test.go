@@ -110,3 +110,61 @@ func benchmarkLinear(b *testing.B, be *Backend) {
 	}
 	b.ReportMetric(2*N*M*K*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
+
+// BenchmarkLinearDiffusionMLP runs the Linear products of one pass of MAR-B's diffusion MLP (6 blocks of
+// adaLN [3072, 1024], fc1 and fc2 [1024, 1024], then the final adaLN [2048, 1024]; int4 weights, 31.5M
+// of them: more than the caches hold, as in a real run) at the row counts of MAR's iterations (2 to 50
+// tokens, both CFG halves), with the weights prepacked (their codes in panel order, qpack.go) and
+// dequantized from their rows on every product.
+func BenchmarkLinearDiffusionMLP(b *testing.B) {
+	const W = 1024
+	r := newRand(9)
+	var hs []core.HostTensor
+	for range 6 {
+		for _, m := range []int{3 * W, W, W} {
+			hs = append(hs, core.HostTensor{Shape: core.Shape{m, W}, Data: randn(r, m*W)})
+		}
+	}
+	hs = append(hs, core.HostTensor{Shape: core.Shape{2 * W, W}, Data: randn(r, 2*W*W)})
+	for _, N := range []int{4, 16, 32, 64} {
+		for _, mode := range []string{"prepacked", "dequant"} {
+			b.Run(fmt.Sprintf("N%d/%s", N, mode), func(b *testing.B) {
+				be := New(0)
+				if mode == "dequant" {
+					be.packs = nil
+				}
+				var ws []*core.Tensor
+				flops := 0.0
+				for _, h := range hs {
+					q, err := core.Quantize(h, core.QuantInt4)
+					if err != nil {
+						b.Fatal(err)
+					}
+					w, err := be.UploadQuant(q)
+					if err != nil {
+						b.Fatal(err)
+					}
+					ws = append(ws, w)
+					flops += 2 * float64(N*h.Shape.Numel())
+				}
+				x, _ := randTensor(b, be, r, N, W)
+				pass := func() {
+					for _, w := range ws {
+						y, err := be.Linear(x, w, nil)
+						if err != nil {
+							b.Fatal(err)
+						}
+						be.Free(y)
+					}
+				}
+				pass()
+				pass() // the second use prepacks
+				b.ResetTimer()
+				for b.Loop() {
+					pass()
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}

@@ -12,6 +12,11 @@ import (
 // weights a hundred times per iteration; VAR's first scales have 2 to 32 rows). A weight used with few
 // rows is therefore packed once and kept, up to a memory budget per backend; products with many rows
 // pack as before, so a model larger than the budget still runs at full speed where it matters.
+//
+// A weight is packed on its second product with few rows, not its first, so that the budget goes to the
+// weights used most often when a model's do not all fit: MAR's encoder sees few rows once per iteration
+// and would otherwise fill the budget before the diffusion MLP, which runs a hundred times per iteration,
+// is reached; its weights reach their second use first.
 const (
 	// prepackRows is the most rows of x for which Linear uses (and makes) a prepacked weight.
 	prepackRows = 2 * gemmMC
@@ -57,14 +62,25 @@ func newPrepacked(b bPacker, m, K int) *prepacked {
 // packCache is a backend's prepacked weights, by weight tensor, within a byte budget.
 type packCache struct {
 	mu     sync.Mutex
-	byW    map[*core.Tensor]*prepacked
+	byW    map[*core.Tensor]packedWeight
+	seen   map[*core.Tensor]bool // weights used once with few rows, not yet packed
 	bytes  int64
 	budget int64
 }
 
-// get returns w's prepacked form, packing it with b (w's packer) when it is not cached and fits the
-// budget; nil when it does not.
-func (c *packCache) get(w *core.Tensor, b bPacker, m, K int) *prepacked {
+// packedWeight is a weight packed once: a *prepacked (float32 panels) or a *qpacked (quantized codes in
+// panel order, qpack.go).
+type packedWeight interface {
+	bPacker
+	bytes() int64
+}
+
+func (p *prepacked) bytes() int64 { return int64(len(p.data)) * 4 }
+
+// get returns w's packed form, packing it when it is not cached, was asked for before and fits the
+// budget; nil when it does not. A float w [m, K] is packed with b into float panels, a quantized one (q
+// not nil) into a qpacked of its codes.
+func (c *packCache) get(w *core.Tensor, b bPacker, q *core.QuantHost, m, K int) bPacker {
 	if c == nil {
 		return nil
 	}
@@ -73,16 +89,33 @@ func (c *packCache) get(w *core.Tensor, b bPacker, m, K int) *prepacked {
 	if p, ok := c.byW[w]; ok {
 		return p
 	}
-	size := int64((m+gemmNR-1)/gemmNR*gemmNR) * int64(K) * 4
+	mPad := int64((m + gemmNR - 1) / gemmNR * gemmNR)
+	size := mPad * int64(K) * 4
+	if q != nil {
+		size = mPad*int64(K)*int64(q.Scheme.Bits())/8 + mPad*int64(core.QuantBlocks(K))*4
+	}
 	if c.bytes+size > c.budget {
 		return nil
 	}
-	if c.byW == nil {
-		c.byW = map[*core.Tensor]*prepacked{}
+	if !c.seen[w] {
+		if c.seen == nil {
+			c.seen = map[*core.Tensor]bool{}
+		}
+		c.seen[w] = true
+		return nil
 	}
-	p := newPrepacked(b, m, K)
+	delete(c.seen, w)
+	if c.byW == nil {
+		c.byW = map[*core.Tensor]packedWeight{}
+	}
+	var p packedWeight
+	if q != nil {
+		p = newQPacked(*q)
+	} else {
+		p = newPrepacked(b, m, K)
+	}
 	c.byW[w] = p
-	c.bytes += size
+	c.bytes += p.bytes()
 	return p
 }
 
@@ -93,8 +126,9 @@ func (c *packCache) drop(w *core.Tensor) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	delete(c.seen, w)
 	if p, ok := c.byW[w]; ok {
-		c.bytes -= int64(len(p.data)) * 4
+		c.bytes -= p.bytes()
 		delete(c.byW, w)
 	}
 }

@@ -59,10 +59,30 @@ func TestPrepackedLinear(t *testing.T) {
 		t.Fatalf("%d bytes prepacked for a product of %d rows", n, prepackRows+1)
 	}
 	small := New(3)
+	small.gemvPath = nil
 	small.packs.budget = 100
 	x = upload(t, small, core.Shape{2, 8}, randn(r, 16))
-	must(t)(small.Linear(x, w, nil))
+	for range 2 {
+		must(t)(small.Linear(x, w, nil))
+	}
 	if n := small.PrepackedBytes(); n != 0 {
 		t.Fatalf("%d bytes prepacked over a 100-byte budget", n)
+	}
+
+	// A budget for one weight: the one used twice gets it, not the one used first (once).
+	one := New(3)
+	one.gemvPath = nil
+	one.packs.budget = 16 * 8 * 4
+	once := upload(t, one, core.Shape{16, 8}, randn(r, 16*8))
+	twice := upload(t, one, core.Shape{16, 8}, randn(r, 16*8))
+	x = upload(t, one, core.Shape{3, 8}, randn(r, 24))
+	must(t)(one.Linear(x, once, nil))
+	if n := one.PrepackedBytes(); n != 0 {
+		t.Fatalf("%d bytes prepacked after a weight's first use", n)
+	}
+	must(t)(one.Linear(x, twice, nil))
+	must(t)(one.Linear(x, twice, nil))
+	if one.packs.byW[twice] == nil || one.packs.byW[once] != nil {
+		t.Fatalf("a budget for one weight: the weight used twice is not the one prepacked")
 	}
 }
