@@ -33,7 +33,7 @@ func (be *Backend) GELUTanh(x *core.Tensor) (*core.Tensor, error) {
 // one such as PyTorch's does from about x = -5.6.
 func (be *Backend) GELU(x *core.Tensor) (*core.Tensor, error) {
 	if be.fastMath {
-		return be.unary("gelu-erf", x, geluErfFast)
+		return be.unarySIMD("gelu-erf", x, geluErfFast, fastGELUErf)
 	}
 	return be.unary("gelu-erf", x, func(v float32) float32 {
 		x := float64(v)
@@ -44,7 +44,14 @@ func (be *Backend) GELU(x *core.Tensor) (*core.Tensor, error) {
 // SiLU is x * sigmoid(x) (F.silu, the VAE's "nonlinearity").
 func (be *Backend) SiLU(x *core.Tensor) (*core.Tensor, error) {
 	if be.fastMath {
-		return be.unary("silu", x, siLUFast)
+		var simd func(in, out []float32) int
+		if fastSiLUAffine != nil {
+			// The affine SiLU loop with an identity that keeps every value, -0 included: (x - 0) * 1
+			// + (-0) is x.
+			negZero := float32(math.Copysign(0, -1))
+			simd = func(in, out []float32) int { return fastSiLUAffine(in, out, 0, 1, negZero) }
+		}
+		return be.unarySIMD("silu", x, siLUFast, simd)
 	}
 	return be.unary("silu", x, siLU)
 }

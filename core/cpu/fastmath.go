@@ -48,17 +48,19 @@ const erfSplit = 0.875
 // coefficients were computed in float64 for this code; shaders/elementwise.wgsl has the same ones.
 // TestErfFast measures the float32 evaluation against math.Erf.
 func erfSmall(z float32) float32 {
-	const (
-		p0 = 1.128379158
-		p1 = -0.3761255451
-		p2 = 0.112824966
-		p3 = -0.02679294778
-		p4 = 0.005034370664
-		p5 = -0.0006214585368
-	)
 	s := z * z
-	return z * (p0 + s*(p1+s*(p2+s*(p3+s*(p4+s*p5)))))
+	return z * (erfP0 + s*(erfP1+s*(erfP2+s*(erfP3+s*(erfP4+s*erfP5)))))
 }
+
+// erfSmall's coefficients.
+const (
+	erfP0 = 1.128379158
+	erfP1 = -0.3761255451
+	erfP2 = 0.112824966
+	erfP3 = -0.02679294778
+	erfP4 = 0.005034370664
+	erfP5 = -0.0006214585368
+)
 
 // erfcLarge is erfc(a) for a >= erfSplit (and +Inf), as exp(-a^2) * t * R(t) with t = 2/(2+a) in (0,
 // 2/(2+erfSplit)]: erfc(a)*exp(a^2) falls like 1/(a*sqrt(pi)), so in t it is t times a smooth function
@@ -67,19 +69,21 @@ func erfSmall(z float32) float32 {
 // float32's subnormals (a = 9.1), except for the rounding of a^2, which exp scales by a^2: 4.1e-6 at
 // a = 8.4, as the rounding of the argument z itself would cause in any float32 evaluation.
 func erfcLarge(a float32) float32 {
-	const (
-		r0 = 0.2820947341
-		r1 = 0.2821055036
-		r2 = 0.2464953723
-		r3 = 0.180499493
-		r4 = 0.05749281891
-		r5 = 0.08638957021
-		r6 = -0.2284015991
-		r7 = 0.0938726033
-	)
 	t := 2 / (2 + a)
-	return expf(-a*a) * t * (r0 + t*(r1+t*(r2+t*(r3+t*(r4+t*(r5+t*(r6+t*r7)))))))
+	return expf(-a*a) * t * (erfR0 + t*(erfR1+t*(erfR2+t*(erfR3+t*(erfR4+t*(erfR5+t*(erfR6+t*erfR7)))))))
 }
+
+// erfcLarge's coefficients.
+const (
+	erfR0 = 0.2820947341
+	erfR1 = 0.2821055036
+	erfR2 = 0.2464953723
+	erfR3 = 0.180499493
+	erfR4 = 0.05749281891
+	erfR5 = 0.08638957021
+	erfR6 = -0.2284015991
+	erfR7 = 0.0938726033
+)
 
 // siLUFast is siLU's function with the sigmoid from e = exp(-|x|): 1/(1+e) for x >= 0, e/(1+e) below, so
 // that expf never overflows. Infinities and NaN behave as in siLU: +Inf -> +Inf, -Inf -> NaN, NaN -> NaN.

@@ -27,6 +27,15 @@ var fastGELU func(in, out []float32) int = func() func([]float32, []float32) int
 	return nil
 }()
 
+// fastGELUErf is geluErfFast over the whole 8-value blocks of in where the CPU has AVX2 (the rest is the
+// caller's), returning how many values it wrote; nil otherwise.
+var fastGELUErf func(in, out []float32) int = func() func([]float32, []float32) int {
+	if cpu.X86.HasAVX2 {
+		return geluErf8
+	}
+	return nil
+}()
+
 // fastExpShift writes expf(in[i] - shift) for the whole 8-value blocks of in where the CPU has AVX2,
 // returning how many values it wrote; nil otherwise. in and out may be the same slice.
 var fastExpShift func(in, out []float32, shift float32) int = func() func([]float32, []float32, float32) int {
@@ -36,7 +45,7 @@ var fastExpShift func(in, out []float32, shift float32) int = func() func([]floa
 	return nil
 }()
 
-// siluTab holds the constants of siluAffineAVX2, geluTanhAVX2 and expShiftAVX2, each broadcast to 8 lanes, in the order of the T_
+// siluTab holds the constants of siluAffineAVX2, geluTanhAVX2, geluErfAVX2 and expShiftAVX2, each broadcast to 8 lanes, in the order of the T_
 // offsets in fastmath_amd64.s; the float constants are expf's, rounded to float32 as there.
 var siluTab = func() (t [siluTabLen][8]uint32) {
 	f := math.Float32bits
@@ -45,6 +54,10 @@ var siluTab = func() (t [siluTabLen][8]uint32) {
 		f(1.44269504088896341), f(1 << 23 * 1.5), f(0.693145751953125), f(1.42860682030941723212e-6),
 		f(1. / 5040), f(1. / 720), f(1. / 120), f(1. / 24), f(1. / 6), f(1. / 2), f(1),
 		64 + 127, f(1.0 / (1 << 64)), f(0.7978845608028654), f(0.044715),
+		// geluErfFast's: 1/sqrt(2), 2, erfSplit, erfSmall's p0..p5, erfcLarge's r0..r7
+		f(0.70710678118654752), f(2), f(erfSplit),
+		f(erfP0), f(erfP1), f(erfP2), f(erfP3), f(erfP4), f(erfP5),
+		f(erfR0), f(erfR1), f(erfR2), f(erfR3), f(erfR4), f(erfR5), f(erfR6), f(erfR7),
 	}
 	for i, v := range vals {
 		for j := range t[i] {
@@ -54,7 +67,7 @@ var siluTab = func() (t [siluTabLen][8]uint32) {
 	return t
 }()
 
-const siluTabLen = 18
+const siluTabLen = 35
 
 func siluAffine8(in, out []float32, mean, scale, shift float32) int {
 	blocks := min(len(in), len(out)) / 8
@@ -78,6 +91,20 @@ func geluTanh8(in, out []float32) int {
 	geluTanhAVX2(blocks, &in[0], &out[0], &siluTab)
 	return 8 * blocks
 }
+
+func geluErf8(in, out []float32) int {
+	blocks := min(len(in), len(out)) / 8
+	if blocks == 0 {
+		return 0
+	}
+	geluErfAVX2(blocks, &in[0], &out[0], &siluTab)
+	return 8 * blocks
+}
+
+// geluErfAVX2 is geluErf8's loop over 8*blocks values (fastmath_amd64.s).
+//
+//go:noescape
+func geluErfAVX2(blocks int, in, out *float32, tab *[siluTabLen][8]uint32)
 
 func expShift8(in, out []float32, shift float32) int {
 	blocks := min(len(in), len(out)) / 8

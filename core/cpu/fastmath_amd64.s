@@ -21,6 +21,23 @@
 #define T_2M64 480
 #define T_S2PI 512
 #define T_KAPPA 544
+#define T_RSQRT2 576
+#define T_TWO 608
+#define T_SPLIT 640
+#define T_P0 672
+#define T_P1 704
+#define T_P2 736
+#define T_P3 768
+#define T_P4 800
+#define T_P5 832
+#define T_R0 864
+#define T_R1 896
+#define T_R2 928
+#define T_R3 960
+#define T_R4 992
+#define T_R5 1024
+#define T_R6 1056
+#define T_R7 1088
 
 // EXPF: Y5 = expf(Y1) for the 8 lanes of Y1, as expf (attention.go) computes it: n = round(x*log2e),
 // the Cody-Waite reduction, the degree-7 polynomial, scaled as p * 2^(n+64) * 2^-64, and 0 below -104.
@@ -161,5 +178,80 @@ eloop:
 	JNZ     eloop
 
 edone:
+	VZEROUPPER
+	RET
+
+// func geluErfAVX2(blocks int, in, out *float32, tab *[siluTabLen][8]uint32)
+//
+// out[i] = geluErfFast(in[i]) for 8*blocks values, both of its pieces computed and the right one kept,
+// with the Go code's operations in the same order and rounding (no fused multiply-adds): z = x/sqrt(2),
+// a = |z|; erfSmall(z) = z*P(z*z); erfcLarge(a) = (expf(-(a*a)) * t) * R(t) with t = 2/(2+a); then
+// (0.5*x) * (1 + erfSmall) for a < erfSplit, (0.5*x) * (2 - erfc) for z > 0, (0.5*x) * erfc below (and
+// NaN, which every piece carries).
+TEXT ·geluErfAVX2(SB), NOSPLIT, $0-32
+	MOVQ    blocks+0(FP), CX
+	MOVQ    in+8(FP), SI
+	MOVQ    out+16(FP), DI
+	MOVQ    tab+24(FP), R11
+	VXORPS  Y12, Y12, Y12
+	VMOVUPS T_TWO(R11), Y14
+	TESTQ   CX, CX
+	JZ      edone2
+
+eloop2:
+	VMOVUPS (SI), Y0                  // x
+	VMULPS  T_RSQRT2(R11), Y0, Y13    // z
+	VANDPS  T_ABS(R11), Y13, Y8       // a = |z|
+	// erfSmall(z), then 1 + it
+	VMULPS  Y13, Y13, Y9              // s
+	VMULPS  T_P5(R11), Y9, Y10
+	VADDPS  T_P4(R11), Y10, Y10
+	VMULPS  Y9, Y10, Y10
+	VADDPS  T_P3(R11), Y10, Y10
+	VMULPS  Y9, Y10, Y10
+	VADDPS  T_P2(R11), Y10, Y10
+	VMULPS  Y9, Y10, Y10
+	VADDPS  T_P1(R11), Y10, Y10
+	VMULPS  Y9, Y10, Y10
+	VADDPS  T_P0(R11), Y10, Y10
+	VMULPS  Y10, Y13, Y10
+	VADDPS  T_ONE(R11), Y10, Y10
+	// erfcLarge(a)
+	VADDPS  Y14, Y8, Y11
+	VDIVPS  Y11, Y14, Y11             // t = 2/(2+a)
+	VMULPS  Y8, Y8, Y1
+	VXORPS  T_SIGN(R11), Y1, Y1       // -(a*a)
+	EXPF
+	VMULPS  Y11, Y5, Y5               // expf * t
+	VMULPS  T_R7(R11), Y11, Y6
+	VADDPS  T_R6(R11), Y6, Y6
+	VMULPS  Y11, Y6, Y6
+	VADDPS  T_R5(R11), Y6, Y6
+	VMULPS  Y11, Y6, Y6
+	VADDPS  T_R4(R11), Y6, Y6
+	VMULPS  Y11, Y6, Y6
+	VADDPS  T_R3(R11), Y6, Y6
+	VMULPS  Y11, Y6, Y6
+	VADDPS  T_R2(R11), Y6, Y6
+	VMULPS  Y11, Y6, Y6
+	VADDPS  T_R1(R11), Y6, Y6
+	VMULPS  Y11, Y6, Y6
+	VADDPS  T_R0(R11), Y6, Y6
+	VMULPS  Y6, Y5, Y5                // erfc
+	// the factor of 0.5*x
+	VSUBPS  Y5, Y14, Y7               // 2 - erfc
+	VCMPPS  $14, Y12, Y13, Y2         // z > 0
+	VBLENDVPS Y2, Y7, Y5, Y7
+	VCMPPS  $1, T_SPLIT(R11), Y8, Y3  // a < erfSplit
+	VBLENDVPS Y3, Y10, Y7, Y7
+	VMULPS  T_C2(R11), Y0, Y0         // 0.5*x
+	VMULPS  Y7, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	DECQ    CX
+	JNZ     eloop2
+
+edone2:
 	VZEROUPPER
 	RET

@@ -10,3 +10,6 @@ var fastGELU func(in, out []float32) int
 
 // fastExpShift is nil: softmaxFast runs expf per value.
 var fastExpShift func(in, out []float32, shift float32) int
+
+// fastGELUErf is nil: the exact GELU runs geluErfFast per value.
+var fastGELUErf func(in, out []float32) int

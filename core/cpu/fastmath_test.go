@@ -306,3 +306,50 @@ func TestExpShiftSIMD(t *testing.T) {
 		}
 	}
 }
+
+// TestSiLUSIMD: the fast backend's SiLU (the SIMD loop over whole 8-value blocks, siLUFast for the rest)
+// gives siLUFast bit for bit on every value, the sign of zero included.
+func TestSiLUSIMD(t *testing.T) {
+	be := New(2)
+	var xs []float32
+	for x := float32(-120); x <= 120; x += 0.37 {
+		xs = append(xs, x)
+	}
+	negZero := float32(math.Copysign(0, -1))
+	xs = append(xs, 0, negZero, 1e-30, -1e-30, 1e-45, -1e-45, 3e38, -3e38, float32(math.Inf(1)), float32(math.Inf(-1)),
+		float32(math.NaN()), negZero, 0) // a length that is not a multiple of 8 too
+	got := download(t, be, must(t)(be.SiLU(upload(t, be, core.Shape{len(xs)}, xs))), core.Shape{len(xs)})
+	for i, x := range xs {
+		want := siLUFast(x)
+		if math.Float32bits(got[i]) != math.Float32bits(want) && !(math.IsNaN(float64(got[i])) && math.IsNaN(float64(want))) {
+			t.Fatalf("silu(%v) = %v (bits %#x), siLUFast %v (bits %#x)", x, got[i], math.Float32bits(got[i]), want, math.Float32bits(want))
+		}
+	}
+}
+
+// TestGELUErfSIMD: the fast backend's exact GELU (the SIMD loop over whole 8-value blocks, geluErfFast
+// for the rest) gives geluErfFast bit for bit on every value: both pieces of erf, their seam, the tails
+// down to subnormal and zero results, and the special values.
+func TestGELUErfSIMD(t *testing.T) {
+	be := New(2)
+	var xs []float32
+	for x := float32(-16); x <= 16; x += 1.0 / 512 {
+		xs = append(xs, x)
+	}
+	seam := float32(erfSplit / 0.70710678118654752)
+	for _, x := range []float32{seam, -seam} {
+		for i := -8; i <= 8; i++ {
+			xs = append(xs, math.Float32frombits(uint32(int32(math.Float32bits(x))+int32(i))))
+		}
+	}
+	negZero := float32(math.Copysign(0, -1))
+	xs = append(xs, 0, negZero, 1e-30, -1e-30, 1e-45, -1e-45, 13.5, -13.5, 14.1, -14.1, 1e4, -1e4, 3e38, -3e38,
+		float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()))
+	got := download(t, be, must(t)(be.GELU(upload(t, be, core.Shape{len(xs)}, xs))), core.Shape{len(xs)})
+	for i, x := range xs {
+		want := geluErfFast(x)
+		if math.Float32bits(got[i]) != math.Float32bits(want) && !(math.IsNaN(float64(got[i])) && math.IsNaN(float64(want))) {
+			t.Fatalf("gelu-erf(%v) = %v (bits %#x), geluErfFast %v (bits %#x)", x, got[i], math.Float32bits(got[i]), want, math.Float32bits(want))
+		}
+	}
+}
