@@ -12,16 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/heapprofiler"
 	"github.com/chromedp/chromedp"
 
 	"github.com/webvar/webvar/internal/browsertest"
 	"github.com/webvar/webvar/weights/fashionflexvar"
 )
 
-// soakRuns is the number of generations in a row: the issue's 200 on the tiny VAR, 20 on the other
-// families' tiny models (each takes 0.5 to 2 s in the page's CPU backend, and CI has a time budget);
-// WEBVAR_SOAK_RUNS=N runs N on every model.
-func soakRuns(t *testing.T, model string) int {
+// soakRuns is the number of generations in a row: def (the issue's 200 on the tiny VAR's CPU run; 20 on
+// the other families' tiny models and on WebGPU, where each takes 0.5 to 2 s in the page and CI has a
+// time budget); WEBVAR_SOAK_RUNS=N runs N everywhere.
+func soakRuns(t *testing.T, def int) int {
 	if s := os.Getenv("WEBVAR_SOAK_RUNS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 10 {
@@ -29,10 +31,7 @@ func soakRuns(t *testing.T, model string) int {
 		}
 		return n
 	}
-	if model == "tiny" {
-		return 200
-	}
-	return 20
+	return def
 }
 
 // memSample is what the page reports about its memory: the Go heap in use (dataset.goHeap), the Go
@@ -54,10 +53,11 @@ const sampleJS = `(() => {
 		gpuLive: n("gpuLive"), gpuPooled: n("gpuPooled"), gpuBuffers: n("gpuBuffers")};
 })()`
 
-// Hours of use in one page: 200 generations in a row (20 on the other families' models, see soakRuns), Generate pressed repeatedly
-// during one, Cancel in the middle of one, and 20 switches between models of every family (in place,
-// through the model menu). The Go heap and the JavaScript heap stay bounded and the GPU buffer accounting
-// of each model returns to its level; the figures are printed.
+// Hours of use in one page: 200 generations in a row (20 on the other families' models and on WebGPU, see
+// soakRuns), Generate pressed repeatedly during one, Cancel in the middle of one, and 20 switches between
+// models of every family (in place, through the model menu). The Go heap and the JavaScript heap stay
+// bounded and the GPU buffer accounting returns to its level after every run and every switch; the
+// figures are printed.
 func TestSoakInChromium(t *testing.T) {
 	chrome := browsertest.RequireChromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
@@ -79,7 +79,7 @@ func TestSoakInChromium(t *testing.T) {
 		if !waitAndCompare(t, cctx, dump, want) {
 			return
 		}
-		soakGenerations(t, cctx, dump, "tiny")
+		soakGenerations(t, cctx, dump, "tiny", soakRuns(t, 200))
 		if !waitAndCompare(t, cctx, dump, want) {
 			return
 		}
@@ -110,12 +110,25 @@ func TestSoakInChromium(t *testing.T) {
 			cctx, dump := openPage(ctx, t, chrome, srv.URL+"/?ui=html&backend=cpu&autostart=1&class=1&seed=3&top_k=1&model=models/"+m.Name+"/", false)
 			waitState(t, cctx, dump, "done")
 			first := evalJS[string](t, cctx, resultJS)
-			soakGenerations(t, cctx, dump, m.Name)
+			soakGenerations(t, cctx, dump, m.Name, soakRuns(t, 20))
 			if last := evalJS[string](t, cctx, resultJS); last != first || len(first) < 10 {
 				t.Errorf("the last run made %.200q, the first %.200q", last, first)
 			}
 		})
 	}
+
+	// WebGPU: the GPU buffer accounting is the same after every run as after the first.
+	t.Run("generations-webgpu", func(t *testing.T) {
+		cctx, dump := openPage(ctx, t, chrome, srv.URL+"/?ui=html&backend=webgpu&autostart=1&"+greedy, true)
+		if !waitAndCompare(t, cctx, dump, want) {
+			return
+		}
+		if b := evalJS[string](t, cctx, `document.getElementById("webvar-backend").textContent`); !strings.HasPrefix(b, "WebGPU") {
+			browsertest.NoWebGPU(t, b)
+		}
+		soakGenerations(t, cctx, dump, "tiny on WebGPU", soakRuns(t, 20))
+		waitAndCompare(t, cctx, dump, want)
+	})
 
 	t.Run("model-switches", func(t *testing.T) {
 		// WebGPU: each switch frees the old model's backend and opens one for the new model.
@@ -145,6 +158,9 @@ func TestSoakInChromium(t *testing.T) {
 			if u := evalJS[string](t, cctx, `new URLSearchParams(location.search).get("model")`); u != m {
 				t.Errorf("switch %d: the URL names model %q, want %q", i, u, m)
 			}
+			// The JS heap after a collection: each switch passes the new model's chunks (up to 21 MB here)
+			// through ArrayBuffers, and without one the sample shows when V8 last chose to collect.
+			collectGarbage(t, cctx)
 			var s memSample
 			raw := evalJS[json.RawMessage](t, cctx, sampleJS)
 			if err := json.Unmarshal(raw, &s); err != nil {
@@ -173,24 +189,26 @@ func TestSoakInChromium(t *testing.T) {
 	})
 }
 
-// soakGenerations has the page click Generate soakRuns-1 more times (the first run is done), each after
-// the previous run is done, sampling its memory 20 times along the way, and checks that the heaps stay
-// bounded.
-func soakGenerations(t *testing.T, cctx context.Context, dump func() string, model string) {
+// soakGenerations has the page click Generate n-1 more times (the first run is done), each after the
+// previous run is done, sampling its memory 20 times along the way, and checks that the GPU buffer
+// accounting (live, pooled, buffers) after every run is what it was after the first, and that the heaps
+// stay bounded.
+func soakGenerations(t *testing.T, cctx context.Context, dump func() string, model string, n int) {
 	t.Helper()
-	n := soakRuns(t, model)
 	start := time.Now()
 	loop := fmt.Sprintf(`(async () => {
 		const samples = [], wait = s => new Promise(r => { const f = () => s() ? r() : setTimeout(f, 5); f(); });
+		const gpu = () => %s, first = gpu();
 		for (let i = 2; i <= %d; i++) {
 			document.body.dataset.state = "clicked";
 			document.getElementById("webvar-generate").click();
 			await wait(() => ["done", "error"].includes(document.body.dataset.state));
 			if (document.body.dataset.state !== "done") return {error: document.body.dataset.error, run: i};
+			if (gpu() !== first) return {error: "GPU accounting live/pooled/buffers " + gpu() + ", after the first run " + first, run: i};
 			if (i %% %d === 0 || i === 2) samples.push(Object.assign(%s, {run: i}));
 		}
 		return {samples};
-	})()`, n, max(1, n/20), sampleJS)
+	})()`, gpuAccounting("document"), n, max(1, n/20), sampleJS)
 	var res struct {
 		Error   string      `json:"error"`
 		Run     int         `json:"run"`
@@ -207,11 +225,23 @@ func soakGenerations(t *testing.T, cctx context.Context, dump func() string, mod
 		t.Fatalf("%s: run %d failed: %s", model, res.Run, res.Error)
 	}
 	secs := time.Since(start).Seconds()
-	t.Logf("%s: %d generations in %.0f s (%.2f s each)", model, n, secs, secs/float64(n-1))
+	t.Logf("%s: %d generations in %.0f s (%.2f s each); GPU accounting after each: %s", model, n, secs, secs/float64(n-1),
+		evalJS[string](t, cctx, gpuAccounting("document")))
 	logSamples(t, res.Samples)
 	checkBounded(t, res.Samples, func(s memSample) int64 { return s.GoHeap }, "Go heap", 32<<20)
 	checkBounded(t, res.Samples, func(s memSample) int64 { return s.JSHeap }, "JS heap", 16<<20)
 	checkBounded(t, res.Samples, func(s memSample) int64 { return s.GoSys }, "wasm memory", 32<<20)
+}
+
+// collectGarbage has the page's JavaScript engine collect its garbage (DevTools' HeapProfiler).
+func collectGarbage(t *testing.T, cctx context.Context) {
+	t.Helper()
+	if err := chromedp.Do(cctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, heapprofiler.CollectGarbage, cdp.Empty{})
+		return err
+	})); err != nil {
+		t.Fatalf("collect garbage: %v", err)
+	}
 }
 
 func logSamples(t *testing.T, samples []memSample) {
