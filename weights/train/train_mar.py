@@ -34,13 +34,11 @@ scale factor, image size, attention resolutions, diffusion steps) and is rewritt
 Both training stages run for a wall-clock budget (--vae-seconds, --mar-seconds; cosine LR over elapsed time), or
 for an explicit step count (--vae-steps, --mar-steps). Every --ckpt-every seconds the usable checkpoint
 (vae.pth / mar.pth), a resume state (*_state.pt) and train_log.json are written; rerunning the same command
-resumes an interrupted stage. Helpers (logging, thread tuning, LR schedule, judge) come from train_flexvar.py.
+resumes an interrupted stage. Helpers (logging, thread tuning, LR schedule, judge) come from trainlib.py.
 """
 
 import argparse
-import collections
 import json
-import math
 import os
 import sys
 import time
@@ -56,25 +54,11 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fmnist  # noqa: E402
 from mar_model import MAR, AutoencoderKL, mar_from_state, vae_from_state  # noqa: E402
-from train_flexvar import Run, ThreadTuner, ints, judge, load_judge, log, lr_at, save_atomic, save_png  # noqa: E402
+from trainlib import (Run, ThreadTuner, add_common_args, batch_images, ints, judge, load_judge, log, lr_at,  # noqa: E402
+                      official_state, save_atomic, save_png)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIDE = fmnist.SIDE  # 32: 28x28 padded by 2 background pixels (no resampling)
-
-
-def batch_images(x_u8, idx):
-    """uint8 [N, 28, 28] rows idx -> float [B, 3, 32, 32] in [-1, 1] (kept as uint8 to save memory)."""
-    return fmnist.to_model_space(x_u8[idx.numpy()])
-
-
-def official_state(model, values=None):
-    """model.state_dict() as the official files hold it: an OrderedDict with its _metadata (pickled with the
-    globals collections.OrderedDict, torch._utils._rebuild_tensor_v2, torch.FloatStorage only), values cloned
-    (contiguous); `values` (a name -> tensor dict, e.g. the EMA) replaces the model's own."""
-    sd = model.state_dict()
-    out = collections.OrderedDict((k, (values[k] if values is not None else v).detach().clone()) for k, v in sd.items())
-    out._metadata = getattr(sd, "_metadata", None)
-    return out
 
 
 def write_config(run, **sections):
@@ -511,15 +495,7 @@ def run_eval(run, vae, model, scale):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--stages", default="vae,mar,eval")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
-    ap.add_argument("--threads", type=int, default=2, help="at most this many torch threads (chosen by throughput)")
-    ap.add_argument("--ckpt-every", type=float, default=300.0, help="seconds between checkpoints (and evals)")
-    ap.add_argument("--warmup-steps", type=int, default=100)
-    ap.add_argument("--eval-images", type=int, default=1000, help="test images for the VAE and MAR test metrics")
+    add_common_args(ap, "vae,mar,eval", eval_images_help="test images for the VAE and MAR test metrics")
     # VAE
     ap.add_argument("--embed-dim", type=int, default=16)
     ap.add_argument("--ch", type=int, default=32)

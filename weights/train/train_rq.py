@@ -32,7 +32,6 @@ are written; rerunning the same command resumes an interrupted stage. Helpers co
 """
 
 import argparse
-import collections
 import json
 import os
 import sys
@@ -46,23 +45,12 @@ import yaml  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fmnist  # noqa: E402
-from rq_model import RQTransformer, RQVAE, rqtransformer_from_config, rqvae_from_config  # noqa: E402
-from train_flexvar import Run, ThreadTuner, ints, judge, load_judge, log, lr_at, save_atomic, save_png  # noqa: E402
+from rq_model import rqtransformer_from_config, rqvae_from_config  # noqa: E402
+from trainlib import (Run, ThreadTuner, add_common_args, batch_images, ints, judge, load_judge, log, lr_at,  # noqa: E402
+                      official_state, save_atomic, save_png)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIDE = fmnist.SIDE
-
-
-def batch_images(x_u8, idx):
-    return fmnist.to_model_space(x_u8[idx.numpy()])
-
-
-def official_state(model, values=None):
-    """state_dict as the official files hold it (OrderedDict with _metadata, tensors cloned)."""
-    sd = model.state_dict()
-    out = collections.OrderedDict((k, (values[k] if values is not None else v).detach().clone()) for k, v in sd.items())
-    out._metadata = getattr(sd, "_metadata", None)
-    return out
 
 
 def write_yaml(obj, path):
@@ -444,15 +432,7 @@ def run_eval(run, vae, model):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--stages", default="vae,rq,eval")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
-    ap.add_argument("--threads", type=int, default=2, help="at most this many torch threads (chosen by throughput)")
-    ap.add_argument("--ckpt-every", type=float, default=300.0, help="seconds between checkpoints (and evals)")
-    ap.add_argument("--warmup-steps", type=int, default=100)
-    ap.add_argument("--eval-images", type=int, default=1000, help="test images for the VAE / RQ test metrics")
+    add_common_args(ap, "vae,rq,eval", eval_images_help="test images for the VAE / RQ test metrics")
     # RQ-VAE
     ap.add_argument("--embed-dim", type=int, default=16)
     ap.add_argument("--n-embed", type=int, default=256)
