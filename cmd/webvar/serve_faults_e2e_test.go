@@ -59,6 +59,9 @@ func newFaultSite(ctx context.Context, t *testing.T) (site *faultSite, want *ima
 		case r.URL.Path == "/two-widgets.html":
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			io.WriteString(w, twoWidgets)
+		case r.URL.Path == "/family-widgets.html":
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			io.WriteString(w, familyWidgets)
 		case strings.HasPrefix(r.URL.Path, "/hostile/"):
 			if body, ok := hostile[strings.TrimPrefix(r.URL.Path, "/hostile/")]; ok {
 				w.Write(body)
@@ -189,13 +192,17 @@ func TestFaultsInChromium(t *testing.T) {
 			t.Run("network", func(t *testing.T) { testNetworkFaults(ctx, t, chrome, site, target) })
 			t.Run("storage", func(t *testing.T) { testStorageFaults(ctx, t, chrome, site, target) })
 			t.Run("hostile", func(t *testing.T) { testHostileWeights(ctx, t, chrome, site, target) })
+			t.Run("concurrency", func(t *testing.T) { testLoadCancelAndRepeat(ctx, t, chrome, site, target) })
 		})
 	}
 	t.Run("device-lost", func(t *testing.T) {
 		testDeviceLost(ctx, t, chrome, site, site.url+"/?ui=html&backend=webgpu&autostart=1&"+greedy, want)
 	})
 	t.Run("device-lost-families", func(t *testing.T) { testDeviceLostFamilies(ctx, t, chrome, site) })
-	t.Run("two-widgets", func(t *testing.T) { testTwoWidgets(ctx, t, chrome, site) })
+	t.Run("two-widgets", func(t *testing.T) { testTwoWidgets(ctx, t, chrome, site, "/two-widgets.html", `scale [1-2]\/`) })
+	t.Run("family-widgets", func(t *testing.T) {
+		testTwoWidgets(ctx, t, chrome, site, "/family-widgets.html", `(step|iteration|position) [1-9][0-9]*\/`)
+	})
 	t.Run("device-lost-canvas-ui", func(t *testing.T) {
 		testDeviceLostCanvasUI(ctx, t, chrome, site, site.url+"/?ui=canvas&backend=webgpu&autostart=1&"+greedy, want)
 	})
@@ -315,6 +322,38 @@ func testNetworkFaults(ctx context.Context, t *testing.T, chrome string, site *f
 	}
 	t.Logf("%s: failing %s: %d chunk requests before giving up; the resume fetched %d of %d chunks",
 		target.name, bad, total(before), total(after), len(chunks))
+}
+
+// Concurrency on the CPU backend: Cancel while the download is retrying a failing chunk stops it (state
+// "cancelled"), and Generate afterwards resumes it and makes the right result; then Generate pressed
+// three times during a run makes one run with the same result.
+func testLoadCancelAndRepeat(ctx context.Context, t *testing.T, chrome string, site *faultSite, target faultTarget) {
+	site.faults.Reset()
+	chunks := site.chunks(t, target.name)
+	site.faults.Always(target.prefix+chunks[len(chunks)/2], faulthttp.Status500)
+	cctx, dump := openPage(ctx, t, chrome, target.page+"&autostart=1", false)
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`document.body.dataset.state === "loading" && (document.body.dataset.retries ?? "0") !== "0"`,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("waiting for a retry during the download: %v\n%s", err, dump())
+	}
+	evalJS[any](t, cctx, `document.getElementById("webvar-cancel").click()`)
+	waitState(t, cctx, dump, "cancelled")
+	site.faults.Reset()
+	evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
+	if !target.check(t, cctx, dump) {
+		return
+	}
+	runs := `window.__runs ?? 0`
+	evalJS[any](t, cctx, `window.__runs = 0; new MutationObserver(() => { if (document.body.dataset.state === "generating") window.__runs++; })
+		.observe(document.body, {attributes: true, attributeFilter: ["data-state"]});
+		document.body.dataset.state = "clicked";
+		for (let i = 0; i < 3; i++) document.getElementById("webvar-generate").click();`)
+	if !target.check(t, cctx, dump) {
+		return
+	}
+	if n := evalJS[int](t, cctx, runs); n != 1 {
+		t.Errorf("Generate pressed 3 times during a run: %d runs, want 1", n)
+	}
 }
 
 // Storage: the Cache API missing, denied, or over quota: the model still loads and draws, the page says
@@ -601,28 +640,39 @@ func testDeviceLostFamilies(ctx context.Context, t *testing.T, chrome string, si
 	}
 }
 
+// familyWidgets is a host page with a widget of each other family on WebGPU, each its own app, generating
+// at once.
+const familyWidgets = `<!doctype html><title>family widgets</title>
+<script src="/webvar-widget.js"></script>
+<div data-webvar data-model="/models/flexvar-tiny/" data-class="1" data-seed="3" data-top-k="1" data-backend="webgpu" data-autostart data-width="320px" data-height="360px"></div>
+<div data-webvar data-model="/models/mar-tiny/" data-class="2" data-seed="3" data-backend="webgpu" data-autostart data-width="320px" data-height="360px"></div>
+<div data-webvar data-model="/models/rq-tiny/" data-class="4" data-seed="3" data-top-k="1" data-backend="webgpu" data-autostart data-width="320px" data-height="360px"></div>`
+
 // twoWidgets is a host page with two widgets on WebGPU, each its own app, generating at once.
 const twoWidgets = `<!doctype html><title>two widgets</title>
 <script src="/webvar-widget.js"></script>
 <div data-webvar data-class="1" data-seed="0" data-cfg="1.5" data-top-k="1" data-top-p="0" data-backend="webgpu" data-autostart data-width="320px" data-height="360px"></div>
 <div data-webvar data-class="4" data-seed="5" data-cfg="1.5" data-top-k="1" data-top-p="0" data-backend="webgpu" data-autostart data-width="320px" data-height="360px"></div>`
 
-// Two widgets on one page generating at once, Generate pressed repeatedly in both during a run, then
-// Cancel in both mid-run: no deadlock, each widget makes the same tokens every time, and each app's GPU
+// Widgets on one page (page: two of the tiny VAR, or one of each other family) generating at once,
+// Generate pressed repeatedly in each during a run, then Cancel in each mid-run (when its status matches
+// midRun): no deadlock, each widget makes the same tokens (MAR: latents) every time, and each app's GPU
 // buffer accounting returns to its idle level.
-func testTwoWidgets(ctx context.Context, t *testing.T, chrome string, site *faultSite) {
+func testTwoWidgets(ctx context.Context, t *testing.T, chrome string, site *faultSite, page, midRun string) {
 	site.faults.Reset()
-	cctx, dump := openPage(ctx, t, chrome, site.url+"/two-widgets.html", true)
+	cctx, dump := openPage(ctx, t, chrome, site.url+page, true)
 	const states = `[...document.querySelectorAll("[data-webvar]")].map(e => e.dataset.state).join(" ")`
+	widgets := evalJS[int](t, cctx, `document.querySelectorAll("[data-webvar]").length`)
 	waitBoth := func(want, what string) {
 		t.Helper()
-		js := fmt.Sprintf(`(() => { const s = %s; return (s === %q || s.includes("error")) && s; })()`, states, want+" "+want)
+		all := strings.TrimSpace(strings.Repeat(want+" ", widgets))
+		js := fmt.Sprintf(`(() => { const s = %s; return (s === %q || s.includes("error")) && s; })()`, states, all)
 		got, err := chromedp.Run(cctx, chromedp.Poll[string](js,
 			chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(3*time.Minute)))
 		if err != nil {
-			t.Fatalf("%s: waiting for both widgets to be %s: %v (states %q)\n%s", what, want, err, evalJS[string](t, cctx, states), dump())
+			t.Fatalf("%s: waiting for every widget to be %s: %v (states %q)\n%s", what, want, err, evalJS[string](t, cctx, states), dump())
 		}
-		if got != want+" "+want {
+		if got != all {
 			t.Fatalf("%s: widget states %q\n%s", what, got, dump())
 		}
 	}
@@ -642,45 +692,49 @@ func testTwoWidgets(ctx context.Context, t *testing.T, chrome string, site *faul
 	}
 
 	waitBoth("done", "first runs")
-	if b := frames(`d.getElementById("webvar-backend").textContent`); strings.Count(b, "WebGPU:") != 2 {
+	if b := frames(`d.getElementById("webvar-backend").textContent`); strings.Count(b, "WebGPU:") != widgets {
 		browsertest.NoWebGPU(t, b)
 	}
-	tokens := frames(`d.body.dataset.tokens`)
+	const result = `(d.body.dataset.tokens ?? "") + "|" + (d.body.dataset.latents ?? "")`
+	tokens := frames(result)
 	idleLive := frames(live)
 	t.Logf("two widgets: GPU accounting live/pooled/buffers after the first runs: %s", frames(accounting))
 
 	// Both at once, Generate pressed three times in each during the run: one run each, the same tokens.
 	click(3)
 	waitBoth("done", "runs at once")
-	if got := frames(`d.body.dataset.tokens`); got != tokens {
+	if got := frames(result); got != tokens {
 		t.Errorf("runs at once made tokens %.200q, the first runs %.200q", got, tokens)
 	}
 	if got := frames(live); got != idleLive {
 		t.Errorf("after the runs at once: live GPU memory %s, want %s", got, idleLive)
 	}
 
-	// Cancel in both during a scale: both back to ready, the accounting at its idle level, then the same
-	// tokens again.
+	// Cancel in each during a run (each widget's Cancel pressed as soon as its status shows a step in
+	// progress): all back to ready (or done, where the run ended first), the accounting at its idle level,
+	// then the same tokens again.
+	evalJS[any](t, cctx, `window.__cancelled = 0; [...document.querySelectorAll("[data-webvar] iframe")].forEach(f => {
+		const d = f.contentDocument, id = setInterval(() => {
+			if (/`+midRun+`/.test(d.getElementById("webvar-status").textContent)) {
+				d.getElementById("webvar-cancel").click(); clearInterval(id); window.__cancelled++;
+			}
+		}, 2);
+	})`)
 	click(1)
-	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`[...document.querySelectorAll("[data-webvar] iframe")].every(f =>
-			/scale [1-2]\//.test(f.contentDocument.getElementById("webvar-status").textContent))`,
-		chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
-		t.Fatalf("waiting for both widgets to be mid-run: %v\n%s", err, dump())
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](fmt.Sprintf(`window.__cancelled === %d && [...document.querySelectorAll("[data-webvar] iframe")].every(f =>
+			["ready", "done"].includes(f.contentDocument.body.dataset.state))`, widgets),
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(90*time.Second))); err != nil {
+		t.Fatalf("Cancel in every widget: stuck: %v (%s cancelled)\n%s", err, evalJS[string](t, cctx, `String(window.__cancelled)`), dump())
 	}
-	evalJS[any](t, cctx, `[...document.querySelectorAll("[data-webvar] iframe")].forEach(f => f.contentDocument.getElementById("webvar-cancel").click())`)
-	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`[...document.querySelectorAll("[data-webvar] iframe")].every(f =>
-			["ready", "done"].includes(f.contentDocument.body.dataset.state))`,
-		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
-		t.Fatalf("Cancel in both widgets: stuck: %v\n%s", err, dump())
-	}
+	t.Logf("after Cancel in every widget mid-run: states %s", frames(`d.body.dataset.state`))
 	if got := frames(live); got != idleLive {
 		t.Errorf("after Cancel in both: live GPU memory %s, want %s (states %s)", got, idleLive, frames(`d.body.dataset.state`))
 	}
 	click(1)
 	waitBoth("done", "after Cancel")
-	if got := frames(`d.body.dataset.tokens`); got != tokens {
+	if got := frames(result); got != tokens {
 		t.Errorf("after Cancel: tokens %.200q, the first runs %.200q", got, tokens)
 	}
-	t.Logf("two widgets: GPU accounting at the end: %s", frames(accounting))
-	screenshot(t, cctx, "faults_two_widgets.png")
+	t.Logf("%s: GPU accounting at the end: %s", page, frames(accounting))
+	screenshot(t, cctx, "faults"+strings.ReplaceAll(strings.TrimSuffix(page, ".html"), "/", "_")+".png")
 }
