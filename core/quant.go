@@ -180,14 +180,14 @@ func (q QuantHost) Validate() error {
 	return nil
 }
 
-// code decodes element k of a packed row. Shifting the code to the top of the word and back down
-// arithmetically sign-extends it.
 // Code returns the code of element k of row m (q must be valid, m and k in range).
 func (q QuantHost) Code(m, k int) int32 {
 	wpr := q.Scheme.WordsPerRow(q.Shape[1])
 	return q.code(q.Codes[m*wpr:(m+1)*wpr], k)
 }
 
+// code decodes element k of a packed row. Shifting the code to the top of the word and back down
+// arithmetically sign-extends it.
 func (q QuantHost) code(row []uint32, k int) int32 {
 	bits := q.Scheme.Bits()
 	cpw := quantWordBits / bits

@@ -44,14 +44,7 @@ func (be *Backend) GELU(x *core.Tensor) (*core.Tensor, error) {
 // SiLU is x * sigmoid(x) (F.silu, the VAE's "nonlinearity").
 func (be *Backend) SiLU(x *core.Tensor) (*core.Tensor, error) {
 	if be.fastMath {
-		var simd func(in, out []float32) int
-		if fastSiLUAffine != nil {
-			// The affine SiLU loop with an identity that keeps every value, -0 included: (x - 0) * 1
-			// + (-0) is x.
-			negZero := float32(math.Copysign(0, -1))
-			simd = func(in, out []float32) int { return fastSiLUAffine(in, out, 0, 1, negZero) }
-		}
-		return be.unarySIMD("silu", x, siLUFast, simd)
+		return be.unarySIMD("silu", x, siLUFast, fastSiLU)
 	}
 	return be.unary("silu", x, siLU)
 }

@@ -18,6 +18,17 @@ var fastSiLUAffine func(in, out []float32, mean, scale, shift float32) int = fun
 	return nil
 }()
 
+// fastSiLU is siLUFast over the whole 8-value blocks of in where the CPU has AVX2 (the rest is the
+// caller's), returning how many values it wrote; nil otherwise. It is the affine SiLU loop with an
+// identity that keeps every value, -0 included: (x - 0) * 1 + (-0) is x.
+var fastSiLU func(in, out []float32) int = func() func([]float32, []float32) int {
+	if cpu.X86.HasAVX2 {
+		negZero := float32(math.Copysign(0, -1))
+		return func(in, out []float32) int { return siluAffine8(in, out, 0, 1, negZero) }
+	}
+	return nil
+}()
+
 // fastGELU is geluFast over the whole 8-value blocks of in where the CPU has AVX2 (the rest is the
 // caller's), returning how many values it wrote; nil otherwise.
 var fastGELU func(in, out []float32) int = func() func([]float32, []float32) int {

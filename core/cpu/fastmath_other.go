@@ -5,6 +5,9 @@ package cpu
 // fastSiLUAffine is nil: groupNormFast runs its Go loop.
 var fastSiLUAffine func(in, out []float32, mean, scale, shift float32) int
 
+// fastSiLU is nil: SiLU runs siLUFast per value.
+var fastSiLU func(in, out []float32) int
+
 // fastGELU is nil: GELU runs geluFast per value.
 var fastGELU func(in, out []float32) int
 

@@ -40,9 +40,11 @@ func (be *Backend) Linear(x, w, b *core.Tensor) (*core.Tensor, error) {
 	var pre bPacker
 	if !done && !gemv && be.kernel != nil && a.N <= prepackRows {
 		if quant {
-			pre = be.packs.get(w, nil, &q, a.M, a.K)
+			pre = be.packs.get(w, qpackedBytes(q.Scheme, a.M, a.K), func() packedWeight { return newQPacked(q) })
 		} else {
-			pre = be.packs.get(w, bRows{f: w_MK, ld: a.K}, nil, a.M, a.K)
+			pre = be.packs.get(w, prepackedBytes(a.M, a.K), func() packedWeight {
+				return newPrepacked(bRows{f: w_MK, ld: a.K}, a.M, a.K)
+			})
 		}
 	}
 	switch {

@@ -77,10 +77,12 @@ type packedWeight interface {
 
 func (p *prepacked) bytes() int64 { return int64(len(p.data)) * 4 }
 
-// get returns w's packed form, packing it when it is not cached, was asked for before and fits the
-// budget; nil when it does not. A float w [m, K] is packed with b into float panels, a quantized one (q
-// not nil) into a qpacked of its codes.
-func (c *packCache) get(w *core.Tensor, b bPacker, q *core.QuantHost, m, K int) bPacker {
+// prepackedBytes is the memory of a prepacked [m, K] weight.
+func prepackedBytes(m, K int) int64 { return int64((m+gemmNR-1)/gemmNR*gemmNR) * int64(K) * 4 }
+
+// get returns w's packed form, packing it with pack when it is not cached, was asked for before and
+// fits the budget (size: the bytes pack will hold); nil when it does not.
+func (c *packCache) get(w *core.Tensor, size int64, pack func() packedWeight) bPacker {
 	if c == nil {
 		return nil
 	}
@@ -88,11 +90,6 @@ func (c *packCache) get(w *core.Tensor, b bPacker, q *core.QuantHost, m, K int) 
 	defer c.mu.Unlock()
 	if p, ok := c.byW[w]; ok {
 		return p
-	}
-	mPad := int64((m + gemmNR - 1) / gemmNR * gemmNR)
-	size := mPad * int64(K) * 4
-	if q != nil {
-		size = mPad*int64(K)*int64(q.Scheme.Bits())/8 + mPad*int64(core.QuantBlocks(K))*4
 	}
 	if c.bytes+size > c.budget {
 		return nil
@@ -108,12 +105,7 @@ func (c *packCache) get(w *core.Tensor, b bPacker, q *core.QuantHost, m, K int) 
 	if c.byW == nil {
 		c.byW = map[*core.Tensor]packedWeight{}
 	}
-	var p packedWeight
-	if q != nil {
-		p = newQPacked(*q)
-	} else {
-		p = newPrepacked(b, m, K)
-	}
+	p := pack()
 	c.byW[w] = p
 	c.bytes += p.bytes()
 	return p

@@ -24,34 +24,41 @@ type qpacked struct {
 	scheme core.QuantScheme
 	codes  []byte
 	scales []float32
-	m, K   int
 	mPad   int
 }
 
 // codeBytes is the bytes per 16 codes of a panel row.
-func (p *qpacked) codeBytes() int {
-	if p.scheme == core.QuantInt4 {
+func codeBytes(scheme core.QuantScheme) int {
+	if scheme == core.QuantInt4 {
 		return 8
 	}
 	return 16
+}
+
+// qpackedSizes are the lengths of the codes and scales of a qpacked [m, K] weight.
+func qpackedSizes(scheme core.QuantScheme, m, K int) (codes, scales int) {
+	mPad := (m + gemmNR - 1) / gemmNR * gemmNR
+	return mPad * K * codeBytes(scheme) / gemmNR, core.QuantBlocks(K) * mPad
+}
+
+// qpackedBytes is the memory of a qpacked [m, K] weight.
+func qpackedBytes(scheme core.QuantScheme, m, K int) int64 {
+	codes, scales := qpackedSizes(scheme, m, K)
+	return int64(codes) + 4*int64(scales)
 }
 
 func (p *qpacked) bytes() int64 { return int64(len(p.codes)) + 4*int64(len(p.scales)) }
 
 func newQPacked(q core.QuantHost) *qpacked {
 	m, K := q.Shape[0], q.Shape[1]
-	p := &qpacked{scheme: q.Scheme, m: m, K: K, mPad: (m + gemmNR - 1) / gemmNR * gemmNR}
-	cb := p.codeBytes()
-	p.codes = make([]byte, p.mPad*K*cb/gemmNR)
-	p.scales = make([]float32, core.QuantBlocks(K)*p.mPad)
+	nc, ns := qpackedSizes(q.Scheme, m, K)
+	p := &qpacked{scheme: q.Scheme, codes: make([]byte, nc), scales: make([]float32, ns), mPad: (m + gemmNR - 1) / gemmNR * gemmNR}
 	for j := range m {
 		pn, c := j/gemmNR, j%gemmNR
 		for k0 := 0; k0 < K; k0 += gemmKC {
 			kc := min(gemmKC, K-k0)
-			nsub := (kc + core.QuantBlock - 1) / core.QuantBlock
-			codes := p.codes[(k0*p.mPad+pn*gemmNR*kc)*cb/gemmNR:]
-			scales := p.scales[(k0/core.QuantBlock)*p.mPad+pn*gemmNR*nsub:]
-			for s := range nsub {
+			codes, scales := p.panelAt(pn, k0, kc)
+			for s := range len(scales) / gemmNR {
 				scales[s*gemmNR+c] = q.Scales[j*core.QuantBlocks(K)+k0/core.QuantBlock+s]
 			}
 			for k := range kc {
@@ -74,7 +81,7 @@ func newQPacked(q core.QuantHost) *qpacked {
 
 // panelAt returns panel p's codes and scales in k block [k0, k0+kc).
 func (p *qpacked) panelAt(pn, k0, kc int) ([]byte, []float32) {
-	cb := p.codeBytes()
+	cb := codeBytes(p.scheme)
 	nsub := (kc + core.QuantBlock - 1) / core.QuantBlock
 	codes := p.codes[(k0*p.mPad+pn*gemmNR*kc)*cb/gemmNR:][:kc*cb]
 	scales := p.scales[(k0/core.QuantBlock)*p.mPad+pn*gemmNR*nsub:][:nsub*gemmNR]

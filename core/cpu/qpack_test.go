@@ -58,8 +58,8 @@ func TestQPackedPanels(t *testing.T) {
 				t.Fatal(err)
 			}
 			qp := newQPacked(q)
-			if got, want := qp.bytes(), int64(len(qp.codes))+4*int64(len(qp.scales)); got != want {
-				t.Fatalf("bytes() = %d, want %d", got, want)
+			if got, want := qpackedBytes(scheme, s.M, s.K), qp.bytes(); got != want {
+				t.Fatalf("qpackedBytes = %d, the packed weight holds %d", got, want)
 			}
 			for k0 := 0; k0 < s.K; k0 += gemmKC {
 				k1 := min(k0+gemmKC, s.K)
