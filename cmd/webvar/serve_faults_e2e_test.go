@@ -199,9 +199,9 @@ func TestFaultsInChromium(t *testing.T) {
 		testDeviceLost(ctx, t, chrome, site, site.url+"/?ui=html&backend=webgpu&autostart=1&"+greedy, want)
 	})
 	t.Run("device-lost-families", func(t *testing.T) { testDeviceLostFamilies(ctx, t, chrome, site) })
-	t.Run("two-widgets", func(t *testing.T) { testTwoWidgets(ctx, t, chrome, site, "/two-widgets.html", `scale [1-2]\/`) })
+	t.Run("two-widgets", func(t *testing.T) { testWidgets(ctx, t, chrome, site, "/two-widgets.html", `scale [1-2]\/`) })
 	t.Run("family-widgets", func(t *testing.T) {
-		testTwoWidgets(ctx, t, chrome, site, "/family-widgets.html", `(step|iteration|position) [1-9][0-9]*\/`)
+		testWidgets(ctx, t, chrome, site, "/family-widgets.html", `(step|iteration|position) [1-9][0-9]*\/`)
 	})
 	t.Run("device-lost-canvas-ui", func(t *testing.T) {
 		testDeviceLostCanvasUI(ctx, t, chrome, site, site.url+"/?ui=canvas&backend=webgpu&autostart=1&"+greedy, want)
@@ -421,6 +421,27 @@ func gpuAccounting(doc string) string {
 	return `["gpuLive", "gpuPooled", "gpuBuffers"].map(k => ` + doc + `.body.dataset[k]).join("/")`
 }
 
+// statusJS is the page's status line (the step in progress: "scale 2/3", "iteration 1/2", ...).
+const statusJS = `document.getElementById("webvar-status").textContent`
+
+// cancelDuring presses Generate, waits until the script midRun is true (a step in progress), presses
+// Cancel and waits until the page is ready (cancelled) or done (the run ended first); it returns that
+// state. The page must not get stuck.
+func cancelDuring(t *testing.T, cctx context.Context, dump func() string, midRun, what string) string {
+	t.Helper()
+	evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](midRun,
+		chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("waiting for %s: %v\n%s", what, err, dump())
+	}
+	evalJS[any](t, cctx, `document.getElementById("webvar-cancel").click()`)
+	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`["ready", "done"].includes(document.body.dataset.state)`,
+		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("Cancel during %s: the page is stuck: %v\n%s", what, err, dump())
+	}
+	return evalJS[string](t, cctx, `document.body.dataset.state`)
+}
+
 // captureDevices records every GPUDevice the page gets, so that the test can destroy it from outside.
 const captureDevices = `(() => {
 	window.__gpuDevices = [];
@@ -480,13 +501,9 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 	}
 
 	// Cancel in the middle of a run: the buffers of the cancelled run go back (the weights' stay).
-	generate()
-	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/scale [1-2]\//.test(document.getElementById("webvar-status").textContent)`,
-		chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
-		t.Fatalf("waiting for a scale: %v\n%s", err, dump())
+	if st := cancelDuring(t, cctx, dump, `/scale [1-2]\//.test(`+statusJS+`)`, "a scale"); st != "ready" {
+		t.Fatalf("Cancel during a scale: state %s, want ready\n%s", st, dump())
 	}
-	evalJS[any](t, cctx, `document.getElementById("webvar-cancel").click()`)
-	waitState(t, cctx, dump, "ready")
 	if g := gpu(); strings.Split(g, "/")[0] != strings.Split(idle, "/")[0] {
 		t.Errorf("after Cancel during a scale: GPU accounting live/pooled/buffers %s, want live as at idle (%s)", g, idle)
 	} else {
@@ -495,17 +512,7 @@ func testDeviceLost(ctx context.Context, t *testing.T, chrome string, site *faul
 	// Cancel during the last scale, whose time is mostly the final decode (the tiny model's transformer is
 	// one block; its VQVAE decoder tens of dispatches): the run ends either cancelled or done, never stuck,
 	// with the same live GPU memory as at idle, and the next run draws the same image.
-	generate()
-	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/scale 2\/3/.test(document.getElementById("webvar-status").textContent)`,
-		chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
-		t.Fatalf("waiting for the last scale: %v\n%s", err, dump())
-	}
-	evalJS[any](t, cctx, `document.getElementById("webvar-cancel").click()`)
-	if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`["ready", "done"].includes(document.body.dataset.state)`,
-		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
-		t.Fatalf("Cancel during the decode: the page is stuck: %v\n%s", err, dump())
-	}
-	outcome := evalJS[string](t, cctx, `document.body.dataset.state`)
+	outcome := cancelDuring(t, cctx, dump, `/scale 2\/3/.test(`+statusJS+`)`, "the decode")
 	if g := gpu(); strings.Split(g, "/")[0] != strings.Split(idle, "/")[0] {
 		t.Errorf("after Cancel during the decode (%s): GPU accounting live/pooled/buffers %s, want live as at idle (%s)", outcome, g, idle)
 	} else {
@@ -620,21 +627,12 @@ func testDeviceLostFamilies(ctx context.Context, t *testing.T, chrome string, si
 			// stuck, with the GPU accounting back at its level after a whole run.
 			gpu := gpuAccounting("document")
 			idle := evalJS[string](t, cctx, gpu)
-			evalJS[any](t, cctx, `document.body.dataset.state = "clicked"; document.getElementById("webvar-generate").click()`)
-			if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`/(step|iteration|position) 1\//.test(document.getElementById("webvar-status").textContent) || document.body.dataset.state === "done"`,
-				chromedp.WithPollingInterval(5*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
-				t.Fatalf("waiting for the first step: %v\n%s", err, dump())
-			}
-			evalJS[any](t, cctx, `document.getElementById("webvar-cancel").click()`)
-			if _, err := chromedp.Run(cctx, chromedp.Poll[bool](`["ready", "done"].includes(document.body.dataset.state)`,
-				chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
-				t.Fatalf("Cancel: the page is stuck: %v\n%s", err, dump())
-			}
+			st := cancelDuring(t, cctx, dump, `/(step|iteration|position) 1\//.test(`+statusJS+`) || document.body.dataset.state === "done"`,
+				"the first step")
 			if g := evalJS[string](t, cctx, gpu); strings.Split(g, "/")[0] != strings.Split(idle, "/")[0] {
-				t.Errorf("after Cancel (%s): GPU accounting live/pooled/buffers %s, want live as after a run (%s)",
-					evalJS[string](t, cctx, `document.body.dataset.state`), g, idle)
+				t.Errorf("after Cancel (%s): GPU accounting live/pooled/buffers %s, want live as after a run (%s)", st, g, idle)
 			} else {
-				t.Logf("after Cancel: state %s, GPU accounting %s (after a run %s)", evalJS[string](t, cctx, `document.body.dataset.state`), g, idle)
+				t.Logf("after Cancel: state %s, GPU accounting %s (after a run %s)", st, g, idle)
 			}
 		})
 	}
@@ -658,12 +656,12 @@ const twoWidgets = `<!doctype html><title>two widgets</title>
 // Generate pressed repeatedly in each during a run, then Cancel in each mid-run (when its status matches
 // midRun): no deadlock, each widget makes the same tokens (MAR: latents) every time, and each app's GPU
 // buffer accounting returns to its idle level.
-func testTwoWidgets(ctx context.Context, t *testing.T, chrome string, site *faultSite, page, midRun string) {
+func testWidgets(ctx context.Context, t *testing.T, chrome string, site *faultSite, page, midRun string) {
 	site.faults.Reset()
 	cctx, dump := openPage(ctx, t, chrome, site.url+page, true)
 	const states = `[...document.querySelectorAll("[data-webvar]")].map(e => e.dataset.state).join(" ")`
 	widgets := evalJS[int](t, cctx, `document.querySelectorAll("[data-webvar]").length`)
-	waitBoth := func(want, what string) {
+	waitAll := func(want, what string) {
 		t.Helper()
 		all := strings.TrimSpace(strings.Repeat(want+" ", widgets))
 		js := fmt.Sprintf(`(() => { const s = %s; return (s === %q || s.includes("error")) && s; })()`, states, all)
@@ -691,18 +689,18 @@ func testTwoWidgets(ctx context.Context, t *testing.T, chrome string, site *faul
 				for (let i = 0; i < %d; i++) f.contentDocument.getElementById("webvar-generate").click(); })`, times))
 	}
 
-	waitBoth("done", "first runs")
+	waitAll("done", "first runs")
 	if b := frames(`d.getElementById("webvar-backend").textContent`); strings.Count(b, "WebGPU:") != widgets {
 		browsertest.NoWebGPU(t, b)
 	}
 	const result = `(d.body.dataset.tokens ?? "") + "|" + (d.body.dataset.latents ?? "")`
 	tokens := frames(result)
 	idleLive := frames(live)
-	t.Logf("two widgets: GPU accounting live/pooled/buffers after the first runs: %s", frames(accounting))
+	t.Logf("%s: GPU accounting live/pooled/buffers after the first runs: %s", page, frames(accounting))
 
-	// Both at once, Generate pressed three times in each during the run: one run each, the same tokens.
+	// All at once, Generate pressed three times in each during the run: one run each, the same tokens.
 	click(3)
-	waitBoth("done", "runs at once")
+	waitAll("done", "runs at once")
 	if got := frames(result); got != tokens {
 		t.Errorf("runs at once made tokens %.200q, the first runs %.200q", got, tokens)
 	}
@@ -728,10 +726,10 @@ func testTwoWidgets(ctx context.Context, t *testing.T, chrome string, site *faul
 	}
 	t.Logf("after Cancel in every widget mid-run: states %s", frames(`d.body.dataset.state`))
 	if got := frames(live); got != idleLive {
-		t.Errorf("after Cancel in both: live GPU memory %s, want %s (states %s)", got, idleLive, frames(`d.body.dataset.state`))
+		t.Errorf("after Cancel in every widget: live GPU memory %s, want %s (states %s)", got, idleLive, frames(`d.body.dataset.state`))
 	}
 	click(1)
-	waitBoth("done", "after Cancel")
+	waitAll("done", "after Cancel")
 	if got := frames(result); got != tokens {
 		t.Errorf("after Cancel: tokens %.200q, the first runs %.200q", got, tokens)
 	}
