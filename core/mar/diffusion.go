@@ -66,7 +66,12 @@ func SpacedTimesteps(T, n int) ([]int, error) {
 }
 
 // NewSchedule builds the respaced schedule of n sampling steps.
+// It needs n >= 2: with one step the official sampler fails (its clipped posterior log-variance
+// table is built from the second step's variance).
 func NewSchedule(n int) (*Schedule, error) {
+	if n == 1 {
+		return nil, fmt.Errorf("diffusion steps 1: the sampler needs at least 2 (the official one fails at 1)")
+	}
 	use, err := SpacedTimesteps(TrainSteps, n)
 	if err != nil {
 		return nil, err
@@ -117,11 +122,7 @@ func NewSchedule(n int) (*Schedule, error) {
 		// log(append(posterior_variance[1], posterior_variance[1:])): step 0's variance is 0.
 		v := s.PosteriorVariance[i]
 		if i == 0 {
-			if N > 1 {
-				v = s.PosteriorVariance[1]
-			} else {
-				v = math.NaN() // the official table is empty; step 0 never adds noise
-			}
+			v = s.PosteriorVariance[1]
 		}
 		s.PosteriorLogVarClipped[i] = math.Log(v)
 	}

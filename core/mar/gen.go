@@ -25,7 +25,7 @@ func (d Defaults) Settings(seqLen int) []gen.Setting {
 		{Name: "iters", Label: "iterations", Help: "autoregressive iterations: each samples a group of tokens in a random order (more: slower, better)",
 			Kind: gen.Int, Default: fmt.Sprint(iters), Min: 1, Max: float64(seqLen), Step: 1, Presets: presets},
 		{Name: "diffusion-steps", Label: "diffusion steps", Help: "denoising steps of the diffusion head per token (the official 100; fewer are faster)",
-			Kind: gen.Int, Default: fmt.Sprint(d.DiffSteps), Min: 1, Max: TrainSteps, Step: 1, Presets: []string{"10", "25", "50", "100"}},
+			Kind: gen.Int, Default: fmt.Sprint(d.DiffSteps), Min: 2, Max: TrainSteps, Step: 1, Presets: []string{"10", "25", "50", "100"}},
 		{Name: "temperature", Label: "temperature", Help: "scales the diffusion noise (lower: smoother, less varied)",
 			Kind: gen.Float, Default: fmt.Sprint(d.Temperature), Min: 0.05, Max: 2, Step: 0.05},
 		{Name: "cfg", Label: "cfg", Help: "classifier-free guidance strength (1: off)", Kind: gen.Float,
