@@ -170,9 +170,11 @@ func buildApp(ctx context.Context, dir string, stderr io.Writer) error {
 		return err
 	}
 	for _, bin := range appBinaries {
-		fmt.Fprintf(stderr, "building the browser app (GOOS=js GOARCH=wasm go build -trimpath -ldflags=\"-s -w\" -tags %q ./wasm)...\n", bin.tags)
-		start := time.Now()
 		out := filepath.Join(dir, bin.name)
+		// The command as a user can paste it: without -o, go build would name its output "wasm", the
+		// package directory's own name, and refuse.
+		fmt.Fprintf(stderr, "building the browser app (GOOS=js GOARCH=wasm go build -trimpath -ldflags=\"-s -w\" -tags %q -o %s ./wasm)...\n", bin.tags, out)
+		start := time.Now()
 		// -s -w drop the symbol table and DWARF (a quarter of the gzipped download; panics still name
 		// functions), -trimpath the builder's paths.
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-tags", bin.tags, "-o", out, "./wasm")
