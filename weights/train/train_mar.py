@@ -10,6 +10,9 @@ Stages:
         element); no GAN, no LPIPS. Writes vae.pth = {'model': state_dict} (as the official kl16.ckpt). At the end
         it measures the std of posterior samples of 10k training images and sets scale_factor = 1 / std (the
         official KL-16's 0.2325 plays the same role), recorded in config.json.
+  dec   (optional, after vae) fine-tunes post_quant_conv + decoder alone on posterior samples of the cached
+        moments with the vae stage's reconstruction loss: the encoder, the latents, the scale factor and a MAR
+        trained on them stay valid, so it can run after (or beside, in a copy of --out) the mar stage.
   mar   caches the posterior moments of every training image, then trains MAR + DiffLoss on scaled posterior
         samples (as the official --use_cached): random orders, one mask ratio per batch from N(1, 0.25) truncated
         to [mask_ratio_min, 1], loss on masked tokens only, class embedding replaced by fake_latent with
@@ -31,9 +34,9 @@ Stages:
 config.json holds what the Go loader cannot read from the tensors (heads, buffer_size, patch_size, vae_stride,
 scale factor, image size, attention resolutions, diffusion steps) and is rewritten by every stage.
 
-Both training stages run for a wall-clock budget (--vae-seconds, --mar-seconds; cosine LR over elapsed time), or
-for an explicit step count (--vae-steps, --mar-steps). Every --ckpt-every seconds the usable checkpoint
-(vae.pth / mar.pth), a resume state (*_state.pt) and train_log.json are written; rerunning the same command
+The training stages run for a wall-clock budget (--vae-seconds, --dec-seconds, --mar-seconds; cosine LR over elapsed
+time), or for an explicit step count (--vae-steps, --dec-steps, --mar-steps). Every --ckpt-every seconds the usable
+checkpoint (vae.pth / mar.pth), a resume state (*_state.pt) and train_log.json are written; rerunning the same command
 resumes an interrupted stage. Helpers (logging, thread tuning, LR schedule, judge) come from trainlib.py.
 """
 
@@ -141,20 +144,10 @@ def train_vae(run, x_train, x_test, y_test):
     a = run.args
     torch.manual_seed(a.seed)
     vae = make_vae(a)
-    opt = torch.optim.AdamW(vae.parameters(), lr=a.vae_lr, betas=(0.9, 0.95), weight_decay=0.0)
-    st = dict(step=0, elapsed=0.0, losses=[], evals=[])
-    sp = run.p("vae_state.pt")
-    if os.path.exists(sp):
-        s = torch.load(sp)
-        vae.load_state_dict(s["model"])
-        opt.load_state_dict(s["opt"])
-        st = s["st"]
-        log(f"vae: resuming at step {st['step']} ({st['elapsed']:.0f}s done)")
-    N, bs = x_train.shape[0], a.vae_batch
-    n_params = sum(p.numel() for p in vae.parameters())
     rec = run.rec.setdefault("vae", {})
-    rec.update(hparams=vae.hparams, params=n_params, params_encoder=sum(p.numel() for p in vae.encoder.parameters()),
-               params_decoder=sum(p.numel() for p in vae.decoder.parameters()), batch=bs, lr=a.vae_lr,
+    rec.update(hparams=vae.hparams, params=sum(p.numel() for p in vae.parameters()),
+               params_encoder=sum(p.numel() for p in vae.encoder.parameters()),
+               params_decoder=sum(p.numel() for p in vae.decoder.parameters()), batch=a.vae_batch, lr=a.vae_lr,
                kl_weight=a.kl_weight, budget_seconds=a.vae_seconds, explicit_steps=a.vae_steps,
                loss="mse + 0.5*l1 of decode(posterior sample) + kl_weight * KL(q || N(0, 1)) averaged per latent element")
     write_config(run, vae=dict(vae.hparams, stride=vae.stride, use_variational=True, groupnorm_groups=32,
@@ -163,22 +156,62 @@ def train_vae(run, x_train, x_test, y_test):
                                     "param // 2^(levels-1)) and in the mid block; decoder attention only in "
                                     "the mid block; encode -> quant_conv -> (mean, logvar); decode = "
                                     "post_quant_conv -> decoder"))
-    gen = torch.Generator().manual_seed(a.seed + st["step"])
+    return fit_vae(run, vae, "vae", list(vae.parameters()), x_train, x_test, y_test, a.seed,
+                   a.vae_lr, a.vae_seconds, a.vae_steps, a.vae_batch)
+
+
+def train_decoder(run, vae, mom_train, x_train, x_test, y_test):
+    """Fine-tunes post_quant_conv + decoder on posterior samples of the cached moments with the VAE's own
+    reconstruction loss; the encoder (and so every latent, the scale factor and a trained MAR) is unchanged."""
+    a = run.args
+    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    run.rec.setdefault("dec", {}).update(
+        params=sum(p.numel() for p in params), batch=a.dec_batch, lr=a.dec_lr, budget_seconds=a.dec_seconds,
+        explicit_steps=a.dec_steps, loss="mse + 0.5*l1 of decode(posterior sample of the cached moments); encoder frozen")
+    vae = fit_vae(run, vae, "dec", params, x_train, x_test, y_test, a.seed + 7, a.dec_lr, a.dec_seconds,
+                  a.dec_steps, a.dec_batch, mom_train)
+    for p in params:
+        p.requires_grad_(False)
+    return vae
+
+
+def fit_vae(run, vae, key, params, x_train, x_test, y_test, seed, peak_lr, seconds, steps, bs, mom_train=None):
+    """The VAE stage (key "vae": every parameter, images encoded, loss with the KL term) and the decoder
+    fine-tuning (key "dec": params of the decoder side, posterior samples of the cached moments mom_train,
+    no KL term): AdamW, cosine LR over the budget, evals and resumable checkpoints as run.rec[key]."""
+    a = run.args
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.95), weight_decay=0.0)
+    st = dict(step=0, elapsed=0.0, losses=[], evals=[])
+    sp = run.p(f"{key}_state.pt")
+    if os.path.exists(sp):
+        s = torch.load(sp)
+        vae.load_state_dict(s["model"])
+        opt.load_state_dict(s["opt"])
+        st = s["st"]
+        log(f"{key}: resuming at step {st['step']} ({st['elapsed']:.0f}s done)")
+    N = x_train.shape[0]
+    rec = run.rec[key]
+    gen = torch.Generator().manual_seed(seed + st["step"])
     clf = load_judge(a.classifier)
     tuner = ThreadTuner(a.threads)
     vae.train()
     t_last, t_ck, t_start = time.time(), time.time(), time.time() - st["elapsed"]
 
     def progress():
-        return st["step"] / a.vae_steps if a.vae_steps else st["elapsed"] / a.vae_seconds
+        return st["step"] / steps if steps else st["elapsed"] / seconds
 
     def evaluate():
         psnr, psnr_noisy, jacc = vae_quality(vae, x_test, y_test, clf, a.eval_images)
-        ls = latent_stats(vae, x_train, 2000)
-        st["evals"].append(dict(step=st["step"], t=round(st["elapsed"], 1), test_psnr=psnr,
-                                test_psnr_posterior_sample=psnr_noisy, judge_acc_recon=jacc, **ls))
-        log(f"vae eval step {st['step']}: test PSNR {psnr:.2f} dB (posterior sample {psnr_noisy:.2f}), judge on "
-            f"reconstructions {jacc:.3f}; latent std {ls['sample_std']:.3f}, posterior std {ls['posterior_std_mean']:.4f}")
+        e = dict(step=st["step"], t=round(st["elapsed"], 1), test_psnr=psnr, test_psnr_posterior_sample=psnr_noisy,
+                 judge_acc_recon=jacc)
+        if mom_train is None:
+            e.update(latent_stats(vae, x_train, 2000))
+        st["evals"].append(e)
+        log(f"{key} eval step {st['step']}: test PSNR {psnr:.2f} dB (posterior sample {psnr_noisy:.2f}), judge on "
+            f"reconstructions {jacc:.3f}" + ("" if mom_train is not None else
+                                             f"; latent std {e['sample_std']:.3f}, posterior std {e['posterior_std_mean']:.4f}"))
 
     def checkpoint(final=False):
         save_atomic({"model": official_state(vae)}, run.p("vae.pth"))
@@ -188,20 +221,22 @@ def train_vae(run, x_train, x_test, y_test):
                    thread_history=tuner.history)
         run.save_log()
 
+    if mom_train is not None and not st["evals"]:
+        evaluate()  # where the fine-tuning starts
     while progress() < 1.0:
         i = st["step"]
         for g in opt.param_groups:
-            g["lr"] = lr_at(a.vae_lr, i, progress(), a.warmup_steps)
-        x = batch_images(x_train, torch.randint(0, N, (bs,), generator=gen))
-        mean, logvar = vae.split_moments(vae.encode(x))
-        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
-        y = vae.decode(z)
+            g["lr"] = lr_at(peak_lr, i, progress(), a.warmup_steps)
+        idx = torch.randint(0, N, (bs,), generator=gen)
+        x = batch_images(x_train, idx)
+        mean, logvar = vae.split_moments(vae.encode(x) if mom_train is None else mom_train[idx])
+        y = vae.decode(mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen))
         rec_loss = F.mse_loss(y, x) + 0.5 * F.l1_loss(y, x)
         kl = kl_per_element(mean, logvar).mean()
-        loss = rec_loss + a.kl_weight * kl
+        loss = rec_loss + (a.kl_weight * kl if mom_train is None else 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(vae.parameters(), 2.0)
+        gn = torch.nn.utils.clip_grad_norm_(params, 2.0)
         opt.step()
         tuner.step(bs)
         now = time.time()
@@ -212,7 +247,7 @@ def train_vae(run, x_train, x_test, y_test):
                                      loss=round(float(loss), 5), rec=round(float(rec_loss), 5), kl=round(float(kl), 4),
                                      grad_norm=round(float(gn), 4)))
         if i % 50 == 0:
-            log(f"vae step {i} t={st['elapsed']:.0f}s p={progress():.3f} loss {float(loss):.4f} rec {float(rec_loss):.4f} "
+            log(f"{key} step {i} t={st['elapsed']:.0f}s p={progress():.3f} loss {float(loss):.4f} rec {float(rec_loss):.4f} "
                 f"kl {float(kl):.3f} lr {opt.param_groups[0]['lr']:.2e} ({50 * bs / max(1e-9, now - t_last):.1f} img/s)")
             t_last = now
         if now - t_ck > a.ckpt_every:
@@ -222,7 +257,7 @@ def train_vae(run, x_train, x_test, y_test):
             tuner.restart_window()
     evaluate()
     checkpoint(final=True)
-    log(f"vae done: {st['step']} steps ({st['step'] * bs / N:.2f} epochs) in {st['elapsed']:.0f}s, {n_params} params")
+    log(f"{key} done: {st['step']} steps ({st['step'] * bs / N:.2f} epochs) in {st['elapsed']:.0f}s")
     return vae.eval()
 
 
@@ -506,6 +541,11 @@ def main():
     ap.add_argument("--vae-lr", type=float, default=1e-3)
     ap.add_argument("--vae-seconds", type=float, default=1200)
     ap.add_argument("--vae-steps", type=int, default=0)
+    # decoder fine-tuning (stage dec, not in the default stages)
+    ap.add_argument("--dec-batch", type=int, default=64)
+    ap.add_argument("--dec-lr", type=float, default=3e-4)
+    ap.add_argument("--dec-seconds", type=float, default=1500)
+    ap.add_argument("--dec-steps", type=int, default=0)
     # MAR
     ap.add_argument("--width", type=int, default=192, help="encoder and decoder width")
     ap.add_argument("--depth", type=int, default=3, help="encoder and decoder depth (each)")
@@ -563,19 +603,24 @@ def main():
         run.rec["latents"]["vae_steps"] = run.rec.get("vae", {}).get("steps")
         run.save_log()
 
-    model = None
-    if "mar" in stages and not run.rec.get("mar", {}).get("done"):
+    def moments():
         mp = run.p("moments.pt")
         if os.path.exists(mp) and run.rec.get("moments", {}).get("vae_steps") == run.rec.get("vae", {}).get("steps"):
-            mom, mom_t = torch.load(mp)
-        else:
-            t0 = time.time()
-            mom, mom_t = cache_moments(vae, xu), cache_moments(vae, xtu)
-            save_atomic((mom, mom_t), mp)
-            run.rec["moments"] = dict(seconds=time.time() - t0, vae_steps=run.rec.get("vae", {}).get("steps"),
-                                      train=int(mom.shape[0]), test=int(mom_t.shape[0]))
-            run.save_log()
-            log(f"cached posterior moments of {mom.shape[0] + mom_t.shape[0]} images in {time.time() - t0:.0f}s")
+            return torch.load(mp)
+        t0 = time.time()
+        mom, mom_t = cache_moments(vae, xu), cache_moments(vae, xtu)
+        save_atomic((mom, mom_t), mp)
+        run.rec["moments"] = dict(seconds=time.time() - t0, vae_steps=run.rec.get("vae", {}).get("steps"),
+                                  train=int(mom.shape[0]), test=int(mom_t.shape[0]))
+        run.save_log()
+        log(f"cached posterior moments of {mom.shape[0] + mom_t.shape[0]} images in {time.time() - t0:.0f}s")
+        return mom, mom_t
+
+    if "dec" in stages and not run.rec.get("dec", {}).get("done"):
+        vae = train_decoder(run, vae, moments()[0], xu, xtu, y_test)
+    model = None
+    if "mar" in stages and not run.rec.get("mar", {}).get("done"):
+        mom, mom_t = moments()
         model = train_mar(run, vae, scale, mom, y_train, mom_t, y_test)
     if "eval" in stages:
         if model is None:
