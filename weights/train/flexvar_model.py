@@ -32,71 +32,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ldm_blocks import AttnBlock, Downsample, Normalize, ResnetBlock, Upsample
+
 # --------------------------------------------------------------------------------------------------------------
 # Tokenizer (LlamaGen VQModel layout)
 # --------------------------------------------------------------------------------------------------------------
-
-
-def Normalize(c):
-    return nn.GroupNorm(num_groups=32, num_channels=c, eps=1e-6, affine=True)
-
-
-class ResnetBlock(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.norm1 = Normalize(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1)
-        self.norm2 = Normalize(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
-        if cin != cout:
-            self.nin_shortcut = nn.Conv2d(cin, cout, 1, 1, 0)
-
-    def forward(self, x):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        if hasattr(self, "nin_shortcut"):
-            x = self.nin_shortcut(x)
-        return x + h
-
-
-class AttnBlock(nn.Module):
-    """Single-head spatial self-attention with separate 1x1 q/k/v convs, scale C^-0.5."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.norm = Normalize(c)
-        self.q = nn.Conv2d(c, c, 1)
-        self.k = nn.Conv2d(c, c, 1)
-        self.v = nn.Conv2d(c, c, 1)
-        self.proj_out = nn.Conv2d(c, c, 1)
-
-    def forward(self, x):
-        B, C, H, W = x.shape
-        h = self.norm(x)
-        q = self.q(h).reshape(B, C, H * W).permute(0, 2, 1)  # B, HW, C
-        k = self.k(h).reshape(B, C, H * W)  # B, C, HW
-        v = self.v(h).reshape(B, C, H * W)
-        w = torch.softmax(torch.bmm(q, k) * (C ** -0.5), dim=2)  # B, HWq, HWk
-        o = torch.bmm(v, w.permute(0, 2, 1)).reshape(B, C, H, W)
-        return x + self.proj_out(o)
-
-
-class Downsample(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, 2, 0)
-
-    def forward(self, x):
-        return self.conv(F.pad(x, (0, 1, 0, 1), mode="constant", value=0.0))
-
-
-class Upsample(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, 1, 1)
-
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Encoder(nn.Module):

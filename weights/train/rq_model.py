@@ -20,76 +20,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ldm_blocks import AttnBlock, Downsample, Normalize, ResnetBlock, Upsample
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # RQ-VAE
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def Norm(c):
-    return nn.GroupNorm(32, c, eps=1e-6, affine=True)
-
-
-def swish(x):
-    return x * torch.sigmoid(x)
-
-
-class ResnetBlock(nn.Module):
-    def __init__(self, cin, cout, dropout=0.0):
-        super().__init__()
-        self.norm1 = Norm(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1)
-        self.norm2 = Norm(cout)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
-        if cin != cout:
-            self.nin_shortcut = nn.Conv2d(cin, cout, 1)
-        self.cin, self.cout = cin, cout
-
-    def forward(self, x):
-        h = self.conv1(swish(self.norm1(x)))
-        h = self.conv2(self.dropout(swish(self.norm2(h))))
-        if self.cin != self.cout:
-            x = self.nin_shortcut(x)
-        return x + h
-
-
-class AttnBlock(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.norm = Norm(c)
-        self.q = nn.Conv2d(c, c, 1)
-        self.k = nn.Conv2d(c, c, 1)
-        self.v = nn.Conv2d(c, c, 1)
-        self.proj_out = nn.Conv2d(c, c, 1)
-
-    def forward(self, x):
-        h = self.norm(x)
-        B, C, H, W = h.shape
-        q = self.q(h).reshape(B, C, H * W).transpose(1, 2)  # B, HW, C
-        k = self.k(h).reshape(B, C, H * W)  # B, C, HW
-        v = self.v(h).reshape(B, C, H * W)
-        w = torch.softmax(torch.bmm(q, k) * (C ** -0.5), dim=2)  # B, HWq, HWk
-        out = torch.bmm(v, w.transpose(1, 2)).reshape(B, C, H, W)
-        return x + self.proj_out(out)
-
-
-class Downsample(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, 2, 0)
-
-    def forward(self, x):
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, 1, 1)
-
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Encoder(nn.Module):
@@ -116,7 +52,7 @@ class Encoder(nn.Module):
         self.mid.block_1 = ResnetBlock(cin, cin, dropout)
         self.mid.attn_1 = AttnBlock(cin)
         self.mid.block_2 = ResnetBlock(cin, cin, dropout)
-        self.norm_out = Norm(cin)
+        self.norm_out = Normalize(cin)
         self.conv_out = nn.Conv2d(cin, z_channels, 3, 1, 1)
 
     def forward(self, x):
@@ -129,7 +65,7 @@ class Encoder(nn.Module):
             if hasattr(lv, "downsample"):
                 h = lv.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
-        return self.conv_out(swish(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))
 
 
 class Decoder(nn.Module):
@@ -158,7 +94,7 @@ class Decoder(nn.Module):
                 res *= 2
             ups.insert(0, lv)
         self.up = nn.ModuleList(ups)
-        self.norm_out = Norm(cin)
+        self.norm_out = Normalize(cin)
         self.conv_out = nn.Conv2d(cin, out_ch, 3, 1, 1)
 
     def forward(self, z):
@@ -172,7 +108,7 @@ class Decoder(nn.Module):
                     h = lv.attn[j](h)
             if hasattr(lv, "upsample"):
                 h = lv.upsample(h)
-        return self.conv_out(swish(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))
 
 
 class VQEmbedding(nn.Embedding):
