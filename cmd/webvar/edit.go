@@ -64,22 +64,7 @@ func parseEdit(args []string, stderr io.Writer) (*editFlags, error) {
 	fs.StringVar(&f.out, "out", "", "output PNG path")
 	fs.StringVar(&f.strip, "strip", "", "also write a before / mask / after PNG: the input as the model sees it, the regenerated tokens tinted, the result (small images enlarged to 128 pixels)")
 	fs.StringVar(&f.tokens, "tokens", "", "also write the final tokens as JSON {\"tokens\": [[scale 0 ids], ...]}")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
-	}
-	if err := f.model.check(); err != nil {
-		return nil, err
-	}
-	if err := f.sampling.parsed(fs); err != nil {
-		return nil, err
-	}
-	if err := f.flex.parsed(fs); err != nil {
+	if err := parseModelFlagSet(fs, args, &f.model, &f.sampling, &f.flex); err != nil {
 		return nil, err
 	}
 	masks := 0

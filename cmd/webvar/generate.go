@@ -64,22 +64,7 @@ func parseGenerate(args []string, stderr io.Writer) (*generateFlags, error) {
 	fs.StringVar(&f.classes, "classes", "", "grid mode: classes, one row each: 'all', a range '0-9' or a list '1,4,7'")
 	fs.StringVar(&f.seeds, "seeds", "", "grid mode: seeds, one column each: a range '0-7' or a list (default 0-7)")
 	fs.StringVar(&f.samples, "samples", "", "grid mode: also write each image as DIR/class<C>_seed<S>.png (the same image -class C -seed S gives)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
-	}
-	if err := f.model.check(); err != nil {
-		return nil, err
-	}
-	if err := f.sampling.parsed(fs); err != nil {
-		return nil, err
-	}
-	if err := f.flex.parsed(fs); err != nil {
+	if err := parseModelFlagSet(fs, args, &f.model, &f.sampling, &f.flex); err != nil {
 		return nil, err
 	}
 	grid := f.classes != "" || f.seeds != ""

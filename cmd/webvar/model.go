@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -71,6 +72,29 @@ func (m *modelFlags) check() error {
 		return usageError{"-patch-nums: " + err.Error()}
 	}
 	return nil
+}
+
+// parseModelFlagSet parses args into fs, on which m, s and x have registered their flags, and checks
+// them: the parsing that every command opening a model for generation (generate, edit, preview) shares.
+// flag.ErrHelp comes back as it is (-h printed the usage); a bad flag or a stray argument is a
+// usageError.
+func parseModelFlagSet(fs *flag.FlagSet, args []string, m *modelFlags, s *samplingFlags, x *flexFlags) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	}
+	if err := m.check(); err != nil {
+		return err
+	}
+	if err := s.parsed(fs); err != nil {
+		return err
+	}
+	return x.parsed(fs)
 }
 
 // isDefault reports whether no model was named, so the embedded default model is used.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,22 +47,7 @@ func parsePreview(args []string, stderr io.Writer) (*previewFlags, error) {
 	fs.StringVar(&f.box, "box", "", "with -image: y0,x0,y1,x1, the box in fractions of the image (in- and out-painting)")
 	fs.IntVar(&f.keep, "keep", 0, "with -image: steps kept whole (refine) or rows of codes kept (complete)")
 	fs.BoolVar(&f.noClass, "no-class", false, "with -image: in-paint without a class (the null class)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return nil, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
-	}
-	if err := f.model.check(); err != nil {
-		return nil, err
-	}
-	if err := f.sampling.parsed(fs); err != nil {
-		return nil, err
-	}
-	if err := f.flex.parsed(fs); err != nil {
+	if err := parseModelFlagSet(fs, args, &f.model, &f.sampling, &f.flex); err != nil {
 		return nil, err
 	}
 	switch {
