@@ -69,7 +69,8 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	fs.BoolVar(&f.json, "json", false, "print one JSON object per kernel (or model run) and backend instead of a table")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: webvar bench -kernels [flags]")
-		fmt.Fprintln(stderr, "       webvar bench -model tiny|d16|d20|fashionvar [-quant f32|int8|int4] [-vae-quant f32|f16|int8|int4] [-download] [flags]")
+		fmt.Fprintln(stderr, "       webvar bench -model NAME [-quant f32|int8|int4] [-vae-quant f32|f16|int8|int4] [-download] [flags]")
+		fmt.Fprintln(stderr, "       (NAME: "+strings.Join(benchModelNames(), ", ")+")")
 		fmt.Fprintln(stderr, "       webvar bench -weights DIR [flags]")
 		fmt.Fprintln(stderr, "\n-kernels times each engine op on each backend and prints its size (GFLOP: nominal arithmetic; MB:")
 		fmt.Fprintln(stderr, "f32 data read and written once, 1 MB = 1e6 bytes) and the achieved GFLOP/s and GB/s. Times include")
@@ -82,7 +83,11 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 		fmt.Fprintln(stderr, "fixture testdata/var-tiny (found from the working directory upwards); d16 and d20 have the shapes of")
 		fmt.Fprintln(stderr, "the released VAR-d16/d20 and random weights built in memory (speed does not depend on training);")
 		fmt.Fprintln(stderr, "fashionvar is the embedded default model; flexvar-tiny is testdata/flexvar-tiny, flexvar-d16/d20/d24")
-		fmt.Fprintln(stderr, "random weights in the released FlexVAR shapes with FlexVAE (-previews other than none decode every step).")
+		fmt.Fprintln(stderr, "random weights in the released FlexVAR shapes with FlexVAE (-previews other than none decode every step);")
+		fmt.Fprintln(stderr, "mar-tiny is testdata/mar-tiny, mar-b/l/h random weights in MAR-B/L/H's shapes with the KL-16 decoder")
+		fmt.Fprintln(stderr, "(official sampling: 64 iterations x 100 diffusion steps, cfg 2.9 linear; -iters and -diffusion-steps")
+		fmt.Fprintln(stderr, "change them; the parts are the transformer, the diffusion head and the decode); rq-tiny is")
+		fmt.Fprintln(stderr, "testdata/rq-tiny, rq-480m/rq-1400m random weights in the released ImageNet configs' shapes with RQ-VAE.")
 		fmt.Fprintln(stderr, "Models without a fitted linear preview map time linear")
 		fmt.Fprintln(stderr, "previews with a placeholder map (its cost does not depend on its values), except a -weights directory,")
 		fmt.Fprintln(stderr, "which renders fast previews instead, as generate would.")
@@ -108,7 +113,7 @@ func parseBench(args []string, stderr io.Writer) (*benchFlags, error) {
 	case fs.NArg() > 0:
 		return nil, usageError{fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	case !f.kernels && !endToEnd:
-		return nil, usageError{"give -kernels (the speed of each engine op) or -model tiny|d16|d20 or -weights DIR " +
+		return nil, usageError{"give -kernels (the speed of each engine op) or -model NAME (see -h) or -weights DIR " +
 			"(the speed of whole generations)"}
 	case f.kernels && endToEnd:
 		return nil, usageError{"-kernels and -model/-weights are separate benchmarks: give one"}

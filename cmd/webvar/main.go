@@ -28,7 +28,7 @@ func commands() []command {
 		{"convert", "convert official checkpoints into a chunked, quantized weights directory (with a fitted preview map)", runConvert},
 		{"serve", "serve the browser app (WebAssembly; WebGPU, else WebGL2 + CPU) on the embedded model or a converted weights directory", runServe},
 		{"preview", "open the interactive window: weights loading, then the image scale by scale (build with -tags preview)", runPreview},
-		{"bench", "time whole generations (-model tiny|d16|d20|fashionvar|flexvar-tiny|flexvar-d16|d20|d24|mar-tiny|mar-b|l|h, -weights DIR; -previews all compares the preview modes; MAR: -iters, -diffusion-steps) or each engine op (-kernels)", runBench},
+		{"bench", "time whole generations (-model tiny|d16|d20|fashionvar|flexvar-tiny|flexvar-d16|d20|d24|mar-tiny|mar-b|l|h|rq-tiny|rq-480m|rq-1400m, -weights DIR; -previews all compares the preview modes; MAR: -iters, -diffusion-steps) or each engine op (-kernels)", runBench},
 	}
 }
 
