@@ -242,14 +242,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onStep fun
 		}
 		pfx := fmt.Sprintf("ar.s%d.", si)
 		o.Tap(pfx+"tok_map", x)
-		for i := 0; i < m.stack.Depth(); i++ {
-			prev := o.SetScope(fmt.Sprintf("step %d: blocks.%d", si, i))
-			x2 := m.stack.Block(o, i, x, mod.Blocks[i], kv, nil, fmt.Sprintf("%sblock%d.", pfx, i))
-			o.SetScope(prev)
-			o.Free(x)
-			x = x2
-			o.Tap(fmt.Sprintf("%sblock%d.out", pfx, i), x)
-		}
+		x = m.stack.Forward(o, x, mod, kv, nil, fmt.Sprintf("step %d: ", si), pfx)
 		kv.N += g.N()
 		if si == k-1 {
 			kv.Free(o) // the decoder gets the memory

@@ -151,15 +151,7 @@ func (m *Model) TeacherForward(o *core.Ops, labels []int, xWoFirst *core.Tensor,
 
 	mask := o.Upload(stepMask(sched))
 	defer o.Free(mask)
-	for i := 0; i < m.stack.Depth(); i++ {
-		prev := o.SetScope(fmt.Sprintf("blocks.%d", i))
-		tap := fmt.Sprintf("tf.block%d.", i)
-		x2 := m.stack.Block(o, i, x, mod.Blocks[i], nil, mask, tap)
-		o.SetScope(prev)
-		o.Free(x)
-		x = x2
-		o.Tap(tap+"out", x)
-	}
+	x = m.stack.Forward(o, x, mod, nil, mask, "", "tf.")
 	logits := m.head(o, x, mod)
 	o.Free(x)
 	return logits
@@ -174,17 +166,7 @@ func stepMask(sched []Grid) core.HostTensor {
 			stepOf = append(stepOf, si)
 		}
 	}
-	L := len(stepOf)
-	d := make([]float32, L*L)
-	ninf := float32(math.Inf(-1))
-	for i := 0; i < L; i++ {
-		for j := 0; j < L; j++ {
-			if stepOf[j] > stepOf[i] {
-				d[i*L+j] = ninf
-			}
-		}
-	}
-	return core.HostTensor{Shape: core.Shape{L, L}, Data: d}
+	return nn.BlockCausalMask(stepOf)
 }
 
 // StepMask is the block-causal attention mask of a schedule (attn_bias_for_masking), [L, L]: 0 where a

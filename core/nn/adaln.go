@@ -274,6 +274,39 @@ func (s *AdaLNStack) Block(o *core.Ops, i int, x *core.Tensor, a AdaLN, kv *KVCa
 	return x2
 }
 
+// Forward runs every block in turn on x [B, l, C], with kv and mask as for Block, and returns the last
+// block's output; x and each block's input are freed. Block i runs in scope scope+"blocks.i" and taps
+// its output as tap+"block{i}.out" (its inner tensors under tap+"block{i}.").
+func (s *AdaLNStack) Forward(o *core.Ops, x *core.Tensor, mod *Modulations, kv *KVCache, mask *core.Tensor, scope, tap string) *core.Tensor {
+	for i := range mod.Blocks {
+		prev := o.SetScope(fmt.Sprintf("%sblocks.%d", scope, i))
+		blockTap := fmt.Sprintf("%sblock%d.", tap, i)
+		x2 := s.Block(o, i, x, mod.Blocks[i], kv, mask, blockTap)
+		o.SetScope(prev)
+		o.Free(x)
+		x = x2
+		o.Tap(blockTap+"out", x)
+	}
+	return x
+}
+
+// BlockCausalMask is attn_bias_for_masking for tokens whose steps (VAR's scales, FlexVAR's schedule
+// steps) are stepOf_L: 0 where the key's step <= the query's, -Inf elsewhere, [L, L]. A token sees every
+// token of its own and earlier steps.
+func BlockCausalMask(stepOf_L []int) core.HostTensor {
+	L := len(stepOf_L)
+	d := make([]float32, L*L)
+	ninf := float32(math.Inf(-1))
+	for i := 0; i < L; i++ {
+		for j := 0; j < L; j++ {
+			if stepOf_L[j] > stepOf_L[i] {
+				d[i*L+j] = ninf
+			}
+		}
+	}
+	return core.HostTensor{Shape: core.Shape{L, L}, Data: d}
+}
+
 // HeadNorm is head_nm(x, cond): LayerNorm without affine parameters, then the head's own modulation.
 func (s *AdaLNStack) HeadNorm(o *core.Ops, x *core.Tensor, m *Modulations) *core.Tensor {
 	ln := o.LayerNorm(x, s.Cfg.NormEps)

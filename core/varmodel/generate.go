@@ -273,14 +273,7 @@ func (p *Pipeline) Run(ctx context.Context, o *core.Ops, req Request, onScale fu
 		}
 		var mixed []float32 // [B*l*V]
 		if !random {
-			for i := range mod.Blocks {
-				prev := o.SetScope(fmt.Sprintf("scale %d: blocks.%d", si, i))
-				x2 := m.stack.Block(o, i, x, mod.Blocks[i], kv, nil, fmt.Sprintf("%sblock%d.", pfx, i))
-				o.SetScope(prev)
-				o.Free(x)
-				x = x2
-				o.Tap(fmt.Sprintf("%sblock%d.out", pfx, i), x)
-			}
+			x = m.stack.Forward(o, x, mod, kv, nil, fmt.Sprintf("scale %d: ", si), pfx)
 			kv.N += pn * pn
 			if si == k-1 || req.RandomAfter > 0 && si+1 >= req.RandomAfter {
 				kv.Free(o) // no later scale runs the transformer: give the decoder the memory

@@ -2,7 +2,6 @@ package varmodel
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/webvar/webvar/core"
 	"github.com/webvar/webvar/core/nn"
@@ -154,16 +153,7 @@ func (m *Model) TeacherForward(o *core.Ops, labels []int, xWoFirst *core.Tensor)
 
 	mask := o.Upload(m.levelMask())
 	defer o.Free(mask)
-	x = all
-	for i := range mod.Blocks {
-		prev := o.SetScope(fmt.Sprintf("blocks.%d", i))
-		tap := fmt.Sprintf("tf.block%d.", i)
-		x2 := m.stack.Block(o, i, x, mod.Blocks[i], nil, mask, tap)
-		o.SetScope(prev)
-		o.Free(x)
-		x = x2
-		o.Tap(tap+"out", x)
-	}
+	x = m.stack.Forward(o, all, mod, nil, mask, "", "tf.")
 	logits := m.head(o, x, mod, "tf.")
 	o.Free(x)
 	return logits
@@ -199,16 +189,4 @@ func (m *Model) firstInput(o *core.Ops, cond *core.Tensor, bsz int) *core.Tensor
 }
 
 // levelMask is attn_bias_for_masking: 0 where the key's scale <= the query's scale, -Inf elsewhere, [L, L].
-func (m *Model) levelMask() core.HostTensor {
-	L := m.cfg.L
-	d := make([]float32, L*L)
-	ninf := float32(math.Inf(-1))
-	for i := 0; i < L; i++ {
-		for j := 0; j < L; j++ {
-			if m.levelOfTok[j] > m.levelOfTok[i] {
-				d[i*L+j] = ninf
-			}
-		}
-	}
-	return core.HostTensor{Shape: core.Shape{L, L}, Data: d}
-}
+func (m *Model) levelMask() core.HostTensor { return nn.BlockCausalMask(m.levelOfTok) }
