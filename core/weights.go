@@ -133,6 +133,16 @@ func (w *Weights) Unused() []string {
 	return out
 }
 
+// CheckAllUsed returns a *WeightError naming the first unused tensor (Unused) when the build left any
+// of the checkpoint's tensors unread: an unknown key means a variant the loader does not implement.
+// checkpoint says which, with its article, for the message: "a VAR checkpoint".
+func (w *Weights) CheckAllUsed(checkpoint string) error {
+	if un := w.Unused(); len(un) > 0 {
+		return &WeightError{Tensor: un[0], Msg: fmt.Sprintf("unexpected in %s (%d unknown tensors)", checkpoint, len(un))}
+	}
+	return nil
+}
+
 // QuantSource is an optional WeightSource ability: some tensors are stored quantized (webvar's weights
 // format). Quant returns the packed form of such a tensor; Load still returns it dequantized.
 type QuantSource interface {

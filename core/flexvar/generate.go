@@ -42,9 +42,8 @@ func LoadPipeline(varSrc, vaeSrc core.WeightSource, b core.Backend, heads int) (
 	if err != nil {
 		return nil, err
 	}
-	if un := vw.Unused(); len(un) > 0 {
-		return nil, fmt.Errorf("flexvar tokenizer: %w", &core.WeightError{Tensor: un[0],
-			Msg: fmt.Sprintf("unexpected in a FlexVAR tokenizer checkpoint (%d unknown tensors)", len(un))})
+	if err := vw.CheckAllUsed("a FlexVAR tokenizer checkpoint"); err != nil {
+		return nil, fmt.Errorf("flexvar tokenizer: %w", err)
 	}
 	return NewPipeline(m, t)
 }

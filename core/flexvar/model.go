@@ -33,9 +33,8 @@ func Load(w *core.Weights, heads int) (*Model, error) {
 	if err := m.load(w); err != nil {
 		return nil, fmt.Errorf("flexvar: %w", err)
 	}
-	if un := w.Unused(); len(un) > 0 {
-		return nil, fmt.Errorf("flexvar: %w", &core.WeightError{Tensor: un[0],
-			Msg: fmt.Sprintf("unexpected in a FlexVAR checkpoint (%d unknown tensors)", len(un))})
+	if err := w.CheckAllUsed("a FlexVAR checkpoint"); err != nil {
+		return nil, fmt.Errorf("flexvar: %w", err)
 	}
 	return m, nil
 }

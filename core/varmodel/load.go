@@ -19,9 +19,8 @@ func LoadPipeline(varSrc, vaeSrc core.WeightSource, b core.Backend, opt Options)
 	if err != nil {
 		return nil, err
 	}
-	if un := vw.Unused(); len(un) > 0 {
-		return nil, fmt.Errorf("vqvae: %w", &core.WeightError{Tensor: un[0],
-			Msg: fmt.Sprintf("unexpected in a VQVAE checkpoint (%d unknown tensors)", len(un))})
+	if err := vw.CheckAllUsed("a VQVAE checkpoint"); err != nil {
+		return nil, fmt.Errorf("vqvae: %w", err)
 	}
 	return NewPipeline(v, vae)
 }

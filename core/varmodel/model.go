@@ -35,9 +35,8 @@ func Load(w *core.Weights, opt Options) (*Model, error) {
 	if err := m.load(w); err != nil {
 		return nil, fmt.Errorf("var: %w", err)
 	}
-	if un := w.Unused(); len(un) > 0 {
-		return nil, fmt.Errorf("var: %w", &core.WeightError{Tensor: un[0],
-			Msg: fmt.Sprintf("unexpected in a VAR checkpoint (%d unknown tensors)", len(un))})
+	if err := w.CheckAllUsed("a VAR checkpoint"); err != nil {
+		return nil, fmt.Errorf("var: %w", err)
 	}
 	return m, nil
 }
