@@ -55,72 +55,11 @@ func MARTensors(s MARSpec) []Tensor {
 // KLVAETensors lists the VAE's tensors (coderTensors' distributions).
 func KLVAETensors(s KLVAESpec) []Tensor {
 	c := &coderTensors{}
-	c.taming(tamingSpec{Ch: s.Ch, Mult: s.Mult, NumRes: s.NumRes, Encoder: s.Encoder, EncOut: 2 * s.Embed, DecIn: s.Embed})
+	c.taming(tamingSpec{Ch: s.Ch, Mult: s.Mult, NumRes: s.NumRes, Encoder: s.Encoder, EncOut: 2 * s.Embed, DecIn: s.Embed,
+		QKV: separateQKV})
 	if s.Encoder {
 		c.conv("quant_conv", 2*s.Embed, 2*s.Embed, 1)
 	}
 	c.conv("post_quant_conv", s.Embed, s.Embed, 1)
 	return c.ts
-}
-
-// tamingSpec is a taming-layout encoder/decoder pair with separate q/k/v attention convs: attention at the
-// encoder's coarsest level and in both mids, and at the decoder's coarsest level with DecAttnTop.
-type tamingSpec struct {
-	Ch            int
-	Mult          []int
-	NumRes        int
-	Encoder       bool
-	EncOut, DecIn int // the encoder's conv_out channels, the decoder's conv_in input channels
-	DecAttnTop    bool
-}
-
-// taming adds the coder's tensors (the encoder only with s.Encoder).
-func (c *coderTensors) taming(s tamingSpec) {
-	conv, norm, res := c.conv, c.norm, c.res
-	attn := func(name string, ch int) { c.attn(name, ch, ".q", ".k", ".v") }
-	mid := func(p string, ch int) {
-		res(p+".mid.block_1", ch, ch)
-		attn(p+".mid.attn_1", ch)
-		res(p+".mid.block_2", ch, ch)
-	}
-	n := len(s.Mult)
-	top := s.Ch * s.Mult[n-1]
-	if s.Encoder {
-		conv("encoder.conv_in", s.Ch, 3, 3)
-		in := s.Ch
-		for i := range n {
-			out := s.Ch * s.Mult[i]
-			for j := range s.NumRes {
-				res(fmt.Sprintf("encoder.down.%d.block.%d", i, j), in, out)
-				in = out
-				if i == n-1 {
-					attn(fmt.Sprintf("encoder.down.%d.attn.%d", i, j), in)
-				}
-			}
-			if i != n-1 {
-				conv(fmt.Sprintf("encoder.down.%d.downsample.conv", i), in, in, 3)
-			}
-		}
-		mid("encoder", in)
-		norm("encoder.norm_out", in)
-		conv("encoder.conv_out", s.EncOut, in, 3)
-	}
-	conv("decoder.conv_in", top, s.DecIn, 3)
-	mid("decoder", top)
-	in := top
-	for i := n - 1; i >= 0; i-- {
-		out := s.Ch * s.Mult[i]
-		for j := range s.NumRes + 1 {
-			res(fmt.Sprintf("decoder.up.%d.block.%d", i, j), in, out)
-			in = out
-			if i == n-1 && s.DecAttnTop {
-				attn(fmt.Sprintf("decoder.up.%d.attn.%d", i, j), in)
-			}
-		}
-		if i != 0 {
-			conv(fmt.Sprintf("decoder.up.%d.upsample.conv", i), in, in, 3)
-		}
-	}
-	norm("decoder.norm_out", in)
-	conv("decoder.conv_out", 3, in, 3)
 }

@@ -154,70 +154,108 @@ func (c *coderTensors) attn(name string, ch int, parts ...string) {
 	c.conv(name+".proj_out", ch, ch, 1)
 }
 
-// VAETensors lists the VQVAE's tensors (coderTensors' distributions).
-func VAETensors(s VAESpec) []Tensor {
-	c := &coderTensors{}
-	conv, norm, res := c.conv, c.norm, c.res
-	attn := func(name string, ch int) { c.attn(name, ch, ".qkv") }
-	mid := func(p string, c int) {
-		res(p+".mid.block_1", c, c)
-		attn(p+".mid.attn_1", c)
-		res(p+".mid.block_2", c, c)
-	}
-	n := len(s.Mult)
-	top := s.Ch * s.Mult[n-1]
+// tamingSpec is a taming-layout (LDM) encoder/decoder pair: attention at the encoder's coarsest level
+// and in both mids, and at the decoder's coarsest level with DecAttnTop; the attention's 1x1 convs are
+// named by QKV (coderTensors.attn: ".qkv" fused, or ".q", ".k", ".v").
+type tamingSpec struct {
+	Ch            int
+	Mult          []int
+	NumRes        int
+	Encoder       bool
+	EncOut, DecIn int // the encoder's conv_out channels, the decoder's conv_in input channels
+	DecAttnTop    bool
+	QKV           []string
+}
+
+// separateQKV names the attention's q, k and v 1x1 convs one by one (the LDM and RQ-VAE layouts).
+var separateQKV = []string{".q", ".k", ".v"}
+
+// taming adds the coder's tensors (the encoder only with s.Encoder).
+func (c *coderTensors) taming(s tamingSpec) {
 	if s.Encoder {
-		conv("encoder.conv_in", s.Ch, 3, 3)
-		in := s.Ch
-		for i := 0; i < n; i++ {
-			out := s.Ch * s.Mult[i]
-			for j := 0; j < s.NumRes; j++ {
-				res(fmt.Sprintf("encoder.down.%d.block.%d", i, j), in, out)
-				in = out
-				if i == n-1 {
-					attn(fmt.Sprintf("encoder.down.%d.attn.%d", i, j), in)
-				}
-			}
-			if i != n-1 {
-				conv(fmt.Sprintf("encoder.down.%d.downsample.conv", i), in, in, 3)
+		c.tamingEncoder(s)
+	}
+	c.tamingDecoder(s)
+}
+
+// tamingMid adds p's mid: res, attention, res at ch channels.
+func (c *coderTensors) tamingMid(s tamingSpec, p string, ch int) {
+	c.res(p+".mid.block_1", ch, ch)
+	c.attn(p+".mid.attn_1", ch, s.QKV...)
+	c.res(p+".mid.block_2", ch, ch)
+}
+
+// tamingEncoder adds the encoder's tensors, up to encoder.conv_out.
+func (c *coderTensors) tamingEncoder(s tamingSpec) {
+	n := len(s.Mult)
+	c.conv("encoder.conv_in", s.Ch, 3, 3)
+	in := s.Ch
+	for i := range n {
+		out := s.Ch * s.Mult[i]
+		for j := range s.NumRes {
+			c.res(fmt.Sprintf("encoder.down.%d.block.%d", i, j), in, out)
+			in = out
+			if i == n-1 {
+				c.attn(fmt.Sprintf("encoder.down.%d.attn.%d", i, j), in, s.QKV...)
 			}
 		}
-		mid("encoder", in)
-		norm("encoder.norm_out", in)
-		conv("encoder.conv_out", s.Cvae, in, 3)
-		conv("quant_conv", s.Cvae, s.Cvae, 3)
+		if i != n-1 {
+			c.conv(fmt.Sprintf("encoder.down.%d.downsample.conv", i), in, in, 3)
+		}
 	}
-	conv("decoder.conv_in", top, s.Cvae, 3)
-	mid("decoder", top)
+	c.tamingMid(s, "encoder", in)
+	c.norm("encoder.norm_out", in)
+	c.conv("encoder.conv_out", s.EncOut, in, 3)
+}
+
+// tamingDecoder adds the decoder's tensors, from decoder.conv_in.
+func (c *coderTensors) tamingDecoder(s tamingSpec) {
+	n := len(s.Mult)
+	top := s.Ch * s.Mult[n-1]
+	c.conv("decoder.conv_in", top, s.DecIn, 3)
+	c.tamingMid(s, "decoder", top)
 	in := top
 	for i := n - 1; i >= 0; i-- {
 		out := s.Ch * s.Mult[i]
-		for j := 0; j < s.NumRes+1; j++ {
-			res(fmt.Sprintf("decoder.up.%d.block.%d", i, j), in, out)
+		for j := range s.NumRes + 1 {
+			c.res(fmt.Sprintf("decoder.up.%d.block.%d", i, j), in, out)
 			in = out
-			if i == n-1 {
-				attn(fmt.Sprintf("decoder.up.%d.attn.%d", i, j), in)
+			if i == n-1 && s.DecAttnTop {
+				c.attn(fmt.Sprintf("decoder.up.%d.attn.%d", i, j), in, s.QKV...)
 			}
 		}
 		if i != 0 {
-			conv(fmt.Sprintf("decoder.up.%d.upsample.conv", i), in, in, 3)
+			c.conv(fmt.Sprintf("decoder.up.%d.upsample.conv", i), in, in, 3)
 		}
 	}
-	norm("decoder.norm_out", in)
-	conv("decoder.conv_out", 3, in, 3)
-	conv("post_quant_conv", s.Cvae, s.Cvae, 3)
+	c.norm("decoder.norm_out", in)
+	c.conv("decoder.conv_out", 3, in, 3)
+}
+
+// VAETensors lists the VQVAE's tensors (coderTensors' distributions): the taming layout with fused
+// qkv attention convs.
+func VAETensors(s VAESpec) []Tensor {
+	c := &coderTensors{}
+	coder := tamingSpec{Ch: s.Ch, Mult: s.Mult, NumRes: s.NumRes, EncOut: s.Cvae, DecIn: s.Cvae, DecAttnTop: true,
+		QKV: []string{".qkv"}}
+	if s.Encoder {
+		c.tamingEncoder(coder)
+		c.conv("quant_conv", s.Cvae, s.Cvae, 3)
+	}
+	c.tamingDecoder(coder)
+	c.conv("post_quant_conv", s.Cvae, s.Cvae, 3)
 	c.ts = append(c.ts, Tensor{Name: "quantize.embedding.weight", Shape: []int{s.V, s.Cvae}, Std: 0.5},
 		Tensor{Name: "quantize.ema_vocab_hit_SV", Shape: []int{s.Scales, s.V}})
 	switch s.Phi {
 	case vqvae.PhiShared:
-		conv("quantize.quant_resi.qresi", s.Cvae, s.Cvae, 3)
+		c.conv("quantize.quant_resi.qresi", s.Cvae, s.Cvae, 3)
 	case vqvae.PhiPartiallyShared:
 		for i := 0; i < s.PhiCount; i++ {
-			conv(fmt.Sprintf("quantize.quant_resi.qresi_ls.%d", i), s.Cvae, s.Cvae, 3)
+			c.conv(fmt.Sprintf("quantize.quant_resi.qresi_ls.%d", i), s.Cvae, s.Cvae, 3)
 		}
 	case vqvae.PhiNonShared:
 		for i := 0; i < s.PhiCount; i++ {
-			conv(fmt.Sprintf("quantize.quant_resi.%d", i), s.Cvae, s.Cvae, 3)
+			c.conv(fmt.Sprintf("quantize.quant_resi.%d", i), s.Cvae, s.Cvae, 3)
 		}
 	}
 	return c.ts

@@ -57,7 +57,8 @@ func RQTensors(s RQSpec) []Tensor {
 // RQVAETensors lists stage 1's tensors (coderTensors' distributions; the codebook of unit scale).
 func RQVAETensors(s RQVAESpec) []Tensor {
 	c := &coderTensors{}
-	c.taming(tamingSpec{Ch: s.Ch, Mult: s.Mult, NumRes: s.NumRes, Encoder: s.Encoder, EncOut: s.Z, DecIn: s.Z, DecAttnTop: true})
+	c.taming(tamingSpec{Ch: s.Ch, Mult: s.Mult, NumRes: s.NumRes, Encoder: s.Encoder, EncOut: s.Z, DecIn: s.Z, DecAttnTop: true,
+		QKV: separateQKV})
 	if s.Encoder {
 		c.conv("quant_conv", s.Embed, s.Z, 1)
 	}
