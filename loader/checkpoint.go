@@ -384,7 +384,7 @@ func (c *Checkpoint) Int64(name string) ([]int64, error) {
 	out := make([]int64, t.numel)
 	is := t.info.DType.itemSize()
 	err = c.elements(t, func(first int, b []byte) {
-		decodeI64(out[first:first+len(b)/is], b, t.info.DType)
+		decodeInts(out[first:first+len(b)/is], b, t.info.DType)
 	})
 	if err != nil {
 		return nil, err
@@ -625,6 +625,7 @@ func newTensor(name string, st *storage, shape, stride []int64, offset, maxNumel
 	return t, nil
 }
 
+// decodeF32 converts src, little-endian values of type dt, to float32 (integers as decodeInts does).
 func decodeF32(dst []float32, src []byte, dt DType) {
 	le := binary.LittleEndian
 	switch dt {
@@ -644,58 +645,35 @@ func decodeF32(dst []float32, src []byte, dt DType) {
 		for i := range dst {
 			dst[i] = float32(math.Float64frombits(le.Uint64(src[8*i:])))
 		}
-	case I64:
-		for i := range dst {
-			dst[i] = float32(int64(le.Uint64(src[8*i:])))
-		}
-	case I32:
-		for i := range dst {
-			dst[i] = float32(int32(le.Uint32(src[4*i:])))
-		}
-	case I16:
-		for i := range dst {
-			dst[i] = float32(int16(le.Uint16(src[2*i:])))
-		}
-	case I8:
-		for i := range dst {
-			dst[i] = float32(int8(src[i]))
-		}
-	case U8:
-		for i := range dst {
-			dst[i] = float32(src[i])
-		}
-	case Bool:
-		for i := range dst {
-			dst[i] = 0
-			if src[i] != 0 {
-				dst[i] = 1
-			}
-		}
+	default:
+		decodeInts(dst, src, dt)
 	}
 }
 
-func decodeI64(dst []int64, src []byte, dt DType) {
+// decodeInts converts src, little-endian integers of type dt (Bool as 0 and 1), to T: int64 for integer
+// tensors, float32 for decodeF32. dst is left as it is for any other dt.
+func decodeInts[T float32 | int64](dst []T, src []byte, dt DType) {
 	le := binary.LittleEndian
 	switch dt {
 	case I64:
 		for i := range dst {
-			dst[i] = int64(le.Uint64(src[8*i:]))
+			dst[i] = T(int64(le.Uint64(src[8*i:])))
 		}
 	case I32:
 		for i := range dst {
-			dst[i] = int64(int32(le.Uint32(src[4*i:])))
+			dst[i] = T(int32(le.Uint32(src[4*i:])))
 		}
 	case I16:
 		for i := range dst {
-			dst[i] = int64(int16(le.Uint16(src[2*i:])))
+			dst[i] = T(int16(le.Uint16(src[2*i:])))
 		}
 	case I8:
 		for i := range dst {
-			dst[i] = int64(int8(src[i]))
+			dst[i] = T(int8(src[i]))
 		}
 	case U8:
 		for i := range dst {
-			dst[i] = int64(src[i])
+			dst[i] = T(src[i])
 		}
 	case Bool:
 		for i := range dst {

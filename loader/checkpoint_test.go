@@ -390,7 +390,7 @@ func TestDecodeDTypes(t *testing.T) {
 		}
 		if c.isInt {
 			i := make([]int64, n)
-			decodeI64(i, c.raw, c.dt)
+			decodeInts(i, c.raw, c.dt)
 			if !slices.Equal(i, c.i64) {
 				t.Errorf("%s as int64: %v, want %v", c.dt, i, c.i64)
 			}
