@@ -337,15 +337,7 @@ func (c *Checkpoint) Float32(name string) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]float32, t.numel)
-	is := t.info.DType.itemSize()
-	err = c.elements(t, func(first int, b []byte) {
-		decodeF32(out[first:first+len(b)/is], b, t.info.DType)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return readElements(c, t, decodeF32)
 }
 
 // Float64 reads an F64 tensor exactly (float64 tables such as a diffusion schedule's); other dtypes are
@@ -359,16 +351,11 @@ func (c *Checkpoint) Float64(name string) ([]float64, error) {
 		return nil, &Error{Kind: ErrUnsupported, File: c.name, Tensor: name,
 			Msg: fmt.Sprintf("Float64 needs an F64 tensor, this one is %s", t.info.DType)}
 	}
-	out := make([]float64, t.numel)
-	err = c.elements(t, func(first int, b []byte) {
-		for i := range len(b) / 8 {
-			out[first+i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+	return readElements(c, t, func(dst []float64, src []byte, _ DType) {
+		for i := range dst {
+			dst[i] = math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:]))
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // Int64 reads an integer (or bool) tensor as int64 in row-major order.
@@ -381,10 +368,16 @@ func (c *Checkpoint) Int64(name string) ([]int64, error) {
 		return nil, &Error{Kind: ErrUnsupported, File: c.name, Tensor: name,
 			Msg: fmt.Sprintf("Int64 needs an integer tensor, this one is %s", t.info.DType)}
 	}
-	out := make([]int64, t.numel)
+	return readElements(c, t, decodeInts[int64])
+}
+
+// readElements reads all of t's elements in row-major order into a new []T: decode converts each run
+// of them (len(dst) values from src) from t's dtype.
+func readElements[T any](c *Checkpoint, t *tensor, decode func(dst []T, src []byte, dt DType)) ([]T, error) {
+	out := make([]T, t.numel)
 	is := t.info.DType.itemSize()
-	err = c.elements(t, func(first int, b []byte) {
-		decodeInts(out[first:first+len(b)/is], b, t.info.DType)
+	err := c.elements(t, func(first int, b []byte) {
+		decode(out[first:first+len(b)/is], b, t.info.DType)
 	})
 	if err != nil {
 		return nil, err
