@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -73,6 +74,37 @@ func (g *Golden) Ints(name string) []int {
 func (g *Golden) Has(name string) bool {
 	_, ok := g.c.Info(name)
 	return ok
+}
+
+// Generations runs check as a subtest for each generation golden, ar0, ar1, ... (as long as arN.label_B
+// exists), and fails t when there is none; fixture names the fixture in that failure.
+func (g *Golden) Generations(t *testing.T, fixture string, check func(t *testing.T, run string)) {
+	runs := 0
+	for i := 0; g.Has(fmt.Sprintf("ar%d.label_B", i)); i++ {
+		run := fmt.Sprintf("ar%d", i)
+		t.Run(run, func(t *testing.T) { check(t, run) })
+		runs++
+	}
+	if runs == 0 {
+		t.Errorf("fixture %s has no generation goldens (ar0.label_B)", fixture)
+	}
+}
+
+// CompareTaps compares each of names that the golden file has with the tap of the same name, within
+// tol of the golden's max |value| (RelClose); a golden without its tap is an error.
+func (g *Golden) CompareTaps(t testing.TB, taps map[string]core.HostTensor, names []string, tol float64) {
+	t.Helper()
+	for _, n := range names {
+		if !g.Has(n) {
+			continue
+		}
+		got, ok := taps[n]
+		if !ok {
+			t.Errorf("no tap %s", n)
+			continue
+		}
+		RelClose(t, n, got.Data, g.F32(n).Data, tol)
+	}
 }
 
 // Source opens a checkpoint as a WeightSource for the test.

@@ -39,15 +39,7 @@ func Check(t *testing.T, f testutil.Fixture, b core.Backend) {
 	t.Run("ops", func(t *testing.T) { checkOps(t, p, g, b) })
 	t.Run("tokenizer", func(t *testing.T) { checkTokenizer(t, p, g, b) })
 	t.Run("teacher-forced", func(t *testing.T) { checkTeacherForced(t, p, g, b) })
-	runs := 0
-	for i := 0; g.Has(fmt.Sprintf("ar%d.label_B", i)); i++ {
-		run := fmt.Sprintf("ar%d", i)
-		t.Run(run, func(t *testing.T) { checkGeneration(t, p, g, b, run) })
-		runs++
-	}
-	if runs == 0 {
-		t.Errorf("fixture %s has no generation goldens (ar0.label_B)", f.Name)
-	}
+	g.Generations(t, f.Name, func(t *testing.T, run string) { checkGeneration(t, p, g, b, run) })
 }
 
 func schedule(g *testutil.Golden, name string) []flexvar.Grid { return flexvar.Square(g.Ints(name)) }
@@ -175,17 +167,7 @@ func checkTeacherForced(t *testing.T, p *flexvar.Pipeline, g *testutil.Golden, b
 	for i := 0; i < p.VAR.Config().Depth; i++ {
 		names = append(names, fmt.Sprintf("tf.block%d.out", i))
 	}
-	for _, n := range names {
-		if !g.Has(n) {
-			continue
-		}
-		tap, ok := taps[n]
-		if !ok {
-			t.Errorf("no tap %s", n)
-			continue
-		}
-		testutil.RelClose(t, n, tap.Data, g.F32(n).Data, relTol)
-	}
+	g.CompareTaps(t, taps, names, relTol)
 	testutil.RelClose(t, "tf.logits", got.Data, g.F32("tf.logits").Data, relTol)
 }
 

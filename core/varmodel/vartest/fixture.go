@@ -56,15 +56,7 @@ func Check(t *testing.T, f testutil.Fixture, b core.Backend) {
 	g := testutil.OpenGolden(t, f.Path("golden.safetensors"))
 	t.Run("vqvae", func(t *testing.T) { checkVQVAE(t, p, g, b) })
 	t.Run("teacher-forced", func(t *testing.T) { checkTeacherForced(t, p, g, b) })
-	runs := 0
-	for i := 0; g.Has(fmt.Sprintf("ar%d.label_B", i)); i++ {
-		run := fmt.Sprintf("ar%d", i)
-		t.Run(run, func(t *testing.T) { checkGeneration(t, p, g, b, run) })
-		runs++
-	}
-	if runs == 0 {
-		t.Errorf("fixture %s has no generation goldens (ar0.label_B)", f.Name)
-	}
+	g.Generations(t, f.Name, func(t *testing.T, run string) { checkGeneration(t, p, g, b, run) })
 }
 
 func checkVQVAE(t *testing.T, p *varmodel.Pipeline, g *testutil.Golden, b core.Backend) {
@@ -119,17 +111,7 @@ func checkTeacherForced(t *testing.T, p *varmodel.Pipeline, g *testutil.Golden, 
 			names = append(names, fmt.Sprintf("tf.block%d.%s", i, s))
 		}
 	}
-	for _, n := range names {
-		if !g.Has(n) {
-			continue
-		}
-		got, ok := taps[n]
-		if !ok {
-			t.Errorf("no tap %s", n)
-			continue
-		}
-		testutil.RelClose(t, n, got.Data, g.F32(n).Data, relTol)
-	}
+	g.CompareTaps(t, taps, names, relTol)
 	testutil.RelClose(t, "tf.logits", logits.Data, g.F32("tf.logits").Data, relTol)
 }
 
