@@ -30,9 +30,8 @@ func LoadPipeline(marSrc, vaeSrc core.WeightSource, b core.Backend, opt Options)
 	if err != nil {
 		return nil, err
 	}
-	if un := vw.Unused(); len(un) > 0 {
-		return nil, fmt.Errorf("mar vae: %w", &core.WeightError{Tensor: un[0],
-			Msg: fmt.Sprintf("unexpected in a KL VAE checkpoint (%d unknown tensors)", len(un))})
+	if err := vw.CheckAllUsed("a KL VAE checkpoint"); err != nil {
+		return nil, fmt.Errorf("mar vae: %w", err)
 	}
 	p, err := NewPipeline(m, v)
 	if err != nil {

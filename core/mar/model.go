@@ -37,9 +37,8 @@ func Load(w *core.Weights, opt Options) (*Model, error) {
 	if err := m.load(w); err != nil {
 		return nil, fmt.Errorf("mar: %w", err)
 	}
-	if un := w.Unused(); len(un) > 0 {
-		return nil, fmt.Errorf("mar: %w", &core.WeightError{Tensor: un[0],
-			Msg: fmt.Sprintf("unexpected in a MAR checkpoint (%d unknown tensors)", len(un))})
+	if err := w.CheckAllUsed("a MAR checkpoint"); err != nil {
+		return nil, fmt.Errorf("mar: %w", err)
 	}
 	return m, nil
 }

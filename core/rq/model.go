@@ -162,9 +162,8 @@ func Load(w *core.Weights, cfg Config) (*Model, error) {
 	if err := m.load(w); err != nil {
 		return nil, fmt.Errorf("rq transformer: %w", err)
 	}
-	if un := w.Unused(); len(un) > 0 {
-		return nil, fmt.Errorf("rq transformer: %w", &core.WeightError{Tensor: un[0],
-			Msg: fmt.Sprintf("unexpected in an RQ-Transformer checkpoint (%d unknown tensors)", len(un))})
+	if err := w.CheckAllUsed("an RQ-Transformer checkpoint"); err != nil {
+		return nil, fmt.Errorf("rq transformer: %w", err)
 	}
 	return m, nil
 }

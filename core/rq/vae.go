@@ -70,9 +70,8 @@ func LoadVAE(w *core.Weights, depth int) (*VAE, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rq vae: %w", err)
 	}
-	if un := w.Unused(); len(un) > 0 {
-		return nil, fmt.Errorf("rq vae: %w", &core.WeightError{Tensor: un[0],
-			Msg: fmt.Sprintf("unexpected in an RQ-VAE checkpoint (%d unknown tensors)", len(un))})
+	if err := w.CheckAllUsed("an RQ-VAE checkpoint"); err != nil {
+		return nil, fmt.Errorf("rq vae: %w", err)
 	}
 	return v, nil
 }
