@@ -1,7 +1,8 @@
 """The convolutional blocks that the taming / LDM autoencoders share, and with them LlamaGen's VQ tokenizer
-(FlexVAR), MAR's KL VAE and RQ-VAE: their attribute names are the official state_dict keys of every one of
-those checkpoints (norm1, conv1, norm2, conv2, nin_shortcut; norm, q, k, v, proj_out; conv), so each family's
-encoder and decoder, which differ in how they arrange the blocks, build on these.
+(FlexVAR), MAR's KL VAE, RQ-VAE and VAR's VQVAE: their attribute names are the official state_dict keys of
+every one of those checkpoints (norm1, conv1, norm2, conv2, nin_shortcut; norm, q, k, v, proj_out; conv), so
+each family's encoder and decoder, which differ in how they arrange the blocks, build on these (VAR's VQVAE
+has its own AttnBlock, with one fused qkv conv).
 
   Normalize    GroupNorm(32 groups, eps 1e-6, affine)
   ResnetBlock  x + conv2(dropout(silu(norm2(conv1(silu(norm1(x))))))), a 1x1 nin_shortcut on x when cin != cout

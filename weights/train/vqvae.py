@@ -10,24 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def Normalize(c):
-    return nn.GroupNorm(32, c, eps=1e-6, affine=True)
-
-
-class ResnetBlock(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.norm1 = Normalize(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1)
-        self.norm2 = Normalize(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
-        self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-    def forward(self, x):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.nin_shortcut(x) + h
+from ldm_blocks import Downsample, Normalize, ResnetBlock, Upsample  # VAR's own AttnBlock fuses qkv
 
 
 class AttnBlock(nn.Module):
@@ -47,24 +30,6 @@ class AttnBlock(nn.Module):
         w_BQK = torch.softmax(torch.bmm(q.transpose(1, 2), k) * (C ** -0.5), dim=2)
         h = torch.bmm(v, w_BQK.transpose(1, 2)).reshape(B, C, H, W)
         return x + self.proj_out(h)
-
-
-class Downsample(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, 2, 0)
-
-    def forward(self, x):
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, 1, 1)
-
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
 class Level(nn.Module):
