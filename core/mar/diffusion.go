@@ -66,11 +66,11 @@ func SpacedTimesteps(T, n int) ([]int, error) {
 }
 
 // NewSchedule builds the respaced schedule of n sampling steps.
-// It needs n >= 2: with one step the official sampler fails (its clipped posterior log-variance
-// table is built from the second step's variance).
+// It needs 2 <= n <= TrainSteps: with one step the official sampler fails (its clipped posterior
+// log-variance table is built from the second step's variance).
 func NewSchedule(n int) (*Schedule, error) {
-	if n == 1 {
-		return nil, fmt.Errorf("diffusion steps 1: the sampler needs at least 2 (the official one fails at 1)")
+	if n < 2 || n > TrainSteps {
+		return nil, fmt.Errorf("diffusion steps %d: want 2..%d (the official sampler fails at 1)", n, TrainSteps)
 	}
 	use, err := SpacedTimesteps(TrainSteps, n)
 	if err != nil {
