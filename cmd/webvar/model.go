@@ -346,7 +346,7 @@ func (x *flexFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&x.aspect, "aspect", "1:1", "FlexVAR: width:height of the image; each step's grid is resized to it (webvar's extension of the official square schedules)")
 	m := mar.OfficialSampling
 	fs.IntVar(&x.iters, "iters", m.Iters, "MAR: autoregressive iterations (at most the tokens per image; default: the model's own setting, else 64)")
-	fs.IntVar(&x.diffSteps, "diffusion-steps", m.DiffSteps, "MAR: diffusion steps per token (respaced from 1000)")
+	fs.IntVar(&x.diffSteps, "diffusion-steps", m.DiffSteps, "MAR: diffusion steps per token, 2 to 1000 (respaced from 1000)")
 	fs.Float64Var(&x.temperature, "temperature", m.Temperature, "MAR: diffusion noise temperature")
 	fs.StringVar(&x.cfgSchedule, "cfg-schedule", m.Schedule.String(), "MAR: linear (guidance grows as the image fills in) or constant")
 	fs.Var(&x.extra, "set", "any setting of the model's family by name, name=value (repeatable; the page's URL parameters)")
