@@ -38,10 +38,15 @@ func testGenerateFlexVAR(t *testing.T, f testutil.Fixture, backend string) {
 			mode = "llamagen"
 		}
 		label := g.Ints(run + ".label_B")[0]
-		rc, _, stderr := runCLI(t, "generate", "-var", f.Path("var.pth"), "-vae", f.Path("vae.pth"),
+		args := []string{"generate", "-var", f.Path("var.pth"), "-vae", f.Path("vae.pth"),
 			"-patch-nums", strings.Join(sched, ","), "-class", fmt.Sprint(label), "-cfg", fmt.Sprint(g.F32(run + ".cfg").Data[0]),
 			"-cfg-mode", mode, "-max-pn", fmt.Sprint(g.Ints(run + ".max_pn")[0]), "-top-k", "1", "-seed", "0",
-			"-backend", backend, "-tokens", tok, "-out", img)
+			"-backend", backend, "-tokens", tok, "-out", img}
+		// Without l2-norm attention no tensor says the head count: the contract's flags plus -heads.
+		if c := testutil.ReadVARConfig(t, f); !c.AttnL2Norm && c.NumHeads > 0 {
+			args = append(args, "-heads", fmt.Sprint(c.NumHeads))
+		}
+		rc, _, stderr := runCLI(t, args...)
 		if rc != 0 {
 			t.Fatalf("exit %d: %s", rc, stderr)
 		}

@@ -13,12 +13,18 @@ import (
 )
 
 // The RQ-Transformer command-line contract: `webvar generate -rq DIR -class N -top-k 1 -seed 0 -backend
-// cpu|webgpu -tokens codes.json -out img.png` on the rq-tiny release layout gives the official greedy
-// codes ({"codes": H x W x D}) and the official image (clamp(x*0.5+0.5, 0, 1)), for each image of the
-// golden run, on both backends.
+// cpu|webgpu -tokens codes.json -out img.png` on each RQ fixture's release layout (rq-tiny, the bundled
+// variants, every WEBVAR_FIXTURES directory) gives the official greedy codes ({"codes": H x W x D}) and
+// the official image (clamp(x*0.5+0.5, 0, 1)), for each image of the golden run, on both backends.
 func TestGenerateRQFixture(t *testing.T) {
-	dir := filepath.Join(testutil.Root(), "testdata", "rq-tiny")
-	g := testutil.OpenGolden(t, filepath.Join(dir, "golden.safetensors"))
+	for _, f := range testutil.Fixtures(t, "rq") {
+		t.Run(f.Name, func(t *testing.T) { testGenerateRQ(t, f) })
+	}
+}
+
+func testGenerateRQ(t *testing.T, f testutil.Fixture) {
+	dir := f.Dir
+	g := testutil.OpenGolden(t, f.Path("golden.safetensors"))
 	cond, codes, img := g.Ints("ar.cond"), g.Ints("ar.codes"), g.F32("ar.img01")
 	per := len(codes) / len(cond)
 	side := img.Shape[3]

@@ -47,7 +47,7 @@ func tableCases(t *testing.T) []tableCase {
 		out = append(out, tableCase{f.Name, "var", f.Path("var.pth"), family.Options{PatchNums: o.PatchNums, Heads: o.Heads}})
 	}
 	for _, f := range testutil.Fixtures(t, "flexvar") {
-		out = append(out, tableCase{f.Name, "flexvar", f.Path("var.pth"), family.Options{}})
+		out = append(out, tableCase{f.Name, "flexvar", f.Path("var.pth"), family.Options{Heads: testutil.ReadVARConfig(t, f).NumHeads}})
 	}
 	for _, f := range testutil.Fixtures(t, "mar") {
 		c := martest.ReadConfig(t, f).MAR

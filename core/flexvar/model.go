@@ -132,9 +132,7 @@ func (m *Model) TeacherForward(o *core.Ops, labels []int, xWoFirst *core.Tensor,
 	cond, mod := m.condition(o, labels)
 	defer mod.Free(o)
 	defer o.Free(cond)
-	if !c.SharedAdaLN {
-		o.Tap("tf.cond_BD_or_gss", cond)
-	}
+	m.stack.TapCond(o, "tf.cond_BD_or_gss", cond)
 	var poss []*core.Tensor
 	for _, g := range sched {
 		poss = append(poss, m.Positions(o, g))

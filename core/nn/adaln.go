@@ -98,6 +98,8 @@ type AdaLNStack struct {
 	headAdaW  *core.Tensor // [2C, C]: chunks scale, shift
 	headAdaB  *core.Tensor
 	attnScale float32
+	// shared_ada_lin without any block's ada_gss (nil unless SharedAdaLN): only for TapCond.
+	sharedW, sharedB *core.Tensor
 }
 
 // LoadAdaLNStack reads blocks.N.*, shared_ada_lin (when shared) and head_nm.ada_lin from w. Linear
@@ -112,6 +114,7 @@ func LoadAdaLNStack(w *core.Weights, c AdaLNConfig) (*AdaLNStack, error) {
 	if c.SharedAdaLN {
 		sharedW = linear("shared_ada_lin.1.weight", 6*C, C)
 		sharedB = host("shared_ada_lin.1.bias", 6*C)
+		s.sharedW, s.sharedB = sharedW, upload(sharedB)
 	}
 	if c.L2NormAttn {
 		s.attnScale = 1
@@ -217,6 +220,23 @@ func (s *AdaLNStack) Condition(o *core.Ops, cond *core.Tensor) *Modulations {
 	m.HeadScale, m.HeadShift = o.SliceLast(h, 0, C), o.SliceLast(h, C, C)
 	o.Free(sc, h)
 	return m
+}
+
+// TapCond reports under name what the official blocks receive as cond_BD_or_gss: cond [B, C] itself,
+// or with shared AdaLN shared_ada_lin(cond) [B, 6C] (the blocks add their ada_gss to it; Condition has
+// it folded in), computed only when someone taps.
+func (s *AdaLNStack) TapCond(o *core.Ops, name string, cond *core.Tensor) {
+	if !s.Cfg.SharedAdaLN {
+		o.Tap(name, cond)
+		return
+	}
+	if o.OnTap == nil {
+		return
+	}
+	sc := o.SiLU(cond)
+	g := o.Linear(sc, s.sharedW, s.sharedB)
+	o.Tap(name, g)
+	o.Free(sc, g)
 }
 
 // Block runs block i on x [B, l, C]. With kv, this step's keys and values are written to the cache after

@@ -135,11 +135,7 @@ func (m *Model) TeacherForward(o *core.Ops, labels []int, xWoFirst *core.Tensor)
 	cond, mod := m.condition(o, labels)
 	defer mod.Free(o)
 	defer o.Free(cond)
-	if c.SharedAdaLN {
-		// cond_BD_or_gss is shared_ada_lin(cond) in the official code; not tapped here.
-	} else {
-		o.Tap("tf.cond_BD_or_gss", cond)
-	}
+	m.stack.TapCond(o, "tf.cond_BD_or_gss", cond)
 	x := m.firstInput(o, cond, bsz)
 	if x == nil {
 		return nil

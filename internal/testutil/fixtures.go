@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -63,11 +64,33 @@ func ExtraFixtureDirs() []string {
 	return out
 }
 
-// Fixtures returns the bundled fixture of a family (testdata/<family>-tiny) and every WEBVAR_FIXTURES
-// directory of that family. A listed directory whose family cannot be told fails the test.
+// VariantsDir holds fixtures made by webvar's own PyTorch ports (weights/train/make_*_fixture.py) at
+// configurations the official fixtures do not cover; testdata/variants/README.md says how each was made.
+func VariantsDir() string { return filepath.Join(Root(), "testdata", "variants") }
+
+// Fixtures returns the bundled fixture of a family (testdata/<family>-tiny, from the official code), the
+// bundled variants of that family (testdata/variants/*) and every WEBVAR_FIXTURES directory of that
+// family. A variant or listed directory whose family cannot be told fails the test.
 func Fixtures(t testing.TB, family string) []Fixture {
 	t.Helper()
 	out := []Fixture{{Name: family + "-tiny", Dir: filepath.Join(Root(), "testdata", family+"-tiny"), Family: family}}
+	variants, err := os.ReadDir(VariantsDir())
+	if err != nil {
+		t.Fatalf("bundled fixture variants: %v", err)
+	}
+	for _, e := range variants {
+		if !e.IsDir() {
+			continue
+		}
+		d := filepath.Join(VariantsDir(), e.Name())
+		fam, err := DetectFixtureFamily(d)
+		if err != nil {
+			t.Fatalf("testdata/variants: %v", err)
+		}
+		if fam == family {
+			out = append(out, Fixture{Name: e.Name(), Dir: d, Family: fam})
+		}
+	}
 	for _, d := range ExtraFixtureDirs() {
 		fam, err := DetectFixtureFamily(d)
 		if err != nil {
@@ -78,6 +101,34 @@ func Fixtures(t testing.TB, family string) []Fixture {
 		}
 	}
 	return out
+}
+
+// VARConfig is what a VAR or FlexVAR fixture's config.json says that no tensor does: the attention head
+// count (without l2-norm attention the checkpoint has no per-head tensor) and the trained patch_nums.
+type VARConfig struct {
+	PatchNums  []int `json:"patch_nums"`
+	NumHeads   int   `json:"num_heads"`
+	AttnL2Norm bool  `json:"attn_l2_norm"`
+}
+
+// ReadVARConfig reads config.json's "var" object; a fixture without config.json gives the zero value
+// (everything from the checkpoint).
+func ReadVARConfig(t testing.TB, f Fixture) VARConfig {
+	t.Helper()
+	raw, err := os.ReadFile(f.Path("config.json"))
+	if os.IsNotExist(err) {
+		return VARConfig{}
+	}
+	if err != nil {
+		t.Fatalf("fixture %s: %v", f.Name, err)
+	}
+	var cfg struct {
+		VAR VARConfig `json:"var"`
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("fixture %s: config.json: %v", f.Name, err)
+	}
+	return cfg.VAR
 }
 
 // FlexVARTiny returns the path of a file of the flexvar-tiny fixture (testdata/flexvar-tiny).

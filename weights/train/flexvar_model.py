@@ -213,11 +213,14 @@ def block_causal_bias(sides):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, c, heads):
+    def __init__(self, c, heads, l2_norm=True):
         super().__init__()
-        self.c, self.heads, self.hd = c, heads, c // heads
-        self.scale_mul_1H11 = nn.Parameter(torch.full((1, heads, 1, 1), 4.0).log())
-        self.max_scale_mul = math.log(100)
+        self.c, self.heads, self.hd, self.l2_norm = c, heads, c // heads, l2_norm
+        if l2_norm:  # cosine attention with a learned per-head scale
+            self.scale_mul_1H11 = nn.Parameter(torch.full((1, heads, 1, 1), 4.0).log())
+            self.max_scale_mul = math.log(100)
+        else:  # plain attention: scale 0.25 / sqrt(head_dim), as VAR's
+            self.scale = 0.25 / math.sqrt(self.hd)
         self.q_bias = nn.Parameter(torch.zeros(c))
         self.v_bias = nn.Parameter(torch.zeros(c))
         self.register_buffer("zero_k_bias", torch.zeros(c))
@@ -233,14 +236,17 @@ class SelfAttention(nn.Module):
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.heads, self.hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # B, H, L, hd
-        q = F.normalize(q, dim=-1) * self.scale_mul_1H11.clamp(max=self.max_scale_mul).exp()
-        k = F.normalize(k, dim=-1)
+        if self.l2_norm:
+            q = F.normalize(q, dim=-1) * self.scale_mul_1H11.clamp(max=self.max_scale_mul).exp()
+            k = F.normalize(k, dim=-1)
+        else:
+            q = q * self.scale
         if self.caching:
             if self.cached_k is not None:
                 k = torch.cat((self.cached_k, k), dim=2)
                 v = torch.cat((self.cached_v, v), dim=2)
             self.cached_k, self.cached_v = k, v
-        att = q @ k.transpose(-1, -2)  # scale 1 (l2-normalised attention)
+        att = q @ k.transpose(-1, -2)
         if attn_bias is not None:
             att = att + attn_bias
         o = (att.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, L, C)
@@ -258,15 +264,24 @@ class FFN(nn.Module):
 
 
 class AdaLNSelfAttn(nn.Module):
-    def __init__(self, c, heads, mlp_ratio=4.0):
+    """With shared_aln the block has no ada_lin but ada_gss (1, 1, 6, C), added to the output of the model's
+    shared_ada_lin, which it receives as cond_BD (B, 1, 6, C)."""
+
+    def __init__(self, c, heads, mlp_ratio=4.0, l2_norm=True, shared_aln=False):
         super().__init__()
-        self.c = c
-        self.attn = SelfAttention(c, heads)
+        self.c, self.shared_aln = c, shared_aln
+        self.attn = SelfAttention(c, heads, l2_norm)
         self.ffn = FFN(c, round(c * mlp_ratio))
-        self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(c, 6 * c))
+        if shared_aln:
+            self.ada_gss = nn.Parameter(torch.randn(1, 1, 6, c) / c ** 0.5)
+        else:
+            self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(c, 6 * c))
 
     def forward(self, x, cond_BD, attn_bias):
-        g1, g2, s1, s2, sh1, sh2 = self.ada_lin(cond_BD).view(-1, 1, 6, self.c).unbind(2)
+        if self.shared_aln:
+            g1, g2, s1, s2, sh1, sh2 = (self.ada_gss + cond_BD).unbind(2)
+        else:
+            g1, g2, s1, s2, sh1, sh2 = self.ada_lin(cond_BD).view(-1, 1, 6, self.c).unbind(2)
         ln = lambda t: F.layer_norm(t, (self.c,), eps=1e-6)
         x = x + self.attn(ln(x) * (1 + s1) + sh1, attn_bias) * g1
         x = x + self.ffn(ln(x) * (1 + s2) + sh2) * g2
@@ -286,12 +301,12 @@ class AdaLNBeforeHead(nn.Module):
 
 class FlexVAR(nn.Module):
     def __init__(self, vocab_size, cvae, num_classes=10, depth=6, embed_dim=256, num_heads=4, mlp_ratio=4.0,
-                 patch_nums=(1, 2, 3, 4, 5, 6, 8), cond_drop_rate=0.1):
+                 patch_nums=(1, 2, 3, 4, 5, 6, 8), cond_drop_rate=0.1, attn_l2_norm=True, shared_aln=False):
         super().__init__()
         self.hparams = dict(vocab_size=vocab_size, Cvae=cvae, num_classes=num_classes, depth=depth,
                             embed_dim=embed_dim, num_heads=num_heads, head_dim=embed_dim // num_heads,
                             mlp_ratio=mlp_ratio, patch_nums=list(patch_nums), cond_drop_rate=cond_drop_rate,
-                            attn_l2_norm=True, shared_aln=False, norm_eps=1e-6)
+                            attn_l2_norm=attn_l2_norm, shared_aln=shared_aln, norm_eps=1e-6)
         self.V, self.Cvae, self.C, self.num_classes = vocab_size, cvae, embed_dim, num_classes
         self.depth, self.cond_drop_rate = depth, cond_drop_rate
         self.patch_nums = tuple(patch_nums)
@@ -300,7 +315,9 @@ class FlexVAR(nn.Module):
         self.class_emb = nn.Embedding(num_classes + 1, C)
         self.pos_start = nn.Parameter(torch.empty(1, 1, C))
         self.pos_1LC = nn.Parameter(sincos_2d(32, 32, C))
-        self.blocks = nn.ModuleList([AdaLNSelfAttn(C, num_heads, mlp_ratio) for _ in range(depth)])
+        self.shared_ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(C, 6 * C)) if shared_aln else None
+        self.blocks = nn.ModuleList([AdaLNSelfAttn(C, num_heads, mlp_ratio, attn_l2_norm, shared_aln)
+                                     for _ in range(depth)])
         self.register_buffer("attn_bias_for_masking", block_causal_bias(self.patch_nums).contiguous())
         self.head_nm = AdaLNBeforeHead(C)
         self.head = nn.Linear(C, vocab_size)
@@ -325,9 +342,19 @@ class FlexVAR(nn.Module):
         for b in self.blocks:
             b.attn.proj.weight.data.div_(math.sqrt(2 * self.depth))
             b.ffn.fc2.weight.data.div_(math.sqrt(2 * self.depth))
-            b.ada_lin[-1].weight.data[2 * self.C:].mul_(init_adaln)
-            b.ada_lin[-1].weight.data[:2 * self.C].mul_(init_adaln_gamma)
-            b.ada_lin[-1].bias.data.zero_()
+            if b.shared_aln:
+                b.ada_gss.data[:, :, 2:].mul_(init_adaln)
+                b.ada_gss.data[:, :, :2].mul_(init_adaln_gamma)
+            else:
+                b.ada_lin[-1].weight.data[2 * self.C:].mul_(init_adaln)
+                b.ada_lin[-1].weight.data[:2 * self.C].mul_(init_adaln_gamma)
+                b.ada_lin[-1].bias.data.zero_()
+
+    def block_cond(self, cond_BD):
+        """What the blocks receive: cond_BD, or with shared AdaLN shared_ada_lin(cond_BD) as (B, 1, 6, C)."""
+        if self.shared_ada_lin is None:
+            return cond_BD
+        return self.shared_ada_lin(cond_BD).view(-1, 1, 6, self.C)
 
     def pos_for(self, sides):
         return torch.cat([F.interpolate(self.pos_1LC, size=(p, p), mode="area").reshape(1, self.C, -1).permute(0, 2, 1)
@@ -355,8 +382,9 @@ class FlexVAR(nn.Module):
         sos = cond_BD.unsqueeze(1) + self.pos_start.expand(B, 1, -1)
         x = torch.cat((sos, self.word_embed(x_BLCv_wo_first_l.float())), dim=1) + self.pos_for(sides)
         bias = self.attn_bias(sides)
+        gss = self.block_cond(cond_BD)
         for b in self.blocks:
-            x = b(x, cond_BD, bias)
+            x = b(x, gss, bias)
         return self.get_logits(x, cond_BD)
 
     @torch.no_grad()
@@ -372,6 +400,7 @@ class FlexVAR(nn.Module):
         label_2B = torch.cat((label_B, torch.full_like(label_B, self.num_classes)))
         cond_BD = self.class_emb(label_2B)
         next_map = cond_BD.unsqueeze(1) + self.pos_start.expand(2 * B, 1, -1)
+        gss = self.block_cond(cond_BD)
         for b in self.blocks:
             b.attn.kv_caching(True)
         all_ids = []
@@ -379,7 +408,7 @@ class FlexVAR(nn.Module):
             for si, pn in enumerate(sides):
                 x = next_map + self.pos_for([pn])
                 for b in self.blocks:
-                    x = b(x, cond_BD, None)
+                    x = b(x, gss, None)
                 logits = self.get_logits(x, cond_BD)
                 if used_llamagen_cfg:
                     logits = logits[B:] + (logits[:B] - logits[B:]) * cfg
@@ -446,14 +475,17 @@ def vae_from_state(sd):
     return vae.eval()
 
 
-def var_from_state(sd, patch_nums=(1, 2, 3, 4, 5, 6, 8)):
+def var_from_state(sd, patch_nums=(1, 2, 3, 4, 5, 6, 8), heads=None):
     """sd: raw FlexVAR state dict (var.pth). patch_nums must match attn_bias_for_masking's length."""
     C, cvae = sd["word_embed.weight"].shape
     depth = len(_indices(sd, "blocks."))
-    heads = sd["blocks.0.attn.scale_mul_1H11"].shape[1]
+    l2 = "blocks.0.attn.scale_mul_1H11" in sd
+    if heads is None:  # no tensor says it without l2-norm attention: the official width = 64 * heads
+        heads = sd["blocks.0.attn.scale_mul_1H11"].shape[1] if l2 else C // 64
     V = sd["head.weight"].shape[0]
     classes = sd["class_emb.weight"].shape[0] - 1
     mlp = sd["blocks.0.ffn.fc1.weight"].shape[0] / C
-    model = FlexVAR(V, cvae, classes, depth, C, heads, mlp, patch_nums)
+    model = FlexVAR(V, cvae, classes, depth, C, heads, mlp, patch_nums, attn_l2_norm=l2,
+                    shared_aln="blocks.0.ada_gss" in sd)
     model.load_state_dict(sd, strict=True)
     return model.eval()

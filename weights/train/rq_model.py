@@ -310,14 +310,15 @@ class Classifier(nn.Module):
 
 class RQTransformer(nn.Module):
     def __init__(self, vocab_size=128, block_size=(4, 4, 4), embed_dim=64, input_embed_dim=16, vocab_size_cond=10,
-                 body_layers=2, head_layers=1, n_head=2, attn_pdrop=0.0, resid_pdrop=0.1, embd_pdrop=0.0):
+                 body_layers=2, head_layers=1, n_head=2, attn_pdrop=0.0, resid_pdrop=0.1, embd_pdrop=0.0,
+                 head_n_head=None):
         super().__init__()
         H, W, D = block_size
         C = embed_dim
         self.V, self.H, self.W, self.D, self.C = vocab_size, H, W, D, C
         self.hparams = dict(vocab_size=vocab_size, block_size=list(block_size), embed_dim=C,
                             input_embed_dim=input_embed_dim, vocab_size_cond=vocab_size_cond, body_layers=body_layers,
-                            head_layers=head_layers, n_head=n_head)
+                            head_layers=head_layers, n_head=n_head, head_n_head=head_n_head or n_head)
         self.pos_emb_cond = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_emb_hw = nn.Parameter(torch.zeros(1, H * W, C))
         self.pos_emb_d = nn.Parameter(torch.zeros(1, D, C))
@@ -326,7 +327,7 @@ class RQTransformer(nn.Module):
         self.head_mlp = nn.Linear(input_embed_dim, C)
         self.drop = nn.Dropout(embd_pdrop)
         self.body_transformer = Stack(body_layers, C, n_head, attn_pdrop, resid_pdrop)
-        self.head_transformer = Stack(head_layers, C, n_head, attn_pdrop, resid_pdrop)
+        self.head_transformer = Stack(head_layers, C, head_n_head or n_head, attn_pdrop, resid_pdrop)
         self.classifier = Classifier(C, vocab_size)
         self.apply(self._init)
         for p in (self.pos_emb_cond, self.pos_emb_hw, self.pos_emb_d):
@@ -424,4 +425,4 @@ def rqtransformer_from_config(arch):
     return RQTransformer(arch["vocab_size"], arch["block_size"], arch["embed_dim"], arch["input_embed_dim"],
                          arch["vocab_size_cond"], arch["body"]["n_layer"], arch["head"]["n_layer"],
                          arch["body"]["block"]["n_head"], 0.0, arch["body"]["block"].get("resid_pdrop", 0.1),
-                         arch.get("embd_pdrop", 0.0))
+                         arch.get("embd_pdrop", 0.0), arch["head"]["block"].get("n_head"))

@@ -22,10 +22,12 @@ const (
 	relTol = 1e-4
 )
 
-// Load opens the fixture's checkpoints on b.
+// Load opens the fixture's checkpoints on b, with config.json's head count (which only a model without
+// l2-norm attention needs: its checkpoint does not say it).
 func Load(t *testing.T, f testutil.Fixture, b core.Backend) *flexvar.Pipeline {
 	t.Helper()
-	p, err := flexvar.LoadPipeline(testutil.Source(t, f.Path("var.pth")), testutil.Source(t, f.Path("vae.pth")), b, 0)
+	heads := testutil.ReadVARConfig(t, f).NumHeads
+	p, err := flexvar.LoadPipeline(testutil.Source(t, f.Path("var.pth")), testutil.Source(t, f.Path("vae.pth")), b, heads)
 	if err != nil {
 		t.Fatalf("fixture %s: %v", f.Name, err)
 	}

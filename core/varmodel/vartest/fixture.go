@@ -20,23 +20,11 @@ import (
 // relTol is golden.md's: activations, logits and images ~1e-4 relative to the tensor's max |value|.
 const relTol = 1e-4
 
-// Options reads the fixture's patch_nums from its config.json (var.patch_nums) when it has one.
+// Options reads the fixture's patch_nums and head count from its config.json when it has one.
 func Options(t *testing.T, f testutil.Fixture) varmodel.Options {
 	t.Helper()
-	raw, err := os.ReadFile(f.Path("config.json"))
-	if err != nil {
-		return varmodel.Options{}
-	}
-	var cfg struct {
-		VAR struct {
-			PatchNums []int `json:"patch_nums"`
-			NumHeads  int   `json:"num_heads"`
-		} `json:"var"`
-	}
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		t.Fatalf("fixture %s: config.json: %v", f.Name, err)
-	}
-	return varmodel.Options{PatchNums: cfg.VAR.PatchNums, Heads: cfg.VAR.NumHeads}
+	c := testutil.ReadVARConfig(t, f)
+	return varmodel.Options{PatchNums: c.PatchNums, Heads: c.NumHeads}
 }
 
 // Load opens the fixture's checkpoints on b.
