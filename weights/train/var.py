@@ -14,23 +14,29 @@ import torch.nn.functional as F
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, c, heads):
+    def __init__(self, c, heads, l2_norm=True):
         super().__init__()
-        self.c, self.heads, self.hd = c, heads, c // heads
+        self.c, self.heads, self.hd, self.l2_norm = c, heads, c // heads, l2_norm
         self.mat_qkv = nn.Linear(c, 3 * c, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(c))
         self.v_bias = nn.Parameter(torch.zeros(c))
         self.register_buffer("zero_k_bias", torch.zeros(c))
-        self.scale_mul_1H11 = nn.Parameter(torch.full((1, heads, 1, 1), 4.0).log())
-        self.max_scale_mul = math.log(100)
+        if l2_norm:  # cosine attention with a learned per-head scale
+            self.scale_mul_1H11 = nn.Parameter(torch.full((1, heads, 1, 1), 4.0).log())
+            self.max_scale_mul = math.log(100)
+        else:  # plain attention, scale 0.25 / sqrt(head_dim)
+            self.scale = 0.25 / math.sqrt(self.hd)
         self.proj = nn.Linear(c, c)
 
     def qkv(self, x):
         B, L, _ = x.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         q, k, v = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.heads, self.hd).permute(2, 0, 3, 1, 4).unbind(0)
-        q = F.normalize(q, dim=-1) * self.scale_mul_1H11.clamp(max=self.max_scale_mul).exp()
-        k = F.normalize(k, dim=-1)
+        if self.l2_norm:
+            q = F.normalize(q, dim=-1) * self.scale_mul_1H11.clamp(max=self.max_scale_mul).exp()
+            k = F.normalize(k, dim=-1)
+        else:
+            q = q * self.scale
         return q, k, v  # [B, H, L, hd]
 
     def forward(self, x, mask=None, cache=None):
@@ -58,15 +64,24 @@ class FFN(nn.Module):
 
 
 class AdaLNBlock(nn.Module):
-    def __init__(self, c, heads, mlp_ratio=4.0):
+    """With shared_aln: no ada_lin but ada_gss (1, 1, 6, C), added to the model's shared_ada_lin output, which the
+    block receives as cond_BD (B, 1, 6, C)."""
+
+    def __init__(self, c, heads, mlp_ratio=4.0, l2_norm=True, shared_aln=False):
         super().__init__()
-        self.c = c
-        self.attn = SelfAttention(c, heads)
+        self.c, self.shared_aln = c, shared_aln
+        self.attn = SelfAttention(c, heads, l2_norm)
         self.ffn = FFN(c, int(c * mlp_ratio))
-        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(c, 6 * c))
+        if shared_aln:
+            self.ada_gss = nn.Parameter(torch.randn(1, 1, 6, c) / c ** 0.5)
+        else:
+            self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(c, 6 * c))
 
     def forward(self, x, cond_BD, mask=None, cache=None):
-        g1, g2, s1, s2, sh1, sh2 = self.ada_lin(cond_BD).view(-1, 1, 6, self.c).unbind(2)
+        if self.shared_aln:
+            g1, g2, s1, s2, sh1, sh2 = (self.ada_gss + cond_BD).unbind(2)
+        else:
+            g1, g2, s1, s2, sh1, sh2 = self.ada_lin(cond_BD).view(-1, 1, 6, self.c).unbind(2)
         ln = lambda t: F.layer_norm(t, (self.c,), eps=1e-6)
         x = x + self.attn(ln(x) * (1 + s1) + sh1, mask, cache) * g1
         x = x + self.ffn(ln(x) * (1 + s2) + sh2) * g2
@@ -86,7 +101,7 @@ class AdaLNBeforeHead(nn.Module):
 
 class VAR(nn.Module):
     def __init__(self, vocab, cvae, num_classes=10, depth=8, width=256, heads=4, patch_nums=(1, 2, 3, 4, 5, 6, 8),
-                 cond_drop=0.1):
+                 cond_drop=0.1, attn_l2_norm=True, shared_aln=False):
         super().__init__()
         self.hparams = dict(vocab=vocab, cvae=cvae, num_classes=num_classes, depth=depth, width=width, heads=heads,
                             patch_nums=list(patch_nums), cond_drop=cond_drop)
@@ -100,7 +115,8 @@ class VAR(nn.Module):
         self.pos_start = nn.Parameter(torch.empty(1, 1, c))
         self.pos_1LC = nn.Parameter(torch.empty(1, L, c))
         self.lvl_embed = nn.Embedding(len(self.patch_nums), c)
-        self.blocks = nn.ModuleList([AdaLNBlock(c, heads) for _ in range(depth)])
+        self.shared_ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(c, 6 * c)) if shared_aln else None
+        self.blocks = nn.ModuleList([AdaLNBlock(c, heads, 4.0, attn_l2_norm, shared_aln) for _ in range(depth)])
         self.head_nm = AdaLNBeforeHead(c)
         self.head = nn.Linear(c, vocab)
         lvl = torch.cat([torch.full((p * p,), i) for i, p in enumerate(self.patch_nums)]).view(1, L)
@@ -122,11 +138,18 @@ class VAR(nn.Module):
             nn.init.trunc_normal_(p, std=std)
         for b in self.blocks:
             # AdaLN-zero-like start: every residual branch begins nearly closed (gammas ~ 0), scales/shifts ~ 0.
-            nn.init.trunc_normal_(b.ada_lin[1].weight, std=std * 0.5)
-            b.ada_lin[1].weight.data[: 2 * self.c].mul_(1e-2)
+            if not b.shared_aln:
+                nn.init.trunc_normal_(b.ada_lin[1].weight, std=std * 0.5)
+                b.ada_lin[1].weight.data[: 2 * self.c].mul_(1e-2)
             nn.init.trunc_normal_(b.attn.proj.weight, std=std / math.sqrt(2 * len(self.blocks)))
             nn.init.trunc_normal_(b.ffn.fc2.weight, std=std / math.sqrt(2 * len(self.blocks)))
         nn.init.trunc_normal_(self.head_nm.ada_lin[1].weight, std=std * 0.5)
+
+    def block_cond(self, cond_BD):
+        """What the blocks receive: cond_BD, or with shared AdaLN shared_ada_lin(cond_BD) as (B, 1, 6, C)."""
+        if self.shared_ada_lin is None:
+            return cond_BD
+        return self.shared_ada_lin(cond_BD).view(-1, 1, 6, self.c)
 
     def forward(self, labels_B, x_BLCv_wo_first):
         """Teacher-forced logits [B, L, V]; labels are replaced by the null class with probability cond_drop."""
@@ -139,8 +162,9 @@ class VAR(nn.Module):
         x = torch.cat((sos, self.word_embed(x_BLCv_wo_first.float())), dim=1)
         x = x + self.lvl_embed(self.lvl_1L.expand(B, -1)) + self.pos_1LC
         mask = self.attn_bias_for_masking[0, 0]
+        gss = self.block_cond(cond_BD)
         for b in self.blocks:
-            x = b(x, cond_BD, mask)
+            x = b(x, gss, mask)
         return self.head(self.head_nm(x, cond_BD))
 
     @torch.no_grad()
@@ -157,12 +181,13 @@ class VAR(nn.Module):
         lvl_pos = self.lvl_embed(self.lvl_1L) + self.pos_1LC  # [1, L, C]
         x = cond_BD.unsqueeze(1) + self.pos_start + lvl_pos[:, :1]
         caches = [dict() for _ in self.blocks]
+        gss = self.block_cond(cond_BD)
         f_hat = torch.zeros(B, q.cvae, P, P)
         ids, min_gap, cur = [], math.inf, 0
         for si, pn in enumerate(self.patch_nums):
             cur += pn * pn
             for b, cache in zip(self.blocks, caches):
-                x = b(x, cond_BD, None, cache)
+                x = b(x, gss, None, cache)
             logits = self.head(self.head_nm(x, cond_BD)).float()
             t = cfg * si / (K - 1)
             logits = (1 + t) * logits[:B] - t * logits[B:]

@@ -144,12 +144,41 @@ class PhiPartiallyShared(nn.Module):
         return self.qresi_ls[int(np.argmin(np.abs(self.ticks - at)))]
 
 
+class PhiShared(nn.Module):
+    """share_quant_resi = 1: one Phi for every scale (key quant_resi.qresi)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.qresi = Phi(c)
+
+    def __getitem__(self, at):
+        return self.qresi
+
+
+class PhiNonShared(nn.ModuleList):
+    """share_quant_resi = 0: one Phi per scale (keys quant_resi.{i}), chosen like the partially shared ones."""
+
+    def __init__(self, c, k):
+        super().__init__([Phi(c) for _ in range(k)])
+        self.ticks = np.linspace(1 / 3 / k, 1 - 1 / 3 / k, k) if k == 4 else np.linspace(1 / 2 / k, 1 - 1 / 2 / k, k)
+
+    def __getitem__(self, at):
+        if isinstance(at, int):
+            return super().__getitem__(at)
+        return super().__getitem__(int(np.argmin(np.abs(self.ticks - at))))
+
+
 class MultiScaleQuantizer(nn.Module):
-    def __init__(self, vocab, cvae, patch_nums, beta=0.25):
+    def __init__(self, vocab, cvae, patch_nums, beta=0.25, share_quant_resi=4):
         super().__init__()
         self.vocab, self.cvae, self.patch_nums, self.beta = vocab, cvae, tuple(patch_nums), beta
         self.embedding = nn.Embedding(vocab, cvae)
-        self.quant_resi = PhiPartiallyShared(cvae)
+        if share_quant_resi == 0:
+            self.quant_resi = PhiNonShared(cvae, len(self.patch_nums))
+        elif share_quant_resi == 1:
+            self.quant_resi = PhiShared(cvae)
+        else:
+            self.quant_resi = PhiPartiallyShared(cvae, share_quant_resi)
         # Training statistic kept for key compatibility with the official checkpoints (webvar ignores it).
         self.register_buffer("ema_vocab_hit_SV", torch.zeros(len(self.patch_nums), vocab))
 
@@ -227,13 +256,14 @@ class MultiScaleQuantizer(nn.Module):
 
 
 class VQVAE(nn.Module):
-    def __init__(self, vocab=512, z=32, ch=32, ch_mult=(1, 2, 4), num_res_blocks=2, patch_nums=(1, 2, 3, 4, 5, 6, 8)):
+    def __init__(self, vocab=512, z=32, ch=32, ch_mult=(1, 2, 4), num_res_blocks=2, patch_nums=(1, 2, 3, 4, 5, 6, 8),
+                 share_quant_resi=4):
         super().__init__()
         self.hparams = dict(vocab=vocab, z=z, ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
                             patch_nums=list(patch_nums))
         self.encoder = Encoder(ch, ch_mult, num_res_blocks, z)
         self.decoder = Decoder(ch, ch_mult, num_res_blocks, z)
-        self.quantize = MultiScaleQuantizer(vocab, z, patch_nums)
+        self.quantize = MultiScaleQuantizer(vocab, z, patch_nums, share_quant_resi=share_quant_resi)
         self.quant_conv = nn.Conv2d(z, z, 3, 1, 1)
         self.post_quant_conv = nn.Conv2d(z, z, 3, 1, 1)
 
