@@ -21,7 +21,8 @@ import (
 // webvar edit: image editing through the family's gen.Editor. VAR: zero-shot in-painting, out-painting
 // and class-conditional editing as FoundationVision/VAR's demo_zero_shot_edit.ipynb does it
 // (core/varmodel/edit.go); FlexVAR: image-to-image by teacher-forcing the kept region at every step
-// (refinement, in/out-painting, expansion to a larger canvas or another aspect; core/flexvar EditOf).
+// (refinement, in/out-painting, expansion to a larger canvas or another aspect; core/flexvar EditOf);
+// RQ-Transformer: image completion, the input's codes of the first rows kept (core/rq).
 
 type editFlags struct {
 	model    modelFlags
@@ -145,7 +146,7 @@ func runEdit(args []string, stdout, stderr io.Writer) error {
 	ed, ok := g.(gen.Editor)
 	info := g.Info()
 	if !ok {
-		return fmt.Errorf("a %s model does not edit images (VAR and FlexVAR do)", info.Family)
+		return fmt.Errorf("a %s model does not edit images (VAR, FlexVAR and the RQ-Transformer do)", info.Family)
 	}
 	if (f.keepRows > 0) != (info.Family == "rq") {
 		if f.keepRows > 0 {

@@ -24,7 +24,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"generate", "generate an image (or a class x seed grid) and write a PNG; default model: the embedded fashionvar", runGenerate},
-		{"edit", "zero-shot in-painting, out-painting and class-conditional editing of an image (VAR; -box or -mask)", runEdit},
+		{"edit", "edit an image: VAR and FlexVAR in-/out-painting and class-conditional editing (-box or -mask; FlexVAR -expand), RQ image completion (-keep-rows)", runEdit},
 		{"convert", "convert official checkpoints into a chunked, quantized weights directory (with a fitted preview map)", runConvert},
 		{"serve", "serve the browser app (WebAssembly; WebGPU, else WebGL2 + CPU) on the embedded model or a converted weights directory", runServe},
 		{"preview", "open the interactive window: weights loading, then the image scale by scale (build with -tags preview)", runPreview},
