@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image/color"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,74 +22,97 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 	return rc, out.String(), errb.String()
 }
 
-// The golden ar1 run (labels [1, 8], cfg 1.5, greedy) through the command line, on each backend: image 0
-// is class 1.
-func TestGenerateReproducesGoldenGreedyRun(t *testing.T) {
-	for _, backend := range []string{"cpu", "webgpu"} {
-		t.Run(backend, func(t *testing.T) { testGenerateGolden(t, backend) })
+// The VAR command-line contract: `webvar generate -var VAR.pth -vae VAE.pth -class N -cfg F -top-k 1
+// -seed 0 -tokens t.json -out img.png` on each VAR fixture (var-tiny, the bundled variants, every
+// WEBVAR_FIXTURES directory) gives every golden greedy run's tokens for its first image exactly and its
+// image within 8-bit rounding, on both backends, with a preview per scale under -scales. patch_nums and,
+// for plain attention, the head count come from the fixture's config.json when it has them.
+func TestGenerateVARFixture(t *testing.T) {
+	for _, f := range testutil.Fixtures(t, "var") {
+		for _, backend := range []string{"cpu", "webgpu"} {
+			t.Run(f.Name+"/"+backend, func(t *testing.T) { testGenerateVAR(t, f, backend) })
+		}
 	}
 }
 
-func testGenerateGolden(t *testing.T, backend string) {
-	dir := t.TempDir()
-	img, tok, scales := filepath.Join(dir, "img.png"), filepath.Join(dir, "tokens.json"), filepath.Join(dir, "scales")
-	rc, _, stderr := runCLI(t, "generate", "-var", testutil.VarTiny("var.pth"), "-vae", testutil.VarTiny("vae.pth"),
-		"-patch-nums", "1,2,3,4", "-class", "1", "-cfg", "1.5", "-top-k", "1", "-top-p", "0", "-seed", "0",
-		"-out", img, "-tokens", tok, "-scales", scales, "-backend", backend)
-	if rc != 0 {
-		t.Fatalf("exit %d: %s", rc, stderr)
-	}
-	g := testutil.OpenGolden(t, testutil.VarTiny("golden.safetensors"))
+func testGenerateVAR(t *testing.T, f testutil.Fixture, backend string) {
+	g := testutil.OpenGolden(t, f.Path("golden.safetensors"))
+	c := testutil.ReadVARConfig(t, f)
+	g.Generations(t, f.Name, func(t *testing.T, run string) {
+		dir := t.TempDir()
+		img, tok, scales := filepath.Join(dir, "img.png"), filepath.Join(dir, "tokens.json"), filepath.Join(dir, "scales")
+		args := []string{"generate", "-var", f.Path("var.pth"), "-vae", f.Path("vae.pth"),
+			"-class", fmt.Sprint(g.Ints(run + ".label_B")[0]), "-cfg", fmt.Sprint(g.F32(run + ".cfg").Data[0]),
+			"-top-k", "1", "-top-p", "0", "-seed", "0", "-out", img, "-tokens", tok, "-scales", scales, "-backend", backend}
+		if len(c.PatchNums) > 0 {
+			var pn []string
+			for _, p := range c.PatchNums {
+				pn = append(pn, fmt.Sprint(p))
+			}
+			args = append(args, "-patch-nums", strings.Join(pn, ","))
+		}
+		if !c.AttnL2Norm && c.NumHeads > 0 {
+			args = append(args, "-heads", fmt.Sprint(c.NumHeads))
+		}
+		rc, _, stderr := runCLI(t, args...)
+		if rc != 0 {
+			t.Fatalf("exit %d: %s", rc, stderr)
+		}
+		var tj struct{ Tokens [][]int }
+		raw, err := os.ReadFile(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &tj); err != nil {
+			t.Fatal(err)
+		}
+		var sides []int
+		for si := 0; g.Has(fmt.Sprintf("%s.idx.s%d", run, si)); si++ {
+			want := g.Ints(fmt.Sprintf("%s.idx.s%d", run, si))
+			want = want[:len(want)/len(g.Ints(run+".label_B"))] // image 0
+			if si < len(tj.Tokens) {
+				testutil.IntsEqual(t, fmt.Sprintf("tokens.json scale %d", si), tj.Tokens[si], want)
+			}
+			sides = append(sides, int(math.Round(math.Sqrt(float64(len(want))))))
+		}
+		if len(tj.Tokens) != len(sides) {
+			t.Fatalf("%d scales in tokens.json, want %d", len(tj.Tokens), len(sides))
+		}
 
-	var tj struct{ Tokens [][]int }
-	raw, err := os.ReadFile(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &tj); err != nil {
-		t.Fatal(err)
-	}
-	if len(tj.Tokens) != 4 {
-		t.Fatalf("%d scales in tokens.json", len(tj.Tokens))
-	}
-	for si, pn := range []int{1, 2, 3, 4} {
-		want := g.Ints(fmt.Sprintf("ar1.idx.s%d", si))[:pn*pn] // image 0
-		testutil.IntsEqual(t, fmt.Sprintf("tokens.json scale %d", si), tj.Tokens[si], want)
-	}
-
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	pic, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := g.F32("ar1.img") // [2, 3, 64, 64] in [0, 1]
-	if b := pic.Bounds(); b.Dx() != 64 || b.Dy() != 64 {
-		t.Fatalf("image %v, want 64x64", b)
-	}
-	maxDiff := 0.0
-	for y := 0; y < 64; y++ {
-		for x := 0; x < 64; x++ {
-			r, gg, b, _ := pic.At(x, y).RGBA()
-			for c, v := range []uint32{r, gg, b} {
-				want := float64(ref.Data[c*64*64+y*64+x]) * 255
-				if d := abs(float64(v>>8) - want); d > maxDiff {
-					maxDiff = d
+		fh, err := os.Open(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fh.Close()
+		pic, err := png.Decode(fh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := g.F32(run + ".img") // [B, 3, H, W] in [0, 1]
+		h, w := ref.Shape[2], ref.Shape[3]
+		if b := pic.Bounds(); b.Dx() != w || b.Dy() != h {
+			t.Fatalf("image %v, want %dx%d", b, w, h)
+		}
+		maxDiff := 0.0
+		for y := range h {
+			for x := range w {
+				r, gg, b, _ := pic.At(x, y).RGBA()
+				for c, v := range []uint32{r, gg, b} {
+					want := float64(ref.Data[(c*h+y)*w+x]) * 255
+					maxDiff = max(maxDiff, abs(float64(v>>8)-want))
 				}
 			}
 		}
-	}
-	if maxDiff > 0.51 { // rounding to 8 bits, plus the 1e-4 tolerance of the float image
-		t.Fatalf("PNG differs from ar1.img by %.2f levels", maxDiff)
-	}
-	for _, name := range []string{"scale_00_1x1.png", "scale_01_2x2.png", "scale_02_3x3.png", "scale_03_4x4.png"} {
-		if _, err := os.Stat(filepath.Join(scales, name)); err != nil {
-			t.Errorf("preview missing: %v", err)
+		if maxDiff > 0.51 { // rounding to 8 bits, plus the 1e-4 tolerance of the float image
+			t.Fatalf("PNG differs from %s.img by %.2f levels", run, maxDiff)
 		}
-	}
+		for si, p := range sides {
+			name := fmt.Sprintf("scale_%02d_%dx%d.png", si, p, p)
+			if _, err := os.Stat(filepath.Join(scales, name)); err != nil {
+				t.Errorf("preview missing: %v", err)
+			}
+		}
+	})
 }
 
 func abs(x float64) float64 {

@@ -185,7 +185,7 @@ def main():
         out["vae.commitment_loss"] = vae.quantizer(z)[1].reshape(1)
         vq_gap = vq_min_gap(vae, z)
 
-        tf_cond = torch.tensor([2, args.classes - 1])
+        tf_cond = torch.tensor([min(2, args.classes - 1), args.classes - 1])
         tf_codes = torch.randint(0, args.n_embed, (2, side, side, args.depth), generator=g)
         logits, inner = tr(tf_codes, cb, tf_cond, return_inner=True)
         out["tf.codes"], out["tf.cond"] = tf_codes, tf_cond
@@ -193,7 +193,7 @@ def main():
             out["tf." + k] = inner[k]
         out["tf.logits"] = logits
 
-        ar_cond = torch.tensor([1, args.classes - 2])
+        ar_cond = torch.tensor([min(1, args.classes - 1), max(args.classes - 2, 0)])
         ar_codes, step_logits, gap = greedy_with_logits(tr, cb, ar_cond)
         out["ar.cond"], out["ar.codes"], out["ar.step_logits"] = ar_cond, ar_codes, step_logits
         img = torch.cat([vae.decode_code(ar_codes[i:i + 1]) for i in range(2)])
