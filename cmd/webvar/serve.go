@@ -146,7 +146,7 @@ func moduleRoot(ctx context.Context) (string, error) {
 // directory (flat name): the demo page, the embedding example and the widget script it loads.
 var pageFiles = [][2]string{
 	{"index.html", "index.html"},
-	{"embed.html", "embed.html"},
+	{"wasm/embed.html", "embed.html"},
 	{"wasm/webvar-widget.js", "webvar-widget.js"},
 }
 
