@@ -141,7 +141,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		man, err = convert.Convert(*varPath, *vaePath, *out, opt)
 	}
 	if err != nil {
-		return err
+		return headsHint(err)
 	}
 	fmt.Fprintf(stdout, "wrote %s: %d tensors in %d chunks, %.1f MB (transformer %.1f MB, VQVAE %.1f MB; %.1f MB as f32)\n",
 		*out, len(man.Tensors), len(man.Chunks), float64(stored)/1e6, float64(parts["var"])/1e6, float64(parts["vae"])/1e6,

@@ -168,7 +168,7 @@ func openPipeline(varPath, vaePath string, b core.Backend, opt varmodel.Options)
 	defer ac.Close()
 	p, err := varmodel.LoadPipeline(vc.WeightSource(), ac.WeightSource(), b, opt)
 	if err != nil {
-		return nil, fmt.Errorf("%s + %s: %w", varPath, vaePath, err)
+		return nil, fmt.Errorf("%s + %s: %w", varPath, vaePath, headsHint(err))
 	}
 	return p, nil
 }

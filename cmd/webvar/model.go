@@ -15,6 +15,7 @@ import (
 	"github.com/webvar/webvar/core/flexvar"
 	"github.com/webvar/webvar/core/gen"
 	"github.com/webvar/webvar/core/mar"
+	"github.com/webvar/webvar/core/nn"
 	"github.com/webvar/webvar/core/rq"
 	"github.com/webvar/webvar/core/varmodel"
 	"github.com/webvar/webvar/loader"
@@ -234,7 +235,7 @@ func openCheckpoints(varPath, vaePath string, b core.Backend, opt family.Options
 	}
 	g, err := fam.Load(vc.WeightSource(), ac.WeightSource(), b, opt, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%s + %s: %w", varPath, vaePath, err)
+		return nil, fmt.Errorf("%s + %s: %w", varPath, vaePath, headsHint(err))
 	}
 	return g, nil
 }
@@ -446,4 +447,13 @@ func openStateDict(path, key string) (core.WeightSource, func() error, error) {
 		return nil, nil, err
 	}
 	return c.WeightSource(), c.Close, nil
+}
+
+// headsHint names the -heads flag in the error of a model whose head count no tensor says.
+func headsHint(err error) error {
+	var h *nn.HeadsUnknownError
+	if errors.As(err, &h) {
+		return fmt.Errorf("%w (use -heads N)", err)
+	}
+	return err
 }

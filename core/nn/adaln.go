@@ -25,6 +25,14 @@ type AdaLNConfig struct {
 // HeadDim is C / Heads.
 func (c AdaLNConfig) HeadDim() int { return c.C / c.Heads }
 
+// HeadsUnknownError is the error of a model whose head count no tensor says (attention without l2-norm,
+// a width that is not a multiple of 64) when none was given: front ends point at their own option.
+type HeadsUnknownError struct{ Width int }
+
+func (e *HeadsUnknownError) Error() string {
+	return fmt.Sprintf("cannot infer the head count of a %d-wide model without l2-norm attention: give it explicitly", e.Width)
+}
+
 // InferAdaLN reads the block stack's shape from blocks.N.* of a checkpoint whose width is c. heads is
 // needed only without l2-norm attention (no tensor says it then); 0 means C/64 (the official
 // width = 64*depth, heads = depth convention).
@@ -62,7 +70,7 @@ func InferAdaLN(src core.WeightSource, c, heads int) (AdaLNConfig, error) {
 		case c%64 == 0:
 			cfg.Heads = c / 64
 		default:
-			return cfg, fmt.Errorf("cannot infer the head count of a %d-wide model without l2-norm attention: give it explicitly", c)
+			return cfg, &HeadsUnknownError{Width: c}
 		}
 	}
 	if cfg.Heads <= 0 || c%cfg.Heads != 0 {

@@ -677,6 +677,11 @@ func LoadPipeline(m *weights.Model, b core.Backend, opt varmodel.Options) (*varm
 	if opt.PatchNums == nil {
 		opt.PatchNums = pn
 	}
+	if opt.Heads == 0 { // recorded at conversion: without l2-norm attention no tensor says it
+		if h, err := m.Manifest().ConfigInt("heads"); err == nil {
+			opt.Heads = h
+		}
+	}
 	p, err := varmodel.LoadPipeline(varSrc, vaeSrc, b, opt)
 	if err != nil {
 		return nil, err
