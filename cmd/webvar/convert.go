@@ -28,7 +28,8 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	varPath := fs.String("var", "", "VAR transformer checkpoint (.pth or .safetensors)")
 	vaePath := fs.String("vae", "", "VQVAE checkpoint (.pth or .safetensors)")
 	patchNums := fs.String("patch-nums", "", "token map sides per scale (as for generate)")
-	heads := fs.Int("heads", 0, "attention heads, only for checkpoints without l2-norm attention")
+	heads := fs.Int("heads", 0, "attention heads, only for checkpoints without l2-norm attention (MAR: the encoder's); recorded in the manifest")
+	decHeads := fs.Int("dec-heads", 0, "MAR: the decoder's attention heads when they differ from -heads; recorded in the manifest")
 	vaeScale := fs.Float64("vae-scale", 0, "MAR: the latent scale of a VAE other than the released KL-16 (tokens = latents * scale; default 0.2325), recorded in the manifest")
 	rqPath := fs.String("rq", "", "an RQ-Transformer release (directory with stage1/ and stage2/, or its .tar.gz) instead of -var and -vae: head counts and default sampling come from its config.yaml")
 	ema := fs.Bool("ema", false, "with -rq: convert the RQ-Transformer's EMA weights (stage2's state_dict_ema; the RQ-VAE's state_dict as officially)")
@@ -113,7 +114,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	}
 	var stored, raw int64
 	parts := map[string]int64{}
-	opt := convert.ConvertOptions{Sampling: samp, Settings: gen.Settings(settings), PatchNums: pn, Heads: *heads, VAEScale: *vaeScale, Quant: weights.Scheme(*quant),
+	opt := convert.ConvertOptions{Sampling: samp, Settings: gen.Settings(settings), PatchNums: pn, Heads: *heads, DecHeads: *decHeads, VAEScale: *vaeScale, Quant: weights.Scheme(*quant),
 		VAEQuant: weights.Scheme(*vaeQuant), KeepF32: keepF32,
 		NoEncoder: *noEncoder, ClassNames: names, ChunkBytes: chunkBytes(*chunkMiB, *chunkKiB),
 		OnTensor: func(r convert.TensorReport) {
@@ -127,7 +128,7 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "[%4d/%d] %-48s %-4s %-18v %9.3f MB  %s\n", r.Index+1, r.Total, r.Name, r.Scheme,
 				r.Shape, float64(r.Bytes)/1e6, errs)
 		}}
-	ref := modelFlags{varPath: *varPath, vaePath: *vaePath, weightsDir: *from, heads: *heads, patchNums: *patchNums, rqPath: *rqPath, ema: *ema, vaeScale: *vaeScale}
+	ref := modelFlags{varPath: *varPath, vaePath: *vaePath, weightsDir: *from, heads: *heads, decHeads: *decHeads, patchNums: *patchNums, rqPath: *rqPath, ema: *ema, vaeScale: *vaeScale}
 	var man *weights.Manifest
 	if *rqPath != "" {
 		man, err = convertRelease(*rqPath, *ema, *out, opt)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -207,5 +208,37 @@ func TestConvertFromDirectory(t *testing.T) {
 	}
 	if a, b := size(src), size(dst); b >= a*2/3 {
 		t.Errorf("VQVAE bytes %d with an int4 decoder, %d with f16: want well under", b, a)
+	}
+}
+
+// A MAR checkpoint whose encoder and decoder have different head counts (testdata/variants/mar-p2: 3
+// and 2, neither width/64) needs -heads and -dec-heads; converted with them, the directory records both
+// and generates the same image as the checkpoints with the same seed.
+func TestConvertMARDecoderHeads(t *testing.T) {
+	dir := filepath.Join(testutil.VariantsDir(), "mar-p2")
+	mp, vp := filepath.Join(dir, "mar.pth"), filepath.Join(dir, "vae.pth")
+	tmp := t.TempDir()
+	out := filepath.Join(tmp, "w")
+	if rc, _, stderr := runCLI(t, "convert", "-var", mp, "-vae", vp, "-heads", "3", "-out", out); rc == 0 || !strings.Contains(stderr, "decoder") {
+		t.Errorf("converted with the decoder's heads unknown: exit %d: %s", rc, stderr)
+	}
+	if rc, _, stderr := runCLI(t, "convert", "-var", mp, "-vae", vp, "-heads", "3", "-dec-heads", "2", "-quant", "f32", "-out", out); rc != 0 {
+		t.Fatalf("convert: exit %d: %s", rc, stderr)
+	}
+	gen := func(name string, model ...string) []byte {
+		path := filepath.Join(tmp, name)
+		args := append([]string{"generate"}, model...)
+		args = append(args, "-class", "1", "-seed", "3", "-iters", "4", "-diffusion-steps", "5", "-out", path)
+		if rc, _, stderr := runCLI(t, args...); rc != 0 {
+			t.Fatalf("generate %v: exit %d: %s", model, rc, stderr)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	if !bytes.Equal(gen("conv.png", "-weights", out), gen("ckpt.png", "-var", mp, "-vae", vp, "-heads", "3", "-dec-heads", "2")) {
+		t.Error("the converted directory's image differs from the checkpoints'")
 	}
 }

@@ -31,7 +31,7 @@ type modelFlags struct {
 	rqPath                       string // an RQ-Transformer release: stage1/ + stage2/ directory or .tar.gz
 	ema                          bool   // RQ: the releases' EMA weights
 	patchNums                    string
-	heads                        int
+	heads, decHeads              int     // MAR: the encoder's and the decoder's (decHeads 0: the same)
 	vaeScale                     float64 // MAR: the latent scale of a VAE other than the released KL-16
 	demo                         string  // an embedded demo model by name
 }
@@ -42,7 +42,8 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.varPath, "var", "", "VAR transformer checkpoint (.pth or .safetensors), e.g. var_d16.pth, instead of -weights")
 	fs.StringVar(&m.vaePath, "vae", "", "VQVAE checkpoint (.pth or .safetensors), e.g. vae_ch160v4096z32.pth, with -var")
 	fs.StringVar(&m.patchNums, "patch-nums", "", "token map sides per scale, e.g. 1,2,3,4 (needed with -var unless the checkpoint's L is an official schedule or determines them)")
-	fs.IntVar(&m.heads, "heads", 0, "attention heads, only for checkpoints without l2-norm attention (default width/64)")
+	fs.IntVar(&m.heads, "heads", 0, "attention heads, only for checkpoints without l2-norm attention (default width/64; MAR: the encoder's)")
+	fs.IntVar(&m.decHeads, "dec-heads", 0, "MAR: the decoder's attention heads when they differ from -heads")
 	fs.Float64Var(&m.vaeScale, "vae-scale", 0, "MAR: the latent scale of a VAE other than the released KL-16 (tokens = latents * scale; default 0.2325, or the one a converted model recorded)")
 	fs.StringVar(&m.rqPath, "rq", "", "an RQ-Transformer release: a directory with stage1/ and stage2/ (config.yaml + model.pt each) or its .tar.gz, instead of -weights or -var/-vae")
 	fs.BoolVar(&m.ema, "ema", false, "with -rq: the RQ-Transformer's EMA weights (stage2's state_dict_ema) instead of its state_dict, as the official --ema (the RQ-VAE is read from state_dict either way)")
@@ -181,7 +182,7 @@ func (m *modelFlags) openGenerator(ctx context.Context, b core.Backend, onProgre
 	if err != nil {
 		return nil, modelInfo{}, usageError{"-patch-nums: " + err.Error()}
 	}
-	opt := family.Options{PatchNums: pn, Heads: m.heads, VAEScale: m.vaeScale}
+	opt := family.Options{PatchNums: pn, Heads: m.heads, DecHeads: m.decHeads, VAEScale: m.vaeScale}
 	if m.rqPath != "" {
 		p, err := rq.LoadRelease(m.rqPath, b, rq.ReleaseOptions{Open: openStateDict, EMA: m.ema})
 		if err != nil {
