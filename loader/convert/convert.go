@@ -192,8 +192,9 @@ func ConvertSources(varSrc, vaeSrc core.WeightSource, name, outDir string, opt C
 // store the shipped default model's decoder quantized, say, when its training checkpoints are gone. Its
 // tensors are read as Load serves them (quantized ones dequantized), so the errors reported and the
 // error introduced add to the ones of m's own conversion (re-quantizing int8 values to int8 gives them
-// back). PatchNums, Heads, ClassNames and Sampling default to m's, a directory without the encoder stays
-// without it, and m's other meta entries are kept.
+// back). PatchNums, the head counts, MAR's VAE scale, ClassNames and Sampling default to m's (what its
+// manifest recorded that no tensor says), a directory without the encoder stays without it, and m's other
+// meta entries are kept.
 func Reconvert(m *weights.Model, outDir string, opt ConvertOptions) (*weights.Manifest, error) {
 	if err := opt.normalize(); err != nil {
 		return nil, err
@@ -207,8 +208,18 @@ func Reconvert(m *weights.Model, outDir string, opt ConvertOptions) (*weights.Ma
 		opt.PatchNums = pn
 	}
 	if opt.Heads == 0 {
-		if h, err := man.ConfigInts("heads"); err == nil && len(h) == 1 {
-			opt.Heads = h[0]
+		if h, err := man.ConfigInt("heads"); err == nil {
+			opt.Heads = h
+		}
+	}
+	if opt.DecHeads == 0 {
+		if h, err := man.ConfigInt("dec_heads"); err == nil {
+			opt.DecHeads = h
+		}
+	}
+	if opt.VAEScale == 0 { // MAR: a VAE's own latent scale (fashionmar's is not the KL-16's 0.2325)
+		if f, err := man.ConfigFloat("vae_scale"); err == nil {
+			opt.VAEScale = f
 		}
 	}
 	if man.Meta["vae_encoder"] == "false" {
