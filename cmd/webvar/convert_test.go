@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -32,14 +31,7 @@ func TestConvertF32RoundTripReproducesGolden(t *testing.T) {
 	if rc != 0 {
 		t.Fatalf("generate -weights: exit %d: %s", rc, stderr)
 	}
-	var tj struct{ Tokens [][]int }
-	raw, err := os.ReadFile(tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &tj); err != nil {
-		t.Fatal(err)
-	}
+	tj := struct{ Tokens [][]int }{readTokens(t, tok)}
 	g := testutil.OpenGolden(t, testutil.VarTiny("golden.safetensors"))
 	for si, pn := range []int{1, 2, 3, 4} {
 		testutil.IntsEqual(t, fmt.Sprintf("scale %d", si), tj.Tokens[si], g.Ints(fmt.Sprintf("ar1.idx.s%d", si))[:pn*pn])

@@ -62,14 +62,7 @@ func TestEditFixture(t *testing.T) {
 					if rc != 0 {
 						t.Fatalf("exit %d: %s", rc, stderr)
 					}
-					var tj struct{ Tokens [][]int }
-					data, err := os.ReadFile(tok)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := json.Unmarshal(data, &tj); err != nil {
-						t.Fatal(err)
-					}
+					tj := struct{ Tokens [][]int }{readTokens(t, tok)}
 					for si := range tj.Tokens {
 						name := fmt.Sprintf("edit.%s.idx.s%d", c.Name, si)
 						testutil.IntsEqual(t, name, tj.Tokens[si], g.Ints(name))

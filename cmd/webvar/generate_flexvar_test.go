@@ -1,10 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"image/png"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,14 +47,7 @@ func testGenerateFlexVAR(t *testing.T, f testutil.Fixture, backend string) {
 		if rc != 0 {
 			t.Fatalf("exit %d: %s", rc, stderr)
 		}
-		var tj struct{ Tokens [][]int }
-		raw, err := os.ReadFile(tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(raw, &tj); err != nil {
-			t.Fatal(err)
-		}
+		tj := struct{ Tokens [][]int }{readTokens(t, tok)}
 		if len(tj.Tokens) != len(sched) {
 			t.Fatalf("%d steps in tokens.json, want %d", len(tj.Tokens), len(sched))
 		}
@@ -65,15 +55,7 @@ func testGenerateFlexVAR(t *testing.T, f testutil.Fixture, backend string) {
 			want := g.Ints(fmt.Sprintf("%s.idx.s%d", run, si))
 			testutil.IntsEqual(t, fmt.Sprintf("tokens.json step %d", si), tj.Tokens[si], want[:len(want)/2])
 		}
-		fh, err := os.Open(img)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer fh.Close()
-		pic, err := png.Decode(fh)
-		if err != nil {
-			t.Fatal(err)
-		}
+		pic := readPNG(t, img)
 		ref := g.F32(run + ".img") // [B, 3, H, W], not clamped
 		h, w := ref.Shape[2], ref.Shape[3]
 		if b := pic.Bounds(); b.Dx() != w || b.Dy() != h {

@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"image/color"
-	"image/png"
 	"math"
 	"os"
 	"path/filepath"
@@ -58,14 +56,7 @@ func testGenerateVAR(t *testing.T, f testutil.Fixture, backend string) {
 		if rc != 0 {
 			t.Fatalf("exit %d: %s", rc, stderr)
 		}
-		var tj struct{ Tokens [][]int }
-		raw, err := os.ReadFile(tok)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(raw, &tj); err != nil {
-			t.Fatal(err)
-		}
+		tj := struct{ Tokens [][]int }{readTokens(t, tok)}
 		var sides []int
 		for si := 0; g.Has(fmt.Sprintf("%s.idx.s%d", run, si)); si++ {
 			want := g.Ints(fmt.Sprintf("%s.idx.s%d", run, si))
@@ -79,15 +70,7 @@ func testGenerateVAR(t *testing.T, f testutil.Fixture, backend string) {
 			t.Fatalf("%d scales in tokens.json, want %d", len(tj.Tokens), len(sides))
 		}
 
-		fh, err := os.Open(img)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer fh.Close()
-		pic, err := png.Decode(fh)
-		if err != nil {
-			t.Fatal(err)
-		}
+		pic := readPNG(t, img)
 		ref := g.F32(run + ".img") // [B, 3, H, W] in [0, 1]
 		h, w := ref.Shape[2], ref.Shape[3]
 		if b := pic.Bounds(); b.Dx() != w || b.Dy() != h {

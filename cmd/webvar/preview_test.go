@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
@@ -298,6 +299,20 @@ func compareScreenshot(t *testing.T, shot, want image.Image, tol int) {
 		t.Fatalf("screenshot image differs from webvar generate's by %d levels at %v (image pixel %v)",
 			maxDiff, at, at.Div(scale))
 	}
+}
+
+// readTokens reads a -tokens file of a VAR or FlexVAR run: {"tokens": [[step 0's ids], ...]}.
+func readTokens(t *testing.T, path string) [][]int {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tj struct{ Tokens [][]int }
+	if err := json.Unmarshal(raw, &tj); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return tj.Tokens
 }
 
 func readPNG(t *testing.T, path string) image.Image {
